@@ -1,0 +1,90 @@
+/**
+ * The one loading path for Flotilla's protobuf definitions.
+ *
+ * Every `.proto` file under `<repo>/proto` is parsed once with protobufjs into a single Root.
+ * Imports are resolved against `<repo>/proto` first; `google/protobuf/*` comes from the
+ * definitions protobufjs ships.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import * as protobuf from "protobufjs";
+
+export type Root = protobuf.Root;
+export type Type = protobuf.Type;
+export type Service = protobuf.Service;
+export type Method = protobuf.Method;
+
+/** Repository root: the nearest ancestor of this file holding package.json. */
+export function repoRoot(): string {
+  let dir = __dirname;
+  for (;;) {
+    if (fs.existsSync(path.join(dir, "package.json")) && fs.existsSync(path.join(dir, "proto"))) return dir;
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error("cannot find the repository root from " + __dirname);
+    dir = up;
+  }
+}
+
+export const PROTO_DIR = path.join(repoRoot(), "proto");
+
+function listProtos(dir: string, rel = ""): string[] {
+  const out: string[] = [];
+  for (const ent of fs.readdirSync(path.join(dir, rel), { withFileTypes: true })) {
+    const r = rel ? `${rel}/${ent.name}` : ent.name;
+    if (ent.isDirectory()) out.push(...listProtos(dir, r));
+    else if (ent.name.endsWith(".proto")) out.push(r);
+  }
+  return out.sort();
+}
+
+/** Parse a set of proto files (paths relative to `dir`) into a fresh Root. */
+export function loadRoot(dir: string = PROTO_DIR, files?: string[]): protobuf.Root {
+  const root = new protobuf.Root();
+  root.resolvePath = (_origin: string, target: string) => {
+    const local = path.join(dir, target);
+    if (fs.existsSync(local)) return local;
+    return target; // protobufjs resolves google/protobuf/* from its bundled common files
+  };
+  root.loadSync(files ?? listProtos(dir), { keepCase: true });
+  root.resolveAll();
+  return root;
+}
+
+let cached: protobuf.Root | undefined;
+
+/** The Root with all of Flotilla's protos, loaded on first use. */
+export function protoRoot(): protobuf.Root {
+  if (!cached) cached = loadRoot();
+  return cached;
+}
+
+export function lookupType(fullName: string): protobuf.Type {
+  return protoRoot().lookupType(fullName);
+}
+
+export function lookupService(fullName: string): protobuf.Service {
+  return protoRoot().lookupService(fullName);
+}
+
+/** Encode a plain object as `fullName`, validating field types first. */
+export function encode(fullName: string, value: Record<string, unknown>): Buffer {
+  const t = lookupType(fullName);
+  const msg = t.fromObject(value);
+  return Buffer.from(t.encode(msg).finish());
+}
+
+/** Decode bytes as `fullName` to a plain object (longs as numbers or strings, bytes as Buffer). */
+export function decode<T = Record<string, unknown>>(fullName: string, bytes: Uint8Array): T {
+  const t = lookupType(fullName);
+  return t.toObject(t.decode(bytes), DECODE_OPTIONS) as T;
+}
+
+export const DECODE_OPTIONS: protobuf.IConversionOptions = {
+  longs: Number,
+  enums: Number,
+  bytes: Buffer,
+  defaults: true,
+  arrays: true,
+  objects: true,
+  oneofs: true,
+};
