@@ -88,3 +88,50 @@ export const DECODE_OPTIONS: protobuf.IConversionOptions = {
   objects: true,
   oneofs: true,
 };
+
+/** A protobuf `google.protobuf.Timestamp` as a plain object. */
+export interface Timestamp {
+  seconds: number;
+  nanos: number;
+}
+
+export function toTimestamp(d: Date | number = new Date()): Timestamp {
+  const ms = typeof d === "number" ? d : d.getTime();
+  const seconds = Math.floor(ms / 1000);
+  return { seconds, nanos: Math.round((ms - seconds * 1000) * 1e6) };
+}
+
+/** Timestamp in nanoseconds since the epoch (as a bigint) for the high-resolution fields containerd keeps. */
+export function timestampFromNanos(ns: bigint): Timestamp {
+  return { seconds: Number(ns / 1_000_000_000n), nanos: Number(ns % 1_000_000_000n) };
+}
+
+export function fromTimestamp(t: Partial<Timestamp> | null | undefined): Date | undefined {
+  if (!t) return undefined;
+  return new Date(Number(t.seconds ?? 0) * 1000 + Math.floor(Number(t.nanos ?? 0) / 1e6));
+}
+
+/** A `google.protobuf.Any` as a plain object; containerd uses the bare full name as type URL. */
+export interface AnyMsg {
+  type_url: string;
+  value: Buffer;
+}
+
+export function packAny(fullName: string, value: Record<string, unknown>): AnyMsg {
+  return { type_url: fullName, value: encode(fullName, value) };
+}
+
+/** Decode an Any whose type URL names one of our messages (a `type.googleapis.com/` prefix is tolerated). */
+export function unpackAny<T = Record<string, unknown>>(any: AnyMsg): T {
+  const name = any.type_url.replace(/^.*\//, "");
+  return decode<T>(name, any.value);
+}
+
+/** The message type an Any names, when we know it. */
+export function anyType(any: { type_url: string }): protobuf.Type | undefined {
+  try {
+    return lookupType(any.type_url.replace(/^.*\//, ""));
+  } catch {
+    return undefined;
+  }
+}

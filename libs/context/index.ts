@@ -1,0 +1,80 @@
+/**
+ * The per-call context every core interface method takes first, mirroring Go's ctx in containerd:
+ * namespace and lease (from the `containerd-namespace` / `containerd-lease` headers), cancellation,
+ * deadline, trace context and a logger.
+ */
+import { Metadata } from "@grpc/grpc-js";
+import { context as otelContext, type Context as OtelContext } from "@opentelemetry/api";
+import type { Logger } from "pino";
+import { errFailedPrecondition, errInvalidArgument } from "../errdefs";
+
+export const NAMESPACE_HEADER = "containerd-namespace";
+export const LEASE_HEADER = "containerd-lease";
+
+export interface CallContext {
+  namespace?: string;
+  lease?: string;
+  signal: AbortSignal;
+  deadline?: Date;
+  trace: OtelContext;
+  log?: Logger;
+}
+
+/** A context for calls a process makes on its own behalf (not inside an incoming RPC). */
+export function background(namespace?: string, extra: Partial<CallContext> = {}): CallContext {
+  return { namespace, signal: new AbortController().signal, trace: otelContext.active(), ...extra };
+}
+
+export function withNamespace(ctx: CallContext, namespace: string): CallContext {
+  return { ...ctx, namespace };
+}
+
+export function withLease(ctx: CallContext, lease: string | undefined): CallContext {
+  return { ...ctx, lease };
+}
+
+function first(md: Metadata, key: string): string | undefined {
+  const v = md.get(key)[0];
+  if (v === undefined) return undefined;
+  return typeof v === "string" ? v : v.toString("utf8");
+}
+
+export function namespaceFromMetadata(md: Metadata): string | undefined {
+  return first(md, NAMESPACE_HEADER) || undefined;
+}
+
+export function leaseFromMetadata(md: Metadata): string | undefined {
+  return first(md, LEASE_HEADER) || undefined;
+}
+
+/** Outgoing metadata carrying the namespace and lease of `ctx`. */
+export function metadataFor(ctx: CallContext): Metadata {
+  const md = new Metadata();
+  if (ctx.namespace) md.set(NAMESPACE_HEADER, ctx.namespace);
+  if (ctx.lease) md.set(LEASE_HEADER, ctx.lease);
+  return md;
+}
+
+const IDENTIFIER = /^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
+export const MAX_IDENTIFIER_LENGTH = 76;
+
+/** containerd's identifiers.Validate. */
+export function validateIdentifier(s: string): void {
+  if (s.length === 0) throw errInvalidArgument("identifier must not be empty");
+  if (s.length > MAX_IDENTIFIER_LENGTH) {
+    throw errInvalidArgument(`identifier ${JSON.stringify(s)} greater than maximum length (${MAX_IDENTIFIER_LENGTH} characters)`);
+  }
+  if (!IDENTIFIER.test(s)) throw errInvalidArgument(`identifier ${JSON.stringify(s)} must match ${IDENTIFIER.source}`);
+}
+
+/** The namespace of the call, validated; FailedPrecondition when absent, as containerd's NamespaceRequired. */
+export function namespaceRequired(ctx: CallContext): string {
+  const ns = ctx.namespace;
+  if (!ns) throw errFailedPrecondition("namespace is required");
+  try {
+    validateIdentifier(ns);
+  } catch (e) {
+    throw errInvalidArgument(`namespace validation: ${(e as Error).message.replace(/: invalid argument$/, "")}`);
+  }
+  return ns;
+}

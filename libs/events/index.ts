@@ -1,0 +1,204 @@
+/**
+ * containerd events on NATS. Every event is a `containerd.types.Envelope` (timestamp, namespace, topic,
+ * Any with the bare proto type URL), protobuf-encoded, published on
+ *
+ *   <prefix>.<namespace>.<topic components>          e.g. flotilla.events.default.namespaces.create
+ *
+ * with `.` inside a namespace or topic component written as `~` (neither may contain `~`), so NATS
+ * wildcards filter by namespace (`flotilla.events.default.>`) or topic (`flotilla.events.*.tasks.exit`).
+ * Headers: `traceparent` (W3C trace context), `containerd-namespace`, `containerd-topic`.
+ */
+import { connect, headers as natsHeaders, type NatsConnection, type Subscription, type MsgHdrs } from "nats";
+import { context as otelContext } from "@opentelemetry/api";
+import type { Logger } from "pino";
+import { namespaceRequired, validateIdentifier, type CallContext } from "../context";
+import { errInvalidArgument } from "../errdefs";
+import { decode, encode, packAny, toTimestamp, type AnyMsg, type Timestamp } from "../proto";
+import { extractFromHeaders, injectIntoHeaders, type Context, type HeaderCarrier } from "../tracing";
+
+export const ENVELOPE_TYPE = "containerd.types.Envelope";
+
+export interface Envelope {
+  timestamp: Timestamp;
+  namespace: string;
+  topic: string;
+  event: AnyMsg;
+}
+
+export interface EventPublisher {
+  /** Wrap `event` (a message of proto type `typeName`) in an envelope for the call's namespace and publish it. */
+  publish(ctx: CallContext, topic: string, typeName: string, event: Record<string, unknown>): Promise<void>;
+  /** Publish an already-packed Any (Events.Publish). */
+  publishAny(ctx: CallContext, topic: string, event: AnyMsg): Promise<void>;
+  /** Publish a complete envelope as-is (Events.Forward). */
+  forward(ctx: CallContext, env: Envelope): Promise<void>;
+}
+
+export interface EventSubscriber {
+  subscribe(handler: (env: Envelope, raw: Buffer, trace: Context) => void): () => void;
+}
+
+const TOPIC_COMPONENT = /^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
+
+/** containerd's topic rules: starts with `/`, each component an identifier of at most 76 characters. */
+export function validateTopic(topic: string): void {
+  if (!topic.startsWith("/")) throw errInvalidArgument(`must start with '/': ${topic}`);
+  const parts = topic.slice(1).split("/");
+  for (const p of parts) {
+    if (!TOPIC_COMPONENT.test(p) || p.length > 76) throw errInvalidArgument(`topic ${JSON.stringify(topic)} component ${JSON.stringify(p)} is not a valid identifier`);
+  }
+}
+
+const escapeToken = (s: string): string => s.replace(/\./g, "~");
+
+export function subjectFor(prefix: string, namespace: string, topic: string): string {
+  return [prefix, escapeToken(namespace), ...topic.slice(1).split("/").map(escapeToken)].join(".");
+}
+
+export function encodeEnvelope(env: Envelope): Buffer {
+  return encode(ENVELOPE_TYPE, env as unknown as Record<string, unknown>);
+}
+
+export function decodeEnvelope(buf: Uint8Array): Envelope {
+  return decode<Envelope>(ENVELOPE_TYPE, buf);
+}
+
+function carrier(h: MsgHdrs): HeaderCarrier {
+  return {
+    get: (k) => h.get(k),
+    set: (k, v) => h.set(k, v),
+    keys: () => h.keys(),
+  };
+}
+
+export interface NatsEventBusOptions {
+  url: string;
+  prefix: string;
+  log: Logger;
+  name: string;
+  /** Events kept while NATS has never been reached; beyond that the oldest are dropped (and logged). */
+  maxQueued?: number;
+}
+
+/**
+ * Publisher and subscriber over NATS. It never blocks an RPC on NATS: before the first connection,
+ * events queue in memory; after it, the client library buffers across reconnects.
+ */
+export class NatsEventBus implements EventPublisher, EventSubscriber {
+  private nc?: NatsConnection;
+  private closed = false;
+  private queue: { subject: string; data: Buffer; hdrs: MsgHdrs }[] = [];
+  private dropped = 0;
+  private readonly subs = new Set<{ handler: (env: Envelope, raw: Buffer, trace: Context) => void; sub?: Subscription }>();
+  private readonly connecting: Promise<void>;
+
+  constructor(private readonly opts: NatsEventBusOptions) {
+    this.connecting = this.connectLoop();
+  }
+
+  private async connectLoop(): Promise<void> {
+    if (!this.opts.url) return;
+    while (!this.closed) {
+      try {
+        const nc = await connect({
+          servers: this.opts.url,
+          name: this.opts.name,
+          reconnect: true,
+          maxReconnectAttempts: -1,
+          reconnectTimeWait: 250,
+          waitOnFirstConnect: true,
+          pingInterval: 5000,
+        });
+        if (this.closed) {
+          await nc.close();
+          return;
+        }
+        this.nc = nc;
+        this.opts.log.info({ server: nc.getServer() }, "connected to NATS");
+        void (async () => {
+          for await (const s of nc.status()) this.opts.log.info({ type: s.type, data: String(s.data) }, "NATS status");
+        })().catch(() => undefined);
+        for (const q of this.queue) nc.publish(q.subject, q.data, { headers: q.hdrs });
+        this.queue = [];
+        for (const s of this.subs) this.attach(s);
+        return;
+      } catch (e) {
+        this.opts.log.warn({ err: (e as Error).message }, "NATS connect failed, retrying");
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  }
+
+  private send(subject: string, data: Buffer, ns: string, topic: string, ctx: CallContext): void {
+    const hdrs = natsHeaders();
+    hdrs.set("containerd-namespace", ns);
+    hdrs.set("containerd-topic", topic);
+    hdrs.set("content-type", "application/protobuf; proto=containerd.types.Envelope");
+    injectIntoHeaders(ctx.trace, carrier(hdrs));
+    if (this.nc && !this.nc.isClosed()) {
+      this.nc.publish(subject, data, { headers: hdrs });
+      return;
+    }
+    if (!this.opts.url) return;
+    this.queue.push({ subject, data, hdrs });
+    const max = this.opts.maxQueued ?? 10000;
+    if (this.queue.length > max) {
+      this.queue.shift();
+      if (this.dropped++ % 1000 === 0) this.opts.log.warn({ dropped: this.dropped }, "NATS unreachable: dropping oldest queued events");
+    }
+  }
+
+  async publish(ctx: CallContext, topic: string, typeName: string, event: Record<string, unknown>): Promise<void> {
+    await this.publishAny(ctx, topic, packAny(typeName, event));
+  }
+
+  async publishAny(ctx: CallContext, topic: string, event: AnyMsg): Promise<void> {
+    const ns = namespaceRequired(ctx);
+    validateTopic(topic);
+    const env: Envelope = { timestamp: toTimestamp(), namespace: ns, topic, event };
+    this.send(subjectFor(this.opts.prefix, ns, topic), encodeEnvelope(env), ns, topic, ctx);
+  }
+
+  async forward(ctx: CallContext, env: Envelope): Promise<void> {
+    validateIdentifier(env.namespace);
+    validateTopic(env.topic);
+    if (!env.timestamp || (!env.timestamp.seconds && !env.timestamp.nanos)) throw errInvalidArgument("envelope timestamp must be set");
+    this.send(subjectFor(this.opts.prefix, env.namespace, env.topic), encodeEnvelope(env), env.namespace, env.topic, ctx);
+  }
+
+  private attach(s: { handler: (env: Envelope, raw: Buffer, trace: Context) => void; sub?: Subscription }): void {
+    if (!this.nc) return;
+    s.sub = this.nc.subscribe(`${this.opts.prefix}.>`, {
+      callback: (err, msg) => {
+        if (err) return;
+        try {
+          const raw = Buffer.from(msg.data);
+          const trace = msg.headers ? extractFromHeaders(carrier(msg.headers)) : otelContext.active();
+          s.handler(decodeEnvelope(raw), raw, trace);
+        } catch (e) {
+          this.opts.log.warn({ err: (e as Error).message, subject: msg.subject }, "undecodable event on NATS");
+        }
+      },
+    });
+  }
+
+  subscribe(handler: (env: Envelope, raw: Buffer, trace: Context) => void): () => void {
+    const s: { handler: typeof handler; sub?: Subscription } = { handler };
+    this.subs.add(s);
+    this.attach(s);
+    return () => {
+      this.subs.delete(s);
+      s.sub?.unsubscribe();
+    };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const nc = this.nc;
+    if (nc && !nc.isClosed()) {
+      await nc.flush().catch(() => undefined);
+      await nc.close().catch(() => undefined);
+    }
+    await Promise.race([this.connecting, new Promise((r) => setTimeout(r, 100))]);
+  }
+}

@@ -1,0 +1,123 @@
+/**
+ * What every Flotilla process's tiny main.ts calls: load config, build logger, metrics and tracer,
+ * connect the event bus, start one gRPC server with health and this process's plugin list, let the
+ * service register itself, then drain on SIGTERM/SIGINT.
+ */
+import * as fs from "node:fs";
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { configPathFromArgv, loadConfig, serviceRoot, serviceState, type Config, type ServiceName } from "../config";
+import { NatsEventBus } from "../events";
+import { createLogger } from "../log";
+import { Metrics } from "../metrics";
+import { parseAll } from "../filters";
+import { RpcServer, type Msg } from "../grpc/server";
+import { closeChannels } from "../grpc/client";
+import { initTracing, shutdownTracing } from "../tracing";
+import { pluginAdaptor, pluginToProto, type PluginInfo } from "./plugins";
+
+export * from "./plugins";
+
+export interface ServiceContext {
+  name: ServiceName;
+  config: Config;
+  log: Logger;
+  metrics: Metrics;
+  server: RpcServer;
+  events: NatsEventBus;
+  /** Persistent directory of this service (`<root>/<service>`), created. */
+  root: string;
+  /** Runtime directory of this service (`<state>/<service>`), created. */
+  state: string;
+}
+
+export interface RunningService {
+  plugins: PluginInfo[];
+  /** gRPC service names this process serves (reported SERVING by its health service). */
+  grpcServices: string[];
+  close?(): Promise<void>;
+}
+
+export interface ServiceDefinition {
+  name: ServiceName;
+  start(sc: ServiceContext): Promise<RunningService>;
+}
+
+export const HEALTH_SERVICE = "grpc.health.v1.Health";
+export const INTROSPECTION_SERVICE = "containerd.services.introspection.v1.Introspection";
+const SERVING = 1;
+const SERVICE_UNKNOWN = 3;
+
+/** The NATS URL: config, else what the supervisor handed down. */
+export function natsUrl(cfg: Config): string {
+  return cfg.flotilla.nats.url || process.env.FLOTILLA_NATS_URL || "";
+}
+
+export function addHealth(server: RpcServer, servedNames: () => string[]): void {
+  const status = (svc: string): number => (svc === "" || servedNames().includes(svc) ? SERVING : SERVICE_UNKNOWN);
+  server.addService(HEALTH_SERVICE, {
+    Check: async (_ctx, req: Msg) => {
+      const s = status(String(req.service ?? ""));
+      if (s === SERVICE_UNKNOWN) throw Object.assign(new Error("unknown service"), { code: grpc.status.NOT_FOUND, details: `service ${JSON.stringify(req.service)}: not found` });
+      return { status: s };
+    },
+    Watch: async (ctx, req: Msg, send) => {
+      await send({ status: status(String(req.service ?? "")) });
+      await new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve(), { once: true }));
+    },
+  });
+}
+
+/** Run a service process until SIGTERM/SIGINT. */
+export async function runService(def: ServiceDefinition, argv: readonly string[] = process.argv.slice(2)): Promise<void> {
+  const config = loadConfig(configPathFromArgv(argv));
+  const log = createLogger(def.name, config.debug.level);
+  const metrics = new Metrics(def.name);
+  initTracing(def.name, config.flotilla.otlp_endpoint);
+  const svcCfg = config.flotilla.services[def.name];
+  const root = serviceRoot(config, def.name);
+  const state = serviceState(config, def.name);
+  fs.mkdirSync(root, { recursive: true, mode: 0o711 });
+  fs.mkdirSync(state, { recursive: true, mode: 0o711 });
+  const events = new NatsEventBus({ url: natsUrl(config), prefix: config.flotilla.events_subject_prefix, log, name: `flotilla-${def.name}` });
+  const server = new RpcServer({ service: def.name, log, metrics, maxMessage: config.grpc.max_recv_message_size });
+
+  let running: RunningService | undefined;
+  addHealth(server, () => running?.grpcServices ?? []);
+  // Each process answers Introspection/Plugins for its own plugins; the gateway merges them.
+  server.addService(INTROSPECTION_SERVICE, {
+    Plugins: async (_ctx, req: Msg) => {
+      const f = parseAll(req.filters as string[]);
+      return { plugins: (running?.plugins ?? []).map(pluginToProto).filter((p) => f.match(pluginAdaptor(p))) };
+    },
+  });
+  const sc: ServiceContext = { name: def.name, config, log, metrics, server, events, root, state };
+  try {
+    running = await def.start(sc);
+  } catch (e) {
+    log.fatal({ err: e }, "service failed to start");
+    process.exit(1);
+  }
+  await server.listen(svcCfg.address);
+  const metricsPort = await metrics.listen(svcCfg.metrics_address);
+  log.info({ address: svcCfg.address, metrics: metricsPort, pid: process.pid }, "serving");
+
+  let stopping = false;
+  const stop = async (signal: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, "shutting down");
+    const hard = setTimeout(() => process.exit(1), 10000);
+    hard.unref();
+    await server.shutdown(5000);
+    await running?.close?.().catch((err: unknown) => log.error({ err }, "close failed"));
+    await events.close();
+    await metrics.close();
+    closeChannels();
+    await shutdownTracing();
+    log.info("stopped");
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGINT", () => void stop("SIGINT"));
+}

@@ -1,0 +1,106 @@
+/** The local NamespaceStore, kept in the images process's LMDB database. */
+import { validateIdentifier, type CallContext } from "../../../../libs/context";
+import { errAlreadyExists, errFailedPrecondition, errInvalidArgument, errNotFound, errUnavailable, isNotImplemented } from "../../../../libs/errdefs";
+import { applyMapMask, compactLabels, validateLabels } from "../../../../libs/fieldmask";
+import type { EventPublisher } from "../../../../libs/events";
+import { NAMESPACE_EVENTS, type Namespace, type NamespaceStore } from "../../../../libs/core/namespaces";
+import type { MetaDB } from "./db";
+
+/** Reports what kinds of objects (e.g. "blobs", "containers") still live in a namespace. */
+export interface NamespaceUsage {
+  /** The holder's name, for errors. */
+  name: string;
+  inUse(ctx: CallContext, ns: string): Promise<string[]>;
+}
+
+interface Stored {
+  labels: Record<string, string>;
+  created_at: number;
+}
+
+const key = (name: string): string[] => ["ns", name];
+
+export class LocalNamespaceStore implements NamespaceStore {
+  constructor(
+    private readonly db: MetaDB,
+    private readonly events: EventPublisher,
+    private readonly usage: NamespaceUsage[],
+  ) {}
+
+  private validate(ns: Namespace): void {
+    try {
+      validateIdentifier(ns.name);
+    } catch (e) {
+      throw errInvalidArgument(`namespace validation: ${(e as Error).message.replace(/: invalid argument$/, "")}`);
+    }
+    const bad = validateLabels(ns.labels);
+    if (bad) throw errInvalidArgument(bad);
+  }
+
+  /** Events about a namespace go out in the caller's namespace, as containerd's do; else in the namespace itself. */
+  private eventCtx(ctx: CallContext, name: string): CallContext {
+    return ctx.namespace ? ctx : { ...ctx, namespace: name };
+  }
+
+  async get(_ctx: CallContext, name: string): Promise<Namespace> {
+    const v = this.db.get(key(name)) as Stored | undefined;
+    if (!v) throw errNotFound(`namespace ${JSON.stringify(name)}`);
+    return { name, labels: v.labels };
+  }
+
+  async list(_ctx: CallContext): Promise<Namespace[]> {
+    const out: Namespace[] = [];
+    for (const { key: k, value } of this.db.getRange({ start: ["ns"], end: ["ns", "\uffff"] })) {
+      out.push({ name: String(k[1]), labels: (value as Stored).labels });
+    }
+    return out;
+  }
+
+  async create(ctx: CallContext, ns: Namespace): Promise<Namespace> {
+    this.validate(ns);
+    const labels = compactLabels(ns.labels);
+    const created = await this.db.transaction(() => {
+      if (this.db.get(key(ns.name)) !== undefined) return false;
+      void this.db.put(key(ns.name), { labels, created_at: Date.now() } satisfies Stored);
+      return true;
+    });
+    if (!created) throw errAlreadyExists(`namespace ${JSON.stringify(ns.name)}`);
+    await this.events.publish(this.eventCtx(ctx, ns.name), NAMESPACE_EVENTS.create.topic, NAMESPACE_EVENTS.create.type, { name: ns.name, labels });
+    return { name: ns.name, labels };
+  }
+
+  async update(ctx: CallContext, ns: Namespace, paths: string[]): Promise<Namespace> {
+    for (const p of paths) {
+      if (p !== "labels" && !p.startsWith("labels.")) throw errInvalidArgument(`cannot update ${JSON.stringify(p)} field on namespace ${JSON.stringify(ns.name)}`);
+    }
+    const bad = validateLabels(ns.labels);
+    if (bad) throw errInvalidArgument(bad);
+    const result = await this.db.transaction(() => {
+      const cur = this.db.get(key(ns.name)) as Stored | undefined;
+      if (!cur) return undefined;
+      const labels = paths.length ? applyMapMask("labels", cur.labels, ns.labels, paths) : compactLabels(ns.labels);
+      void this.db.put(key(ns.name), { ...cur, labels } satisfies Stored);
+      return labels;
+    });
+    if (!result) throw errNotFound(`namespace ${JSON.stringify(ns.name)}`);
+    await this.events.publish(this.eventCtx(ctx, ns.name), NAMESPACE_EVENTS.update.topic, NAMESPACE_EVENTS.update.type, { name: ns.name, labels: result });
+    return { name: ns.name, labels: result };
+  }
+
+  async delete(ctx: CallContext, name: string): Promise<void> {
+    if (this.db.get(key(name)) === undefined) throw errNotFound(`namespace ${JSON.stringify(name)}`);
+    const kinds: string[] = [];
+    for (const u of this.usage) {
+      try {
+        kinds.push(...(await u.inUse(ctx, name)));
+      } catch (e) {
+        if (isNotImplemented(e)) continue; // a service that does not implement its API yet holds nothing
+        throw errUnavailable(`namespace ${JSON.stringify(name)}: cannot verify it is empty: ${u.name}: ${(e as Error).message}`);
+      }
+    }
+    if (kinds.length) throw errFailedPrecondition(`namespace ${JSON.stringify(name)} must be empty, but it still has ${[...new Set(kinds)].join(", ")}`);
+    const removed = await this.db.transaction(() => (this.db.get(key(name)) === undefined ? false : (void this.db.remove(key(name)), true)));
+    if (!removed) throw errNotFound(`namespace ${JSON.stringify(name)}`);
+    await this.events.publish(this.eventCtx(ctx, name), NAMESPACE_EVENTS.delete.topic, NAMESPACE_EVENTS.delete.type, { name });
+  }
+}

@@ -1,0 +1,42 @@
+/**
+ * Asks the other processes whether a namespace still holds anything, through their ordinary containerd
+ * List RPCs (addressed straight to the owning process, in that namespace).
+ */
+import { withNamespace, type CallContext } from "../../../../libs/context";
+import { RpcClient } from "../../../../libs/grpc/client";
+import type { NamespaceUsage } from "./namespaces";
+
+async function nonEmptyStream(it: AsyncIterable<Record<string, unknown>>, field: string): Promise<boolean> {
+  for await (const m of it) if (((m[field] as unknown[]) ?? []).length > 0) return true;
+  return false;
+}
+
+export function remoteUsage(addresses: { content: string; snapshots: string; tasks: string; sandbox: string }, snapshotters: string[]): NamespaceUsage[] {
+  const content = new RpcClient(addresses.content, "containerd.services.content.v1.Content");
+  const snapshots = new RpcClient(addresses.snapshots, "containerd.services.snapshots.v1.Snapshots");
+  const containers = new RpcClient(addresses.tasks, "containerd.services.containers.v1.Containers");
+  const sandboxes = new RpcClient(addresses.sandbox, "containerd.services.sandbox.v1.Store");
+  return [
+    {
+      name: "content service",
+      inUse: async (ctx: CallContext, ns: string) => ((await nonEmptyStream(content.serverStream(withNamespace(ctx, ns), "List", {}), "info")) ? ["blobs"] : []),
+    },
+    {
+      name: "snapshots service",
+      inUse: async (ctx: CallContext, ns: string) => {
+        for (const s of snapshotters) {
+          if (await nonEmptyStream(snapshots.serverStream(withNamespace(ctx, ns), "List", { snapshotter: s }), "info")) return ["snapshots"];
+        }
+        return [];
+      },
+    },
+    {
+      name: "tasks service",
+      inUse: async (ctx: CallContext, ns: string) => (((await containers.unary(withNamespace(ctx, ns), "List", {})).containers ?? []).length ? ["containers"] : []),
+    },
+    {
+      name: "sandbox service",
+      inUse: async (ctx: CallContext, ns: string) => (((await sandboxes.unary(withNamespace(ctx, ns), "List", {})).list ?? []).length ? ["sandboxes"] : []),
+    },
+  ];
+}

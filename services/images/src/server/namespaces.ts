@@ -1,0 +1,24 @@
+/** gRPC adapter for containerd.services.namespaces.v1.Namespaces: validate, call the store, convert. */
+import type { ServiceHandlers } from "../../../../libs/grpc/server";
+import type { Namespace, NamespaceStore } from "../../../../libs/core/namespaces";
+import { errInvalidArgument } from "../../../../libs/errdefs";
+
+const toProto = (n: Namespace): Record<string, unknown> => ({ name: n.name, labels: n.labels });
+
+function fromProto(n: { name?: string; labels?: Record<string, string> } | null | undefined): Namespace {
+  if (!n) throw errInvalidArgument("namespace must be set");
+  return { name: n.name ?? "", labels: n.labels ?? {} };
+}
+
+export function namespacesHandlers(store: NamespaceStore): ServiceHandlers {
+  return {
+    Get: async (ctx, req) => ({ namespace: toProto(await store.get(ctx, req.name)) }),
+    List: async (ctx) => ({ namespaces: (await store.list(ctx)).map(toProto) }),
+    Create: async (ctx, req) => ({ namespace: toProto(await store.create(ctx, fromProto(req.namespace))) }),
+    Update: async (ctx, req) => ({ namespace: toProto(await store.update(ctx, fromProto(req.namespace), req.update_mask?.paths ?? [])) }),
+    Delete: async (ctx, req) => {
+      await store.delete(ctx, req.name);
+      return {};
+    },
+  };
+}
