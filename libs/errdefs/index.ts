@@ -146,3 +146,10 @@ export function fromGrpc(err: unknown): unknown {
   const message = code === ErrorCodes.Unknown || details.endsWith(`: ${code}`) || details === code ? details : `${details}: ${code}`;
   return new FlotillaError(code, message, { cause: err });
 }
+
+/** An error's message without its trailing `: <class>` suffix, for wrapping it in another error. */
+export function causeText(err: unknown): string {
+  const msg = err instanceof Error ? err.message : String(err);
+  const code = errorCode(err);
+  return code !== ErrorCodes.Unknown && msg.endsWith(`: ${code}`) ? msg.slice(0, -(code.length + 2)) : msg;
+}

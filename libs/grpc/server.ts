@@ -75,6 +75,7 @@ export class RpcServer {
   readonly server: grpc.Server;
   private readonly log: Logger;
   private boundPath?: string;
+  private readonly paths = new Set<string>();
 
   constructor(private readonly opts: RpcServerOptions) {
     this.log = opts.log;
@@ -182,8 +183,14 @@ export class RpcServer {
         }, fail);
       });
     };
+    this.paths.add(methodPath);
     const ok = this.server.register(methodPath, wrap as never, identity, identity, kind === "server_stream" ? "serverStream" : kind === "client_stream" ? "clientStream" : kind);
     if (!ok) throw new Error(`method ${methodPath} registered twice`);
+  }
+
+  /** True when a handler is registered for `/<service>/<method>`. */
+  has(methodPath: string): boolean {
+    return this.paths.has(methodPath);
   }
 
   /** Bind to a unix or TCP address. A stale unix socket file is removed first. Resolves with the TCP port, if any. */

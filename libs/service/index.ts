@@ -84,19 +84,22 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
 
   let running: RunningService | undefined;
   addHealth(server, () => running?.grpcServices ?? []);
-  // Each process answers Introspection/Plugins for its own plugins; the gateway merges them.
-  server.addService(INTROSPECTION_SERVICE, {
-    Plugins: async (_ctx, req: Msg) => {
-      const f = parseAll(req.filters as string[]);
-      return { plugins: (running?.plugins ?? []).map(pluginToProto).filter((p) => f.match(pluginAdaptor(p))) };
-    },
-  });
   const sc: ServiceContext = { name: def.name, config, log, metrics, server, events, root, state };
   try {
     running = await def.start(sc);
   } catch (e) {
     log.fatal({ err: e }, "service failed to start");
     process.exit(1);
+  }
+  // Each process answers Introspection/Plugins for its own plugins; the gateway serves the merged view.
+  if (!server.has(`/${INTROSPECTION_SERVICE}/Plugins`)) {
+    const plugins = running.plugins;
+    server.addService(INTROSPECTION_SERVICE, {
+      Plugins: async (_ctx, req: Msg) => {
+        const f = parseAll(req.filters as string[]);
+        return { plugins: plugins.map(pluginToProto).filter((p) => f.match(pluginAdaptor(p))) };
+      },
+    });
   }
   await server.listen(svcCfg.address);
   const metricsPort = await metrics.listen(svcCfg.metrics_address);
@@ -120,4 +123,20 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
+}
+
+/**
+ * A process whose containerd API is not built yet: it runs, answers health and lists its plugins with
+ * an init error saying so (ctr shows them as `error`), and its RPCs answer Unimplemented.
+ */
+export function notYetImplemented(name: ServiceName, plugins: { type: string; id: string }[]): ServiceDefinition {
+  return {
+    name,
+    async start() {
+      return {
+        grpcServices: [],
+        plugins: plugins.map((p) => ({ ...p, initErr: { code: grpc.status.UNIMPLEMENTED, message: `${p.id}: not implemented in this Flotilla build` } })),
+      };
+    },
+  };
 }

@@ -1,6 +1,6 @@
 /** The local NamespaceStore, kept in the images process's LMDB database. */
 import { validateIdentifier, type CallContext } from "../../../../libs/context";
-import { errAlreadyExists, errFailedPrecondition, errInvalidArgument, errNotFound, errUnavailable, isNotImplemented } from "../../../../libs/errdefs";
+import { causeText, errAlreadyExists, errFailedPrecondition, errInvalidArgument, errNotFound, errUnavailable, isNotImplemented } from "../../../../libs/errdefs";
 import { applyMapMask, compactLabels, validateLabels } from "../../../../libs/fieldmask";
 import type { EventPublisher } from "../../../../libs/events";
 import { NAMESPACE_EVENTS, type Namespace, type NamespaceStore } from "../../../../libs/core/namespaces";
@@ -95,7 +95,7 @@ export class LocalNamespaceStore implements NamespaceStore {
         kinds.push(...(await u.inUse(ctx, name)));
       } catch (e) {
         if (isNotImplemented(e)) continue; // a service that does not implement its API yet holds nothing
-        throw errUnavailable(`namespace ${JSON.stringify(name)}: cannot verify it is empty: ${u.name}: ${(e as Error).message}`);
+        throw errUnavailable(`namespace ${JSON.stringify(name)}: cannot verify it is empty: ${u.name}: ${causeText(e)}`);
       }
     }
     if (kinds.length) throw errFailedPrecondition(`namespace ${JSON.stringify(name)} must be empty, but it still has ${[...new Set(kinds)].join(", ")}`);

@@ -1,0 +1,82 @@
+/**
+ * containerd.services.events.v1.Events bridged to NATS: Publish and Forward go out on the bus,
+ * Subscribe streams every envelope on the bus (all namespaces, as containerd does) through the
+ * client's filters (`namespace`, `topic`, `event.<field>`).
+ */
+import type { Adaptor } from "../../../libs/filters";
+import { NOT_PRESENT, parseAll, present } from "../../../libs/filters";
+import { errInvalidArgument, errResourceExhausted } from "../../../libs/errdefs";
+import type { Envelope, NatsEventBus } from "../../../libs/events";
+import type { ServiceHandlers } from "../../../libs/grpc/server";
+import { anyType, DECODE_OPTIONS } from "../../../libs/proto";
+
+/** containerd's Envelope.Field: namespace, topic, and the event's string and bool fields. */
+export function envelopeAdaptor(env: Envelope): Adaptor {
+  let decoded: Record<string, unknown> | null | undefined;
+  return (fp) => {
+    switch (fp[0]) {
+      case "namespace": return env.namespace ? present(env.namespace) : NOT_PRESENT;
+      case "topic": return env.topic ? present(env.topic) : NOT_PRESENT;
+      case "event": {
+        if (decoded === undefined) {
+          const t = env.event ? anyType(env.event) : undefined;
+          try {
+            decoded = t ? (t.toObject(t.decode(env.event.value), { ...DECODE_OPTIONS, defaults: false }) as Record<string, unknown>) : null;
+          } catch {
+            decoded = null;
+          }
+        }
+        let v: unknown = decoded;
+        for (const f of fp.slice(1)) v = v && typeof v === "object" ? (v as Record<string, unknown>)[f] : undefined;
+        if (typeof v === "string") return present(v);
+        if (typeof v === "boolean") return present(String(v));
+        return NOT_PRESENT;
+      }
+      default: return NOT_PRESENT;
+    }
+  };
+}
+
+const MAX_BACKLOG = 10000;
+
+export function eventsHandlers(bus: NatsEventBus): ServiceHandlers {
+  return {
+    Publish: async (ctx, req) => {
+      if (!req.event) throw errInvalidArgument("event must be set");
+      await bus.publishAny(ctx, req.topic ?? "", req.event);
+      return {};
+    },
+    Forward: async (ctx, req) => {
+      if (!req.envelope) throw errInvalidArgument("envelope must be set");
+      await bus.forward(ctx, req.envelope as Envelope);
+      return {};
+    },
+    Subscribe: async (ctx, req, send) => {
+      const filter = parseAll(req.filters ?? []);
+      const backlog: Envelope[] = [];
+      let wake: (() => void) | undefined;
+      let overflow = false;
+      const unsubscribe = bus.subscribe((env) => {
+        if (!filter.match(envelopeAdaptor(env))) return;
+        if (backlog.length >= MAX_BACKLOG) overflow = true;
+        else backlog.push(env);
+        wake?.();
+      });
+      const aborted = new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve(), { once: true }));
+      try {
+        while (!ctx.signal.aborted) {
+          if (overflow) throw errResourceExhausted("event subscriber too slow: backlog exceeded");
+          const env = backlog.shift();
+          if (env) {
+            await send(env);
+            continue;
+          }
+          await Promise.race([new Promise<void>((r) => (wake = r)), aborted]);
+          wake = undefined;
+        }
+      } finally {
+        unsubscribe();
+      }
+    },
+  };
+}
