@@ -12,7 +12,7 @@ import { leaseFromMetadata, namespaceFromMetadata, type CallContext } from "../c
 import { errCanceled, errInvalidArgument, errorCode, ErrorCodes, toGrpc } from "../errdefs";
 import type { Metrics } from "../metrics";
 import { grpcTarget, unixPath } from "../config";
-import { DECODE_OPTIONS, lookupService, type Type } from "../proto";
+import { DECODE_OPTIONS, lookupService, validateWire, type Type } from "../proto";
 import { extractFromMetadata, SpanKind, SpanStatusCode, tracer } from "../tracing";
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -42,6 +42,7 @@ const identity = (b: Buffer): Buffer => b;
 
 function decodeWith(t: Type, buf: Buffer): Msg {
   try {
+    validateWire(t, buf);
     return t.toObject(t.decode(buf), DECODE_OPTIONS);
   } catch (e) {
     throw errInvalidArgument(`malformed ${t.fullName.slice(1)}: ${(e as Error).message}`);

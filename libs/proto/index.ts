@@ -135,3 +135,66 @@ export function anyType(any: { type_url: string }): protobuf.Type | undefined {
     return undefined;
   }
 }
+
+/**
+ * Check that `buf` is well-formed protobuf for `t`: every tag, varint and length-delimited field lies
+ * within its bounds, recursively for nested messages. protobufjs's reader clamps an overlong length
+ * to the end of the buffer instead of failing, so decoding alone would accept truncated input.
+ * Throws an Error describing the first problem.
+ */
+export function validateWire(t: protobuf.Type, buf: Uint8Array, start = 0, end = buf.length, depth = 0): void {
+  if (depth > 100) throw new Error("message nested too deeply");
+  let pos = start;
+  const varint = (): number => {
+    let result = 0;
+    let shift = 0;
+    for (;;) {
+      if (pos >= end) throw new Error(`truncated varint at offset ${pos}`);
+      const b = buf[pos++]!;
+      if (shift < 49) result += (b & 0x7f) * 2 ** shift;
+      if ((b & 0x80) === 0) return result;
+      shift += 7;
+      if (shift > 63) throw new Error(`varint too long at offset ${pos}`);
+    }
+  };
+  while (pos < end) {
+    const tag = varint();
+    const id = Math.floor(tag / 8);
+    const wt = tag & 7;
+    if (id === 0) throw new Error(`invalid field number 0 at offset ${pos}`);
+    switch (wt) {
+      case 0: varint(); break;
+      case 1: pos += 8; break;
+      case 5: pos += 4; break;
+      case 2: {
+        const len = varint();
+        if (pos + len > end) throw new Error(`field ${id}: length ${len} exceeds the message`);
+        const f = t.fieldsById[id];
+        if (f) {
+          f.resolve();
+          if (f.map) {
+            // map entries: key = 1, value = 2; validate nested message values
+            const vt = f.resolvedType;
+            if (vt instanceof protobuf.Type) validateMapEntry(vt, buf, pos, pos + len, depth + 1);
+          } else if (f.resolvedType instanceof protobuf.Type) {
+            validateWire(f.resolvedType, buf, pos, pos + len, depth + 1);
+          }
+        }
+        pos += len;
+        break;
+      }
+      case 3:
+      case 4:
+        throw new Error(`field ${id}: groups are not supported`);
+      default:
+        throw new Error(`field ${id}: invalid wire type ${wt}`);
+    }
+    if (pos > end) throw new Error(`field ${id} runs past the end of the message`);
+  }
+}
+
+function validateMapEntry(valueType: protobuf.Type, buf: Uint8Array, start: number, end: number, depth: number): void {
+  const entry = new protobuf.Type("MapEntry").add(new protobuf.Field("key", 1, "string")).add(new protobuf.Field("value", 2, "bytes"));
+  const e = entry.decode(buf.subarray(start, end)) as unknown as { value?: Uint8Array };
+  if (e.value && e.value.length) validateWire(valueType, e.value, 0, e.value.length, depth);
+}
