@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs the whole test suite (real runc, nats-server, registry, ctr).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+exec node dist/test/run.js "$@"

@@ -1,0 +1,78 @@
+/** docker-compose.dev.yml and the systemd units are validated the way `docker compose config` and systemd would read them. */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { parse } from "yaml";
+import { loadConfig, SERVICE_NAMES } from "../../libs/config";
+import { repoRoot } from "../../libs/proto";
+
+const ROOT = repoRoot();
+const TOP_LEVEL = new Set(["name", "services", "volumes", "networks", "configs", "secrets"]);
+const SERVICE_KEYS = new Set(["build", "image", "restart", "volumes", "command", "depends_on", "privileged", "pid", "ports", "environment", "networks", "healthcheck", "entrypoint"]);
+
+test("docker-compose.dev.yml: valid compose with NATS and one container per service", () => {
+  const doc = parse(fs.readFileSync(path.join(ROOT, "docker-compose.dev.yml"), "utf8"), { merge: true }) as Record<string, unknown>;
+  for (const k of Object.keys(doc)) assert.ok(TOP_LEVEL.has(k) || k.startsWith("x-"), `top-level key ${k}`);
+  const services = doc.services as Record<string, Record<string, unknown>>;
+  const volumes = Object.keys((doc.volumes as Record<string, unknown>) ?? {});
+  assert.deepEqual(Object.keys(services).sort(), ["nats", ...SERVICE_NAMES].sort());
+  for (const [name, s] of Object.entries(services)) {
+    for (const k of Object.keys(s)) assert.ok(SERVICE_KEYS.has(k), `${name}: unknown key ${k}`);
+    assert.ok(s.image || s.build, `${name} has an image or a build`);
+    assert.ok(Array.isArray(s.command), `${name}: command is a list`);
+    for (const d of (s.depends_on as string[] | undefined) ?? []) assert.ok(services[d], `${name} depends on unknown ${d}`);
+    for (const v of (s.volumes as string[] | undefined) ?? []) {
+      const [src, dst] = v.split(":");
+      assert.ok(dst?.startsWith("/"), `${name}: volume target ${v}`);
+      if (!src!.startsWith(".") && !src!.startsWith("/")) assert.ok(volumes.includes(src!), `${name}: named volume ${src} declared`);
+      if (src!.startsWith("./deploy")) assert.ok(fs.existsSync(path.join(ROOT, src!)), `${src} exists`);
+    }
+    for (const p of (s.ports as string[] | undefined) ?? []) assert.match(p, /^(\d+\.\d+\.\d+\.\d+:)?\d+:\d+$/);
+    if (name !== "nats") {
+      const main = (s.command as string[])[0]!;
+      assert.equal(main, `dist/services/${name}/main.js`);
+      assert.ok(fs.existsSync(path.join(ROOT, "services", name, "main.ts")), `services/${name}/main.ts exists`);
+    }
+  }
+  assert.ok(fs.existsSync(path.join(ROOT, "Dockerfile")));
+  const cfg = loadConfig(path.join(ROOT, "deploy/compose/config.toml"));
+  assert.equal(cfg.flotilla.nats.url, "nats://nats:4222");
+});
+
+function unit(file: string): Record<string, Record<string, string[]>> {
+  const out: Record<string, Record<string, string[]>> = {};
+  let section = "";
+  for (const raw of fs.readFileSync(file, "utf8").split("\n")) {
+    const l = raw.trim();
+    if (!l || l.startsWith("#")) continue;
+    const m = /^\[(\w+)\]$/.exec(l);
+    if (m) {
+      section = m[1]!;
+      out[section] = {};
+      continue;
+    }
+    const eq = l.indexOf("=");
+    assert.ok(section && eq > 0, `${file}: bad line ${l}`);
+    const k = l.slice(0, eq);
+    (out[section]![k] ??= []).push(l.slice(eq + 1));
+  }
+  return out;
+}
+
+test("deploy/systemd: one unit per service, NATS, and a target for the stack", () => {
+  const dir = path.join(ROOT, "deploy/systemd");
+  const target = unit(path.join(dir, "flotilla.target"));
+  const wants = target.Unit!.Wants!.join(" ").split(/\s+/);
+  for (const s of SERVICE_NAMES) {
+    const u = unit(path.join(dir, `flotilla-${s}.service`));
+    assert.match(u.Service!.ExecStart![0]!, new RegExp(`dist/services/${s}/main\\.js --config /etc/flotilla/config\\.toml$`));
+    assert.deepEqual(u.Unit!.PartOf, ["flotilla.target"]);
+    assert.deepEqual(u.Install!.WantedBy, ["flotilla.target"]);
+    assert.ok(wants.includes(`flotilla-${s}.service`));
+  }
+  assert.deepEqual(unit(path.join(dir, "flotilla-tasks.service")).Service!.KillMode, ["process"], "shims outlive a tasks restart");
+  assert.ok(wants.includes("flotilla-nats.service"));
+  assert.equal(loadConfig(path.join(dir, "config.toml")).flotilla.nats.url, "nats://127.0.0.1:4222");
+  assert.equal(loadConfig(path.join(ROOT, "deploy/flotilla.toml")).grpc.address, "/run/flotilla/flotilla.sock");
+});
