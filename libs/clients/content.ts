@@ -1,0 +1,244 @@
+/**
+ * ContentStore over gRPC (containerd.services.content.v1.Content): callers cannot tell it from the local
+ * store. Errors arrive as native errdefs classes (the RpcClient maps them). Also the LeaseResourceRecorder
+ * proxy, for the process that owns leases.
+ */
+import type { CallContext } from "../context";
+import { errFailedPrecondition, errInvalidArgument } from "../errdefs";
+import { RpcClient, type BidiCall } from "../grpc/client";
+import type { Msg } from "../grpc/server";
+import { fromTimestamp } from "../proto";
+import type {
+  ContentInfo,
+  ContentReaderAt,
+  ContentStore,
+  ContentWriter,
+  IngestStatus,
+  LeaseResource,
+  LeaseResourceRecorder,
+  WriterOptions,
+} from "../core/content";
+
+export const CONTENT_SERVICE = "containerd.services.content.v1.Content";
+export const LEASES_SERVICE = "containerd.services.leases.v1.Leases";
+
+const STAT = 0;
+const WRITE = 1;
+const COMMIT = 2;
+
+function infoFromProto(m: Msg | null | undefined): ContentInfo {
+  return {
+    digest: String(m?.digest ?? ""),
+    size: Number(m?.size ?? 0),
+    createdAt: fromTimestamp(m?.created_at) ?? new Date(0),
+    updatedAt: fromTimestamp(m?.updated_at) ?? new Date(0),
+    labels: (m?.labels as Record<string, string> | undefined) ?? {},
+  };
+}
+
+function statusFromProto(m: Msg | null | undefined): IngestStatus {
+  return {
+    ref: String(m?.ref ?? ""),
+    offset: Number(m?.offset ?? 0),
+    total: Number(m?.total ?? 0),
+    expected: String(m?.expected ?? ""),
+    startedAt: fromTimestamp(m?.started_at) ?? new Date(0),
+    updatedAt: fromTimestamp(m?.updated_at) ?? new Date(0),
+  };
+}
+
+class RemoteReaderAt implements ContentReaderAt {
+  constructor(private readonly rpc: RpcClient, private readonly ctx: CallContext, private readonly digest: string, readonly size: number) {}
+
+  /** One Read call per window, as containerd's proxy does. */
+  async readAt(buf: Uint8Array, position: number): Promise<number> {
+    if (position >= this.size || buf.length === 0) return 0;
+    const want = Math.min(buf.length, this.size - position);
+    let n = 0;
+    for await (const m of this.rpc.serverStream(this.ctx, "Read", { digest: this.digest, offset: position, size: want })) {
+      const data = m.data as Buffer;
+      const k = Math.min(data.length, want - n);
+      buf.set(data.subarray(0, k), n);
+      n += k;
+      if (n >= want) break;
+    }
+    return n;
+  }
+
+  async close(): Promise<void> {}
+}
+
+class RemoteWriter implements ContentWriter {
+  private readonly responses: AsyncIterator<Msg>;
+  private offset = 0;
+  private dgst = "";
+  private closed = false;
+
+  constructor(private readonly call: BidiCall, readonly ref: string) {
+    this.responses = call.responses[Symbol.asyncIterator]();
+  }
+
+  /** One request, one response (the protocol is synchronous, as in containerd's remote writer). */
+  async roundTrip(req: Msg): Promise<Msg> {
+    if (this.closed) throw errFailedPrecondition(`writer for ref ${JSON.stringify(this.ref)} is closed`);
+    const sent = this.call.send(req);
+    const next = this.responses.next();
+    // A failed send shows up as the stream's error on the response side.
+    sent.catch(() => undefined);
+    const r = await next;
+    if (r.done) {
+      await sent;
+      throw errFailedPrecondition(`write stream for ref ${JSON.stringify(this.ref)} ended early`);
+    }
+    if (r.value.digest) this.dgst = String(r.value.digest);
+    return r.value;
+  }
+
+  async status(): Promise<IngestStatus> {
+    const r = await this.roundTrip({ action: STAT });
+    this.offset = Number(r.offset ?? 0);
+    return {
+      ref: this.ref,
+      offset: this.offset,
+      total: Number(r.total ?? 0),
+      expected: "",
+      startedAt: fromTimestamp(r.started_at) ?? new Date(0),
+      updatedAt: fromTimestamp(r.updated_at) ?? new Date(0),
+    };
+  }
+
+  digest(): string {
+    return this.dgst;
+  }
+
+  /** The offset the first STAT reported: where writing continues. */
+  resumeAt(offset: number): void {
+    this.offset = offset;
+  }
+
+  async write(data: Uint8Array): Promise<number> {
+    const r = await this.roundTrip({ action: WRITE, offset: this.offset, data: Buffer.from(data.buffer, data.byteOffset, data.byteLength) });
+    const next = Number(r.offset ?? 0);
+    if (next - this.offset < data.length) {
+      const wrote = next - this.offset;
+      this.offset = next;
+      throw errFailedPrecondition(`short write: ${wrote} of ${data.length} bytes`);
+    }
+    this.offset = next;
+    return next;
+  }
+
+  async truncate(size: number): Promise<void> {
+    if (size !== 0) throw errInvalidArgument("Truncate: unsupported size");
+    // Validated by the server on the next write, as containerd's remote writer does.
+    this.offset = 0;
+  }
+
+  async commit(size: number, expected: string, labels?: Record<string, string>): Promise<void> {
+    try {
+      const r = await this.roundTrip({ action: COMMIT, total: size, offset: this.offset, expected, labels: labels ?? {} });
+      const off = Number(r.offset ?? 0);
+      if (size !== 0 && off !== size) throw errFailedPrecondition(`unexpected size: ${off} != ${size}`);
+      if (expected && r.digest !== expected) throw errFailedPrecondition(`unexpected digest: ${String(r.digest)} != ${expected}`);
+      this.offset = off;
+    } finally {
+      await this.close();
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.call.end();
+    // Let the server finish the call; its trailing copy of the last response is ignored.
+    void (async () => {
+      for (;;) {
+        const r = await this.responses.next();
+        if (r.done) return;
+      }
+    })().catch(() => undefined);
+  }
+}
+
+export class ContentStoreProxy implements ContentStore {
+  private readonly rpc: RpcClient;
+
+  constructor(address: string) {
+    this.rpc = new RpcClient(address, CONTENT_SERVICE);
+  }
+
+  async info(ctx: CallContext, digest: string): Promise<ContentInfo> {
+    return infoFromProto((await this.rpc.unary(ctx, "Info", { digest })).info);
+  }
+
+  async update(ctx: CallContext, info: Pick<ContentInfo, "digest" | "labels">, paths: readonly string[]): Promise<ContentInfo> {
+    const req = { info: { digest: info.digest, labels: info.labels }, update_mask: paths.length ? { paths: [...paths] } : null };
+    return infoFromProto((await this.rpc.unary(ctx, "Update", req)).info);
+  }
+
+  async walk(ctx: CallContext, fn: (info: ContentInfo) => void | Promise<void>, filters?: readonly string[]): Promise<void> {
+    for await (const m of this.rpc.serverStream(ctx, "List", { filters: [...(filters ?? [])] })) {
+      for (const i of (m.info as Msg[] | undefined) ?? []) await fn(infoFromProto(i));
+    }
+  }
+
+  async delete(ctx: CallContext, digest: string): Promise<void> {
+    await this.rpc.unary(ctx, "Delete", { digest });
+  }
+
+  async readerAt(ctx: CallContext, digest: string): Promise<ContentReaderAt> {
+    const info = await this.info(ctx, digest);
+    return new RemoteReaderAt(this.rpc, ctx, digest, info.size);
+  }
+
+  async status(ctx: CallContext, ref: string): Promise<IngestStatus> {
+    return statusFromProto((await this.rpc.unary(ctx, "Status", { ref })).status);
+  }
+
+  async listStatuses(ctx: CallContext, filters?: readonly string[]): Promise<IngestStatus[]> {
+    return (((await this.rpc.unary(ctx, "ListStatuses", { filters: [...(filters ?? [])] })).statuses as Msg[] | undefined) ?? []).map(statusFromProto);
+  }
+
+  async abort(ctx: CallContext, ref: string): Promise<void> {
+    await this.rpc.unary(ctx, "Abort", { ref });
+  }
+
+  async writer(ctx: CallContext, opts: WriterOptions): Promise<ContentWriter> {
+    if (!opts.ref) throw errInvalidArgument("ref must not be empty");
+    const w = new RemoteWriter(this.rpc.bidi(ctx, "Write"), opts.ref);
+    try {
+      const r = await w.roundTrip({ action: STAT, ref: opts.ref, total: opts.total ?? 0, expected: opts.expected ?? "" });
+      w.resumeAt(Number(r.offset ?? 0));
+    } catch (e) {
+      await w.close();
+      throw e;
+    }
+    return w;
+  }
+}
+
+/** The content process's lease resources, read and written by the process that owns leases. */
+export class LeaseResourceRecorderProxy implements LeaseResourceRecorder {
+  private readonly rpc: RpcClient;
+
+  constructor(contentAddress: string) {
+    this.rpc = new RpcClient(contentAddress, LEASES_SERVICE);
+  }
+
+  async addResource(ctx: CallContext, lease: string, resource: LeaseResource): Promise<void> {
+    await this.rpc.unary(ctx, "AddResource", { id: lease, resource });
+  }
+
+  async deleteResource(ctx: CallContext, lease: string, resource: LeaseResource): Promise<void> {
+    await this.rpc.unary(ctx, "DeleteResource", { id: lease, resource });
+  }
+
+  async listResources(ctx: CallContext, lease: string): Promise<LeaseResource[]> {
+    const res = await this.rpc.unary(ctx, "ListResources", { id: lease });
+    return ((res.resources as LeaseResource[] | undefined) ?? []).map((r) => ({ id: r.id, type: r.type }));
+  }
+
+  async deleteLease(ctx: CallContext, lease: string): Promise<void> {
+    await this.rpc.unary(ctx, "Delete", { id: lease });
+  }
+}

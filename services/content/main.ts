@@ -1,0 +1,39 @@
+/** The content process: containerd's content store (Content service), blobs on disk, metadata in LMDB. */
+import * as path from "node:path";
+import { runService, GRPC_PLUGIN, type ServiceDefinition } from "../../libs/service";
+import { NamespaceEnsurer, NamespaceStoreProxy } from "../../libs/clients/namespaces";
+import { openContentDB } from "./src/local/db";
+import { LocalLeaseResources } from "./src/local/leases";
+import { LocalContentStore } from "./src/local/store";
+import { CONTENT_SERVICE, contentHandlers } from "./src/server/content";
+import { LEASES_SERVICE, leaseResourceHandlers } from "./src/server/leases";
+
+export const contentService: ServiceDefinition = {
+  name: "content",
+  async start(sc) {
+    const db = openContentDB(sc.root);
+    const namespaces = new NamespaceEnsurer(new NamespaceStoreProxy(sc.config.flotilla.services.images.address));
+    const store = await LocalContentStore.open({
+      root: sc.root,
+      db,
+      events: sc.events,
+      ensureNamespace: (ctx, ns) => namespaces.ensure(ctx, ns),
+      log: sc.log,
+    });
+    sc.server.addService(CONTENT_SERVICE, contentHandlers(store));
+    sc.server.addService(LEASES_SERVICE, leaseResourceHandlers(new LocalLeaseResources(db)));
+    return {
+      grpcServices: [CONTENT_SERVICE],
+      plugins: [
+        { type: "io.containerd.content.v1", id: "content", exports: { root: sc.root, metadata: path.join(sc.root, "meta.lmdb") } },
+        { type: "io.containerd.service.v1", id: "content-service", requires: ["io.containerd.content.v1"] },
+        { type: GRPC_PLUGIN, id: "content", requires: ["io.containerd.service.v1"] },
+      ],
+      close: async () => {
+        await db.close();
+      },
+    };
+  },
+};
+
+if (require.main === module) void runService(contentService);

@@ -1,0 +1,62 @@
+/**
+ * The content process's metadata: LMDB (the `lmdb` package). LMDB commits are atomic copy-on-write
+ * B-tree transactions; after a crash (kill -9 or power loss once `flushed`) the database opens at the
+ * last committed state, never a torn one. Blob bytes live in files; this holds who owns them.
+ *
+ * Keys (ordered-binary arrays):
+ *   ["b", ns, digest]               -> BlobRecord     a blob visible in namespace ns
+ *   ["o", digest, ns]               -> 1              owners index: which namespaces hold digest
+ *   ["i", ns, ref]                  -> IngestRecord   an unfinished write
+ *   ["l", ns, lease, type, id]      -> 1              a resource held by a lease (see LeaseResourceRecorder)
+ */
+import * as path from "node:path";
+import { open, type RootDatabase } from "lmdb";
+
+export type Key = (string | number)[];
+export type ContentDB = RootDatabase<unknown, Key>;
+
+export interface BlobRecord {
+  size: number;
+  /** epoch milliseconds */
+  created: number;
+  updated: number;
+  labels: Record<string, string>;
+}
+
+export interface IngestRecord {
+  /** Directory name under ingest/. */
+  dir: string;
+  /** Expected total, 0 when unknown. */
+  total: number;
+  /** Set for a shared ingest: the blob exists on disk (owned by another namespace) and needs no data. */
+  expected: string;
+  started: number;
+  /** Lease holding the ingest, if any. */
+  lease?: string;
+  /** When an unleased ingest may be garbage collected (epoch ms), as containerd's 24 h expiry. */
+  expires?: number;
+}
+
+export const blobKey = (ns: string, digest: string): Key => ["b", ns, digest];
+export const ownerKey = (digest: string, ns: string): Key => ["o", digest, ns];
+export const ingestKey = (ns: string, ref: string): Key => ["i", ns, ref];
+export const leaseKey = (ns: string, lease: string, type: string, id: string): Key => ["l", ns, lease, type, id];
+
+export function openContentDB(dir: string): ContentDB {
+  return open<unknown, Key>({ path: path.join(dir, "meta.lmdb"), compression: false, encoding: "msgpack" });
+}
+
+/** Iterate the entries whose key starts with `prefix` (compared element-wise). */
+export function* scanPrefix<V>(db: ContentDB, prefix: Key): Generator<{ key: Key; value: V }> {
+  for (const { key, value } of db.getRange({ start: prefix })) {
+    const k = key as Key;
+    for (let i = 0; i < prefix.length; i++) if (k[i] !== prefix[i]) return;
+    yield { key: k, value: value as V };
+  }
+}
+
+/** True when any namespace owns `digest`. */
+export function hasOwner(db: ContentDB, digest: string): boolean {
+  for (const _ of scanPrefix(db, ["o", digest])) return true;
+  return false;
+}

@@ -1,0 +1,4 @@
+import { contentSuite } from "./suite";
+import { localFixture } from "./fixtures";
+
+contentSuite("local", localFixture);
