@@ -116,7 +116,9 @@ export class NatsEventBus implements EventPublisher, EventSubscriber {
         this.nc = nc;
         this.opts.log.info({ server: nc.getServer() }, "connected to NATS");
         void (async () => {
-          for await (const s of nc.status()) this.opts.log.info({ type: s.type, data: String(s.data) }, "NATS status");
+          for await (const s of nc.status()) {
+            if (s.type === "disconnect" || s.type === "reconnect" || s.type === "error") this.opts.log.info({ type: s.type, data: String(s.data) }, "NATS status");
+          }
         })().catch(() => undefined);
         for (const q of this.queue) nc.publish(q.subject, q.data, { headers: q.hdrs });
         this.queue = [];
