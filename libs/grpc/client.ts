@@ -35,6 +35,7 @@ export function sharedChannel(address: string): grpc.Client {
       "grpc.max_send_message_length": MAX_MESSAGE,
       "grpc.initial_reconnect_backoff_ms": 100,
       "grpc.max_reconnect_backoff_ms": 1000,
+      "grpc.enable_channelz": 0,
     });
     channels.set(target, c);
   }

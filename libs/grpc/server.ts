@@ -85,6 +85,7 @@ export class RpcServer {
       "grpc.max_receive_message_length": max,
       "grpc.max_send_message_length": max,
       "grpc.keepalive_permit_without_calls": 1,
+      "grpc.enable_channelz": 0,
     });
   }
 
