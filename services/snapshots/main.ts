@@ -1,0 +1,7 @@
+/** The snapshots process: containerd.services.snapshots.v1.Snapshots and containerd.services.diff.v1.Diff. */
+import { runService, type ServiceDefinition } from "../../libs/service";
+import { startSnapshots } from "./src/service";
+
+export const snapshotsService: ServiceDefinition = { name: "snapshots", start: startSnapshots };
+
+if (require.main === module) void runService(snapshotsService);

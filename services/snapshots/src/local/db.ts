@@ -1,0 +1,44 @@
+/**
+ * The snapshots process's metadata database (LMDB via the `lmdb` package). LMDB commits are atomic
+ * copy-on-write B-tree transactions, so a crash at any moment leaves the last committed state.
+ *
+ * Key layout (msgpack values; arrays are ordered element by element):
+ *
+ *   ["s", snapshotter, ns, key]            -> SnapshotRecord      one per snapshot
+ *   ["c", snapshotter, ns, parent, child]  -> 1                   children index (remove with children fails)
+ *   ["i", snapshotter, id]                 -> [ns, key]           backend directory id -> owner (reconciliation)
+ *   ["q", snapshotter]                     -> last id used        id sequence
+ *   ["l", ns, lease, type, id]             -> created ms          lease resources (see SnapshotLeaseRecorder)
+ */
+import * as path from "node:path";
+import { open, type RootDatabase } from "lmdb";
+
+export type Key = (string | number)[];
+export type SnapshotsDB = RootDatabase<unknown, Key>;
+
+/** Kind as stored: 1 view, 2 active, 3 committed (the wire numbers). */
+export interface SnapshotRecord {
+  id: number;
+  kind: 1 | 2 | 3;
+  parent: string;
+  /** Backend ids of the ancestors, nearest first (fixed at creation: parents can't go away). */
+  chain: number[];
+  labels: Record<string, string>;
+  created: number;
+  updated: number;
+  /** Cached usage of a committed snapshot (immutable, computed once on demand). */
+  usage?: { size: number; inodes: number };
+}
+
+/** Highest key element, for prefix range ends. */
+export const MAX_KEY_PART = "\u{10FFFF}";
+
+export function openSnapshotsDB(dir: string): SnapshotsDB {
+  return open<unknown, Key>({ path: path.join(dir, "metadata.lmdb"), compression: false, encoding: "msgpack" });
+}
+
+export const snapKey = (sn: string, ns: string, key: string): Key => ["s", sn, ns, key];
+export const childKey = (sn: string, ns: string, parent: string, child: string): Key => ["c", sn, ns, parent, child];
+export const idKey = (sn: string, id: number): Key => ["i", sn, id];
+export const seqKey = (sn: string): Key => ["q", sn];
+export const leaseKey = (ns: string, lease: string, type: string, id: string): Key => ["l", ns, lease, type, id];

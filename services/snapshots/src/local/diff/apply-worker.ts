@@ -1,0 +1,243 @@
+/**
+ * Layer-apply worker thread. The main thread streams the compressed layer in (`chunk` messages,
+ * acknowledged one by one for flow control); the worker hashes it, decompresses it (gzip with zlib,
+ * zstd with fzstd, or none, detected from the magic bytes), hashes and counts the tar stream, plans
+ * the apply (apply-engine.ts) and, once the digest and size check out, executes it with synchronous
+ * system calls, off the main event loop.
+ */
+import { createHash, type Hash } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { parentPort } from "node:worker_threads";
+import * as zlib from "node:zlib";
+import { Decompress as ZstdDecompress } from "fzstd";
+import { ApplyPlan, ApplyRefused, executePlan, type ApplyTarget } from "./apply-engine";
+import { TarError, TarReader } from "./tar";
+
+export interface ApplyJob {
+  target: ApplyTarget;
+  allowDevices: boolean;
+  maxUncompressedBytes: number;
+  /** Compressed digest to verify ("" skips). */
+  expectedDigest: string;
+  /** Compressed size to verify (0 skips). */
+  expectedSize: number;
+  syncFs: boolean;
+}
+
+export type ToWorker =
+  | { type: "start"; id: number; job: ApplyJob }
+  | { type: "chunk"; id: number; data: Uint8Array }
+  | { type: "end"; id: number }
+  | { type: "abort"; id: number; reason: string };
+export type FromWorkerBody =
+  | { type: "ack" }
+  | { type: "done"; digest: string; size: number; entries: number }
+  | { type: "error"; code: "invalid argument" | "internal" | "context canceled"; message: string };
+export type FromWorker = FromWorkerBody & { id: number };
+
+const GZIP_MAGIC = [0x1f, 0x8b];
+const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
+
+function stagingFor(root: string): string {
+  const parent = path.dirname(root);
+  try {
+    if (fs.statSync(parent).dev === fs.statSync(root).dev && parent !== root) return fs.mkdtempSync(path.join(parent, ".apply-"));
+  } catch {
+    /* fall back to inside the root */
+  }
+  return fs.mkdtempSync(path.join(root, ".apply-"));
+}
+
+class Job {
+  private readonly cHash: Hash;
+  private readonly uHash = createHash("sha256");
+  private cSize = 0;
+  private uSize = 0;
+  private head: Buffer[] = [];
+  private headLen = 0;
+  private mode?: "gzip" | "zstd" | "none";
+  private gunzip?: zlib.Gunzip;
+  private zstd?: ZstdDecompress;
+  private readonly tar: TarReader;
+  private readonly plan: ApplyPlan;
+  private readonly staging: string;
+  private finished = false;
+
+  constructor(private readonly job: ApplyJob, private readonly post: (m: FromWorkerBody) => void) {
+    const algo = job.expectedDigest.split(":")[0] || "sha256";
+    this.cHash = createHash(algo);
+    this.staging = stagingFor(job.target.root);
+    this.plan = new ApplyPlan(job.target, { allowDevices: job.allowDevices }, this.staging);
+    this.tar = new TarReader(this.plan);
+  }
+
+  private sink(d: Buffer): void {
+    this.uHash.update(d);
+    this.uSize += d.length;
+    if (this.uSize > this.job.maxUncompressedBytes) throw new ApplyRefused(`layer expands beyond ${this.job.maxUncompressedBytes} bytes (decompression bomb?)`);
+    this.tar.write(d);
+  }
+
+  private guard(fn: () => void): boolean {
+    if (this.finished) return false;
+    try {
+      fn();
+      return true;
+    } catch (e) {
+      this.fail(e);
+      return false;
+    }
+  }
+
+  chunk(data: Buffer): void {
+    if (this.finished) return this.post({ type: "ack" });
+    this.cHash.update(data);
+    this.cSize += data.length;
+    if (this.job.expectedSize > 0 && this.cSize > this.job.expectedSize) {
+      this.fail(new ApplyRefused(`layer is larger than its descriptor's size ${this.job.expectedSize}`));
+      return this.post({ type: "ack" });
+    }
+    if (!this.mode) {
+      this.head.push(data);
+      this.headLen += data.length;
+      if (this.headLen < 4) return this.post({ type: "ack" });
+      this.start(Buffer.concat(this.head));
+      this.head = [];
+      return;
+    }
+    this.feed(data);
+  }
+
+  private start(first: Buffer): void {
+    const is = (m: number[]): boolean => m.every((b, i) => first[i] === b);
+    this.mode = is(GZIP_MAGIC) ? "gzip" : is(ZSTD_MAGIC) ? "zstd" : "none";
+    if (this.mode === "gzip") {
+      this.gunzip = zlib.createGunzip({ chunkSize: 256 * 1024 });
+      this.gunzip.on("data", (d: Buffer) => this.guard(() => this.sink(d)));
+      this.gunzip.on("error", (e) => this.fail(new ApplyRefused(`invalid gzip stream: ${e.message}`)));
+      this.gunzip.on("end", () => this.complete());
+    } else if (this.mode === "zstd") {
+      this.zstd = new ZstdDecompress((d) => {
+        if (!this.finished) this.sink(Buffer.from(d.buffer, d.byteOffset, d.byteLength));
+      });
+    }
+    this.feed(first);
+  }
+
+  private feed(data: Buffer): void {
+    switch (this.mode) {
+      case "gzip":
+        if (this.finished) return this.post({ type: "ack" });
+        this.gunzip!.write(data, () => this.post({ type: "ack" }));
+        return;
+      case "zstd":
+        this.guard(() => {
+          try {
+            this.zstd!.push(data);
+          } catch (e) {
+            if (e instanceof ApplyRefused || e instanceof TarError) throw e;
+            throw new ApplyRefused(`invalid zstd stream: ${(e as Error).message}`);
+          }
+        });
+        return this.post({ type: "ack" });
+      default:
+        this.guard(() => this.sink(data));
+        return this.post({ type: "ack" });
+    }
+  }
+
+  end(): void {
+    if (this.finished) return;
+    if (!this.mode) {
+      const first = Buffer.concat(this.head);
+      this.head = [];
+      if (first.length === 0) {
+        this.mode = "none";
+        return this.complete();
+      }
+      this.mode = "none";
+      if (!this.guard(() => this.sink(first))) return;
+      return this.complete();
+    }
+    switch (this.mode) {
+      case "gzip":
+        this.gunzip!.end();
+        return;
+      case "zstd":
+        if (!this.guard(() => {
+          try {
+            this.zstd!.push(new Uint8Array(0), true);
+          } catch (e) {
+            if (e instanceof ApplyRefused || e instanceof TarError) throw e;
+            throw new ApplyRefused(`invalid zstd stream: ${(e as Error).message}`);
+          }
+        })) return;
+        return this.complete();
+      default:
+        return this.complete();
+    }
+  }
+
+  private complete(): void {
+    this.guard(() => {
+      this.tar.end();
+      this.plan.entryEnd();
+      const digest = `${this.job.expectedDigest.split(":")[0] || "sha256"}:${this.cHash.digest("hex")}`;
+      if (this.job.expectedDigest && digest !== this.job.expectedDigest) throw new ApplyRefused(`layer digest mismatch: got ${digest}, expected ${this.job.expectedDigest}`);
+      if (this.job.expectedSize > 0 && this.cSize !== this.job.expectedSize) throw new ApplyRefused(`layer size mismatch: got ${this.cSize}, expected ${this.job.expectedSize}`);
+      executePlan(this.plan, this.job.target);
+      this.cleanup();
+      this.finished = true;
+      this.post({ type: "done", digest: `sha256:${this.uHash.digest("hex")}`, size: this.uSize, entries: this.plan.entries });
+    });
+  }
+
+  fail(e: unknown, code?: "context canceled"): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.plan.abandon();
+    this.gunzip?.destroy();
+    this.cleanup();
+    const refused = e instanceof ApplyRefused || e instanceof TarError;
+    this.post({ type: "error", code: code ?? (refused ? "invalid argument" : "internal"), message: refused ? `invalid layer: ${(e as Error).message}` : `apply failed: ${(e as Error).message ?? String(e)}` });
+  }
+
+  private cleanup(): void {
+    try {
+      fs.rmSync(this.staging, { recursive: true, force: true });
+    } catch {
+      /* best effort */
+    }
+  }
+}
+
+if (parentPort) {
+  const port = parentPort;
+  let job: Job | undefined;
+  let jobId = -1;
+  port.on("message", (m: ToWorker) => {
+    const current = m.id === jobId ? job : undefined;
+    switch (m.type) {
+      case "start":
+        jobId = m.id;
+        try {
+          job = new Job(m.job, (r) => port.postMessage({ ...r, id: m.id } satisfies FromWorker));
+        } catch (e) {
+          job = undefined;
+          port.postMessage({ id: m.id, type: "error", code: "internal", message: `apply failed: ${(e as Error).message}` } satisfies FromWorker);
+        }
+        return;
+      case "chunk":
+        if (current) current.chunk(Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength));
+        else port.postMessage({ id: m.id, type: "ack" } satisfies FromWorker);
+        return;
+      case "end":
+        current?.end();
+        return;
+      case "abort":
+        current?.fail(new Error(m.reason), "context canceled");
+        return;
+    }
+  });
+}

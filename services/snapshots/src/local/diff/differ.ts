@@ -1,0 +1,270 @@
+/**
+ * The walking differ (containerd's `io.containerd.differ.v1 walking`): Applier and Comparer over the
+ * content service.
+ *
+ * Apply streams the blob to a worker thread (apply-worker.ts) that verifies, decompresses, validates
+ * and applies it. Targets: a single overlay mount with an upperdir is applied to the upper directory
+ * with overlay whiteouts (lower layers consulted for path resolution and directory copy-up), a single
+ * writable bind mount to its source; anything else is mounted on a temporary directory first.
+ * Compare mounts both sides read-only, double-walks them (compare.ts), gzips the tar and writes it to
+ * the content service with the `containerd.io/uncompressed` label.
+ */
+import { createHash } from "node:crypto";
+import * as os from "node:os";
+import * as path from "node:path";
+import { Worker } from "node:worker_threads";
+import * as zlib from "node:zlib";
+import type { Logger } from "pino";
+import type { CallContext } from "../../../../../libs/context";
+import { errCanceled, errInternal, errInvalidArgument, errNotImplemented, FlotillaError, ErrorCodes } from "../../../../../libs/errdefs";
+import { LABEL_UNCOMPRESSED, LayerMediaTypes, layerCompression, type Applier, type ApplyOptions, type Comparer, type Descriptor, type DiffOptions } from "../../../../../libs/core/diff";
+import type { Mount } from "../../../../../libs/core/snapshots";
+import { isReadOnly, withTempMount } from "../mount";
+import type { ApplyTarget } from "./apply-engine";
+import type { ApplyJob, FromWorker, ToWorker } from "./apply-worker";
+import { writeDiff } from "./compare";
+import { uniqueRef, type LayerContent } from "./content";
+
+export interface DifferConfig {
+  /** A layer whose tar stream is larger than this is refused (decompression bomb). */
+  maxUncompressedBytes: number;
+  /** Whether layers may create character and block devices. */
+  allowDevices: boolean;
+  /** Apply worker threads. */
+  workers: number;
+  /** Where temporary mounts go. */
+  tmpDir: string;
+}
+
+export function differConfig(raw: Record<string, unknown>, tmpDir = path.join(os.tmpdir(), "flotilla-differ")): DifferConfig {
+  const num = (k: string, d: number): number => (typeof raw[k] === "number" ? (raw[k] as number) : typeof raw[k] === "bigint" ? Number(raw[k]) : d);
+  return {
+    maxUncompressedBytes: num("max_uncompressed_bytes", 64 * 1024 ** 3),
+    allowDevices: typeof raw.allow_devices === "boolean" ? raw.allow_devices : true,
+    workers: Math.max(1, num("workers", Math.min(4, Math.max(2, os.cpus().length)))),
+    tmpDir: typeof raw.tmp_dir === "string" && raw.tmp_dir ? raw.tmp_dir : tmpDir,
+  };
+}
+
+const DIGEST_RE = /^(sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128})$/;
+/** Compressed chunks in flight to a worker. */
+const WINDOW = 4;
+
+interface PoolWorker {
+  worker: Worker;
+  busy: boolean;
+}
+
+class ApplyPool {
+  private readonly workers: PoolWorker[] = [];
+  private readonly waiting: ((w: PoolWorker) => void)[] = [];
+  private nextId = 1;
+  private closed = false;
+
+  constructor(private readonly size: number, private readonly log?: Logger) {}
+
+  private spawn(): PoolWorker {
+    const w: PoolWorker = { worker: new Worker(path.join(__dirname, "apply-worker.js")), busy: false };
+    w.worker.unref();
+    w.worker.on("error", (err) => this.log?.error({ err }, "apply worker failed"));
+    w.worker.on("exit", () => {
+      const i = this.workers.indexOf(w);
+      if (i >= 0) this.workers.splice(i, 1);
+    });
+    this.workers.push(w);
+    return w;
+  }
+
+  private acquire(): Promise<PoolWorker> {
+    const free = this.workers.find((w) => !w.busy);
+    if (free) {
+      free.busy = true;
+      return Promise.resolve(free);
+    }
+    if (this.workers.length < this.size) {
+      const w = this.spawn();
+      w.busy = true;
+      return Promise.resolve(w);
+    }
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  private release(w: PoolWorker): void {
+    const next = this.waiting.shift();
+    if (next) next(w);
+    else w.busy = false;
+  }
+
+  async run(job: ApplyJob, data: AsyncIterable<Buffer>, signal: AbortSignal): Promise<{ digest: string; size: number }> {
+    const w = await this.acquire();
+    const id = this.nextId++;
+    const post = (m: ToWorker, transfer?: ArrayBuffer[]): void => w.worker.postMessage(m, transfer);
+    let credit = WINDOW;
+    let wake: (() => void) | undefined;
+    let result: { digest: string; size: number } | undefined;
+    let failure: Error | undefined;
+    let settle: () => void = () => undefined;
+    const settled = new Promise<void>((r) => (settle = r));
+    const onMessage = (m: FromWorker): void => {
+      if (m.id !== id) return;
+      if (m.type === "ack") credit++;
+      else if (m.type === "done") {
+        result = { digest: m.digest, size: m.size };
+        settle();
+      } else {
+        failure = new FlotillaError(m.code === "invalid argument" ? ErrorCodes.InvalidArgument : m.code === "context canceled" ? ErrorCodes.Canceled : ErrorCodes.Internal, m.message);
+        settle();
+      }
+      wake?.();
+    };
+    const onExit = (): void => {
+      failure = errInternal("apply worker exited");
+      settle();
+      wake?.();
+    };
+    w.worker.on("message", onMessage);
+    w.worker.on("exit", onExit);
+    const onAbort = (): void => post({ type: "abort", id, reason: "canceled" });
+    signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      post({ type: "start", id, job });
+      try {
+        for await (const chunk of data) {
+          while (credit <= 0 && !result && !failure) await new Promise<void>((r) => (wake = r));
+          if (result || failure) break;
+          credit--;
+          const copy = new Uint8Array(chunk.length);
+          copy.set(chunk);
+          post({ type: "chunk", id, data: copy }, [copy.buffer]);
+        }
+      } catch (e) {
+        post({ type: "abort", id, reason: (e as Error).message });
+        await settled;
+        throw e;
+      }
+      if (!result && !failure) post({ type: "end", id });
+      await settled;
+      if (failure) throw failure;
+      return result!;
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+      w.worker.off("message", onMessage);
+      w.worker.off("exit", onExit);
+      if (this.closed) void w.worker.terminate();
+      else this.release(w);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.workers.filter((w) => !w.busy).map((w) => w.worker.terminate()));
+  }
+}
+
+/** Where to apply, for a mount list: a directory we can write directly, or undefined (mount first). */
+export function directTarget(mounts: Mount[]): ApplyTarget | undefined {
+  if (mounts.length !== 1) return undefined;
+  const m = mounts[0]!;
+  if (m.type === "overlay") {
+    let upper = "";
+    let lowers: string[] = [];
+    for (const o of m.options) {
+      if (o.startsWith("upperdir=")) upper = o.slice("upperdir=".length);
+      else if (o.startsWith("lowerdir=")) lowers = o.slice("lowerdir=".length).split(":");
+    }
+    if (!upper || !path.isAbsolute(upper) || lowers.some((l) => !path.isAbsolute(l))) return undefined;
+    return { root: upper, lowers, overlay: true };
+  }
+  if ((m.type === "bind" || m.options.includes("bind") || m.options.includes("rbind")) && path.isAbsolute(m.source)) {
+    return { root: m.source, lowers: [], overlay: false };
+  }
+  return undefined;
+}
+
+export class LocalDiffer implements Applier, Comparer {
+  private readonly pool: ApplyPool;
+
+  constructor(private readonly content: LayerContent, private readonly cfg: DifferConfig, private readonly log?: Logger) {
+    this.pool = new ApplyPool(cfg.workers, log);
+  }
+
+  async apply(ctx: CallContext, desc: Descriptor, mounts: Mount[], opts: ApplyOptions = {}): Promise<Descriptor> {
+    if (layerCompression(desc.mediaType) === undefined) throw errNotImplemented(`unsupported layer media type ${JSON.stringify(desc.mediaType)}`);
+    if (!DIGEST_RE.test(desc.digest)) throw errInvalidArgument(`invalid layer digest ${JSON.stringify(desc.digest)}`);
+    if (mounts.length === 0) throw errInvalidArgument("no mounts to apply the layer to");
+    if (isReadOnly(mounts)) throw errInvalidArgument("cannot apply a layer to a read-only mount");
+    const run = async (target: ApplyTarget): Promise<Descriptor> => {
+      if (ctx.signal.aborted) throw errCanceled("apply canceled");
+      const job: ApplyJob = {
+        target,
+        allowDevices: this.cfg.allowDevices,
+        maxUncompressedBytes: this.cfg.maxUncompressedBytes,
+        expectedDigest: desc.digest,
+        expectedSize: desc.size,
+        syncFs: !!opts.syncFs,
+      };
+      const r = await this.pool.run(job, this.content.read(ctx, desc.digest), ctx.signal);
+      return { mediaType: LayerMediaTypes.OciTar, digest: r.digest, size: r.size };
+    };
+    const direct = directTarget(mounts);
+    if (direct) return run(direct);
+    return withTempMount(this.cfg.tmpDir, mounts, (dir) => run({ root: dir, lowers: [], overlay: false }));
+  }
+
+  async compare(ctx: CallContext, lower: Mount[], upper: Mount[], opts: DiffOptions = {}): Promise<Descriptor> {
+    const mediaType = opts.mediaType || LayerMediaTypes.OciTarGzip;
+    const compression = layerCompression(mediaType);
+    if (compression === undefined || compression === "zstd") throw errNotImplemented(`unsupported diff media type ${JSON.stringify(mediaType)}`);
+    const ro = (ms: Mount[]): Mount[] => ms.map((m) => ({ ...m, options: [...m.options.filter((o) => o !== "rw"), "ro"] }));
+    const withSide = <T>(ms: Mount[], fn: (dir: string) => Promise<T>): Promise<T> => {
+      if (ms.length === 0) return withTempMount(this.cfg.tmpDir, [], fn);
+      return withTempMount(this.cfg.tmpDir, ro(ms), fn);
+    };
+    return withSide(lower, (ldir) => withSide(upper, async (udir) => {
+      const writer = await this.content.writer(ctx, opts.ref || uniqueRef("diff"));
+      try {
+        const uHash = createHash("sha256");
+        const cHash = createHash("sha256");
+        let cSize = 0;
+        let writeChain = Promise.resolve();
+        let writeErr: unknown;
+        const toContent = (b: Buffer): void => {
+          cHash.update(b);
+          cSize += b.length;
+          writeChain = writeChain.then(() => writer.write(b)).catch((e) => {
+            writeErr ??= e;
+          });
+        };
+        const gz = compression === "gzip" ? zlib.createGzip() : undefined;
+        gz?.on("data", toContent);
+        const gzEnded = gz ? new Promise<void>((r, j) => { gz.on("end", r); gz.on("error", j); }) : Promise.resolve();
+        await writeDiff(ldir, udir, async (chunk) => {
+          if (writeErr) throw writeErr;
+          uHash.update(chunk);
+          if (gz) {
+            if (!gz.write(chunk)) await new Promise((r) => gz.once("drain", r));
+            await writeChain;
+          } else {
+            toContent(chunk);
+            await writeChain;
+          }
+        }, { sourceDateEpoch: opts.sourceDateEpoch ? Math.floor(opts.sourceDateEpoch.getTime() / 1000) : undefined });
+        gz?.end();
+        await gzEnded;
+        await writeChain;
+        if (writeErr) throw writeErr;
+        const digest = `sha256:${cHash.digest("hex")}`;
+        const diffId = `sha256:${uHash.digest("hex")}`;
+        await writer.commit(cSize, digest, { ...(opts.labels ?? {}), [LABEL_UNCOMPRESSED]: diffId });
+        return { mediaType, digest, size: cSize };
+      } catch (e) {
+        await writer.abort();
+        throw e;
+      }
+    }));
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+}
