@@ -53,7 +53,7 @@ export function run(cmd: string, args: string[], opts: { cwd?: string } = {}): P
  * xattrs, hard links, symlinks and device nodes (coreutils `cp -a`, reflinks where the filesystem can).
  */
 export async function copyTree(src: string, dst: string): Promise<void> {
-  await run("cp", ["-a", "--reflink=auto", "--", path.join(src, "."), dst]);
+  await run("cp", ["-a", "--reflink=auto", "--", `${src}/.`, dst]);
 }
 
 /** Remove a tree, ignoring a missing one. */

@@ -1,0 +1,45 @@
+/** Applier and Comparer over gRPC (containerd.services.diff.v1.Diff). */
+import type { CallContext } from "../context";
+import { RpcClient } from "../grpc/client";
+import { toTimestamp } from "../proto";
+import type { Applier, ApplyOptions, Comparer, Descriptor, DiffOptions } from "../core/diff";
+import type { Mount } from "../core/snapshots";
+
+export const DIFF_SERVICE = "containerd.services.diff.v1.Diff";
+
+type Wire = Record<string, unknown>;
+
+const mountToWire = (m: Mount): Wire => ({ type: m.type, source: m.source, target: m.target ?? "", options: m.options });
+const descToWire = (d: Descriptor): Wire => ({ media_type: d.mediaType, digest: d.digest, size: d.size, annotations: d.annotations ?? {} });
+
+function descFromWire(d: Wire | null | undefined): Descriptor {
+  const x = d ?? {};
+  const anns = x.annotations as Record<string, string> | undefined;
+  return { mediaType: String(x.media_type ?? ""), digest: String(x.digest ?? ""), size: Number(x.size ?? 0), ...(anns && Object.keys(anns).length ? { annotations: anns } : {}) };
+}
+
+export class DiffProxy implements Applier, Comparer {
+  private readonly rpc: RpcClient;
+  constructor(address: string) {
+    this.rpc = new RpcClient(address, DIFF_SERVICE);
+  }
+
+  async apply(ctx: CallContext, desc: Descriptor, mounts: Mount[], opts: ApplyOptions = {}): Promise<Descriptor> {
+    const payloads: Record<string, Wire> = {};
+    for (const [k, v] of Object.entries(opts.payloads ?? {})) payloads[k] = { type_url: v.typeUrl, value: Buffer.from(v.value) };
+    const r = await this.rpc.unary(ctx, "Apply", { diff: descToWire(desc), mounts: mounts.map(mountToWire), payloads, sync_fs: !!opts.syncFs });
+    return descFromWire(r.applied);
+  }
+
+  async compare(ctx: CallContext, lower: Mount[], upper: Mount[], opts: DiffOptions = {}): Promise<Descriptor> {
+    const r = await this.rpc.unary(ctx, "Diff", {
+      left: lower.map(mountToWire),
+      right: upper.map(mountToWire),
+      media_type: opts.mediaType ?? "",
+      ref: opts.ref ?? "",
+      labels: opts.labels ?? {},
+      source_date_epoch: opts.sourceDateEpoch ? toTimestamp(opts.sourceDateEpoch) : null,
+    });
+    return descFromWire(r.diff);
+  }
+}
