@@ -2,7 +2,9 @@
 import { isAlreadyExists } from "../errdefs";
 import { withNamespace, type CallContext } from "../context";
 import { RpcClient } from "../grpc/client";
-import type { Namespace, NamespaceStore } from "../core/namespaces";
+import { NAMESPACE_EVENTS, type Namespace, type NamespaceStore } from "../core/namespaces";
+import type { EventSubscriber } from "../events";
+import { unpackAny } from "../proto";
 
 export const NAMESPACES_SERVICE = "containerd.services.namespaces.v1.Namespaces";
 
@@ -32,22 +34,46 @@ export class NamespaceStoreProxy implements NamespaceStore {
 
 /**
  * containerd creates a namespace on the first write into it. Every process that stores something
- * calls this before its first write in a namespace; known namespaces are cached.
+ * calls this before its first write in a namespace. Known namespaces are cached for a while; a
+ * /namespaces/delete event (when an event subscriber is given) drops one from the cache at once.
  */
 export class NamespaceEnsurer {
-  private readonly known = new Set<string>();
-  constructor(private readonly store: NamespaceStore) {}
+  private readonly known = new Map<string, number>();
+  private readonly unsubscribe?: () => void;
+
+  constructor(
+    private readonly store: NamespaceStore,
+    events?: EventSubscriber,
+    private readonly ttlMs = 30_000,
+  ) {
+    this.unsubscribe = events?.subscribe((env) => {
+      if (env.topic !== NAMESPACE_EVENTS.delete.topic) return;
+      try {
+        const { name } = unpackAny<{ name: string }>(env.event);
+        this.forget(name);
+      } catch {
+        /* not ours to decode */
+      }
+    });
+  }
+
   async ensure(ctx: CallContext, ns: string): Promise<void> {
-    if (this.known.has(ns)) return;
+    const seen = this.known.get(ns);
+    if (seen !== undefined && Date.now() - seen < this.ttlMs) return;
     try {
       await this.store.create(withNamespace(ctx, ns), { name: ns, labels: {} });
     } catch (e) {
       if (!isAlreadyExists(e)) throw e;
     }
-    this.known.add(ns);
+    this.known.set(ns, Date.now());
   }
+
   /** Forget a namespace (after it was deleted), so the next write creates it again. */
   forget(ns: string): void {
     this.known.delete(ns);
+  }
+
+  close(): void {
+    this.unsubscribe?.();
   }
 }
