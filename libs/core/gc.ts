@@ -181,10 +181,16 @@ export interface GarbageCollector {
 }
 
 export interface GCScheduler {
-  /** Note a deletion: a pass is scheduled (debounced, at most as often as the pause threshold allows). */
-  markDirty(): void;
+  /**
+   * Note a deletion in `namespace` (all namespaces when absent): a pass is scheduled (debounced, at
+   * most as often as the pause threshold allows).
+   */
+  markDirty(namespace?: string): void;
   /** Note a mutation (counts towards the mutation threshold). */
-  markMutation(): void;
-  /** Run a pass now (or join one that starts after this call) and resolve with its stats. */
+  markMutation(namespace?: string): void;
+  /**
+   * Run a pass soon, covering at least the context's namespace, and resolve with the stats of the
+   * first pass that starts after this call.
+   */
   scheduleAndWait(ctx: CallContext): Promise<GCStats>;
 }

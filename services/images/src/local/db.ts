@@ -1,12 +1,49 @@
 /**
  * The images process's metadata database: LMDB (via the `lmdb` package). LMDB commits are atomic and
  * fsync'ed copy-on-write B-tree transactions, so a crash at any moment leaves the last committed state.
+ *
+ * Keys (ordered-binary tuples):
+ *   ["ns", name]                    -> {labels, created_at}          namespaces
+ *   ["img", ns, name]               -> StoredImage                   images
+ *   ["lease", ns, id]               -> StoredLease                   leases
+ *   ["lease-forget", ns, id]        -> ms                            deleted leases whose records in other
+ *                                                                    processes are still to be forgotten
  */
 import * as path from "node:path";
 import { open, type RootDatabase } from "lmdb";
 
 export type MetaDB = RootDatabase<unknown, (string | number)[]>;
+export type Key = (string | number)[];
 
 export function openMetaDB(dir: string): MetaDB {
   return open<unknown, (string | number)[]>({ path: path.join(dir, "meta.lmdb"), compression: false, encoding: "msgpack" });
+}
+
+/** LMDB's key limit (1978 bytes); ordered-binary adds a byte or two per part. */
+const MAX_KEY_BYTES = 1978;
+export function keyFits(parts: readonly string[]): boolean {
+  let n = 4;
+  for (const p of parts) n += Buffer.byteLength(p) + 2;
+  return n <= MAX_KEY_BYTES;
+}
+
+/**
+ * The range of every [...prefix, k] key (k any string). The end bound appends "\0" to the prefix's last
+ * string, which sorts after every longer key with that prefix (a "\uffff" bound would miss keys whose
+ * next part starts with a character outside the BMP).
+ */
+function prefixRange(prefix: Key): { start: Key; end: Key } {
+  const last = prefix[prefix.length - 1];
+  return { start: [...prefix, ""], end: [...prefix.slice(0, -1), `${String(last)}\0`] };
+}
+
+/** Every [...prefix, k] entry, in key order. `prefix` ends with a string. */
+export function* scanPrefix<V>(db: MetaDB, prefix: Key): Iterable<{ key: Key; value: V }> {
+  for (const e of db.getRange(prefixRange(prefix))) if (e.key.length === prefix.length + 1) yield { key: e.key as Key, value: e.value as V };
+}
+
+/** True when anything is stored under `prefix`. */
+export function anyUnder(db: MetaDB, prefix: Key): boolean {
+  for (const _ of db.getKeys({ ...prefixRange(prefix), limit: 1 })) return true;
+  return false;
 }

@@ -20,11 +20,33 @@ interface Stored {
 
 const key = (name: string): string[] => ["ns", name];
 
+/**
+ * Inside a write transaction: create the namespace if it does not exist, as containerd does on the first
+ * write into a namespace (no event, like containerd's implicit bucket creation).
+ */
+export function ensureNamespaceInTxn(db: MetaDB, name: string): void {
+  if (db.get(key(name)) === undefined) void db.put(key(name), { labels: {}, created_at: Date.now() } satisfies Stored);
+}
+
+/** containerd's order (images, blobs, containers, snapshots), then what it does not check. */
+const KIND_ORDER = ["images", "blobs", "containers", "snapshots", "sandboxes", "leases"];
+function orderKinds(kinds: string[]): string[] {
+  const rank = (k: string): number => {
+    const i = KIND_ORDER.findIndex((p) => k === p || k.startsWith(p + " "));
+    return i < 0 ? KIND_ORDER.length : i;
+  };
+  return [...new Set(kinds)].sort((a, b) => rank(a) - rank(b));
+}
+
+/** What this process itself still holds in a namespace (checked inside the deleting transaction). */
+export type LocalNamespaceUsage = (ns: string) => string[];
+
 export class LocalNamespaceStore implements NamespaceStore {
   constructor(
     private readonly db: MetaDB,
     private readonly events: EventPublisher,
     private readonly usage: NamespaceUsage[],
+    private readonly localUsage: LocalNamespaceUsage = () => [],
   ) {}
 
   private validate(ns: Namespace): void {
@@ -89,7 +111,7 @@ export class LocalNamespaceStore implements NamespaceStore {
 
   async delete(ctx: CallContext, name: string): Promise<void> {
     if (this.db.get(key(name)) === undefined) throw errNotFound(`namespace ${JSON.stringify(name)}`);
-    const kinds: string[] = [];
+    const kinds: string[] = [...this.localUsage(name)];
     for (const u of this.usage) {
       try {
         kinds.push(...(await u.inUse(ctx, name)));
@@ -98,9 +120,16 @@ export class LocalNamespaceStore implements NamespaceStore {
         throw errUnavailable(`namespace ${JSON.stringify(name)}: cannot verify it is empty: ${u.name}: ${causeText(e)}`);
       }
     }
-    if (kinds.length) throw errFailedPrecondition(`namespace ${JSON.stringify(name)} must be empty, but it still has ${[...new Set(kinds)].join(", ")}`);
-    const removed = await this.db.transaction(() => (this.db.get(key(name)) === undefined ? false : (void this.db.remove(key(name)), true)));
+    if (kinds.length) throw errFailedPrecondition(`namespace ${JSON.stringify(name)} must be empty, but it still has ${orderKinds(kinds).join(", ")}`);
+    const removed = await this.db.transaction(() => {
+      if (this.db.get(key(name)) === undefined) return false;
+      const local = this.localUsage(name);
+      if (local.length) return local;
+      void this.db.remove(key(name));
+      return true;
+    });
     if (!removed) throw errNotFound(`namespace ${JSON.stringify(name)}`);
+    if (Array.isArray(removed)) throw errFailedPrecondition(`namespace ${JSON.stringify(name)} must be empty, but it still has ${orderKinds(removed).join(", ")}`);
     await this.events.publish(this.eventCtx(ctx, name), NAMESPACE_EVENTS.delete.topic, NAMESPACE_EVENTS.delete.type, { name });
   }
 }

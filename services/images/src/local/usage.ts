@@ -3,6 +3,7 @@
  * List RPCs (addressed straight to the owning process, in that namespace).
  */
 import { withNamespace, type CallContext } from "../../../../libs/context";
+import { isNotFound } from "../../../../libs/errdefs";
 import { RpcClient } from "../../../../libs/grpc/client";
 import type { NamespaceUsage } from "./namespaces";
 
@@ -24,10 +25,15 @@ export function remoteUsage(addresses: { content: string; snapshots: string; tas
     {
       name: "snapshots service",
       inUse: async (ctx: CallContext, ns: string) => {
+        const out: string[] = [];
         for (const s of snapshotters) {
-          if (await nonEmptyStream(snapshots.serverStream(withNamespace(ctx, ns), "List", { snapshotter: s }), "info")) return ["snapshots"];
+          try {
+            if (await nonEmptyStream(snapshots.serverStream(withNamespace(ctx, ns), "List", { snapshotter: s }), "info")) out.push(`snapshots on ${JSON.stringify(s)} snapshotter`);
+          } catch (e) {
+            if (!isNotFound(e)) throw e; // a snapshotter that is not loaded holds nothing
+          }
         }
-        return [];
+        return out;
       },
     },
     {

@@ -1,0 +1,327 @@
+/**
+ * The garbage collector: one mark-and-sweep pass across every process that holds data, with
+ * containerd's rules (libs/core/gc.ts).
+ *
+ * Nothing is locked across processes, so the order of reads is what keeps the pass safe:
+ * 1. every object (content with labels, ingests, snapshots with parents and labels), then
+ * 2. the leases and what they hold — with lease deletions held back from the start of 1 to the end
+ *    of 2 (MarkGate), since a deletion hands protection over to what the client made under the lease;
+ * 3. images, containers and sandboxes (created before the lease that protected their parts goes).
+ * An object created after step 1 is not in the pass at all, so it cannot be swept. Just before the
+ * sweep the leases are read again (a write can add an existing object to a lease at any time), and the
+ * deletes carry GC_SWEEP_HEADER so an owning process can refuse a leased object atomically.
+ * A namespace is swept only when every source answered: a process that is down makes the pass skip
+ * that namespace's data (never guess).
+ */
+import type { Logger } from "pino";
+import { background, type CallContext } from "../../../../../libs/context";
+import { causeText, isFailedPrecondition, isNotFound } from "../../../../../libs/errdefs";
+import {
+  contentNode,
+  emptyGraph,
+  isFlatLease,
+  leaseExpired,
+  markReachable,
+  snapshotNode,
+  type GarbageCollector,
+  type GCStats,
+  type GraphSnapshot,
+  type NamespaceGraph,
+} from "../../../../../libs/core/gc";
+import type { Image } from "../../../../../libs/core/images";
+import type { Lease, LeaseResource } from "../../../../../libs/core/leases";
+import type { MarkGate } from "./gate";
+import type { ContainerObject, ContentObject, GCSources, IngestObject } from "./sources";
+
+export interface CollectorStores {
+  namespaces(): string[];
+  images(ns: string): Image[];
+  leases(ns: string): Lease[];
+  /** What a lease holds across processes (throws when a holder cannot answer). */
+  heldBy(ctx: CallContext, lease: string): Promise<LeaseResource[]>;
+  removeExpiredLease(ctx: CallContext, ns: string, lease: Lease): Promise<boolean>;
+  retryForgets(ctx: CallContext): Promise<number>;
+}
+
+export interface CollectorOptions {
+  sources: GCSources;
+  stores: CollectorStores;
+  gate: MarkGate;
+  log?: Logger;
+  /** An ingest no live lease holds is aborted once idle this long (containerd: 24 h). */
+  ingestIdleMs?: number;
+  /** Deadline of each call to another process. */
+  rpcTimeoutMs?: number;
+  /** Parallel calls per phase. */
+  concurrency?: number;
+  now?: () => Date;
+}
+
+type Result<T> = { ok: true; value: T } | { ok: false; why: string };
+
+async function attempt<T>(what: string, fn: () => Promise<T>): Promise<Result<T>> {
+  try {
+    return { ok: true, value: await fn() };
+  } catch (e) {
+    return { ok: false, why: `${what}: ${causeText(e)}` };
+  }
+}
+
+async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    for (;;) {
+      const i = next++;
+      if (i >= items.length) return;
+      out[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+interface Universe {
+  content: Result<ContentObject[]>;
+  ingests: Result<IngestObject[]>;
+  snapshots: Result<GraphSnapshot[]>;
+}
+
+interface LeaseView {
+  expired: Lease[];
+  held: Result<{ lease: Lease; resources: LeaseResource[] }[]>;
+}
+
+interface Roots {
+  images: Image[];
+  containers: Result<ContainerObject[]>;
+  sandboxes: Result<Record<string, string>[]>;
+}
+
+const DAY = 24 * 3600 * 1000;
+
+export class Collector implements GarbageCollector {
+  private pass = 0;
+  private readonly swept = new Map<string, number>();
+
+  constructor(private readonly opts: CollectorOptions) {}
+
+  private ctxFor(ns: string, parent: CallContext): CallContext {
+    return { ...parent, namespace: ns, lease: undefined, deadline: new Date(Date.now() + (this.opts.rpcTimeoutMs ?? 30000)) };
+  }
+
+  /** True when the collector itself removed this object lately (its delete event is no reason for another pass). */
+  sweptRecently(ns: string, kind: "content" | "snapshot", id: string): boolean {
+    const k = `${ns}\0${kind}\0${id}`;
+    const t = this.swept.get(k);
+    return t !== undefined && Date.now() - t < 60000;
+  }
+
+  private noteSwept(ns: string, kind: "content" | "snapshot", id: string): void {
+    const now = Date.now();
+    if (this.swept.size > 10000) for (const [k, t] of this.swept) if (now - t > 60000) this.swept.delete(k);
+    this.swept.set(`${ns}\0${kind}\0${id}`, now);
+  }
+
+  async collect(parent: CallContext = background(), only?: ReadonlySet<string>): Promise<GCStats> {
+    const pass = ++this.pass;
+    const startedAt = new Date();
+    const t0 = process.hrtime.bigint();
+    const stats: GCStats = { pass, startedAt, elapsedMs: 0, freed: { content: 0, snapshots: 0, ingests: 0, leases: 0 }, skipped: [] };
+    const { sources, stores } = this.opts;
+    const limit = this.opts.concurrency ?? 8;
+    const all = stores.namespaces();
+    const nss = only ? all.filter((n) => only.has(n)) : all;
+
+    const snapshotters = await attempt("snapshots", () => sources.snapshots.snapshotters(this.ctxFor("", parent)));
+    if (!snapshotters.ok) stats.skipped.push(snapshotters.why);
+
+    // 1 + 2, with lease deletions held back.
+    const { universes, leaseViews } = await this.opts.gate.exclusive(async () => {
+      const universes = await mapLimit(nss, limit, (ns) => this.readUniverse(this.ctxFor(ns, parent), snapshotters));
+      const now = this.now();
+      const leaseViews = await mapLimit(nss, limit, (ns) => this.readLeases(this.ctxFor(ns, parent), ns, now));
+      return { universes, leaseViews };
+    });
+    // 3
+    const roots = await mapLimit(nss, limit, async (ns): Promise<Roots> => {
+      const ctx = this.ctxFor(ns, parent);
+      const [containers, sandboxes] = await Promise.all([
+        attempt("containers", () => sources.roots.containers(ctx)),
+        attempt("sandboxes", () => sources.roots.sandboxes(ctx)),
+      ]);
+      return { images: stores.images(ns), containers, sandboxes };
+    });
+
+    for (let i = 0; i < nss.length; i++) {
+      const ns = nss[i]!;
+      const ctx = this.ctxFor(ns, parent);
+      const lv = leaseViews[i]!;
+      try {
+        await this.sweepNamespace(ctx, ns, universes[i]!, lv, roots[i]!, stats);
+      } catch (e) {
+        stats.skipped.push(`${ns}: ${causeText(e)}`);
+        this.opts.log?.warn({ err: e, namespace: ns }, "garbage collection of a namespace failed");
+      }
+      for (const l of lv.expired) {
+        try {
+          if (await stores.removeExpiredLease(ctx, ns, l)) stats.freed.leases++;
+        } catch (e) {
+          this.opts.log?.warn({ err: e, namespace: ns, lease: l.id }, "removing an expired lease failed");
+        }
+      }
+    }
+    await stores.retryForgets(parent).catch(() => undefined);
+    stats.elapsedMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    return stats;
+  }
+
+  private now(): Date {
+    return this.opts.now?.() ?? new Date();
+  }
+
+  private async readUniverse(ctx: CallContext, snapshotters: Result<string[]>): Promise<Universe> {
+    const { sources } = this.opts;
+    const [content, ingests, snapshots] = await Promise.all([
+      attempt("content", () => sources.content.list(ctx)),
+      attempt("content ingests", () => sources.content.ingests(ctx)),
+      snapshotters.ok
+        ? attempt("snapshots", async () => (await Promise.all(snapshotters.value.map((s) => sources.snapshots.list(ctx, s)))).flat())
+        : Promise.resolve<Result<GraphSnapshot[]>>({ ok: false, why: snapshotters.why }),
+    ]);
+    return { content, ingests, snapshots };
+  }
+
+  private async readLeases(ctx: CallContext, ns: string, now: Date): Promise<LeaseView> {
+    const leases = this.opts.stores.leases(ns);
+    const expired = leases.filter((l) => leaseExpired(l.labels, now));
+    const live = leases.filter((l) => !leaseExpired(l.labels, now));
+    const held = await attempt("lease resources", () => mapLimit(live, 8, async (lease) => ({ lease, resources: await this.opts.stores.heldBy(ctx, lease.id) })));
+    return { expired, held };
+  }
+
+  private async sweepNamespace(ctx: CallContext, ns: string, u: Universe, lv: LeaseView, r: Roots, stats: GCStats): Promise<void> {
+    const why = [u.content, u.ingests, u.snapshots, lv.held, r.containers, r.sandboxes].filter((x): x is { ok: false; why: string } => !x.ok).map((x) => x.why);
+    if (why.length) {
+      stats.skipped.push(`${ns}: ${[...new Set(why)].join("; ")}`);
+      return;
+    }
+    const content = (u.content as { value: ContentObject[] }).value;
+    const ingests = (u.ingests as { value: IngestObject[] }).value;
+    const snapshots = (u.snapshots as { value: GraphSnapshot[] }).value;
+    const g = emptyGraph();
+    for (const c of content) g.content.set(c.digest, c.labels);
+    for (const s of snapshots) g.snapshots.set(snapshotNode(s.snapshotter, s.key), s);
+    for (const img of r.images) {
+      g.roots.content.push(img.target.digest);
+      g.roots.labels.push(img.labels);
+    }
+    for (const c of (r.containers as { value: ContainerObject[] }).value) {
+      if (c.snapshotter && c.snapshotKey) g.roots.snapshots.push({ snapshotter: c.snapshotter, key: c.snapshotKey });
+      g.roots.labels.push(c.labels);
+    }
+    for (const labels of (r.sandboxes as { value: Record<string, string>[] }).value) g.roots.labels.push(labels);
+    const leasedIngests = new Set<string>();
+    const addHeld = (graph: NamespaceGraph, held: { lease: Lease; resources: LeaseResource[] }[]): void => {
+      for (const { lease, resources } of held) {
+        const flat = isFlatLease(lease.labels);
+        graph.roots.labels.push(lease.labels);
+        for (const res of resources) {
+          if (res.type === "content") (flat ? graph.roots.flatContent : graph.roots.content).push(res.id);
+          else if (res.type === "ingests") leasedIngests.add(res.id);
+          else if (res.type.startsWith("snapshots/")) {
+            (flat ? graph.roots.flatSnapshots : graph.roots.snapshots).push({ snapshotter: res.type.slice("snapshots/".length), key: res.id });
+          }
+        }
+      }
+    };
+    addHeld(g, (lv.held as { value: { lease: Lease; resources: LeaseResource[] }[] }).value);
+    const now = this.now().getTime();
+    const idle = this.opts.ingestIdleMs ?? DAY;
+    const keepIngest = (i: IngestObject): boolean => leasedIngests.has(i.ref) || now - i.updatedAt.getTime() < idle;
+    for (const i of ingests) if (i.expected && keepIngest(i)) g.roots.content.push(i.expected);
+
+    let marked = markReachable(g);
+    let deadContent = content.filter((c) => !marked.has(contentNode(c.digest)));
+    let deadSnaps = snapshots.filter((s) => !marked.has(snapshotNode(s.snapshotter, s.key)));
+    let deadIngests = ingests.filter((i) => !keepIngest(i));
+    if (!deadContent.length && !deadSnaps.length && !deadIngests.length) return;
+
+    // Read the leases again right before deleting: a write may have added an existing object to a
+    // lease (new or old) since step 2.
+    const again = await attempt("lease resources", () =>
+      mapLimit(this.opts.stores.leases(ns).filter((l) => !leaseExpired(l.labels, this.now())), 8, async (lease) => ({ lease, resources: await this.opts.stores.heldBy(ctx, lease.id) })));
+    if (!again.ok) {
+      stats.skipped.push(`${ns}: ${again.why}`);
+      return;
+    }
+    addHeld(g, again.value);
+    marked = markReachable(g);
+    deadContent = deadContent.filter((c) => !marked.has(contentNode(c.digest)));
+    deadSnaps = deadSnaps.filter((s) => !marked.has(snapshotNode(s.snapshotter, s.key)));
+    deadIngests = deadIngests.filter((i) => !keepIngest(i));
+
+    const { sources } = this.opts;
+    const pass = stats.pass;
+    const tolerate = (e: unknown, what: string): void => {
+      if (isNotFound(e) || isFailedPrecondition(e)) return; // gone already / leased or in use: kept
+      this.opts.log?.warn({ err: e, namespace: ns }, `garbage collection could not remove ${what}`);
+    };
+    await mapLimit(deadIngests, 8, async (i) => {
+      try {
+        await sources.content.abort(ctx, i.ref, pass);
+        stats.freed.ingests++;
+      } catch (e) {
+        tolerate(e, `ingest ${i.ref}`);
+      }
+    });
+    await mapLimit(deadContent, 8, async (c) => {
+      try {
+        this.noteSwept(ns, "content", c.digest);
+        await sources.content.delete(ctx, c.digest, pass);
+        stats.freed.content++;
+      } catch (e) {
+        tolerate(e, `content ${c.digest}`);
+      }
+    });
+    await this.removeSnapshots(ctx, ns, deadSnaps, snapshots, stats, tolerate);
+  }
+
+  /** Children before parents: waves of snapshots none of whose remaining dead children are left. */
+  private async removeSnapshots(ctx: CallContext, ns: string, dead: GraphSnapshot[], all: GraphSnapshot[], stats: GCStats, tolerate: (e: unknown, what: string) => void): Promise<void> {
+    const deadKeys = new Set(dead.map((s) => snapshotNode(s.snapshotter, s.key)));
+    const children = new Map<string, number>();
+    for (const s of all) {
+      if (!s.parent) continue;
+      const p = snapshotNode(s.snapshotter, s.parent);
+      children.set(p, (children.get(p) ?? 0) + 1);
+    }
+    const blocked = new Set<string>();
+    let left = dead.slice();
+    while (left.length) {
+      const wave = left.filter((s) => !children.get(snapshotNode(s.snapshotter, s.key)));
+      if (!wave.length) break; // a live child keeps the rest (cannot happen: a live child marks its parents)
+      left = left.filter((s) => !wave.includes(s));
+      await mapLimit(wave, 8, async (s) => {
+        const node = snapshotNode(s.snapshotter, s.key);
+        let removed = false;
+        if (!blocked.has(node)) {
+          try {
+            this.noteSwept(ns, "snapshot", `${s.snapshotter}/${s.key}`);
+            await this.opts.sources.snapshots.remove(ctx, s.snapshotter, s.key, stats.pass);
+            stats.freed.snapshots++;
+            removed = true;
+          } catch (e) {
+            if (isNotFound(e)) removed = true;
+            tolerate(e, `snapshot ${s.snapshotter}/${s.key}`);
+          }
+        }
+        if (s.parent) {
+          const p = snapshotNode(s.snapshotter, s.parent);
+          children.set(p, (children.get(p) ?? 1) - 1);
+          if (!removed && deadKeys.has(p)) blocked.add(p); // its child stays, so does it
+        }
+      });
+    }
+  }
+}

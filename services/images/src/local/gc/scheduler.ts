@@ -1,0 +1,248 @@
+/**
+ * When garbage collection runs: containerd's gc scheduler (gc/scheduler) in TypeScript, plus the
+ * namespaces each pass needs to look at.
+ *
+ * - A deletion (`markDirty`) schedules a pass: at once when none is scheduled, else at the next tick;
+ *   ticks are spaced so collection takes at most `pauseThreshold` of real time (debounce).
+ * - `mutationThreshold` mutations make the next tick collect even without deletions.
+ * - `scheduleAndWait` (a `sync` delete) runs a pass after `scheduleDelay` and resolves with the stats of
+ *   the first pass that *starts* after the call.
+ * - A pass after `startupDelay`, over every namespace; lease expiry wakes the collector at that time.
+ * Only the namespaces touched since the previous pass are collected (all of them at startup, after an
+ * untargeted mark, and every `fullScanInterval`).
+ */
+import type { CallContext } from "../../../../../libs/context";
+import type { GCScheduler, GCStats } from "../../../../../libs/core/gc";
+
+export interface SchedulerConfig {
+  pauseThreshold: number;
+  deletionThreshold: number;
+  mutationThreshold: number;
+  scheduleDelayMs: number;
+  startupDelayMs: number;
+  /** Collect every namespace at least this often (ms, 0 = only at startup and when asked). */
+  fullScanIntervalMs: number;
+}
+
+export const DEFAULT_SCHEDULER_CONFIG: SchedulerConfig = {
+  pauseThreshold: 0.02,
+  deletionThreshold: 0,
+  mutationThreshold: 100,
+  scheduleDelayMs: 0,
+  startupDelayMs: 100,
+  fullScanIntervalMs: 10 * 60 * 1000,
+};
+
+/** Parse containerd's `[plugins."io.containerd.gc.v1.scheduler"]` table (durations like "100ms", "1s"). */
+export function schedulerConfig(t: Record<string, unknown>): SchedulerConfig {
+  const dur = (v: unknown, d: number): number => {
+    if (v === undefined) return d;
+    if (typeof v === "number" || typeof v === "bigint") return Number(v);
+    const m = /^(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)$/.exec(String(v).trim());
+    if (!m) throw new Error(`gc scheduler: bad duration ${JSON.stringify(v)}`);
+    const unit = { ns: 1e-6, us: 1e-3, "µs": 1e-3, ms: 1, s: 1000, m: 60000, h: 3600000 }[m[2] as "ms"];
+    return Number(m[1]) * unit;
+  };
+  const num = (v: unknown, d: number): number => (v === undefined ? d : Number(v));
+  const c = DEFAULT_SCHEDULER_CONFIG;
+  return {
+    pauseThreshold: Math.min(0.5, Math.max(0, num(t.pause_threshold, c.pauseThreshold))),
+    deletionThreshold: num(t.deletion_threshold, c.deletionThreshold),
+    mutationThreshold: Math.max(0, num(t.mutation_threshold, c.mutationThreshold)),
+    scheduleDelayMs: Math.max(0, dur(t.schedule_delay, c.scheduleDelayMs)),
+    startupDelayMs: Math.max(0, dur(t.startup_delay, c.startupDelayMs)),
+    fullScanIntervalMs: Math.max(0, dur(t.full_scan_interval, c.fullScanIntervalMs)),
+  };
+}
+
+export interface Collecting {
+  collect(ctx: CallContext | undefined, only?: ReadonlySet<string>): Promise<GCStats>;
+}
+
+interface Waiter {
+  resolve(s: GCStats): void;
+  reject(e: unknown): void;
+}
+
+const ALL = "*all*";
+const MAX_TIMER = 2 ** 31 - 1;
+
+export class Scheduler implements GCScheduler {
+  private timer?: NodeJS.Timeout;
+  private nextCollection?: number;
+  private lastCollection?: number;
+  private lastFullScan = 0;
+  private interval = 1000;
+  private gcTime = 0;
+  private collections = 0;
+  private triggered = false;
+  private deletions = 0;
+  private mutations = 0;
+  private running = false;
+  private stopped = false;
+  private waiters: Waiter[] = [];
+  private pending = new Set<string>([ALL]);
+  private expiryTimer?: NodeJS.Timeout;
+  private retryTimer?: NodeJS.Timeout;
+  private retryDelay = 0;
+  private readonly retryNs = new Set<string>();
+  private expiryAt?: number;
+  private expiryNs = new Set<string>();
+
+  constructor(
+    private readonly collector: Collecting,
+    private readonly cfg: SchedulerConfig = DEFAULT_SCHEDULER_CONFIG,
+    private readonly hooks: { onPass?(s: GCStats): void; onError?(e: unknown): void; afterPass?(): void } = {},
+  ) {}
+
+  start(): void {
+    if (this.cfg.startupDelayMs > 0) this.schedule(this.cfg.startupDelayMs);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    clearTimeout(this.expiryTimer);
+    clearTimeout(this.retryTimer);
+    for (const w of this.waiters.splice(0)) w.reject(new Error("garbage collector stopped"));
+  }
+
+  private touch(ns?: string): void {
+    this.pending.add(ns ?? ALL);
+  }
+
+  markDirty(ns?: string): void {
+    this.touch(ns);
+    this.deletions++;
+    this.onEvent();
+  }
+
+  markMutation(ns?: string): void {
+    this.touch(ns);
+    this.mutations++;
+    this.onEvent();
+  }
+
+  scheduleAndWait(ctx?: CallContext, ns?: string): Promise<GCStats> {
+    this.touch(ns ?? ctx?.namespace);
+    const p = new Promise<GCStats>((resolve, reject) => this.waiters.push({ resolve, reject }));
+    this.triggered = true;
+    this.onEvent();
+    if (ctx?.signal) {
+      return new Promise<GCStats>((resolve, reject) => {
+        const onAbort = (): void => reject(ctx.signal.reason ?? new Error("canceled"));
+        ctx.signal.addEventListener("abort", onAbort, { once: true });
+        p.then(resolve, reject).finally(() => ctx.signal.removeEventListener("abort", onAbort));
+      });
+    }
+    return p;
+  }
+
+  /** Wake the collector for `ns` at `at` (a lease expires then). */
+  expiresAt(ns: string, at: Date): void {
+    const t = at.getTime() + 1;
+    if (this.expiryAt !== undefined && this.expiryAt <= t) {
+      if (this.expiryAt === t) this.expiryNs.add(ns);
+      return;
+    }
+    clearTimeout(this.expiryTimer);
+    this.expiryAt = t;
+    this.expiryNs = new Set([ns]);
+    this.expiryTimer = setTimeout(() => {
+      const nss = this.expiryNs;
+      this.expiryAt = undefined;
+      this.expiryNs = new Set();
+      if (Date.now() < t) return this.expiresAt([...nss][0]!, at); // long delays are clamped
+      for (const n of nss) this.markDirty(n);
+    }, Math.min(MAX_TIMER, Math.max(0, t - Date.now())));
+    this.expiryTimer.unref();
+  }
+
+  /** Forget the pending expiry wake-up (the next pass recomputes it). */
+  clearExpiry(): void {
+    clearTimeout(this.expiryTimer);
+    this.expiryAt = undefined;
+    this.expiryNs = new Set();
+  }
+
+  /** A pass that had to skip data (a process was down) is retried with backoff (1 s doubling to 1 min). */
+  private retryLater(nss: ReadonlySet<string>): void {
+    this.retryDelay = Math.min(60000, this.retryDelay ? this.retryDelay * 2 : 1000);
+    clearTimeout(this.retryTimer);
+    for (const n of nss) this.retryNs.add(n);
+    this.retryTimer = setTimeout(() => {
+      for (const n of this.retryNs) this.pending.add(n);
+      this.retryNs.clear();
+      this.deletions++;
+      this.onEvent();
+    }, this.retryDelay);
+    this.retryTimer.unref();
+  }
+
+  private schedule(delay: number): void {
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    this.nextCollection = Date.now() + delay;
+    this.timer = setTimeout(() => void this.tick(), delay);
+    this.timer.unref();
+  }
+
+  private onEvent(): void {
+    if (this.running) return; // looked at again when the pass ends
+    const c = this.cfg;
+    if (
+      this.triggered ||
+      (c.deletionThreshold > 0 && this.deletions >= c.deletionThreshold) ||
+      (this.nextCollection === undefined && ((c.deletionThreshold === 0 && this.deletions > 0) || (c.mutationThreshold > 0 && this.mutations >= c.mutationThreshold)))
+    ) {
+      if (this.nextCollection === undefined || this.nextCollection > Date.now() + c.scheduleDelayMs) this.schedule(c.scheduleDelayMs);
+    }
+  }
+
+  private async tick(): Promise<void> {
+    this.nextCollection = undefined;
+    const c = this.cfg;
+    const full = c.fullScanIntervalMs > 0 && Date.now() - this.lastFullScan >= c.fullScanIntervalMs;
+    if (!this.triggered && this.lastCollection !== undefined && this.deletions === 0 && !full && (c.mutationThreshold === 0 || this.mutations < c.mutationThreshold)) {
+      this.schedule(this.interval);
+      return;
+    }
+    this.running = true;
+    const waiters = this.waiters.splice(0);
+    const pending = this.pending;
+    this.pending = new Set();
+    const all = pending.has(ALL) || full;
+    this.triggered = false;
+    this.deletions = 0;
+    this.mutations = 0;
+    try {
+      const stats = await this.collector.collect(undefined, all ? undefined : pending);
+      if (all) this.lastFullScan = Date.now();
+      this.gcTime += stats.elapsedMs;
+      this.collections++;
+      if (c.pauseThreshold > 0) {
+        const avg = this.gcTime / this.collections;
+        this.interval = Math.max(1, avg / c.pauseThreshold - avg);
+      }
+      this.hooks.onPass?.(stats);
+      for (const w of waiters) w.resolve(stats);
+      if (stats.skipped.length) this.retryLater(all ? new Set([ALL]) : pending);
+      else this.retryDelay = 0;
+    } catch (e) {
+      for (const n of pending) this.pending.add(n);
+      this.interval += 1000;
+      this.hooks.onError?.(e);
+      for (const w of waiters) w.reject(e);
+    } finally {
+      this.lastCollection = Date.now();
+      this.running = false;
+    }
+    try {
+      this.hooks.afterPass?.();
+    } catch {
+      /* best effort */
+    }
+    this.schedule(this.interval);
+    this.onEvent();
+  }
+}

@@ -1,0 +1,178 @@
+/**
+ * Where the collector reads objects from and deletes garbage in: the processes that own the data,
+ * through their ordinary containerd RPCs (Content/List, ListStatuses, Delete, Abort; Snapshots/List,
+ * Remove; Containers/List; sandbox Store/List; Introspection/Plugins for the loaded snapshotters).
+ * Every call runs in the namespace of its context. The sweep's deletes carry GC_SWEEP_HEADER.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { metadataFor, type CallContext } from "../../../../../libs/context";
+import { fromGrpc, isNotImplemented } from "../../../../../libs/errdefs";
+import { RpcClient, sharedChannel } from "../../../../../libs/grpc/client";
+import type { Msg } from "../../../../../libs/grpc/server";
+import { DECODE_OPTIONS, fromTimestamp, lookupService, type Type } from "../../../../../libs/proto";
+import { injectIntoMetadata } from "../../../../../libs/tracing";
+import { GC_SWEEP_HEADER, type GraphSnapshot } from "../../../../../libs/core/gc";
+
+export interface ContentObject {
+  digest: string;
+  labels: Record<string, string>;
+}
+
+export interface IngestObject {
+  ref: string;
+  expected: string;
+  updatedAt: Date;
+}
+
+export interface ContainerObject {
+  snapshotter: string;
+  snapshotKey: string;
+  labels: Record<string, string>;
+}
+
+export interface ContentSource {
+  list(ctx: CallContext): Promise<ContentObject[]>;
+  ingests(ctx: CallContext): Promise<IngestObject[]>;
+  delete(ctx: CallContext, digest: string, pass: number): Promise<void>;
+  abort(ctx: CallContext, ref: string, pass: number): Promise<void>;
+}
+
+export interface SnapshotsSource {
+  /** The snapshotters the snapshots process has loaded. */
+  snapshotters(ctx: CallContext): Promise<string[]>;
+  list(ctx: CallContext, snapshotter: string): Promise<GraphSnapshot[]>;
+  remove(ctx: CallContext, snapshotter: string, key: string, pass: number): Promise<void>;
+}
+
+/** Containers and sandboxes: roots only (their snapshots and gc.ref labels). */
+export interface RootsSource {
+  containers(ctx: CallContext): Promise<ContainerObject[]>;
+  /** Label maps of sandboxes (their gc.ref labels are roots). */
+  sandboxes(ctx: CallContext): Promise<Record<string, string>[]>;
+}
+
+export interface GCSources {
+  content: ContentSource;
+  snapshots: SnapshotsSource;
+  roots: RootsSource;
+}
+
+/** Unary calls with extra metadata (RpcClient carries only namespace and lease). */
+class HeaderClient {
+  private readonly client: grpc.Client;
+  private readonly types = new Map<string, { req: Type; res: Type }>();
+
+  constructor(address: string, private readonly service: string) {
+    this.client = sharedChannel(address);
+    for (const m of lookupService(service).methodsArray) {
+      m.resolve();
+      this.types.set(m.name, { req: m.resolvedRequestType!, res: m.resolvedResponseType! });
+    }
+  }
+
+  unary(ctx: CallContext, method: string, req: Msg, headers: Record<string, string>): Promise<Msg> {
+    const t = this.types.get(method)!;
+    const md = metadataFor(ctx);
+    for (const [k, v] of Object.entries(headers)) md.set(k, v);
+    injectIntoMetadata(ctx.trace, md);
+    const opts: grpc.CallOptions = ctx.deadline ? { deadline: ctx.deadline } : {};
+    return new Promise((resolve, reject) => {
+      this.client.makeUnaryRequest(
+        `/${this.service}/${method}`,
+        (m: Msg) => Buffer.from(t.req.encode(t.req.fromObject(m)).finish()),
+        (b: Buffer) => t.res.toObject(t.res.decode(b), DECODE_OPTIONS),
+        req, md, opts,
+        (err, value) => (err ? reject(fromGrpc(err)) : resolve(value as Msg)),
+      );
+    });
+  }
+}
+
+const sweepHeaders = (pass: number): Record<string, string> => ({ [GC_SWEEP_HEADER]: String(pass) });
+
+export interface RemoteAddresses {
+  content: string;
+  snapshots: string;
+  tasks: string;
+  sandbox: string;
+}
+
+export const SNAPSHOTTER_PLUGIN = "io.containerd.snapshotter.v1";
+
+/** The sources over the other processes' gRPC services. */
+export function remoteSources(a: RemoteAddresses): GCSources {
+  const content = new RpcClient(a.content, "containerd.services.content.v1.Content");
+  const contentSweep = new HeaderClient(a.content, "containerd.services.content.v1.Content");
+  const snapshots = new RpcClient(a.snapshots, "containerd.services.snapshots.v1.Snapshots");
+  const snapshotsSweep = new HeaderClient(a.snapshots, "containerd.services.snapshots.v1.Snapshots");
+  const introspection = new RpcClient(a.snapshots, "containerd.services.introspection.v1.Introspection");
+  const containers = new RpcClient(a.tasks, "containerd.services.containers.v1.Containers");
+  const sandboxes = new RpcClient(a.sandbox, "containerd.services.sandbox.v1.Store");
+  return {
+    content: {
+      async list(ctx) {
+        const out: ContentObject[] = [];
+        for await (const m of content.serverStream(ctx, "List", { filters: [] })) {
+          for (const i of (m.info as Msg[] | undefined) ?? []) out.push({ digest: String(i.digest), labels: (i.labels as Record<string, string>) ?? {} });
+        }
+        return out;
+      },
+      async ingests(ctx) {
+        const r = await content.unary(ctx, "ListStatuses", { filters: [] });
+        return ((r.statuses as Msg[] | undefined) ?? []).map((s) => ({
+          ref: String(s.ref ?? ""),
+          expected: String(s.expected ?? ""),
+          updatedAt: fromTimestamp(s.updated_at) ?? new Date(0),
+        }));
+      },
+      async delete(ctx, digest, pass) {
+        await contentSweep.unary(ctx, "Delete", { digest }, sweepHeaders(pass));
+      },
+      async abort(ctx, ref, pass) {
+        await contentSweep.unary(ctx, "Abort", { ref }, sweepHeaders(pass));
+      },
+    },
+    snapshots: {
+      async snapshotters(ctx) {
+        const r = await introspection.unary(ctx, "Plugins", { filters: [`type==${SNAPSHOTTER_PLUGIN}`] });
+        return ((r.plugins as Msg[] | undefined) ?? []).filter((p) => !p.init_err || !p.init_err.code).map((p) => String(p.id));
+      },
+      async list(ctx, snapshotter) {
+        const out: GraphSnapshot[] = [];
+        for await (const m of snapshots.serverStream(ctx, "List", { snapshotter, filters: [] })) {
+          for (const i of (m.info as Msg[] | undefined) ?? []) {
+            out.push({ snapshotter, key: String(i.name), parent: String(i.parent ?? ""), labels: (i.labels as Record<string, string>) ?? {} });
+          }
+        }
+        return out;
+      },
+      async remove(ctx, snapshotter, key, pass) {
+        await snapshotsSweep.unary(ctx, "Remove", { snapshotter, key }, sweepHeaders(pass));
+      },
+    },
+    roots: {
+      async containers(ctx) {
+        try {
+          const r = await containers.unary(ctx, "List", { filters: [] });
+          return ((r.containers as Msg[] | undefined) ?? []).map((c) => ({
+            snapshotter: String(c.snapshotter ?? ""),
+            snapshotKey: String(c.snapshot_key ?? ""),
+            labels: (c.labels as Record<string, string>) ?? {},
+          }));
+        } catch (e) {
+          if (isNotImplemented(e)) return []; // a process without the containers API holds no containers
+          throw e;
+        }
+      },
+      async sandboxes(ctx) {
+        try {
+          const r = await sandboxes.unary(ctx, "List", { filters: [] });
+          return ((r.list as Msg[] | undefined) ?? []).map((s) => (s.labels as Record<string, string>) ?? {});
+        } catch (e) {
+          if (isNotImplemented(e)) return [];
+          throw e;
+        }
+      },
+    },
+  };
+}

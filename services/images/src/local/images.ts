@@ -1,0 +1,179 @@
+/**
+ * The local ImageStore, kept in the images process's LMDB database, with containerd's semantics
+ * (metadata/images.go): validation, field masks, timestamps stamped by the store, events after commit,
+ * and a garbage collection pass after deletions (awaited with `sync`).
+ */
+import { namespaceRequired, type CallContext } from "../../../../libs/context";
+import { errAlreadyExists, errInvalidArgument, errNotFound } from "../../../../libs/errdefs";
+import { compactLabels, validateLabels } from "../../../../libs/fieldmask";
+import { parseAll } from "../../../../libs/filters";
+import type { EventPublisher } from "../../../../libs/events";
+import { digestProblem, IMAGE_EVENTS, type Descriptor, type Image, type ImageDeleteOptions, type ImageInput, type ImageStore } from "../../../../libs/core/images";
+import type { GCScheduler } from "../../../../libs/core/gc";
+import { imageAdaptor } from "./adaptors";
+import { keyFits, scanPrefix, type MetaDB } from "./db";
+import { ensureNamespaceInTxn } from "./namespaces";
+
+interface StoredImage {
+  labels: Record<string, string>;
+  target: { mediaType: string; digest: string; size: number; annotations: Record<string, string> };
+  created: number;
+  updated: number;
+}
+
+const imageKey = (ns: string, name: string): string[] => ["img", ns, name];
+
+function toImage(name: string, s: StoredImage): Image {
+  return {
+    name,
+    labels: { ...s.labels },
+    target: { mediaType: s.target.mediaType, digest: s.target.digest, size: s.target.size, annotations: { ...s.target.annotations } },
+    createdAt: new Date(s.created),
+    updatedAt: new Date(s.updated),
+  };
+}
+
+function cleanTarget(t: Descriptor | undefined): StoredImage["target"] {
+  return { mediaType: t?.mediaType ?? "", digest: t?.digest ?? "", size: Number(t?.size ?? 0), annotations: compactLabels(t?.annotations) };
+}
+
+/** containerd's validateImage. */
+function validate(name: string, labels: Record<string, string>, target: StoredImage["target"]): void {
+  if (!name) throw errInvalidArgument("image name must not be empty");
+  const bad = validateLabels(labels);
+  if (bad) throw errInvalidArgument(`image.Labels: ${bad}`);
+  const p = digestProblem(target.digest);
+  if (p) throw errInvalidArgument(`Target.Digest ${JSON.stringify(target.digest)} invalid: ${p}`);
+  if (!(target.size > 0)) throw errInvalidArgument("Target.Size must be greater than zero");
+  if (!target.mediaType) throw errInvalidArgument("Target.MediaType must be set");
+}
+
+function checkKey(ns: string, name: string): void {
+  if (!keyFits(["img", ns, name])) throw errInvalidArgument(`image name ${JSON.stringify(name.slice(0, 64) + "...")} is too long`);
+}
+
+export class LocalImageStore implements ImageStore {
+  constructor(
+    private readonly db: MetaDB,
+    private readonly events: EventPublisher,
+    private readonly gc?: Pick<GCScheduler, "markDirty" | "markMutation" | "scheduleAndWait">,
+  ) {}
+
+  async get(ctx: CallContext, name: string): Promise<Image> {
+    const ns = namespaceRequired(ctx);
+    const s = name && keyFits(["img", ns, name]) ? (this.db.get(imageKey(ns, name)) as StoredImage | undefined) : undefined;
+    if (!s) throw errNotFound(`image ${JSON.stringify(name)}`);
+    return toImage(name, s);
+  }
+
+  async list(ctx: CallContext, filters?: readonly string[]): Promise<Image[]> {
+    const ns = namespaceRequired(ctx);
+    const f = parseAll(filters);
+    const out: Image[] = [];
+    for (const { key, value } of scanPrefix<StoredImage>(this.db, ["img", ns])) {
+      const img = toImage(String(key[2]), value);
+      if (f.match(imageAdaptor(img))) out.push(img);
+    }
+    return out;
+  }
+
+  async create(ctx: CallContext, image: ImageInput): Promise<Image> {
+    const ns = namespaceRequired(ctx);
+    const labels = compactLabels(image.labels);
+    const target = cleanTarget(image.target);
+    validate(image.name, labels, target);
+    checkKey(ns, image.name);
+    const now = Date.now();
+    const stored: StoredImage = { labels, target, created: now, updated: now };
+    const created = await this.db.transaction(() => {
+      if (this.db.get(imageKey(ns, image.name)) !== undefined) return false;
+      ensureNamespaceInTxn(this.db, ns);
+      void this.db.put(imageKey(ns, image.name), stored);
+      return true;
+    });
+    if (!created) throw errAlreadyExists(`image ${JSON.stringify(image.name)}`);
+    this.gc?.markMutation(ns);
+    await this.events.publish(ctx, IMAGE_EVENTS.create.topic, IMAGE_EVENTS.create.type, { name: image.name, labels });
+    return toImage(image.name, stored);
+  }
+
+  async update(ctx: CallContext, image: ImageInput, paths: readonly string[] = []): Promise<Image> {
+    const ns = namespaceRequired(ctx);
+    if (!image.name) throw errInvalidArgument("image name is required for update");
+    checkKey(ns, image.name);
+    const incoming = { labels: image.labels ?? {}, target: cleanTarget(image.target) };
+    const res = await this.db.transaction(() => {
+      const cur = this.db.get(imageKey(ns, image.name)) as StoredImage | undefined;
+      if (!cur) return { missing: true as const };
+      let labels = { ...cur.labels };
+      let target = { ...cur.target, annotations: { ...cur.target.annotations } };
+      if (paths.length) {
+        for (const p of paths) {
+          if (p.startsWith("labels.")) {
+            const k = p.slice("labels.".length);
+            labels[k] = incoming.labels[k] ?? "";
+          } else if (p.startsWith("annotations.")) {
+            const k = p.slice("annotations.".length);
+            target.annotations[k] = image.target?.annotations?.[k] ?? "";
+          } else if (p === "labels") {
+            labels = { ...incoming.labels };
+          } else if (p === "target") {
+            target = incoming.target;
+          } else if (p === "annotations") {
+            target.annotations = { ...(image.target?.annotations ?? {}) };
+          } else {
+            return { bad: `cannot update ${JSON.stringify(p)} field on image ${JSON.stringify(image.name)}` };
+          }
+        }
+      } else {
+        labels = { ...incoming.labels };
+        target = incoming.target;
+      }
+      labels = compactLabels(labels);
+      target.annotations = compactLabels(target.annotations);
+      try {
+        validate(image.name, labels, target);
+      } catch (e) {
+        return { invalid: e };
+      }
+      const next: StoredImage = { labels, target, created: cur.created, updated: Math.max(Date.now(), cur.updated) };
+      void this.db.put(imageKey(ns, image.name), next);
+      return { next };
+    });
+    if ("missing" in res) throw errNotFound(`image ${JSON.stringify(image.name)}`);
+    if ("bad" in res) throw errInvalidArgument(res.bad);
+    if ("invalid" in res) throw res.invalid;
+    this.gc?.markMutation(ns);
+    await this.events.publish(ctx, IMAGE_EVENTS.update.topic, IMAGE_EVENTS.update.type, { name: image.name, labels: res.next.labels });
+    return toImage(image.name, res.next);
+  }
+
+  async delete(ctx: CallContext, name: string, opts: ImageDeleteOptions = {}): Promise<void> {
+    const ns = namespaceRequired(ctx);
+    const res = await this.db.transaction(() => {
+      const cur = name && keyFits(["img", ns, name]) ? (this.db.get(imageKey(ns, name)) as StoredImage | undefined) : undefined;
+      if (!cur) return "missing" as const;
+      if (opts.target?.digest && cur.target.digest !== opts.target.digest) return { other: cur.target.digest };
+      void this.db.remove(imageKey(ns, name));
+      return "deleted" as const;
+    });
+    if (res === "missing") throw errNotFound(`image ${JSON.stringify(name)}`);
+    if (typeof res === "object") throw errNotFound(`image ${JSON.stringify(name)} has target ${res.other}, not ${opts.target!.digest}`);
+    this.gc?.markDirty(ns);
+    await this.events.publish(ctx, IMAGE_EVENTS.delete.topic, IMAGE_EVENTS.delete.type, { name });
+    if (opts.sync && this.gc) await this.gc.scheduleAndWait(ctx);
+  }
+
+  /** Every image of a namespace (for garbage collection). */
+  namespaceImages(ns: string): Image[] {
+    const out: Image[] = [];
+    for (const { key, value } of scanPrefix<StoredImage>(this.db, ["img", ns])) out.push(toImage(String(key[2]), value));
+    return out;
+  }
+
+  /** True when the namespace holds any image (namespace deletion). */
+  hasImages(ns: string): boolean {
+    for (const _ of scanPrefix(this.db, ["img", ns])) return true;
+    return false;
+  }
+}
