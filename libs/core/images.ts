@@ -74,6 +74,7 @@ export function digestProblem(d: string): string | undefined {
   const hex = d.slice(i + 1);
   const len = DIGEST_HEX[alg];
   if (len === undefined) return "unsupported digest algorithm";
-  if (hex.length !== len || !/^[a-f0-9]+$/.test(hex)) return "invalid checksum digest length";
+  if (hex.length !== len) return "invalid checksum digest length";
+  if (!/^[a-f0-9]+$/.test(hex)) return "invalid checksum digest format";
   return undefined;
 }
