@@ -1,12 +1,77 @@
-/** The sandbox process: sandbox.v1.Store and sandbox.v1.Controller. */
-import { notYetImplemented, runService } from "../../libs/service";
+/**
+ * The sandbox process: containerd.services.sandbox.v1.Store (records in LMDB) and
+ * containerd.services.sandbox.v1.Controller with the `podsandbox` controller (CNI network + a pause
+ * container through the tasks process) and the `shim` controller (a shim's sandbox ttrpc API).
+ *
+ * Config (`[plugins."io.containerd.podsandbox.controller.v1.podsandbox"]`):
+ *   cni_conf_dir = "/etc/cni/net.d"     # network configs (*.conf, *.conflist, *.json; first one wins)
+ *   cni_bin_dir  = ["/opt/cni/bin", "/usr/lib/cni"]   # plugin executables (a string or a list)
+ *   cni_network  = ""                   # use the network of this name instead of the first
+ */
+import * as path from "node:path";
+import { pluginConfig } from "../../libs/config";
+import { runService, GRPC_PLUGIN, type PluginInfo, type ServiceDefinition } from "../../libs/service";
+import { NamespaceEnsurer, NamespaceStoreProxy } from "../../libs/clients/namespaces";
+import { openSandboxDB } from "./src/local/db";
+import { LocalSandboxStore } from "./src/local/store";
+import { ControllerRegistry } from "./src/local/controllers";
+import { PodSandboxController, podSandboxDirs } from "./src/local/podsandbox/controller";
+import { PodNetworks } from "./src/local/podsandbox/network";
+import { PodTasksGrpc } from "./src/local/podsandbox/tasks";
+import { ShimSandboxController } from "./src/local/shim/controller";
+import { SANDBOX_STORE_SERVICE, storeHandlers } from "./src/server/store";
+import { SANDBOX_CONTROLLER_SERVICE, controllerHandlers } from "./src/server/controller";
 
-export const sandboxService = notYetImplemented("sandbox", [
-  { type: "io.containerd.sandbox.store.v1", id: "local" },
-  { type: "io.containerd.podsandbox.controller.v1", id: "podsandbox" },
-  { type: "io.containerd.sandbox.controller.v1", id: "shim" },
-  { type: "io.containerd.grpc.v1", id: "sandboxes" },
-  { type: "io.containerd.grpc.v1", id: "sandbox-controllers" },
-]);
+export const PODSANDBOX_PLUGIN = { type: "io.containerd.podsandbox.controller.v1", id: "podsandbox" } as const;
+export const SHIM_PLUGIN = { type: "io.containerd.sandbox.controller.v1", id: "shim" } as const;
+
+const strings = (v: unknown, dflt: string[]): string[] => (typeof v === "string" ? [v] : Array.isArray(v) ? v.map(String) : dflt);
+
+export const sandboxService: ServiceDefinition = {
+  name: "sandbox",
+  async start(sc) {
+    const db = openSandboxDB(sc.root);
+    const s = sc.config.flotilla.services;
+    const namespaces = new NamespaceEnsurer(new NamespaceStoreProxy(s.images.address));
+    const store = new LocalSandboxStore({ db, ensureNamespace: (ctx, ns) => namespaces.ensure(ctx, ns) });
+
+    const podCfg = pluginConfig(sc.config, PODSANDBOX_PLUGIN.type, PODSANDBOX_PLUGIN.id);
+    const { pauseDir, netnsDir } = podSandboxDirs(sc.root, sc.state);
+    const confDir = typeof podCfg.cni_conf_dir === "string" ? podCfg.cni_conf_dir : "/etc/cni/net.d";
+    const binDirs = strings(podCfg.cni_bin_dir, ["/opt/cni/bin", "/usr/lib/cni"]);
+    const networks = new PodNetworks({
+      confDir,
+      binDirs,
+      netnsDir,
+      ...(typeof podCfg.cni_network === "string" && podCfg.cni_network ? { networkName: podCfg.cni_network } : {}),
+      log: sc.log,
+    });
+    const pods = new PodSandboxController({ db, tasks: new PodTasksGrpc(s.tasks.address, s.snapshots.address), networks, pauseDir, netnsDir, log: sc.log });
+    await pods.recover();
+
+    const shims = new ShimSandboxController({ db, root: path.join(sc.root, "shim"), state: path.join(sc.state, "shim"), config: sc.config, log: sc.log });
+    await shims.recover();
+
+    const controllers = new ControllerRegistry({ podsandbox: pods, shim: shims }, sc.events);
+    sc.server.addService(SANDBOX_STORE_SERVICE, storeHandlers(store));
+    sc.server.addService(SANDBOX_CONTROLLER_SERVICE, controllerHandlers(controllers));
+    const plugins: PluginInfo[] = [
+      { type: "io.containerd.sandbox.store.v1", id: "local", requires: ["io.containerd.metadata.v1"], exports: { path: path.join(sc.root, "meta.lmdb") } },
+      { ...PODSANDBOX_PLUGIN, requires: ["io.containerd.event.v1"], exports: { cni_conf_dir: confDir, cni_bin_dir: binDirs.join(":"), netns_dir: netnsDir } },
+      { ...SHIM_PLUGIN, requires: ["io.containerd.event.v1"] },
+      { type: GRPC_PLUGIN, id: "sandboxes", requires: ["io.containerd.sandbox.store.v1"] },
+      { type: GRPC_PLUGIN, id: "sandbox-controllers", requires: ["io.containerd.podsandbox.controller.v1", "io.containerd.sandbox.controller.v1"] },
+    ];
+    return {
+      grpcServices: [SANDBOX_STORE_SERVICE, SANDBOX_CONTROLLER_SERVICE],
+      plugins,
+      close: async () => {
+        pods.close();
+        shims.close();
+        await db.close();
+      },
+    };
+  },
+};
 
 if (require.main === module) void runService(sandboxService);

@@ -1,0 +1,218 @@
+/**
+ * Sandboxes over gRPC: `SandboxStoreProxy` (containerd.services.sandbox.v1.Store) and
+ * `SandboxControllerProxy` (containerd.services.sandbox.v1.Controller, bound to one sandboxer), so
+ * callers cannot tell them from the local implementations. Also the proto conversions the sandbox
+ * process's gRPC adapters use. Errors arrive as native errdefs classes (the RpcClient maps them).
+ */
+import type { CallContext } from "../context";
+import { RpcClient } from "../grpc/client";
+import type { Msg } from "../grpc/server";
+import { fromTimestamp, toTimestamp } from "../proto";
+import type { Mount } from "../core/snapshots";
+import type {
+  ControllerInstance,
+  ControllerStatus,
+  Sandbox,
+  SandboxController,
+  SandboxCreateOptions,
+  SandboxExitStatus,
+  SandboxInput,
+  SandboxMetric,
+  SandboxPlatform,
+  SandboxStore,
+  TypedValue,
+} from "../core/sandbox";
+
+export const SANDBOX_STORE_SERVICE = "containerd.services.sandbox.v1.Store";
+export const SANDBOX_CONTROLLER_SERVICE = "containerd.services.sandbox.v1.Controller";
+
+export function anyToProto(a: TypedValue | undefined): Msg | null {
+  return a ? { type_url: a.typeUrl, value: Buffer.from(a.value) } : null;
+}
+
+export function anyFromProto(m: Msg | null | undefined): TypedValue | undefined {
+  if (!m || (!m.type_url && !(m.value as Uint8Array | undefined)?.length)) return undefined;
+  return { typeUrl: String(m.type_url ?? ""), value: Buffer.from((m.value as Uint8Array | undefined) ?? []) };
+}
+
+const tsOrNull = (d: Date | undefined): Msg | null => (d && d.getTime() > 0 ? toTimestamp(d) : null);
+
+export function sandboxToProto(sb: SandboxInput & { createdAt?: Date; updatedAt?: Date }): Msg {
+  return {
+    sandbox_id: sb.id,
+    runtime: { name: sb.runtime?.name ?? "", options: anyToProto(sb.runtime?.options) },
+    spec: anyToProto(sb.spec),
+    labels: { ...(sb.labels ?? {}) },
+    created_at: tsOrNull(sb.createdAt),
+    updated_at: tsOrNull(sb.updatedAt),
+    extensions: Object.fromEntries(Object.entries(sb.extensions ?? {}).map(([k, v]) => [k, anyToProto(v)])),
+    sandboxer: sb.sandboxer ?? "",
+  };
+}
+
+export function sandboxFromProto(m: Msg | null | undefined): Sandbox {
+  const sb: Sandbox = {
+    id: String(m?.sandbox_id ?? ""),
+    runtime: { name: String(m?.runtime?.name ?? "") },
+    labels: { ...((m?.labels as Record<string, string> | undefined) ?? {}) },
+    extensions: {},
+    sandboxer: String(m?.sandboxer ?? ""),
+    createdAt: fromTimestamp(m?.created_at) ?? new Date(0),
+    updatedAt: fromTimestamp(m?.updated_at) ?? new Date(0),
+  };
+  const opts = anyFromProto(m?.runtime?.options);
+  if (opts) sb.runtime.options = opts;
+  const spec = anyFromProto(m?.spec);
+  if (spec) sb.spec = spec;
+  for (const [k, v] of Object.entries((m?.extensions as Record<string, Msg> | undefined) ?? {})) {
+    const a = anyFromProto(v);
+    if (a) sb.extensions[k] = a;
+  }
+  return sb;
+}
+
+export function mountToProto(m: Mount): Msg {
+  return { type: m.type, source: m.source, target: m.target ?? "", options: [...m.options] };
+}
+
+export function mountFromProto(m: Msg): Mount {
+  const out: Mount = { type: String(m.type ?? ""), source: String(m.source ?? ""), options: [...((m.options as string[] | undefined) ?? [])] };
+  if (m.target) out.target = String(m.target);
+  return out;
+}
+
+export function instanceToProto(i: ControllerInstance): Msg {
+  return {
+    sandbox_id: i.sandboxId,
+    pid: i.pid,
+    created_at: tsOrNull(i.createdAt),
+    labels: i.labels,
+    address: i.address,
+    version: i.version,
+    spec: anyToProto(i.spec),
+  };
+}
+
+export function instanceFromProto(m: Msg): ControllerInstance {
+  const out: ControllerInstance = {
+    sandboxId: String(m.sandbox_id ?? ""),
+    pid: Number(m.pid ?? 0),
+    createdAt: fromTimestamp(m.created_at) ?? new Date(0),
+    labels: (m.labels as Record<string, string> | undefined) ?? {},
+    address: String(m.address ?? ""),
+    version: Number(m.version ?? 0),
+  };
+  const spec = anyFromProto(m.spec);
+  if (spec) out.spec = spec;
+  return out;
+}
+
+export function statusToProto(s: ControllerStatus): Msg {
+  return {
+    sandbox_id: s.sandboxId,
+    pid: s.pid,
+    state: s.state,
+    info: s.info,
+    created_at: tsOrNull(s.createdAt),
+    exited_at: tsOrNull(s.exitedAt),
+    extra: anyToProto(s.extra),
+    address: s.address,
+    version: s.version,
+  };
+}
+
+export function statusFromProto(m: Msg): ControllerStatus {
+  const out: ControllerStatus = {
+    sandboxId: String(m.sandbox_id ?? ""),
+    pid: Number(m.pid ?? 0),
+    state: String(m.state ?? ""),
+    info: (m.info as Record<string, string> | undefined) ?? {},
+    address: String(m.address ?? ""),
+    version: Number(m.version ?? 0),
+  };
+  const c = m.created_at ? fromTimestamp(m.created_at) : undefined;
+  if (c) out.createdAt = c;
+  const e = m.exited_at ? fromTimestamp(m.exited_at) : undefined;
+  if (e) out.exitedAt = e;
+  const extra = anyFromProto(m.extra);
+  if (extra) out.extra = extra;
+  return out;
+}
+
+export function metricToProto(x: SandboxMetric): Msg {
+  return { timestamp: toTimestamp(x.timestamp), id: x.id, data: anyToProto(x.data) };
+}
+
+export function metricFromProto(m: Msg | null | undefined): SandboxMetric {
+  const out: SandboxMetric = { timestamp: fromTimestamp(m?.timestamp) ?? new Date(0), id: String(m?.id ?? "") };
+  const d = anyFromProto(m?.data);
+  if (d) out.data = d;
+  return out;
+}
+
+export class SandboxStoreProxy implements SandboxStore {
+  private readonly rpc: RpcClient;
+  constructor(address: string) {
+    this.rpc = new RpcClient(address, SANDBOX_STORE_SERVICE);
+  }
+  async create(ctx: CallContext, sandbox: SandboxInput): Promise<Sandbox> {
+    return sandboxFromProto((await this.rpc.unary(ctx, "Create", { sandbox: sandboxToProto(sandbox) })).sandbox);
+  }
+  async update(ctx: CallContext, sandbox: SandboxInput, fields: readonly string[] = []): Promise<Sandbox> {
+    return sandboxFromProto((await this.rpc.unary(ctx, "Update", { sandbox: sandboxToProto(sandbox), fields: [...fields] })).sandbox);
+  }
+  async get(ctx: CallContext, id: string): Promise<Sandbox> {
+    return sandboxFromProto((await this.rpc.unary(ctx, "Get", { sandbox_id: id })).sandbox);
+  }
+  async list(ctx: CallContext, filters: readonly string[] = []): Promise<Sandbox[]> {
+    return (((await this.rpc.unary(ctx, "List", { filters: [...filters] })).list as Msg[] | undefined) ?? []).map(sandboxFromProto);
+  }
+  async delete(ctx: CallContext, id: string): Promise<void> {
+    await this.rpc.unary(ctx, "Delete", { sandbox_id: id });
+  }
+}
+
+/** One sandboxer's controller over gRPC (containerd's `client.SandboxController(name)`). */
+export class SandboxControllerProxy implements SandboxController {
+  private readonly rpc: RpcClient;
+  constructor(address: string, readonly sandboxer: string) {
+    this.rpc = new RpcClient(address, SANDBOX_CONTROLLER_SERVICE);
+  }
+  async create(ctx: CallContext, sandbox: SandboxInput, opts: SandboxCreateOptions = {}): Promise<void> {
+    await this.rpc.unary(ctx, "Create", {
+      sandbox_id: sandbox.id,
+      rootfs: (opts.rootfs ?? []).map(mountToProto),
+      options: anyToProto(opts.options),
+      netns_path: opts.netnsPath ?? "",
+      annotations: opts.annotations ?? {},
+      sandbox: sandboxToProto(sandbox),
+      sandboxer: this.sandboxer,
+    });
+  }
+  async start(ctx: CallContext, id: string): Promise<ControllerInstance> {
+    return instanceFromProto(await this.rpc.unary(ctx, "Start", { sandbox_id: id, sandboxer: this.sandboxer }));
+  }
+  async platform(ctx: CallContext, id: string): Promise<SandboxPlatform> {
+    const p = (await this.rpc.unary(ctx, "Platform", { sandbox_id: id, sandboxer: this.sandboxer })).platform as Msg | null;
+    return { os: String(p?.os ?? ""), architecture: String(p?.architecture ?? ""), variant: String(p?.variant ?? "") };
+  }
+  async stop(ctx: CallContext, id: string, opts: { timeoutSecs?: number } = {}): Promise<void> {
+    await this.rpc.unary(ctx, "Stop", { sandbox_id: id, timeout_secs: opts.timeoutSecs ?? 0, sandboxer: this.sandboxer });
+  }
+  async wait(ctx: CallContext, id: string): Promise<SandboxExitStatus> {
+    const r = await this.rpc.unary(ctx, "Wait", { sandbox_id: id, sandboxer: this.sandboxer });
+    return { exitStatus: Number(r.exit_status ?? 0), exitedAt: fromTimestamp(r.exited_at) ?? new Date(0) };
+  }
+  async status(ctx: CallContext, id: string, verbose = false): Promise<ControllerStatus> {
+    return statusFromProto(await this.rpc.unary(ctx, "Status", { sandbox_id: id, verbose, sandboxer: this.sandboxer }));
+  }
+  async shutdown(ctx: CallContext, id: string): Promise<void> {
+    await this.rpc.unary(ctx, "Shutdown", { sandbox_id: id, sandboxer: this.sandboxer });
+  }
+  async metrics(ctx: CallContext, id: string): Promise<SandboxMetric> {
+    return metricFromProto((await this.rpc.unary(ctx, "Metrics", { sandbox_id: id, sandboxer: this.sandboxer })).metrics);
+  }
+  async update(ctx: CallContext, id: string, sandbox: SandboxInput, fields: readonly string[] = []): Promise<void> {
+    await this.rpc.unary(ctx, "Update", { sandbox_id: id, sandboxer: this.sandboxer, sandbox: sandboxToProto(sandbox), fields: [...fields] });
+  }
+}

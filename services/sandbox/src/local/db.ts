@@ -1,0 +1,33 @@
+/**
+ * The sandbox process's database: LMDB (the `lmdb` package). Commits are atomic copy-on-write
+ * transactions, so after kill -9 the database opens at the last committed state.
+ *
+ * Keys (ordered-binary arrays):
+ *   ["sb", ns, id]     -> StoredSandbox     Store records (containerd.services.sandbox.v1.Store)
+ *   ["pod", ns, id]    -> PodRecord         podsandbox controller state (network, pause task, exit)
+ *   ["shim", ns, id]   -> ShimRecord        shim controller state (bundle, shim address)
+ */
+import * as path from "node:path";
+import { open, type RootDatabase } from "lmdb";
+
+export type Key = (string | number)[];
+export type SandboxDB = RootDatabase<unknown, Key>;
+
+export function openSandboxDB(dir: string): SandboxDB {
+  return open<unknown, Key>({ path: path.join(dir, "meta.lmdb"), compression: false, encoding: "msgpack" });
+}
+
+/** Every entry whose key starts with `prefix` (compared element-wise), in key order. */
+export function* scanPrefix<V>(db: SandboxDB, prefix: Key): Generator<{ key: Key; value: V }> {
+  for (const { key, value } of db.getRange({ start: prefix })) {
+    const k = key as Key;
+    for (let i = 0; i < prefix.length; i++) if (k[i] !== prefix[i]) return;
+    yield { key: k, value: value as V };
+  }
+}
+
+/** A typed value as stored (msgpack keeps the bytes). */
+export interface StoredAny {
+  t: string;
+  v: Uint8Array;
+}

@@ -1,0 +1,499 @@
+/**
+ * The `podsandbox` controller (plugin io.containerd.podsandbox.controller.v1.podsandbox): a sandbox is
+ * a pod network namespace (CNI) plus a pause container run through the tasks process, holding the
+ * pod's IPC/UTS/PID namespaces. Containers join it by its id (their `sandbox` field and the shim group
+ * annotation) and by its namespaces; stopping the sandbox stops them, shutting it down removes them.
+ *
+ * Every step is recorded in LMDB before it acts (`creating`, `starting`) and after it succeeds, so a
+ * restart after kill -9 can finish or undo it (`recover`): half-made networks are torn down, a pause
+ * task is re-attached, orphaned namespaces are removed.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { Logger } from "pino";
+import { background, namespaceRequired, validateIdentifier, type CallContext } from "../../../../../libs/context";
+import { causeText, errAlreadyExists, errCanceled, errFailedPrecondition, errInvalidArgument, errNotFound, isNotFound } from "../../../../../libs/errdefs";
+import { hostPlatform } from "../../../../../libs/service/plugins";
+import { listNetns, removeNetns } from "../../../../../libs/cni";
+import {
+  DEFAULT_SANDBOX_RUNTIME,
+  SANDBOX_LABELS,
+  SandboxState,
+  type ControllerInstance,
+  type ControllerStatus,
+  type Sandbox,
+  type SandboxController,
+  type SandboxCreateOptions,
+  type SandboxExitStatus,
+  type SandboxInput,
+  type SandboxMetric,
+  type SandboxPlatform,
+} from "../../../../../libs/core/sandbox";
+import { scanPrefix, type SandboxDB } from "../db";
+import { KeyedMutex } from "../mutex";
+import { applySandboxFields, fromStored, toStored, type StoredSandbox } from "../store";
+import type { PodNetworks, PodNetworkState } from "./network";
+import { ensurePauseRootfs, pauseRootfsMount, pauseSpec, sandboxHostname } from "./pause";
+import { TaskStatus, type PodTasks } from "./tasks";
+
+export type PodPhase = "creating" | "created" | "starting" | "running" | "stopped";
+
+export interface PodRecord {
+  phase: PodPhase;
+  sandbox: StoredSandbox;
+  network: PodNetworkState;
+  /** True once the network has been torn down (after stop). */
+  networkDown?: boolean;
+  annotations: Record<string, string>;
+  created: number;
+  pid?: number;
+  started?: number;
+  exitStatus?: number;
+  exited?: number;
+}
+
+export const podKey = (ns: string, id: string): string[] => ["pod", ns, id];
+
+const SIGKILL = 9;
+const SIGTERM = 15;
+/** Exit status reported when the pause task vanished without one (containerd's convention for a lost task). */
+const LOST_EXIT = 255;
+
+export interface PodSandboxOptions {
+  db: SandboxDB;
+  tasks: PodTasks;
+  networks: PodNetworks;
+  /** Directory of the shared pause rootfs. */
+  pauseDir: string;
+  /** Where namespaces are pinned (scanned for orphans at recovery). */
+  netnsDir: string;
+  log: Logger;
+  /** How long Stop waits for the pause and member tasks to exit after SIGKILL (default 10 s). */
+  killWaitMs?: number;
+}
+
+interface Waiter {
+  promise: Promise<SandboxExitStatus>;
+  resolve: (s: SandboxExitStatus) => void;
+}
+
+export class PodSandboxController implements SandboxController {
+  private readonly db: SandboxDB;
+  private readonly locks = new KeyedMutex();
+  private readonly waiters = new Map<string, Waiter>();
+  private readonly monitors = new Set<string>();
+  private closed = false;
+
+  constructor(private readonly o: PodSandboxOptions) {
+    this.db = o.db;
+  }
+
+  private get(ns: string, id: string): PodRecord {
+    const r = this.db.get(podKey(ns, id)) as PodRecord | undefined;
+    if (!r) throw errNotFound(`sandbox ${JSON.stringify(id)}`);
+    return r;
+  }
+
+  private async put(ns: string, id: string, r: PodRecord): Promise<void> {
+    await this.db.put(podKey(ns, id), r);
+  }
+
+  private waiter(ns: string, id: string): Waiter {
+    const k = `${ns}/${id}`;
+    let w = this.waiters.get(k);
+    if (!w) {
+      let resolve!: (s: SandboxExitStatus) => void;
+      const promise = new Promise<SandboxExitStatus>((r) => (resolve = r));
+      w = { promise, resolve };
+      this.waiters.set(k, w);
+    }
+    return w;
+  }
+
+  private exited(ns: string, id: string, st: SandboxExitStatus): void {
+    const k = `${ns}/${id}`;
+    const w = this.waiters.get(k);
+    this.waiters.delete(k);
+    w?.resolve(st);
+  }
+
+  async create(ctx: CallContext, input: SandboxInput, opts: SandboxCreateOptions = {}): Promise<void> {
+    const ns = namespaceRequired(ctx);
+    const id = input.id;
+    try {
+      validateIdentifier(id);
+    } catch (e) {
+      throw errInvalidArgument(`invalid sandbox ID: ${causeText(e)}`);
+    }
+    await this.locks.run(`${ns}/${id}`, async () => {
+      if (this.db.get(podKey(ns, id)) !== undefined) throw errAlreadyExists(`sandbox ${JSON.stringify(id)}`);
+      const annotations = { ...(opts.annotations ?? {}) };
+      const plan = this.o.networks.plan(ns, id, annotations, opts.netnsPath ?? "");
+      const now = new Date();
+      const sandbox: Sandbox = {
+        id,
+        runtime: { name: input.runtime?.name || DEFAULT_SANDBOX_RUNTIME, ...(input.runtime?.options ? { options: input.runtime.options } : {}) },
+        ...(input.spec ? { spec: input.spec } : {}),
+        labels: { ...(input.labels ?? {}) },
+        extensions: { ...(input.extensions ?? {}) },
+        sandboxer: input.sandboxer || "podsandbox",
+        createdAt: now,
+        updatedAt: now,
+      };
+      const rec: PodRecord = { phase: "creating", sandbox: toStored(sandbox), network: plan, annotations, created: now.getTime() };
+      await this.put(ns, id, rec);
+      try {
+        rec.network = await this.o.networks.setup(plan, id);
+      } catch (e) {
+        await this.db.remove(podKey(ns, id));
+        throw e;
+      }
+      rec.phase = "created";
+      await this.put(ns, id, rec);
+    });
+  }
+
+  async start(ctx: CallContext, id: string): Promise<ControllerInstance> {
+    const ns = namespaceRequired(ctx);
+    return this.locks.run(`${ns}/${id}`, async () => {
+      const rec = this.get(ns, id);
+      if (rec.phase !== "created") throw errFailedPrecondition(`sandbox ${JSON.stringify(id)} is ${rec.phase === "running" ? "already running" : rec.phase}, not created`);
+      rec.phase = "starting";
+      await this.put(ns, id, rec);
+      const sandbox = fromStored(id, rec.sandbox);
+      let pid: number;
+      try {
+        const rootfs = ensurePauseRootfs(this.o.pauseDir);
+        const spec = pauseSpec({ namespace: ns, sandboxId: id, hostname: sandboxHostname(id, sandbox.spec), netns: rec.network.netns, annotations: rec.annotations });
+        const container = {
+          id,
+          labels: { [SANDBOX_LABELS.criContainerType]: "sandbox", [SANDBOX_LABELS.criSandboxId]: id },
+          runtime: sandbox.runtime.name,
+          spec,
+          sandbox: id,
+        };
+        try {
+          await this.o.tasks.createContainer(ctx, container);
+        } catch (e) {
+          if ((e as { code?: string }).code !== "already exists") throw e;
+          await this.removePause(ctx, id); // a leftover of an interrupted start
+          await this.o.tasks.createContainer(ctx, container);
+        }
+        await this.o.tasks.createTask(ctx, id, [pauseRootfsMount(rootfs)]);
+        pid = await this.o.tasks.startTask(ctx, id);
+      } catch (e) {
+        await this.removePause(background(ns), id).catch((err: unknown) => this.o.log.warn({ err, sandbox: id }, "cleaning up a failed pause start"));
+        rec.phase = "created";
+        await this.put(ns, id, rec);
+        throw e;
+      }
+      rec.phase = "running";
+      rec.pid = pid;
+      rec.started = Date.now();
+      await this.put(ns, id, rec);
+      this.monitor(ns, id);
+      return {
+        sandboxId: id,
+        pid,
+        createdAt: new Date(rec.created),
+        labels: { ...sandbox.labels },
+        address: "",
+        version: 0,
+      };
+    });
+  }
+
+  /** Delete the pause task and container, absent being fine. */
+  private async removePause(ctx: CallContext, id: string): Promise<void> {
+    await this.o.tasks.killTask(ctx, id, SIGKILL).catch(() => undefined);
+    await this.o.tasks.deleteTask(ctx, id).catch((e: unknown) => {
+      if (!isNotFound(e)) throw e;
+    });
+    await this.o.tasks.deleteContainer(ctx, id).catch((e: unknown) => {
+      if (!isNotFound(e)) throw e;
+    });
+  }
+
+  /** Watch the pause task in the background until it exits; survives the tasks process restarting. */
+  private monitor(ns: string, id: string): void {
+    const k = `${ns}/${id}`;
+    if (this.monitors.has(k)) return;
+    this.monitors.add(k);
+    void (async () => {
+      let delay = 200;
+      while (!this.closed) {
+        const rec = this.db.get(podKey(ns, id)) as PodRecord | undefined;
+        if (!rec || rec.phase !== "running") break;
+        let exit: SandboxExitStatus | undefined;
+        try {
+          const ctx = background(ns);
+          exit = await this.o.tasks.waitTask(ctx, id);
+        } catch (e) {
+          if (isNotFound(e)) {
+            exit = { exitStatus: LOST_EXIT, exitedAt: new Date() };
+          } else {
+            if (this.closed) break;
+            this.o.log.debug({ err: causeText(e), sandbox: id }, "waiting for the pause task; retrying");
+            await new Promise((r) => setTimeout(r, delay));
+            delay = Math.min(delay * 2, 2000);
+            continue;
+          }
+        }
+        await this.recordExit(ns, id, exit);
+        break;
+      }
+      this.monitors.delete(k);
+    })();
+  }
+
+  private async recordExit(ns: string, id: string, exit: SandboxExitStatus): Promise<void> {
+    const rec = this.db.get(podKey(ns, id)) as PodRecord | undefined;
+    if (rec && rec.phase !== "stopped") {
+      rec.phase = "stopped";
+      rec.exitStatus = exit.exitStatus;
+      rec.exited = exit.exitedAt.getTime();
+      await this.put(ns, id, rec);
+    }
+    const r = rec ?? undefined;
+    this.exited(ns, id, { exitStatus: r?.exitStatus ?? exit.exitStatus, exitedAt: r?.exited ? new Date(r.exited) : exit.exitedAt });
+  }
+
+  async platform(ctx: CallContext, id: string): Promise<SandboxPlatform> {
+    const ns = namespaceRequired(ctx);
+    this.get(ns, id);
+    const p = hostPlatform();
+    return { os: p.os, architecture: p.architecture, variant: p.variant ?? "" };
+  }
+
+  /** Stop the containers that joined the sandbox: SIGTERM, `graceMs` to exit, then SIGKILL. */
+  private async stopMembers(ctx: CallContext, id: string, graceMs: number): Promise<void> {
+    const members = (await this.o.tasks.listContainers(ctx)).filter((c) => c.sandbox === id && c.id !== id);
+    await Promise.all(members.map(async (c) => {
+      let st;
+      try {
+        st = await this.o.tasks.getTask(ctx, c.id);
+      } catch (e) {
+        if (isNotFound(e)) return;
+        throw e;
+      }
+      if (st.status === TaskStatus.Stopped) return;
+      if (graceMs > 0) {
+        await this.o.tasks.killTask(ctx, c.id, SIGTERM, true).catch(() => undefined);
+        if (await this.exitsWithin(ctx, c.id, graceMs)) return;
+      }
+      await this.o.tasks.killTask(ctx, c.id, SIGKILL, true).catch((e: unknown) => {
+        if (!isNotFound(e)) throw e;
+      });
+      await this.exitsWithin(ctx, c.id, this.o.killWaitMs ?? 10000);
+    }));
+  }
+
+  private async exitsWithin(ctx: CallContext, id: string, ms: number): Promise<SandboxExitStatus | undefined> {
+    const ac = new AbortController();
+    const t = setTimeout(() => ac.abort(), ms);
+    try {
+      return await this.o.tasks.waitTask({ ...ctx, signal: ac.signal, deadline: new Date(Date.now() + ms) }, id);
+    } catch (e) {
+      if (isNotFound(e)) return { exitStatus: LOST_EXIT, exitedAt: new Date() };
+      return undefined;
+    } finally {
+      clearTimeout(t);
+    }
+  }
+
+  async stop(ctx: CallContext, id: string, opts: { timeoutSecs?: number } = {}): Promise<void> {
+    const ns = namespaceRequired(ctx);
+    await this.locks.run(`${ns}/${id}`, () => this.doStop(ctx, ns, id, (opts.timeoutSecs ?? 0) * 1000));
+  }
+
+  private async doStop(ctx: CallContext, ns: string, id: string, graceMs: number): Promise<void> {
+    const rec = this.get(ns, id);
+    await this.stopMembers(ctx, id, graceMs);
+    if (rec.phase === "running" || rec.phase === "starting") {
+      let st: { status: number; exitStatus: number; exitedAt?: Date } | undefined;
+      try {
+        st = await this.o.tasks.getTask(ctx, id);
+      } catch (e) {
+        if (!isNotFound(e)) throw e;
+      }
+      let exit: SandboxExitStatus | undefined;
+      if (!st) exit = { exitStatus: LOST_EXIT, exitedAt: new Date() };
+      else if (st.status === TaskStatus.Stopped) exit = { exitStatus: st.exitStatus, exitedAt: st.exitedAt ?? new Date() };
+      else {
+        await this.o.tasks.killTask(ctx, id, SIGKILL, true).catch((e: unknown) => {
+          if (!isNotFound(e)) throw e;
+        });
+        exit = await this.exitsWithin(ctx, id, this.o.killWaitMs ?? 10000);
+        if (!exit) throw errFailedPrecondition(`sandbox ${JSON.stringify(id)}: the pause task did not exit after SIGKILL`);
+      }
+      await this.recordExit(ns, id, exit);
+    } else if (rec.phase === "created" || rec.phase === "creating") {
+      await this.recordExit(ns, id, { exitStatus: 0, exitedAt: new Date() });
+    }
+    await this.networkDown(ns, id);
+  }
+
+  private async networkDown(ns: string, id: string): Promise<void> {
+    const rec = this.get(ns, id);
+    if (rec.networkDown) return;
+    await this.o.networks.teardown(rec.network, id);
+    rec.networkDown = true;
+    await this.put(ns, id, rec);
+  }
+
+  async wait(ctx: CallContext, id: string): Promise<SandboxExitStatus> {
+    const ns = namespaceRequired(ctx);
+    const rec = this.get(ns, id);
+    if (rec.phase === "stopped") return { exitStatus: rec.exitStatus ?? 0, exitedAt: new Date(rec.exited ?? Date.now()) };
+    const w = this.waiter(ns, id);
+    return new Promise((resolve, reject) => {
+      const onAbort = (): void => reject(errCanceled(`wait for sandbox ${JSON.stringify(id)}`));
+      if (ctx.signal.aborted) return onAbort();
+      ctx.signal.addEventListener("abort", onAbort, { once: true });
+      void w.promise.then((s) => {
+        ctx.signal.removeEventListener("abort", onAbort);
+        resolve(s);
+      });
+    });
+  }
+
+  async status(ctx: CallContext, id: string, verbose = false): Promise<ControllerStatus> {
+    const ns = namespaceRequired(ctx);
+    const rec = this.get(ns, id);
+    const state = rec.phase === "running" ? SandboxState.Ready : rec.phase === "stopped" ? SandboxState.NotReady : SandboxState.Unknown;
+    const info: Record<string, string> = {
+      phase: rec.phase,
+      network: rec.network.mode,
+      netns: rec.networkDown ? "" : rec.network.netns,
+      ips: rec.networkDown ? "" : rec.network.addresses.map((a) => a.replace(/\/\d+$/, "")).join(","),
+      pause_container: id,
+      runtime: rec.sandbox.runtime.name,
+    };
+    if (verbose) info.info = JSON.stringify({ ...rec, sandbox: undefined, network: { ...rec.network, net: rec.network.net ? { name: rec.network.net.name, source: rec.network.net.source } : undefined } });
+    const out: ControllerStatus = { sandboxId: id, pid: rec.phase === "running" ? rec.pid ?? 0 : 0, state, info, createdAt: new Date(rec.created), address: "", version: 0 };
+    if (rec.exited) out.exitedAt = new Date(rec.exited);
+    return out;
+  }
+
+  async shutdown(ctx: CallContext, id: string): Promise<void> {
+    const ns = namespaceRequired(ctx);
+    await this.locks.run(`${ns}/${id}`, async () => {
+      const rec = this.get(ns, id);
+      if (rec.phase !== "stopped" || !rec.networkDown) await this.doStop(ctx, ns, id, 0);
+      for (const c of (await this.o.tasks.listContainers(ctx)).filter((x) => x.sandbox === id && x.id !== id)) {
+        await this.o.tasks.deleteTask(ctx, c.id).catch((e: unknown) => {
+          if (!isNotFound(e)) throw e;
+        });
+        await this.o.tasks.deleteContainer(ctx, c.id).catch((e: unknown) => {
+          if (!isNotFound(e)) throw e;
+        });
+        if (c.snapshotter && c.snapshotKey) {
+          await this.o.tasks.removeSnapshot(ctx, c.snapshotter, c.snapshotKey).catch((err: unknown) => {
+            if (!isNotFound(err)) this.o.log.warn({ err, container: c.id }, "removing a sandbox container's snapshot");
+          });
+        }
+      }
+      await this.removePause(ctx, id);
+      await this.db.remove(podKey(ns, id));
+      this.exited(ns, id, { exitStatus: rec.exitStatus ?? 0, exitedAt: new Date(rec.exited ?? Date.now()) });
+    });
+  }
+
+  async metrics(ctx: CallContext, id: string): Promise<SandboxMetric> {
+    const ns = namespaceRequired(ctx);
+    const rec = this.get(ns, id);
+    if (rec.phase !== "running") throw errFailedPrecondition(`sandbox ${JSON.stringify(id)} is not running`);
+    const m = await this.o.tasks.metrics(ctx, id);
+    return { timestamp: m.timestamp, id, ...(m.data ? { data: m.data } : {}) };
+  }
+
+  async update(ctx: CallContext, id: string, sandbox: SandboxInput, fields: readonly string[] = []): Promise<void> {
+    const ns = namespaceRequired(ctx);
+    await this.locks.run(`${ns}/${id}`, async () => {
+      const rec = this.get(ns, id);
+      const next = applySandboxFields(fromStored(id, rec.sandbox), { ...sandbox, id }, fields);
+      next.updatedAt = new Date();
+      rec.sandbox = toStored(next);
+      await this.put(ns, id, rec);
+    });
+  }
+
+  /**
+   * After a restart: undo half-made creates, remove orphaned namespaces, re-attach to running pause
+   * tasks, settle interrupted starts (in the background, since the tasks process may still be starting).
+   */
+  async recover(): Promise<void> {
+    const referenced = new Set<string>();
+    for (const { key, value } of [...scanPrefix<PodRecord>(this.db, ["pod"])]) {
+      const ns = String(key[1]);
+      const id = String(key[2]);
+      const rec = value;
+      if (rec.phase === "creating") {
+        this.o.log.info({ sandbox: id, namespace: ns }, "undoing an interrupted sandbox create");
+        try {
+          await this.o.networks.teardown(rec.network, id);
+          await this.db.remove(podKey(ns, id));
+        } catch (err) {
+          this.o.log.warn({ err, sandbox: id }, "tearing down the network of an interrupted create; will retry at the next start");
+          if (rec.network.owned) referenced.add(rec.network.netns);
+        }
+        continue;
+      }
+      if (rec.network.owned && !rec.networkDown) referenced.add(rec.network.netns);
+      if (rec.phase === "running") this.monitor(ns, id);
+      else if (rec.phase === "starting") void this.settleStart(ns, id);
+    }
+    for (const f of listNetns(this.o.netnsDir)) {
+      if (referenced.has(f)) continue;
+      this.o.log.info({ netns: f }, "removing an orphaned network namespace");
+      await removeNetns(f).catch((err: unknown) => this.o.log.warn({ err, netns: f }, "removing an orphaned network namespace"));
+    }
+  }
+
+  /** A start interrupted by a crash: keep the pause task if it runs, else clear it and go back to created. */
+  private async settleStart(ns: string, id: string): Promise<void> {
+    const ctx = background(ns);
+    for (let delay = 200; !this.closed; delay = Math.min(delay * 2, 2000)) {
+      try {
+        await this.locks.run(`${ns}/${id}`, async () => {
+          const rec = this.db.get(podKey(ns, id)) as PodRecord | undefined;
+          if (!rec || rec.phase !== "starting") return;
+          let st;
+          try {
+            st = await this.o.tasks.getTask(ctx, id);
+          } catch (e) {
+            if (!isNotFound(e)) throw e;
+          }
+          if (st && st.status === TaskStatus.Running) {
+            rec.phase = "running";
+            rec.pid = st.pid;
+            rec.started = Date.now();
+            await this.put(ns, id, rec);
+            this.monitor(ns, id);
+            return;
+          }
+          await this.removePause(ctx, id);
+          rec.phase = "created";
+          await this.put(ns, id, rec);
+        });
+        return;
+      } catch (err) {
+        this.o.log.debug({ err: causeText(err), sandbox: id }, "settling an interrupted sandbox start; retrying");
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
+  /** Stop background work (monitors end at their next wake-up). */
+  close(): void {
+    this.closed = true;
+  }
+}
+
+/** Create the directories the controller uses. */
+export function podSandboxDirs(root: string, state: string): { pauseDir: string; netnsDir: string } {
+  const pauseDir = path.join(root, "pause");
+  const netnsDir = path.join(state, "netns");
+  fs.mkdirSync(netnsDir, { recursive: true, mode: 0o711 });
+  return { pauseDir, netnsDir };
+}

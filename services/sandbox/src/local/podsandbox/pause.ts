@@ -1,0 +1,120 @@
+/**
+ * The pause container: a tiny read-only rootfs holding only a static busybox (no image to pull), and
+ * the OCI runtime spec of its one long-lived process, which holds the pod's namespaces: it joins the
+ * pod's network namespace by path and gets new IPC, UTS, PID and mount namespaces.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { errFailedPrecondition } from "../../../../../libs/errdefs";
+import type { Mount } from "../../../../../libs/core/snapshots";
+import { SANDBOX_LABELS } from "../../../../../libs/core/sandbox";
+
+/** Where a static busybox is looked for, in order. */
+export const BUSYBOX_CANDIDATES = ["/bin/busybox", "/usr/bin/busybox"];
+
+/** The pause process: sleeps forever (SIGKILL stops it; as PID 1 of its namespace it ignores SIGTERM). */
+export const PAUSE_ARGS = ["/bin/busybox", "sleep", "2147483647"];
+
+/**
+ * Build (once) the shared pause rootfs under `dir`: /bin/busybox plus the mount points runc needs,
+ * since the rootfs is mounted read-only. Returns the rootfs path.
+ */
+export function ensurePauseRootfs(dir: string, busybox?: string): string {
+  const rootfs = path.join(dir, "rootfs");
+  const marker = path.join(dir, "ready");
+  if (fs.existsSync(marker)) return rootfs;
+  const src = busybox ?? BUSYBOX_CANDIDATES.find((p) => fs.existsSync(p));
+  if (!src) throw errFailedPrecondition(`no static busybox found (looked at ${BUSYBOX_CANDIDATES.join(", ")}); install busybox-static`);
+  const tmp = `${dir}.tmp-${process.pid}`;
+  fs.rmSync(tmp, { recursive: true, force: true });
+  const troot = path.join(tmp, "rootfs");
+  for (const d of ["bin", "proc", "sys", "dev", "etc", "tmp"]) fs.mkdirSync(path.join(troot, d), { recursive: true, mode: 0o755 });
+  fs.copyFileSync(src, path.join(troot, "bin", "busybox"));
+  fs.chmodSync(path.join(troot, "bin", "busybox"), 0o755);
+  fs.symlinkSync("busybox", path.join(troot, "bin", "sh"));
+  fs.symlinkSync("busybox", path.join(troot, "bin", "sleep"));
+  fs.writeFileSync(path.join(troot, "etc", "passwd"), "root:x:0:0:root:/:/bin/sh\n");
+  fs.writeFileSync(path.join(troot, "etc", "group"), "root:x:0:\n");
+  fs.writeFileSync(path.join(tmp, "ready"), "");
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(path.dirname(dir), { recursive: true });
+  fs.renameSync(tmp, dir);
+  return rootfs;
+}
+
+/** The rootfs mount handed to Tasks.Create: a read-only recursive bind of the pause rootfs. */
+export function pauseRootfsMount(rootfs: string): Mount {
+  return { type: "bind", source: rootfs, options: ["rbind", "ro"] };
+}
+
+export interface PauseSpecOptions {
+  namespace: string;
+  sandboxId: string;
+  hostname: string;
+  /** Network namespace path; "" shares the host's network (and UTS) namespace. */
+  netns: string;
+  annotations?: Record<string, string>;
+}
+
+const MASKED = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"];
+const READONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/** The standard container mounts (containerd's default unix spec). */
+export function defaultMounts(): Record<string, unknown>[] {
+  return [
+    { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
+    { destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+    { destination: "/dev/pts", type: "devpts", source: "devpts", options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
+    { destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
+    { destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"] },
+    { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
+  ];
+}
+
+export function pauseSpec(o: PauseSpecOptions): Record<string, unknown> {
+  const namespaces: Record<string, unknown>[] = [{ type: "pid" }, { type: "ipc" }, { type: "mount" }];
+  if (o.netns) namespaces.push({ type: "uts" }, { type: "network", path: o.netns });
+  return {
+    ociVersion: "1.0.2-dev",
+    process: {
+      terminal: false,
+      user: { uid: 0, gid: 0 },
+      args: PAUSE_ARGS,
+      env: ["PATH=/bin"],
+      cwd: "/",
+      capabilities: { bounding: [], effective: [], permitted: [] },
+      rlimits: [{ type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 }],
+      noNewPrivileges: true,
+      oomScoreAdj: -998,
+    },
+    root: { path: "rootfs", readonly: true },
+    ...(o.netns ? { hostname: o.hostname } : {}),
+    mounts: defaultMounts(),
+    annotations: {
+      ...(o.annotations ?? {}),
+      [SANDBOX_LABELS.criContainerType]: "sandbox",
+      [SANDBOX_LABELS.criSandboxId]: o.sandboxId,
+      [SANDBOX_LABELS.runcGroup]: o.sandboxId,
+    },
+    linux: {
+      resources: { devices: [{ allow: false, access: "rwm" }] },
+      cgroupsPath: `/${o.namespace}/${o.sandboxId}`,
+      namespaces,
+      maskedPaths: MASKED,
+      readonlyPaths: READONLY,
+    },
+  };
+}
+
+/** A valid hostname for a sandbox: the spec's, else the id cut to 63 characters. */
+export function sandboxHostname(id: string, spec?: { typeUrl: string; value: Uint8Array }): string {
+  if (spec && spec.value.length) {
+    try {
+      const h = (JSON.parse(Buffer.from(spec.value).toString("utf8")) as { hostname?: unknown }).hostname;
+      if (typeof h === "string" && h) return h.slice(0, 63);
+    } catch {
+      /* not a JSON spec */
+    }
+  }
+  return id.slice(0, 63);
+}
