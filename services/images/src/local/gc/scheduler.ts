@@ -184,7 +184,8 @@ export class Scheduler implements GCScheduler {
     clearTimeout(this.timer);
     this.nextCollection = Date.now() + delay;
     this.timer = setTimeout(() => void this.tick(), delay);
-    this.timer.unref();
+    if (!this.waiters.length) this.timer.unref(); // a sync caller waits on it: keep the process up
+
   }
 
   private onEvent(): void {

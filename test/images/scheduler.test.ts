@@ -1,0 +1,134 @@
+/** The GC scheduler: startup pass, debounced passes after deletions, sync waits, namespaces, retries. */
+import * as assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { background } from "../../libs/context";
+import type { GCStats } from "../../libs/core/gc";
+import { Scheduler, schedulerConfig, DEFAULT_SCHEDULER_CONFIG, type SchedulerConfig } from "../../services/images/src/local/gc/scheduler";
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+class FakeCollector {
+  calls: { only?: string[]; start: number }[] = [];
+  ms = 5;
+  skip = false;
+  fail = false;
+  async collect(_ctx: unknown, only?: ReadonlySet<string>): Promise<GCStats> {
+    const start = Date.now();
+    this.calls.push({ only: only ? [...only].sort() : undefined, start });
+    await sleep(this.ms);
+    if (this.fail) throw new Error("boom");
+    return { pass: this.calls.length, startedAt: new Date(start), elapsedMs: this.ms, freed: { content: 0, snapshots: 0, ingests: 0, leases: 0 }, skipped: this.skip ? ["content: down"] : [] };
+  }
+}
+
+const cfg = (o: Partial<SchedulerConfig> = {}): SchedulerConfig => ({ ...DEFAULT_SCHEDULER_CONFIG, startupDelayMs: 0, fullScanIntervalMs: 0, ...o });
+
+describe("gc - scheduler", () => {
+  it("parses containerd's scheduler config", () => {
+    const c = schedulerConfig({ pause_threshold: 0.9, deletion_threshold: 2, mutation_threshold: 7, schedule_delay: "250ms", startup_delay: "1s" });
+    assert.equal(c.pauseThreshold, 0.5, "capped at 0.5");
+    assert.equal(c.deletionThreshold, 2);
+    assert.equal(c.mutationThreshold, 7);
+    assert.equal(c.scheduleDelayMs, 250);
+    assert.equal(c.startupDelayMs, 1000);
+    assert.throws(() => schedulerConfig({ schedule_delay: "soon" }));
+  });
+
+  it("runs a pass over every namespace at startup", async () => {
+    const col = new FakeCollector();
+    const s = new Scheduler(col, cfg({ startupDelayMs: 10 }));
+    s.start();
+    await sleep(60);
+    s.stop();
+    assert.equal(col.calls.length, 1);
+    assert.equal(col.calls[0]!.only, undefined);
+  });
+
+  it("scheduleAndWait runs a pass for the namespace and resolves with its stats", async () => {
+    const col = new FakeCollector();
+    const s = new Scheduler(col, cfg());
+    const st = await s.scheduleAndWait(background("ns1"));
+    assert.equal(st.pass, 1);
+    assert.equal(col.calls[0]!.only, undefined, "the first pass covers everything");
+    const st2 = await s.scheduleAndWait(background("ns1"));
+    assert.equal(st2.pass, 2);
+    assert.deepEqual(col.calls[1]!.only, ["ns1"]);
+    s.stop();
+  });
+
+  it("a sync wait that arrives during a pass gets the next pass", async () => {
+    const col = new FakeCollector();
+    col.ms = 40;
+    const s = new Scheduler(col, cfg());
+    const first = s.scheduleAndWait(background("a"));
+    await sleep(10);
+    const t = Date.now();
+    const second = await s.scheduleAndWait(background("b"));
+    assert.equal((await first).pass, 1);
+    assert.equal(second.pass, 2);
+    assert.ok(second.startedAt.getTime() >= t, "the pass started after the call");
+    s.stop();
+  });
+
+  it("deletions are debounced: one pass for a burst, later ones wait for the pause interval", async () => {
+    const col = new FakeCollector();
+    col.ms = 2;
+    const s = new Scheduler(col, cfg({ pauseThreshold: 0.02 }));
+    await s.scheduleAndWait(background("x")); // sets the interval: 2ms/0.02 - 2ms = 98ms
+    for (let i = 0; i < 20; i++) s.markDirty("x");
+    await sleep(30);
+    assert.equal(col.calls.length, 1, "not before the interval");
+    await sleep(150);
+    assert.equal(col.calls.length, 2, "one pass for the burst");
+    assert.deepEqual(col.calls[1]!.only, ["x"]);
+    s.stop();
+  });
+
+  it("mutations alone collect only past the threshold", async () => {
+    const col = new FakeCollector();
+    const s = new Scheduler(col, cfg({ mutationThreshold: 3, pauseThreshold: 0.5 }));
+    await s.scheduleAndWait(background("m"));
+    s.markMutation("m");
+    s.markMutation("m");
+    await sleep(60);
+    assert.equal(col.calls.length, 1);
+    s.markMutation("m");
+    await sleep(60);
+    assert.equal(col.calls.length, 2);
+    s.stop();
+  });
+
+  it("a pass that skipped data is retried", async () => {
+    const col = new FakeCollector();
+    col.skip = true;
+    const s = new Scheduler(col, cfg({ pauseThreshold: 0.5 }));
+    await s.scheduleAndWait(background("r"));
+    col.skip = false;
+    await sleep(1300);
+    assert.ok(col.calls.length >= 2, `retried (${col.calls.length} passes)`);
+    s.stop();
+  });
+
+  it("a failing pass rejects its waiters; the next one runs", async () => {
+    const col = new FakeCollector();
+    col.fail = true;
+    const s = new Scheduler(col, cfg());
+    await assert.rejects(s.scheduleAndWait(background("f")), /boom/);
+    col.fail = false;
+    const st = await s.scheduleAndWait(background("f"));
+    assert.equal(st.pass, 2);
+    s.stop();
+  });
+
+  it("a lease expiry wakes the collector for its namespace", async () => {
+    const col = new FakeCollector();
+    const s = new Scheduler(col, cfg({ pauseThreshold: 0.5 }));
+    await s.scheduleAndWait(background("e"));
+    s.expiresAt("e", new Date(Date.now() + 50));
+    s.expiresAt("e2", new Date(Date.now() + 5000));
+    await sleep(150);
+    assert.equal(col.calls.length, 2);
+    assert.deepEqual(col.calls[1]!.only, ["e"]);
+    s.stop();
+  });
+});
