@@ -23,7 +23,7 @@ export const sandboxKey = (ns: string, id: string): string[] => ["sb", ns, id];
 const toStoredAny = (a: TypedValue | undefined): StoredAny | undefined => (a && (a.typeUrl || a.value.length) ? { t: a.typeUrl, v: Buffer.from(a.value) } : undefined);
 const fromStoredAny = (a: StoredAny | undefined): TypedValue | undefined => (a ? { typeUrl: a.t, value: Buffer.from(a.v) } : undefined);
 
-export function toStored(sb: Omit<Sandbox, "id">): StoredSandbox {
+export function toStored(sb: Omit<Sandbox, "id"> & { id?: string }): StoredSandbox {
   const out: StoredSandbox = {
     runtime: { name: sb.runtime.name },
     labels: compactLabels(sb.labels),
