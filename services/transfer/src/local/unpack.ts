@@ -1,0 +1,103 @@
+/**
+ * Unpacking an image's layers into snapshots, as containerd's unpacker does, one layer as soon as it
+ * is fetched and its parent is unpacked: Stat(chainID) (present = already unpacked) -> Prepare
+ * "extract-<unique> <chainID>" on the parent chain -> Diff.Apply (the result must be the config's
+ * diff ID) -> Commit(chainID); on failure the extract snapshot is removed. Then the layer blob gets
+ * `containerd.io/uncompressed` and the config `containerd.io/gc.ref.snapshot.<snapshotter>`.
+ * Work on one chain ID is serialised across transfers in this process.
+ */
+import type { CallContext } from "../../../../libs/context";
+import type { ContentStore } from "../../../../libs/core/content";
+import type { Applier } from "../../../../libs/core/diff";
+import type { NamespaceStore } from "../../../../libs/core/namespaces";
+import type { Mount, SnapshotterSet } from "../../../../libs/core/snapshots";
+import { causeText, errFailedPrecondition, errInvalidArgument, isAlreadyExists, isNotFound } from "../../../../libs/errdefs";
+import { chainIds, Labels, type ImageConfig, type OciDescriptor } from "../../../../libs/oci";
+import type { ProgressTracker } from "./progress";
+import { KeyedMutex, uniquePart } from "./util";
+
+export const DEFAULT_SNAPSHOTTER = "overlayfs";
+export const DEFAULT_SNAPSHOTTER_LABEL = "containerd.io/defaults/snapshotter";
+
+export interface UnpackDeps {
+  content: ContentStore;
+  snapshots: SnapshotterSet;
+  diff: Applier;
+  namespaces: NamespaceStore;
+  locks: KeyedMutex;
+}
+
+export interface LayerUnpack {
+  desc: OciDescriptor;
+  /** Resolves once the blob is in the content store. */
+  fetched: Promise<unknown>;
+}
+
+/** The snapshotter to use: the given name, else the namespace's default label, else overlayfs. */
+export async function resolveSnapshotter(deps: UnpackDeps, ctx: CallContext, name: string): Promise<string> {
+  if (name) return name;
+  try {
+    const ns = await deps.namespaces.get(ctx, ctx.namespace ?? "");
+    return ns.labels[DEFAULT_SNAPSHOTTER_LABEL] || DEFAULT_SNAPSHOTTER;
+  } catch {
+    return DEFAULT_SNAPSHOTTER;
+  }
+}
+
+/** Unpack `layers` of the image whose config is `config` (`configDesc`); resolves with the top chain ID. */
+export async function unpackLayers(
+  deps: UnpackDeps, ctx: CallContext, snapshotter: string, configDesc: OciDescriptor, config: ImageConfig, layers: LayerUnpack[], progress?: ProgressTracker,
+): Promise<string> {
+  const diffIds = config.rootfs?.diff_ids ?? [];
+  if (diffIds.length !== layers.length) throw errInvalidArgument(`mismatched image rootfs and manifest layers: ${diffIds.length} diff IDs, ${layers.length} layers`);
+  const chain = chainIds(diffIds);
+  const sn = deps.snapshots.get(snapshotter);
+  for (let i = 0; i < layers.length; i++) {
+    const layer = layers[i]!;
+    await layer.fetched;
+    const chainId = chain[i]!;
+    const parent = i === 0 ? "" : chain[i - 1]!;
+    await deps.locks.run(`${ctx.namespace}\u0000${snapshotter}\u0000${chainId}`, async () => {
+      try {
+        await sn.stat(ctx, chainId);
+        return;
+      } catch (e) {
+        if (!isNotFound(e)) throw e;
+      }
+      progress?.state(layer.desc, "extracting");
+      let key = "";
+      let mounts: Mount[] = [];
+      for (let tries = 0; ; tries++) {
+        key = `extract-${uniquePart()} ${chainId}`;
+        try {
+          mounts = await sn.prepare(ctx, key, parent);
+          break;
+        } catch (e) {
+          if (isAlreadyExists(e) && tries < 3) continue;
+          throw errFailedPrecondition(`failed to prepare extraction snapshot "${key}": ${causeText(e)}`, { cause: e });
+        }
+      }
+      try {
+        const applied = await deps.diff.apply(ctx, layer.desc, mounts);
+        if (applied.digest !== diffIds[i]) throw errFailedPrecondition(`wrong diff id calculated on extraction "${diffIds[i]}"`);
+        try {
+          await sn.commit(ctx, chainId, key);
+        } catch (e) {
+          if (!isAlreadyExists(e)) throw e;
+          await sn.remove(ctx, key).catch(() => undefined);
+        }
+      } catch (e) {
+        await sn.remove(ctx, key).catch(() => undefined);
+        throw e;
+      }
+      await deps.content.update(ctx, { digest: layer.desc.digest, labels: { [Labels.uncompressed]: diffIds[i]! } }, [`labels.${Labels.uncompressed}`]);
+      progress?.state(layer.desc, "extracted");
+    });
+  }
+  const top = chain[chain.length - 1];
+  if (top) {
+    const key = `${Labels.gcRefSnapshotPrefix}${snapshotter}`;
+    await deps.content.update(ctx, { digest: configDesc.digest, labels: { [key]: top } }, [`labels.${key}`]);
+  }
+  return top ?? "";
+}
