@@ -33,6 +33,7 @@ export async function rejectsWith(p: Promise<unknown>, code: string, msg?: RegEx
 }
 
 const mountBase = fs.mkdtempSync(path.join(os.tmpdir(), "flt-suite-mnt-"));
+process.on("exit", () => fs.rmSync(mountBase, { recursive: true, force: true }));
 
 /** Mount `mounts` on a fresh directory, run fn, unmount. */
 export async function withMounted<T>(mounts: Mount[], fn: (dir: string) => Promise<T> | T): Promise<T> {

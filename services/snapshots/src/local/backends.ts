@@ -67,14 +67,15 @@ export class OverlayBackend implements SnapshotBackend {
   }
 
   async stage(kind: SnapshotKind, chain: number[]): Promise<string> {
-    const td = await makeStage(this.root);
+    // A handful of cheap metadata calls: done synchronously (no thread-pool round trips).
+    const td = fs.mkdtempSync(path.join(snapshotsDir(this.root), "new-"));
     try {
-      await fs.promises.mkdir(path.join(td, "fs"), { mode: 0o755 });
-      await fs.promises.chmod(path.join(td, "fs"), 0o755);
-      if (kind === SnapshotKinds.Active) await fs.promises.mkdir(path.join(td, "work"), { mode: 0o711 });
+      fs.mkdirSync(path.join(td, "fs"), { mode: 0o755 });
+      fs.chmodSync(path.join(td, "fs"), 0o755);
+      if (kind === SnapshotKinds.Active) fs.mkdirSync(path.join(td, "work"), { mode: 0o711 });
       if (chain.length > 0) {
-        const st = await fs.promises.stat(this.upper(chain[0]!));
-        await fs.promises.lchown(path.join(td, "fs"), st.uid, st.gid);
+        const st = fs.statSync(this.upper(chain[0]!));
+        fs.lchownSync(path.join(td, "fs"), st.uid, st.gid);
       }
       return td;
     } catch (e) {

@@ -89,7 +89,7 @@ function isWhiteoutDevice(st: fs.Stats): boolean {
 
 function lstatOrUndefined(p: string): fs.Stats | undefined {
   try {
-    return fs.lstatSync(p);
+    return fs.lstatSync(p, { throwIfNoEntry: false });
   } catch (e) {
     const c = (e as NodeJS.ErrnoException).code;
     if (c === "ENOENT" || c === "ENOTDIR") return undefined;

@@ -21,7 +21,7 @@ const SKIP_XATTRS = (k: string): boolean => k.startsWith("trusted.overlay.") || 
 
 function lstat(p: string): fs.BigIntStats | undefined {
   try {
-    return fs.lstatSync(p, { bigint: true });
+    return fs.lstatSync(p, { bigint: true, throwIfNoEntry: false });
   } catch (e) {
     const c = (e as NodeJS.ErrnoException).code;
     if (c === "ENOENT" || c === "ENOTDIR") return undefined;
