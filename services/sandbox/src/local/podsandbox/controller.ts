@@ -308,7 +308,8 @@ export class PodSandboxController implements SandboxController {
 
   private async doStop(ctx: CallContext, ns: string, id: string, graceMs: number): Promise<void> {
     const rec = this.get(ns, id);
-    await this.stopMembers(ctx, id, graceMs);
+    // Containers can join only a running sandbox: one that never ran has none to stop.
+    if (rec.started) await this.stopMembers(ctx, id, graceMs);
     if (rec.phase === "running" || rec.phase === "starting") {
       let st: { status: number; exitStatus: number; exitedAt?: Date } | undefined;
       try {
@@ -380,6 +381,13 @@ export class PodSandboxController implements SandboxController {
     await this.locks.run(`${ns}/${id}`, async () => {
       const rec = this.get(ns, id);
       if (rec.phase !== "stopped" || !rec.networkDown) await this.doStop(ctx, ns, id, 0);
+      if (!rec.started) {
+        // Never ran: at most a leftover of a failed start in the tasks process, removed if it can be.
+        await this.removePause(ctx, id).catch((err: unknown) => this.o.log.warn({ err: causeText(err), sandbox: id }, "removing the pause container of a sandbox that never ran"));
+        await this.db.remove(podKey(ns, id));
+        this.exited(ns, id, { exitStatus: 0, exitedAt: new Date() });
+        return;
+      }
       for (const c of (await this.o.tasks.listContainers(ctx)).filter((x) => x.sandbox === id && x.id !== id)) {
         await this.o.tasks.deleteTask(ctx, c.id).catch((e: unknown) => {
           if (!isNotFound(e)) throw e;
