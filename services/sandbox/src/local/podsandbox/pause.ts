@@ -85,7 +85,6 @@ export function pauseSpec(o: PauseSpecOptions): Record<string, unknown> {
       capabilities: { bounding: [], effective: [], permitted: [] },
       rlimits: [{ type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 }],
       noNewPrivileges: true,
-      oomScoreAdj: -998,
     },
     root: { path: "rootfs", readonly: true },
     ...(o.netns ? { hostname: o.hostname } : {}),
