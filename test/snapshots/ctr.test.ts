@@ -18,6 +18,9 @@ import { describeTree, dir, file, gzip, sha256, symlink, tarOf, whiteout } from 
 
 let mntSeq = 0;
 
+/** Snapshots made straight through the API carry ctr's gc.root label, so the images process's GC keeps them. */
+const ROOT = { labels: { "containerd.io/gc.root": new Date().toISOString() } };
+
 /** Run the `mount ...` line ctr printed (target replaced by a fresh dir), call fn, unmount. */
 function byHand<T>(stack: Stack, printed: string, fn: (dir: string) => T): T {
   const target = path.join(stack.dir, `by-hand-${++mntSeq}`);
@@ -120,12 +123,12 @@ describe("snapshots - real ctr through the gateway", () => {
     const ctx = background("chain");
     let parent = "";
     for (let i = 0; i < 40; i++) {
-      const m = await sn.prepare(ctx, `c${i}-w`, parent);
+      const m = await sn.prepare(ctx, `c${i}-w`, parent, ROOT);
       if (i % 10 === 0) fs.writeFileSync(path.join(m[0]!.options.find((o) => o.startsWith("upperdir="))?.slice(9) ?? m[0]!.source, `layer${i}`), String(i));
-      await sn.commit(ctx, `c${i}`, `c${i}-w`);
+      await sn.commit(ctx, `c${i}`, `c${i}-w`, ROOT);
       parent = `c${i}`;
     }
-    await sn.prepare(ctx, "top", parent);
+    await sn.prepare(ctx, "top", parent, ROOT);
     const r = await stack.ctr(["snapshots", "mounts", "/TARGET", "top"], { namespace: "chain" });
     byHand(stack, r.stdout, (d) => assert.deepEqual(fs.readdirSync(d).sort(), ["layer0", "layer10", "layer20", "layer30"]));
   });
@@ -150,7 +153,7 @@ describe("snapshots - real ctr through the gateway", () => {
     const ctx = background("burst");
     const ops: Promise<unknown>[] = [];
     for (let i = 0; i < 300; i++) {
-      ops.push(sn.prepare(ctx, `b${i}`, "").then(() => (i % 3 === 0 ? sn.remove(ctx, `b${i}`) : undefined)).catch(() => undefined));
+      ops.push(sn.prepare(ctx, `b${i}`, "", ROOT).then(() => (i % 3 === 0 ? sn.remove(ctx, `b${i}`) : undefined)).catch(() => undefined));
       if (i === 150) {
         await sleep(30);
         const old = stack.kill("snapshots", "SIGKILL");
@@ -182,11 +185,11 @@ describe("snapshots - real ctr through the gateway", () => {
     const ctx = background("default");
     const sn = SnapshotterProxy.connect(stack.socket, "overlayfs");
     const diff = new DiffProxy(stack.socket);
-    const m = await sn.prepare(ctx, "apply-1", "");
+    const m = await sn.prepare(ctx, "apply-1", "", ROOT);
     const applied = await diff.apply(ctx, { mediaType: LayerMediaTypes.DockerTarGzip, digest, size: blob.length }, m);
     assert.equal(applied.digest, sha256(layer));
-    await sn.commit(ctx, "applied-1", "apply-1");
-    const m2 = await sn.prepare(ctx, "apply-2", "applied-1");
+    await sn.commit(ctx, "applied-1", "apply-1", ROOT);
+    const m2 = await sn.prepare(ctx, "apply-2", "applied-1", ROOT);
     const l2 = gzip(tarOf([whiteout("gone"), file("new", "n")]));
     const d2 = sha256(l2);
     assert.equal((await stack.ctr(["content", "ingest", "--expected-size", String(l2.length), "--expected-digest", d2, "layer-2"], { input: l2 })).code, 0);
@@ -194,7 +197,7 @@ describe("snapshots - real ctr through the gateway", () => {
     const printed = (await stack.ctr(["snapshots", "mounts", "/TARGET", "apply-2"])).stdout;
     const tree = byHand(stack, printed, (d) => describeTree(d));
     assert.deepEqual(tree.map((l) => l.split(" ")[0]), ["etc", "etc/hosts", "hosts", "new"]);
-    const lower = await sn.view(ctx, "apply-lower", "applied-1");
+    const lower = await sn.view(ctx, "apply-lower", "applied-1", ROOT);
     const out = await diff.compare(ctx, lower, m2, { ref: "diff-test" });
     const cls = await ctr(["content", "ls"]);
     assert.match(cls, new RegExp(out.digest.replace(":", ":")));
@@ -209,6 +212,7 @@ describe("snapshots - real ctr through the gateway", () => {
 
   test("leases: snapshots prepared under containerd-lease are recorded as the lease's resources", async () => {
     const sn = SnapshotterProxy.connect(stack.socket, "native");
+    await new RpcClient(stack.socket, "containerd.services.leases.v1.Leases").unary(background("default"), "Create", { id: "lease-1", labels: {} });
     const ctx = background("default", { lease: "lease-1" });
     await sn.prepare(ctx, "leased-w", "");
     await sn.commit(ctx, "leased", "leased-w");
