@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
+# Temporary roots on /var/tmp: file creation on /tmp is much slower on these machines.
+export TMPDIR="${TMPDIR:-/var/tmp}"
 exec node dist/test/run.js "$@"
