@@ -15,7 +15,7 @@ import type { Mount } from "../../libs/core/snapshots";
 import { differConfig, LocalDiffer } from "../../services/snapshots/src/local/diff/differ";
 import { TarTypes } from "../../services/snapshots/src/local/diff/tar";
 import { localFixture, type BackendName, type LocalFixture } from "./fixtures";
-import { describeTree, dir, file, gzip, hardlink, hasZstd, MemContent, opaque, sha256, symlink, tarOf, whiteout, zstd, type E } from "./layers";
+import { describeTree, dir, file, gzip, hardlink, MemContent, opaque, sha256, symlink, tarOf, whiteout, zstd, type E } from "./layers";
 import { nsCtx, rejectsWith, withMounted } from "./suite";
 
 const ctx = nsCtx("apply");
@@ -154,7 +154,7 @@ for (const backend of ["overlayfs", "native"] as BackendName[]) {
         [LayerMediaTypes.OciTarGzip, gzip(t1)],
         [LayerMediaTypes.DockerTarGzip, gzip(t1)],
       ];
-      if (hasZstd()) variants.push([LayerMediaTypes.OciTarZstd, zstd(t1)], [LayerMediaTypes.DockerTarZstd, zstd(t1)]);
+      variants.push([LayerMediaTypes.OciTarZstd, zstd(t1)], [LayerMediaTypes.DockerTarZstd, zstd(t1)]);
       else t.diagnostic("zstd CLI missing: zstd variants skipped");
       let first: string[] | undefined;
       for (const [i, [mt, blob]] of variants.entries()) {

@@ -55,10 +55,6 @@ export function tarOf(entries: E[]): Buffer {
 export const sha256 = (b: Buffer): string => `sha256:${createHash("sha256").update(b).digest("hex")}`;
 export const gzip = (b: Buffer): Buffer => zlib.gzipSync(b);
 
-export function hasZstd(): boolean {
-  return spawnSync("zstd", ["--version"]).status === 0;
-}
-
 export function zstd(b: Buffer): Buffer {
   const r = spawnSync("zstd", ["-q", "-c", "-3"], { input: b, maxBuffer: 1 << 30 });
   if (r.status !== 0) throw new Error(`zstd failed: ${r.stderr}`);
