@@ -103,6 +103,8 @@ export interface Faults {
   redirectBlobs?: boolean;
   /** Replace blob bodies with this many random bytes (same length as asked). */
   garbageBlobs?: boolean;
+  /** Send blob bodies at about this many bytes per second. */
+  throttleBlobs?: number;
 }
 
 export interface FrontProxy {
@@ -125,7 +127,7 @@ export async function startFrontProxy(upstream: string, opts: { bearer?: { user:
   const state: FrontProxy = { host: `127.0.0.1:${port}`, port, faults: {}, log: [], tokensIssued: 0, stop: async () => undefined };
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? "/", `http://${state.host}`);
-    state.log.push(`${req.method} ${url.pathname}`);
+    state.log.push(`${req.method} ${url.pathname}${req.headers.range ? ` range=${req.headers.range}` : ""}`);
     if (url.pathname === "/token") {
       const a = req.headers.authorization ?? "";
       const want = opts.bearer ? "Basic " + Buffer.from(`${opts.bearer.user}:${opts.bearer.password}`).toString("base64") : "";
@@ -192,6 +194,17 @@ export async function startFrontProxy(upstream: string, opts: { bearer?: { user:
             res.socket?.destroy();
           }
         });
+        return;
+      }
+      const rate = state.faults.throttleBlobs;
+      if (isBlobGet && rate) {
+        ur.on("data", (c: Buffer) => {
+          ur.pause();
+          res.write(c);
+          setTimeout(() => ur.resume(), (c.length / rate) * 1000);
+        });
+        ur.on("end", () => res.end());
+        res.on("close", () => ur.destroy());
         return;
       }
       ur.pipe(res);
