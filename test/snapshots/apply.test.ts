@@ -147,7 +147,7 @@ for (const backend of ["overlayfs", "native"] as BackendName[]) {
       }
     });
 
-    test("tar, gzip and zstd with OCI and Docker media types give the same diff ID and tree", async (t) => {
+    test("tar, gzip and zstd with OCI and Docker media types give the same diff ID and tree", async () => {
       const variants: [string, Buffer][] = [
         [LayerMediaTypes.OciTar, t1],
         [LayerMediaTypes.DockerTar, t1],
@@ -155,7 +155,6 @@ for (const backend of ["overlayfs", "native"] as BackendName[]) {
         [LayerMediaTypes.DockerTarGzip, gzip(t1)],
       ];
       variants.push([LayerMediaTypes.OciTarZstd, zstd(t1)], [LayerMediaTypes.DockerTarZstd, zstd(t1)]);
-      else t.diagnostic("zstd CLI missing: zstd variants skipped");
       let first: string[] | undefined;
       for (const [i, [mt, blob]] of variants.entries()) {
         const top = await applyChain(fx, differ, content, [[blob, t1]], `mt${i}`, mt);
