@@ -40,7 +40,7 @@ export async function startSnapshots(sc: ServiceContext): Promise<RunningService
   const platform = hostPlatform();
   const db = openSnapshotsDB(sc.root);
   const images = sc.config.flotilla.services.images.address;
-  const ensurer = new NamespaceEnsurer(new NamespaceStoreProxy(images));
+  const ensurer = new NamespaceEnsurer(new NamespaceStoreProxy(images), sc.events);
   const plugins: PluginInfo[] = [];
   const loaded = new Map<string, Snapshotter>();
   const disabled = new Set(sc.config.disabled_plugins);
