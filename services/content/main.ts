@@ -2,6 +2,7 @@
 import * as path from "node:path";
 import { runService, GRPC_PLUGIN, type ServiceDefinition } from "../../libs/service";
 import { NamespaceEnsurer, NamespaceStoreProxy } from "../../libs/clients/namespaces";
+import { widenFlowControlWindows } from "../../libs/grpc/flow-window";
 import { openContentDB } from "./src/local/db";
 import { LocalLeaseResources } from "./src/local/leases";
 import { LocalContentStore } from "./src/local/store";
@@ -11,6 +12,8 @@ import { LEASES_SERVICE, leaseResourceHandlers } from "./src/server/leases";
 export const contentService: ServiceDefinition = {
   name: "content",
   async start(sc) {
+    // ctr uploads 1 MiB chunks one at a time; 64 KiB windows would stall each one 16 times.
+    widenFlowControlWindows(sc.server.server, 16 << 20);
     const db = openContentDB(sc.root);
     const namespaces = new NamespaceEnsurer(new NamespaceStoreProxy(sc.config.flotilla.services.images.address));
     const store = await LocalContentStore.open({

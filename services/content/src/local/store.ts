@@ -31,7 +31,8 @@ import {
 } from "../../../../libs/core/content";
 import { infoAdaptor, statusAdaptor } from "./adaptors";
 import { blobKey, hasOwner, ingestKey, leaseKey, ownerKey, scanPrefix, type BlobRecord, type ContentDB, type IngestRecord } from "./db";
-import { closeFile, fsyncDir, fstatFile, openFile, readAt, statOrUndefined, unlinkIfExists } from "./files";
+import { fsyncDir, readAt, statOrUndefined, unlinkIfExists } from "./files";
+import { OpenBlobs, type OpenBlob } from "./open-blobs";
 import { KeyedMutex, RefLocks } from "./locks";
 import { LocalWriter, type WriterHost } from "./writer";
 
@@ -60,14 +61,28 @@ const toInfo = (digest: string, r: BlobRecord): ContentInfo => ({
   labels: r.labels,
 });
 
+/** Reads at most this much synchronously (a page-cache hit costs less than a thread-pool round trip). */
+const SYNC_READ_MAX = 256 * 1024;
+
 class LocalReaderAt implements ContentReaderAt {
-  constructor(private readonly fd: number, readonly size: number) {}
+  constructor(private readonly blob: OpenBlob) {}
+  get size(): number {
+    return this.blob.size;
+  }
   readAt(buf: Uint8Array, position: number): Promise<number> {
     if (position >= this.size) return Promise.resolve(0);
-    return readAt(this.fd, buf, 0, Math.min(buf.length, this.size - position), position);
+    const len = Math.min(buf.length, this.size - position);
+    if (len <= SYNC_READ_MAX) {
+      try {
+        return Promise.resolve(fs.readSync(this.blob.fd, buf, 0, len, position));
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    }
+    return readAt(this.blob.fd, buf, 0, len, position);
   }
-  close(): Promise<void> {
-    return closeFile(this.fd);
+  async close(): Promise<void> {
+    this.blob.release();
   }
 }
 
@@ -76,6 +91,7 @@ export class LocalContentStore implements ContentStore, WriterHost {
   private readonly refLocks = new RefLocks();
   private readonly digestLocks = new KeyedMutex();
   private readonly active = new Map<string, LocalWriter>();
+  private readonly openBlobs = new OpenBlobs();
 
   private constructor(private readonly opts: LocalContentStoreOptions) {
     this.db = opts.db;
@@ -188,7 +204,10 @@ export class LocalContentStore implements ContentStore, WriterHost {
         return !this.referenced(digest);
       });
       if (last === undefined) return false;
-      if (last) await unlinkIfExists(this.blobPath(digest));
+      if (last) {
+        await unlinkIfExists(this.blobPath(digest));
+        this.openBlobs.evict(digest);
+      }
       return true;
     });
     if (!found) throw errNotFound(`content digest ${digest}`);
@@ -199,15 +218,12 @@ export class LocalContentStore implements ContentStore, WriterHost {
     const ns = namespaceRequired(ctx);
     checkDigest(digest);
     if (this.db.get(blobKey(ns, digest)) === undefined) throw errNotFound(`content digest ${digest}`);
-    let fd: number;
     try {
-      fd = await openFile(this.blobPath(digest), "r");
+      return new LocalReaderAt(await this.openBlobs.acquire(digest, this.blobPath(digest)));
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === "ENOENT") throw errNotFound(`blob ${digest} expected at ${this.blobPath(digest)}`);
       throw e;
     }
-    const st = await fstatFile(fd);
-    return new LocalReaderAt(fd, st.size);
   }
 
   // ---- IngestManager ----
@@ -271,8 +287,16 @@ export class LocalContentStore implements ContentStore, WriterHost {
 
   private async removeIfUnreferenced(digest: string): Promise<void> {
     await this.digestLocks.run(digest, async () => {
-      if (!this.referenced(digest)) await unlinkIfExists(this.blobPath(digest));
+      if (!this.referenced(digest)) {
+        await unlinkIfExists(this.blobPath(digest));
+        this.openBlobs.evict(digest);
+      }
     });
+  }
+
+  /** Close cached descriptors (at shutdown). */
+  close(): void {
+    this.openBlobs.closeAll();
   }
 
   // ---- Ingester ----

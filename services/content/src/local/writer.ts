@@ -8,10 +8,12 @@ import * as crypto from "node:crypto";
 import type { CallContext } from "../../../../libs/context";
 import { errFailedPrecondition, errNotFound } from "../../../../libs/errdefs";
 import type { ContentWriter, IngestStatus } from "../../../../libs/core/content";
-import { closeFile, fstatFile, fsyncFile, ftruncateFile, openFile, readAt, writeFullAt } from "./files";
+import { closeFile, fdatasyncFile, fstatFile, fsyncFile, ftruncateFile, openFile, readAt, writeFullAt } from "./files";
 import type { IngestRecord } from "./db";
 
 const MAX_INFLIGHT = 8 << 20;
+/** Start writing back to disk every this many bytes, so the fsync at commit has only the tail left. */
+const FLUSH_EVERY = 32 << 20;
 const HASH_CHUNK = 1 << 20;
 
 /** What a writer needs from its store. */
@@ -44,6 +46,8 @@ export class LocalWriter implements ContentWriter {
   private inflight = 0;
   private waiters: (() => void)[] = [];
   private failure: Error | undefined;
+  private unflushed = 0;
+  private flushing: Promise<void> | undefined;
   private closed = false;
   private abortedBy: string | undefined;
   updated: number;
@@ -153,8 +157,13 @@ export class LocalWriter implements ContentWriter {
     this.offset += data.length;
     this.updated = Date.now();
     this.inflight += data.length;
-    writeFullAt(this.fd!, data, pos).then(
-      () => this.settle(data.length),
+    const fd = this.fd!;
+    writeFullAt(fd, data, pos).then(
+      () => {
+        this.unflushed += data.length;
+        if (this.unflushed >= FLUSH_EVERY && !this.flushing) this.backgroundFlush(fd);
+        this.settle(data.length);
+      },
       (e: Error) => {
         this.failure ??= e;
         this.settle(data.length);
@@ -172,9 +181,19 @@ export class LocalWriter implements ContentWriter {
     for (const w of ws) w();
   }
 
-  /** Wait for every queued write. */
+  /** fdatasync in the background: the disk works while data is still arriving. */
+  private backgroundFlush(fd: number): void {
+    this.unflushed = 0;
+    this.flushing = fdatasyncFile(fd).then(
+      () => { this.flushing = undefined; },
+      (e: Error) => { this.flushing = undefined; this.failure ??= e; },
+    );
+  }
+
+  /** Wait for every queued write (and a background flush, so the descriptor can be closed). */
   private async drain(): Promise<void> {
     while (this.inflight > 0) await new Promise<void>((r) => this.waiters.push(r));
+    if (this.flushing) await this.flushing;
     if (this.failure) throw this.failure;
   }
 

@@ -140,6 +140,11 @@ async function write(store: ContentStore, ctx: CallContext, reqs: AsyncIterable<
   if (last) await send(last);
 }
 
+/** Read buffers are reused across calls (send() copies what it sends), a few at most. */
+const freeBuffers: Buffer[] = [];
+const takeBuffer = (): Buffer => freeBuffers.pop() ?? Buffer.allocUnsafe(MAX_CHUNK);
+const giveBuffer = (b: Buffer): void => void (freeBuffers.length < 8 && freeBuffers.push(b));
+
 async function read(store: ContentStore, ctx: CallContext, req: Msg, send: Send): Promise<void> {
   const digest = checkDigest(req.digest);
   const ra = await store.readerAt(ctx, digest);
@@ -150,19 +155,22 @@ async function read(store: ContentStore, ctx: CallContext, req: Msg, send: Send)
     if (size <= 0 || offset + size > ra.size) size = ra.size - offset;
     // One buffer is enough: send() encodes (copies) the message before it returns its promise, so the next
     // read overlaps the previous send's flow-control wait.
-    const buf = Buffer.allocUnsafe(Math.min(MAX_CHUNK, Math.max(size, 1)));
-    let pending: Promise<void> = Promise.resolve();
-    pending.catch(() => undefined);
-    while (size > 0) {
-      const n = await ra.readAt(buf.subarray(0, Math.min(buf.length, size)), offset);
+    const buf = takeBuffer();
+    try {
+      let pending: Promise<void> = Promise.resolve();
+      while (size > 0) {
+        const n = await ra.readAt(buf.subarray(0, Math.min(buf.length, size)), offset);
+        await pending;
+        if (n === 0) throw errOutOfRange(`unexpected end of blob ${digest} at ${offset}`);
+        pending = send({ offset, data: buf.subarray(0, n) });
+        pending.catch(() => undefined);
+        offset += n;
+        size -= n;
+      }
       await pending;
-      if (n === 0) throw errOutOfRange(`unexpected end of blob ${digest} at ${offset}`);
-      pending = send({ offset, data: buf.subarray(0, n) });
-      pending.catch(() => undefined);
-      offset += n;
-      size -= n;
+    } finally {
+      giveBuffer(buf);
     }
-    await pending;
   } finally {
     await ra.close();
   }
