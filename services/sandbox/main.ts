@@ -7,9 +7,14 @@
  *   cni_conf_dir = "/etc/cni/net.d"     # network configs (*.conf, *.conflist, *.json; first one wins)
  *   cni_bin_dir  = ["/opt/cni/bin", "/usr/lib/cni"]   # plugin executables (a string or a list)
  *   cni_network  = ""                   # use the network of this name instead of the first
+ *
+ * Config (`[plugins."io.containerd.sandbox.controller.v1.shim"]`):
+ *   shim_dirs = ["<repo>/bin"]          # searched for containerd-shim-<name>-<version> before $PATH
+ *   ttrpc_address = ""                  # where shims publish events (default: <grpc address>.ttrpc)
  */
 import * as path from "node:path";
-import { pluginConfig } from "../../libs/config";
+import { pluginConfig, unixPath } from "../../libs/config";
+import { repoRoot } from "../../libs/proto";
 import { runService, GRPC_PLUGIN, type PluginInfo, type ServiceDefinition } from "../../libs/service";
 import { NamespaceEnsurer, NamespaceStoreProxy } from "../../libs/clients/namespaces";
 import { openSandboxDB } from "./src/local/db";
@@ -49,7 +54,17 @@ export const sandboxService: ServiceDefinition = {
     const pods = new PodSandboxController({ db, tasks: new PodTasksGrpc(s.tasks.address, s.snapshots.address), networks, pauseDir, netnsDir, log: sc.log });
     await pods.recover();
 
-    const shims = new ShimSandboxController({ db, root: path.join(sc.root, "shim"), state: path.join(sc.state, "shim"), config: sc.config, log: sc.log });
+    const shimCfg = pluginConfig(sc.config, SHIM_PLUGIN.type, SHIM_PLUGIN.id);
+    const grpcAddress = unixPath(sc.config.grpc.address) ?? sc.config.grpc.address;
+    const shims = new ShimSandboxController({
+      db,
+      state: path.join(sc.state, "shim"),
+      shimDirs: strings(shimCfg.shim_dirs, [path.join(repoRoot(), "bin")]),
+      grpcAddress,
+      ttrpcAddress: typeof shimCfg.ttrpc_address === "string" && shimCfg.ttrpc_address ? shimCfg.ttrpc_address : `${grpcAddress}.ttrpc`,
+      log: sc.log,
+      debug: sc.config.debug.level === "debug" || sc.config.debug.level === "trace",
+    });
     await shims.recover();
 
     const controllers = new ControllerRegistry({ podsandbox: pods, shim: shims }, sc.events);
