@@ -66,6 +66,7 @@ export const imagesService: ServiceDefinition = {
     collector = new Collector({
       sources: remoteSources(addresses),
       gate,
+      rpcTimeoutMs: gcCfg.rpcTimeoutMs,
       log: sc.log,
       stores: {
         namespaces: () => [...new Set([...db.getKeys({ start: ["ns"], end: ["ns\0"] })].filter((k) => k.length === 2).map((k) => String(k[1])))],

@@ -52,6 +52,8 @@ export interface LocalLeaseManagerOptions {
   gc?: Pick<GCScheduler, "markDirty" | "markMutation" | "scheduleAndWait">;
   gate?: MarkGate;
   log?: Logger;
+  /** Deadline of the calls that tell holders to forget a deleted lease (default 5 s). */
+  holderTimeoutMs?: number;
   /** Told when a lease with `containerd.io/gc.expire` is created (to wake the collector then). */
   onExpiry?: (ns: string, at: Date) => void;
 }
@@ -219,7 +221,8 @@ export class LocalLeaseManager implements LeaseManager {
   }
 
   private async forgetHolders(ctx: CallContext, ns: string, id: string): Promise<void> {
-    const c = { ...ctx, namespace: ns, lease: undefined };
+    const limit = Date.now() + (this.opts.holderTimeoutMs ?? 5000);
+    const c = { ...ctx, namespace: ns, lease: undefined, deadline: new Date(Math.min(limit, ctx.deadline?.getTime() ?? limit)) };
     await Promise.all(
       [this.opts.holders.content, this.opts.holders.snapshots].map(async (h) => {
         if (!h) return;

@@ -134,7 +134,17 @@ export class Collector implements GarbageCollector {
     const nss = only ? all.filter((n) => only.has(n)) : all;
 
     const snapshotters = await attempt("snapshots", () => sources.snapshots.snapshotters(this.ctxFor("", parent)));
-    if (!snapshotters.ok) stats.skipped.push(snapshotters.why);
+    if (!snapshotters.ok) {
+      // Every namespace would be skipped: only expired leases go (they are this process's own data).
+      stats.skipped.push(snapshotters.why);
+      for (const ns of nss) {
+        for (const l of stores.leases(ns).filter((x) => leaseExpired(x.labels, this.now()))) {
+          if (await stores.removeExpiredLease(this.ctxFor(ns, parent), ns, l).catch(() => false)) stats.freed.leases++;
+        }
+      }
+      stats.elapsedMs = Number(process.hrtime.bigint() - t0) / 1e6;
+      return stats;
+    }
 
     // 1 + 2, with lease deletions held back.
     const { universes, leaseViews } = await this.opts.gate.exclusive(async () => {
@@ -171,7 +181,7 @@ export class Collector implements GarbageCollector {
         }
       }
     }
-    await stores.retryForgets(parent).catch(() => undefined);
+    await stores.retryForgets(this.ctxFor("", parent)).catch(() => undefined);
     stats.elapsedMs = Number(process.hrtime.bigint() - t0) / 1e6;
     return stats;
   }

@@ -22,6 +22,8 @@ export interface SchedulerConfig {
   startupDelayMs: number;
   /** Collect every namespace at least this often (ms, 0 = only at startup and when asked). */
   fullScanIntervalMs: number;
+  /** Deadline of each call the collector makes to another process (a hung process counts as down). */
+  rpcTimeoutMs: number;
 }
 
 export const DEFAULT_SCHEDULER_CONFIG: SchedulerConfig = {
@@ -31,6 +33,7 @@ export const DEFAULT_SCHEDULER_CONFIG: SchedulerConfig = {
   scheduleDelayMs: 0,
   startupDelayMs: 100,
   fullScanIntervalMs: 10 * 60 * 1000,
+  rpcTimeoutMs: 30000,
 };
 
 /** Parse containerd's `[plugins."io.containerd.gc.v1.scheduler"]` table (durations like "100ms", "1s"). */
@@ -52,6 +55,7 @@ export function schedulerConfig(t: Record<string, unknown>): SchedulerConfig {
     scheduleDelayMs: Math.max(0, dur(t.schedule_delay, c.scheduleDelayMs)),
     startupDelayMs: Math.max(0, dur(t.startup_delay, c.startupDelayMs)),
     fullScanIntervalMs: Math.max(0, dur(t.full_scan_interval, c.fullScanIntervalMs)),
+    rpcTimeoutMs: Math.max(1, dur(t.rpc_timeout, c.rpcTimeoutMs)),
   };
 }
 
@@ -173,7 +177,7 @@ export class Scheduler implements GCScheduler {
     this.retryTimer = setTimeout(() => {
       for (const n of this.retryNs) this.pending.add(n);
       this.retryNs.clear();
-      this.deletions++;
+      this.triggered = true;
       this.onEvent();
     }, this.retryDelay);
     this.retryTimer.unref();
@@ -219,9 +223,12 @@ export class Scheduler implements GCScheduler {
     try {
       const stats = await this.collector.collect(undefined, all ? undefined : pending);
       if (all) this.lastFullScan = Date.now();
-      this.gcTime += stats.elapsedMs;
-      this.collections++;
-      if (c.pauseThreshold > 0) {
+      // A pass that waited on an unreachable process says nothing about how long collection takes.
+      if (!stats.skipped.length) {
+        this.gcTime += stats.elapsedMs;
+        this.collections++;
+      }
+      if (c.pauseThreshold > 0 && this.collections > 0) {
         const avg = this.gcTime / this.collections;
         this.interval = Math.max(1, avg / c.pauseThreshold - avg);
       }
