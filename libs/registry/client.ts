@@ -89,7 +89,13 @@ export class RegistryClient {
     let authTries = 0;
     for (let attempt = 1; ; attempt++) {
       const headers: Record<string, string> = { "user-agent": this.opts.userAgent ?? "flotilla", ...host.headers, ...(r.headers ?? {}) };
-      const authz = sameHost ? await this.auth.authorization(host.host, scopes, r.signal) : undefined;
+      let authz: string | undefined;
+      try {
+        authz = sameHost ? await this.auth.authorization(host.host, scopes, r.signal) : undefined;
+      } catch (e) {
+        if (e instanceof UnauthorizedError) throw new RegistryError(`${this.ref.domain}: ${e.message}`, "unauthorized", { cause: e });
+        throw new RegistryError(`${this.ref.domain}: authorization failed: ${(e as Error).message}`, "unavailable", { cause: e });
+      }
       if (authz) headers.authorization = authz;
       let res: HttpResponse;
       try {
