@@ -10,13 +10,11 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
-import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { decode, encode, toTimestamp } from "../../libs/proto";
-import { Deframer, frame, TYPE_REQUEST, TYPE_RESPONSE } from "../../services/sandbox/src/local/shim/ttrpc";
-
-const P = "containerd.runtime.sandbox.v1.";
+import { classError, TtrpcServer } from "../../libs/ttrpc";
+import { typedService, type TypedHandler } from "../../libs/ttrpc/typed";
 
 function flag(args: string[], name: string): string {
   const i = args.indexOf(name);
@@ -62,84 +60,58 @@ function serve(sock: string): void {
   let created = false;
   const createdAt = new Date();
   type Handler = (req: Record<string, unknown>) => Promise<Record<string, unknown>> | Record<string, unknown>;
-  const fail = (code: number, message: string): never => {
-    throw Object.assign(new Error(message), { ttrpcCode: code });
-  };
-  const handlers: Record<string, [string, string, Handler]> = {
-    CreateSandbox: ["CreateSandboxRequest", "CreateSandboxResponse", (req) => {
-      if (created) fail(6, `sandbox ${req.sandbox_id}: already exists`);
-      if (!fs.existsSync(String(req.bundle_path))) fail(3, "bundle missing");
+  const handlers: Record<string, Handler> = {
+    CreateSandbox: (req) => {
+      if (created) throw classError("already exists", `sandbox ${req.sandbox_id}`);
+      if (!fs.existsSync(String(req.bundle_path))) throw classError("invalid argument", "bundle missing");
       created = true;
       return {};
-    }],
-    StartSandbox: ["StartSandboxRequest", "StartSandboxResponse", () => {
-      if (!created) fail(9, "sandbox not created: failed precondition");
+    },
+    StartSandbox: () => {
+      if (!created) throw classError("failed precondition", "sandbox not created");
       proc = spawn("sleep", ["1000"], { stdio: "ignore" });
       proc.on("exit", (code, signal) => {
         exit = { status: code ?? 128 + (signal ? os.constants.signals[signal] : 0), at: new Date() };
         for (const w of exitWaiters.splice(0)) w();
       });
       return { pid: proc.pid, created_at: toTimestamp(createdAt) };
-    }],
-    Platform: ["PlatformRequest", "PlatformResponse", () => ({ platform: { os: "linux", architecture: "fake64" } })],
-    StopSandbox: ["StopSandboxRequest", "StopSandboxResponse", async () => {
+    },
+    Platform: () => ({ platform: { os: "linux", architecture: "fake64" } }),
+    StopSandbox: async () => {
       if (proc && !exit) {
         proc.kill("SIGKILL");
         await new Promise<void>((r) => exitWaiters.push(r));
       }
       return {};
-    }],
-    WaitSandbox: ["WaitSandboxRequest", "WaitSandboxResponse", async () => {
+    },
+    WaitSandbox: async () => {
       if (!exit) await new Promise<void>((r) => exitWaiters.push(r));
       return { exit_status: exit!.status, exited_at: toTimestamp(exit!.at) };
-    }],
-    SandboxStatus: ["SandboxStatusRequest", "SandboxStatusResponse", (req) => ({
+    },
+    SandboxStatus: (req) => ({
       sandbox_id: req.sandbox_id,
       pid: proc && !exit ? proc.pid : 0,
       state: proc && !exit ? "SANDBOX_READY" : "SANDBOX_NOTREADY",
       info: { fake: "yes", verbose: String(req.verbose) },
       created_at: toTimestamp(createdAt),
       ...(exit ? { exited_at: toTimestamp(exit.at) } : {}),
-    })],
-    PingSandbox: ["PingRequest", "PingResponse", () => ({})],
-    ShutdownSandbox: ["ShutdownSandboxRequest", "ShutdownSandboxResponse", () => {
+    }),
+    PingSandbox: () => ({}),
+    ShutdownSandbox: () => {
       proc?.kill("SIGKILL");
       setTimeout(() => {
         fs.rmSync(sock, { force: true });
         process.exit(0);
       }, 50);
       return {};
-    }],
-    SandboxMetrics: ["SandboxMetricsRequest", "SandboxMetricsResponse", (req) => ({ metrics: { timestamp: toTimestamp(), id: req.sandbox_id, data: { type_url: "fake.Metrics", value: Buffer.from("m") } } })],
+    },
+    SandboxMetrics: (req) => ({ metrics: { timestamp: toTimestamp(), id: req.sandbox_id, data: { type_url: "fake.Metrics", value: Buffer.from("m") } } }),
   };
-  fs.rmSync(sock, { force: true });
-  const server = net.createServer((conn) => {
-    const d = new Deframer();
-    conn.on("error", () => undefined);
-    conn.on("data", (chunk: Buffer) => {
-      for (const f of d.push(chunk)) {
-        if (f.type !== TYPE_REQUEST) continue;
-        const req = decode<{ service: string; method: string; payload: Buffer }>("ttrpc.Request", f.data);
-        const reply = (m: Record<string, unknown>): void => {
-          if (!conn.destroyed) conn.write(frame(f.streamId, TYPE_RESPONSE, encode("ttrpc.Response", m)));
-        };
-        const h = req.service === "containerd.runtime.sandbox.v1.Sandbox" ? handlers[req.method] : undefined;
-        if (!h) {
-          reply({ status: { code: 12, message: req.service === "containerd.runtime.sandbox.v1.Sandbox" ? `method ${req.method}` : `service ${req.service}` } });
-          continue;
-        }
-        void (async () => {
-          try {
-            const res = await h[2](decode(P + h[0], req.payload));
-            reply({ payload: encode(P + h[1], res) });
-          } catch (e) {
-            reply({ status: { code: (e as { ttrpcCode?: number }).ttrpcCode ?? 2, message: (e as Error).message } });
-          }
-        })();
-      }
-    });
-  });
-  server.listen(sock);
+  const server = new TtrpcServer();
+  const typed: Record<string, TypedHandler> = {};
+  for (const [name, h] of Object.entries(handlers)) typed[name] = async (_ctx, req) => h(req);
+  server.register("containerd.runtime.sandbox.v1.Sandbox", typedService("containerd.runtime.sandbox.v1.Sandbox", typed));
+  void server.listen(sock);
 }
 
 const args = process.argv.slice(2);

@@ -34,10 +34,10 @@ import { scanPrefix, type SandboxDB } from "../db";
 import { KeyedMutex } from "../mutex";
 import { applySandboxFields, fromStored, toStored, type StoredSandbox } from "../store";
 import { deleteShim, resolveShim, startShim, type LaunchOptions, type ShimEndpoint } from "./launcher";
-import { TtrpcClient } from "./ttrpc";
+import { NAMESPACE_KEY, TtrpcClient } from "../../../../../libs/ttrpc";
+import { TypedClient } from "../../../../../libs/ttrpc/typed";
 
 export const SHIM_SANDBOX_SERVICE = "containerd.runtime.sandbox.v1.Sandbox";
-const P = "containerd.runtime.sandbox.v1.";
 
 export interface ShimRecord {
   phase: "creating" | "created" | "running" | "stopped";
@@ -66,7 +66,7 @@ export interface ShimSandboxOptions {
 export class ShimSandboxController implements SandboxController {
   private readonly db: SandboxDB;
   private readonly locks = new KeyedMutex();
-  private readonly clients = new Map<string, TtrpcClient>();
+  private readonly clients = new Map<string, Promise<TypedClient>>();
   private readonly logs = new Map<string, net.Socket>();
 
   constructor(private readonly o: ShimSandboxOptions) {
@@ -79,16 +79,33 @@ export class ShimSandboxController implements SandboxController {
     return r;
   }
 
-  private client(rec: ShimRecord): TtrpcClient {
+  /** The shim's Sandbox service, over one connection per shim address (redialled after it closes). */
+  private client(rec: ShimRecord): Promise<TypedClient> {
     if (!rec.endpoint) throw errFailedPrecondition("sandbox shim has no address");
     if (rec.endpoint.protocol !== "ttrpc") throw errFailedPrecondition(`sandbox shim protocol ${rec.endpoint.protocol} is not supported`);
-    let c = this.clients.get(rec.endpoint.address);
-    if (!c) this.clients.set(rec.endpoint.address, (c = new TtrpcClient(rec.endpoint.address)));
+    const address = rec.endpoint.address;
+    let c = this.clients.get(address);
+    if (!c) {
+      c = TtrpcClient.connect(address, { retryMs: 2000, onClose: () => this.clients.delete(address) }).then((t) => new TypedClient(t, SHIM_SANDBOX_SERVICE));
+      c.catch(() => this.clients.delete(address));
+      this.clients.set(address, c);
+    }
     return c;
   }
 
-  private call(ctx: CallContext, rec: ShimRecord, method: string, req: Record<string, unknown>, reqType: string, resType: string): Promise<Record<string, unknown>> {
-    return this.client(rec).call(ctx, SHIM_SANDBOX_SERVICE, method, P + reqType, req, P + resType);
+  private async call(ctx: CallContext, rec: ShimRecord, method: string, req: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const c = await this.client(rec);
+    return c.call(method, req, {
+      metadata: ctx.namespace ? { [NAMESPACE_KEY]: [ctx.namespace] } : {},
+      signal: ctx.signal,
+      ...(ctx.deadline ? { timeoutMs: Math.max(1, ctx.deadline.getTime() - Date.now()) } : {}),
+    });
+  }
+
+  private closeClient(address: string): void {
+    const c = this.clients.get(address);
+    this.clients.delete(address);
+    void c?.then((t) => t.client.close(), () => undefined);
   }
 
   private launch(ns: string, id: string, rec: ShimRecord, options?: { typeUrl: string; value: Uint8Array }): LaunchOptions {
@@ -165,7 +182,7 @@ export class ShimSandboxController implements SandboxController {
           options: anyToProto(opts.options),
           netns_path: opts.netnsPath ?? "",
           annotations: opts.annotations ?? {},
-        }, "CreateSandboxRequest", "CreateSandboxResponse");
+        });
       } catch (e) {
         await this.cleanup(ns, id, rec).catch((err: unknown) => this.o.log.warn({ err: causeText(err), sandbox: id }, "cleaning up a failed shim sandbox create"));
         throw e;
@@ -178,9 +195,8 @@ export class ShimSandboxController implements SandboxController {
   /** Ask the shim to go, run `<shim> delete`, remove the bundle and the record. */
   private async cleanup(ns: string, id: string, rec: ShimRecord): Promise<void> {
     if (rec.endpoint) {
-      await this.call(background(ns), rec, "ShutdownSandbox", { sandbox_id: id }, "ShutdownSandboxRequest", "ShutdownSandboxResponse").catch(() => undefined);
-      this.clients.get(rec.endpoint.address)?.close();
-      this.clients.delete(rec.endpoint.address);
+      await this.call(background(ns), rec, "ShutdownSandbox", { sandbox_id: id }).catch(() => undefined);
+      this.closeClient(rec.endpoint.address);
     }
     if (fs.existsSync(rec.bundle)) {
       await deleteShim(this.launch(ns, id, rec)).catch((err: unknown) => this.o.log.debug({ err: causeText(err), sandbox: id }, "shim delete"));
@@ -195,7 +211,7 @@ export class ShimSandboxController implements SandboxController {
     return this.locks.run(`${ns}/${id}`, async () => {
       const rec = this.get(ns, id);
       if (rec.phase !== "created") throw errFailedPrecondition(`sandbox ${JSON.stringify(id)} is ${rec.phase === "running" ? "already running" : rec.phase}, not created`);
-      const r = await this.call(ctx, rec, "StartSandbox", { sandbox_id: id }, "StartSandboxRequest", "StartSandboxResponse");
+      const r = await this.call(ctx, rec, "StartSandbox", { sandbox_id: id });
       rec.phase = "running";
       await this.db.put(shimKey(ns, id), rec);
       const spec = anyFromProto(r.spec as Record<string, unknown> | null);
@@ -213,7 +229,7 @@ export class ShimSandboxController implements SandboxController {
 
   async platform(ctx: CallContext, id: string): Promise<SandboxPlatform> {
     const ns = namespaceRequired(ctx);
-    const r = await this.call(ctx, this.get(ns, id), "Platform", { sandbox_id: id }, "PlatformRequest", "PlatformResponse");
+    const r = await this.call(ctx, this.get(ns, id), "Platform", { sandbox_id: id });
     const p = (r.platform ?? {}) as Record<string, unknown>;
     return { os: String(p.os ?? ""), architecture: String(p.architecture ?? ""), variant: String(p.variant ?? "") };
   }
@@ -222,7 +238,7 @@ export class ShimSandboxController implements SandboxController {
     const ns = namespaceRequired(ctx);
     await this.locks.run(`${ns}/${id}`, async () => {
       const rec = this.get(ns, id);
-      await this.call(ctx, rec, "StopSandbox", { sandbox_id: id, timeout_secs: opts.timeoutSecs ?? 0 }, "StopSandboxRequest", "StopSandboxResponse");
+      await this.call(ctx, rec, "StopSandbox", { sandbox_id: id, timeout_secs: opts.timeoutSecs ?? 0 });
       rec.phase = "stopped";
       await this.db.put(shimKey(ns, id), rec);
     });
@@ -230,14 +246,14 @@ export class ShimSandboxController implements SandboxController {
 
   async wait(ctx: CallContext, id: string): Promise<SandboxExitStatus> {
     const ns = namespaceRequired(ctx);
-    const r = await this.call(ctx, this.get(ns, id), "WaitSandbox", { sandbox_id: id }, "WaitSandboxRequest", "WaitSandboxResponse");
+    const r = await this.call(ctx, this.get(ns, id), "WaitSandbox", { sandbox_id: id });
     return { exitStatus: Number(r.exit_status ?? 0), exitedAt: fromTimestamp(r.exited_at as never) ?? new Date() };
   }
 
   async status(ctx: CallContext, id: string, verbose = false): Promise<ControllerStatus> {
     const ns = namespaceRequired(ctx);
     const rec = this.get(ns, id);
-    const r = await this.call(ctx, rec, "SandboxStatus", { sandbox_id: id, verbose }, "SandboxStatusRequest", "SandboxStatusResponse");
+    const r = await this.call(ctx, rec, "SandboxStatus", { sandbox_id: id, verbose });
     const out: ControllerStatus = {
       sandboxId: id,
       pid: Number(r.pid ?? 0),
@@ -259,7 +275,7 @@ export class ShimSandboxController implements SandboxController {
     const ns = namespaceRequired(ctx);
     await this.locks.run(`${ns}/${id}`, async () => {
       const rec = this.get(ns, id);
-      await this.call(ctx, rec, "ShutdownSandbox", { sandbox_id: id }, "ShutdownSandboxRequest", "ShutdownSandboxResponse").catch((e: unknown) => {
+      await this.call(ctx, rec, "ShutdownSandbox", { sandbox_id: id }).catch((e: unknown) => {
         // A shim that is already gone has nothing left to shut down; `delete` below cleans up after it.
         if ((e as { code?: string }).code !== "unavailable") throw e;
       });
@@ -269,7 +285,7 @@ export class ShimSandboxController implements SandboxController {
 
   async metrics(ctx: CallContext, id: string): Promise<SandboxMetric> {
     const ns = namespaceRequired(ctx);
-    const r = await this.call(ctx, this.get(ns, id), "SandboxMetrics", { sandbox_id: id }, "SandboxMetricsRequest", "SandboxMetricsResponse");
+    const r = await this.call(ctx, this.get(ns, id), "SandboxMetrics", { sandbox_id: id });
     return metricFromProto(r.metrics as Record<string, unknown> | null);
   }
 
@@ -300,8 +316,7 @@ export class ShimSandboxController implements SandboxController {
   }
 
   close(): void {
-    for (const c of this.clients.values()) c.close();
-    this.clients.clear();
+    for (const a of [...this.clients.keys()]) this.closeClient(a);
     for (const s of this.logs.values()) s.destroy();
     this.logs.clear();
   }
