@@ -34,6 +34,7 @@ import { KeyedMutex } from "../mutex";
 import { applySandboxFields, fromStored, toStored, type StoredSandbox } from "../store";
 import type { PodNetworks, PodNetworkState } from "./network";
 import { ensurePauseRootfs, pauseRootfsMount, pauseSpec, sandboxHostname } from "./pause";
+import { exitWithin, LOST_EXIT, removeMembers, removePause, SIGKILL, stopMembers } from "./members";
 import { TaskStatus, type PodTasks } from "./tasks";
 
 export type PodPhase = "creating" | "created" | "starting" | "running" | "stopped";
@@ -54,10 +55,6 @@ export interface PodRecord {
 
 export const podKey = (ns: string, id: string): string[] => ["pod", ns, id];
 
-const SIGKILL = 9;
-const SIGTERM = 15;
-/** Exit status reported when the pause task vanished without one (containerd's convention for a lost task). */
-const LOST_EXIT = 255;
 
 export interface PodSandboxOptions {
   db: SandboxDB;
@@ -176,13 +173,13 @@ export class PodSandboxController implements SandboxController {
           await this.o.tasks.createContainer(ctx, container);
         } catch (e) {
           if ((e as { code?: string }).code !== "already exists") throw e;
-          await this.removePause(ctx, id); // a leftover of an interrupted start
+          await removePause(this.o.tasks, ctx, id); // a leftover of an interrupted start
           await this.o.tasks.createContainer(ctx, container);
         }
         await this.o.tasks.createTask(ctx, id, [pauseRootfsMount(rootfs)]);
         pid = await this.o.tasks.startTask(ctx, id);
       } catch (e) {
-        await this.removePause(background(ns), id).catch((err: unknown) => this.o.log.warn({ err, sandbox: id }, "cleaning up a failed pause start"));
+        await removePause(this.o.tasks, background(ns), id).catch((err: unknown) => this.o.log.warn({ err, sandbox: id }, "cleaning up a failed pause start"));
         rec.phase = "created";
         await this.put(ns, id, rec);
         throw e;
@@ -200,17 +197,6 @@ export class PodSandboxController implements SandboxController {
         address: "",
         version: 0,
       };
-    });
-  }
-
-  /** Delete the pause task and container, absent being fine. */
-  private async removePause(ctx: CallContext, id: string): Promise<void> {
-    await this.o.tasks.killTask(ctx, id, SIGKILL).catch(() => undefined);
-    await this.o.tasks.deleteTask(ctx, id).catch((e: unknown) => {
-      if (!isNotFound(e)) throw e;
-    });
-    await this.o.tasks.deleteContainer(ctx, id).catch((e: unknown) => {
-      if (!isNotFound(e)) throw e;
     });
   }
 
@@ -265,42 +251,6 @@ export class PodSandboxController implements SandboxController {
     return { os: p.os, architecture: p.architecture, variant: p.variant ?? "" };
   }
 
-  /** Stop the containers that joined the sandbox: SIGTERM, `graceMs` to exit, then SIGKILL. */
-  private async stopMembers(ctx: CallContext, id: string, graceMs: number): Promise<void> {
-    const members = (await this.o.tasks.listContainers(ctx)).filter((c) => c.sandbox === id && c.id !== id);
-    await Promise.all(members.map(async (c) => {
-      let st;
-      try {
-        st = await this.o.tasks.getTask(ctx, c.id);
-      } catch (e) {
-        if (isNotFound(e)) return;
-        throw e;
-      }
-      if (st.status === TaskStatus.Stopped) return;
-      if (graceMs > 0) {
-        await this.o.tasks.killTask(ctx, c.id, SIGTERM, true).catch(() => undefined);
-        if (await this.exitsWithin(ctx, c.id, graceMs)) return;
-      }
-      await this.o.tasks.killTask(ctx, c.id, SIGKILL, true).catch((e: unknown) => {
-        if (!isNotFound(e)) throw e;
-      });
-      await this.exitsWithin(ctx, c.id, this.o.killWaitMs ?? 10000);
-    }));
-  }
-
-  private async exitsWithin(ctx: CallContext, id: string, ms: number): Promise<SandboxExitStatus | undefined> {
-    const ac = new AbortController();
-    const t = setTimeout(() => ac.abort(), ms);
-    try {
-      return await this.o.tasks.waitTask({ ...ctx, signal: ac.signal, deadline: new Date(Date.now() + ms) }, id);
-    } catch (e) {
-      if (isNotFound(e)) return { exitStatus: LOST_EXIT, exitedAt: new Date() };
-      return undefined;
-    } finally {
-      clearTimeout(t);
-    }
-  }
-
   async stop(ctx: CallContext, id: string, opts: { timeoutSecs?: number } = {}): Promise<void> {
     const ns = namespaceRequired(ctx);
     await this.locks.run(`${ns}/${id}`, () => this.doStop(ctx, ns, id, (opts.timeoutSecs ?? 0) * 1000));
@@ -309,7 +259,7 @@ export class PodSandboxController implements SandboxController {
   private async doStop(ctx: CallContext, ns: string, id: string, graceMs: number): Promise<void> {
     const rec = this.get(ns, id);
     // Containers can join only a running sandbox: one that never ran has none to stop.
-    if (rec.started) await this.stopMembers(ctx, id, graceMs);
+    if (rec.started) await stopMembers(this.o.tasks, ctx, id, graceMs, this.o.killWaitMs ?? 10000);
     if (rec.phase === "running" || rec.phase === "starting") {
       let st: { status: number; exitStatus: number; exitedAt?: Date } | undefined;
       try {
@@ -324,7 +274,7 @@ export class PodSandboxController implements SandboxController {
         await this.o.tasks.killTask(ctx, id, SIGKILL, true).catch((e: unknown) => {
           if (!isNotFound(e)) throw e;
         });
-        exit = await this.exitsWithin(ctx, id, this.o.killWaitMs ?? 10000);
+        exit = await exitWithin(this.o.tasks, ctx, id, this.o.killWaitMs ?? 10000);
         if (!exit) throw errFailedPrecondition(`sandbox ${JSON.stringify(id)}: the pause task did not exit after SIGKILL`);
       }
       await this.recordExit(ns, id, exit);
@@ -383,25 +333,13 @@ export class PodSandboxController implements SandboxController {
       if (rec.phase !== "stopped" || !rec.networkDown) await this.doStop(ctx, ns, id, 0);
       if (!rec.started) {
         // Never ran: at most a leftover of a failed start in the tasks process, removed if it can be.
-        await this.removePause(ctx, id).catch((err: unknown) => this.o.log.warn({ err: causeText(err), sandbox: id }, "removing the pause container of a sandbox that never ran"));
+        await removePause(this.o.tasks, ctx, id).catch((err: unknown) => this.o.log.warn({ err: causeText(err), sandbox: id }, "removing the pause container of a sandbox that never ran"));
         await this.db.remove(podKey(ns, id));
         this.exited(ns, id, { exitStatus: 0, exitedAt: new Date() });
         return;
       }
-      for (const c of (await this.o.tasks.listContainers(ctx)).filter((x) => x.sandbox === id && x.id !== id)) {
-        await this.o.tasks.deleteTask(ctx, c.id).catch((e: unknown) => {
-          if (!isNotFound(e)) throw e;
-        });
-        await this.o.tasks.deleteContainer(ctx, c.id).catch((e: unknown) => {
-          if (!isNotFound(e)) throw e;
-        });
-        if (c.snapshotter && c.snapshotKey) {
-          await this.o.tasks.removeSnapshot(ctx, c.snapshotter, c.snapshotKey).catch((err: unknown) => {
-            if (!isNotFound(err)) this.o.log.warn({ err, container: c.id }, "removing a sandbox container's snapshot");
-          });
-        }
-      }
-      await this.removePause(ctx, id);
+      await removeMembers(this.o.tasks, ctx, id, this.o.log);
+      await removePause(this.o.tasks, ctx, id);
       await this.db.remove(podKey(ns, id));
       this.exited(ns, id, { exitStatus: rec.exitStatus ?? 0, exitedAt: new Date(rec.exited ?? Date.now()) });
     });
@@ -480,7 +418,7 @@ export class PodSandboxController implements SandboxController {
             this.monitor(ns, id);
             return;
           }
-          await this.removePause(ctx, id);
+          await removePause(this.o.tasks, ctx, id);
           rec.phase = "created";
           await this.put(ns, id, rec);
         });
