@@ -281,10 +281,14 @@ describe("images: ctr against the stack and a registry", () => {
     await waitFor("the snapshots to go", async () => ((await ok(["snapshots", "ls"])).trim().split("\n").length === 1 ? true : undefined), 20000, 200);
   });
 
-  it("hammer: concurrent pulls, removals and collections never break an image", async () => {
+  it("hammer: concurrent pulls, removals and collections never break an image", async (t) => {
     const until = Date.now() + 20000;
     const errors: string[] = [];
+    let ops = 0;
+    let checked = 0;
+    const broken: string[] = [];
     const tolerate = (r: { code: number; stderr: string }, what: string): void => {
+      ops++;
       if (r.code !== 0) errors.push(`${what}: ${r.stderr.trim().split("\n").pop()}`);
     };
     const worker = async (i: number): Promise<void> => {
@@ -292,7 +296,14 @@ describe("images: ctr against the stack and a registry", () => {
       while (Date.now() < until) {
         const ref = Math.random() < 0.5 ? refA : refB;
         tolerate(await stack.ctr(["images", "pull", "--plain-http", ref], { timeoutMs: 60000 }), `pull ${ref}`);
-        tolerate(await stack.ctr(["images", "tag", "--force", ref, mine]), "tag");
+        const tagged = await stack.ctr(["images", "tag", "--force", ref, mine]);
+        tolerate(tagged, "tag");
+        if (tagged.code === 0) {
+          // only this worker touches `mine`: while GC and the other workers run, it must stay complete
+          const rows = checkRows(await ok(["images", "check", `name==${mine}`]));
+          checked++;
+          if (rows.length !== 1 || !rows[0]!.status.startsWith("complete")) broken.push(`${mine}: ${JSON.stringify(rows)}`);
+        }
         tolerate(await stack.ctr(["images", "rm", ...(Math.random() < 0.5 ? ["--sync"] : []), ref]), "rm");
         if (Math.random() < 0.3) tolerate(await stack.ctr(["images", "rm", mine]), "rm mine");
       }
@@ -309,6 +320,8 @@ describe("images: ctr against the stack and a registry", () => {
     // Errors of individual commands are allowed (e.g. "not found" races between workers) but not
     // broken content: every image left must be complete.
     const rows = checkRows(await ok(["images", "check"]));
+    assert.deepEqual(broken, [], "no image checked during the hammer was incomplete");
+    t.diagnostic(`${checked} checks during the run, ${ops} other commands, ${errors.length} failed (${[...new Set(errors.map((e) => e.replace(/sha256:\w+/g, "<digest>")))].slice(0, 4).join("; ")}); left: ${rows.map((r) => `${r.ref} ${r.status} unpacked=${r.unpacked}`).join(", ")}`);
     assert.ok(rows.length > 0, "some images remain");
     for (const r of rows) assert.match(r.status, /^complete/, `${r.ref}: ${r.status} (command errors: ${errors.slice(0, 5).join("; ")})`);
     // and once everything is gone, nothing is left behind
