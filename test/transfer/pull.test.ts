@@ -46,6 +46,10 @@ describe("transfer - pull", () => {
 
   it("pulls, labels and unpacks like ctr", async () => {
     const events: ProgressEvent[] = [];
+    const watcher = stack.ctrSpawn(["events"]);
+    let seen = "";
+    watcher.stdout!.on("data", (b: Buffer) => (seen += b));
+    await new Promise((r) => setTimeout(r, 500));
     await client.pull(ctxFor(), ref, { unpacks: [{ platform: hostPlatform(), snapshotter: "overlayfs" }], platforms: [hostPlatform()] }, {}, { progress: (p) => events.push(p) });
     const ls = await stack.ctr(["images", "ls"]);
     assert.equal(ls.code, 0, ls.stderr);
@@ -80,6 +84,11 @@ describe("transfer - pull", () => {
     assert.ok(!snaps.stdout.includes("extract-"), snaps.stdout);
     const leases = await stack.ctr(["leases", "ls", "-q"]);
     assert.equal(leases.stdout.trim(), "");
+    // events as the work happened
+    await new Promise((r) => setTimeout(r, 500));
+    watcher.kill("SIGKILL");
+    assert.match(seen, /\/images\/create/, seen);
+    assert.match(seen, /\/snapshot\/commit/, seen);
     // progress
     const evs = events.map((e) => e.event);
     assert.ok(evs.includes(`Resolving from OCIRegistry(${ref})`));
