@@ -46,7 +46,7 @@ export class TtrpcError extends Error {
 
 /** `<context>: <class>`, as containerd's wrapped errors read. */
 export function classError(cls: ErrorClass, context?: string, options?: { cause?: unknown }): TtrpcError {
-  return new TtrpcError(cls, context ? `${context}: ${cls}` : cls, options);
+  return new TtrpcError(cls, context ? (cls === "unknown" ? context : `${context}: ${cls}`) : cls, options);
 }
 
 /** The connection to the peer is gone (containerd's ttrpc.ErrClosed). */

@@ -286,9 +286,10 @@ export class TtrpcServer {
 
   /** Stop accepting, close every connection. */
   async close(): Promise<void> {
-    await Promise.all(this.listeners.splice(0).map((l) => new Promise<void>((r) => l.close(() => r()))));
+    const closing = this.listeners.splice(0).map((l) => new Promise<void>((r) => l.close(() => r())));
     for (const c of this.conns) c.socket.destroy();
     this.conns.clear();
+    await Promise.all(closing);
   }
 }
 

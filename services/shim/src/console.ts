@@ -1,0 +1,152 @@
+/**
+ * Terminals. The runtime creates the pty and sends its master over `--console-socket` with
+ * SCM_RIGHTS; Node cannot receive descriptors, so the shim accepts the connection paused and calls
+ * recvmsg(2) through koffi. The shim then copies stdin FIFO -> master and master -> stdout FIFO (with
+ * backpressure), and closes stdout once the master reports EIO (every slave end closed): the client
+ * reads to EOF.
+ */
+import * as crypto from "node:crypto";
+import * as fs from "node:fs";
+import * as net from "node:net";
+import * as os from "node:os";
+import * as path from "node:path";
+import * as tty from "node:tty";
+import { receiveFd, setWinsize } from "../../../libs/sys/linux";
+import { classError } from "../../../libs/ttrpc/errors";
+import { closeQuietly, parseTarget, type StdioPaths } from "./stdio";
+
+/** A listening console socket in a private temporary directory. */
+export class ConsoleSocket {
+  private constructor(readonly path: string, private readonly dir: string, private readonly server: net.Server, private readonly master: Promise<number>) {}
+
+  static async create(timeoutMs = 30_000): Promise<ConsoleSocket> {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "flt-pty-"));
+    const p = path.join(dir, "pty.sock");
+    let settle!: { resolve: (fd: number) => void; reject: (e: Error) => void };
+    const master = new Promise<number>((resolve, reject) => (settle = { resolve, reject }));
+    master.catch(() => undefined);
+    const server = net.createServer({ pauseOnConnect: true }, (conn) => {
+      const fd = (conn as unknown as { _handle?: { fd?: number } })._handle?.fd;
+      if (fd === undefined || fd < 0) {
+        conn.destroy();
+        return settle.reject(classError("internal", "console socket: no descriptor for the connection"));
+      }
+      const started = Date.now();
+      const attempt = (): void => {
+        try {
+          const r = receiveFd(fd);
+          if (r) {
+            conn.destroy();
+            return settle.resolve(r.fd);
+          }
+        } catch (e) {
+          conn.destroy();
+          return settle.reject(e as Error);
+        }
+        if (Date.now() - started > timeoutMs) {
+          conn.destroy();
+          return settle.reject(classError("context deadline exceeded", "console socket: no pty master received"));
+        }
+        setTimeout(attempt, 2);
+      };
+      attempt();
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(p, () => resolve());
+    });
+    return new ConsoleSocket(p, dir, server, master);
+  }
+
+  /** The pty master, once the runtime sent it. */
+  receiveMaster(): Promise<number> {
+    return this.master;
+  }
+
+  close(): void {
+    this.server.close();
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Copies between the client's FIFOs and a pty master. */
+export class ConsoleCopy {
+  private readonly master: tty.ReadStream;
+  private readonly out?: net.Socket;
+  private stdin?: net.Socket;
+  private stdinFd = -1;
+  /** Resolves when the output is copied and the stdout FIFO closed. */
+  readonly done: Promise<void>;
+
+  constructor(private readonly masterFd: number, paths: StdioPaths) {
+    this.master = new tty.ReadStream(masterFd);
+    this.master.on("error", () => undefined);
+    const outT = parseTarget(paths.stdout);
+    if (outT.kind === "fifo" || outT.kind === "file") {
+      const fd = outT.kind === "fifo"
+        ? fs.openSync(outT.path, fs.constants.O_RDWR)
+        : fs.openSync(outT.path, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT, 0o644);
+      this.out = outT.kind === "fifo" ? new net.Socket({ fd, readable: false, writable: true }) : (fs.createWriteStream("", { fd }) as unknown as net.Socket);
+      this.out.on("error", () => undefined);
+    }
+    const inT = parseTarget(paths.stdin);
+    if (inT.kind === "fifo") {
+      this.stdinFd = fs.openSync(inT.path, fs.constants.O_RDWR);
+      this.stdin = new net.Socket({ fd: this.stdinFd, readable: true, writable: false });
+      this.stdin.on("error", () => undefined);
+      this.stdin.on("data", (b: Buffer) => {
+        if (!this.master.write(b)) {
+          this.stdin?.pause();
+          this.master.once("drain", () => this.stdin?.resume());
+        }
+      });
+    }
+    this.done = new Promise<void>((resolve) => {
+      let finished = false;
+      const finish = (): void => {
+        if (finished) return;
+        finished = true;
+        if (!this.out) return resolve();
+        const t = setTimeout(() => {
+          this.out!.destroy();
+          resolve();
+        }, 10_000);
+        this.out.end(() => {
+          clearTimeout(t);
+          this.out!.destroy();
+          resolve();
+        });
+      };
+      this.master.on("data", (b: Buffer) => {
+        if (this.out && !this.out.write(b)) {
+          this.master.pause();
+          this.out.once("drain", () => this.master.resume());
+        }
+      });
+      this.master.on("end", finish);
+      this.master.on("error", finish);
+      this.master.on("close", finish);
+    });
+  }
+
+  resize(width: number, height: number): void {
+    setWinsize(this.masterFd, width, height);
+  }
+
+  closeStdin(): void {
+    this.stdin?.destroy();
+    this.stdin = undefined;
+  }
+
+  /** Stop copying and release everything (after the process is gone). */
+  close(): void {
+    this.closeStdin();
+    this.master.destroy();
+  }
+}
+
+export function randomSuffix(): string {
+  return crypto.randomBytes(4).toString("hex");
+}
+
+export { closeQuietly };

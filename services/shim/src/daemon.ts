@@ -1,0 +1,72 @@
+/**
+ * The serving shim: a child subreaper that owns its containers' processes, serves the task API
+ * (containerd.task.v2.Task and .v3) over ttrpc on the socket `start` created (inherited as fd 3), and
+ * forwards task events to `$TTRPC_ADDRESS`. It runs in its own session, so it outlives the tasks
+ * process; it exits when Shutdown finds no containers left.
+ */
+import * as fs from "node:fs";
+import * as net from "node:net";
+import * as path from "node:path";
+import { setChildSubreaper } from "../../../libs/sys/linux";
+import { TtrpcServer } from "../../../libs/ttrpc/server";
+import type { ShimFlags } from "./flags";
+import { openLog } from "./log";
+import { Publisher } from "./publisher";
+import { Reaper } from "./reaper";
+import { TaskService } from "./service";
+
+export const TASK_V2 = "containerd.task.v2.Task";
+export const TASK_V3 = "containerd.task.v3.Task";
+
+export async function serve(flags: ShimFlags): Promise<void> {
+  const bundle = process.cwd();
+  const log = openLog(path.join(bundle, "log"), flags.debug ? "debug" : "info", { shim: "flotilla", id: flags.id, namespace: flags.namespace, pid: process.pid });
+  process.on("uncaughtException", (err) => log.error("uncaught exception", { err: err.stack ?? String(err) }));
+  process.on("unhandledRejection", (err) => log.error("unhandled rejection", { err: (err as Error)?.stack ?? String(err) }));
+  process.on("SIGPIPE", () => undefined);
+  setChildSubreaper();
+
+  const reaper = new Reaper();
+  const publisher = new Publisher(process.env.TTRPC_ADDRESS ?? "", flags.namespace, log);
+  const socketFile = process.env.FLOTILLA_SHIM_SOCKET ?? flags.socket;
+  const server = new TtrpcServer({ onError: (err, where) => log.error("request failed", { where, err: (err as Error)?.stack ?? String(err) }) });
+  let stopping = false;
+  const service = new TaskService({
+    namespace: flags.namespace,
+    publisher,
+    reaper,
+    log,
+    runtimeBinary: process.env.FLOTILLA_RUNC_BINARY || "runc",
+    runtimeRoot: process.env.FLOTILLA_RUNC_ROOT || "/run/containerd/runc",
+    onShutdown: () => {
+      if (stopping) return;
+      stopping = true;
+      log.info("shutting down");
+      void (async () => {
+        await publisher.flush(5000);
+        await server.close();
+        if (socketFile) fs.rmSync(socketFile, { force: true });
+        publisher.close();
+        process.exit(0);
+      })();
+    },
+  });
+  const desc = service.descriptor();
+  server.register(TASK_V2, desc);
+  server.register(TASK_V3, desc);
+
+  const fd = Number(process.env.FLOTILLA_SHIM_LISTEN_FD ?? "");
+  if (Number.isInteger(fd) && fd > 2) {
+    const l = net.createServer();
+    await new Promise<void>((resolve, reject) => {
+      l.once("error", reject);
+      l.listen({ fd }, () => resolve());
+    });
+    server.serve(l);
+  } else if (socketFile) {
+    await server.listen(socketFile);
+  } else {
+    throw new Error("no socket to serve on (FLOTILLA_SHIM_LISTEN_FD or -socket)");
+  }
+  log.info("serving", { socket: socketFile });
+}

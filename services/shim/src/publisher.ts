@@ -1,0 +1,96 @@
+/**
+ * Task events from the shim to the daemon: `containerd.services.events.ttrpc.v1.Events/Forward` on
+ * `$TTRPC_ADDRESS`, one at a time in publish order (containerd's order rules depend on it). The
+ * connection is dialled lazily and redialled after failures; each event is retried up to 5 times with
+ * a growing pause (1 s x attempt), then dropped; at most 2048 events wait.
+ */
+import { TtrpcClient, NAMESPACE_KEY } from "../../../libs/ttrpc/client";
+import { encode, type Obj, type Schema } from "./pb";
+import { Envelope, ForwardRequest } from "./messages";
+import type { ShimLogger } from "./log";
+
+const SERVICE = "containerd.services.events.ttrpc.v1.Events";
+const MAX_QUEUE = 2048;
+const MAX_ATTEMPTS = 5;
+const CALL_TIMEOUT_MS = 5000;
+
+export function nowTimestamp(d: Date = new Date()): { seconds: number; nanos: number } {
+  const ms = d.getTime();
+  const seconds = Math.floor(ms / 1000);
+  return { seconds, nanos: (ms - seconds * 1000) * 1e6 };
+}
+
+export class Publisher {
+  private readonly queue: Buffer[] = [];
+  private client?: TtrpcClient;
+  private running = false;
+  private idle: (() => void)[] = [];
+
+  constructor(private readonly address: string, private readonly namespace: string, private readonly log: ShimLogger) {}
+
+  publish(topic: string, schema: Schema, event: Obj): void {
+    const env = {
+      timestamp: nowTimestamp(),
+      namespace: this.namespace,
+      topic,
+      event: { type_url: schema.name, value: encode(schema, event) },
+    };
+    if (this.queue.length >= MAX_QUEUE) {
+      this.log.warn("event queue full, dropping the oldest event");
+      this.queue.shift();
+    }
+    this.queue.push(encode(ForwardRequest, { envelope: env }));
+    this.log.debug("event", { topic });
+    if (!this.running) void this.run();
+  }
+
+  /** Resolve when the queue is empty (or after `timeoutMs`). */
+  flush(timeoutMs: number): Promise<void> {
+    if (!this.running && this.queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, timeoutMs);
+      this.idle.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+
+  close(): void {
+    this.client?.close();
+  }
+
+  private async connect(): Promise<TtrpcClient> {
+    if (this.client?.isOpen) return this.client;
+    this.client = await TtrpcClient.connect(this.address);
+    return this.client;
+  }
+
+  private async run(): Promise<void> {
+    this.running = true;
+    try {
+      while (this.queue.length) {
+        const payload = this.queue[0]!;
+        for (let attempt = 1; ; attempt++) {
+          try {
+            const c = await this.connect();
+            await c.call(SERVICE, "Forward", payload, { timeoutMs: CALL_TIMEOUT_MS, metadata: { [NAMESPACE_KEY]: [this.namespace] } });
+            break;
+          } catch (e) {
+            this.client?.close();
+            this.client = undefined;
+            if (attempt >= MAX_ATTEMPTS) {
+              this.log.error("dropping an event after retries", { err: e as Error });
+              break;
+            }
+            await new Promise((r) => setTimeout(r, 1000 * attempt));
+          }
+        }
+        this.queue.shift();
+      }
+    } finally {
+      this.running = false;
+      for (const f of this.idle.splice(0)) f();
+    }
+  }
+}

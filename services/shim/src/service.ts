@@ -1,0 +1,304 @@
+/**
+ * The shim's task service (containerd.task.v2.Task, also served as containerd.task.v3.Task): the
+ * RPCs of ../shared/REFERENCE.md part 2 B.5 over the containers this shim owns, publishing
+ * containerd's task events in order (create, start, exec-added, exec-started, paused, resumed, oom,
+ * exit, delete).
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { classError } from "../../../libs/ttrpc/errors";
+import type { ServiceDesc, UnaryHandler } from "../../../libs/ttrpc/server";
+import { Container } from "./container";
+import { isLegacy, statsV1, statsV2 } from "./cgroups";
+import { decode, encode, type Obj, type Schema } from "./pb";
+import * as M from "./messages";
+import { nowTimestamp, type Publisher } from "./publisher";
+import { STATUS_CODE, type Process } from "./process";
+import type { Reaper } from "./reaper";
+import { Runc } from "./runc";
+import type { ShimLogger } from "./log";
+
+export interface ServiceOptions {
+  namespace: string;
+  publisher: Publisher;
+  reaper: Reaper;
+  log: ShimLogger;
+  /** Default OCI runtime binary and state root (options.binary_name / options.root override them). */
+  runtimeBinary: string;
+  runtimeRoot: string;
+  /** Called when Shutdown finds no containers left. */
+  onShutdown: () => void;
+}
+
+const ts = (d: Date | undefined): Obj | null => (d ? nowTimestamp(d) : null);
+
+export class TaskService {
+  readonly containers = new Map<string, Container>();
+
+  constructor(private readonly o: ServiceOptions) {}
+
+  private get(id: string): Container {
+    const c = this.containers.get(id);
+    if (!c) throw classError("not found", "container not created");
+    return c;
+  }
+
+  private publish(topic: string, schema: Schema, ev: Obj): void {
+    this.o.publisher.publish(topic, schema, ev);
+  }
+
+  private onExit = (c: Container, p: Process): void => {
+    this.publish("/tasks/exit", M.TaskExit, { container_id: c.id, id: p.id, pid: p.pid, exit_status: p.exitStatus, exited_at: ts(p.exitedAt) });
+  };
+
+  private onOOM = (c: Container): void => {
+    this.publish("/tasks/oom", M.TaskOOM, { container_id: c.id });
+  };
+
+  async create(r: Obj): Promise<Obj> {
+    const id = String(r.id);
+    if (this.containers.has(id)) throw classError("already exists", `container ${id}`);
+    const opts = r.options?.type_url ? decode(M.RuncOptions, r.options.value) : decode(M.RuncOptions, Buffer.alloc(0));
+    if (r.options?.type_url && !String(r.options.type_url).endsWith("containerd.runc.v1.Options")) {
+      throw classError("invalid argument", `unsupported runtime options type ${r.options.type_url}`);
+    }
+    const bundle = String(r.bundle);
+    const binary = opts.binary_name || this.o.runtimeBinary;
+    const root = opts.root || path.join(this.o.runtimeRoot, this.o.namespace);
+    fs.writeFileSync(path.join(bundle, "options.json"), JSON.stringify({ ...opts, binary_name: binary, root }), { mode: 0o600 });
+    fs.writeFileSync(path.join(bundle, "runtime"), binary, { mode: 0o600 });
+    const runc = new Runc({ binary, root, log: path.join(bundle, "log.json"), systemdCgroup: opts.systemd_cgroup }, this.o.reaper);
+    const stdio = { stdin: String(r.stdin), stdout: String(r.stdout), stderr: String(r.stderr), terminal: Boolean(r.terminal) };
+    const c = new Container(
+      { id, bundle, rootfs: r.rootfs, stdio, runc, noPivot: opts.no_pivot_root, noNewKeyring: opts.no_new_keyring, checkpoint: r.checkpoint || undefined },
+      this.o.reaper,
+      { onExit: this.onExit, onOOM: this.onOOM },
+    );
+    this.containers.set(id, c);
+    // The exit handler waits on `busy`: /tasks/create goes out before any /tasks/exit.
+    const creating = (async () => {
+      const pid = await c.create();
+      this.publish("/tasks/create", M.TaskCreate, {
+        container_id: id,
+        bundle,
+        rootfs: r.rootfs,
+        io: { stdin: stdio.stdin, stdout: stdio.stdout, stderr: stdio.stderr, terminal: stdio.terminal },
+        checkpoint: r.checkpoint,
+        pid,
+      });
+      return pid;
+    })();
+    c.init.busy = creating;
+    let pid: number;
+    try {
+      pid = await creating;
+    } catch (e) {
+      this.containers.delete(id);
+      throw e;
+    }
+    this.o.log.info("created", { id, pid });
+    return { pid };
+  }
+
+  async start(r: Obj): Promise<Obj> {
+    const c = this.get(r.id);
+    if (!r.exec_id) {
+      const starting = (async () => {
+        const pid = await c.start();
+        this.publish("/tasks/start", M.TaskStart, { container_id: c.id, pid });
+        return pid;
+      })();
+      c.init.busy = starting;
+      return { pid: await starting };
+    }
+    const e = c.process(r.exec_id);
+    const starting = (async () => {
+      const pid = await c.startExec(e as never);
+      this.publish("/tasks/exec-started", M.TaskExecStarted, { container_id: c.id, exec_id: r.exec_id, pid });
+      return pid;
+    })();
+    e.busy = starting;
+    return { pid: await starting };
+  }
+
+  async delete(r: Obj): Promise<Obj> {
+    const c = this.get(r.id);
+    if (r.exec_id) {
+      const p = c.deleteExec(r.exec_id);
+      return { pid: p.pid, exit_status: p.exitStatus, exited_at: ts(p.exitedAt) };
+    }
+    const p = await c.deleteInit();
+    this.containers.delete(c.id);
+    this.publish("/tasks/delete", M.TaskDelete, { container_id: c.id, pid: p.pid, exit_status: p.exitStatus, exited_at: ts(p.exitedAt), id: "" });
+    this.o.log.info("deleted", { id: c.id, exitStatus: p.exitStatus });
+    return { pid: p.pid, exit_status: p.exitStatus, exited_at: ts(p.exitedAt) };
+  }
+
+  async exec(r: Obj): Promise<Obj> {
+    const c = this.get(r.id);
+    const execId = String(r.exec_id);
+    c.reserveExec(execId);
+    let spec: Record<string, unknown>;
+    try {
+      spec = JSON.parse(Buffer.from(r.spec?.value ?? []).toString() || "{}") as Record<string, unknown>;
+      c.addExec(execId, { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal }, spec);
+    } catch (e) {
+      c.releaseExec(execId);
+      throw e instanceof SyntaxError ? classError("invalid argument", `exec spec: ${e.message}`) : e;
+    }
+    this.publish("/tasks/exec-added", M.TaskExecAdded, { container_id: c.id, exec_id: execId });
+    return {};
+  }
+
+  async state(r: Obj): Promise<Obj> {
+    const c = this.get(r.id);
+    const p = c.process(r.exec_id);
+    return {
+      id: p.id,
+      bundle: c.bundle,
+      pid: p.pid,
+      status: STATUS_CODE[p.status],
+      stdin: p.stdio.stdin,
+      stdout: p.stdio.stdout,
+      stderr: p.stdio.stderr,
+      terminal: p.stdio.terminal,
+      exit_status: p.exitStatus,
+      exited_at: ts(p.exitedAt),
+      exec_id: r.exec_id ? p.id : "",
+    };
+  }
+
+  async kill(r: Obj): Promise<Obj> {
+    await this.get(r.id).kill(r.exec_id, r.signal, r.all);
+    return {};
+  }
+
+  async pause(r: Obj): Promise<Obj> {
+    const c = this.get(r.id);
+    await c.pause();
+    this.publish("/tasks/paused", M.TaskPaused, { container_id: c.id });
+    return {};
+  }
+
+  async resume(r: Obj): Promise<Obj> {
+    const c = this.get(r.id);
+    await c.resume();
+    this.publish("/tasks/resumed", M.TaskResumed, { container_id: c.id });
+    return {};
+  }
+
+  async pids(r: Obj): Promise<Obj> {
+    const c = this.get(r.id);
+    let pids: number[];
+    try {
+      pids = await c.runc.ps(c.id);
+    } catch (e) {
+      throw classError("unknown", (e as Error).message);
+    }
+    const execByPid = new Map([...c.execs.values()].filter((e) => e.pid).map((e) => [e.pid, e.id]));
+    return {
+      processes: pids.map((pid) => {
+        const execId = execByPid.get(pid);
+        return { pid, info: execId ? { type_url: M.ProcessDetails.name, value: encode(M.ProcessDetails, { exec_id: execId }) } : null };
+      }),
+    };
+  }
+
+  async closeIO(r: Obj): Promise<Obj> {
+    const p = this.get(r.id).process(r.exec_id);
+    if (r.stdin) p.closeStdin();
+    return {};
+  }
+
+  async resizePty(r: Obj): Promise<Obj> {
+    const p = this.get(r.id).process(r.exec_id);
+    if (p.status === "stopped" || p.status === "deleted") throw classError("failed precondition", "cannot resize a stopped container");
+    p.resize(r.width, r.height);
+    return {};
+  }
+
+  async update(r: Obj): Promise<Obj> {
+    const c = this.get(r.id);
+    if (c.init.status !== "running" && c.init.status !== "paused") throw classError("failed precondition", `cannot update a ${c.init.status} process`);
+    try {
+      await c.runc.update(c.id, Buffer.from(r.resources?.value ?? []).toString() || "{}");
+    } catch (e) {
+      throw classError("unknown", (e as Error).message);
+    }
+    return {};
+  }
+
+  async checkpoint(r: Obj): Promise<Obj> {
+    const c = this.get(r.id);
+    const o = r.options?.type_url ? decode(M.CheckpointOptions, r.options.value) : decode(M.CheckpointOptions, Buffer.alloc(0));
+    if (c.init.status !== "running" && c.init.status !== "paused") throw classError("failed precondition", `cannot checkpoint a ${c.init.status} process`);
+    try {
+      await c.runc.checkpoint(c.id, {
+        imagePath: o.image_path || r.path,
+        workPath: o.work_path || undefined,
+        parentPath: o.parent_path || undefined,
+        exit: o.exit,
+        tcp: o.open_tcp,
+        unixSockets: o.external_unix_sockets,
+        terminal: o.terminal,
+        fileLocks: o.file_locks,
+        emptyNs: o.empty_namespaces,
+      });
+    } catch (e) {
+      throw classError("unknown", (e as Error).message);
+    }
+    this.publish("/tasks/checkpointed", M.TaskCheckpointed, { container_id: c.id, checkpoint: o.image_path || r.path });
+    return {};
+  }
+
+  async wait(r: Obj): Promise<Obj> {
+    const p = this.get(r.id).process(r.exec_id);
+    const e = await p.wait();
+    return { exit_status: e.status, exited_at: ts(e.at) };
+  }
+
+  async stats(r: Obj): Promise<Obj> {
+    const c = this.get(r.id);
+    if (!c.cgroup) throw classError("not found", "cgroup does not exist");
+    const legacy = isLegacy();
+    const schema = legacy ? M.MetricsV1 : M.MetricsV2;
+    const data = legacy ? statsV1(c.cgroup) : statsV2(c.cgroup);
+    return { stats: { type_url: schema.name, value: encode(schema, data) } };
+  }
+
+  async connect(r: Obj): Promise<Obj> {
+    const c = this.containers.get(r.id);
+    return { shim_pid: process.pid, task_pid: c?.init.pid ?? 0, version: "" };
+  }
+
+  async shutdown(): Promise<Obj> {
+    if (this.containers.size === 0) setImmediate(() => this.o.onShutdown());
+    return {};
+  }
+
+  /** ttrpc handlers for the service (the same for v2 and v3). */
+  descriptor(): ServiceDesc {
+    const h = (req: Schema, res: Schema, fn: (r: Obj) => Promise<Obj>): UnaryHandler => async (_ctx, payload) => encode(res, await fn(decode(req, payload)));
+    return {
+      methods: {
+        State: h(M.StateRequest, M.StateResponse, (r) => this.state(r)),
+        Create: h(M.CreateTaskRequest, M.CreateTaskResponse, (r) => this.create(r)),
+        Start: h(M.StartRequest, M.StartResponse, (r) => this.start(r)),
+        Delete: h(M.DeleteRequest, M.DeleteResponse, (r) => this.delete(r)),
+        Pids: h(M.PidsRequest, M.PidsResponse, (r) => this.pids(r)),
+        Pause: h(M.PauseRequest, M.Empty, (r) => this.pause(r)),
+        Resume: h(M.ResumeRequest, M.Empty, (r) => this.resume(r)),
+        Checkpoint: h(M.CheckpointTaskRequest, M.Empty, (r) => this.checkpoint(r)),
+        Kill: h(M.KillRequest, M.Empty, (r) => this.kill(r)),
+        Exec: h(M.ExecProcessRequest, M.Empty, (r) => this.exec(r)),
+        ResizePty: h(M.ResizePtyRequest, M.Empty, (r) => this.resizePty(r)),
+        CloseIO: h(M.CloseIORequest, M.Empty, (r) => this.closeIO(r)),
+        Update: h(M.UpdateTaskRequest, M.Empty, (r) => this.update(r)),
+        Wait: h(M.WaitRequest, M.WaitResponse, (r) => this.wait(r)),
+        Stats: h(M.StatsRequest, M.StatsResponse, (r) => this.stats(r)),
+        Connect: h(M.ConnectRequest, M.ConnectResponse, (r) => this.connect(r)),
+        Shutdown: h(M.ShutdownRequest, M.Empty, () => this.shutdown()),
+      },
+    };
+  }
+}
