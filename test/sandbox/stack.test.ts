@@ -17,6 +17,10 @@ import { RpcClient } from "../../libs/grpc/client";
 import { SandboxControllerProxy, SandboxStoreProxy } from "../../libs/clients/sandbox";
 import { repoRoot } from "../../libs/proto";
 import { listNetns } from "../../libs/cni";
+import { ContentStoreProxy } from "../../libs/clients/content";
+import { ImageStoreProxy } from "../../libs/clients/images";
+import { SnapshotterProxy } from "../../libs/clients/snapshots";
+import { resolveImage } from "../../libs/sandboxrun";
 import { startStack, waitFor, type Stack } from "../harness";
 import { buildBusyboxImage, startRegistry, type Registry } from "../images/registry";
 import { makeTestNet, pings, type TestNet } from "./net-helpers";
@@ -149,6 +153,19 @@ describe("sandbox: the stack, the CLI and real CNI", () => {
     assert.deepEqual(tnet.bridgePorts(), []);
   });
 
+  it("sandbox - run resolves a pulled image to its unpacked snapshot and process defaults through the gateway", async () => {
+    const pull = await stack.ctr(["images", "pull", "--plain-http", image], { timeoutMs: 120000 });
+    assert.equal(pull.code, 0, pull.stderr);
+    const img = await resolveImage(ctx, new ImageStoreProxy(stack.socket), new ContentStoreProxy(stack.socket), image);
+    assert.deepEqual(img.cmd, ["/bin/sh"]);
+    assert.deepEqual(img.env, ["PATH=/bin"]);
+    const info = await SnapshotterProxy.connect(stack.socket, "overlayfs").stat(ctx, img.chainId);
+    assert.equal(info.kind, "committed");
+    const r = await flotilla(stack, ["run", "--sandbox", "nosuch", image, "true"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /sandbox "nosuch": not found/);
+  });
+
   it("sandbox - a sandbox that cannot start is rolled back (tasks process unavailable)", async (t) => {
     if (tasksAvailable) return t.skip("the tasks process implements Tasks");
     const r = await flotilla(stack, ["sandbox", "run", "--label", "app=web", "nostart"]);
@@ -162,8 +179,6 @@ describe("sandbox: the stack, the CLI and real CNI", () => {
 
   it("sandbox - two containers share localhost, the pod IP answers from the host, a second pod differs, kill -9 survives, rm leaves nothing", async (t) => {
     if (!tasksAvailable) return t.skip("the tasks process does not implement Tasks yet");
-    const pull = await stack.ctr(["images", "pull", "--plain-http", image], { timeoutMs: 120000 });
-    assert.equal(pull.code, 0, pull.stderr);
 
     const [, ipA] = (await ok(["sandbox", "run", "--label", "app=web", "pod-a"])).trim().split(" ");
     const [, ipB] = (await ok(["sandbox", "run", "pod-b"])).trim().split(" ");
