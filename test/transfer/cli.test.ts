@@ -8,9 +8,10 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import * as zlib from "node:zlib";
 import { background } from "../../libs/context";
 import { RpcClient } from "../../libs/grpc/client";
-import { TRANSFER_SERVICE, imageStoreAny } from "../../libs/clients/transfer";
+import { TRANSFER_SERVICE, imageStoreAny, openStream } from "../../libs/clients/transfer";
 import { repoRoot } from "../../libs/proto";
 import { sha256 } from "../../libs/oci";
 import { startStack, type Stack } from "../harness";
@@ -100,6 +101,11 @@ describe("transfer - cli", () => {
     assert.match(ls.stdout, new RegExp(`local/copy:1\\s+\\S+\\s+${img.manifest.desc.digest}`));
     const check = await stack.ctr(["images", "check"]);
     assert.equal((check.stdout.match(/complete \(3\/3\)/g) ?? []).length, 2, check.stdout);
+    // a gzip-compressed archive is recognised, and --base-name names images without a full name
+    const gz = path.join(stack.dir, "out.tar.gz");
+    fs.writeFileSync(gz, zlib.gzipSync(fs.readFileSync(out)));
+    ok(await flt(stack, ["import", "--index-name", "archive/index:1", gz]));
+    assert.match((await stack.ctr(["images", "ls", "-q"])).stdout, /^archive\/index:1$/m);
   });
 
   it("push to an htpasswd registry, skopeo sees it, a second push skips blobs, pull back by digest", async () => {
@@ -156,6 +162,14 @@ describe("transfer - cli", () => {
     await assert.rejects(
       rpc.unary(background("default"), "Transfer", { source: { type_url: "example.com/Nope", value: Buffer.alloc(0) }, destination: imageStoreAny({ name: "x" }) }),
       (e: Error & { code?: string }) => e.code === "not implemented" && e.message.includes("method Transfer not implemented for example.com/Nope to containerd.types.transfer.ImageStore"),
+    );
+    // streams: a duplicate id is AlreadyExists, an unknown one NotFound
+    const s1 = await openStream(background("default"), stack.socket, "dup-stream");
+    await assert.rejects(openStream(background("default"), stack.socket, "dup-stream"), (e: Error & { code?: string }) => e.code === "already exists");
+    await s1.close();
+    await assert.rejects(
+      rpc.unary(background("default"), "Transfer", { source: imageStoreAny({ name: "x" }), destination: imageStoreAny({ name: "y" }), options: { progress_stream: "no-such-stream" } }),
+      (e: Error & { code?: string }) => e.code === "not found",
     );
     const before = (await stack.ctr(["images", "ls", "-q"])).stdout;
     const missing = await flt(stack, ["pull", `${reg.host}/test/busybox:nope`]);
