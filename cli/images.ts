@@ -38,7 +38,7 @@ common options:
       --skip-manifest-json  export: no docker manifest.json
       --force            tag: replace an existing name
       --plain            plain progress lines even on a terminal
-      --http-debug       log registry HTTP exchanges in the transfer service
+      --http-debug       print the transfer service's registry HTTP exchanges (stderr)
 `;
 
 const OPTIONS = {
@@ -214,6 +214,7 @@ function labels(v: Values): Record<string, string> {
 
 function registryOptions(v: Values): RegistryOptions {
   const o: RegistryOptions = { defaultScheme: v["plain-http"] ? "http" : "", hostDir: v["hosts-dir"] ?? "", httpDebug: v["http-debug"] ? 1 : 0 };
+  if (v["http-debug"]) o.logs = (c) => process.stderr.write(c);
   if (v.user) {
     const i = v.user.indexOf(":");
     const username = i >= 0 ? v.user.slice(0, i) : v.user;

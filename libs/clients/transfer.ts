@@ -228,6 +228,8 @@ export interface RegistryOptions {
   defaultScheme?: string;
   httpDebug?: number;
   credentials?: (req: { host: string; reference: string; wwwAuthenticate: string[] }) => Promise<RegistryCredentials | undefined>;
+  /** With httpDebug: receives the service's HTTP debug output (over a logs stream). */
+  logs?: (chunk: Buffer) => void;
 }
 
 export interface ImageStoreOptions {
@@ -313,24 +315,33 @@ export class TransferClient {
     }
   }
 
-  private async withAuth<T>(ctx: CallContext, o: RegistryOptions, fn: (authId: string) => Promise<T>): Promise<T> {
-    if (!o.credentials) return fn("");
-    const s = await this.openStream(ctx, "creds");
-    const served = serveCredentials(s, o.credentials);
+  private async withAuth<T>(ctx: CallContext, o: RegistryOptions, fn: (authId: string, logsId: string) => Promise<T>): Promise<T> {
+    const logs = o.httpDebug && o.logs ? await this.openStream(ctx, "http-debug-logs") : undefined;
+    const reading = logs ? (async () => {
+      for await (const c of receiveBytes(logs)) o.logs!(c);
+    })().catch(() => undefined) : undefined;
     try {
-      return await fn(s.id);
+      if (!o.credentials) return await fn("", logs?.id ?? "");
+      const s = await this.openStream(ctx, "creds");
+      const served = serveCredentials(s, o.credentials);
+      try {
+        return await fn(s.id, logs?.id ?? "");
+      } finally {
+        await s.close();
+        await served.catch(() => undefined);
+      }
     } finally {
-      await s.close();
-      await served.catch(() => undefined);
+      if (reading) await Promise.race([reading, new Promise((r) => setTimeout(r, 500))]);
+      await logs?.close();
     }
   }
 
   pull(ctx: CallContext, reference: string, store: ImageStoreOptions, o: RegistryOptions = {}, opts: TransferCallOptions = {}): Promise<void> {
-    return this.withAuth(ctx, o, (auth) => this.transfer(ctx, registryAny(reference, o, auth), imageStoreAny({ name: reference, ...store }), opts));
+    return this.withAuth(ctx, o, (auth, logs) => this.transfer(ctx, registryAny(reference, o, auth, logs), imageStoreAny({ name: reference, ...store }), opts));
   }
 
   push(ctx: CallContext, image: string, reference: string, o: RegistryOptions = {}, store: ImageStoreOptions = {}, opts: TransferCallOptions = {}): Promise<void> {
-    return this.withAuth(ctx, o, (auth) => this.transfer(ctx, imageStoreAny({ name: image, ...store }), registryAny(reference, o, auth), opts));
+    return this.withAuth(ctx, o, (auth, logs) => this.transfer(ctx, imageStoreAny({ name: image, ...store }), registryAny(reference, o, auth, logs), opts));
   }
 
   tag(ctx: CallContext, source: string, target: string, opts: TransferCallOptions = {}): Promise<void> {

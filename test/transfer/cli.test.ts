@@ -134,8 +134,11 @@ describe("transfer - cli", () => {
     const denied = await flt(stack, ["pull", target]);
     assert.notEqual(denied.code, 0);
     const before = bearer.tokensIssued;
-    ok(await flt(stack, ["pull", "-u", "bob:hunter2", target]));
+    const dbg = await flt(stack, ["pull", "--http-debug", "-u", "bob:hunter2", target]);
+    ok(dbg);
     assert.ok(bearer.tokensIssued > before);
+    assert.match(dbg.stderr, /GET http:\/\/127\.0\.0\.1:\d+\/token -> 200/, dbg.stderr);
+    assert.match(dbg.stderr, /HEAD http:\/\/127\.0\.0\.1:\d+\/v2\/test\/busybox\/manifests\/1\.0 -> 200/, dbg.stderr);
     ok(await flt(stack, ["push", "-u", "bob:hunter2", `${bearer.host}/test/copy:2`, ref]));
     const sk = spawnSync("skopeo", ["inspect", "--tls-verify=false", "--creds", "bob:hunter2", `docker://${reg.host}/test/copy:2`], { encoding: "utf8" });
     assert.equal(sk.status, 0, sk.stderr);

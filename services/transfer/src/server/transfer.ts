@@ -7,7 +7,7 @@ import { status as GrpcStatus } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { CallContext } from "../../../../libs/context";
 import { namespaceRequired } from "../../../../libs/context";
-import { authResponseFromProto, platformFromProto, progressToProto } from "../../../../libs/clients/transfer";
+import { authResponseFromProto, platformFromProto, progressToProto, sendBytes } from "../../../../libs/clients/transfer";
 import { errCanceled, isNotImplemented } from "../../../../libs/errdefs";
 import type { Msg, ServiceHandlers } from "../../../../libs/grpc/server";
 import { decode, encode } from "../../../../libs/proto";
@@ -40,6 +40,27 @@ export function streamCredentials(stream: TransferStream): NonNullable<Extract<T
   };
 }
 
+/** Lines written as a byte stream (the resolver's logs_stream), sent as credit allows; dropped when the client lags far behind. */
+function lineWriter(stream: TransferStream): (line: string) => void {
+  const queue: Buffer[] = [];
+  let wake: (() => void) | undefined;
+  void sendBytes(stream, (async function* () {
+    for (;;) {
+      while (queue.length) yield queue.shift()!;
+      if (stream.signal.aborted) return;
+      await new Promise<void>((r) => {
+        wake = r;
+        stream.signal.addEventListener("abort", () => r(), { once: true });
+      });
+      wake = undefined;
+    }
+  })()).catch(() => undefined);
+  return (line) => {
+    if (queue.length < 10_000) queue.push(Buffer.from(line.endsWith("\n") ? line : `${line}\n`));
+    wake?.();
+  };
+}
+
 /** Decode a source or destination; undefined for a type URL that is not one of ours. */
 export function convertAny(ctx: CallContext, a: Msg | null | undefined, streams: StreamManager, log?: Logger): TransferObject | undefined {
   const url = String(a?.type_url ?? "");
@@ -49,6 +70,9 @@ export function convertAny(ctx: CallContext, a: Msg | null | undefined, streams:
       const m = decode<Msg>(url, value);
       const r = (m.resolver ?? {}) as Msg;
       const authId = String(r.auth_stream ?? "");
+      const logsId = String(r.logs_stream ?? "");
+      const debug = Number(r.http_debug ?? 0);
+      const logs = debug ? (logsId ? lineWriter(streams.get(ctx, logsId)) : (line: string) => log?.info({ reference: m.reference }, line)) : undefined;
       return {
         kind: "registry",
         reference: String(m.reference ?? ""),
@@ -58,7 +82,7 @@ export function convertAny(ctx: CallContext, a: Msg | null | undefined, streams:
           hostDir: String(r.host_dir ?? ""),
           defaultScheme: String(r.default_scheme ?? ""),
           httpDebug: Number(r.http_debug ?? 0),
-          ...(Number(r.http_debug ?? 0) ? { logs: (line: string) => log?.info({ reference: m.reference }, line) } : {}),
+          ...(logs ? { logs } : {}),
         },
       };
     }
