@@ -173,12 +173,23 @@ export interface GCStats {
   freed: { content: number; snapshots: number; ingests: number; leases: number };
   /** Why parts of the pass were skipped (e.g. `content: unavailable`), empty when nothing was. */
   skipped: string[];
+  /** Time spent per phase (read objects, read leases, read roots, mark and sweep), when measured. */
+  phasesMs?: Record<string, number>;
 }
 
 export interface GarbageCollector {
   /** One mark-and-sweep pass over every namespace. */
   collect(ctx: CallContext): Promise<GCStats>;
 }
+
+/**
+ * The phases of a pass, in order: "start" (which snapshotters are loaded), "read" (every object, and
+ * the roots: images, containers, sandboxes), "leases" (leases and what they hold), "sweep".
+ */
+export const GC_PHASES = ["start", "read", "leases", "sweep"] as const;
+export type GCPhase = (typeof GC_PHASES)[number];
+/** What a sync deletion needs a pass to read after it: leases (read in "leases"), images (in "read"). */
+export type GCReadPhase = "leases" | "images";
 
 export interface GCScheduler {
   /**
@@ -190,7 +201,8 @@ export interface GCScheduler {
   markMutation(namespace?: string): void;
   /**
    * Run a pass soon, covering at least the context's namespace, and resolve with the stats of the
-   * first pass that starts after this call.
+   * first pass that reads `after` (the kind of object just deleted: "images" by default, or "leases")
+   * after this call. A pass already running that has not read that kind yet serves.
    */
-  scheduleAndWait(ctx: CallContext): Promise<GCStats>;
+  scheduleAndWait(ctx: CallContext, after?: GCReadPhase): Promise<GCStats>;
 }

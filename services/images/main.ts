@@ -36,12 +36,12 @@ export const imagesService: ServiceDefinition = {
 
     let collector: Collector | undefined;
     let leases: LocalLeaseManager | undefined;
-    const scheduler = new Scheduler({ collect: (ctx, only) => collector!.collect(ctx, only) }, gcCfg, {
+    const scheduler = new Scheduler({ collect: (ctx, only) => collector!.collect(ctx, only), progress: () => collector?.progress() }, gcCfg, {
       onPass: (st) => {
         observer.onPass(st);
         const freed = Object.values(st.freed).reduce((a, b) => a + b, 0);
         const level = st.skipped.length ? "warn" : freed ? "info" : "debug";
-        sc.log[level]({ pass: st.pass, ms: Math.round(st.elapsedMs * 10) / 10, freed: st.freed, skipped: st.skipped.length ? st.skipped : undefined }, "garbage collected");
+        sc.log[level]({ pass: st.pass, ms: Math.round(st.elapsedMs * 10) / 10, freed: st.freed, phases: st.phasesMs, skipped: st.skipped.length ? st.skipped : undefined }, "garbage collected");
       },
       onError: (e) => {
         observer.onError(e);

@@ -62,7 +62,7 @@ class FakeCluster {
   containers = new Map<string, ContainerObject[]>();
   down = new Set<"content" | "snapshots" | "containers">();
   deletes: { ns: string; what: string; pass: number }[] = [];
-  hooks: { beforeContentList?: () => Promise<void>; onContainers?: (ns: string) => Promise<void> } = {};
+  hooks: { beforeContentList?: () => Promise<void>; onContainers?: (ns: string) => Promise<void>; beforeSnapshotRemove?: () => void } = {};
 
   private ns(ctx: CallContext): string {
     return ctx.namespace!;
@@ -109,6 +109,9 @@ class FakeCluster {
         list: async (ctx, sn) => (this.up("snapshots"), [...(this.snaps.get(this.ns(ctx))?.values() ?? [])].filter((s) => s.snapshotter === sn)),
         remove: async (ctx, sn, key, pass) => {
           this.up("snapshots");
+          const hook = this.hooks.beforeSnapshotRemove;
+          this.hooks.beforeSnapshotRemove = undefined;
+          hook?.();
           const m = this.snaps.get(this.ns(ctx));
           if (!m?.has(`${sn}/${key}`)) throw errNotFound(`snapshot ${key}`);
           if ([...m.values()].some((s) => s.snapshotter === sn && s.parent === key)) throw errFailedPrecondition(`cannot remove snapshot ${key}: has children`);
@@ -128,7 +131,8 @@ class FakeCluster {
   }
 }
 
-function collectorFor(m: LocalMeta, c: FakeCluster, now?: () => Date): Collector {
+function collectorFor(m: LocalMeta, c: FakeCluster, now?: () => Date, afterLeaseRead?: () => Promise<void>): Collector {
+  let leaseReads = 0;
   return new Collector({
     sources: c.sources(),
     gate: m.gate,
@@ -142,7 +146,11 @@ function collectorFor(m: LocalMeta, c: FakeCluster, now?: () => Date): Collector
       ])],
       images: (ns) => m.images.namespaceImages(ns),
       leases: (ns) => m.leases.namespaceLeases(ns),
-      heldBy: (ctx, id) => m.leases.heldBy(ctx, id),
+      heldBy: async (ctx, id) => {
+        const r = await m.leases.heldBy(ctx, id);
+        if (leaseReads++ === 0) await afterLeaseRead?.();
+        return r;
+      },
       removeExpiredLease: (ctx, ns, l) => m.leases.removeExpired(ctx, ns, l),
       retryForgets: (ctx) => m.leases.retryForgets(ctx),
     },
@@ -332,12 +340,11 @@ describe("gc - the collector across processes", () => {
   it("an object added to a lease after the leases were read is still kept (re-read before the sweep)", async () => {
     const a = pulledImage(c, "default", "a");
     await m.leases.create(ctx(), { id: "pull2" });
-    // While the collector reads containers (after the leases), a pull finds the blobs already there:
-    // the content process adds them to the client's lease and the client skips them.
-    c.hooks.onContainers = async () => {
+    // Right after the collector read the leases, a pull finds the blobs already there: the content
+    // process adds them to the client's lease and the client skips them.
+    await collectorFor(m, c, undefined, async () => {
       for (const d of a.blobs) await m.content.addResource(ctx(), "pull2", { type: "content", id: d });
-    };
-    await collectorFor(m, c).collect();
+    }).collect();
     for (const d of a.blobs) assert.ok(c.hasContent("default", d));
     for (const s of a.snaps) assert.ok(c.hasSnap("default", "overlayfs", s), "and what they reference");
   });
@@ -345,7 +352,7 @@ describe("gc - the collector across processes", () => {
   it("a snapshot that cannot be removed keeps its parents", async () => {
     pulledImage(c, "default", "a");
     // a child appears after the collector listed the snapshots
-    c.hooks.onContainers = async () => c.addSnap("default", "overlayfs", "late-child", "a-chain1");
+    c.hooks.beforeSnapshotRemove = () => c.addSnap("default", "overlayfs", "late-child", "a-chain1");
     const st = await collectorFor(m, c).collect();
     assert.ok(c.hasSnap("default", "overlayfs", "a-chain1") && c.hasSnap("default", "overlayfs", "a-chain0"));
     assert.equal(st.freed.snapshots, 0);

@@ -70,6 +70,40 @@ describe("gc - scheduler", () => {
     s.stop();
   });
 
+  it("a sync wait joins the running pass while that pass has not read what was deleted", async () => {
+    let phase: "start" | "read" | "leases" | "sweep" | undefined;
+    let only: ReadonlySet<string> | undefined;
+    const col = {
+      passes: 0,
+      async collect(_c: unknown, o?: ReadonlySet<string>): Promise<GCStats> {
+        only = o;
+        this.passes++;
+        const n = this.passes;
+        for (const p of ["start", "read", "leases", "sweep"] as const) {
+          phase = p;
+          await sleep(30);
+        }
+        phase = undefined;
+        return { pass: n, startedAt: new Date(), elapsedMs: 120, freed: { content: 0, snapshots: 0, ingests: 0, leases: 0 }, skipped: [] };
+      },
+      progress: () => (phase ? { phase, only } : undefined),
+    };
+    const s = new Scheduler(col, cfg());
+    const first = s.scheduleAndWait(background("j"));
+    await sleep(10); // the pass is in "start"
+    const joinImages = s.scheduleAndWait(background("j"), "images");
+    const joinLeases = s.scheduleAndWait(background("j"), "leases");
+    await sleep(30); // now in "read": images are being read
+    const nextImages = s.scheduleAndWait(background("j"), "images");
+    const joinLeases2 = s.scheduleAndWait(background("j"), "leases");
+    assert.equal((await first).pass, 1);
+    assert.equal((await joinImages).pass, 1);
+    assert.equal((await joinLeases).pass, 1);
+    assert.equal((await joinLeases2).pass, 1);
+    assert.equal((await nextImages).pass, 2);
+    s.stop();
+  });
+
   it("deletions are debounced: one pass for a burst, later ones wait for the pause interval", async () => {
     const col = new FakeCollector();
     col.ms = 2;

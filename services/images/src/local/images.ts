@@ -161,7 +161,7 @@ export class LocalImageStore implements ImageStore {
     if (typeof res === "object") throw errNotFound(`image ${JSON.stringify(name)} has target ${res.other}, not ${opts.target!.digest}`);
     this.gc?.markDirty(ns);
     await this.events.publish(ctx, IMAGE_EVENTS.delete.topic, IMAGE_EVENTS.delete.type, { name });
-    if (opts.sync && this.gc) await this.gc.scheduleAndWait(ctx);
+    if (opts.sync && this.gc) await this.gc.scheduleAndWait(ctx, "images");
   }
 
   /** Every image of a namespace (for garbage collection). */

@@ -121,7 +121,7 @@ export class LocalLeaseManager implements LeaseManager {
     const forgetting = this.forget(ctx, ns, id).catch(() => undefined);
     if (opts.sync && this.opts.gc) {
       await forgetting;
-      await this.opts.gc.scheduleAndWait(ctx);
+      await this.opts.gc.scheduleAndWait(ctx, "leases");
     }
   }
 

@@ -2,11 +2,14 @@
  * The garbage collector: one mark-and-sweep pass across every process that holds data, with
  * containerd's rules (libs/core/gc.ts).
  *
- * Nothing is locked across processes, so the order of reads is what keeps the pass safe:
- * 1. every object (content with labels, ingests, snapshots with parents and labels), then
- * 2. the leases and what they hold — with lease deletions held back from the start of 1 to the end
- *    of 2 (MarkGate), since a deletion hands protection over to what the client made under the lease;
- * 3. images, containers and sandboxes (created before the lease that protected their parts goes).
+ * Nothing is locked across processes, so the order of reads is what keeps the pass safe. Lease
+ * deletions are held back (MarkGate) for the whole read window, since a deletion hands protection over
+ * to what the client made under the lease (an image, a container, labels on content); inside it:
+ * 1. every object (content with labels, ingests, snapshots with parents and labels), alongside the
+ *    roots: images, containers, sandboxes (made before the lease that protected their parts goes, so
+ *    before the window, or protected by a lease that is still there);
+ * 2. then the leases and what they hold: every object of step 1 existed before this read, so if a
+ *    lease held it then, this read sees that.
  * An object created after step 1 is not in the pass at all, so it cannot be swept. Just before the
  * sweep the leases are read again (a write can add an existing object to a lease at any time), and the
  * deletes carry GC_SWEEP_HEADER so an owning process can refuse a leased object atomically.
@@ -24,6 +27,7 @@ import {
   markReachable,
   snapshotNode,
   type GarbageCollector,
+  type GCPhase,
   type GCStats,
   type GraphSnapshot,
   type NamespaceGraph,
@@ -100,9 +104,22 @@ interface Roots {
 
 const DAY = 24 * 3600 * 1000;
 
+/** Where the running pass is: which namespaces it covers and what it is doing. */
+export interface PassProgress {
+  pass: number;
+  only?: ReadonlySet<string>;
+  phase: GCPhase;
+}
+
 export class Collector implements GarbageCollector {
   private pass = 0;
   private readonly swept = new Map<string, number>();
+  private current?: PassProgress;
+
+  /** The running pass, if any. */
+  progress(): PassProgress | undefined {
+    return this.current;
+  }
 
   constructor(private readonly opts: CollectorOptions) {}
 
@@ -125,6 +142,15 @@ export class Collector implements GarbageCollector {
 
   async collect(parent: CallContext = background(), only?: ReadonlySet<string>): Promise<GCStats> {
     const pass = ++this.pass;
+    this.current = { pass, only, phase: "start" };
+    try {
+      return await this.run(parent, pass, only);
+    } finally {
+      this.current = undefined;
+    }
+  }
+
+  private async run(parent: CallContext, pass: number, only?: ReadonlySet<string>): Promise<GCStats> {
     const startedAt = new Date();
     const t0 = process.hrtime.bigint();
     const stats: GCStats = { pass, startedAt, elapsedMs: 0, freed: { content: 0, snapshots: 0, ingests: 0, leases: 0 }, skipped: [] };
@@ -146,21 +172,35 @@ export class Collector implements GarbageCollector {
       return stats;
     }
 
-    // 1 + 2, with lease deletions held back.
-    const { universes, leaseViews } = await this.opts.gate.exclusive(async () => {
+    const phases: Record<string, number> = {};
+    let mark = t0;
+    /** `done` has finished; `next` starts. */
+    const lap = (done: GCPhase, next?: GCPhase): void => {
+      const t = process.hrtime.bigint();
+      phases[done] = Math.round(Number(t - mark) / 1e4) / 100;
+      mark = t;
+      if (next && this.current) this.current.phase = next;
+    };
+    stats.phasesMs = phases;
+    lap("start", "read");
+    // Everything is read with lease deletions held back; objects before leases.
+    const { universes, leaseViews, roots } = await this.opts.gate.exclusive(async () => {
+      const readRoots = mapLimit(nss, limit, async (ns): Promise<Roots> => {
+        const images = stores.images(ns);
+        const ctx = this.ctxFor(ns, parent);
+        const [containers, sandboxes] = await Promise.all([
+          attempt("containers", () => sources.roots.containers(ctx)),
+          attempt("sandboxes", () => sources.roots.sandboxes(ctx)),
+        ]);
+        return { images, containers, sandboxes };
+      });
       const universes = await mapLimit(nss, limit, (ns) => this.readUniverse(this.ctxFor(ns, parent), snapshotters));
+      const roots = await readRoots;
+      lap("read", "leases");
       const now = this.now();
       const leaseViews = await mapLimit(nss, limit, (ns) => this.readLeases(this.ctxFor(ns, parent), ns, now));
-      return { universes, leaseViews };
-    });
-    // 3
-    const roots = await mapLimit(nss, limit, async (ns): Promise<Roots> => {
-      const ctx = this.ctxFor(ns, parent);
-      const [containers, sandboxes] = await Promise.all([
-        attempt("containers", () => sources.roots.containers(ctx)),
-        attempt("sandboxes", () => sources.roots.sandboxes(ctx)),
-      ]);
-      return { images: stores.images(ns), containers, sandboxes };
+      lap("leases", "sweep");
+      return { universes, leaseViews, roots };
     });
 
     for (let i = 0; i < nss.length; i++) {
@@ -181,6 +221,7 @@ export class Collector implements GarbageCollector {
         }
       }
     }
+    lap("sweep");
     await stores.retryForgets(this.ctxFor("", parent)).catch(() => undefined);
     stats.elapsedMs = Number(process.hrtime.bigint() - t0) / 1e6;
     return stats;
@@ -277,24 +318,27 @@ export class Collector implements GarbageCollector {
       if (isNotFound(e) || isFailedPrecondition(e)) return; // gone already / leased or in use: kept
       this.opts.log?.warn({ err: e, namespace: ns }, `garbage collection could not remove ${what}`);
     };
-    await mapLimit(deadIngests, 8, async (i) => {
-      try {
-        await sources.content.abort(ctx, i.ref, pass);
-        stats.freed.ingests++;
-      } catch (e) {
-        tolerate(e, `ingest ${i.ref}`);
-      }
-    });
-    await mapLimit(deadContent, 8, async (c) => {
-      try {
-        this.noteSwept(ns, "content", c.digest);
-        await sources.content.delete(ctx, c.digest, pass);
-        stats.freed.content++;
-      } catch (e) {
-        tolerate(e, `content ${c.digest}`);
-      }
-    });
-    await this.removeSnapshots(ctx, ns, deadSnaps, snapshots, stats, tolerate);
+    // Content and snapshots are independent: their deletes run side by side.
+    const sweepContent = async (): Promise<void> => {
+      await mapLimit(deadIngests, 8, async (i) => {
+        try {
+          await sources.content.abort(ctx, i.ref, pass);
+          stats.freed.ingests++;
+        } catch (e) {
+          tolerate(e, `ingest ${i.ref}`);
+        }
+      });
+      await mapLimit(deadContent, 8, async (c) => {
+        try {
+          this.noteSwept(ns, "content", c.digest);
+          await sources.content.delete(ctx, c.digest, pass);
+          stats.freed.content++;
+        } catch (e) {
+          tolerate(e, `content ${c.digest}`);
+        }
+      });
+    };
+    await Promise.all([sweepContent(), this.removeSnapshots(ctx, ns, deadSnaps, snapshots, stats, tolerate)]);
   }
 
   /** Children before parents: waves of snapshots none of whose remaining dead children are left. */

@@ -12,7 +12,7 @@
  * untargeted mark, and every `fullScanInterval`).
  */
 import type { CallContext } from "../../../../../libs/context";
-import type { GCScheduler, GCStats } from "../../../../../libs/core/gc";
+import { GC_PHASES, type GCPhase, type GCReadPhase, type GCScheduler, type GCStats } from "../../../../../libs/core/gc";
 
 export interface SchedulerConfig {
   pauseThreshold: number;
@@ -61,6 +61,8 @@ export function schedulerConfig(t: Record<string, unknown>): SchedulerConfig {
 
 export interface Collecting {
   collect(ctx: CallContext | undefined, only?: ReadonlySet<string>): Promise<GCStats>;
+  /** The running pass: the namespaces it covers and its phase. */
+  progress?(): { only?: ReadonlySet<string>; phase: GCPhase } | undefined;
 }
 
 interface Waiter {
@@ -85,6 +87,8 @@ export class Scheduler implements GCScheduler {
   private running = false;
   private stopped = false;
   private waiters: Waiter[] = [];
+  /** Waiters of the running pass (a sync call may still join it, see scheduleAndWait). */
+  private runningWaiters?: Waiter[];
   private pending = new Set<string>([ALL]);
   private expiryTimer?: NodeJS.Timeout;
   private retryTimer?: NodeJS.Timeout;
@@ -127,11 +131,21 @@ export class Scheduler implements GCScheduler {
     this.onEvent();
   }
 
-  scheduleAndWait(ctx?: CallContext, ns?: string): Promise<GCStats> {
-    this.touch(ns ?? ctx?.namespace);
-    const p = new Promise<GCStats>((resolve, reject) => this.waiters.push({ resolve, reject }));
-    this.triggered = true;
-    this.onEvent();
+  scheduleAndWait(ctx?: CallContext, after: GCReadPhase = "images", ns?: string): Promise<GCStats> {
+    const n = ns ?? ctx?.namespace;
+    let p: Promise<GCStats>;
+    const run = this.collector.progress?.();
+    const readsIn: GCPhase = after === "leases" ? "leases" : "read";
+    if (this.running && this.runningWaiters && run && (!run.only || (n !== undefined && run.only.has(n))) && GC_PHASES.indexOf(run.phase) < GC_PHASES.indexOf(readsIn)) {
+      // The running pass covers the namespace and has not read what was just deleted: it serves.
+      const into = this.runningWaiters;
+      p = new Promise<GCStats>((resolve, reject) => into.push({ resolve, reject }));
+    } else {
+      this.touch(n);
+      p = new Promise<GCStats>((resolve, reject) => this.waiters.push({ resolve, reject }));
+      this.triggered = true;
+      this.onEvent();
+    }
     if (ctx?.signal) {
       return new Promise<GCStats>((resolve, reject) => {
         const onAbort = (): void => reject(ctx.signal.reason ?? new Error("canceled"));
@@ -214,6 +228,7 @@ export class Scheduler implements GCScheduler {
     }
     this.running = true;
     const waiters = this.waiters.splice(0);
+    this.runningWaiters = waiters;
     const pending = this.pending;
     this.pending = new Set();
     const all = pending.has(ALL) || full;
@@ -244,6 +259,7 @@ export class Scheduler implements GCScheduler {
     } finally {
       this.lastCollection = Date.now();
       this.running = false;
+      this.runningWaiters = undefined;
     }
     try {
       this.hooks.afterPass?.();
