@@ -16,7 +16,7 @@ import { hostPlatform } from "../libs/oci";
 import { buildImage, pushImage } from "../test/transfer/images";
 import { startRegistry } from "../test/transfer/registry";
 import { TAR_END, tarFile, tarHeader } from "../services/transfer/src/local/tar";
-import { report, sideBySide, type Row, type Target } from "./lib";
+import { report, startContainerd, startFlotilla, type Row, type Target } from "./lib";
 
 /** `size` bytes that gzip to about half: random halves interleaved with zeros. */
 function halfCompressible(size: number): Buffer {
@@ -42,9 +42,10 @@ function manyFilesLayer(i: number, files: number): Buffer {
   return Buffer.concat(parts);
 }
 
-async function timePull(t: Target, ref: string, runs: number): Promise<number> {
+/** One timed pull from nothing (the image is removed and collected afterwards). */
+function puller(t: Target, ref: string): () => Promise<number> {
   const client = new TransferClient(t.socket);
-  const once = async (): Promise<number> => {
+  return async (): Promise<number> => {
     const start = process.hrtime.bigint();
     if (t.name === "flotilla") {
       await client.pull(background("default"), ref, { platforms: [hostPlatform()], unpacks: [{ platform: hostPlatform(), snapshotter: "overlayfs" }] });
@@ -57,14 +58,26 @@ async function timePull(t: Target, ref: string, runs: number): Promise<number> {
     if (rm.code !== 0) throw new Error(`images rm: ${rm.stderr}`);
     return ms;
   };
-  await once();
-  const times: number[] = [];
-  for (let i = 0; i < runs; i++) times.push(await once());
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)]!;
 }
 
-export async function run(runs = 3): Promise<Row[]> {
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** Alternate Flotilla and containerd pulls (after one warm-up each), so load drift hits both alike. */
+async function alternate(f: Target, c: Target, ref: string, runs: number): Promise<{ flotilla: number; containerd: number }> {
+  const pf = puller(f, ref);
+  const pc = puller(c, ref);
+  await pf();
+  await pc();
+  const tf: number[] = [];
+  const tc: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    tf.push(await pf());
+    tc.push(await pc());
+  }
+  return { flotilla: median(tf), containerd: median(tc) };
+}
+
+export async function run(runs = 5): Promise<Row[]> {
   const reg = await startRegistry();
   try {
     const big = buildImage([0, 1, 2, 3, 4].map((i) => bigLayer(i, 20)));
@@ -72,11 +85,20 @@ export async function run(runs = 3): Promise<Row[]> {
     const bigRef = await pushImage(reg.host, "bench/big", "1", big);
     const manyRef = await pushImage(reg.host, "bench/many", "1", many);
     const sizeMb = big.layers.reduce((n, l) => n + l.desc.size, 0) / (1 << 20);
-    const res = await sideBySide(async (t) => ({ big: await timePull(t, bigRef, runs), many: await timePull(t, manyRef, runs) }));
-    return [
-      { benchmark: `pull+unpack 5 layers, ${sizeMb.toFixed(0)} MB gzip (median of ${runs})`, unit: "ms", flotilla: res.flotilla.big, containerd: res.containerd.big, lowerIsBetter: true },
-      { benchmark: `pull+unpack 6,000 files in 3 layers (median of ${runs})`, unit: "ms", flotilla: res.flotilla.many, containerd: res.containerd.many, lowerIsBetter: true },
-    ];
+    const f = await startFlotilla();
+    let c: Target | undefined;
+    try {
+      c = await startContainerd();
+      const bigT = await alternate(f, c, bigRef, runs);
+      const manyT = await alternate(f, c, manyRef, runs);
+      return [
+        { benchmark: `pull+unpack 5 layers, ${sizeMb.toFixed(0)} MB gzip (median of ${runs})`, unit: "ms", flotilla: bigT.flotilla, containerd: bigT.containerd, lowerIsBetter: true },
+        { benchmark: `pull+unpack 6,000 files in 3 layers (median of ${runs})`, unit: "ms", flotilla: manyT.flotilla, containerd: manyT.containerd, lowerIsBetter: true },
+      ];
+    } finally {
+      await f.stop();
+      await c?.stop();
+    }
   } finally {
     closeChannels();
     await reg.stop();
@@ -85,7 +107,7 @@ export async function run(runs = 3): Promise<Row[]> {
 
 if (require.main === module) {
   const i = process.argv.indexOf("--runs");
-  run(i > 0 ? Number(process.argv[i + 1]) : 3).then((rows) => {
+  run(i > 0 ? Number(process.argv[i + 1]) : 5).then((rows) => {
     report(rows);
     process.exit(0);
   }, (e) => {

@@ -15,7 +15,7 @@ import { RpcClient, type BidiCall } from "../grpc/client";
 import type { Msg } from "../grpc/server";
 import { decode, encode, fromTimestamp, toTimestamp } from "../proto";
 import {
-  DATA_CHUNK, StreamTypeUrls, TransferTypeUrls, WINDOW_UNIT,
+  BYTE_WINDOW, MAX_DATA_CHUNK, StreamTypeUrls, TransferTypeUrls, WINDOW_UNIT,
   type Descriptor, type ImageReferenceSpec, type Platform, type ProgressEvent, type RegistryCredentials, type StreamMessage, type TransferStream, type UnpackConfiguration,
 } from "../core/transfer";
 
@@ -100,7 +100,7 @@ export async function openStream(ctx: CallContext, address: string, id: string):
  * Receive a byte stream: grant credit (WindowUpdate) ahead of the data and yield every Data payload
  * until the sender half-closes. The outstanding credit is kept between `window - WINDOW_UNIT` and `window`.
  */
-export async function* receiveBytes(stream: TransferStream, window = 4 * WINDOW_UNIT): AsyncGenerator<Buffer> {
+export async function* receiveBytes(stream: TransferStream, window = BYTE_WINDOW): AsyncGenerator<Buffer> {
   let granted = 0;
   let received = 0;
   const grant = async (n: number): Promise<void> => {
@@ -121,7 +121,7 @@ export async function* receiveBytes(stream: TransferStream, window = 4 * WINDOW_
 }
 
 /**
- * Send a byte stream: wait for credit, then send Data chunks of at most DATA_CHUNK bytes within it.
+ * Send a byte stream: wait for credit, then send Data chunks of at most MAX_DATA_CHUNK bytes within it.
  * The caller half-closes (client) or closes (server) the stream afterwards.
  */
 export async function sendBytes(stream: TransferStream, source: AsyncIterable<Buffer | Uint8Array>): Promise<void> {
@@ -155,7 +155,7 @@ export async function sendBytes(stream: TransferStream, source: AsyncIterable<Bu
     let buf = Buffer.isBuffer(c) ? c : Buffer.from(c.buffer, c.byteOffset, c.byteLength);
     while (buf.length) {
       await waitCredit();
-      const n = Math.min(buf.length, DATA_CHUNK, credit);
+      const n = Math.min(buf.length, MAX_DATA_CHUNK, credit);
       credit -= n;
       await stream.send(any(StreamTypeUrls.Data, { data: buf.subarray(0, n) }));
       buf = buf.subarray(n);

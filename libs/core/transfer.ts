@@ -165,9 +165,15 @@ export const StreamTypeUrls = {
   WindowUpdate: "containerd.types.transfer.WindowUpdate",
 } as const;
 
-/** Byte streams: credit is granted in units of this many bytes; data travels in chunks of at most DATA_CHUNK. */
+/**
+ * Byte streams: credit is granted in units of WINDOW_UNIT bytes. containerd's sender uses chunks of
+ * at most 32 KiB; receivers take any size within the credit, so Flotilla's sender goes up to
+ * MAX_DATA_CHUNK when the receiver grants that much (its own receiver keeps BYTE_WINDOW outstanding).
+ */
 export const WINDOW_UNIT = 64 * 1024;
 export const DATA_CHUNK = 32 * 1024;
+export const MAX_DATA_CHUNK = 256 * 1024;
+export const BYTE_WINDOW = 1024 * 1024;
 
 /** The progress `event` strings, as containerd's transferrers send them. */
 export const ProgressEvents = {
