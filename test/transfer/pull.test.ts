@@ -95,4 +95,14 @@ describe("transfer - pull", () => {
     assert.ok(evs.includes("waiting") && evs.includes("complete") && evs.includes("extracted"), evs.join(","));
     assert.equal(evs[evs.length - 1], `Completed pull from OCIRegistry(${ref})`);
   });
+
+  it("all_metadata keeps other platforms' manifests and configs, not their layers; no unpack when none asked", async () => {
+    await client.pull(ctxFor("meta"), ref, { platforms: [hostPlatform()], allMetadata: true });
+    const all = (await stack.ctr(["content", "ls", "-q"], { namespace: "meta" })).stdout;
+    assert.ok(all.includes(img.other!.manifest.desc.digest));
+    assert.ok(all.includes(img.other!.config.desc.digest));
+    assert.equal((await stack.ctr(["snapshots", "ls"], { namespace: "meta" })).stdout.trim().split("\n").length, 1);
+    const check = await stack.ctr(["images", "check"], { namespace: "meta" });
+    assert.match(check.stdout, /complete/);
+  });
 });

@@ -96,7 +96,8 @@ export async function pull(deps: TransferDeps, ctx: CallContext, src: OCIRegistr
       else tracker.complete(d);
     };
 
-    const handle = async (d: OciDescriptor, parents: string[], unpackFor: UnpackTarget[]): Promise<void> => {
+    /** `metadataOnly`: a manifest of another platform kept with all_metadata (manifest and config, no layers). */
+    const handle = async (d: OciDescriptor, parents: string[], unpackFor: UnpackTarget[], metadataOnly = false): Promise<void> => {
       await fetchOne(d, parents);
       const me = [refKey(d)];
       if (isIndexType(d.mediaType)) {
@@ -104,6 +105,7 @@ export async function pull(deps: TransferDeps, ctx: CallContext, src: OCIRegistr
         await setLabels(deps, ctx, d.digest, childrenLabels(idx.manifests));
         await appendSourceLabel(deps, ctx, d.digest, client);
         let kids = idx.manifests;
+        const others = matcher && dst.allMetadata ? kids.filter((k) => !matcher(k.platform)) : [];
         if (matcher) kids = kids.filter((k) => matcher(k.platform));
         if (dst.manifestLimit > 0) {
           const want = dst.platforms.length ? dst.platforms : targets.map((t) => t.platform);
@@ -122,7 +124,10 @@ export async function pull(deps: TransferDeps, ctx: CallContext, src: OCIRegistr
             nested.push(t);
           }
         }
-        await settleAll(kids.map((k) => handle(k, me, assigned.get(k) ?? (isIndexType(k.mediaType) ? nested : []))), ac);
+        await settleAll([
+          ...kids.map((k) => handle(k, me, assigned.get(k) ?? (isIndexType(k.mediaType) ? nested : []))),
+          ...others.map((k) => handle(k, me, [], true)),
+        ], ac);
         return;
       }
       if (isManifestType(d.mediaType)) {
@@ -130,6 +135,10 @@ export async function pull(deps: TransferDeps, ctx: CallContext, src: OCIRegistr
         await setLabels(deps, ctx, d.digest, childrenLabels([m.config, ...m.layers]));
         await appendSourceLabel(deps, ctx, d.digest, client);
         const configP = handle(m.config, me, []);
+        if (metadataOnly) {
+          await configP;
+          return;
+        }
         const layerPs = m.layers.map((l) => handle(l, me, []));
         const work: Promise<unknown>[] = [configP, ...layerPs];
         if (unpackFor.length) {
