@@ -152,6 +152,32 @@ describe("images: ctr against the stack and a registry", () => {
     assert.equal((await ok(["leases", "ls", "-q"])).trim(), "", "the pull's lease is gone");
   });
 
+  it("pull again (AlreadyExists -> Update), label, and the image events ctr events shows", async () => {
+    const ev = stack.ctrSpawn(["events"]);
+    let out = "";
+    ev.stdout!.on("data", (b: Buffer) => (out += b.toString()));
+    try {
+      await sleep(300);
+      await ok(["images", "pull", "--plain-http", refA]);
+      assert.deepEqual((await ok(["images", "label", refA, "team=blue", "tier=1"])).trim().split(",").sort(), ["team=blue", "tier=1"]);
+      await ok(["images", "label", refA, "tier="]);
+      assert.match(await ok(["images", "ls", "labels.team==blue"]), /team=blue/);
+      assert.doesNotMatch(await ok(["images", "ls", "labels.team==blue"]), /tier=/);
+      await ok(["images", "tag", refA, "events/tmp:1"]);
+      await ok(["images", "rm", "events/tmp:1"]);
+      await waitFor("the image events", () => (out.includes("/images/delete") ? true : undefined), 5000);
+    } finally {
+      ev.kill("SIGTERM");
+    }
+    const lines = out.split("\n").filter((l) => l.includes(" /images/"));
+    const topics = lines.map((l) => l.split(" ")[5]);
+    assert.ok(topics.includes("/images/update"), out);
+    assert.ok(lines.some((l) => l.includes("/images/create") && l.includes('"name":"events/tmp:1"')), out);
+    assert.ok(lines.some((l) => l.includes("/images/delete") && l.includes('"name":"events/tmp:1"')), out);
+    assert.ok(lines.some((l) => l.includes("/images/update") && l.includes('"team":"blue"')), out);
+    assert.ok(lines.every((l) => l.split(" ")[4] === "default"), "in the caller's namespace");
+  });
+
   it("images in one namespace are invisible in another", async () => {
     assert.equal((await ok(["images", "ls", "-q"], "other-ns")).trim(), "");
     const r = await stack.ctr(["images", "rm", refA], { namespace: "other-ns" });
