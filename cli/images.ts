@@ -35,6 +35,7 @@ common options:
       --label K=V        image label (pull, import), repeatable
       --base-name NAME   import: name images "<NAME>:<tag>" from their ref.name annotation
       --index-name NAME  import: also name the whole archive index NAME
+      --compress         import: store uncompressed docker layers gzip-compressed
       --skip-manifest-json  export: no docker manifest.json
       --force            tag: replace an existing name
       --plain            plain progress lines even on a terminal
@@ -55,6 +56,7 @@ const OPTIONS = {
   label: { type: "string", multiple: true },
   "base-name": { type: "string" },
   "index-name": { type: "string" },
+  compress: { type: "boolean" },
   "skip-manifest-json": { type: "boolean" },
   force: { type: "boolean" },
   plain: { type: "boolean" },
@@ -261,7 +263,7 @@ async function run(sub: string, v: Values, pos: string[], argv: string[]): Promi
         const input = pos[0] === "-" ? process.stdin : fs.createReadStream(pos[0]!, { highWaterMark: 1 << 20 });
         const ps = platforms(v);
         const extra = v["base-name"] ? [{ name: v["base-name"], isPrefix: true }] : [];
-        await client.importArchive(c, input, { name: v["index-name"] ?? "", labels: labels(v), platforms: ps, extraReferences: extra, unpacks: unpacks(v, ps) }, {}, { progress });
+        await client.importArchive(c, input, { name: v["index-name"] ?? "", labels: labels(v), platforms: ps, extraReferences: extra, unpacks: unpacks(v, ps) }, { forceCompress: !!v.compress }, { progress });
         break;
       }
       case "export": {

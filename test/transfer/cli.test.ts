@@ -151,6 +151,15 @@ describe("transfer - cli", () => {
     ok(r);
     const check = await stack.ctr(["images", "check"]);
     assert.match(check.stdout, /docker\.io\/library\/dsave:latest\s+application\/vnd\.docker\.distribution\.manifest\.v2\+json.*complete \(3\/3\).*true/);
+    // --compress stores the layers gzip-compressed
+    const zfile = path.join(stack.dir, "dsave2.tar");
+    fs.writeFileSync(zfile, dockerSave([busyboxLayer(), dataLayer("extra", 2, 100, "from docker save\n")], "dsave:gz"));
+    ok(await flt(stack, ["import", "--compress", zfile]));
+    const ls = await stack.ctr(["images", "check"]);
+    assert.match(ls.stdout, /docker\.io\/library\/dsave:gz.*complete \(3\/3\).*true/, ls.stdout);
+    const target = /docker\.io\/library\/dsave:gz\s+\S+\s+(sha256:[0-9a-f]{64})/.exec(ls.stdout)![1]!;
+    const manifest = JSON.parse((await stack.ctr(["content", "get", target])).stdout) as { layers: { mediaType: string }[] };
+    assert.deepEqual(manifest.layers.map((l) => l.mediaType), ["application/vnd.docker.image.rootfs.diff.tar.gzip", "application/vnd.docker.image.rootfs.diff.tar.gzip"]);
     const plugins = await stack.ctr(["plugins", "ls"]);
     if (/io\.containerd\.grpc\.v1\s+tasks\s+\S+\s+ok/.test(plugins.stdout)) {
       const run = await stack.ctr(["run", "--rm", "docker.io/library/dsave:latest", "dsave-run", "/bin/cat", "/etc/extra.txt"]);

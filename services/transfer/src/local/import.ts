@@ -27,7 +27,7 @@ import { ProgressTracker } from "./progress";
 import { setLabels } from "./pull";
 import { readTar, TarFormatError } from "./tar";
 import { resolveSnapshotter, unpackLayers } from "./unpack";
-import { readBlob } from "./util";
+import { blobChunks, readBlob } from "./util";
 
 const KEEP_LIMIT = 16 << 20;
 const BLOB_NAME = /^blobs\/(sha256|sha384|sha512)\/([0-9a-f]+)$/;
@@ -75,7 +75,7 @@ export async function writeBlob(content: ContentStore, ctx: CallContext, ref: st
     const digest = expected || w.digest() || sha256(Buffer.alloc(0));
     committing = true;
     await w.commit(size, expected);
-    return { digest, size, magic };
+    return { digest, size: size || n, magic };
   } catch (e) {
     await w.close().catch(() => undefined);
     if (isAlreadyExists(e)) return { digest: expected || w.digest(), size, magic };
@@ -185,7 +185,7 @@ export async function importArchive(deps: TransferDeps, ctx: CallContext, src: I
       manifests = parseIndex(idxBytes).manifests;
       indexDesc = { ...(await writeBytes(deps.content, ctx, "tar-index.json", idxBytes)), mediaType: MediaTypes.OciIndex };
     } else if (kept.has("manifest.json")) {
-      manifests = await dockerManifests(deps, ctx, kept, written);
+      manifests = await dockerManifests(deps, ctx, kept, written, src.forceCompress);
       const idx = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.OciIndex, manifests }));
       indexDesc = { ...(await writeBytes(deps.content, ctx, "tar-generated-index.json", idx)), mediaType: MediaTypes.OciIndex };
     } else {
@@ -299,7 +299,7 @@ interface DockerManifestEntry {
 }
 
 /** Schema 2 manifests (and their index entries, one per RepoTag) for a docker save archive. */
-async function dockerManifests(deps: TransferDeps, ctx: CallContext, kept: Map<string, Buffer>, written: Map<string, Written>): Promise<OciDescriptor[]> {
+async function dockerManifests(deps: TransferDeps, ctx: CallContext, kept: Map<string, Buffer>, written: Map<string, Written>, compress: boolean): Promise<OciDescriptor[]> {
   let entries: DockerManifestEntry[];
   try {
     entries = JSON.parse(kept.get("manifest.json")!.toString("utf8"));
@@ -316,11 +316,20 @@ async function dockerManifests(deps: TransferDeps, ctx: CallContext, kept: Map<s
     else if (written.has(cfgPath)) config = { mediaType: "", digest: written.get(cfgPath)!.digest, size: written.get(cfgPath)!.size };
     else throw errInvalidArgument(`invalid docker archive: config ${JSON.stringify(cfgPath)} not found`);
     config.mediaType = MediaTypes.DockerConfig;
-    const layers: OciDescriptor[] = (e.Layers ?? []).map((p) => {
+    const layers: OciDescriptor[] = [];
+    for (const p of e.Layers ?? []) {
       const w = written.get(String(p).replace(/^\.\//, ""));
       if (!w) throw errInvalidArgument(`invalid docker archive: layer ${JSON.stringify(p)} not found`);
-      return { mediaType: layerMediaType(w.magic), digest: w.digest, size: w.size };
-    });
+      const mediaType = layerMediaType(w.magic);
+      if (compress && mediaType === MediaTypes.DockerLayerTar) {
+        // force_compress: store the layer gzip-compressed (the diff ID stays the tar's digest).
+        const gz = Readable.from(blobChunks(deps.content, ctx, w.digest)).pipe(zlib.createGzip({ level: 6 }));
+        const c = await writeBlob(deps.content, ctx, `compress-${w.digest}`, 0, "", gz as AsyncIterable<Buffer>);
+        layers.push({ mediaType: MediaTypes.DockerLayerGzip, digest: c.digest, size: c.size });
+      } else {
+        layers.push({ mediaType, digest: w.digest, size: w.size });
+      }
+    }
     const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.DockerManifest, config, layers }));
     const md = { ...(await writeBytes(deps.content, ctx, `tar-manifest-${sha256(manifest).slice(7, 19)}`, manifest)), mediaType: MediaTypes.DockerManifest };
     const tags = (e.RepoTags ?? []).filter(Boolean);
