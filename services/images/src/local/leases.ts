@@ -258,6 +258,10 @@ export class LocalLeaseManager implements LeaseManager {
     }
     let left = 0;
     for (const p of pending) {
+      if (left) {
+        left++; // a holder did not answer: try the rest next time rather than wait on each
+        continue;
+      }
       try {
         await this.forget(ctx, p.ns, p.id);
       } catch (e) {

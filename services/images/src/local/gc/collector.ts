@@ -203,16 +203,13 @@ export class Collector implements GarbageCollector {
       return { universes, leaseViews, roots };
     });
 
+    // Dead leases' records go before the sweep: an owning process that honours GC_SWEEP_HEADER
+    // refuses to delete what any record still holds.
+    await stores.retryForgets(this.ctxFor("", parent)).catch(() => undefined);
     for (let i = 0; i < nss.length; i++) {
       const ns = nss[i]!;
       const ctx = this.ctxFor(ns, parent);
       const lv = leaseViews[i]!;
-      try {
-        await this.sweepNamespace(ctx, ns, universes[i]!, lv, roots[i]!, stats);
-      } catch (e) {
-        stats.skipped.push(`${ns}: ${causeText(e)}`);
-        this.opts.log?.warn({ err: e, namespace: ns }, "garbage collection of a namespace failed");
-      }
       for (const l of lv.expired) {
         try {
           if (await stores.removeExpiredLease(ctx, ns, l)) stats.freed.leases++;
@@ -220,9 +217,14 @@ export class Collector implements GarbageCollector {
           this.opts.log?.warn({ err: e, namespace: ns, lease: l.id }, "removing an expired lease failed");
         }
       }
+      try {
+        await this.sweepNamespace(ctx, ns, universes[i]!, lv, roots[i]!, stats);
+      } catch (e) {
+        stats.skipped.push(`${ns}: ${causeText(e)}`);
+        this.opts.log?.warn({ err: e, namespace: ns }, "garbage collection of a namespace failed");
+      }
     }
     lap("sweep");
-    await stores.retryForgets(this.ctxFor("", parent)).catch(() => undefined);
     stats.elapsedMs = Number(process.hrtime.bigint() - t0) / 1e6;
     return stats;
   }
