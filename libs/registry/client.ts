@@ -45,6 +45,8 @@ interface Req {
   body?: Buffer | (() => Readable | Promise<Readable>);
   contentLength?: number;
   push?: boolean;
+  /** More token scopes (e.g. pull on the repository a blob is mounted from). */
+  scopes?: string[];
   signal?: AbortSignal;
 }
 
@@ -85,7 +87,7 @@ export class RegistryClient {
     const base = `${host.scheme}://${host.host}${host.path === "/" ? "" : host.path}/${this.ref.path}/`;
     const url = /^https?:\/\//.test(r.path) ? r.path : base + r.path;
     const sameHost = new URL(url).host === host.host;
-    const scopes = [repositoryScope(this.ref.path, !!r.push)];
+    const scopes = [repositoryScope(this.ref.path, !!r.push), ...(r.scopes ?? [])];
     let authTries = 0;
     for (let attempt = 1; ; attempt++) {
       const headers: Record<string, string> = { "user-agent": this.opts.userAgent ?? "flotilla", ...host.headers, ...(r.headers ?? {}) };
@@ -302,13 +304,26 @@ export class RegistryClient {
     return false;
   }
 
-  /** Upload a blob: POST an upload session, then PUT the whole body with its digest. `open` is called per try. */
-  async pushBlob(desc: OciDescriptor, open: () => Readable | Promise<Readable>, signal?: AbortSignal): Promise<void> {
+  /**
+   * Upload a blob: POST an upload session, then PUT the whole body with its digest. `open` is called
+   * per try. With `mountFrom` (repositories of the same registry that have the blob), a cross-repository
+   * mount is tried first; "mounted" means no bytes were sent.
+   */
+  async pushBlob(desc: OciDescriptor, open: () => Readable | Promise<Readable>, signal?: AbortSignal, mountFrom: string[] = []): Promise<"uploaded" | "mounted"> {
     const host = this.hostsWith("push")[0]!;
+    for (const from of mountFrom.filter((r) => r && r !== this.ref.path).slice(0, 3)) {
+      const m = await this.request(host, {
+        method: "POST", path: `blobs/uploads/?mount=${encodeURIComponent(desc.digest)}&from=${encodeURIComponent(from)}`,
+        headers: { "content-length": "0" }, push: true, scopes: [repositoryScope(from, false)], signal,
+      }).catch(() => undefined);
+      if (!m) continue;
+      discard(m);
+      if (m.status === 201) return "mounted";
+    }
     for (let attempt = 1; ; attempt++) {
       const start = await this.request(host, { method: "POST", path: "blobs/uploads/", headers: { "content-length": "0" }, push: true, signal });
       discard(start);
-      if (start.status === 201) return;
+      if (start.status === 201) return "mounted";
       if (start.status !== 202) throw await this.failure(start, `start upload of ${desc.digest}`);
       const loc = header(start, "location");
       if (!loc) throw new RegistryError(`start upload of ${desc.digest}: no Location`, "failed");
@@ -321,7 +336,7 @@ export class RegistryClient {
         });
         if (put.status === 201 || put.status === 204) {
           discard(put);
-          return;
+          return "uploaded";
         }
         throw await this.failure(put, `upload ${desc.digest}`);
       } catch (e) {

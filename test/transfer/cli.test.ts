@@ -139,7 +139,11 @@ describe("transfer - cli", () => {
     assert.ok(bearer.tokensIssued > before);
     assert.match(dbg.stderr, /GET http:\/\/127\.0\.0\.1:\d+\/token -> 200/, dbg.stderr);
     assert.match(dbg.stderr, /HEAD http:\/\/127\.0\.0\.1:\d+\/v2\/test\/busybox\/manifests\/1\.0 -> 200/, dbg.stderr);
+    bearer.log.length = 0;
     ok(await flt(stack, ["push", "-u", "bob:hunter2", `${bearer.host}/test/copy:2`, ref]));
+    // the layers were mounted from test/busybox (distribution source labels), not uploaded again
+    assert.ok(bearer.log.some((l) => /^POST \/v2\/test\/copy\/blobs\/uploads\/\?mount=sha256/.test(l)), bearer.log.join("\n"));
+    assert.ok(!bearer.log.some((l) => /^PUT \/v2\/test\/copy\/blobs\/uploads/.test(l)), bearer.log.join("\n"));
     const sk = spawnSync("skopeo", ["inspect", "--tls-verify=false", "--creds", "bob:hunter2", `docker://${reg.host}/test/copy:2`], { encoding: "utf8" });
     assert.equal(sk.status, 0, sk.stderr);
   });

@@ -127,7 +127,7 @@ export async function startFrontProxy(upstream: string, opts: { bearer?: { user:
   const state: FrontProxy = { host: `127.0.0.1:${port}`, port, faults: {}, log: [], tokensIssued: 0, stop: async () => undefined };
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? "/", `http://${state.host}`);
-    state.log.push(`${req.method} ${url.pathname}${req.headers.range ? ` range=${req.headers.range}` : ""}`);
+    state.log.push(`${req.method} ${url.pathname}${url.search}${req.headers.range ? ` range=${req.headers.range}` : ""}`);
     if (url.pathname === "/token") {
       const a = req.headers.authorization ?? "";
       const want = opts.bearer ? "Basic " + Buffer.from(`${opts.bearer.user}:${opts.bearer.password}`).toString("base64") : "";

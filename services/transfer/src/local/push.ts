@@ -8,11 +8,22 @@ import type { CallContext } from "../../../../libs/context";
 import type { ImageStoreSpec, OCIRegistrySpec, ProgressFn } from "../../../../libs/core/transfer";
 import { ProgressEvents } from "../../../../libs/core/transfer";
 import { errInvalidArgument } from "../../../../libs/errdefs";
-import { isIndexType, isManifestType, parseIndex, parseManifest, platformMatcher, refKey, type OciDescriptor } from "../../../../libs/oci";
+import { isIndexType, isManifestType, Labels, parseIndex, parseManifest, platformMatcher, refKey, type OciDescriptor } from "../../../../libs/oci";
 import { objectOf } from "../../../../libs/registry";
 import { registryClient, settleAll, toNative, type TransferDeps } from "./deps";
 import { ProgressTracker } from "./progress";
 import { blobChunks, readBlob, Semaphore } from "./util";
+
+/** Repositories of `domain`'s host that hold `digest`, from its distribution source label (for cross-repository mounts). */
+async function mountSources(deps: TransferDeps, ctx: CallContext, digest: string, domain: string): Promise<string[]> {
+  try {
+    const host = new URL(`dummy://${domain}`).hostname.replace(/^\[|\]$/g, "");
+    const v = (await deps.content.info(ctx, digest)).labels[`${Labels.distributionSourcePrefix}${host}`];
+    return v ? v.split(",").filter(Boolean) : [];
+  } catch {
+    return [];
+  }
+}
 
 export async function push(deps: TransferDeps, ctx: CallContext, src: ImageStoreSpec, dst: OCIRegistrySpec, progressFn?: ProgressFn): Promise<void> {
   if (!src.name) throw errInvalidArgument("image name must not be empty");
@@ -57,6 +68,7 @@ export async function push(deps: TransferDeps, ctx: CallContext, src: ImageStore
       if (bytes) {
         await client.pushManifest(d, bytes, root ? rootTag : d.digest, ac.signal);
       } else {
+        const from = await mountSources(deps, ctx, d.digest, client.ref.domain);
         await limiter.run(() => client.pushBlob(d, () => {
           let sent = 0;
           tracker.bytes(d, 0, true);
@@ -67,7 +79,7 @@ export async function push(deps: TransferDeps, ctx: CallContext, src: ImageStore
               yield c;
             }
           })());
-        }, ac.signal));
+        }, ac.signal, from));
       }
     } catch (e) {
       throw toNative(e, `failed to push ${refKey(d)}`);
