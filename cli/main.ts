@@ -2,12 +2,20 @@
 import { parseArgs } from "node:util";
 import { loadConfig } from "../libs/config";
 import { createLogger } from "../libs/log";
+import { imagesCommand } from "./images";
+import { runCommand, sandboxCommand } from "./sandbox";
 import { Supervisor } from "./supervisor";
 
 const USAGE = `usage: flotilla <command> [options]
 
 commands:
   up [--config FILE]   run the whole stack in the foreground (Ctrl-C stops it)
+  images pull|push|import|export|tag ...
+                       move images through the Transfer API, with live progress
+  sandbox run|ls|inspect|stop|rm ...
+                       pod sandboxes through the Sandbox API
+  run --sandbox ID IMAGE [CMD...]
+                       run a container inside a sandbox
   help                 show this text
 `;
 
@@ -37,6 +45,12 @@ export async function main(argv: string[]): Promise<number> {
   switch (cmd) {
     case "up":
       return up(rest);
+    case "images":
+      return imagesCommand(rest);
+    case "sandbox":
+      return sandboxCommand(rest);
+    case "run":
+      return runCommand(rest);
     case undefined:
     case "help":
     case "--help":
