@@ -307,6 +307,18 @@ describe("images: ctr against the stack and a registry", () => {
     await waitFor("the snapshots to go", async () => ((await ok(["snapshots", "ls"])).trim().split("\n").length === 1 ? true : undefined), 20000, 200);
   });
 
+  it("kill -9 of the images process keeps its images and leases", async () => {
+    await ok(["images", "pull", "--plain-http", refA]);
+    await ok(["leases", "create", "--id", "survivor", "k=v"]);
+    const before = await ok(["images", "ls"]);
+    const old = stack.kill("images", "SIGKILL");
+    await stack.waitRestarted("images", old);
+    assert.equal(await ok(["images", "ls"]), before);
+    assert.match(await ok(["leases", "ls"]), /survivor\s+\S+\s+\S*k=v/);
+    assert.match(checkRows(await ok(["images", "check"]))[0]!.status, /^complete/);
+    await ok(["leases", "rm", "survivor"]);
+  });
+
   it("hammer: concurrent pulls, removals and collections never break an image", async (t) => {
     const until = Date.now() + 20000;
     const errors: string[] = [];

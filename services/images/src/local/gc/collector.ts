@@ -335,6 +335,7 @@ export class Collector implements GarbageCollector {
           this.noteSwept(ns, "content", c.digest);
           await sources.content.delete(ctx, c.digest, pass);
           stats.freed.content++;
+          this.opts.log?.debug({ pass, namespace: ns, digest: c.digest }, "gc removed content");
         } catch (e) {
           tolerate(e, `content ${c.digest}`);
         }
@@ -366,6 +367,7 @@ export class Collector implements GarbageCollector {
             this.noteSwept(ns, "snapshot", `${s.snapshotter}/${s.key}`);
             await this.opts.sources.snapshots.remove(ctx, s.snapshotter, s.key, stats.pass);
             stats.freed.snapshots++;
+            this.opts.log?.debug({ pass: stats.pass, namespace: ns, snapshotter: s.snapshotter, key: s.key }, "gc removed snapshot");
             removed = true;
           } catch (e) {
             if (isNotFound(e)) removed = true;
