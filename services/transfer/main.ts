@@ -10,7 +10,7 @@ import { SnapshotterSetProxy } from "../../libs/clients/snapshots";
 import { DEFAULT_TRANSFER_CONFIG, type TransferConfig } from "./src/local/deps";
 import { BlobFetcher } from "./src/local/fetch";
 import { LocalTransferService } from "./src/local/service";
-import { KeyedMutex } from "./src/local/util";
+import { KeyedMutex, Semaphore } from "./src/local/util";
 import { LocalStreamManager, STREAMING_SERVICE, streamingHandlers } from "./src/server/streams";
 import { TRANSFER_SERVICE, transferHandlers } from "./src/server/transfer";
 
@@ -41,6 +41,8 @@ export const transferService: ServiceDefinition = {
       fetcher: new BlobFetcher(content),
       locks: new KeyedMutex(),
       config,
+      downloads: new Semaphore(config.maxConcurrentDownloads),
+      uploads: new Semaphore(config.maxConcurrentUploads),
     });
     const streams = new LocalStreamManager();
     sc.server.addService(STREAMING_SERVICE, streamingHandlers(streams));

@@ -8,6 +8,7 @@ import { OciFormatError } from "../../../../libs/oci";
 import { HostsConfigError, ReferenceError, RegistryClient, RegistryError } from "../../../../libs/registry";
 import type { BlobFetcher } from "./fetch";
 import type { UnpackDeps } from "./unpack";
+import type { Semaphore } from "./util";
 
 export interface TransferConfig {
   maxConcurrentDownloads: number;
@@ -22,6 +23,9 @@ export interface TransferDeps extends UnpackDeps {
   leases: LeaseManager;
   fetcher: BlobFetcher;
   config: TransferConfig;
+  /** Shared by every transfer of the process, as containerd's download/upload limiters. */
+  downloads: Semaphore;
+  uploads: Semaphore;
 }
 
 export function registryClient(deps: TransferDeps, reference: string, r: RegistryResolverSpec): RegistryClient {

@@ -22,7 +22,7 @@ import { registryClient, settleAll, toNative, type TransferDeps } from "./deps";
 import { storeImages } from "./images";
 import { ProgressTracker } from "./progress";
 import { resolveSnapshotter, unpackLayers } from "./unpack";
-import { readBlob, Semaphore } from "./util";
+import { readBlob } from "./util";
 
 interface UnpackTarget {
   platform: Platform;
@@ -75,7 +75,7 @@ export async function pull(deps: TransferDeps, ctx: CallContext, src: OCIRegistr
     emit(ProgressEvents.fetching, { name });
 
     const tracker = new ProgressTracker(progressFn, name);
-    const limiter = new Semaphore(Math.max(1, deps.config.maxConcurrentDownloads));
+    const limiter = deps.downloads;
     const matcher = dst.platforms.length ? platformMatcher(dst.platforms) : undefined;
     const targets: UnpackTarget[] = [];
     for (const u of dst.unpacks) {

@@ -12,7 +12,7 @@ import { isIndexType, isManifestType, Labels, parseIndex, parseManifest, platfor
 import { objectOf } from "../../../../libs/registry";
 import { registryClient, settleAll, toNative, type TransferDeps } from "./deps";
 import { ProgressTracker } from "./progress";
-import { blobChunks, readBlob, Semaphore } from "./util";
+import { blobChunks, readBlob } from "./util";
 
 /** Repositories of `domain`'s host that hold `digest`, from its distribution source label (for cross-repository mounts). */
 async function mountSources(deps: TransferDeps, ctx: CallContext, digest: string, domain: string): Promise<string[]> {
@@ -34,7 +34,7 @@ export async function push(deps: TransferDeps, ctx: CallContext, src: ImageStore
   if (client.ref.digest && client.ref.digest !== img.target.digest) throw errInvalidArgument(`reference digest ${client.ref.digest} is not the image's ${img.target.digest}`);
   progressFn?.({ event: ProgressEvents.pushingTo(label) });
   const tracker = new ProgressTracker(progressFn, src.name, ProgressEvents.pushing);
-  const limiter = new Semaphore(Math.max(1, deps.config.maxConcurrentUploads));
+  const limiter = deps.uploads;
   const matcher = src.platforms.length ? platformMatcher(src.platforms) : undefined;
   const started = new Map<string, Promise<void>>();
   const ac = new AbortController();
