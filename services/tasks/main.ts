@@ -1,10 +1,96 @@
-/** The tasks process: containers.v1.Containers, tasks.v1.Tasks and the shims' ttrpc events socket. */
-import { notYetImplemented, runService } from "../../libs/service";
+/**
+ * The tasks process: containerd.services.containers.v1.Containers (records in LMDB) and
+ * containerd.services.tasks.v1.Tasks (the runtime v2 manager driving shims), plus the ttrpc events
+ * socket shims forward their task events to (`<gateway socket>.ttrpc`), which go out on NATS.
+ */
+import * as path from "node:path";
+import { runService, GRPC_PLUGIN, hostPlatform, type PluginInfo, type ServiceDefinition } from "../../libs/service";
+import { pluginConfig, unixPath } from "../../libs/config";
+import { NamespaceEnsurer, NamespaceStoreProxy } from "../../libs/clients/namespaces";
+import { repoRoot } from "../../libs/proto";
+import { TtrpcServer } from "../../libs/ttrpc";
+import { typedService } from "../../libs/ttrpc/typed";
+import type { Envelope } from "../../libs/events";
+import { background } from "../../libs/context";
+import { LocalContainerStore, openTasksDB } from "./src/local/containers";
+import { LocalTaskService } from "./src/local/tasks";
+import { ShimManager } from "./src/runtime/manager";
+import { RuntimeResolver, runtimesConfig, RUNTIME_PLUGIN } from "./src/runtime/runtimes";
+import { CONTAINERS_SERVICE, containersHandlers } from "./src/server/containers";
+import { TASKS_SERVICE, tasksHandlers } from "./src/server/tasks";
 
-export const tasksService = notYetImplemented("tasks", [
-  { type: "io.containerd.runtime.v2", id: "task" },
-  { type: "io.containerd.grpc.v1", id: "containers" },
-  { type: "io.containerd.grpc.v1", id: "tasks" },
-]);
+const TTRPC_EVENTS_SERVICE = "containerd.services.events.ttrpc.v1.Events";
+const TTRPC_PLUGIN = "io.containerd.ttrpc.v1";
+const SERVICE_PLUGIN = "io.containerd.service.v1";
+
+/** Where shims forward events: `<gateway unix socket>.ttrpc` (containerd's convention), else under our state. */
+export function ttrpcAddressFor(grpcAddress: string, state: string, configured?: string): string {
+  if (configured) return configured;
+  const p = unixPath(grpcAddress);
+  return p ? `${p}.ttrpc` : path.join(state, "events.ttrpc");
+}
+
+export const tasksService: ServiceDefinition = {
+  name: "tasks",
+  async start(sc) {
+    const rawCfg = pluginConfig(sc.config, RUNTIME_PLUGIN, "task");
+    const cfg = runtimesConfig(rawCfg, sc.state);
+    const ttrpcAddress = ttrpcAddressFor(sc.config.grpc.address, sc.state, typeof rawCfg.ttrpc_address === "string" ? rawCfg.ttrpc_address : undefined);
+
+    // Events from shims: validated and forwarded to NATS as-is.
+    const ttrpc = new TtrpcServer({ onError: (err, where) => sc.log.error({ err, where }, "ttrpc request failed") });
+    ttrpc.register(TTRPC_EVENTS_SERVICE, typedService(TTRPC_EVENTS_SERVICE, {
+      Forward: async (ctx, req) => {
+        await sc.events.forward(background(ctx.namespace), req.envelope as Envelope);
+        return {};
+      },
+    }));
+    await ttrpc.listen(ttrpcAddress);
+
+    const db = openTasksDB(sc.root);
+    const ensurer = new NamespaceEnsurer(new NamespaceStoreProxy(sc.config.flotilla.services.images.address), sc.events);
+    const containers = new LocalContainerStore(db, sc.events, { ensureNamespace: (ctx, ns) => ensurer.ensure(ctx, ns) });
+    const dirs = { state: path.join(sc.state, "io.containerd.runtime.v2.task"), root: path.join(sc.root, "io.containerd.runtime.v2.task") };
+    const manager = new ShimManager({
+      dirs,
+      resolver: new RuntimeResolver(cfg),
+      address: sc.config.grpc.address,
+      ttrpcAddress,
+      publishBinary: path.join(repoRoot(), "bin", "flotilla"),
+      debug: sc.config.debug.level === "debug" || sc.config.debug.level === "trace",
+      events: sc.events,
+      log: sc.log,
+      runtimeOf: async (ns, id) => (await containers.get(background(ns), id).catch(() => undefined))?.runtime.name,
+    });
+    const recovered = await manager.loadExisting();
+    if (recovered.loaded || recovered.cleaned) sc.log.info(recovered, "reconnected to running shims");
+    const tasks = new LocalTaskService(containers, manager);
+
+    sc.server.addService(CONTAINERS_SERVICE, containersHandlers(containers));
+    sc.server.addService(TASKS_SERVICE, tasksHandlers(tasks));
+
+    const platforms = [hostPlatform()];
+    const plugins: PluginInfo[] = [
+      { type: "io.containerd.metadata.v1", id: "lmdb-containers", exports: { path: path.join(sc.root, "meta.lmdb") } },
+      { type: `${RUNTIME_PLUGIN}`, id: "shim", requires: ["io.containerd.metadata.v1", "io.containerd.event.v1"], platforms, exports: { root: dirs.root, state: dirs.state } },
+      { type: `${RUNTIME_PLUGIN}`, id: "task", requires: [`${RUNTIME_PLUGIN}`], platforms },
+      { type: SERVICE_PLUGIN, id: "containers-service", requires: ["io.containerd.metadata.v1"] },
+      { type: SERVICE_PLUGIN, id: "tasks-service", requires: [`${RUNTIME_PLUGIN}`, "io.containerd.metadata.v1"] },
+      { type: GRPC_PLUGIN, id: "containers", requires: [SERVICE_PLUGIN] },
+      { type: GRPC_PLUGIN, id: "tasks", requires: [SERVICE_PLUGIN] },
+      { type: TTRPC_PLUGIN, id: "events", requires: ["io.containerd.event.v1"], exports: { address: ttrpcAddress } },
+    ];
+    return {
+      grpcServices: [CONTAINERS_SERVICE, TASKS_SERVICE],
+      plugins,
+      close: async () => {
+        manager.close();
+        ensurer.close();
+        await ttrpc.close();
+        await db.close();
+      },
+    };
+  },
+};
 
 if (require.main === module) void runService(tasksService);

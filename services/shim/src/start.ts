@@ -2,7 +2,8 @@
  * `shim start`: pick the shim's socket (sha256 of daemon address, namespace and group id; the group is
  * the `io.containerd.runc.v2.group` or `io.kubernetes.cri.sandbox-id` annotation, else the task id),
  * reuse a live shim on it, or listen on it and start the serving shim in its own session with the
- * listener as fd 3. Prints the address and writes it to the bundle's `address` file.
+ * listener as fd 3. Prints the bootstrap result (JSON: version 3, address, ttrpc) and writes the
+ * address to the bundle's `address` file.
  * Kept light: it loads nothing beyond Node core.
  */
 import { spawn } from "node:child_process";
@@ -47,7 +48,8 @@ export async function start(flags: ShimFlags, mainScript: string): Promise<void>
   const address = `unix://${sock}`;
   const done = (): void => {
     fs.writeFileSync(path.join(bundle, "address"), address);
-    process.stdout.write(address, () => process.exit(0));
+    // Task API v3 (the v2 service is served too, for daemons that downgrade).
+    process.stdout.write(JSON.stringify({ version: 3, address, protocol: "ttrpc" }), () => process.exit(0));
   };
   if (fs.existsSync(sock) && (await connectable(sock))) return done();
   fs.mkdirSync(dir, { recursive: true, mode: 0o711 });

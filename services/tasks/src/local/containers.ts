@@ -1,0 +1,239 @@
+/**
+ * The local ContainerStore: container records in the tasks process's LMDB database, with containerd's
+ * semantics (metadata/containers.go): validation, field masks, server-stamped times, Any values kept
+ * byte for byte, and /containers/* events after each commit.
+ *
+ * Keys: ["c", namespace, id] -> StoredContainer.
+ */
+import { open, type RootDatabase } from "lmdb";
+import * as path from "node:path";
+import { namespaceRequired, validateIdentifier, type CallContext } from "../../../../libs/context";
+import { causeText, errAlreadyExists, errInvalidArgument, errNotFound } from "../../../../libs/errdefs";
+import { compactLabels, validateLabels } from "../../../../libs/fieldmask";
+import { mapField, NOT_PRESENT, parseAll, present, type Adaptor } from "../../../../libs/filters";
+import type { EventPublisher } from "../../../../libs/events";
+import { CONTAINER_EVENTS, type Container, type ContainerInput, type ContainerStore, type TypedValue } from "../../../../libs/core/containers";
+
+export type TasksDB = RootDatabase<unknown, (string | number)[]>;
+
+export function openTasksDB(dir: string): TasksDB {
+  return open<unknown, (string | number)[]>({ path: path.join(dir, "meta.lmdb"), compression: false, encoding: "msgpack" });
+}
+
+interface StoredAny {
+  t: string;
+  v: Uint8Array;
+}
+
+interface StoredContainer {
+  labels: Record<string, string>;
+  image: string;
+  runtime: { name: string; options?: StoredAny };
+  spec?: StoredAny;
+  snapshotter: string;
+  snapshotKey: string;
+  extensions: Record<string, StoredAny>;
+  sandbox: string;
+  created: number;
+  updated: number;
+}
+
+const key = (ns: string, id: string): string[] => ["c", ns, id];
+const toStored = (a: TypedValue | undefined): StoredAny | undefined => (a ? { t: a.typeUrl, v: Buffer.from(a.value) } : undefined);
+const fromStored = (a: StoredAny | undefined): TypedValue | undefined => (a ? { typeUrl: a.t, value: Buffer.from(a.v) } : undefined);
+
+function toContainer(id: string, s: StoredContainer): Container {
+  const options = fromStored(s.runtime.options);
+  const spec = fromStored(s.spec);
+  return {
+    id,
+    labels: { ...s.labels },
+    image: s.image,
+    runtime: { name: s.runtime.name, ...(options ? { options } : {}) },
+    ...(spec ? { spec } : {}),
+    snapshotter: s.snapshotter,
+    snapshotKey: s.snapshotKey,
+    extensions: Object.fromEntries(Object.entries(s.extensions).map(([k, v]) => [k, fromStored(v)!])),
+    sandbox: s.sandbox,
+    createdAt: new Date(s.created),
+    updatedAt: new Date(s.updated),
+  };
+}
+
+/** containerd's adaptContainer: `id`, `image`, `runtime.name`, `labels.<k>` (plus `snapshotter`, `sandbox`). */
+export function containerAdaptor(c: Container): Adaptor {
+  const nonEmpty = (v: string): { value: string; present: boolean } => (v ? present(v) : NOT_PRESENT);
+  return (fp) => {
+    switch (fp[0]) {
+      case "id": return nonEmpty(c.id);
+      case "image": return nonEmpty(c.image);
+      case "runtime": return fp[1] === "name" && fp.length === 2 ? nonEmpty(c.runtime.name) : NOT_PRESENT;
+      case "snapshotter": return nonEmpty(c.snapshotter);
+      case "sandbox": return nonEmpty(c.sandbox);
+      case "labels": return mapField(c.labels, fp.slice(1));
+      default: return NOT_PRESENT;
+    }
+  };
+}
+
+/** containerd's validateContainer. */
+function validate(s: StoredContainer, id: string): void {
+  try {
+    validateIdentifier(id);
+  } catch (e) {
+    throw errInvalidArgument(`container.ID: ${causeText(e)}`);
+  }
+  for (const k of Object.keys(s.extensions)) if (k === "") throw errInvalidArgument("container.Extension keys must not be zero-length");
+  const bad = validateLabels(s.labels);
+  if (bad) throw errInvalidArgument(`containers.Labels: ${bad}`);
+  if (!s.runtime.name) throw errInvalidArgument("must specify a runtime name");
+  if (!s.spec) throw errInvalidArgument("container.Spec must be set");
+  if (s.snapshotKey && !s.snapshotter) throw errInvalidArgument("container.Snapshotter must be set if container.SnapshotKey is set");
+}
+
+export interface LocalContainerStoreOptions {
+  /** Called before the first write in a namespace (creates it, as containerd does). */
+  ensureNamespace?: (ctx: CallContext, ns: string) => Promise<void>;
+}
+
+export class LocalContainerStore implements ContainerStore {
+  constructor(
+    private readonly db: TasksDB,
+    private readonly events: EventPublisher,
+    private readonly opts: LocalContainerStoreOptions = {},
+  ) {}
+
+  async create(ctx: CallContext, c: ContainerInput): Promise<Container> {
+    const ns = namespaceRequired(ctx);
+    const now = Date.now();
+    const s: StoredContainer = {
+      labels: compactLabels(c.labels),
+      image: c.image ?? "",
+      runtime: { name: c.runtime?.name ?? "", ...(c.runtime?.options ? { options: toStored(c.runtime.options) } : {}) },
+      ...(c.spec ? { spec: toStored(c.spec) } : {}),
+      snapshotter: c.snapshotter ?? "",
+      snapshotKey: c.snapshotKey ?? "",
+      extensions: Object.fromEntries(Object.entries(c.extensions ?? {}).map(([k, v]) => [k, toStored(v)!])),
+      sandbox: c.sandbox ?? "",
+      created: now,
+      updated: now,
+    };
+    try {
+      validate(s, c.id);
+    } catch (e) {
+      throw errInvalidArgument(`create container failed validation: ${causeText(e)}`);
+    }
+    await this.opts.ensureNamespace?.(ctx, ns);
+    const k = key(ns, c.id);
+    const ok = await this.db.transaction(() => {
+      if (this.db.get(k) !== undefined) return false;
+      void this.db.put(k, s);
+      return true;
+    });
+    if (!ok) throw errAlreadyExists(`container ${JSON.stringify(c.id)}`);
+    const out = toContainer(c.id, s);
+    await this.events.publish(ctx, CONTAINER_EVENTS.create.topic, CONTAINER_EVENTS.create.type, {
+      id: out.id,
+      image: out.image,
+      runtime: { name: out.runtime.name, options: out.runtime.options ? { type_url: out.runtime.options.typeUrl, value: Buffer.from(out.runtime.options.value) } : null },
+    });
+    return out;
+  }
+
+  async update(ctx: CallContext, c: ContainerInput, fields: readonly string[] = []): Promise<Container> {
+    const ns = namespaceRequired(ctx);
+    if (!c.id) throw errInvalidArgument("must specify a container id");
+    const k = key(ns, c.id);
+    const updated = await this.db.transaction(() => {
+      const cur = this.db.get(k) as StoredContainer | undefined;
+      if (!cur) throw errNotFound(`container ${JSON.stringify(c.id)}`);
+      const next: StoredContainer = { ...cur, labels: { ...cur.labels }, extensions: { ...cur.extensions } };
+      let paths = [...fields];
+      if (paths.length === 0) {
+        paths = ["labels", "spec", "extensions", "image", "snapshotkey"];
+        if ((c.snapshotter ?? "") !== cur.snapshotter) throw errInvalidArgument("container.Snapshotter field is immutable");
+        if ((c.runtime?.name ?? "") !== cur.runtime.name) throw errInvalidArgument("container.Runtime.Name field is immutable");
+      }
+      for (const p of paths) {
+        if (p.startsWith("labels.")) {
+          const lk = p.slice("labels.".length);
+          const v = c.labels?.[lk];
+          if (v) next.labels[lk] = v;
+          else delete next.labels[lk];
+          continue;
+        }
+        if (p.startsWith("extensions.")) {
+          const ek = p.slice("extensions.".length);
+          const v = c.extensions?.[ek];
+          if (v) next.extensions[ek] = toStored(v)!;
+          else delete next.extensions[ek];
+          continue;
+        }
+        switch (p) {
+          case "labels": next.labels = compactLabels(c.labels); break;
+          case "spec": next.spec = toStored(c.spec); break;
+          case "extensions": next.extensions = Object.fromEntries(Object.entries(c.extensions ?? {}).map(([ek, v]) => [ek, toStored(v)!])); break;
+          case "image": next.image = c.image ?? ""; break;
+          case "snapshotkey": next.snapshotKey = c.snapshotKey ?? ""; break;
+          default: throw errInvalidArgument(`cannot update ${JSON.stringify(p)} field on ${JSON.stringify(c.id)}`);
+        }
+      }
+      try {
+        validate(next, c.id);
+      } catch (e) {
+        throw errInvalidArgument(`update validation error: ${causeText(e)}`);
+      }
+      next.updated = Math.max(Date.now(), cur.updated + 1);
+      void this.db.put(k, next);
+      return next;
+    });
+    const out = toContainer(c.id, updated);
+    await this.events.publish(ctx, CONTAINER_EVENTS.update.topic, CONTAINER_EVENTS.update.type, {
+      id: out.id,
+      image: out.image,
+      labels: out.labels,
+      snapshot_key: out.snapshotKey,
+    });
+    return out;
+  }
+
+  async get(ctx: CallContext, id: string): Promise<Container> {
+    const ns = namespaceRequired(ctx);
+    if (!id) throw errInvalidArgument("container id must not be empty");
+    const s = this.db.get(key(ns, id)) as StoredContainer | undefined;
+    if (!s) throw errNotFound(`container ${JSON.stringify(id)} in namespace ${JSON.stringify(ns)}`);
+    return toContainer(id, s);
+  }
+
+  async list(ctx: CallContext, filters: readonly string[] = []): Promise<Container[]> {
+    const ns = namespaceRequired(ctx);
+    const f = parseAll(filters);
+    const out: Container[] = [];
+    for (const { key: k, value } of this.db.getRange({ start: ["c", ns, ""], end: ["c", `${ns}\0`] })) {
+      if (k.length !== 3 || k[1] !== ns) continue;
+      const c = toContainer(String(k[2]), value as StoredContainer);
+      if (f.match(containerAdaptor(c))) out.push(c);
+    }
+    return out;
+  }
+
+  async delete(ctx: CallContext, id: string): Promise<void> {
+    const ns = namespaceRequired(ctx);
+    if (!id) throw errInvalidArgument("container id must not be empty");
+    const k = key(ns, id);
+    const ok = await this.db.transaction(() => {
+      if (this.db.get(k) === undefined) return false;
+      void this.db.remove(k);
+      return true;
+    });
+    if (!ok) throw errNotFound(`cannot delete container ${JSON.stringify(id)} in namespace ${JSON.stringify(ns)}`);
+    await this.events.publish(ctx, CONTAINER_EVENTS.delete.topic, CONTAINER_EVENTS.delete.type, { id });
+  }
+
+  /** Every namespace holding containers (for restart recovery). */
+  namespaces(): string[] {
+    const out = new Set<string>();
+    for (const k of this.db.getKeys({ start: ["c"], end: ["c\0"] })) if (k.length === 3) out.add(String(k[1]));
+    return [...out];
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * Runtime v2 bundles (containerd's runtime/v2/bundle.go): `<state>/<ns>/<id>` holding `config.json`
+ * (the spec bytes as the client sent them), `rootfs/`, the `log` FIFO, a `work` link to
+ * `<root>/<ns>/<id>`, and what the shim and the manager write (address, bootstrap.json,
+ * shim-binary-path, init.pid...). Deleting unmounts the rootfs, then renames each directory to a
+ * hidden name before removing it, so a crash never leaves a half-deleted bundle that looks live.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { validateIdentifier } from "../../../../libs/context";
+import { errAlreadyExists } from "../../../../libs/errdefs";
+import { mkfifo, unmount, MNT_DETACH } from "../../../../libs/sys/linux";
+
+export interface BundleDirs {
+  /** `<state>/tasks/io.containerd.runtime.v2.task` */
+  state: string;
+  /** `<root>/tasks/io.containerd.runtime.v2.task` */
+  root: string;
+}
+
+export class Bundle {
+  readonly path: string;
+  readonly workdir: string;
+
+  constructor(dirs: BundleDirs, readonly namespace: string, readonly id: string) {
+    this.path = path.join(dirs.state, namespace, id);
+    this.workdir = path.join(dirs.root, namespace, id);
+  }
+
+  static create(dirs: BundleDirs, namespace: string, id: string, spec: Uint8Array): Bundle {
+    validateIdentifier(id);
+    const b = new Bundle(dirs, namespace, id);
+    fs.mkdirSync(path.join(dirs.state, namespace), { recursive: true, mode: 0o711 });
+    fs.mkdirSync(path.join(dirs.root, namespace), { recursive: true, mode: 0o711 });
+    try {
+      fs.mkdirSync(b.path, { mode: 0o700 });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "EEXIST") throw errAlreadyExists(`bundle ${b.path}`);
+      throw e;
+    }
+    try {
+      fs.mkdirSync(path.join(b.path, "rootfs"), { mode: 0o711 });
+      fs.rmSync(b.workdir, { recursive: true, force: true });
+      fs.mkdirSync(b.workdir, { mode: 0o711 });
+      fs.symlinkSync(b.workdir, path.join(b.path, "work"));
+      fs.writeFileSync(path.join(b.path, "config.json"), spec, { mode: 0o600 });
+      mkfifo(path.join(b.path, "log"), 0o700);
+    } catch (e) {
+      b.delete();
+      throw e;
+    }
+    return b;
+  }
+
+  file(name: string): string {
+    return path.join(this.path, name);
+  }
+
+  read(name: string): string | undefined {
+    try {
+      return fs.readFileSync(this.file(name), "utf8");
+    } catch {
+      return undefined;
+    }
+  }
+
+  write(name: string, data: string): void {
+    fs.writeFileSync(this.file(name), data, { mode: 0o600 });
+  }
+
+  exists(): boolean {
+    return fs.existsSync(this.path);
+  }
+
+  /** Unmount the rootfs, then remove the bundle and its work directory (hidden rename first). */
+  delete(): void {
+    const rootfs = path.join(this.path, "rootfs");
+    for (let i = 0; i < 32; i++) {
+      try {
+        if (!unmount(rootfs, 0)) break;
+      } catch {
+        try {
+          unmount(rootfs, MNT_DETACH);
+        } catch {
+          break;
+        }
+      }
+    }
+    for (const dir of [this.path, this.workdir]) {
+      if (!fs.existsSync(dir)) continue;
+      const hidden = path.join(path.dirname(dir), `.${path.basename(dir)}`);
+      try {
+        fs.rmSync(hidden, { recursive: true, force: true });
+        fs.renameSync(dir, hidden);
+        fs.rmSync(hidden, { recursive: true, force: true });
+      } catch {
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+    }
+  }
+}
+
+/** Every bundle under the state directory: [namespace, id] (hidden entries skipped). */
+export function listBundles(dirs: BundleDirs): { namespace: string; id: string }[] {
+  const out: { namespace: string; id: string }[] = [];
+  let nss: string[] = [];
+  try {
+    nss = fs.readdirSync(dirs.state);
+  } catch {
+    return out;
+  }
+  for (const ns of nss) {
+    if (ns.startsWith(".")) continue;
+    let ids: string[] = [];
+    try {
+      ids = fs.readdirSync(path.join(dirs.state, ns));
+    } catch {
+      continue;
+    }
+    for (const id of ids) {
+      if (id.startsWith(".")) {
+        fs.rmSync(path.join(dirs.state, ns, id), { recursive: true, force: true });
+        continue;
+      }
+      out.push({ namespace: ns, id });
+    }
+  }
+  return out;
+}

@@ -1,0 +1,286 @@
+/**
+ * The runtime v2 manager (containerd's runtime/v2 ShimManager + TaskManager): makes the bundle, runs
+ * the shim's `start`, connects over ttrpc, creates the task; deletes task, shim and bundle; notices a
+ * shim whose connection drops and cleans up after it (`shim delete`, then /tasks/exit and
+ * /tasks/delete, as containerd's cleanupAfterDeadShim); and on start-up reconnects to the shims that
+ * outlived the previous tasks process.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { Logger } from "pino";
+import { namespaceRequired, background, type CallContext } from "../../../../libs/context";
+import { errAlreadyExists, errorCode, ErrorCodes, FlotillaError, isNotFound } from "../../../../libs/errdefs";
+import { isClosedError } from "../../../../libs/ttrpc";
+import type { EventPublisher } from "../../../../libs/events";
+import { toTimestamp } from "../../../../libs/proto";
+import type { Container } from "../../../../libs/core/containers";
+import { TASK_EVENTS, type CreateTaskInput, type ExitInfo } from "../../../../libs/core/tasks";
+import { Bundle, listBundles, type BundleDirs } from "./bundle";
+import { shimDelete, shimStart, type BootstrapResult, type ShimEnv } from "./binary";
+import type { RuntimeResolver, ShimCommand } from "./runtimes";
+import { ShimTask } from "./shim";
+
+export interface ManagerOptions {
+  dirs: BundleDirs;
+  resolver: RuntimeResolver;
+  /** The daemon address shims are told (the gateway socket), and the ttrpc events socket. */
+  address: string;
+  ttrpcAddress: string;
+  publishBinary: string;
+  debug: boolean;
+  events: EventPublisher;
+  log: Logger;
+  /** The runtime name of a stored container (for bundles without shim-binary-path). */
+  runtimeOf?: (ns: string, id: string) => Promise<string | undefined>;
+}
+
+/** An error of the same class with more context, as Go's fmt.Errorf("...: %w"). */
+export function wrap(e: unknown, prefix: string): Error {
+  const code = errorCode(e);
+  const msg = e instanceof Error ? e.message : String(e);
+  return new FlotillaError(code, `${prefix}: ${msg}`, { cause: e });
+}
+
+export const taskNotFound = (id: string): FlotillaError => new FlotillaError(ErrorCodes.NotFound, `task ${id} not found`);
+
+const key = (ns: string, id: string): string => `${ns}/${id}`;
+
+export class ShimManager {
+  private readonly tasks = new Map<string, ShimTask>();
+  private readonly reserved = new Set<string>();
+  private readonly dead = new Map<string, Promise<ExitInfo>>();
+
+  constructor(private readonly o: ManagerOptions) {}
+
+  private env(ns: string, id: string): ShimEnv {
+    return { namespace: ns, id, address: this.o.address, ttrpcAddress: this.o.ttrpcAddress, publishBinary: this.o.publishBinary, debug: this.o.debug };
+  }
+
+  /** Start a shim for `container` and create its task; returns the init pid. */
+  async create(ctx: CallContext, container: Container, input: CreateTaskInput): Promise<number> {
+    const ns = namespaceRequired(ctx);
+    const id = container.id;
+    const k = key(ns, id);
+    if (this.tasks.has(k) || this.reserved.has(k)) throw errAlreadyExists(`task ${id}`);
+    this.reserved.add(k);
+    try {
+      let cmd: ShimCommand;
+      try {
+        cmd = this.o.resolver.resolve(input.runtimePath || container.runtime.name);
+      } catch (e) {
+        throw wrap(e, "failed to start shim");
+      }
+      if (!container.spec) throw new FlotillaError(ErrorCodes.InvalidArgument, `container ${id} has no spec: invalid argument`);
+      await this.dead.get(k)?.catch(() => undefined);
+      let bundle: Bundle;
+      try {
+        bundle = Bundle.create(this.o.dirs, ns, id, container.spec.value);
+      } catch (e) {
+        throw wrap(e, "failed to start shim");
+      }
+      try {
+        const options = input.options ?? container.runtime.options;
+        let boot: BootstrapResult;
+        try {
+          boot = await shimStart(cmd, bundle.path, this.env(ns, id), options);
+        } catch (e) {
+          await shimDelete(cmd, bundle.path, this.env(ns, id)).catch(() => undefined);
+          throw wrap(e, "failed to start shim: start failed");
+        }
+        bundle.write("bootstrap.json", JSON.stringify(boot));
+        bundle.write("shim-binary-path", cmd.binaryPath);
+        if (!bundle.read("address")) bundle.write("address", boot.address);
+        const task = await ShimTask.connect(ns, id, bundle, cmd, boot, this.o.log, (t) => this.onClosed(t)).catch(async (e: unknown) => {
+          await shimDelete(cmd, bundle.path, this.env(ns, id)).catch(() => undefined);
+          throw wrap(e, "failed to start shim");
+        });
+        try {
+          const r = await task.call("Create", {
+            bundle: bundle.path,
+            rootfs: input.rootfs.map((m) => ({ type: m.type, source: m.source, target: m.target ?? "", options: m.options })),
+            terminal: input.io.terminal,
+            stdin: input.io.stdin,
+            stdout: input.io.stdout,
+            stderr: input.io.stderr,
+            checkpoint: "",
+            options: options ? { type_url: options.typeUrl, value: Buffer.from(options.value) } : null,
+          });
+          this.tasks.set(k, task);
+          return Number(r.pid ?? 0);
+        } catch (e) {
+          task.closing = true;
+          await task.call("Delete", {}, 5000).catch(() => undefined);
+          await task.call("Shutdown", {}, 3000).catch(() => undefined);
+          task.close();
+          throw wrap(e, "failed to create shim task");
+        }
+      } catch (e) {
+        bundle.delete();
+        throw e;
+      }
+    } finally {
+      this.reserved.delete(k);
+    }
+  }
+
+  /** The task; NotFound ("task <id> not found") when there is none. */
+  get(ns: string, id: string): ShimTask {
+    const t = this.tasks.get(key(ns, id));
+    if (!t) throw taskNotFound(id);
+    return t;
+  }
+
+  has(ns: string, id: string): boolean {
+    return this.tasks.has(key(ns, id));
+  }
+
+  list(ns: string): ShimTask[] {
+    return [...this.tasks.values()].filter((t) => t.namespace === ns);
+  }
+
+  /** The exit of a task whose shim died, once its cleanup ran (for Wait calls cut off by the drop). */
+  deadExit(ns: string, id: string): Promise<ExitInfo> | undefined {
+    return this.dead.get(key(ns, id));
+  }
+
+  /** Delete the task in its shim, shut the shim down, remove the bundle. */
+  async delete(ns: string, id: string): Promise<ExitInfo> {
+    const k = key(ns, id);
+    const t = this.get(ns, id);
+    let resp: Record<string, unknown> | undefined;
+    try {
+      resp = await t.call("Delete", {}, 30_000);
+    } catch (e) {
+      if (isClosedError(e)) {
+        const d = this.dead.get(k);
+        if (d) return d;
+      }
+      if (!isClosedError(e) && !isNotFound(e)) throw wrap(e, "failed to delete task");
+    }
+    this.tasks.delete(k);
+    t.closing = true;
+    await t.call("Shutdown", {}, 3000).catch(() => undefined);
+    t.close();
+    t.bundle.delete();
+    const at = resp?.exited_at as { seconds: number; nanos: number } | null | undefined;
+    return {
+      pid: Number(resp?.pid ?? 0),
+      exitStatus: Number(resp?.exit_status ?? 0),
+      exitedAt: at ? new Date(Number(at.seconds) * 1000 + Math.floor(Number(at.nanos) / 1e6)) : new Date(0),
+    };
+  }
+
+  /** A connection dropped without us closing it: the shim is gone. */
+  private onClosed(t: ShimTask): void {
+    if (t.closing) return;
+    const k = key(t.namespace, t.id);
+    if (this.tasks.get(k) !== t) return;
+    this.o.log.warn({ id: t.id, namespace: t.namespace }, "shim disconnected; cleaning up after it");
+    t.shimLog.close();
+    const done = this.cleanupDead(t.namespace, t.id, t.bundle, t.cmd).finally(() => {
+      if (this.tasks.get(k) === t) this.tasks.delete(k);
+      setTimeout(() => {
+        if (this.dead.get(k) === done) this.dead.delete(k);
+      }, 60_000).unref();
+    });
+    this.dead.set(k, done);
+  }
+
+  /** `shim delete`, /tasks/exit and /tasks/delete (status 255 when delete failed), remove the bundle. */
+  private async cleanupDead(ns: string, id: string, bundle: Bundle, cmd: ShimCommand | undefined): Promise<ExitInfo> {
+    let exit: ExitInfo = { pid: 0, exitStatus: 255, exitedAt: new Date() };
+    if (cmd) {
+      try {
+        exit = await shimDelete(cmd, bundle.path, this.env(ns, id));
+      } catch (e) {
+        this.o.log.warn({ id, namespace: ns, err: (e as Error).message }, "failed to clean up after shim disconnected");
+      }
+    }
+    const ctx = background(ns);
+    const ts = toTimestamp(exit.exitedAt);
+    await this.o.events.publish(ctx, TASK_EVENTS.exit.topic, TASK_EVENTS.exit.type, { container_id: id, id, pid: exit.pid, exit_status: exit.exitStatus, exited_at: ts });
+    await this.o.events.publish(ctx, TASK_EVENTS.delete.topic, TASK_EVENTS.delete.type, { container_id: id, pid: exit.pid, exit_status: exit.exitStatus, exited_at: ts, id: "" });
+    bundle.delete();
+    return exit;
+  }
+
+  /** Reconnect to the shims that outlived the previous tasks process; clean up the dead ones. */
+  async loadExisting(): Promise<{ loaded: number; cleaned: number }> {
+    let loaded = 0;
+    let cleaned = 0;
+    await Promise.all(listBundles(this.o.dirs).map(async ({ namespace: ns, id }) => {
+      const bundle = new Bundle(this.o.dirs, ns, id);
+      let entries: string[] = [];
+      try {
+        entries = fs.readdirSync(bundle.path);
+      } catch {
+        return;
+      }
+      if (entries.length === 0) {
+        fs.rmSync(bundle.path, { recursive: true, force: true });
+        return;
+      }
+      let cmd: ShimCommand | undefined;
+      try {
+        const bin = bundle.read("shim-binary-path")?.trim();
+        if (bin) cmd = this.o.resolver.fromBinaryPath(bin);
+        else {
+          const rt = await this.o.runtimeOf?.(ns, id);
+          if (rt) cmd = this.o.resolver.resolve(rt);
+        }
+      } catch {
+        cmd = undefined;
+      }
+      const bootText = bundle.read("bootstrap.json");
+      const address = bundle.read("address")?.trim();
+      const boot: BootstrapResult | undefined = bootText ? (JSON.parse(bootText) as BootstrapResult) : address ? { version: 2, address, protocol: "ttrpc" } : undefined;
+      if (boot && cmd) {
+        try {
+          const t = await ShimTask.connect(ns, id, bundle, cmd, boot, this.o.log, (x) => this.onClosed(x), 1000);
+          try {
+            await t.call("State", {}, 5000);
+            this.tasks.set(key(ns, id), t);
+            loaded++;
+            return;
+          } catch (e) {
+            this.o.log.warn({ id, namespace: ns, err: (e as Error).message }, "shim does not know its task; cleaning up");
+            t.closing = true;
+            await t.call("Shutdown", {}, 3000).catch(() => undefined);
+            t.close();
+          }
+        } catch (e) {
+          this.o.log.warn({ id, namespace: ns, err: (e as Error).message }, "shim unreachable after restart; cleaning up");
+        }
+      }
+      cleaned++;
+      const done = this.cleanupDead(ns, id, bundle, cmd);
+      this.dead.set(key(ns, id), done);
+      await done.catch(() => undefined);
+    }));
+    this.removeOrphanWorkdirs();
+    return { loaded, cleaned };
+  }
+
+  private removeOrphanWorkdirs(): void {
+    let nss: string[] = [];
+    try {
+      nss = fs.readdirSync(this.o.dirs.root);
+    } catch {
+      return;
+    }
+    for (const ns of nss) {
+      let ids: string[] = [];
+      try {
+        ids = fs.readdirSync(path.join(this.o.dirs.root, ns));
+      } catch {
+        continue;
+      }
+      for (const id of ids) if (!this.tasks.has(key(ns, id))) fs.rmSync(path.join(this.o.dirs.root, ns, id), { recursive: true, force: true });
+    }
+  }
+
+  /** Close every connection on purpose (the shims keep running). */
+  close(): void {
+    for (const t of this.tasks.values()) t.close();
+  }
+}

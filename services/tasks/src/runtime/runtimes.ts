@@ -1,0 +1,156 @@
+/**
+ * Which shim runs a runtime name. Configuration (`[plugins."io.containerd.runtime.v2.task"]`):
+ *
+ *   socket_dir = ""                  # where Flotilla's shim listens (default <state>/tasks/s)
+ *   runc_root = ""                   # OCI runtime state root of Flotilla's shim (default <state>/tasks/runc)
+ *   shim_node_options = [...]        # V8/Node flags for Flotilla's shim (small heaps by default)
+ *   [plugins."io.containerd.runtime.v2.task".runtimes."io.containerd.runc.v2"]
+ *     shim = "flotilla"              # Flotilla's TypeScript shim (the default for the runc runtimes)
+ *     runtime_binary = "runc"        # the OCI runtime it drives: "runc" or "crun"
+ *   [plugins."io.containerd.runtime.v2.task".runtimes."io.containerd.runc-debian.v2"]
+ *     shim = "/usr/bin/containerd-shim-runc-v2"   # any external runtime v2 shim binary
+ *
+ * A name with no entry resolves as containerd does: an absolute path is the binary; otherwise
+ * `io.containerd.<x>.<y>` means `containerd-shim-<x>-<y>` looked up in $PATH.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { errInvalidArgument, errNotFound } from "../../../../libs/errdefs";
+import { repoRoot } from "../../../../libs/proto";
+
+export const RUNTIME_PLUGIN = "io.containerd.runtime.v2";
+export const BUILTIN_SHIM = "flotilla";
+
+export interface ShimCommand {
+  /** argv before the shim flags: `[binary]`, or `[node, ...flags, main.js]` for Flotilla's shim. */
+  argv: string[];
+  builtin: boolean;
+  /** Extra environment for the shim. */
+  env: Record<string, string>;
+  /** What `shim-binary-path` records. */
+  binaryPath: string;
+}
+
+export interface RuntimeEntry {
+  shim: string;
+  runtimeBinary?: string;
+}
+
+export interface RuntimesConfig {
+  socketDir: string;
+  runcRoot: string;
+  nodeOptions: string[];
+  runtimes: Record<string, RuntimeEntry>;
+}
+
+export const DEFAULT_NODE_OPTIONS = ["--max-semi-space-size=1", "--max-old-space-size=64"];
+
+const DEFAULT_RUNTIMES: Record<string, RuntimeEntry> = {
+  "io.containerd.runc.v2": { shim: BUILTIN_SHIM, runtimeBinary: "runc" },
+  "io.containerd.runc.v1": { shim: BUILTIN_SHIM, runtimeBinary: "runc" },
+  "io.containerd.crun.v2": { shim: BUILTIN_SHIM, runtimeBinary: "crun" },
+};
+
+export function runtimesConfig(raw: Record<string, unknown>, state: string): RuntimesConfig {
+  const str = (k: string): string => {
+    const v = raw[k];
+    if (v === undefined) return "";
+    if (typeof v !== "string") throw errInvalidArgument(`config: ${RUNTIME_PLUGIN}.task ${k} must be a string`);
+    return v;
+  };
+  const runtimes: Record<string, RuntimeEntry> = { ...DEFAULT_RUNTIMES };
+  const table = raw.runtimes;
+  if (table !== undefined) {
+    if (!table || typeof table !== "object") throw errInvalidArgument(`config: ${RUNTIME_PLUGIN}.task runtimes must be a table`);
+    for (const [name, v] of Object.entries(table as Record<string, unknown>)) {
+      const e = v as Record<string, unknown>;
+      if (!e || typeof e !== "object" || typeof e.shim !== "string") throw errInvalidArgument(`config: runtime ${JSON.stringify(name)} needs a shim (a path or "${BUILTIN_SHIM}")`);
+      runtimes[name] = { shim: e.shim, ...(typeof e.runtime_binary === "string" ? { runtimeBinary: e.runtime_binary } : {}) };
+    }
+  }
+  const nodeOptions = Array.isArray(raw.shim_node_options) ? raw.shim_node_options.map(String) : DEFAULT_NODE_OPTIONS;
+  return {
+    socketDir: str("socket_dir") || path.join(state, "s"),
+    runcRoot: str("runc_root") || path.join(state, "runc"),
+    nodeOptions,
+    runtimes,
+  };
+}
+
+/** containerd's BinaryName: `io.containerd.runc.v2` -> `containerd-shim-runc-v2`. */
+export function binaryName(runtime: string): string {
+  const parts = runtime.split(".");
+  if (parts.length < 2) return "";
+  return `containerd-shim-${parts[parts.length - 2]}-${parts[parts.length - 1]}`;
+}
+
+function lookPath(name: string): string | undefined {
+  for (const dir of (process.env.PATH ?? "").split(":")) {
+    if (!dir) continue;
+    const p = path.join(dir, name);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      if (fs.statSync(p).isFile()) return p;
+    } catch {
+      /* not here */
+    }
+  }
+  return undefined;
+}
+
+export function builtinShimMain(): string {
+  return path.join(repoRoot(), "dist", "services", "shim", "main.js");
+}
+
+export class RuntimeResolver {
+  private readonly cache = new Map<string, ShimCommand>();
+
+  constructor(private readonly cfg: RuntimesConfig) {}
+
+  /** The shim for a runtime name (or an absolute shim path); NotFound when none is installed. */
+  resolve(runtime: string): ShimCommand {
+    const hit = this.cache.get(runtime);
+    if (hit) return hit;
+    if (!runtime) throw errInvalidArgument("no runtime name");
+    const entry = this.cfg.runtimes[runtime];
+    let cmd: ShimCommand;
+    if (entry && entry.shim === BUILTIN_SHIM) {
+      const main = builtinShimMain();
+      cmd = {
+        argv: [process.execPath, ...this.cfg.nodeOptions, main],
+        builtin: true,
+        env: {
+          FLOTILLA_SHIM_SOCKET_DIR: this.cfg.socketDir,
+          FLOTILLA_RUNC_ROOT: this.cfg.runcRoot,
+          FLOTILLA_RUNC_BINARY: entry.runtimeBinary ?? "runc",
+        },
+        binaryPath: main,
+      };
+    } else {
+      const target = entry ? entry.shim : runtime;
+      let bin: string | undefined;
+      if (path.isAbsolute(target)) {
+        if (!fs.existsSync(target)) throw errNotFound(`failed to resolve runtime path: invalid custom binary path ${JSON.stringify(target)}`);
+        bin = target;
+      } else {
+        if (target.includes("/")) throw errInvalidArgument(`invalid runtime name ${target}, correct runtime name should be either format like \`io.containerd.runc.v1\` or a full path to the binary`);
+        const name = entry ? target : binaryName(target);
+        if (!name) throw errInvalidArgument(`invalid runtime name ${target}, correct runtime name should be either format like \`io.containerd.runc.v1\` or a full path to the binary`);
+        bin = lookPath(name);
+        if (!bin) throw errNotFound(`failed to resolve runtime path: runtime ${JSON.stringify(runtime)} binary not installed ${JSON.stringify(name)}`);
+      }
+      cmd = { argv: [bin], builtin: false, env: {}, binaryPath: bin };
+    }
+    this.cache.set(runtime, cmd);
+    return cmd;
+  }
+
+  /** The command recorded in a bundle (`shim-binary-path`), for shims found after a restart. */
+  fromBinaryPath(p: string): ShimCommand {
+    if (p === builtinShimMain() || p.endsWith("/dist/services/shim/main.js")) {
+      const def = this.resolve("io.containerd.runc.v2");
+      return { ...def, argv: [process.execPath, ...this.cfg.nodeOptions, p], binaryPath: p };
+    }
+    return { argv: [p], builtin: false, env: {}, binaryPath: p };
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * One connected shim task: the ttrpc Task API (v3, downgraded to v2 when the shim answers
+ * NotImplemented, as containerd does) with the namespace in `containerd-namespace-ttrpc`, the shim's
+ * log FIFO copied into our log, and the hook that fires when the connection drops.
+ */
+import * as fs from "node:fs";
+import * as net from "node:net";
+import type { Logger } from "pino";
+import { isNotImplemented } from "../../../../libs/errdefs";
+import { TtrpcClient, NAMESPACE_KEY } from "../../../../libs/ttrpc";
+import { TypedClient, type Msg } from "../../../../libs/ttrpc/typed";
+import type { Bundle } from "./bundle";
+import type { BootstrapResult } from "./binary";
+import type { ShimCommand } from "./runtimes";
+
+export const TASK_V2 = "containerd.task.v2.Task";
+export const TASK_V3 = "containerd.task.v3.Task";
+
+/** Copies the shim's log FIFO (JSON lines or text) into the tasks process's log. */
+export class ShimLog {
+  private sock?: net.Socket;
+  private partial = "";
+
+  constructor(file: string, private readonly log: Logger) {
+    let fd: number;
+    try {
+      fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+    } catch {
+      return;
+    }
+    this.sock = new net.Socket({ fd, readable: true, writable: false });
+    this.sock.on("error", () => undefined);
+    this.sock.on("data", (b: Buffer) => this.onData(b));
+  }
+
+  private onData(b: Buffer): void {
+    const lines = (this.partial + b.toString()).split("\n");
+    this.partial = lines.pop() ?? "";
+    if (this.partial.length > 65536) this.partial = "";
+    for (const l of lines) {
+      if (!l.trim()) continue;
+      try {
+        const j = JSON.parse(l) as Record<string, unknown> & { level?: string; msg?: string };
+        const { level, msg, time: _t, ...rest } = j;
+        const lvl = level === "error" || level === "warn" || level === "debug" ? level : "info";
+        this.log[lvl]({ shimLog: rest }, String(msg ?? ""));
+      } catch {
+        this.log.info({ shimLog: true }, l);
+      }
+    }
+  }
+
+  close(): void {
+    this.sock?.destroy();
+    this.sock = undefined;
+  }
+}
+
+export class ShimTask {
+  /** True once we closed the connection on purpose (no dead-shim cleanup then). */
+  closing = false;
+  shimPid = 0;
+
+  private constructor(
+    readonly namespace: string,
+    readonly id: string,
+    readonly bundle: Bundle,
+    readonly cmd: ShimCommand,
+    readonly client: TtrpcClient,
+    private task: TypedClient,
+    readonly version: 2 | 3,
+    readonly shimLog: ShimLog,
+  ) {}
+
+  /**
+   * Dial the shim and pick the task API version with Connect (v3 first when the shim offers it).
+   * `onClose` runs when the connection drops for any reason.
+   */
+  static async connect(
+    ns: string,
+    id: string,
+    bundle: Bundle,
+    cmd: ShimCommand,
+    boot: BootstrapResult,
+    log: Logger,
+    onClose: (t: ShimTask) => void,
+    retryMs = 10_000,
+  ): Promise<ShimTask> {
+    let self: ShimTask | undefined;
+    const client = await TtrpcClient.connect(boot.address, { retryMs, onClose: () => self && onClose(self) });
+    const shimLog = new ShimLog(bundle.file("log"), log.child({ shim: id, namespace: ns }));
+    try {
+      const md = { [NAMESPACE_KEY]: [ns] };
+      let version: 2 | 3 = 2;
+      let task = new TypedClient(client, TASK_V2);
+      let resp: Msg | undefined;
+      if (boot.version >= 3) {
+        const v3 = new TypedClient(client, TASK_V3);
+        try {
+          resp = await v3.call("Connect", { id }, { timeoutMs: 5000, metadata: md });
+          version = 3;
+          task = v3;
+        } catch (e) {
+          if (!isNotImplemented(e)) throw e;
+        }
+      }
+      if (!resp) resp = await task.call("Connect", { id }, { timeoutMs: 5000, metadata: md });
+      self = new ShimTask(ns, id, bundle, cmd, client, task, version, shimLog);
+      self.shimPid = Number(resp.shim_pid ?? 0);
+      if (!client.isOpen) onClose(self);
+      return self;
+    } catch (e) {
+      client.close();
+      shimLog.close();
+      throw e;
+    }
+  }
+
+  call(method: string, req: Msg, timeoutMs?: number, signal?: AbortSignal): Promise<Msg> {
+    return this.task.call(method, { id: this.id, ...req }, { timeoutMs, signal, metadata: { [NAMESPACE_KEY]: [this.namespace] } });
+  }
+
+  /** Close the connection on purpose. */
+  close(): void {
+    this.closing = true;
+    this.client.close();
+    this.shimLog.close();
+  }
+}
