@@ -14,11 +14,12 @@ import { errNotFound } from "../../../../libs/errdefs";
 import type { ImageStoreSpec, OCIRegistrySpec, Platform, ProgressFn } from "../../../../libs/core/transfer";
 import { ProgressEvents } from "../../../../libs/core/transfer";
 import {
-  childrenLabels, isIndexType, isManifestType, Labels, normalizePlatform, parseConfig, parseIndex, parseManifest, platformMatcher, platformRank, refKey,
+  childrenLabels, isIndexType, isLayerType, isManifestType, Labels, normalizePlatform, parseConfig, parseIndex, parseManifest, platformMatcher, platformRank, refKey,
   type OciDescriptor,
 } from "../../../../libs/oci";
 import type { RegistryClient } from "../../../../libs/registry";
 import { registryClient, settleAll, toNative, type TransferDeps } from "./deps";
+import type { FetchResult } from "./fetch";
 import { storeImages } from "./images";
 import { ProgressTracker } from "./progress";
 import { resolveSnapshotter, unpackLayers } from "./unpack";
@@ -86,10 +87,12 @@ export async function pull(deps: TransferDeps, ctx: CallContext, src: OCIRegistr
 
     const fetchOne = async (d: OciDescriptor, parents: string[]): Promise<void> => {
       const ref = tracker.add(d, parents);
-      const r = await limiter.run(() => {
+      const go = (): Promise<FetchResult> => {
         ac.signal.throwIfAborted();
         return deps.fetcher.fetch(ctx, client, d, { ref, onBytes: (off) => tracker.bytes(d, off), signal: ac.signal });
-      }).catch((e: unknown) => {
+      };
+      // Only layers count against the download limit: manifests and configs are small and gate the unpack.
+      const r = await (isLayerType(d.mediaType) ? limiter.run(go) : go()).catch((e: unknown) => {
         throw toNative(e, `failed to fetch ${refKey(d)}`);
       });
       if (r === "exists") tracker.exists(d);
