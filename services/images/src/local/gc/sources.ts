@@ -108,6 +108,9 @@ export function remoteSources(a: RemoteAddresses): GCSources {
   const introspection = new RpcClient(a.snapshots, "containerd.services.introspection.v1.Introspection");
   const containers = new RpcClient(a.tasks, "containerd.services.containers.v1.Containers");
   const sandboxes = new RpcClient(a.sandbox, "containerd.services.sandbox.v1.Store");
+  // The loaded snapshotters rarely change: asked again after a few seconds (a snapshots process that
+  // went down meanwhile fails the pass's List calls instead).
+  let known: { names: string[]; at: number } | undefined;
   return {
     content: {
       async list(ctx) {
@@ -134,15 +137,23 @@ export function remoteSources(a: RemoteAddresses): GCSources {
     },
     snapshots: {
       async snapshotters(ctx) {
+        if (known && Date.now() - known.at < 5000) return known.names;
         const r = await introspection.unary(ctx, "Plugins", { filters: [`type==${SNAPSHOTTER_PLUGIN}`] });
-        return ((r.plugins as Msg[] | undefined) ?? []).filter((p) => !p.init_err || !p.init_err.code).map((p) => String(p.id));
+        const names = ((r.plugins as Msg[] | undefined) ?? []).filter((p) => !p.init_err || !p.init_err.code).map((p) => String(p.id));
+        known = { names, at: Date.now() };
+        return names;
       },
       async list(ctx, snapshotter) {
         const out: GraphSnapshot[] = [];
-        for await (const m of snapshots.serverStream(ctx, "List", { snapshotter, filters: [] })) {
-          for (const i of (m.info as Msg[] | undefined) ?? []) {
-            out.push({ snapshotter, key: String(i.name), parent: String(i.parent ?? ""), labels: (i.labels as Record<string, string>) ?? {} });
+        try {
+          for await (const m of snapshots.serverStream(ctx, "List", { snapshotter, filters: [] })) {
+            for (const i of (m.info as Msg[] | undefined) ?? []) {
+              out.push({ snapshotter, key: String(i.name), parent: String(i.parent ?? ""), labels: (i.labels as Record<string, string>) ?? {} });
+            }
           }
+        } catch (e) {
+          known = undefined;
+          throw e;
         }
         return out;
       },
