@@ -6,7 +6,7 @@ import { widenFlowControlWindows } from "../../libs/grpc/flow-window";
 import { openContentDB } from "./src/local/db";
 import { LocalLeaseResources } from "./src/local/leases";
 import { LocalContentStore } from "./src/local/store";
-import { CONTENT_SERVICE, contentHandlers } from "./src/server/content";
+import { CONTENT_SERVICE, registerContentService } from "./src/server/content";
 import { LEASES_SERVICE, leaseResourceHandlers } from "./src/server/leases";
 
 export const contentService: ServiceDefinition = {
@@ -23,7 +23,7 @@ export const contentService: ServiceDefinition = {
       ensureNamespace: (ctx, ns) => namespaces.ensure(ctx, ns),
       log: sc.log,
     });
-    sc.server.addService(CONTENT_SERVICE, contentHandlers(store));
+    registerContentService(sc.server, store);
     sc.server.addService(LEASES_SERVICE, leaseResourceHandlers(new LocalLeaseResources(db)));
     return {
       grpcServices: [CONTENT_SERVICE],
@@ -33,6 +33,7 @@ export const contentService: ServiceDefinition = {
         { type: GRPC_PLUGIN, id: "content", requires: ["io.containerd.service.v1"] },
       ],
       close: async () => {
+        store.close();
         await db.close();
       },
     };

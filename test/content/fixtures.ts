@@ -7,11 +7,12 @@ import type { EventPublisher, Envelope } from "../../libs/events";
 import type { AnyMsg } from "../../libs/proto";
 import { createLogger } from "../../libs/log";
 import { RpcServer } from "../../libs/grpc/server";
+import { closeChannels } from "../../libs/grpc/client";
 import { ContentStoreProxy, LeaseResourceRecorderProxy } from "../../libs/clients/content";
 import { openContentDB, type ContentDB } from "../../services/content/src/local/db";
 import { LocalLeaseResources } from "../../services/content/src/local/leases";
 import { LocalContentStore } from "../../services/content/src/local/store";
-import { CONTENT_SERVICE, contentHandlers } from "../../services/content/src/server/content";
+import { registerContentService } from "../../services/content/src/server/content";
 import { LEASES_SERVICE, leaseResourceHandlers } from "../../services/content/src/server/leases";
 import type { SuiteFixture } from "./suite";
 
@@ -69,7 +70,7 @@ export async function localFixture(): Promise<SuiteFixture> {
 export async function proxyFixture(): Promise<SuiteFixture> {
   const l = await openLocal();
   const server = new RpcServer({ service: "content", log: createLogger("content-test", "silent") });
-  server.addService(CONTENT_SERVICE, contentHandlers(l.store));
+  registerContentService(server, l.store);
   server.addService(LEASES_SERVICE, leaseResourceHandlers(new LocalLeaseResources(l.db)));
   const sock = path.join(l.root, "content.sock");
   await server.listen(`unix://${sock}`);
@@ -78,6 +79,7 @@ export async function proxyFixture(): Promise<SuiteFixture> {
     leases: new LeaseResourceRecorderProxy(`unix://${sock}`),
     events: () => l.events.events,
     cleanup: async () => {
+      closeChannels();
       await server.shutdown(1000);
       await l.close();
       fs.rmSync(l.root, { recursive: true, force: true });

@@ -5,6 +5,8 @@
  * resume point after a crash is the data file's size, never more than what was acknowledged.
  */
 import * as crypto from "node:crypto";
+import { mkdir } from "node:fs/promises";
+import * as path from "node:path";
 import type { CallContext } from "../../../../libs/context";
 import { errFailedPrecondition, errNotFound } from "../../../../libs/errdefs";
 import type { ContentWriter, IngestStatus } from "../../../../libs/core/content";
@@ -127,7 +129,9 @@ export class LocalWriter implements ContentWriter {
    * existing blob (containerd copies them too).
    */
   private async unshare(keep: number): Promise<void> {
-    const fd = await openFile(this.host.dataPath(this.rec), "w");
+    const p = this.host.dataPath(this.rec);
+    await mkdir(path.dirname(p), { recursive: true });
+    const fd = await openFile(p, "w");
     this.fd = fd;
     this.offset = 0;
     this.hash = crypto.createHash("sha256");

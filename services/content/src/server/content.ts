@@ -4,8 +4,9 @@
  */
 import type { CallContext } from "../../../../libs/context";
 import { errAlreadyExists, errCanceled, errInvalidArgument, errOutOfRange, FlotillaError, errorCode, isNotFound, ErrorCodes } from "../../../../libs/errdefs";
-import type { Msg, Send, ServiceHandlers } from "../../../../libs/grpc/server";
-import { fromTimestamp, toTimestamp } from "../../../../libs/proto";
+import type * as grpc from "@grpc/grpc-js";
+import { writeWithBackpressure, type Msg, type RpcServer, type Send, type ServiceHandlers } from "../../../../libs/grpc/server";
+import { DECODE_OPTIONS, fromTimestamp, lookupType, toTimestamp, validateWire } from "../../../../libs/proto";
 import { MAX_CHUNK, isValidDigest, type ContentInfo, type ContentStore, type IngestStatus } from "../../../../libs/core/content";
 
 export const CONTENT_SERVICE = "containerd.services.content.v1.Content";
@@ -136,7 +137,8 @@ async function write(store: ContentStore, ctx: CallContext, reqs: AsyncIterable<
   } finally {
     await wr.close();
   }
-  // containerd sends the last response once more when the session ends cleanly; clients ignore it.
+  // containerd sends the last response once more when the session ends cleanly (after COMMIT, or at the
+  // client's half-close); clients ignore it.
   if (last) await send(last);
 }
 
@@ -176,6 +178,39 @@ async function read(store: ContentStore, ctx: CallContext, req: Msg, send: Send)
   }
 }
 
+/**
+ * Write over the raw call: the request stream is read with `destroyOnReturn: false`, because a readable
+ * async iterator that runs to its end destroys a duplex stream, and the response side with it (a client
+ * that half-closes would then never get its status).
+ */
+function rawWrite(store: ContentStore): Parameters<RpcServer["register"]>[2] {
+  const reqT = lookupType("containerd.services.content.v1.WriteContentRequest");
+  const resT = lookupType("containerd.services.content.v1.WriteContentResponse");
+  return async (call, info) => {
+    const duplex = call as grpc.ServerDuplexStream<Buffer, Buffer>;
+    async function* requests(): AsyncIterable<Msg> {
+      for await (const b of duplex.iterator({ destroyOnReturn: false })) {
+        try {
+          validateWire(reqT, b as Buffer);
+          yield reqT.toObject(reqT.decode(b as Buffer), DECODE_OPTIONS);
+        } catch (e) {
+          throw errInvalidArgument(`malformed containerd.services.content.v1.WriteContentRequest: ${(e as Error).message}`);
+        }
+      }
+    }
+    const send: Send = (m) => writeWithBackpressure(duplex, Buffer.from(resT.encode(resT.fromObject(m)).finish()));
+    await write(store, info.ctx, requests(), send);
+    duplex.end();
+  };
+}
+
+/** Register containerd.services.content.v1.Content on `server`. */
+export function registerContentService(server: RpcServer, store: ContentStore): void {
+  server.addService(CONTENT_SERVICE, contentHandlers(store));
+  server.register(`/${CONTENT_SERVICE}/Write`, "bidi", rawWrite(store));
+}
+
+/** The unary and server-streaming methods (Write is registered on the raw call, see rawWrite). */
 export function contentHandlers(store: ContentStore): ServiceHandlers {
   return {
     Info: async (ctx, req) => ({ info: infoToProto(await store.info(ctx, checkDigest(req.digest))) }),
@@ -211,7 +246,6 @@ export function contentHandlers(store: ContentStore): ServiceHandlers {
       }
     },
     ListStatuses: async (ctx, req) => ({ statuses: (await store.listStatuses(ctx, req.filters as string[])).map(statusToProto) }),
-    Write: (ctx, reqs, send) => write(store, ctx, reqs, send),
     Abort: async (ctx, req) => {
       await store.abort(ctx, String(req.ref ?? ""));
       return {};
