@@ -106,6 +106,28 @@ describe("transfer - cli", () => {
     fs.writeFileSync(gz, zlib.gzipSync(fs.readFileSync(out)));
     ok(await flt(stack, ["import", "--index-name", "archive/index:1", gz]));
     assert.match((await stack.ctr(["images", "ls", "-q"])).stdout, /^archive\/index:1$/m);
+    // export to stdout, import from stdin
+    const piped = path.join(stack.dir, "piped.tar");
+    const code = await new Promise<number>((resolve) => {
+      const fd = fs.openSync(piped, "w");
+      const c = spawn(process.execPath, [CLI, "export", "-a", stack.socket, "-", "local/copy:1"], { stdio: ["ignore", fd, "pipe"] });
+      c.on("close", (x) => {
+        fs.closeSync(fd);
+        resolve(x ?? 1);
+      });
+    });
+    assert.equal(code, 0);
+    ok(await stack.ctr(["images", "rm", "local/copy:1"]));
+    const code2 = await new Promise<number>((resolve) => {
+      const fd = fs.openSync(piped, "r");
+      const c = spawn(process.execPath, [CLI, "import", "-a", stack.socket, "-"], { stdio: [fd, "ignore", "inherit"] });
+      c.on("close", (x) => {
+        fs.closeSync(fd);
+        resolve(x ?? 1);
+      });
+    });
+    assert.equal(code2, 0);
+    assert.match((await stack.ctr(["images", "ls", "-q"])).stdout, /^local\/copy:1$/m);
   });
 
   it("push to an htpasswd registry, skopeo sees it, a second push skips blobs, pull back by digest", async () => {
