@@ -1,5 +1,6 @@
 /**
- * Images benchmarks (issue 5), Flotilla side by side with a reference containerd in the same run, as ratios:
+ * Images benchmarks (issue 5), Flotilla side by side with a reference containerd in the same run, as ratios
+ * (rounds alternate between the two, so load from elsewhere on the machine hits both alike):
  * - full `ctr images pull --plain-http` (fetch + unpack) from a loopback registry of a ~100 MB 5-layer image
  *   and of a 6,000-file image (each run starts from an empty store: `images rm --sync` in between);
  * - `ctr images ls` with 500 images;
@@ -10,7 +11,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { encode } from "../libs/proto";
-import { median, report, sideBySide, type Row, type Target } from "./lib";
+import { report, startContainerd, startFlotilla, type Row, type Target } from "./lib";
 import { buildBusyboxImage, startRegistry, type BuiltImage } from "../test/images/registry";
 
 interface Args {
@@ -59,9 +60,33 @@ async function must(t: Target, args: string[]): Promise<void> {
   if (r.code !== 0) throw new Error(`${t.name}: ctr ${args.join(" ")}: ${r.stderr}`);
 }
 
+const medianOf = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
+
+async function timed(fn: () => Promise<void>): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - t0) / 1e6;
+}
+
+/**
+ * Run `round` on each system in turn, `runs` times (plus one untimed warm-up round), so that load from
+ * elsewhere on the machine hits both alike; medians per system.
+ */
+async function alternate(targets: Target[], runs: number, round: (t: Target) => Promise<number>): Promise<number[]> {
+  const samples = targets.map(() => [] as number[]);
+  for (let i = 0; i <= runs; i++) {
+    for (let k = 0; k < targets.length; k++) {
+      const ms = await round(targets[k]!);
+      if (i > 0) samples[k]!.push(ms);
+    }
+  }
+  return samples.map(medianOf);
+}
+
 export async function run(argv: string[] = process.argv.slice(2)): Promise<Row[]> {
   const a = parseArgs(argv);
   const reg = await startRegistry();
+  const targets: Target[] = [];
   try {
     const per = Math.floor((a.bigMiB * 1024 * 1024) / 3);
     const big = buildBusyboxImage({ tag: "big", extraLayers: [{ size: per, files: 4 }, { size: per, files: 4 }, { size: per, files: 4 }] });
@@ -70,45 +95,35 @@ export async function run(argv: string[] = process.argv.slice(2)): Promise<Row[]
     await reg.push("bench/many", "1", many);
     const bigRef = `${reg.host}/bench/big:1`;
     const manyRef = `${reg.host}/bench/many:1`;
-    const res = await sideBySide(async (t) => {
-      const timedPull = async (ref: string): Promise<number> => {
-        const times: number[] = [];
-        for (let i = 0; i < a.runs + 1; i++) {
-          const t0 = process.hrtime.bigint();
-          await must(t, ["images", "pull", "--plain-http", ref]);
-          if (i > 0) times.push(Number(process.hrtime.bigint() - t0) / 1e6); // the first run warms the registry and page cache
-          await must(t, ["images", "rm", "--sync", ref]);
-        }
-        times.sort((x, y) => x - y);
-        return times[Math.floor(times.length / 2)]!;
-      };
-      const pullBig = await timedPull(bigRef);
-      const pullMany = await timedPull(manyRef);
+    targets.push(await startFlotilla(), await startContainerd());
 
-      const rmTimes: number[] = [];
-      for (let i = 0; i < a.runs; i++) {
-        await must(t, ["images", "pull", "--plain-http", bigRef]);
-        const t0 = process.hrtime.bigint();
-        await must(t, ["images", "rm", "--sync", bigRef]);
-        rmTimes.push(Number(process.hrtime.bigint() - t0) / 1e6);
-      }
-      rmTimes.sort((x, y) => x - y);
-      const rmSync = rmTimes[Math.floor(rmTimes.length / 2)]!;
-
+    // A full pull from an empty store (each round removes the image with --sync afterwards).
+    const pull = (ref: string) => (t: Target) => timed(() => must(t, ["images", "pull", "--plain-http", ref])).then(async (ms) => {
+      await must(t, ["images", "rm", "--sync", ref]);
+      return ms;
+    });
+    const [pullBigF, pullBigC] = await alternate(targets, a.runs, pull(bigRef));
+    const [pullManyF, pullManyC] = await alternate(targets, a.runs, pull(manyRef));
+    const [rmF, rmC] = await alternate(targets, a.runs, async (t) => {
+      await must(t, ["images", "pull", "--plain-http", bigRef]);
+      return timed(() => must(t, ["images", "rm", "--sync", bigRef]));
+    });
+    for (const t of targets) {
       await must(t, ["content", "fetch", "--plain-http", manyRef]);
       await createImages(t, many, a.images);
-      const ls = await median(a.runs, () => must(t, ["images", "ls"]), 1);
-      const lsq = await median(a.runs, () => must(t, ["images", "ls", "-q"]), 1);
-      return { pullBig, pullMany, rmSync, ls, lsq };
-    });
+    }
+    const [lsF, lsC] = await alternate(targets, a.runs, (t) => timed(() => must(t, ["images", "ls"])));
+    const [lsqF, lsqC] = await alternate(targets, a.runs, (t) => timed(() => must(t, ["images", "ls", "-q"])));
+    const row = (benchmark: string, f: number, c: number): Row => ({ benchmark, unit: "ms", flotilla: f, containerd: c, lowerIsBetter: true });
     return [
-      { benchmark: `ctr images pull, ${a.bigMiB} MB 5-layer image (median of ${a.runs})`, unit: "ms", flotilla: res.flotilla.pullBig, containerd: res.containerd.pullBig, lowerIsBetter: true },
-      { benchmark: `ctr images pull, ${a.files}-file image (median of ${a.runs})`, unit: "ms", flotilla: res.flotilla.pullMany, containerd: res.containerd.pullMany, lowerIsBetter: true },
-      { benchmark: `ctr images rm --sync, 5-layer image (median of ${a.runs})`, unit: "ms", flotilla: res.flotilla.rmSync, containerd: res.containerd.rmSync, lowerIsBetter: true },
-      { benchmark: `ctr images ls, ${a.images} images (median of ${a.runs})`, unit: "ms", flotilla: res.flotilla.ls, containerd: res.containerd.ls, lowerIsBetter: true },
-      { benchmark: `ctr images ls -q, ${a.images} images (median of ${a.runs})`, unit: "ms", flotilla: res.flotilla.lsq, containerd: res.containerd.lsq, lowerIsBetter: true },
+      row(`ctr images pull, ${a.bigMiB} MB 5-layer image (median of ${a.runs})`, pullBigF!, pullBigC!),
+      row(`ctr images pull, ${a.files}-file image (median of ${a.runs})`, pullManyF!, pullManyC!),
+      row(`ctr images rm --sync, 5-layer image (median of ${a.runs})`, rmF!, rmC!),
+      row(`ctr images ls, ${a.images} images (median of ${a.runs})`, lsF!, lsC!),
+      row(`ctr images ls -q, ${a.images} images (median of ${a.runs})`, lsqF!, lsqC!),
     ];
   } finally {
+    for (const t of targets) await t.stop();
     await reg.stop();
   }
 }
