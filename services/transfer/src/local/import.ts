@@ -53,23 +53,26 @@ export async function writeBlob(content: ContentStore, ctx: CallContext, ref: st
   try {
     const st = await w.status();
     if (st.offset > 0) await w.truncate(0);
-    let pending: Buffer[] = [];
-    let len = 0;
+    // A reused staging buffer (see BlobFetcher): the writer has encoded the data when write() resolves.
+    const stage = Buffer.allocUnsafe(size > 0 ? Math.min(MAX_CHUNK, size) : MAX_CHUNK);
+    let used = 0;
     let n = 0;
     const flush = async (): Promise<void> => {
-      if (!len) return;
-      const buf = Buffer.concat(pending, len);
-      pending = [];
-      len = 0;
-      for (let i = 0; i < buf.length; i += MAX_CHUNK) await w.write(buf.subarray(i, Math.min(buf.length, i + MAX_CHUNK)));
+      if (!used) return;
+      await w.write(stage.subarray(0, used));
+      used = 0;
     };
     for await (const c of body) {
       if (magic.length < 8) magic = Buffer.concat([magic, c.subarray(0, 8 - magic.length)]);
-      pending.push(c);
-      len += c.length;
       n += c.length;
+      let chunk = c;
+      while (chunk.length) {
+        const k = chunk.copy(stage, used);
+        used += k;
+        chunk = chunk.subarray(k);
+        if (used === stage.length) await flush();
+      }
       onBytes?.(n);
-      if (len >= MAX_CHUNK) await flush();
     }
     await flush();
     const digest = expected || w.digest() || sha256(Buffer.alloc(0));
