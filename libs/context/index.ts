@@ -14,6 +14,8 @@ export const LEASE_HEADER = "containerd-lease";
 export interface CallContext {
   namespace?: string;
   lease?: string;
+  /** Flotilla's own call metadata (`flotilla-*` headers), carried between processes. */
+  headers?: Record<string, string>;
   signal: AbortSignal;
   deadline?: Date;
   trace: OtelContext;
@@ -47,11 +49,27 @@ export function leaseFromMetadata(md: Metadata): string | undefined {
   return first(md, LEASE_HEADER) || undefined;
 }
 
+/** The `flotilla-*` headers of incoming metadata, if any. */
+export function flotillaHeadersFromMetadata(md: Metadata): Record<string, string> | undefined {
+  let out: Record<string, string> | undefined;
+  for (const k of Object.keys(md.getMap())) {
+    if (!k.startsWith("flotilla-")) continue;
+    const v = first(md, k);
+    if (v !== undefined) (out ??= {})[k] = v;
+  }
+  return out;
+}
+
+export function withHeaders(ctx: CallContext, headers: Record<string, string>): CallContext {
+  return { ...ctx, headers: { ...ctx.headers, ...headers } };
+}
+
 /** Outgoing metadata carrying the namespace and lease of `ctx`. */
 export function metadataFor(ctx: CallContext): Metadata {
   const md = new Metadata();
   if (ctx.namespace) md.set(NAMESPACE_HEADER, ctx.namespace);
   if (ctx.lease) md.set(LEASE_HEADER, ctx.lease);
+  for (const [k, v] of Object.entries(ctx.headers ?? {})) md.set(k, v);
   return md;
 }
 

@@ -8,7 +8,7 @@ import * as path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { context as otelContext, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
-import { leaseFromMetadata, namespaceFromMetadata, type CallContext } from "../context";
+import { flotillaHeadersFromMetadata, leaseFromMetadata, namespaceFromMetadata, type CallContext } from "../context";
 import { errCanceled, errInvalidArgument, errorCode, ErrorCodes, toGrpc } from "../errdefs";
 import type { Metrics } from "../metrics";
 import { grpcTarget, unixPath } from "../config";
@@ -146,6 +146,7 @@ export class RpcServer {
       const ctx: CallContext = {
         namespace: namespaceFromMetadata(md),
         lease: leaseFromMetadata(md),
+        headers: flotillaHeadersFromMetadata(md),
         signal: ac.signal,
         deadline: deadline instanceof Date ? deadline : Number.isFinite(deadline) ? new Date(deadline) : undefined,
         trace: trace.setSpan(parent, span),

@@ -17,6 +17,8 @@ export function leaseRecordOps(db: SnapshotsDB): {
   add(ns: string, lease: string, type: string, id: string): void;
   remove(ns: string, lease: string, type: string, id: string): void;
   forgetResource(ns: string, type: string, id: string): void;
+  /** True when any lease record in `ns` holds the resource. */
+  held(ns: string, type: string, id: string): boolean;
 } {
   const remove = (ns: string, lease: string, type: string, id: string): void => {
     void db.remove(leaseKey(ns, lease, type, id));
@@ -29,6 +31,10 @@ export function leaseRecordOps(db: SnapshotsDB): {
       void db.put(reverseKey(ns, type, id, lease), 1);
     },
     remove,
+    held(ns, type, id) {
+      for (const _ of db.getKeys({ start: reverseKey(ns, type, id, ""), end: reverseKey(ns, type, id, MAX_KEY_PART), limit: 1 })) return true;
+      return false;
+    },
     forgetResource(ns, type, id) {
       const leases: string[] = [];
       for (const k of db.getKeys({ start: reverseKey(ns, type, id, ""), end: reverseKey(ns, type, id, MAX_KEY_PART) })) leases.push(String(k[4]));

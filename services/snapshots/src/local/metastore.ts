@@ -6,6 +6,7 @@
  * rename that makes a staged directory the snapshot's (see backends.ts), so a crash leaves at worst
  * an unreferenced directory that `reconcile` removes at start-up.
  */
+import { GC_SWEEP_HEADER } from "../../../../libs/core/gc";
 import * as fs from "node:fs";
 import type { Logger } from "pino";
 import { namespaceRequired, type CallContext } from "../../../../libs/context";
@@ -221,9 +222,14 @@ export class LocalSnapshotter implements Snapshotter {
 
   async remove(ctx: CallContext, key: string): Promise<void> {
     const ns = namespaceRequired(ctx);
+    // A removal by the garbage collector loses to a lease taken after the collector's last look.
+    const bySweep = ctx.headers?.[GC_SWEEP_HEADER] !== undefined;
     const res = await this.db.transaction((): TxResult<SnapshotRecord> => {
       const r = this.record(ns, key);
       if (!r) return { err: errNotFound(`snapshot ${key} does not exist`) };
+      if (bySweep && leaseRecordOps(this.db).held(ns, snapshotLeaseResourceType(this.name), key)) {
+        return { err: errFailedPrecondition(`snapshot ${key} is leased`) };
+      }
       for (const _ of this.db.getKeys({ start: childKey(this.name, ns, key, ""), end: childKey(this.name, ns, key, MAX_KEY_PART), limit: 1 })) {
         return { err: errFailedPrecondition("cannot remove snapshot with child") };
       }

@@ -4,13 +4,11 @@
  * Remove; Containers/List; sandbox Store/List; Introspection/Plugins for the loaded snapshotters).
  * Every call runs in the namespace of its context. The sweep's deletes carry GC_SWEEP_HEADER.
  */
-import * as grpc from "@grpc/grpc-js";
-import { metadataFor, type CallContext } from "../../../../../libs/context";
-import { fromGrpc, isNotImplemented } from "../../../../../libs/errdefs";
-import { RpcClient, sharedChannel } from "../../../../../libs/grpc/client";
+import { withHeaders, type CallContext } from "../../../../../libs/context";
+import { isNotImplemented } from "../../../../../libs/errdefs";
+import { RpcClient } from "../../../../../libs/grpc/client";
 import type { Msg } from "../../../../../libs/grpc/server";
-import { DECODE_OPTIONS, fromTimestamp, lookupService, type Type } from "../../../../../libs/proto";
-import { injectIntoMetadata } from "../../../../../libs/tracing";
+import { fromTimestamp } from "../../../../../libs/proto";
 import { GC_SWEEP_HEADER, type GraphSnapshot } from "../../../../../libs/core/gc";
 
 export interface ContentObject {
@@ -57,37 +55,6 @@ export interface GCSources {
   roots: RootsSource;
 }
 
-/** Unary calls with extra metadata (RpcClient carries only namespace and lease). */
-class HeaderClient {
-  private readonly client: grpc.Client;
-  private readonly types = new Map<string, { req: Type; res: Type }>();
-
-  constructor(address: string, private readonly service: string) {
-    this.client = sharedChannel(address);
-    for (const m of lookupService(service).methodsArray) {
-      m.resolve();
-      this.types.set(m.name, { req: m.resolvedRequestType!, res: m.resolvedResponseType! });
-    }
-  }
-
-  unary(ctx: CallContext, method: string, req: Msg, headers: Record<string, string>): Promise<Msg> {
-    const t = this.types.get(method)!;
-    const md = metadataFor(ctx);
-    for (const [k, v] of Object.entries(headers)) md.set(k, v);
-    injectIntoMetadata(ctx.trace, md);
-    const opts: grpc.CallOptions = ctx.deadline ? { deadline: ctx.deadline } : {};
-    return new Promise((resolve, reject) => {
-      this.client.makeUnaryRequest(
-        `/${this.service}/${method}`,
-        (m: Msg) => Buffer.from(t.req.encode(t.req.fromObject(m)).finish()),
-        (b: Buffer) => t.res.toObject(t.res.decode(b), DECODE_OPTIONS),
-        req, md, opts,
-        (err, value) => (err ? reject(fromGrpc(err)) : resolve(value as Msg)),
-      );
-    });
-  }
-}
-
 const sweepHeaders = (pass: number): Record<string, string> => ({ [GC_SWEEP_HEADER]: String(pass) });
 
 export interface RemoteAddresses {
@@ -102,9 +69,7 @@ export const SNAPSHOTTER_PLUGIN = "io.containerd.snapshotter.v1";
 /** The sources over the other processes' gRPC services. */
 export function remoteSources(a: RemoteAddresses): GCSources {
   const content = new RpcClient(a.content, "containerd.services.content.v1.Content");
-  const contentSweep = new HeaderClient(a.content, "containerd.services.content.v1.Content");
   const snapshots = new RpcClient(a.snapshots, "containerd.services.snapshots.v1.Snapshots");
-  const snapshotsSweep = new HeaderClient(a.snapshots, "containerd.services.snapshots.v1.Snapshots");
   const introspection = new RpcClient(a.snapshots, "containerd.services.introspection.v1.Introspection");
   const containers = new RpcClient(a.tasks, "containerd.services.containers.v1.Containers");
   const sandboxes = new RpcClient(a.sandbox, "containerd.services.sandbox.v1.Store");
@@ -129,10 +94,10 @@ export function remoteSources(a: RemoteAddresses): GCSources {
         }));
       },
       async delete(ctx, digest, pass) {
-        await contentSweep.unary(ctx, "Delete", { digest }, sweepHeaders(pass));
+        await content.unary(withHeaders(ctx, sweepHeaders(pass)), "Delete", { digest });
       },
       async abort(ctx, ref, pass) {
-        await contentSweep.unary(ctx, "Abort", { ref }, sweepHeaders(pass));
+        await content.unary(withHeaders(ctx, sweepHeaders(pass)), "Abort", { ref });
       },
     },
     snapshots: {
@@ -158,7 +123,7 @@ export function remoteSources(a: RemoteAddresses): GCSources {
         return out;
       },
       async remove(ctx, snapshotter, key, pass) {
-        await snapshotsSweep.unary(ctx, "Remove", { snapshotter, key }, sweepHeaders(pass));
+        await snapshots.unary(withHeaders(ctx, sweepHeaders(pass)), "Remove", { snapshotter, key });
       },
     },
     roots: {
