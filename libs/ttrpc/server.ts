@@ -60,6 +60,9 @@ export interface ServiceDesc {
 
 export interface TtrpcServerOptions {
   onError?: (err: unknown, where: string) => void;
+  /** A connection was accepted / closed; `open` counts the connections left. */
+  onConnect?: (open: number) => void;
+  onDisconnect?: (open: number) => void;
 }
 
 class InboundQueue implements AsyncIterable<Buffer> {
@@ -238,7 +241,7 @@ export class TtrpcServer {
 
   /** @internal */
   forget(c: Connection): void {
-    this.conns.delete(c);
+    if (this.conns.delete(c)) this.opts.onDisconnect?.(this.conns.size);
   }
 
   /** Serve connections accepted by `listener`. */
@@ -250,6 +253,7 @@ export class TtrpcServer {
   /** Serve one already-connected socket. */
   accept(socket: net.Socket): void {
     this.conns.add(new Connection(this, socket));
+    this.opts.onConnect?.(this.conns.size);
   }
 
   /**

@@ -10,7 +10,7 @@ async function main(): Promise<void> {
     process.stdout.write("containerd-shim-flotilla-v2 (Flotilla's runc shim)\n");
     return;
   }
-  if (!flags.namespace) throw new Error("shim namespace cannot be empty");
+  if (!flags.namespace && !(flags.warm && flags.action === "serve")) throw new Error("shim namespace cannot be empty");
   switch (flags.action) {
     case "start": {
       const { start } = await import("./src/start");

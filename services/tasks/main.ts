@@ -15,6 +15,7 @@ import { background } from "../../libs/context";
 import { LocalContainerStore, openTasksDB } from "./src/local/containers";
 import { LocalTaskService } from "./src/local/tasks";
 import { ShimManager } from "./src/runtime/manager";
+import { WarmPool } from "./src/runtime/warm";
 import { RuntimeResolver, runtimesConfig, RUNTIME_PLUGIN } from "./src/runtime/runtimes";
 import { CONTAINERS_SERVICE, containersHandlers } from "./src/server/containers";
 import { TASKS_SERVICE, tasksHandlers } from "./src/server/tasks";
@@ -51,13 +52,26 @@ export const tasksService: ServiceDefinition = {
     const ensurer = new NamespaceEnsurer(new NamespaceStoreProxy(sc.config.flotilla.services.images.address), sc.events);
     const containers = new LocalContainerStore(db, sc.events, { ensureNamespace: (ctx, ns) => ensurer.ensure(ctx, ns) });
     const dirs = { state: path.join(sc.state, "io.containerd.runtime.v2.task"), root: path.join(sc.root, "io.containerd.runtime.v2.task") };
+    const resolver = new RuntimeResolver(cfg);
+    const debug = sc.config.debug.level === "debug" || sc.config.debug.level === "trace";
+    const publishBinary = path.join(repoRoot(), "bin", "flotilla");
+    const warm = new WarmPool({
+      size: cfg.warmShims,
+      socketDir: cfg.socketDir,
+      env: { TTRPC_ADDRESS: ttrpcAddress, GRPC_ADDRESS: sc.config.grpc.address, MAX_SHIM_VERSION: "3" },
+      address: sc.config.grpc.address,
+      publishBinary,
+      debug,
+      log: sc.log,
+    });
     const manager = new ShimManager({
       dirs,
-      resolver: new RuntimeResolver(cfg),
+      resolver,
       address: sc.config.grpc.address,
       ttrpcAddress,
-      publishBinary: path.join(repoRoot(), "bin", "flotilla"),
-      debug: sc.config.debug.level === "debug" || sc.config.debug.level === "trace",
+      publishBinary,
+      debug,
+      warm,
       events: sc.events,
       log: sc.log,
       runtimeOf: async (ns, id) => (await containers.get(background(ns), id).catch(() => undefined))?.runtime.name,
@@ -65,6 +79,11 @@ export const tasksService: ServiceDefinition = {
     const recovered = await manager.loadExisting();
     if (recovered.loaded || recovered.cleaned) sc.log.info(recovered, "reconnected to running shims");
     const tasks = new LocalTaskService(containers, manager);
+    try {
+      warm.fill(resolver.resolve("io.containerd.runc.v2"));
+    } catch (err) {
+      sc.log.warn({ err }, "no warm shims for io.containerd.runc.v2");
+    }
 
     sc.server.addService(CONTAINERS_SERVICE, containersHandlers(containers));
     sc.server.addService(TASKS_SERVICE, tasksHandlers(tasks));

@@ -6,7 +6,7 @@
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { startStack, waitFor, sleep, type Stack } from "../harness";
@@ -19,6 +19,7 @@ import {
   runcContainers,
   shimPids,
   stopStackAndCleanup,
+  taskShimPid,
   waitTaskStatus,
 } from "./helpers";
 
@@ -197,10 +198,16 @@ describe("tasks - real ctr, rootfs directories", () => {
 
   test("run -t under a pseudo-terminal", async () => {
     const cmd = `ctr -a ${stack.socket} run -t --rm ${rootfsArgs(rootfs).join(" ")} tty1 sh -c 'tty; echo $((6*7)); exit 4'`;
-    const r = spawnSync("script", ["-qefc", cmd, "/dev/null"], { encoding: "utf8", timeout: 30000, input: "" });
-    assert.equal(r.status, 4, r.stdout + r.stderr);
-    assert.match(r.stdout, /\/dev\/pts\/\d+/);
-    assert.match(r.stdout, /42/);
+    // script(1) gives ctr a terminal; its stdin stays open until ctr is done (EOF would hang up the session).
+    const child = spawn("script", ["-qefc", cmd, "/dev/null"], { stdio: ["pipe", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.on("data", (b: Buffer) => (out += b.toString()));
+    child.stderr.on("data", (b: Buffer) => (out += b.toString()));
+    const status = await new Promise<number | null>((r) => child.on("close", (c) => r(c)));
+    child.stdin.destroy();
+    assert.equal(status, 4, out);
+    assert.match(out, /\/dev\/pts\/\d+/);
+    assert.match(out, /42/);
   });
 
   test("events come in containerd's order", async () => {
@@ -252,7 +259,7 @@ describe("tasks - real ctr, rootfs directories", () => {
   test("a shim killed under a running task: /tasks/exit and /tasks/delete, task gone", async () => {
     assert.equal((await stack.ctr(["run", "-d", ...rootfsArgs(rootfs), "dead1", "sleep", "1000"])).code, 0);
     await waitTaskStatus(stack, "dead1", "RUNNING");
-    const shim = shimPids(stack).find((p) => fs.readlinkSync(`/proc/${p}/cwd`).endsWith("/dead1"));
+    const shim = taskShimPid(stack, "dead1");
     assert.ok(shim, "the shim of dead1 runs");
     process.kill(shim, "SIGKILL");
     await events.waitFor("dead1 delete", (ls) => ls.some((l) => l.topic === "/tasks/delete" && l.json.container_id === "dead1"));

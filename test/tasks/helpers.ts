@@ -56,6 +56,11 @@ export function shimPids(stack: Stack): number[] {
   return out;
 }
 
+/** The PID of the shim serving task `id` (its working directory is the task's bundle). */
+export function taskShimPid(stack: Stack, id: string): number | undefined {
+  return shimPids(stack).find((p) => cwdOf(p).endsWith(`/${id}`));
+}
+
 export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);

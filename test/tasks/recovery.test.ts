@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { startStack, type Stack } from "../harness";
-import { alive, busyboxRootfs, EventsWatcher, rootfsArgs, runcContainers, shimPids, stopStackAndCleanup, waitTaskStatus } from "./helpers";
+import { alive, busyboxRootfs, EventsWatcher, rootfsArgs, runcContainers, stopStackAndCleanup, taskShimPid, waitTaskStatus } from "./helpers";
 
 function pidOfTask(ls: string, id: string): number {
   const row = ls.split("\n").find((l) => l.split(/\s+/)[0] === id);
@@ -39,7 +39,8 @@ describe("tasks - restart recovery", () => {
     await waitTaskStatus(stack, "r1", "RUNNING");
     await waitTaskStatus(stack, "r2", "RUNNING");
     const before = (await stack.ctr(["t", "ls"])).stdout;
-    const shimsBefore = shimPids(stack).sort();
+    const shimsBefore = ["r1", "r2"].map((id) => taskShimPid(stack, id));
+    assert.ok(shimsBefore.every(Boolean), "each task has its shim");
 
     const old = stack.kill("tasks", "SIGKILL");
     await stack.waitRestarted("tasks", old);
@@ -50,7 +51,7 @@ describe("tasks - restart recovery", () => {
       assert.equal(pidOfTask(ls.stdout, id), pidOfTask(before, id), `${id} keeps its pid`);
       assert.match(ls.stdout, new RegExp(`^${id}\\s+\\d+\\s+RUNNING`, "m"));
     }
-    assert.deepEqual(shimPids(stack).sort(), shimsBefore, "the same shims serve the tasks");
+    assert.deepEqual(["r1", "r2"].map((id) => taskShimPid(stack, id)), shimsBefore, "the same shims serve the tasks");
 
     const ex = await stack.ctr(["t", "exec", "--exec-id", "after", "r2", "sh", "-c", "echo still-here; exit 3"]);
     assert.equal(ex.code, 3, ex.stderr);
@@ -75,7 +76,7 @@ describe("tasks - restart recovery", () => {
     assert.equal((await stack.ctr(["run", "-d", ...rootfsArgs(rootfs), "gone1", "sleep", "1000"])).code, 0);
     await waitTaskStatus(stack, "gone1", "RUNNING");
     const taskPid = pidOfTask((await stack.ctr(["t", "ls"])).stdout, "gone1");
-    const shim = shimPids(stack).find((p) => fs.readlinkSync(`/proc/${p}/cwd`).endsWith("/gone1"));
+    const shim = taskShimPid(stack, "gone1");
     assert.ok(shim);
 
     const old = stack.kill("tasks", "SIGKILL");

@@ -6,6 +6,7 @@
  */
 import * as fs from "node:fs";
 import * as net from "node:net";
+import * as os from "node:os";
 import * as path from "node:path";
 import { setChildSubreaper } from "../../../libs/sys/linux";
 import { TtrpcServer } from "../../../libs/ttrpc/server";
@@ -20,7 +21,8 @@ export const TASK_V3 = "containerd.task.v3.Task";
 
 export async function serve(flags: ShimFlags): Promise<void> {
   const bundle = process.cwd();
-  const log = openLog(path.join(bundle, "log"), flags.debug ? "debug" : "info", { shim: "flotilla", id: flags.id, namespace: flags.namespace, pid: process.pid });
+  const base = { shim: "flotilla", id: flags.id, namespace: flags.namespace, pid: process.pid };
+  const log = openLog(flags.warm ? undefined : path.join(bundle, "log"), flags.debug ? "debug" : "info", base);
   process.on("uncaughtException", (err) => log.error("uncaught exception", { err: err.stack ?? String(err) }));
   process.on("unhandledRejection", (err) => log.error("unhandled rejection", { err: (err as Error)?.stack ?? String(err) }));
   process.on("SIGPIPE", () => undefined);
@@ -29,8 +31,19 @@ export async function serve(flags: ShimFlags): Promise<void> {
   const reaper = new Reaper();
   const publisher = new Publisher(process.env.TTRPC_ADDRESS ?? "", flags.namespace, log);
   const socketFile = process.env.FLOTILLA_SHIM_SOCKET ?? flags.socket;
-  const server = new TtrpcServer({ onError: (err, where) => log.error("request failed", { where, err: (err as Error)?.stack ?? String(err) }) });
   let stopping = false;
+  const exit = (why: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info("shutting down", { why });
+    void (async () => {
+      await publisher.flush(5000);
+      await server.close();
+      if (socketFile) fs.rmSync(socketFile, { force: true });
+      publisher.close();
+      process.exit(0);
+    })();
+  };
   const service = new TaskService({
     namespace: flags.namespace,
     publisher,
@@ -38,22 +51,41 @@ export async function serve(flags: ShimFlags): Promise<void> {
     log,
     runtimeBinary: process.env.FLOTILLA_RUNC_BINARY || "runc",
     runtimeRoot: process.env.FLOTILLA_RUNC_ROOT || "/run/containerd/runc",
-    onShutdown: () => {
-      if (stopping) return;
-      stopping = true;
-      log.info("shutting down");
-      void (async () => {
-        await publisher.flush(5000);
-        await server.close();
-        if (socketFile) fs.rmSync(socketFile, { force: true });
-        publisher.close();
-        process.exit(0);
-      })();
+    onShutdown: () => exit("shutdown"),
+    onAdopt: (ns, dir, id) => {
+      // Warm shims start at a low priority; containers get the normal one.
+      try {
+        os.setPriority(0);
+      } catch {
+        /* not permitted */
+      }
+      publisher.namespace = ns;
+      log.retarget(path.join(dir, "log"), { id, namespace: ns });
+      try {
+        process.chdir(dir);
+      } catch {
+        /* keep the old cwd */
+      }
+      log.info("adopted", { bundle: dir });
+    },
+  });
+  const server = new TtrpcServer({
+    onError: (err, where) => log.error("request failed", { where, err: (err as Error)?.stack ?? String(err) }),
+    // A warm shim nobody adopted is not needed once its manager hung up.
+    onDisconnect: (open) => {
+      if (open === 0 && !service.namespace) exit("warm shim released");
     },
   });
   const desc = service.descriptor();
   server.register(TASK_V2, desc);
   server.register(TASK_V3, desc);
+
+  // Safety net: a shim with no containers and nobody connected for a minute is a leak.
+  let idle = 0;
+  setInterval(() => {
+    idle = service.containers.size === 0 && server.connections === 0 ? idle + 1 : 0;
+    if (idle >= 60) exit("idle");
+  }, 1000).unref();
 
   const fd = Number(process.env.FLOTILLA_SHIM_LISTEN_FD ?? "");
   if (Number.isInteger(fd) && fd > 2) {
@@ -68,5 +100,5 @@ export async function serve(flags: ShimFlags): Promise<void> {
   } else {
     throw new Error("no socket to serve on (FLOTILLA_SHIM_LISTEN_FD or -socket)");
   }
-  log.info("serving", { socket: socketFile });
+  log.info("serving", { socket: socketFile, warm: flags.warm });
 }

@@ -11,14 +11,16 @@ export interface ShimFlags {
   bundle: string;
   socket: string;
   debug: boolean;
+  /** A pre-started shim that learns its namespace and bundle from its first Create. */
+  warm: boolean;
   version: boolean;
   action: "start" | "delete" | "serve";
 }
 
-const BOOLEAN = new Set(["debug", "v", "version", "info"]);
+const BOOLEAN = new Set(["debug", "v", "version", "info", "warm"]);
 
 export function parseFlags(argv: readonly string[]): ShimFlags {
-  const f: ShimFlags = { namespace: "", address: "", publishBinary: "", id: "", bundle: "", socket: "", debug: false, version: false, action: "serve" };
+  const f: ShimFlags = { namespace: "", address: "", publishBinary: "", id: "", bundle: "", socket: "", debug: false, warm: false, version: false, action: "serve" };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (!a.startsWith("-")) {
@@ -35,6 +37,7 @@ export function parseFlags(argv: readonly string[]): ShimFlags {
     if (BOOLEAN.has(name)) {
       const on = value === undefined || value === "true" || value === "1";
       if (name === "debug") f.debug = on;
+      if (name === "warm") f.warm = on;
       if (name === "v" || name === "version") f.version = on;
       continue;
     }

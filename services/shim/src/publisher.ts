@@ -26,7 +26,7 @@ export class Publisher {
   private running = false;
   private idle: (() => void)[] = [];
 
-  constructor(private readonly address: string, private readonly namespace: string, private readonly log: ShimLogger) {}
+  constructor(private readonly address: string, public namespace: string, private readonly log: ShimLogger) {}
 
   publish(topic: string, schema: Schema, event: Obj): void {
     const env = {

@@ -28,14 +28,19 @@ export interface ServiceOptions {
   runtimeRoot: string;
   /** Called when Shutdown finds no containers left. */
   onShutdown: () => void;
+  /** A warm shim's first Create: take the namespace (from the call) and the bundle. */
+  onAdopt?: (namespace: string, bundle: string, id: string) => void;
 }
 
 const ts = (d: Date | undefined): Obj | null => (d ? nowTimestamp(d) : null);
 
 export class TaskService {
   readonly containers = new Map<string, Container>();
+  namespace: string;
 
-  constructor(private readonly o: ServiceOptions) {}
+  constructor(private readonly o: ServiceOptions) {
+    this.namespace = o.namespace;
+  }
 
   private get(id: string): Container {
     const c = this.containers.get(id);
@@ -55,16 +60,21 @@ export class TaskService {
     this.publish("/tasks/oom", M.TaskOOM, { container_id: c.id });
   };
 
-  async create(r: Obj): Promise<Obj> {
+  async create(r: Obj, callNamespace?: string): Promise<Obj> {
     const id = String(r.id);
     if (this.containers.has(id)) throw classError("already exists", `container ${id}`);
+    if (!this.namespace) {
+      if (!callNamespace) throw classError("failed precondition", "namespace is required");
+      this.namespace = callNamespace;
+      this.o.onAdopt?.(callNamespace, String(r.bundle), id);
+    }
     const opts = r.options?.type_url ? decode(M.RuncOptions, r.options.value) : decode(M.RuncOptions, Buffer.alloc(0));
     if (r.options?.type_url && !String(r.options.type_url).endsWith("containerd.runc.v1.Options")) {
       throw classError("invalid argument", `unsupported runtime options type ${r.options.type_url}`);
     }
     const bundle = String(r.bundle);
     const binary = opts.binary_name || this.o.runtimeBinary;
-    const root = opts.root || path.join(this.o.runtimeRoot, this.o.namespace);
+    const root = opts.root || path.join(this.o.runtimeRoot, this.namespace);
     fs.writeFileSync(path.join(bundle, "options.json"), JSON.stringify({ ...opts, binary_name: binary, root }), { mode: 0o600 });
     fs.writeFileSync(path.join(bundle, "runtime"), binary, { mode: 0o600 });
     const runc = new Runc({ binary, root, log: path.join(bundle, "log.json"), systemdCgroup: opts.systemd_cgroup }, this.o.reaper);
@@ -282,7 +292,7 @@ export class TaskService {
     return {
       methods: {
         State: h(M.StateRequest, M.StateResponse, (r) => this.state(r)),
-        Create: h(M.CreateTaskRequest, M.CreateTaskResponse, (r) => this.create(r)),
+        Create: async (ctx, payload) => encode(M.CreateTaskResponse, await this.create(decode(M.CreateTaskRequest, payload), ctx.namespace)),
         Start: h(M.StartRequest, M.StartResponse, (r) => this.start(r)),
         Delete: h(M.DeleteRequest, M.DeleteResponse, (r) => this.delete(r)),
         Pids: h(M.PidsRequest, M.PidsResponse, (r) => this.pids(r)),

@@ -19,6 +19,7 @@ import { Bundle, listBundles, type BundleDirs } from "./bundle";
 import { shimDelete, shimStart, type BootstrapResult, type ShimEnv } from "./binary";
 import type { RuntimeResolver, ShimCommand } from "./runtimes";
 import { ShimTask } from "./shim";
+import type { WarmPool } from "./warm";
 
 export interface ManagerOptions {
   dirs: BundleDirs;
@@ -32,6 +33,8 @@ export interface ManagerOptions {
   log: Logger;
   /** The runtime name of a stored container (for bundles without shim-binary-path). */
   runtimeOf?: (ns: string, id: string) => Promise<string | undefined>;
+  /** Pre-started Flotilla shims (skips `shim start` for the built-in runtimes). */
+  warm?: WarmPool;
 }
 
 /** An error of the same class with more context, as Go's fmt.Errorf("...: %w"). */
@@ -80,20 +83,27 @@ export class ShimManager {
       }
       try {
         const options = input.options ?? container.runtime.options;
+        const t0 = performance.now();
         let boot: BootstrapResult;
-        try {
-          boot = await shimStart(cmd, bundle.path, this.env(ns, id), options);
-        } catch (e) {
-          await shimDelete(cmd, bundle.path, this.env(ns, id)).catch(() => undefined);
-          throw wrap(e, "failed to start shim: start failed");
+        const warm = await this.o.warm?.take(cmd);
+        if (warm) {
+          boot = { version: 3, address: warm.address, protocol: "ttrpc" };
+        } else {
+          try {
+            boot = await shimStart(cmd, bundle.path, this.env(ns, id), options);
+          } catch (e) {
+            await shimDelete(cmd, bundle.path, this.env(ns, id)).catch(() => undefined);
+            throw wrap(e, "failed to start shim: start failed");
+          }
         }
         bundle.write("bootstrap.json", JSON.stringify(boot));
         bundle.write("shim-binary-path", cmd.binaryPath);
         if (!bundle.read("address")) bundle.write("address", boot.address);
-        const task = await ShimTask.connect(ns, id, bundle, cmd, boot, this.o.log, (t) => this.onClosed(t)).catch(async (e: unknown) => {
+        const task = await ShimTask.connect(ns, id, bundle, cmd, boot, this.o.log, (t) => this.onClosed(t), 10_000, warm?.client).catch(async (e: unknown) => {
           await shimDelete(cmd, bundle.path, this.env(ns, id)).catch(() => undefined);
           throw wrap(e, "failed to start shim");
         });
+        const t1 = performance.now();
         try {
           const r = await task.call("Create", {
             bundle: bundle.path,
@@ -106,6 +116,7 @@ export class ShimManager {
             options: options ? { type_url: options.typeUrl, value: Buffer.from(options.value) } : null,
           });
           this.tasks.set(k, task);
+          this.o.log.debug({ id, namespace: ns, shimMs: Math.round(t1 - t0), createMs: Math.round(performance.now() - t1) }, "task created");
           return Number(r.pid ?? 0);
         } catch (e) {
           task.closing = true;
@@ -279,8 +290,9 @@ export class ShimManager {
     }
   }
 
-  /** Close every connection on purpose (the shims keep running). */
+  /** Close every connection on purpose (the shims keep running; idle warm shims exit). */
   close(): void {
+    this.o.warm?.close();
     for (const t of this.tasks.values()) t.close();
   }
 }

@@ -4,6 +4,7 @@
  *   socket_dir = ""                  # where Flotilla's shim listens (default <state>/tasks/s)
  *   runc_root = ""                   # OCI runtime state root of Flotilla's shim (default <state>/tasks/runc)
  *   shim_node_options = [...]        # V8/Node flags for Flotilla's shim (small heaps by default)
+ *   warm_shims = 1                   # Flotilla shims started ahead of time (0: `shim start` each time)
  *   [plugins."io.containerd.runtime.v2.task".runtimes."io.containerd.runc.v2"]
  *     shim = "flotilla"              # Flotilla's TypeScript shim (the default for the runc runtimes)
  *     runtime_binary = "runc"        # the OCI runtime it drives: "runc" or "crun"
@@ -40,6 +41,8 @@ export interface RuntimesConfig {
   socketDir: string;
   runcRoot: string;
   nodeOptions: string[];
+  /** Flotilla shims kept started ahead of time per runtime in use (0 = use `shim start` every time). */
+  warmShims: number;
   runtimes: Record<string, RuntimeEntry>;
 }
 
@@ -69,7 +72,10 @@ export function runtimesConfig(raw: Record<string, unknown>, state: string): Run
     }
   }
   const nodeOptions = Array.isArray(raw.shim_node_options) ? raw.shim_node_options.map(String) : DEFAULT_NODE_OPTIONS;
+  const warm = raw.warm_shims === undefined ? 1 : Number(raw.warm_shims);
+  if (!Number.isInteger(warm) || warm < 0 || warm > 16) throw errInvalidArgument(`config: ${RUNTIME_PLUGIN}.task warm_shims must be an integer from 0 to 16`);
   return {
+    warmShims: warm,
     socketDir: str("socket_dir") || path.join(state, "s"),
     runcRoot: str("runc_root") || path.join(state, "runc"),
     nodeOptions,

@@ -85,9 +85,11 @@ export class ShimTask {
     log: Logger,
     onClose: (t: ShimTask) => void,
     retryMs = 10_000,
+    existing?: TtrpcClient,
   ): Promise<ShimTask> {
     let self: ShimTask | undefined;
-    const client = await TtrpcClient.connect(boot.address, { retryMs, onClose: () => self && onClose(self) });
+    const client = existing ?? (await TtrpcClient.connect(boot.address, { retryMs }));
+    client.onClose(() => self && onClose(self));
     const shimLog = new ShimLog(bundle.file("log"), log.child({ shim: id, namespace: ns }));
     try {
       const md = { [NAMESPACE_KEY]: [ns] };

@@ -1,0 +1,157 @@
+/**
+ * Warm shims: Flotilla's shim is a Node.js process whose start-up (two of them with `shim start`: the
+ * subcommand and the daemon) would dominate `ctr run` latency, so the manager keeps a few serving shims
+ * started ahead of time (`-warm`: no namespace or bundle yet) with a ttrpc connection open to each. A
+ * task's Create adopts one (it learns namespace and bundle from that call) and a replacement starts
+ * in the background. A warm shim exits as soon as its connection drops unadopted, so none outlive
+ * the tasks process. Configure with `warm_shims` (0 = always use the `start` subcommand).
+ */
+import { spawn } from "node:child_process";
+import * as crypto from "node:crypto";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import type { Logger } from "pino";
+import { TtrpcClient } from "../../../../libs/ttrpc";
+import type { ShimCommand } from "./runtimes";
+
+export interface WarmShim {
+  client: TtrpcClient;
+  address: string;
+  pid: number;
+}
+
+export interface WarmPoolOptions {
+  size: number;
+  socketDir: string;
+  /** Environment for the shims (TTRPC_ADDRESS, GRPC_ADDRESS...). */
+  env: Record<string, string>;
+  address: string;
+  publishBinary: string;
+  debug: boolean;
+  log: Logger;
+}
+
+interface Slot {
+  ready: WarmShim[];
+  /** Shims still starting, oldest first; a taker can claim one before it is ready. */
+  pending: Promise<WarmShim>[];
+}
+
+export const WARM_NICE = 10;
+
+const keyOf = (cmd: ShimCommand): string => JSON.stringify([cmd.argv, cmd.env]);
+
+export class WarmPool {
+  private readonly slots = new Map<string, Slot>();
+  private closed = false;
+
+  constructor(private readonly o: WarmPoolOptions) {}
+
+  get enabled(): boolean {
+    return this.o.size > 0;
+  }
+
+  /**
+   * A warm shim for `cmd`: a ready one, else one already starting (it is further along than a fresh
+   * `shim start` would be); undefined when the pool is off or empty. A replacement starts.
+   */
+  async take(cmd: ShimCommand): Promise<WarmShim | undefined> {
+    if (!this.enabled || !cmd.builtin || this.closed) return undefined;
+    const slot = this.slot(cmd);
+    for (;;) {
+      const w = slot.ready.shift();
+      if (!w) break;
+      if (w.client.isOpen) {
+        this.fill(cmd);
+        return w;
+      }
+    }
+    const pending = slot.pending.shift();
+    this.fill(cmd);
+    if (!pending) return undefined;
+    return pending.then((w) => w, () => undefined);
+  }
+
+  /** Start shims until `size` are ready or starting for `cmd`. */
+  fill(cmd: ShimCommand): void {
+    if (!this.enabled || !cmd.builtin || this.closed) return;
+    const slot = this.slot(cmd);
+    while (slot.ready.length + slot.pending.length < this.o.size) {
+      const p = this.spawn(cmd);
+      slot.pending.push(p);
+      p.then(
+        (w) => {
+          const i = slot.pending.indexOf(p);
+          if (i < 0) return; // claimed by a taker while starting
+          slot.pending.splice(i, 1);
+          if (this.closed) return w.client.close();
+          slot.ready.push(w);
+          w.client.onClose(() => {
+            const j = slot.ready.indexOf(w);
+            if (j >= 0) slot.ready.splice(j, 1);
+          });
+        },
+        (e: unknown) => {
+          const i = slot.pending.indexOf(p);
+          if (i >= 0) slot.pending.splice(i, 1);
+          this.o.log.warn({ err: (e as Error).message }, "warm shim failed to start");
+        },
+      );
+    }
+  }
+
+  private slot(cmd: ShimCommand): Slot {
+    const k = keyOf(cmd);
+    let s = this.slots.get(k);
+    if (!s) this.slots.set(k, (s = { ready: [], pending: [] }));
+    return s;
+  }
+
+  private async spawn(cmd: ShimCommand): Promise<WarmShim> {
+    fs.mkdirSync(this.o.socketDir, { recursive: true, mode: 0o711 });
+    const sock = path.join(this.o.socketDir, `w${crypto.randomBytes(12).toString("hex")}`);
+    const args = [...cmd.argv.slice(1), "-warm", "-socket", sock, "-address", this.o.address, "-publish-binary", this.o.publishBinary];
+    if (this.o.debug) args.push("-debug");
+    const child = spawn(cmd.argv[0]!, args, {
+      cwd: this.o.socketDir,
+      detached: true,
+      stdio: "ignore",
+      env: { ...process.env, ...cmd.env, ...this.o.env },
+    });
+    child.unref();
+    // Start at a low priority so a warm-up never competes with a container being created; the shim
+    // raises itself back to normal when a Create adopts it.
+    if (child.pid) {
+      try {
+        os.setPriority(child.pid, WARM_NICE);
+      } catch {
+        /* not permitted: run at normal priority */
+      }
+    }
+    let exited = false;
+    child.once("exit", () => (exited = true));
+    try {
+      const client = await TtrpcClient.connect(`unix://${sock}`, { retryMs: 30_000 });
+      return { client, address: `unix://${sock}`, pid: child.pid ?? 0 };
+    } catch (e) {
+      if (!exited && child.pid) {
+        try {
+          process.kill(child.pid, "SIGKILL");
+        } catch {
+          /* gone */
+        }
+      }
+      throw e;
+    }
+  }
+
+  /** Release every idle warm shim (they exit when their connection closes). */
+  close(): void {
+    this.closed = true;
+    for (const s of this.slots.values()) {
+      for (const w of s.ready.splice(0)) w.client.close();
+      for (const p of s.pending.splice(0)) void p.then((w) => w.client.close(), () => undefined);
+    }
+  }
+}
