@@ -196,6 +196,15 @@ describe("tasks - real ctr, rootfs directories", () => {
     assert.match(gone.stderr, /not found/);
   });
 
+  test("OOM kill: exit 137, /tasks/oom before /tasks/exit", async () => {
+    const r = await run("oom1", ["sh", "-c", "x=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; while true; do x=$x$x; done"], ["--memory-limit", String(16 << 20)]);
+    assert.equal(r.code, 137, r.stderr);
+    await events.waitFor("oom1 exit", (ls) => ls.some((l) => l.topic === "/tasks/exit" && l.json.container_id === "oom1"));
+    const topics = events.forContainer("oom1").map((l) => l.topic);
+    assert.ok(topics.includes("/tasks/oom"), topics.join(","));
+    assert.ok(topics.indexOf("/tasks/oom") < topics.indexOf("/tasks/exit"), topics.join(","));
+  });
+
   test("run -t under a pseudo-terminal", async () => {
     const cmd = `ctr -a ${stack.socket} run -t --rm ${rootfsArgs(rootfs).join(" ")} tty1 sh -c 'tty; echo $((6*7)); exit 4'`;
     // script(1) gives ctr a terminal; its stdin stays open until ctr is done (EOF would hang up the session).
