@@ -19,6 +19,16 @@ import { TaskService } from "./service";
 export const TASK_V2 = "containerd.task.v2.Task";
 export const TASK_V3 = "containerd.task.v3.Task";
 
+function parseArgs(v: string | undefined): string[] {
+  if (!v) return [];
+  try {
+    const a = JSON.parse(v) as unknown;
+    return Array.isArray(a) ? a.map(String) : [];
+  } catch {
+    return [];
+  }
+}
+
 export async function serve(flags: ShimFlags): Promise<void> {
   const bundle = process.cwd();
   const base = { shim: "flotilla", id: flags.id, namespace: flags.namespace, pid: process.pid };
@@ -51,6 +61,7 @@ export async function serve(flags: ShimFlags): Promise<void> {
     log,
     runtimeBinary: process.env.FLOTILLA_RUNC_BINARY || "runc",
     runtimeRoot: process.env.FLOTILLA_RUNC_ROOT || "/run/containerd/runc",
+    runtimeArgs: parseArgs(process.env.FLOTILLA_RUNC_ARGS),
     onShutdown: () => exit("shutdown"),
     onAdopt: (ns, dir, id) => {
       // Warm shims start at a low priority; containers get the normal one.

@@ -14,7 +14,7 @@ import { unmountAll } from "./mount";
 
 export async function del(flags: ShimFlags): Promise<void> {
   const bundle = flags.bundle || process.cwd();
-  let opts: { binary_name?: string; root?: string } = {};
+  let opts: { binary_name?: string; root?: string; runtime_args?: string[] } = {};
   try {
     opts = JSON.parse(fs.readFileSync(path.join(bundle, "options.json"), "utf8")) as typeof opts;
   } catch {
@@ -22,7 +22,7 @@ export async function del(flags: ShimFlags): Promise<void> {
   }
   const binary = opts.binary_name || process.env.FLOTILLA_RUNC_BINARY || "runc";
   const root = opts.root || path.join(process.env.FLOTILLA_RUNC_ROOT || "/run/containerd/runc", flags.namespace);
-  const runc = new Runc({ binary, root, log: path.join(bundle, "log.json") });
+  const runc = new Runc({ binary, root, log: path.join(bundle, "log.json"), extraArgs: opts.runtime_args ?? [] });
   const r = await runc.run(["delete", "--force", flags.id]).catch((e: Error) => ({ code: 1, stdout: "", stderr: e.message }));
   if (r.code !== 0 && !/does not exist|not exist/.test(r.stderr + runc.lastError(r))) process.stderr.write(`runtime delete: ${runc.lastError(r)}\n`);
   try {

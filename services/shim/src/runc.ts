@@ -14,6 +14,8 @@ export interface RuncOptions {
   /** JSON log file (`<bundle>/log.json`). */
   log: string;
   systemdCgroup?: boolean;
+  /** Global options placed before the command (from the runtime's configuration). */
+  extraArgs?: string[];
 }
 
 export interface RunResult {
@@ -33,7 +35,7 @@ export class Runc {
   constructor(readonly opts: RuncOptions, private readonly reaper?: Reaper) {}
 
   private globalArgs(): string[] {
-    const a = ["--root", this.opts.root, "--log", this.opts.log, "--log-format", "json"];
+    const a = [...(this.opts.extraArgs ?? []), "--root", this.opts.root, "--log", this.opts.log, "--log-format", "json"];
     if (this.opts.systemdCgroup) a.push("--systemd-cgroup");
     return a;
   }

@@ -26,6 +26,8 @@ export interface ServiceOptions {
   /** Default OCI runtime binary and state root (options.binary_name / options.root override them). */
   runtimeBinary: string;
   runtimeRoot: string;
+  /** Global options for the OCI runtime (used only with the default binary). */
+  runtimeArgs?: string[];
   /** Called when Shutdown finds no containers left. */
   onShutdown: () => void;
   /** A warm shim's first Create: take the namespace (from the call) and the bundle. */
@@ -75,9 +77,10 @@ export class TaskService {
     const bundle = String(r.bundle);
     const binary = opts.binary_name || this.o.runtimeBinary;
     const root = opts.root || path.join(this.o.runtimeRoot, this.namespace);
-    fs.writeFileSync(path.join(bundle, "options.json"), JSON.stringify({ ...opts, binary_name: binary, root }), { mode: 0o600 });
+    const runtimeArgs = opts.binary_name ? [] : this.o.runtimeArgs ?? [];
+    fs.writeFileSync(path.join(bundle, "options.json"), JSON.stringify({ ...opts, binary_name: binary, root, runtime_args: runtimeArgs }), { mode: 0o600 });
     fs.writeFileSync(path.join(bundle, "runtime"), binary, { mode: 0o600 });
-    const runc = new Runc({ binary, root, log: path.join(bundle, "log.json"), systemdCgroup: opts.systemd_cgroup }, this.o.reaper);
+    const runc = new Runc({ binary, root, log: path.join(bundle, "log.json"), systemdCgroup: opts.systemd_cgroup, extraArgs: runtimeArgs }, this.o.reaper);
     const stdio = { stdin: String(r.stdin), stdout: String(r.stdout), stderr: String(r.stderr), terminal: Boolean(r.terminal) };
     const c = new Container(
       { id, bundle, rootfs: r.rootfs, stdio, runc, noPivot: opts.no_pivot_root, noNewKeyring: opts.no_new_keyring, checkpoint: r.checkpoint || undefined },

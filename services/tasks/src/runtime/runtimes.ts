@@ -8,6 +8,7 @@
  *   [plugins."io.containerd.runtime.v2.task".runtimes."io.containerd.runc.v2"]
  *     shim = "flotilla"              # Flotilla's TypeScript shim (the default for the runc runtimes)
  *     runtime_binary = "runc"        # the OCI runtime it drives: "runc" or "crun"
+ *     runtime_args = []              # global options for it, e.g. ["--cgroup-manager=disabled"] for crun
  *   [plugins."io.containerd.runtime.v2.task".runtimes."io.containerd.runc-debian.v2"]
  *     shim = "/usr/bin/containerd-shim-runc-v2"   # any external runtime v2 shim binary
  *
@@ -35,6 +36,8 @@ export interface ShimCommand {
 export interface RuntimeEntry {
   shim: string;
   runtimeBinary?: string;
+  /** Global options for every OCI runtime invocation (e.g. crun's `--cgroup-manager=disabled`). */
+  runtimeArgs?: string[];
 }
 
 export interface RuntimesConfig {
@@ -68,7 +71,14 @@ export function runtimesConfig(raw: Record<string, unknown>, state: string): Run
     for (const [name, v] of Object.entries(table as Record<string, unknown>)) {
       const e = v as Record<string, unknown>;
       if (!e || typeof e !== "object" || typeof e.shim !== "string") throw errInvalidArgument(`config: runtime ${JSON.stringify(name)} needs a shim (a path or "${BUILTIN_SHIM}")`);
-      runtimes[name] = { shim: e.shim, ...(typeof e.runtime_binary === "string" ? { runtimeBinary: e.runtime_binary } : {}) };
+      if (e.runtime_args !== undefined && (!Array.isArray(e.runtime_args) || e.runtime_args.some((a) => typeof a !== "string"))) {
+        throw errInvalidArgument(`config: runtime ${JSON.stringify(name)} runtime_args must be a list of strings`);
+      }
+      runtimes[name] = {
+        shim: e.shim,
+        ...(typeof e.runtime_binary === "string" ? { runtimeBinary: e.runtime_binary } : {}),
+        ...(Array.isArray(e.runtime_args) ? { runtimeArgs: e.runtime_args as string[] } : {}),
+      };
     }
   }
   const nodeOptions = Array.isArray(raw.shim_node_options) ? raw.shim_node_options.map(String) : DEFAULT_NODE_OPTIONS;
@@ -129,6 +139,7 @@ export class RuntimeResolver {
           FLOTILLA_SHIM_SOCKET_DIR: this.cfg.socketDir,
           FLOTILLA_RUNC_ROOT: this.cfg.runcRoot,
           FLOTILLA_RUNC_BINARY: entry.runtimeBinary ?? "runc",
+          ...(entry.runtimeArgs?.length ? { FLOTILLA_RUNC_ARGS: JSON.stringify(entry.runtimeArgs) } : {}),
         },
         binaryPath: main,
       };
