@@ -3,6 +3,9 @@ import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, describe, it } from "node:test";
+import * as grpc from "@grpc/grpc-js";
+import { tuneHttp2Server } from "../../libs/grpc/h2-tuning";
+import { encode } from "../../libs/proto";
 import { background } from "../../libs/context";
 import { closeChannels, RpcClient } from "../../libs/grpc/client";
 import { createLogger } from "../../libs/log";
@@ -53,6 +56,51 @@ describe("content gRPC - wire behaviour", () => {
       assert.deepEqual(res[1], res[2]);
       assert.equal(res[1]!.offset, 3);
     } finally {
+      closeChannels();
+      await server.shutdown(1000);
+      await l.close();
+      fs.rmSync(l.root, { recursive: true, force: true });
+    }
+  });
+
+  it("sessions rotate every N streams (below nghttp2's reset limit); calls, cancelled or not, keep succeeding", async () => {
+    const l = await openLocal();
+    const server = new RpcServer({ service: "content", log: createLogger("content-test", "silent") });
+    tuneHttp2Server(server.server, { maxStreamsPerSession: 100 });
+    registerContentService(server, l.store);
+    const sock = path.join(l.root, "rotate.sock");
+    await server.listen(`unix://${sock}`);
+    let sessions = 0;
+    for (const h of (server.server as unknown as { http2Servers: Map<import("node:http2").Http2Server, unknown> }).http2Servers.keys()) h.on("session", () => sessions++);
+    const client = new grpc.Client(`unix://${sock}`, grpc.credentials.createInsecure());
+    try {
+      const ctx = background("default");
+      const data = crypto.randomBytes((1 << 20) + 1);
+      const d = await putBlob(l.store, ctx, "r", data);
+      const md = new grpc.Metadata();
+      md.set("containerd-namespace", "default");
+      const id = (b: Buffer): Buffer => b;
+      const small = encode("containerd.services.content.v1.ReadContentRequest", { digest: d, offset: 0, size: 32 * 1024 });
+      const whole = encode("containerd.services.content.v1.ReadContentRequest", { digest: d });
+      const read = (req: Buffer, cancelEarly: boolean): Promise<number> => new Promise((resolve, reject) => {
+        let n = 0;
+        const call = client.makeServerStreamRequest(`/${CONTENT_SERVICE}/Read`, id, id, req, md, {});
+        call.on("data", (b: Buffer) => {
+          n += b.length;
+          // Cancel with the stream still open, as a proxy forwarding ctr's cancel does.
+          if (cancelEarly) call.cancel();
+        });
+        call.on("error", (e: grpc.ServiceError) => (cancelEarly && e.code === grpc.status.CANCELLED ? resolve(n) : reject(e)));
+        call.on("end", () => resolve(n));
+      });
+      for (let i = 0; i < 150; i++) await read(whole, true);
+      for (let i = 0; i < 250; i += 10) {
+        const ns = await Promise.all(Array.from({ length: 10 }, () => read(small, false)));
+        assert.ok(ns.every((x) => x > 32 * 1024));
+      }
+      assert.ok(sessions >= 4, `${sessions} sessions for 400 calls`);
+    } finally {
+      client.close();
       closeChannels();
       await server.shutdown(1000);
       await l.close();
