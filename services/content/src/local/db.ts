@@ -60,3 +60,9 @@ export function hasOwner(db: ContentDB, digest: string): boolean {
   for (const _ of scanPrefix(db, ["o", digest])) return true;
   return false;
 }
+
+/** True when any lease record in `ns` holds the resource (`content` digest or `ingests` ref). */
+export function heldByLease(db: ContentDB, ns: string, type: string, id: string): boolean {
+  for (const { key } of scanPrefix(db, ["l", ns])) if (key[3] === type && key[4] === id) return true;
+  return false;
+}

@@ -13,7 +13,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Logger } from "pino";
 import { namespaceRequired, type CallContext } from "../../../../libs/context";
-import { errAlreadyExists, errInvalidArgument, errNotFound } from "../../../../libs/errdefs";
+import { errAlreadyExists, errInvalidArgument, errNotFound, errFailedPrecondition } from "../../../../libs/errdefs";
 import { applyMapMask, compactLabels, validateLabels } from "../../../../libs/fieldmask";
 import { parseAll } from "../../../../libs/filters";
 import type { EventPublisher } from "../../../../libs/events";
@@ -30,7 +30,8 @@ import {
   type WriterOptions,
 } from "../../../../libs/core/content";
 import { infoAdaptor, statusAdaptor } from "./adaptors";
-import { blobKey, hasOwner, ingestKey, leaseKey, ownerKey, scanPrefix, type BlobRecord, type ContentDB, type IngestRecord } from "./db";
+import { blobKey, hasOwner, heldByLease, ingestKey, leaseKey, ownerKey, scanPrefix, type BlobRecord, type ContentDB, type IngestRecord } from "./db";
+import { GC_SWEEP_HEADER } from "../../../../libs/core/gc";
 import { fsyncDir, readAt, statOrUndefined, unlinkIfExists } from "./files";
 import { OpenBlobs, type OpenBlob } from "./open-blobs";
 import { KeyedMutex, RefLocks } from "./locks";
@@ -195,15 +196,19 @@ export class LocalContentStore implements ContentStore, WriterHost {
     const ns = namespaceRequired(ctx);
     checkDigest(digest);
     const lease = ctx.lease;
+    // A delete by the garbage collector loses to a lease taken after the collector's last look.
+    const bySweep = ctx.headers?.[GC_SWEEP_HEADER] !== undefined;
     const found = await this.digestLocks.run(digest, async () => {
       const last = await this.db.transaction(() => {
         if (this.db.get(blobKey(ns, digest)) === undefined) return undefined;
+        if (bySweep && heldByLease(this.db, ns, LEASE_RESOURCE_CONTENT, digest)) return "leased" as const;
         void this.db.remove(blobKey(ns, digest));
         void this.db.remove(ownerKey(digest, ns));
         if (lease) void this.db.remove(leaseKey(ns, lease, LEASE_RESOURCE_CONTENT, digest));
         return !this.referenced(digest);
       });
       if (last === undefined) return false;
+      if (last === "leased") throw errFailedPrecondition(`content digest ${digest} is leased`);
       if (last) {
         await unlinkIfExists(this.blobPath(digest));
         this.openBlobs.evict(digest);
@@ -278,7 +283,12 @@ export class LocalContentStore implements ContentStore, WriterHost {
 
   async abort(ctx: CallContext, ref: string): Promise<void> {
     const ns = namespaceRequired(ctx);
-    const rec = await this.db.transaction(() => this.dropIngest(ns, ref));
+    const bySweep = ctx.headers?.[GC_SWEEP_HEADER] !== undefined;
+    const rec = await this.db.transaction(() => {
+      if (bySweep && this.db.get(ingestKey(ns, ref)) !== undefined && heldByLease(this.db, ns, LEASE_RESOURCE_INGESTS, ref)) return "leased" as const;
+      return this.dropIngest(ns, ref);
+    });
+    if (rec === "leased") throw errFailedPrecondition(`reference ${ref} is leased`);
     if (!rec) throw errNotFound(`reference ${ref}`);
     this.active.get(lockKey(ns, ref))?.abort("aborted");
     await fs.promises.rm(this.ingestDir(rec), { recursive: true, force: true });
