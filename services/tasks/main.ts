@@ -7,6 +7,7 @@ import * as path from "node:path";
 import { runService, GRPC_PLUGIN, hostPlatform, type PluginInfo, type ServiceDefinition } from "../../libs/service";
 import { pluginConfig, unixPath } from "../../libs/config";
 import { NamespaceEnsurer, NamespaceStoreProxy } from "../../libs/clients/namespaces";
+import { ContentStoreProxy } from "../../libs/clients/content";
 import { repoRoot } from "../../libs/proto";
 import { TtrpcServer } from "../../libs/ttrpc";
 import { typedService } from "../../libs/ttrpc/typed";
@@ -78,7 +79,10 @@ export const tasksService: ServiceDefinition = {
     });
     const recovered = await manager.loadExisting();
     if (recovered.loaded || recovered.cleaned) sc.log.info(recovered, "reconnected to running shims");
-    const tasks = new LocalTaskService(containers, manager);
+    const tasks = new LocalTaskService(containers, manager, {
+      checkpointDir: path.join(sc.state, "checkpoints"),
+      content: new ContentStoreProxy(sc.config.flotilla.services.content.address),
+    });
     try {
       warm.fill(resolver.resolve("io.containerd.runc.v2"));
     } catch (err) {

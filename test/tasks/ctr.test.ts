@@ -43,6 +43,22 @@ describe("tasks - real ctr, rootfs directories", () => {
     await stopStackAndCleanup(stack);
   });
 
+  test("plugins: the runtime, services and ttrpc events plugins are reported ok", async () => {
+    const r = await stack.ctr(["plugins", "ls"]);
+    assert.equal(r.code, 0, r.stderr);
+    for (const [type, id] of [
+      ["io.containerd.runtime.v2", "task"],
+      ["io.containerd.runtime.v2", "shim"],
+      ["io.containerd.service.v1", "containers-service"],
+      ["io.containerd.service.v1", "tasks-service"],
+      ["io.containerd.grpc.v1", "containers"],
+      ["io.containerd.grpc.v1", "tasks"],
+      ["io.containerd.ttrpc.v1", "events"],
+    ]) {
+      assert.match(r.stdout, new RegExp(`^${type.replace(/\./g, "\\.")}\\s+${id}\\s+.*\\bok\\s*$`, "m"), `${type} ${id}`);
+    }
+  });
+
   test("run --rm prints the container's stdout and stderr and exits with its status", async () => {
     const r = await run("out1", ["sh", "-c", "echo out; echo err >&2; exit 3"]);
     assert.equal(r.code, 3, r.stderr);
