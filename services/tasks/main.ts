@@ -73,6 +73,7 @@ export const tasksService: ServiceDefinition = {
       publishBinary,
       debug,
       warm,
+      shimGroupSize: cfg.shimGroupSize,
       events: sc.events,
       log: sc.log,
       runtimeOf: async (ns, id) => (await containers.get(background(ns), id).catch(() => undefined))?.runtime.name,

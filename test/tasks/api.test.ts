@@ -222,6 +222,38 @@ describe("tasks - the APIs through the gateway (shims started with `shim start`)
     await containers.delete(ctx, "cp1");
   });
 
+  test("shim groups: specs with the same group annotation share one shim; when it dies, all its tasks are cleaned up", async () => {
+    const grouped = (id: string, group: string): Buffer => spec(rootfs, id, ["sleep", "1000"], { annotations: { "io.containerd.runc.v2.group": group } });
+    for (const [id, g] of [["g1", "pod1"], ["g2", "pod1"], ["g3", "pod2"]]) {
+      await containers.create(ctx, { id: id!, runtime: { name: "io.containerd.runc.v2" }, spec: { typeUrl: OCI_SPEC_TYPE_URL, value: grouped(id!, g!) } });
+      await tasks.create(ctx, { containerId: id!, rootfs: [], io: { stdin: "", stdout: "", stderr: "", terminal: false } });
+      await tasks.start(ctx, id!);
+    }
+    const addr = (id: string): string => fs.readFileSync(path.join(stack.state, "tasks", "io.containerd.runtime.v2.task", "api", id, "address"), "utf8");
+    assert.equal(addr("g1"), addr("g2"));
+    assert.notEqual(addr("g1"), addr("g3"));
+    const sock = addr("g1").replace("unix://", "");
+    const shim = shimPids(stack).find((p) => fs.readFileSync(`/proc/${p}/cmdline`, "utf8").includes("-id\0g1\0"));
+    assert.ok(shim, "the pod1 shim runs");
+    // Deleting one task of the group keeps the shim for the other.
+    await tasks.kill(ctx, "g2", 9);
+    assert.equal((await tasks.wait(ctx, "g2")).exitStatus, 137);
+    await tasks.delete(ctx, "g2");
+    assert.ok(fs.existsSync(sock), "the shim still serves g1");
+    assert.equal((await tasks.get(ctx, "g1")).status, TaskStatus.Running);
+    // The shim dies: g1 is cleaned up (exit 137 from `shim delete`), g3 is untouched.
+    const w = tasks.wait(ctx, "g1");
+    process.kill(shim, "SIGKILL");
+    assert.equal((await w).exitStatus, 137, "Wait cut off by the dead shim answers with the cleanup's exit");
+    for (let i = 0; i < 50 && (await code(tasks.get(ctx, "g1"))) !== ErrorCodes.NotFound; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(await code(tasks.get(ctx, "g1")), ErrorCodes.NotFound);
+    assert.equal((await tasks.get(ctx, "g3")).status, TaskStatus.Running);
+    await tasks.kill(ctx, "g3", 9);
+    await tasks.wait(ctx, "g3");
+    await tasks.delete(ctx, "g3");
+    for (const id of ["g1", "g2", "g3"]) await containers.delete(ctx, id);
+  });
+
   test("containerd's errors: no container, no task, a second task, unknown runtime, no namespace", async () => {
     assert.equal(await code(tasks.create(ctx, { containerId: "ghost", rootfs: [], io: { stdin: "", stdout: "", stderr: "", terminal: false } })), ErrorCodes.NotFound);
     await make("e1", ["sleep", "1000"]);

@@ -63,7 +63,7 @@ export async function serve(flags: ShimFlags): Promise<void> {
     runtimeRoot: process.env.FLOTILLA_RUNC_ROOT || "/run/containerd/runc",
     runtimeArgs: parseArgs(process.env.FLOTILLA_RUNC_ARGS),
     onShutdown: () => exit("shutdown"),
-    onAdopt: (ns, dir, id) => {
+    onAdopt: (ns) => {
       // Warm shims start at a low priority; containers get the normal one.
       try {
         os.setPriority(0);
@@ -71,13 +71,15 @@ export async function serve(flags: ShimFlags): Promise<void> {
         /* not permitted */
       }
       publisher.namespace = ns;
-      log.retarget(path.join(dir, "log"), { id, namespace: ns });
+      log.info("adopted", { namespace: ns });
+    },
+    onBundle: (dir, id) => {
+      log.retarget(path.join(dir, "log"), { id, namespace: service.namespace });
       try {
         process.chdir(dir);
       } catch {
         /* keep the old cwd */
       }
-      log.info("adopted", { bundle: dir });
     },
   });
   const server = new TtrpcServer({

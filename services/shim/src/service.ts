@@ -30,8 +30,10 @@ export interface ServiceOptions {
   runtimeArgs?: string[];
   /** Called when Shutdown finds no containers left. */
   onShutdown: () => void;
-  /** A warm shim's first Create: take the namespace (from the call) and the bundle. */
-  onAdopt?: (namespace: string, bundle: string, id: string) => void;
+  /** A warm shim's first Create: take the namespace (from the call). */
+  onAdopt?: (namespace: string) => void;
+  /** Every Create: the newest bundle (the shim logs to its FIFO from now on). */
+  onBundle?: (bundle: string, id: string) => void;
 }
 
 const ts = (d: Date | undefined): Obj | null => (d ? nowTimestamp(d) : null);
@@ -68,8 +70,11 @@ export class TaskService {
     if (!this.namespace) {
       if (!callNamespace) throw classError("failed precondition", "namespace is required");
       this.namespace = callNamespace;
-      this.o.onAdopt?.(callNamespace, String(r.bundle), id);
+      this.o.onAdopt?.(callNamespace);
+    } else if (callNamespace && callNamespace !== this.namespace) {
+      throw classError("failed precondition", `shim serves namespace ${this.namespace}, not ${callNamespace}`);
     }
+    this.o.onBundle?.(String(r.bundle), id);
     const opts = r.options?.type_url ? decode(M.RuncOptions, r.options.value) : decode(M.RuncOptions, Buffer.alloc(0));
     if (r.options?.type_url && !String(r.options.type_url).endsWith("containerd.runc.v1.Options")) {
       throw classError("invalid argument", `unsupported runtime options type ${r.options.type_url}`);

@@ -35,6 +35,22 @@ export interface ManagerOptions {
   runtimeOf?: (ns: string, id: string) => Promise<string | undefined>;
   /** Pre-started Flotilla shims (skips `shim start` for the built-in runtimes). */
   warm?: WarmPool;
+  /**
+   * Containers one Flotilla shim may serve in a namespace (1 = a shim per container, containerd's
+   * default). Specs naming a group (`io.containerd.runc.v2.group`, `io.kubernetes.cri.sandbox-id`)
+   * always share their group's shim.
+   */
+  shimGroupSize?: number;
+}
+
+/** containerd's shim grouping annotations. */
+export function groupOf(spec: Uint8Array): string {
+  try {
+    const a = (JSON.parse(Buffer.from(spec).toString()) as { annotations?: Record<string, string> }).annotations ?? {};
+    return a["io.containerd.runc.v2.group"] || a["io.kubernetes.cri.sandbox-id"] || "";
+  } catch {
+    return "";
+  }
 }
 
 /** An error of the same class with more context, as Go's fmt.Errorf("...: %w"). */
@@ -85,8 +101,12 @@ export class ShimManager {
         const options = input.options ?? container.runtime.options;
         const t0 = performance.now();
         let boot: BootstrapResult;
-        const warm = await this.o.warm?.take(cmd);
-        if (warm) {
+        const group = groupOf(container.spec.value);
+        const host = cmd.builtin ? this.hostFor(ns, cmd, group) : undefined;
+        const warm = host ? undefined : await this.o.warm?.take(cmd);
+        if (host?.boot) {
+          boot = host.boot;
+        } else if (warm) {
           boot = { version: 3, address: warm.address, protocol: "ttrpc" };
         } else {
           try {
@@ -103,6 +123,7 @@ export class ShimManager {
           await shimDelete(cmd, bundle.path, this.env(ns, id)).catch(() => undefined);
           throw wrap(e, "failed to start shim");
         });
+        task.group = group;
         const t1 = performance.now();
         try {
           const r = await task.call("Create", {
@@ -132,6 +153,31 @@ export class ShimManager {
     } finally {
       this.reserved.delete(k);
     }
+  }
+
+  /**
+   * A running Flotilla shim a new task may join: the one serving its group, or (with
+   * `shimGroupSize` > 1) one in the namespace serving fewer tasks than that.
+   */
+  private hostFor(ns: string, cmd: ShimCommand, group: string): ShimTask | undefined {
+    const size = this.o.shimGroupSize ?? 1;
+    if (!group && size <= 1) return undefined;
+    const byAddress = new Map<string, ShimTask[]>();
+    for (const t of this.tasks.values()) {
+      if (t.namespace !== ns || !t.boot || t.cmd.binaryPath !== cmd.binaryPath || JSON.stringify(t.cmd.env) !== JSON.stringify(cmd.env)) continue;
+      if (!t.client.isOpen) continue;
+      const list = byAddress.get(t.boot.address) ?? [];
+      list.push(t);
+      byAddress.set(t.boot.address, list);
+    }
+    for (const list of byAddress.values()) {
+      if (group) {
+        if (list.some((t) => t.group === group)) return list[0];
+        continue;
+      }
+      if (list.every((t) => !t.group) && list.length < size) return list[0];
+    }
+    return undefined;
   }
 
   /** The task; NotFound ("task <id> not found") when there is none. */
@@ -248,6 +294,11 @@ export class ShimManager {
       if (boot && cmd) {
         try {
           const t = await ShimTask.connect(ns, id, bundle, cmd, boot, this.o.log, (x) => this.onClosed(x), 1000);
+          try {
+            t.group = groupOf(fs.readFileSync(bundle.file("config.json")));
+          } catch {
+            t.group = "";
+          }
           try {
             await t.call("State", {}, 5000);
             this.tasks.set(key(ns, id), t);

@@ -5,6 +5,7 @@
  *   runc_root = ""                   # OCI runtime state root of Flotilla's shim (default <state>/tasks/runc)
  *   shim_node_options = [...]        # V8/Node flags for Flotilla's shim (small heaps by default)
  *   warm_shims = 1                   # Flotilla shims started ahead of time (0: `shim start` each time)
+ *   shim_group_size = 1              # containers one Flotilla shim serves per namespace (memory vs isolation)
  *   [plugins."io.containerd.runtime.v2.task".runtimes."io.containerd.runc.v2"]
  *     shim = "flotilla"              # Flotilla's TypeScript shim (the default for the runc runtimes)
  *     runtime_binary = "runc"        # the OCI runtime it drives: "runc" or "crun"
@@ -46,6 +47,8 @@ export interface RuntimesConfig {
   nodeOptions: string[];
   /** Flotilla shims kept started ahead of time per runtime in use (0 = use `shim start` every time). */
   warmShims: number;
+  /** Containers one Flotilla shim may serve in a namespace (1 = one shim per container). */
+  shimGroupSize: number;
   runtimes: Record<string, RuntimeEntry>;
 }
 
@@ -84,8 +87,11 @@ export function runtimesConfig(raw: Record<string, unknown>, state: string): Run
   const nodeOptions = Array.isArray(raw.shim_node_options) ? raw.shim_node_options.map(String) : DEFAULT_NODE_OPTIONS;
   const warm = raw.warm_shims === undefined ? 1 : Number(raw.warm_shims);
   if (!Number.isInteger(warm) || warm < 0 || warm > 16) throw errInvalidArgument(`config: ${RUNTIME_PLUGIN}.task warm_shims must be an integer from 0 to 16`);
+  const group = raw.shim_group_size === undefined ? 1 : Number(raw.shim_group_size);
+  if (!Number.isInteger(group) || group < 1 || group > 1024) throw errInvalidArgument(`config: ${RUNTIME_PLUGIN}.task shim_group_size must be an integer from 1 to 1024`);
   return {
     warmShims: warm,
+    shimGroupSize: group,
     socketDir: str("socket_dir") || path.join(state, "s"),
     runcRoot: str("runc_root") || path.join(state, "runc"),
     nodeOptions,

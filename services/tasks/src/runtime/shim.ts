@@ -60,6 +60,10 @@ export class ShimTask {
   /** True once we closed the connection on purpose (no dead-shim cleanup then). */
   closing = false;
   shimPid = 0;
+  /** How the shim was reached (shared by every task a grouped shim serves). */
+  boot?: BootstrapResult;
+  /** The shim group (containerd's group annotation), when the task shares its shim on purpose. */
+  group = "";
 
   private constructor(
     readonly namespace: string,
@@ -109,6 +113,7 @@ export class ShimTask {
       if (!resp) resp = await task.call("Connect", { id }, { timeoutMs: 5000, metadata: md });
       self = new ShimTask(ns, id, bundle, cmd, client, task, version, shimLog);
       self.shimPid = Number(resp.shim_pid ?? 0);
+      self.boot = boot;
       if (!client.isOpen) onClose(self);
       return self;
     } catch (e) {
