@@ -12,8 +12,7 @@ import * as net from "node:net";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { background } from "../../libs/context";
-import { ErrorCodes, errorCode } from "../../libs/errdefs";
-import { RpcClient } from "../../libs/grpc/client";
+import { ErrorCodes } from "../../libs/errdefs";
 import { SandboxControllerProxy, SandboxStoreProxy } from "../../libs/clients/sandbox";
 import { repoRoot } from "../../libs/proto";
 import { listNetns } from "../../libs/cni";
@@ -76,7 +75,6 @@ describe("sandbox: the stack, the CLI and real CNI", () => {
   let reg: Registry;
   let tnet: TestNet;
   let image: string;
-  let tasksAvailable = false;
   const ctx = background("default");
   const ok = async (args: string[]): Promise<string> => {
     const r = await flotilla(stack, args);
@@ -97,12 +95,6 @@ describe("sandbox: the stack, the CLI and real CNI", () => {
         'cni_bin_dir = ["/usr/lib/cni"]',
       ].join("\n"),
     });
-    try {
-      await new RpcClient(stack.socket, "containerd.services.tasks.v1.Tasks").unary(ctx, "List", {});
-      tasksAvailable = true;
-    } catch (e) {
-      tasksAvailable = errorCode(e) !== ErrorCodes.NotImplemented;
-    }
   });
 
   after(async () => {
@@ -166,19 +158,32 @@ describe("sandbox: the stack, the CLI and real CNI", () => {
     assert.match(r.stderr, /sandbox "nosuch": not found/);
   });
 
-  it("sandbox - a sandbox that cannot start is rolled back (tasks process unavailable)", async (t) => {
-    if (tasksAvailable) return t.skip("the tasks process implements Tasks");
-    const r = await flotilla(stack, ["sandbox", "run", "--label", "app=web", "nostart"]);
-    assert.equal(r.code, 1);
-    assert.match(r.stderr, /not implemented|unimplemented/i);
+  it("sandbox - a sandbox that cannot start is rolled back (tasks process unavailable)", async () => {
+    // Hold the supervisor so the killed tasks process stays down while the sandbox starts.
+    const sup = JSON.parse(fs.readFileSync(path.join(stack.state, "supervisor.json"), "utf8")).pid as number;
+    process.kill(sup, "SIGSTOP");
+    let old: number;
+    let r: Awaited<ReturnType<typeof flotilla>>;
+    try {
+      old = stack.kill("tasks", "SIGKILL");
+      await waitFor("tasks to die", () => {
+        const st = fs.existsSync(`/proc/${old}/stat`) ? fs.readFileSync(`/proc/${old}/stat`, "utf8") : "";
+        return st === "" || /\) Z /.test(st) ? true : undefined;
+      });
+      r = await flotilla(stack, ["sandbox", "run", "--label", "app=web", "nostart"]);
+    } finally {
+      process.kill(sup, "SIGCONT");
+    }
+    await stack.waitRestarted("tasks", old!);
+    assert.equal(r!.code, 1);
+    assert.match(r!.stderr, /unavailable/i);
     assert.equal((await ok(["sandbox", "ls", "-q"])).trim(), "");
     assert.deepEqual(listNetns(netnsDir()), []);
     assert.deepEqual(tnet.allocations(), []);
     assert.deepEqual(tnet.bridgePorts(), []);
   });
 
-  it("sandbox - two containers share localhost, the pod IP answers from the host, a second pod differs, kill -9 survives, rm leaves nothing", async (t) => {
-    if (!tasksAvailable) return t.skip("the tasks process does not implement Tasks yet");
+  it("sandbox - two containers share localhost, the pod IP answers from the host, a second pod differs, kill -9 survives, rm leaves nothing", async () => {
 
     const [, ipA] = (await ok(["sandbox", "run", "--label", "app=web", "pod-a"])).trim().split(" ");
     const [, ipB] = (await ok(["sandbox", "run", "pod-b"])).trim().split(" ");
