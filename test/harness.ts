@@ -100,6 +100,20 @@ export function unmountBelow(dir: string): void {
   for (const m of mounts.sort((a, b) => b.length - a.length)) spawnSync("umount", ["-l", m]);
 }
 
+/** PIDs of processes whose command line mentions `dir` (this stack's shims and helpers). */
+export function pidsReferring(dir: string): number[] {
+  const out: number[] = [];
+  for (const e of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(e) || Number(e) === process.pid) continue;
+    try {
+      if (fs.readFileSync(`/proc/${e}/cmdline`, "utf8").includes(dir + "/")) out.push(Number(e));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -196,6 +210,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       for (const pid of Object.values(st?.services ?? {})) {
         if (pid && alive(pid)) process.kill(pid, "SIGKILL");
       }
+      // Shims outlive the tasks process by design (own process group): end this stack's by PID.
+      for (const pid of pidsReferring(dir)) process.kill(pid, "SIGKILL");
       closeChannels();
       unmountBelow(dir);
       fs.rmSync(dir, { recursive: true, force: true });
