@@ -11,6 +11,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { report, startContainerd, startFlotilla, type Row, type Target } from "./lib";
+import { startStack } from "../test/harness";
 import { startRegistry } from "../test/helpers/registry";
 import { buildBusyboxImage, pushImage } from "../test/helpers/image";
 import { busyboxRootfs } from "../test/tasks/helpers";
@@ -135,6 +136,26 @@ export async function run(): Promise<Row[]> {
         await ctr(t, ["c", "rm", `d${k}`]);
       }
     }
+    // The same 50 on a Flotilla configured to let one shim serve up to 10 containers per namespace.
+    const grouped = await startStack({ logLevel: "warn", extraToml: '[plugins."io.containerd.runtime.v2.task"]\nshim_group_size = 10\n' });
+    const g: Target = { name: "flotilla", socket: grouped.socket, ctr: (a, o) => grouped.ctr(a, o), pid: () => undefined, stop: () => grouped.stop() };
+    let gStart = 0;
+    let gMem = { rss: 0, pss: 0 };
+    try {
+      await must(ctr(g, ["images", "pull", "--plain-http", ref]));
+      const t0 = performance.now();
+      for (let k = 0; k < N; k++) await must(ctr(g, ["run", "-d", ref, `d${k}`, "sleep", "100000"]));
+      gStart = performance.now() - t0;
+      gMem = shimPidsOf(g).map(memKiB).reduce((a, m) => ({ rss: a.rss + m.rss, pss: a.pss + m.pss }), { rss: 0, pss: 0 });
+      await Promise.all(Array.from({ length: N }, (_, k) => ctr(g, ["t", "kill", "-s", "SIGKILL", `d${k}`])));
+      await new Promise((r) => setTimeout(r, 2000));
+      for (let k = 0; k < N; k++) {
+        await ctr(g, ["t", "rm", `d${k}`]);
+        await ctr(g, ["c", "rm", `d${k}`]);
+      }
+    } finally {
+      await grouped.stop();
+    }
     const res = targets.map((_, k): Result => ({
       runImage: med(runImage[k]!),
       runRootfs: med(runRootfs[k]!),
@@ -155,6 +176,9 @@ export async function run(): Promise<Row[]> {
       row("shim RSS per running container", "MiB", "rssPerContainer"),
       row("shim PSS per running container", "MiB", "pssPerContainer"),
       row(`events/s seen by ctr events while starting ${N}`, "ev/s", "eventsPerSec", false),
+      { benchmark: `start ${N} detached, Flotilla shim_group_size=10 (not interleaved)`, unit: "ms", flotilla: gStart, containerd: res[1]!.start50, lowerIsBetter: true },
+      { benchmark: "shim RSS per container, Flotilla shim_group_size=10", unit: "MiB", flotilla: gMem.rss / 1024 / N, containerd: res[1]!.rssPerContainer, lowerIsBetter: true },
+      { benchmark: "shim PSS per container, Flotilla shim_group_size=10", unit: "MiB", flotilla: gMem.pss / 1024 / N, containerd: res[1]!.pssPerContainer, lowerIsBetter: true },
     ];
   } finally {
     await f.stop();

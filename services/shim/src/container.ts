@@ -83,6 +83,8 @@ export class Container {
       socket?.close();
     }
     this.cgroup = cgroupOf(p.pid);
+    // The OOM baseline is taken before the process runs a single instruction of its own.
+    if (this.cgroup) this.ooms = oomKills(this.cgroup);
     this.reaper.watch(p.pid, (status, at) => this.exited(p, status, at));
     return p.pid;
   }
@@ -241,7 +243,6 @@ export class Container {
 
   private watchOOM(): void {
     if (!this.cgroup || this.oomTimer) return;
-    this.ooms = oomKills(this.cgroup);
     this.oomTimer = setInterval(() => this.checkOOM(), 1000);
     this.oomTimer.unref();
   }

@@ -32,10 +32,15 @@ export interface WarmPoolOptions {
   log: Logger;
 }
 
+interface Pending {
+  shim: Promise<WarmShim>;
+  pid: number;
+}
+
 interface Slot {
   ready: WarmShim[];
   /** Shims still starting, oldest first; a taker can claim one before it is ready. */
-  pending: Promise<WarmShim>[];
+  pending: Pending[];
 }
 
 export const WARM_NICE = 10;
@@ -70,7 +75,13 @@ export class WarmPool {
     const pending = slot.pending.shift();
     this.fill(cmd);
     if (!pending) return undefined;
-    return pending.then((w) => w, () => undefined);
+    // Someone waits for it now: full priority for the rest of its start-up.
+    try {
+      if (pending.pid) os.setPriority(pending.pid, 0);
+    } catch {
+      /* exited or not permitted */
+    }
+    return pending.shim.then((w) => w, () => undefined);
   }
 
   /** Start shims until `size` are ready or starting for `cmd`. */
@@ -78,9 +89,10 @@ export class WarmPool {
     if (!this.enabled || !cmd.builtin || this.closed) return;
     const slot = this.slot(cmd);
     while (slot.ready.length + slot.pending.length < this.o.size) {
-      const p = this.spawn(cmd);
+      const started = this.spawn(cmd);
+      const p: Pending = { shim: started.shim, pid: started.pid };
       slot.pending.push(p);
-      p.then(
+      p.shim.then(
         (w) => {
           const i = slot.pending.indexOf(p);
           if (i < 0) return; // claimed by a taker while starting
@@ -108,7 +120,7 @@ export class WarmPool {
     return s;
   }
 
-  private async spawn(cmd: ShimCommand): Promise<WarmShim> {
+  private spawn(cmd: ShimCommand): { shim: Promise<WarmShim>; pid: number } {
     fs.mkdirSync(this.o.socketDir, { recursive: true, mode: 0o711 });
     const sock = path.join(this.o.socketDir, `w${crypto.randomBytes(12).toString("hex")}`);
     const args = [...cmd.argv.slice(1), "-warm", "-socket", sock, "-address", this.o.address, "-publish-binary", this.o.publishBinary];
@@ -121,7 +133,7 @@ export class WarmPool {
     });
     child.unref();
     // Start at a low priority so a warm-up never competes with a container being created; the shim
-    // raises itself back to normal when a Create adopts it.
+    // raises itself back to normal when a Create adopts it (or a waiting taker raises it).
     if (child.pid) {
       try {
         os.setPriority(child.pid, WARM_NICE);
@@ -131,19 +143,24 @@ export class WarmPool {
     }
     let exited = false;
     child.once("exit", () => (exited = true));
-    try {
-      const client = await TtrpcClient.connect(`unix://${sock}`, { retryMs: 30_000 });
-      return { client, address: `unix://${sock}`, pid: child.pid ?? 0 };
-    } catch (e) {
-      if (!exited && child.pid) {
-        try {
-          process.kill(child.pid, "SIGKILL");
-        } catch {
-          /* gone */
+    child.once("error", () => (exited = true));
+    const shim = (async (): Promise<WarmShim> => {
+      try {
+        const client = await TtrpcClient.connect(`unix://${sock}`, { retryMs: 30_000 });
+        return { client, address: `unix://${sock}`, pid: child.pid ?? 0 };
+      } catch (e) {
+        if (!exited && child.pid) {
+          try {
+            process.kill(child.pid, "SIGKILL");
+          } catch {
+            /* gone */
+          }
         }
+        throw e;
       }
-      throw e;
-    }
+    })();
+    shim.catch(() => undefined);
+    return { shim, pid: child.pid ?? 0 };
   }
 
   /** Release every idle warm shim (they exit when their connection closes). */
@@ -151,7 +168,7 @@ export class WarmPool {
     this.closed = true;
     for (const s of this.slots.values()) {
       for (const w of s.ready.splice(0)) w.client.close();
-      for (const p of s.pending.splice(0)) void p.then((w) => w.client.close(), () => undefined);
+      for (const p of s.pending.splice(0)) void p.shim.then((w) => w.client.close(), () => undefined);
     }
   }
 }
