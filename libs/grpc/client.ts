@@ -36,6 +36,7 @@ export function sharedChannel(address: string): grpc.Client {
       "grpc.initial_reconnect_backoff_ms": 100,
       "grpc.max_reconnect_backoff_ms": 1000,
       "grpc.enable_channelz": 0,
+      "grpc-node.flow_control_window": 16 * 1024 * 1024,
     });
     channels.set(target, c);
   }

@@ -252,6 +252,10 @@ export function writeWithBackpressure(call: grpc.ServerWritableStream<Buffer, Bu
   });
 }
 
-async function* decodeStream(t: Type, call: AsyncIterable<Buffer>): AsyncIterable<Msg> {
-  for await (const chunk of call) yield decodeWith(t, chunk as Buffer);
+/**
+ * Decode a request stream. The iterator must not destroy the call when the client half-closes:
+ * the handler still has to answer (and the status still has to be sent) after the requests end.
+ */
+async function* decodeStream(t: Type, call: grpc.ServerReadableStream<Buffer, Buffer> | grpc.ServerDuplexStream<Buffer, Buffer>): AsyncIterable<Msg> {
+  for await (const chunk of call.iterator({ destroyOnReturn: false })) yield decodeWith(t, chunk as Buffer);
 }

@@ -5,6 +5,7 @@ import { BACKENDS, OWNED_SERVICES, type BackendName } from "../../libs/topology"
 import { eventsHandlers } from "./src/events";
 import { introspectionHandlers } from "./src/introspection";
 import { routeServices } from "./src/router";
+import { tuneHttp2Server } from "../../libs/grpc/h2-tuning";
 
 export const VERSION = "v1.6.20+flotilla.0.1.0";
 export const REVISION = process.env.FLOTILLA_REVISION ?? "flotilla";
@@ -18,6 +19,9 @@ const GATEWAY_GRPC = [
 export const gatewayService: ServiceDefinition = {
   name: "gateway",
   async start(sc) {
+    // Wide HTTP/2 windows for ctr's uploads, and session rotation before nghttp2's reset limit
+    // (ctr cancels a stream per Read window).
+    tuneHttp2Server(sc.server.server);
     const addresses = Object.fromEntries(BACKENDS.map((b) => [b, sc.config.flotilla.services[b].address])) as Record<BackendName, string>;
     for (const b of BACKENDS) routeServices(sc.server, OWNED_SERVICES[b], addresses[b]);
     const ownPlugins = [

@@ -211,8 +211,11 @@ describe("foundation: the stack with the real ctr", () => {
       process.kill(sup, "SIGCONT");
     }
     await stack.waitRestarted("images", old!);
-    const ls = await stack.ctr(["namespaces", "ls", "-q"]);
-    assert.equal(ls.code, 0, ls.stderr);
+    // the gateway's channel to images reconnects within its backoff (at most 1 s)
+    const ls = await waitFor("the gateway to reach images again", async () => {
+      const r = await stack.ctr(["namespaces", "ls", "-q"]);
+      return r.code === 0 ? r : undefined;
+    }, 10000, 200);
     assert.ok(ls.stdout.split("\n").includes("survivor"));
     await stack.ctr(["namespaces", "rm", "survivor"]);
   });
