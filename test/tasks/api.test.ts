@@ -2,7 +2,9 @@
  * The Tasks and Containers APIs through the gateway with the proxies (no ctr): Wait before Start,
  * exit statuses from Wait and Delete, Get's fields as containerd fills them, exec ids, kill --all,
  * ListPids details, metrics types, Update, crun as the OCI runtime, and containerd's errors.
- * This stack sets warm_shims = 0, so every shim here goes through the `start` subcommand.
+ * This stack sets warm_shims = 0, so every shim here goes through the `start` subcommand. It also maps
+ * a runtime name to Debian's containerd-shim-runc-v2 (containerd 1.6), which runs containers through
+ * the same runtime v2 path: start subcommand, bundle, log FIFO, task API v2, events over TTRPC_ADDRESS.
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -19,9 +21,11 @@ import { OCI_PROCESS_TYPE_URL, OCI_SPEC_TYPE_URL } from "../../libs/core/contain
 import { TaskStatus } from "../../libs/core/tasks";
 import { mkfifo } from "../../libs/sys/linux";
 import { startStack, type Stack } from "../harness";
-import { busyboxRootfs, runcContainers, shimPids, stopStackAndCleanup } from "./helpers";
+import { busyboxRootfs, EventsWatcher, rootfsArgs, shimPids, stopStackAndCleanup, waitTaskStatus } from "./helpers";
 
 const ctx = background("api");
+const DEBIAN_SHIM = "/usr/bin/containerd-shim-runc-v2";
+const DEBIAN_RUNTIME = "io.containerd.debian.v2";
 
 function spec(rootfs: string, id: string, args: string[], extra: Record<string, unknown> = {}): Buffer {
   return Buffer.from(JSON.stringify({
@@ -54,6 +58,9 @@ describe("tasks - the APIs through the gateway (shims started with `shim start`)
   let tasks: TaskServiceProxy;
   let fifoDir: string;
   let seq = 0;
+  let events: EventsWatcher;
+  const debNs = `fltdeb${process.pid}`;
+  const dctr = (args: string[]): ReturnType<Stack["ctr"]> => stack.ctr(args, { namespace: debNs });
   const io = (): { stdin: string; stdout: string; stderr: string; terminal: boolean } => {
     const d = path.join(fifoDir, String(++seq));
     fs.mkdirSync(d);
@@ -74,6 +81,8 @@ describe("tasks - the APIs through the gateway (shims started with `shim start`)
         'shim = "flotilla"',
         'runtime_binary = "crun"',
         'runtime_args = ["--cgroup-manager=disabled"]',
+        `[plugins."io.containerd.runtime.v2.task".runtimes."${DEBIAN_RUNTIME}"]`,
+        `shim = "${DEBIAN_SHIM}"`,
       ].join("\n"),
     });
     rootfs = busyboxRootfs(path.join(stack.dir, "rootfs"));
@@ -81,11 +90,17 @@ describe("tasks - the APIs through the gateway (shims started with `shim start`)
     fs.mkdirSync(fifoDir);
     containers = new ContainerStoreProxy(stack.socket);
     tasks = new TaskServiceProxy(stack.socket);
+    assert.ok(fs.existsSync(DEBIAN_SHIM), `${DEBIAN_SHIM} is installed (Debian package containerd)`);
+    events = new EventsWatcher(stack, [`namespace==${debNs}`]);
+    await events.ready();
   });
 
   after(async () => {
     closeChannels();
-    await stopStackAndCleanup(stack);
+    events?.stop();
+    // Debian's shim keeps runc state under /run/containerd/runc/<namespace>.
+    await stopStackAndCleanup(stack, [{ root: "/run/containerd/runc", ids: ["deb1", "deb2", "deb3"] }]);
+    fs.rmSync(path.join("/run/containerd/runc", debNs), { recursive: true, force: true });
   });
 
   test("Wait before Start blocks until the exit; Delete returns the exit status; Get's fields", async () => {
@@ -271,5 +286,49 @@ describe("tasks - the APIs through the gateway (shims started with `shim start`)
     assert.equal(await code(tasks.checkpoint(ctx, "e2", {})), ErrorCodes.NotFound);
     await new Promise((r) => setTimeout(r, 500));
     assert.deepEqual(shimPids(stack), [], "no shim left without a task (no warm shims on this stack)");
+  });
+
+  test("external shim (Debian's containerd-shim-runc-v2 by configuration): run --rm through the external shim: output and exit code", async () => {
+    const r = await dctr(["run", "--rm", "--runtime", DEBIAN_RUNTIME, ...rootfsArgs(rootfs), "deb1", "sh", "-c", "echo via-debian; echo e >&2; exit 3"]);
+    assert.equal(r.code, 3, r.stderr);
+    assert.equal(r.stdout, "via-debian\n");
+    assert.equal(r.stderr, "e\n");
+    await events.waitFor("deb1 deleted", (l) => l.some((e) => e.topic === "/containers/delete" && e.json.id === "deb1"));
+    assert.deepEqual(events.forContainer("deb1").map((e) => e.topic), ["/containers/create", "/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete", "/containers/delete"]);
+  });
+
+  test("external shim: run -d, the shim process is Debian's, exec, ps, pause/resume, metrics, kill", async () => {
+    assert.equal((await dctr(["run", "-d", "--runtime", DEBIAN_RUNTIME, ...rootfsArgs(rootfs), "deb2", "sleep", "1000"])).code, 0);
+    await waitTaskStatus(stack, "deb2", "RUNNING", debNs);
+    const shims = shimPids(stack).map((p) => fs.readFileSync(`/proc/${p}/cmdline`, "utf8").split("\0"));
+    assert.ok(shims.some((c) => c[0] === DEBIAN_SHIM && c.includes("deb2")), JSON.stringify(shims));
+    const bundle = path.join(stack.state, "tasks", "io.containerd.runtime.v2.task", debNs, "deb2");
+    assert.equal(fs.readFileSync(path.join(bundle, "shim-binary-path"), "utf8"), DEBIAN_SHIM);
+    assert.match(fs.readFileSync(path.join(bundle, "address"), "utf8"), /^unix:\/\/\/run\/containerd\/s\/[0-9a-f]{64}$/);
+
+    const ex = await dctr(["t", "exec", "--exec-id", "x", "deb2", "sh", "-c", "echo exec-ok; exit 4"]);
+    assert.equal(ex.code, 4, ex.stderr);
+    assert.equal(ex.stdout, "exec-ok\n");
+    const ps = await dctr(["t", "ps", "deb2"]);
+    assert.equal(ps.code, 0, ps.stderr);
+    assert.ok(ps.stdout.trim().split("\n").length >= 2);
+    assert.equal((await dctr(["t", "pause", "deb2"])).code, 0);
+    await waitTaskStatus(stack, "deb2", "PAUSED", debNs);
+    assert.equal((await dctr(["t", "resume", "deb2"])).code, 0);
+    const m = await dctr(["t", "metrics", "deb2"]);
+    assert.equal(m.code, 0, m.stderr);
+    assert.match(m.stdout, /deb2/);
+    assert.equal((await dctr(["t", "kill", "-s", "SIGKILL", "deb2"])).code, 0);
+    await events.waitFor("deb2 exit", (l) => l.some((e) => e.topic === "/tasks/exit" && e.json.container_id === "deb2" && e.json.exit_status === 137));
+    assert.equal((await dctr(["t", "rm", "deb2"])).code, 0);
+    assert.equal((await dctr(["c", "rm", "deb2"])).code, 0);
+    const topics = events.forContainer("deb2").map((e) => e.topic);
+    for (const t of ["/tasks/exec-added", "/tasks/exec-started", "/tasks/paused", "/tasks/resumed", "/tasks/delete"]) assert.ok(topics.includes(t), `${t} in ${topics.join(",")}`);
+    assert.ok(!fs.existsSync(bundle), "bundle removed");
+  });
+
+  test("external shim stack: the same container runs under Flotilla's shim when no runtime is named", async () => {
+    const r = await dctr(["run", "--rm", ...rootfsArgs(rootfs), "deb3", "sh", "-c", "exit 5"]);
+    assert.equal(r.code, 5, r.stderr);
   });
 });

@@ -233,6 +233,19 @@ describe("tasks - real ctr, rootfs directories", () => {
     assert.equal(status, 4, out);
     assert.match(out, /\/dev\/pts\/\d+/);
     assert.match(out, /42/);
+
+    // exec -t into a detached task
+    assert.equal((await stack.ctr(["run", "-d", ...rootfsArgs(rootfs), "tty2", "sleep", "1000"])).code, 0);
+    const ecmd = `ctr -a ${stack.socket} t exec -t --exec-id et tty2 sh -c 'tty; exit 6'`;
+    const ex = spawn("script", ["-qefc", ecmd, "/dev/null"], { stdio: ["pipe", "pipe", "pipe"] });
+    let eout = "";
+    ex.stdout.on("data", (b: Buffer) => (eout += b.toString()));
+    const estatus = await new Promise<number | null>((r) => ex.on("close", (c) => r(c)));
+    ex.stdin.destroy();
+    assert.equal(estatus, 6, eout);
+    assert.match(eout, /\/dev\/pts\/\d+/);
+    assert.equal((await stack.ctr(["t", "rm", "-f", "tty2"])).code, 0);
+    assert.equal((await stack.ctr(["c", "rm", "tty2"])).code, 0);
   });
 
   test("events come in containerd's order", async () => {

@@ -52,17 +52,28 @@ export class Container {
     this.spec = JSON.parse(fs.readFileSync(path.join(o.bundle, "config.json"), "utf8")) as Record<string, unknown>;
   }
 
+  /** Milliseconds spent in each step of the last create (for debug logs). */
+  timings: Record<string, number> = {};
+
   /** Mount the rootfs and `runc create` the init process (stopped at the exec FIFO until Start). */
   async create(): Promise<number> {
+    let t = performance.now();
+    const lap = (k: string): void => {
+      const n = performance.now();
+      this.timings[k] = Math.round(n - t);
+      t = n;
+    };
     if (this.o.rootfs.length) {
       this.rootfs = path.join(this.bundle, "rootfs");
       fs.mkdirSync(this.rootfs, { recursive: true, mode: 0o711 });
       mountAll(this.o.rootfs, this.rootfs);
     }
+    lap("mount");
     const p = this.init;
     let socket: Awaited<ReturnType<typeof p.openStdio>>;
     try {
       socket = await p.openStdio();
+      lap("stdio");
       const pidFile = path.join(this.bundle, "init.pid");
       const created = this.runc.create(this.id, this.bundle, {
         pidFile,
@@ -73,6 +84,7 @@ export class Container {
       });
       const attached = p.attachStdio(socket);
       await Promise.all([created, attached.catch((e) => (socket ? Promise.reject(e) : undefined))]);
+      lap("runc");
       p.pid = Number(fs.readFileSync(pidFile, "utf8").trim());
     } catch (e) {
       p.releaseIO();
@@ -83,6 +95,7 @@ export class Container {
       socket?.close();
     }
     this.cgroup = cgroupOf(p.pid);
+    lap("cgroup");
     // The OOM baseline is taken before the process runs a single instruction of its own.
     if (this.cgroup) this.ooms = oomKills(this.cgroup);
     this.reaper.watch(p.pid, (status, at) => this.exited(p, status, at));

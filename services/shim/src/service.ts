@@ -114,7 +114,7 @@ export class TaskService {
       this.containers.delete(id);
       throw e;
     }
-    this.o.log.info("created", { id, pid });
+    this.o.log.info("created", { id, pid, ms: c.timings });
     return { pid };
   }
 
