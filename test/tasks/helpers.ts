@@ -97,10 +97,15 @@ export function deleteRuncContainers(roots: string[], ids?: string[]): void {
   }
 }
 
-/** Stop the stack and remove what containers left: shims killed by PID, runc state, mounts. */
+/**
+ * Stop the stack and remove what containers left: runc containers force-deleted while their state
+ * still exists (the stack's directory goes with `stop`), then the shims killed by PID.
+ */
 export async function stopStackAndCleanup(stack: Stack | undefined, extraRuncRoots: { root: string; ids: string[] }[] = []): Promise<void> {
   if (!stack) return;
   const pids = shimPids(stack);
+  deleteRuncContainers([path.join(stack.state, "tasks", "runc")]);
+  for (const x of extraRuncRoots) deleteRuncContainers([x.root], x.ids);
   await stack.stop().catch(() => undefined);
   for (const pid of pids) {
     try {
@@ -109,8 +114,6 @@ export async function stopStackAndCleanup(stack: Stack | undefined, extraRuncRoo
       /* gone */
     }
   }
-  deleteRuncContainers([path.join(stack.state, "tasks", "runc")]);
-  for (const x of extraRuncRoots) deleteRuncContainers([x.root], x.ids);
 }
 
 export interface EventLine {
