@@ -143,6 +143,23 @@ describe("gc - scheduler", () => {
     s.stop();
   });
 
+  it("a successful pass takes over a pending retry: no extra pass later", async () => {
+    const col = new FakeCollector();
+    col.skip = true;
+    col.skip = false;
+    const s = new Scheduler(col, cfg({ pauseThreshold: 0.5 }));
+    await s.scheduleAndWait(background("r")); // the first pass covers everything
+    col.skip = true;
+    await s.scheduleAndWait(background("r"));
+    col.skip = false;
+    const st = await s.scheduleAndWait(background("q"));
+    assert.equal(st.pass, 3);
+    assert.deepEqual(col.calls[2]!.only, ["q", "r"], "the sync pass covers the namespace awaiting a retry");
+    await sleep(1300);
+    assert.equal(col.calls.length, 3, "the retry timer did not fire a pass after the successful one");
+    s.stop();
+  });
+
   it("a failing pass rejects its waiters; the next one runs", async () => {
     const col = new FakeCollector();
     col.fail = true;

@@ -231,6 +231,10 @@ export class Scheduler implements GCScheduler {
     this.runningWaiters = waiters;
     const pending = this.pending;
     this.pending = new Set();
+    // This pass also serves any retry still waiting (its timer must not start a pass of its own later).
+    for (const n of this.retryNs) pending.add(n);
+    this.retryNs.clear();
+    clearTimeout(this.retryTimer);
     const all = pending.has(ALL) || full;
     this.triggered = false;
     this.deletions = 0;
