@@ -41,7 +41,8 @@ export function tuneHttp2Server(server: grpc.Server, opts: Http2Tuning = {}): vo
   };
 }
 
-function tuneSession(sess: http2.ServerHttp2Session, windowBytes: number, maxStreams: number): void {
+/** Apply the window and rotation tuning to one accepted session. */
+export function tuneSession(sess: http2.ServerHttp2Session, windowBytes: number, maxStreams: number): void {
   try {
     sess.setLocalWindowSize(windowBytes);
     sess.settings({ initialWindowSize: windowBytes });

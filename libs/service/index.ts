@@ -35,7 +35,17 @@ export interface RunningService {
   plugins: PluginInfo[];
   /** gRPC service names this process serves (reported SERVING by its health service). */
   grpcServices: string[];
+  /**
+   * A server that takes the public address instead of the gRPC server (the gateway's proxy); the gRPC
+   * server then listens on an internal unix socket under the state directory, `internalAddress`.
+   */
+  frontend?: { listen(address: string): Promise<void>; close(graceMs: number): Promise<void> };
   close?(): Promise<void>;
+}
+
+/** Where a process with a frontend binds its own gRPC server. */
+export function internalAddress(sc: Pick<ServiceContext, "state">): string {
+  return `unix://${sc.state}/internal.sock`;
 }
 
 export interface ServiceDefinition {
@@ -101,7 +111,12 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
       },
     });
   }
-  await server.listen(svcCfg.address);
+  if (running.frontend) {
+    await server.listen(internalAddress(sc));
+    await running.frontend.listen(svcCfg.address);
+  } else {
+    await server.listen(svcCfg.address);
+  }
   const metricsPort = await metrics.listen(svcCfg.metrics_address);
   log.info({ address: svcCfg.address, metrics: metricsPort, pid: process.pid }, "serving");
 
@@ -112,6 +127,7 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
     log.info({ signal }, "shutting down");
     const hard = setTimeout(() => process.exit(1), 10000);
     hard.unref();
+    await running?.frontend?.close(5000);
     await server.shutdown(5000);
     await running?.close?.().catch((err: unknown) => log.error({ err }, "close failed"));
     await events.close();

@@ -15,10 +15,17 @@ export { SpanKind, SpanStatusCode };
 export type { Context, Span, Tracer };
 
 let provider: NodeTracerProvider | undefined;
+let exporting = false;
+
+/** True when spans leave this process (an OTLP endpoint is configured). */
+export function tracingExported(): boolean {
+  return exporting;
+}
 
 /** Set up tracing for this process. Without an endpoint, spans are still created (for propagation) but not exported. */
 export function initTracing(service: string, endpoint: string, version = "0.1.0"): Tracer {
   const processors: SpanProcessor[] = [];
+  exporting = Boolean(endpoint);
   if (endpoint) {
     processors.push(new BatchSpanProcessor(new OTLPTraceExporter({ url: endpoint }), { scheduledDelayMillis: 500 }));
   }

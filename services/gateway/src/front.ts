@@ -1,0 +1,317 @@
+/**
+ * The gateway's public face: a plain HTTP/2 server that proxies every gRPC call, stream for stream, to
+ * the process that owns its service, without decoding or re-framing a single message. gRPC is HTTP/2
+ * with length-prefixed messages and the status in trailers, so a call is forwarded by copying its
+ * headers (plus the gateway's trace context), piping DATA both ways with HTTP/2 flow control, and
+ * copying the trailers back. Resets travel both ways (a client cancel reaches the owner).
+ *
+ * Services the gateway implements itself (Version, Introspection, Events, Health) are served by its
+ * grpc-js server on an internal socket and reached the same way, as is any path no process owns (which
+ * that server answers with Unimplemented, as containerd does).
+ *
+ * Per-call metrics and a server span are recorded here for every forwarded call; the span is the parent
+ * of the owner's span.
+ */
+import * as fs from "node:fs";
+import * as http2 from "node:http2";
+import * as net from "node:net";
+import * as path from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import { context as otelContext, propagation, trace } from "@opentelemetry/api";
+import type { Logger } from "pino";
+import { unixPath, grpcTarget } from "../../../libs/config";
+import type { Metrics } from "../../../libs/metrics";
+import { methodKind, type MethodKind } from "../../../libs/grpc/server";
+import { tuneSession } from "../../../libs/grpc/h2-tuning";
+import { lookupService } from "../../../libs/proto";
+import { SpanKind, SpanStatusCode, tracer, tracingExported } from "../../../libs/tracing";
+
+const {
+  HTTP2_HEADER_PATH,
+  HTTP2_HEADER_STATUS,
+  HTTP2_HEADER_METHOD,
+  HTTP2_HEADER_SCHEME,
+  HTTP2_HEADER_AUTHORITY,
+  NGHTTP2_CANCEL,
+  NGHTTP2_REFUSED_STREAM,
+  NGHTTP2_NO_ERROR,
+} = http2.constants;
+
+/** Receive windows (connection and stream) on both sides of the proxy. */
+const WINDOW = 16 << 20;
+/** Headers that describe one hop and are never forwarded. */
+const DROP_REQUEST = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host"]);
+
+interface Route {
+  address: string;
+  /** Known method kinds of the owned services (for metrics labels). */
+  kinds: Map<string, MethodKind>;
+  /** Record metrics and a span here (false for the gateway's own services: its grpc-js server does). */
+  observe: boolean;
+}
+
+export interface FrontOptions {
+  /** Service full name -> owner address. */
+  routes: Record<string, string>;
+  /** The gateway's own grpc-js server (its services and the Unimplemented answer). */
+  local: string;
+  log: Logger;
+  metrics?: Metrics;
+  /** Streams a client session may open before it is asked to reconnect (see libs/grpc/h2-tuning). */
+  maxStreamsPerSession?: number;
+}
+
+/** One HTTP/2 client session per backend address, replaced when it closes or is told to go away. */
+class Upstreams {
+  private readonly sessions = new Map<string, http2.ClientHttp2Session>();
+
+  get(address: string): http2.ClientHttp2Session {
+    const cur = this.sessions.get(address);
+    if (cur && !cur.closed && !cur.destroyed) return cur;
+    const sock = unixPath(address);
+    const authority = sock ? "http://localhost" : `http://${grpcTarget(address)}`;
+    const s = http2.connect(authority, {
+      ...(sock ? { createConnection: () => net.connect({ path: sock }) } : {}),
+      settings: { initialWindowSize: WINDOW, enablePush: false },
+      maxSessionMemory: 64,
+    });
+    const drop = (): void => {
+      if (this.sessions.get(address) === s) this.sessions.delete(address);
+    };
+    s.on("connect", () => {
+      try {
+        s.setLocalWindowSize(WINDOW);
+      } catch {
+        /* closing */
+      }
+    });
+    s.on("goaway", drop);
+    s.on("close", drop);
+    s.on("error", drop); // each stream sees the failure itself
+    s.unref();
+    this.sessions.set(address, s);
+    return s;
+  }
+
+  closeAll(): void {
+    for (const s of this.sessions.values()) s.destroy();
+    this.sessions.clear();
+  }
+}
+
+/** gRPC's percent-encoding of grpc-message. */
+function encodeMessage(m: string): string {
+  return m.replace(/[^\x20-\x24\x26-\x7e]/g, (c) => encodeURIComponent(c));
+}
+
+/** The gRPC status a reset stream means to a gRPC client. */
+function statusOfReset(code: number): grpc.status {
+  if (code === NGHTTP2_CANCEL) return grpc.status.CANCELLED;
+  if (code === NGHTTP2_REFUSED_STREAM) return grpc.status.UNAVAILABLE;
+  return grpc.status.INTERNAL;
+}
+
+export class GatewayFront {
+  private readonly server: http2.Http2Server;
+  private readonly upstreams = new Upstreams();
+  private readonly routes = new Map<string, Route>();
+  private readonly localRoute: Route;
+  private readonly sessions = new Set<http2.ServerHttp2Session>();
+  private boundPath?: string;
+
+  constructor(private readonly opts: FrontOptions) {
+    for (const [svc, address] of Object.entries(opts.routes)) {
+      const kinds = new Map<string, MethodKind>();
+      for (const m of lookupService(svc).methodsArray) kinds.set(m.name, methodKind(m.requestStream, m.responseStream));
+      this.routes.set(svc, { address, kinds, observe: true });
+    }
+    this.localRoute = { address: opts.local, kinds: new Map(), observe: false };
+    this.server = http2.createServer({ settings: { initialWindowSize: WINDOW }, maxSessionMemory: 64 });
+    this.server.on("session", (sess: http2.ServerHttp2Session) => {
+      this.sessions.add(sess);
+      sess.on("close", () => this.sessions.delete(sess));
+      sess.on("error", () => undefined);
+      tuneSession(sess, WINDOW, opts.maxStreamsPerSession ?? 500);
+    });
+    this.server.on("stream", (stream, headers) => this.proxy(stream, headers));
+  }
+
+  private proxy(down: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    const methodPath = String(headers[HTTP2_HEADER_PATH] ?? "");
+    const [, service = "", method = ""] = methodPath.split("/");
+    const route = this.routes.get(service) ?? this.localRoute;
+    down.on("error", () => undefined);
+
+    // Trace and metrics for calls the gateway forwards to an owner.
+    const started = process.hrtime.bigint();
+    const kind = route.kinds.get(method) ?? "unary";
+    const getter = { keys: (c: http2.IncomingHttpHeaders) => Object.keys(c), get: (c: http2.IncomingHttpHeaders, k: string) => (typeof c[k] === "string" ? (c[k] as string) : undefined) };
+    // Without an exporter no span is made: the client's trace context is passed on as it came.
+    const parent = route.observe && tracingExported() ? propagation.extract(otelContext.active(), headers, getter) : undefined;
+    const span = parent
+      ? tracer().startSpan(methodPath.slice(1), { kind: SpanKind.SERVER, attributes: { "rpc.system": "grpc", "rpc.service": service, "rpc.method": method, "flotilla.service": "gateway" } }, parent)
+      : undefined;
+    let finished = false;
+    const finish = (code: number, message?: string): void => {
+      if (finished || !route.observe) return;
+      finished = true;
+      if (span) {
+        span.setAttribute("rpc.grpc.status_code", code);
+        if (code !== grpc.status.OK) span.setStatus({ code: SpanStatusCode.ERROR, message });
+        span.end();
+      }
+      const labels = { grpc_service: service, grpc_method: method, grpc_type: kind };
+      this.opts.metrics?.rpcHandled.inc({ ...labels, grpc_code: grpc.status[code] ?? String(code) });
+      this.opts.metrics?.rpcSeconds.observe(labels, Number(process.hrtime.bigint() - started) / 1e9);
+    };
+
+    const out: http2.OutgoingHttpHeaders = {
+      [HTTP2_HEADER_METHOD]: "POST",
+      [HTTP2_HEADER_PATH]: methodPath,
+      [HTTP2_HEADER_SCHEME]: "http",
+      [HTTP2_HEADER_AUTHORITY]: headers[HTTP2_HEADER_AUTHORITY] ?? "localhost",
+    };
+    for (const [k, v] of Object.entries(headers)) {
+      if (k.startsWith(":") || DROP_REQUEST.has(k) || v === undefined) continue;
+      out[k] = v;
+    }
+    if (span && parent) {
+      delete out.traceparent;
+      delete out.tracestate;
+      propagation.inject(trace.setSpan(parent, span), out, { set: (c, k, v) => (c[k] = v) });
+    }
+
+    /** Answer with a status alone (the call never reached an owner, or died before it answered). */
+    const statusOnly = (code: grpc.status, message: string): void => {
+      finish(code, message);
+      if (down.destroyed || down.closed) return;
+      if (down.headersSent) {
+        down.close(code === grpc.status.CANCELLED ? NGHTTP2_CANCEL : http2.constants.NGHTTP2_INTERNAL_ERROR);
+        return;
+      }
+      down.respond({ [HTTP2_HEADER_STATUS]: 200, "content-type": "application/grpc", "grpc-status": String(code), "grpc-message": encodeMessage(message) }, { endStream: true });
+    };
+
+    let up: http2.ClientHttp2Stream;
+    try {
+      up = this.upstreams.get(route.address).request(out, { endStream: false });
+    } catch (e) {
+      statusOnly(grpc.status.UNAVAILABLE, `connection error: ${(e as Error).message}`);
+      return;
+    }
+    let trailers: http2.IncomingHttpHeaders | undefined;
+    let ended = false;
+
+    up.on("response", (h, flags) => {
+      const resp: http2.OutgoingHttpHeaders = {};
+      for (const [k, v] of Object.entries(h)) if (!k.startsWith(":") && v !== undefined) resp[k] = v;
+      resp[HTTP2_HEADER_STATUS] = h[HTTP2_HEADER_STATUS] ?? 200;
+      if (down.destroyed || down.closed) return;
+      // Trailers-only: the whole answer is in these headers.
+      if ((flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0 || h["grpc-status"] !== undefined) {
+        ended = true;
+        down.respond(resp, { endStream: true });
+        finish(Number(h["grpc-status"] ?? grpc.status.UNKNOWN), String(h["grpc-message"] ?? ""));
+        return;
+      }
+      down.respond(resp, { waitForTrailers: true });
+      up.pipe(down);
+    });
+    up.on("trailers", (t) => {
+      trailers = t;
+    });
+    down.on("wantTrailers", () => {
+      ended = true;
+      const t: http2.OutgoingHttpHeaders = {};
+      for (const [k, v] of Object.entries(trailers ?? {})) if (!k.startsWith(":") && v !== undefined) t[k] = v;
+      if (t["grpc-status"] === undefined) {
+        t["grpc-status"] = String(grpc.status.INTERNAL);
+        t["grpc-message"] = "upstream ended without a status";
+      }
+      try {
+        down.sendTrailers(t);
+      } catch {
+        /* the client is gone */
+      }
+      finish(Number(t["grpc-status"]), String(t["grpc-message"] ?? ""));
+    });
+    up.on("error", (e: Error) => {
+      if (ended) return;
+      ended = true;
+      statusOnly(grpc.status.UNAVAILABLE, `connection error: ${e.message}`);
+    });
+    up.on("close", () => {
+      if (ended) return;
+      if (up.rstCode !== undefined && up.rstCode !== NGHTTP2_NO_ERROR) {
+        ended = true;
+        statusOnly(statusOfReset(up.rstCode), `stream reset by ${service || "server"} (code ${up.rstCode})`);
+      }
+    });
+
+    // Requests flow up with backpressure; a client's cancel resets the upstream stream.
+    down.pipe(up);
+    down.on("close", () => {
+      // Only a call that did not complete is cancelled upstream (a needless reset counts against the
+      // owner's rapid-reset budget).
+      if (!ended && !up.closed && !up.destroyed) up.close(NGHTTP2_CANCEL);
+      if (!finished && route.observe) finish(grpc.status.CANCELLED, "call canceled by client");
+    });
+  }
+
+  async listen(address: string): Promise<void> {
+    const sock = unixPath(address);
+    if (sock) {
+      fs.mkdirSync(path.dirname(sock), { recursive: true });
+      try {
+        fs.unlinkSync(sock);
+      } catch {
+        /* no stale socket */
+      }
+      this.boundPath = sock;
+      await new Promise<void>((resolve, reject) => {
+        this.server.once("error", reject);
+        this.server.listen(sock, () => {
+          this.server.off("error", reject);
+          resolve();
+        });
+      });
+      fs.chmodSync(sock, 0o660);
+      return;
+    }
+    const t = grpcTarget(address);
+    const i = t.lastIndexOf(":");
+    const host = t.slice(0, i).replace(/^\[|\]$/g, "") || "0.0.0.0";
+    await new Promise<void>((resolve, reject) => {
+      this.server.once("error", reject);
+      this.server.listen(Number(t.slice(i + 1)), host, () => {
+        this.server.off("error", reject);
+        resolve();
+      });
+    });
+  }
+
+  /** Stop accepting, ask every client to go away, let calls finish for up to `graceMs`, then cut. */
+  async close(graceMs = 5000): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const s of this.sessions) {
+      try {
+        s.close();
+      } catch {
+        /* already closing */
+      }
+    }
+    const timer = setTimeout(() => {
+      for (const s of this.sessions) s.destroy();
+    }, graceMs);
+    await closed;
+    clearTimeout(timer);
+    this.upstreams.closeAll();
+    if (this.boundPath) {
+      try {
+        fs.unlinkSync(this.boundPath);
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+}

@@ -1,0 +1,178 @@
+/**
+ * The gateway's HTTP/2 proxy in isolation: a grpc-js server owning two services behind it, and
+ * grpc-js clients in front. Bytes, metadata, statuses, deadlines, streaming in both directions with
+ * flow control, cancellation in both directions, an owner that is down, and paths nobody owns.
+ */
+import * as assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { after, before, describe, it } from "node:test";
+import * as grpc from "@grpc/grpc-js";
+import { background, withHeaders, type CallContext } from "../../libs/context";
+import { errNotFound, ErrorCodes } from "../../libs/errdefs";
+import { RpcClient, closeChannels } from "../../libs/grpc/client";
+import { RpcServer, type Msg, type Send } from "../../libs/grpc/server";
+import { createLogger } from "../../libs/log";
+import { Metrics } from "../../libs/metrics";
+import { GatewayFront } from "../../services/gateway/src/front";
+import { waitFor } from "../harness";
+
+const NS = "containerd.services.namespaces.v1.Namespaces";
+const CONTENT = "containerd.services.content.v1.Content";
+const VERSION = "containerd.services.version.v1.Version";
+
+describe("gateway - HTTP/2 proxy", () => {
+  let dir: string;
+  let owner: RpcServer;
+  let local: RpcServer;
+  let front: GatewayFront;
+  let metrics: Metrics;
+  const seen: { ns?: string; headers?: Record<string, string>; deadline?: Date }[] = [];
+  let readAborted = 0;
+  let gw: string;
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "flt-front-"));
+    const log = createLogger("test", "silent");
+    owner = new RpcServer({ service: "owner", log });
+    owner.addService(NS, {
+      Get: async (ctx: CallContext, req: Msg) => {
+        seen.push({ ns: ctx.namespace, headers: ctx.headers, deadline: ctx.deadline });
+        if (req.name !== "default") throw errNotFound(`namespace ${JSON.stringify(req.name)}: not found`);
+        return { namespace: { name: "default", labels: { via: "owner" } } };
+      },
+    });
+    owner.addService(CONTENT, {
+      // Streams `size` bytes in 64 KiB messages (a 0 size streams until the client cancels).
+      Read: async (ctx: CallContext, req: Msg, send: Send) => {
+        const total = Number(req.size);
+        let sent = 0;
+        try {
+          while (total === 0 || sent < total) {
+            const n = total === 0 ? 65536 : Math.min(65536, total - sent);
+            await send({ offset: sent, data: Buffer.alloc(n, sent % 251) });
+            sent += n;
+            if (total === 0) await new Promise((r) => setTimeout(r, 5));
+          }
+        } catch (e) {
+          if (ctx.signal.aborted) readAborted++;
+          throw e;
+        }
+      },
+      // Echoes each write's data length back as the offset of a response.
+      Write: async (_ctx: CallContext, reqs: AsyncIterable<Msg>, send: Send) => {
+        let total = 0;
+        for await (const r of reqs) {
+          total += (r.data as Buffer).length;
+          await send({ action: r.action, offset: total });
+        }
+      },
+    });
+    local = new RpcServer({ service: "gateway", log });
+    local.addService(VERSION, { Version: async () => ({ version: "front-test", revision: "x" }) });
+    await owner.listen(`unix://${dir}/owner.sock`);
+    await local.listen(`unix://${dir}/local.sock`);
+    metrics = new Metrics("gateway-test");
+    front = new GatewayFront({
+      routes: { [NS]: `unix://${dir}/owner.sock`, [CONTENT]: `unix://${dir}/owner.sock`, "containerd.services.images.v1.Images": `unix://${dir}/nobody.sock` },
+      local: `unix://${dir}/local.sock`,
+      log,
+      metrics,
+    });
+    gw = `unix://${dir}/gw.sock`;
+    await front.listen(gw);
+  });
+
+  after(async () => {
+    closeChannels();
+    await front?.close(1000);
+    await owner?.shutdown(1000);
+    await local?.shutdown(1000);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("forwards a unary call with its metadata and deadline, and the answer unchanged", async () => {
+    const c = new RpcClient(gw, NS);
+    const deadline = new Date(Date.now() + 30000);
+    const res = await c.unary(withHeaders(background("ns-a", { deadline }), { "flotilla-test": "yes" }), "Get", { name: "default" });
+    assert.deepEqual(res.namespace, { name: "default", labels: { via: "owner" } });
+    const s = seen.at(-1)!;
+    assert.equal(s.ns, "ns-a");
+    assert.equal(s.headers?.["flotilla-test"], "yes");
+    assert.ok(s.deadline && Math.abs(s.deadline.getTime() - deadline.getTime()) < 2000, "the deadline reaches the owner");
+  });
+
+  it("passes an error status and its message through", async () => {
+    const c = new RpcClient(gw, NS);
+    await assert.rejects(c.unary(background("ns-a"), "Get", { name: "nope" }), (e: Error & { code?: string }) => {
+      assert.equal(e.code, ErrorCodes.NotFound);
+      assert.match(e.message, /namespace "nope": not found/);
+      return true;
+    });
+  });
+
+  it("streams a large response with flow control, byte for byte", async () => {
+    const c = new RpcClient(gw, CONTENT);
+    const size = 24 * 1024 * 1024 + 17;
+    let got = 0;
+    let ok = true;
+    for await (const m of c.serverStream(background("ns-a"), "Read", { digest: "sha256:" + "0".repeat(64), size })) {
+      const d = m.data as Buffer;
+      if (d[0] !== Number(m.offset) % 251) ok = false;
+      got += d.length;
+    }
+    assert.equal(got, size);
+    assert.ok(ok, "every message arrived intact and in order");
+  });
+
+  it("carries a bidirectional stream both ways until the client half-closes", async () => {
+    const c = new RpcClient(gw, CONTENT);
+    const call = c.bidi(background("ns-a"), "Write");
+    const offsets: number[] = [];
+    const reading = (async () => {
+      for await (const m of call.responses) offsets.push(Number(m.offset));
+    })();
+    for (let i = 1; i <= 20; i++) await call.send({ action: 1, ref: "r", data: Buffer.alloc(100_000 * i) });
+    call.end();
+    await reading;
+    assert.equal(offsets.length, 20);
+    assert.equal(offsets.at(-1), (100_000 * 20 * 21) / 2);
+  });
+
+  it("a client's cancel reaches the owner", async () => {
+    const c = new RpcClient(gw, CONTENT);
+    const ac = new AbortController();
+    const before = readAborted;
+    let n = 0;
+    await assert.rejects(
+      (async () => {
+        for await (const _m of c.serverStream(background("ns-a", { signal: ac.signal }), "Read", { digest: "sha256:" + "0".repeat(64), size: 0 })) {
+          if (++n === 3) ac.abort();
+        }
+      })(),
+    );
+    await waitFor("the owner's handler to see the cancel", () => (readAborted > before ? true : undefined), 5000);
+  });
+
+  it("an owner that is down answers Unavailable; nobody's path answers Unimplemented from the gateway itself", async () => {
+    const img = new RpcClient(gw, "containerd.services.images.v1.Images");
+    await assert.rejects(img.unary(background("ns-a"), "Get", { name: "x" }), (e: Error & { code?: string }) => e.code === ErrorCodes.Unavailable);
+    const raw = new grpc.Client(gw.replace("unix://", "unix:"), grpc.credentials.createInsecure());
+    const err = await new Promise<grpc.ServiceError | null>((resolve) =>
+      raw.makeUnaryRequest("/no.such.Service/Call", (b: Buffer) => b, (b: Buffer) => b, Buffer.alloc(0), new grpc.Metadata(), {}, (e) => resolve(e)),
+    );
+    raw.close();
+    assert.equal(err?.code, grpc.status.UNIMPLEMENTED);
+    const v = await new RpcClient(gw, VERSION).unary(background(), "Version", {});
+    assert.equal(v.version, "front-test", "the gateway's own services are served behind the proxy");
+  });
+
+  it("counts every forwarded call by method and code", async () => {
+    const text = await metrics.registry.metrics();
+    assert.match(text, /grpc_server_handled_total\{[^}]*grpc_service="containerd.services.namespaces.v1.Namespaces",grpc_method="Get",grpc_type="unary",grpc_code="NOT_FOUND"[^}]*\} 1/);
+    assert.match(text, /grpc_server_handled_total\{[^}]*grpc_method="Read",grpc_type="server_stream",grpc_code="OK"[^}]*\} 1/);
+    assert.match(text, /grpc_server_handled_total\{[^}]*grpc_method="Read",grpc_type="server_stream",grpc_code="CANCELLED"[^}]*\} 1/);
+    assert.match(text, /grpc_server_handled_total\{[^}]*grpc_service="containerd.services.images.v1.Images",grpc_method="Get",grpc_type="unary",grpc_code="UNAVAILABLE"[^}]*\} 1/);
+  });
+});
