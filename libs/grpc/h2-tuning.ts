@@ -1,8 +1,8 @@
 /**
- * HTTP/2 tuning grpc-js does not expose for servers, applied to every session a server accepts.
+ * HTTP/2 tuning applied to every session Flotilla's servers (libs/grpc/server.ts, the gateway) accept.
  *
- * - Wider flow-control windows. grpc-js leaves a server's receive windows at nghttp2's 64 KiB, so a
- *   client uploading 1 MiB messages (ctr's content Write) stalls for a window update every 64 KiB. This
+ * - Wider flow-control windows. nghttp2 starts a session's receive windows at 64 KiB, so a client
+ *   uploading 1 MiB messages (ctr's content Write) would stall for a window update every 64 KiB. This
  *   raises the connection window and the per-stream initial window. Memory stays bounded: a connection
  *   can have at most `windowBytes` unread.
  * - Session rotation. nghttp2 ends a session with GOAWAY(INTERNAL_ERROR) once its peer has reset
@@ -17,29 +17,8 @@
  * field is missing it does nothing.
  */
 import * as http2 from "node:http2";
-import type * as grpc from "@grpc/grpc-js";
 
-export interface Http2Tuning {
-  /** Connection and per-stream receive window (default 16 MiB). */
-  windowBytes?: number;
-  /** Streams a session serves before the server asks the client to reconnect (default 500; 0 = never). */
-  maxStreamsPerSession?: number;
-}
-
-export function tuneHttp2Server(server: grpc.Server, opts: Http2Tuning = {}): void {
-  const windowBytes = Math.min(opts.windowBytes ?? 16 << 20, 2 ** 31 - 1);
-  const maxStreams = opts.maxStreamsPerSession ?? 500;
-  const orig = server.bindAsync.bind(server);
-  server.bindAsync = (port, creds, callback) => {
-    orig(port, creds, (err, boundPort) => {
-      if (!err) {
-        const servers = (server as unknown as { http2Servers?: Map<http2.Http2Server, unknown> }).http2Servers;
-        for (const h of servers?.keys() ?? []) h.on("session", (sess: http2.ServerHttp2Session) => tuneSession(sess, windowBytes, maxStreams));
-      }
-      callback(err, boundPort);
-    });
-  };
-}
+const ROTATE_CLOSE_DELAY_MS = 2000;
 
 /** Apply the window and rotation tuning to one accepted session. */
 export function tuneSession(sess: http2.ServerHttp2Session, windowBytes: number, maxStreams: number): void {
@@ -56,9 +35,19 @@ export function tuneSession(sess: http2.ServerHttp2Session, windowBytes: number,
     try {
       // Last-stream-id 2^31-1: every stream the client may already have opened is still served.
       sess.goaway(http2.constants.NGHTTP2_NO_ERROR, 2 ** 31 - 1, Buffer.from("rotate"));
-      sess.close();
     } catch {
-      /* already closed */
+      return; // already closed
     }
+    // Streams the client opens before it has read the GOAWAY are still accepted: closing at once would
+    // refuse them (REFUSED_STREAM). The session closes once the client has certainly moved on.
+    const t = setTimeout(() => {
+      try {
+        sess.close();
+      } catch {
+        /* already closed */
+      }
+    }, ROTATE_CLOSE_DELAY_MS);
+    t.unref();
+    sess.once("close", () => clearTimeout(t));
   });
 }

@@ -2,7 +2,6 @@
 import * as path from "node:path";
 import { runService, GRPC_PLUGIN, type ServiceDefinition } from "../../libs/service";
 import { NamespaceEnsurer, NamespaceStoreProxy } from "../../libs/clients/namespaces";
-import { tuneHttp2Server } from "../../libs/grpc/h2-tuning";
 import { openContentDB } from "./src/local/db";
 import { LocalLeaseResources } from "./src/local/leases";
 import { LocalContentStore } from "./src/local/store";
@@ -12,9 +11,6 @@ import { LEASES_SERVICE, leaseResourceHandlers } from "./src/server/leases";
 export const contentService: ServiceDefinition = {
   name: "content",
   async start(sc) {
-    // ctr uploads 1 MiB chunks one at a time (64 KiB windows would stall each 16 times), and resets a
-    // stream per 32 KiB Read window (see libs/grpc/h2-tuning.ts).
-    tuneHttp2Server(sc.server.server, { windowBytes: 16 << 20, maxStreamsPerSession: 500 });
     const db = openContentDB(sc.root);
     const namespaces = new NamespaceEnsurer(new NamespaceStoreProxy(sc.config.flotilla.services.images.address));
     const store = await LocalContentStore.open({

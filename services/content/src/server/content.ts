@@ -4,8 +4,7 @@
  */
 import type { CallContext } from "../../../../libs/context";
 import { errAlreadyExists, errCanceled, errInvalidArgument, errOutOfRange, FlotillaError, errorCode, isNotFound, ErrorCodes } from "../../../../libs/errdefs";
-import type * as grpc from "@grpc/grpc-js";
-import { writeWithBackpressure, type Msg, type RpcServer, type Send, type ServiceHandlers } from "../../../../libs/grpc/server";
+import { type Msg, type RpcServer, type Send, type ServiceHandlers } from "../../../../libs/grpc/server";
 import { DECODE_OPTIONS, fromTimestamp, lookupType, toTimestamp, validateWire } from "../../../../libs/proto";
 import { MAX_CHUNK, isValidDigest, type ContentInfo, type ContentStore, type IngestStatus } from "../../../../libs/core/content";
 
@@ -178,39 +177,12 @@ async function read(store: ContentStore, ctx: CallContext, req: Msg, send: Send)
   }
 }
 
-/**
- * Write over the raw call: the request stream is read with `destroyOnReturn: false`, because a readable
- * async iterator that runs to its end destroys a duplex stream, and the response side with it (a client
- * that half-closes would then never get its status).
- */
-function rawWrite(store: ContentStore): Parameters<RpcServer["register"]>[2] {
-  const reqT = lookupType("containerd.services.content.v1.WriteContentRequest");
-  const resT = lookupType("containerd.services.content.v1.WriteContentResponse");
-  return async (call, info) => {
-    const duplex = call as grpc.ServerDuplexStream<Buffer, Buffer>;
-    async function* requests(): AsyncIterable<Msg> {
-      for await (const b of duplex.iterator({ destroyOnReturn: false })) {
-        try {
-          validateWire(reqT, b as Buffer);
-          yield reqT.toObject(reqT.decode(b as Buffer), DECODE_OPTIONS);
-        } catch (e) {
-          throw errInvalidArgument(`malformed containerd.services.content.v1.WriteContentRequest: ${(e as Error).message}`);
-        }
-      }
-    }
-    const send: Send = (m) => writeWithBackpressure(duplex, Buffer.from(resT.encode(resT.fromObject(m)).finish()));
-    await write(store, info.ctx, requests(), send);
-    duplex.end();
-  };
-}
-
 /** Register containerd.services.content.v1.Content on `server`. */
 export function registerContentService(server: RpcServer, store: ContentStore): void {
   server.addService(CONTENT_SERVICE, contentHandlers(store));
-  server.register(`/${CONTENT_SERVICE}/Write`, "bidi", rawWrite(store));
 }
 
-/** The unary and server-streaming methods (Write is registered on the raw call, see rawWrite). */
+/** Handlers of every Content method. */
 export function contentHandlers(store: ContentStore): ServiceHandlers {
   return {
     Info: async (ctx, req) => ({ info: infoToProto(await store.info(ctx, checkDigest(req.digest))) }),
@@ -250,5 +222,6 @@ export function contentHandlers(store: ContentStore): ServiceHandlers {
       await store.abort(ctx, String(req.ref ?? ""));
       return {};
     },
+    Write: (ctx, reqs, send) => write(store, ctx, reqs, send),
   };
 }

@@ -1,0 +1,160 @@
+/**
+ * gRPC over HTTP/2, the parts Flotilla's server and the gateway's proxy share: message framing
+ * (1 flag byte, 4 length bytes, the message), the `grpc-timeout` header, the percent-encoded
+ * `grpc-message`, and status-only ("trailers-only") answers.
+ */
+import * as fs from "node:fs";
+import * as http2 from "node:http2";
+import * as path from "node:path";
+import { grpcTarget, unixPath } from "../config";
+
+export const GRPC_CONTENT_TYPE = "application/grpc";
+
+/** Percent-encode a status message as gRPC requires (printable ASCII except '%' stays as is). */
+export function encodeStatusMessage(m: string): string {
+  return m.replace(/[^\x20-\x24\x26-\x7e]/g, (c) => encodeURIComponent(c));
+}
+
+/** Answer a stream whose response has not started with a status alone, and end it. */
+export function respondStatusOnly(stream: http2.ServerHttp2Stream, code: number, message: string): void {
+  if (stream.destroyed || stream.closed || stream.headersSent) return;
+  try {
+    stream.respond(
+      { [http2.constants.HTTP2_HEADER_STATUS]: 200, "content-type": GRPC_CONTENT_TYPE, "grpc-status": String(code), "grpc-message": encodeStatusMessage(message) },
+      { endStream: true },
+    );
+  } catch {
+    /* the stream went away meanwhile */
+  }
+}
+
+/** Milliseconds of a `grpc-timeout` header ("<digits><H|M|S|m|u|n>"), or undefined. */
+export function parseGrpcTimeout(v: string | string[] | undefined): number | undefined {
+  const s = Array.isArray(v) ? v[0] : v;
+  const m = s ? /^(\d{1,8})([HMSmun])$/.exec(s) : null;
+  if (!m) return undefined;
+  const unit = { H: 3600000, M: 60000, S: 1000, m: 1, u: 1e-3, n: 1e-6 }[m[2] as "H"];
+  return Number(m[1]) * unit;
+}
+
+/** The 5-byte prefix of an uncompressed message of `length` bytes. */
+export function framePrefix(length: number): Buffer {
+  const p = Buffer.allocUnsafe(5);
+  p[0] = 0;
+  p.writeUInt32BE(length, 1);
+  return p;
+}
+
+export class FramingError extends Error {
+  constructor(readonly grpcCode: number, message: string) {
+    super(message);
+  }
+}
+
+/**
+ * Splits a request body into messages. `push` returns the complete messages the chunk finished;
+ * a message larger than `maxMessage` or a compressed one is a FramingError.
+ */
+export class FrameReader {
+  private chunks: Buffer[] = [];
+  private len = 0;
+  private need = -1;
+
+  constructor(private readonly maxMessage: number) {}
+
+  push(chunk: Buffer): Buffer[] {
+    if (chunk.length) {
+      this.chunks.push(chunk);
+      this.len += chunk.length;
+    }
+    const out: Buffer[] = [];
+    for (;;) {
+      if (this.need < 0) {
+        if (this.len < 5) break;
+        const head = this.take(5);
+        if (head[0] !== 0) throw new FramingError(12 /* UNIMPLEMENTED */, "compressed messages are not supported (grpc-encoding identity only)");
+        const n = head.readUInt32BE(1);
+        if (n > this.maxMessage) throw new FramingError(8 /* RESOURCE_EXHAUSTED */, `received message larger than max (${n} vs. ${this.maxMessage})`);
+        this.need = n;
+      }
+      if (this.len < this.need) break;
+      out.push(this.take(this.need));
+      this.need = -1;
+    }
+    return out;
+  }
+
+  /** The next `n` buffered bytes (copied only when they span chunks). */
+  private take(n: number): Buffer {
+    if (n === 0) return Buffer.alloc(0);
+    this.len -= n;
+    const first = this.chunks[0]!;
+    if (first.length >= n) {
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    const out = Buffer.allocUnsafe(n);
+    let off = 0;
+    while (off < n) {
+      const c = this.chunks[0]!;
+      const k = Math.min(c.length, n - off);
+      c.copy(out, off, 0, k);
+      off += k;
+      if (k === c.length) this.chunks.shift();
+      else this.chunks[0] = c.subarray(k);
+    }
+    return out;
+  }
+
+  /** True when the body ended in the middle of a message. */
+  get partial(): boolean {
+    return this.need >= 0 || this.len > 0;
+  }
+}
+
+/**
+ * Bind an HTTP/2 server to a unix (`unix:///path`, `/path`) or TCP (`host:port`) address. A stale
+ * socket file is removed first. Resolves with the TCP port (0 for unix) and the socket path, if any.
+ */
+export async function listenHttp2(server: http2.Http2Server, address: string): Promise<{ port: number; socketPath?: string }> {
+  const sock = unixPath(address);
+  const listen = (...args: unknown[]): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      (server.listen as (...a: unknown[]) => void)(...args, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+  if (sock) {
+    fs.mkdirSync(path.dirname(sock), { recursive: true });
+    fs.rmSync(sock, { force: true });
+    await listen(sock);
+    fs.chmodSync(sock, 0o660);
+    return { port: 0, socketPath: sock };
+  }
+  const t = grpcTarget(address);
+  const i = t.lastIndexOf(":");
+  const host = t.slice(0, i).replace(/^\[|\]$/g, "") || "0.0.0.0";
+  await listen(Number(t.slice(i + 1)), host);
+  const a = server.address();
+  return { port: typeof a === "object" && a ? a.port : 0 };
+}
+
+/** Close an HTTP/2 server gracefully: no new sessions, GOAWAY to each, destroy what is left after `graceMs`. */
+export async function closeHttp2(server: http2.Http2Server, sessions: Set<http2.Http2Session>, graceMs: number): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  for (const s of sessions) {
+    try {
+      s.close();
+    } catch {
+      /* already closing */
+    }
+  }
+  const timer = setTimeout(() => {
+    for (const s of sessions) s.destroy();
+  }, graceMs);
+  await closed;
+  clearTimeout(timer);
+}
