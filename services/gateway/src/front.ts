@@ -15,7 +15,6 @@
 import * as fs from "node:fs";
 import * as http2 from "node:http2";
 import * as net from "node:net";
-import * as path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { context as otelContext, propagation, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
@@ -23,6 +22,7 @@ import { unixPath, grpcTarget } from "../../../libs/config";
 import type { Metrics } from "../../../libs/metrics";
 import { methodKind, type MethodKind } from "../../../libs/grpc/server";
 import { tuneSession } from "../../../libs/grpc/h2-tuning";
+import { closeHttp2, listenHttp2, respondStatusOnly } from "../../../libs/grpc/wire";
 import { lookupService } from "../../../libs/proto";
 import { SpanKind, SpanStatusCode, tracer, tracingExported } from "../../../libs/tracing";
 
@@ -97,11 +97,6 @@ class Upstreams {
     for (const s of this.sessions.values()) s.destroy();
     this.sessions.clear();
   }
-}
-
-/** gRPC's percent-encoding of grpc-message. */
-function encodeMessage(m: string): string {
-  return m.replace(/[^\x20-\x24\x26-\x7e]/g, (c) => encodeURIComponent(c));
 }
 
 /** The gRPC status a reset stream means to a gRPC client. */
@@ -189,7 +184,7 @@ export class GatewayFront {
         down.close(code === grpc.status.CANCELLED ? NGHTTP2_CANCEL : http2.constants.NGHTTP2_INTERNAL_ERROR);
         return;
       }
-      down.respond({ [HTTP2_HEADER_STATUS]: 200, "content-type": "application/grpc", "grpc-status": String(code), "grpc-message": encodeMessage(message) }, { endStream: true });
+      respondStatusOnly(down, code, message);
     };
 
     let up: http2.ClientHttp2Stream;
@@ -259,59 +254,13 @@ export class GatewayFront {
   }
 
   async listen(address: string): Promise<void> {
-    const sock = unixPath(address);
-    if (sock) {
-      fs.mkdirSync(path.dirname(sock), { recursive: true });
-      try {
-        fs.unlinkSync(sock);
-      } catch {
-        /* no stale socket */
-      }
-      this.boundPath = sock;
-      await new Promise<void>((resolve, reject) => {
-        this.server.once("error", reject);
-        this.server.listen(sock, () => {
-          this.server.off("error", reject);
-          resolve();
-        });
-      });
-      fs.chmodSync(sock, 0o660);
-      return;
-    }
-    const t = grpcTarget(address);
-    const i = t.lastIndexOf(":");
-    const host = t.slice(0, i).replace(/^\[|\]$/g, "") || "0.0.0.0";
-    await new Promise<void>((resolve, reject) => {
-      this.server.once("error", reject);
-      this.server.listen(Number(t.slice(i + 1)), host, () => {
-        this.server.off("error", reject);
-        resolve();
-      });
-    });
+    this.boundPath = (await listenHttp2(this.server, address)).socketPath;
   }
 
   /** Stop accepting, ask every client to go away, let calls finish for up to `graceMs`, then cut. */
   async close(graceMs = 5000): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    for (const s of this.sessions) {
-      try {
-        s.close();
-      } catch {
-        /* already closing */
-      }
-    }
-    const timer = setTimeout(() => {
-      for (const s of this.sessions) s.destroy();
-    }, graceMs);
-    await closed;
-    clearTimeout(timer);
+    await closeHttp2(this.server, this.sessions, graceMs);
     this.upstreams.closeAll();
-    if (this.boundPath) {
-      try {
-        fs.unlinkSync(this.boundPath);
-      } catch {
-        /* already gone */
-      }
-    }
+    if (this.boundPath) fs.rmSync(this.boundPath, { force: true });
   }
 }
