@@ -12,6 +12,7 @@
  *     nats_url = ""                       # "" = `flotilla up` starts its own nats-server
  *     events_subject_prefix = "flotilla.events"
  *     otlp_endpoint = ""                  # e.g. http://127.0.0.1:4318/v1/traces
+ *     gateway_content_reads = true        # the gateway reads blobs the content process let it (same host)
  *   [flotilla.services.content]
  *     address = "unix:///run/flotilla/content.sock"   # or tcp://0.0.0.0:7001
  *     metrics_address = "127.0.0.1:9601"
@@ -51,6 +52,8 @@ export interface Config {
     nats: NatsConfig;
     events_subject_prefix: string;
     otlp_endpoint: string;
+    /** The gateway serves content Read from the content process's blob files (same host only). */
+    gateway_content_reads: boolean;
     services: Record<ServiceName, ServiceConfig>;
   };
   /** Where the config was read from, if a file. */
@@ -122,6 +125,7 @@ export function fromToml(doc: Table, source?: string): Config {
       nats: { url: str(nats, "url", str(fl, "nats_url", "")), embedded_port: num(nats, "embedded_port", 0) },
       events_subject_prefix: str(fl, "events_subject_prefix", "flotilla.events"),
       otlp_endpoint: str(fl, "otlp_endpoint", process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? ""),
+      gateway_content_reads: fl?.gateway_content_reads === undefined ? true : Boolean(fl.gateway_content_reads),
       services,
     },
     source,

@@ -296,12 +296,7 @@ export class RpcServer {
         if (code !== grpc.status.OK) span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error | undefined)?.message ?? message });
         span.end();
       }
-      const metrics = this.opts.metrics;
-      if (metrics) {
-        const labels = { grpc_service: service, grpc_method: method, grpc_type: m.kind };
-        metrics.rpcHandled.inc({ ...labels, grpc_code: grpc.status[code] ?? String(code) });
-        metrics.rpcSeconds.observe(labels, Number(process.hrtime.bigint() - started) / 1e9);
-      }
+      this.opts.metrics?.rpcDone(service, method, m.kind, grpc.status[code] ?? String(code), Number(process.hrtime.bigint() - started) / 1e9);
     };
     const fail = (err: unknown): void => {
       if (finished) return;

@@ -7,6 +7,8 @@ export class Metrics {
   readonly rpcHandled: Counter<"grpc_service" | "grpc_method" | "grpc_type" | "grpc_code">;
   readonly rpcSeconds: Histogram<"grpc_service" | "grpc_method" | "grpc_type">;
   private server?: http.Server;
+  private readonly handled = new Map<string, { inc(): void }>();
+  private readonly seconds = new Map<string, { observe(v: number): void }>();
 
   constructor(readonly service: string) {
     this.registry.setDefaultLabels({ flotilla_service: service });
@@ -24,6 +26,23 @@ export class Metrics {
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers: [this.registry],
     });
+  }
+
+  /** Count one finished RPC and its duration (label children are cached: this runs on every call). */
+  rpcDone(service: string, method: string, type: string, code: string, seconds: number): void {
+    const k = `${service}/${method}`;
+    let h = this.handled.get(`${k}/${code}`);
+    if (!h) {
+      h = this.rpcHandled.labels({ grpc_service: service, grpc_method: method, grpc_type: type, grpc_code: code });
+      this.handled.set(`${k}/${code}`, h);
+    }
+    h.inc();
+    let o = this.seconds.get(k);
+    if (!o) {
+      o = this.rpcSeconds.labels({ grpc_service: service, grpc_method: method, grpc_type: type });
+      this.seconds.set(k, o);
+    }
+    o.observe(seconds);
   }
 
   /** Serve /metrics on `address` (host:port); "" does nothing. Resolves with the bound port. */

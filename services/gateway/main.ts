@@ -1,5 +1,7 @@
 /** The gateway: the one containerd gRPC API on `[grpc] address`, routing every call to its owner. */
 import * as path from "node:path";
+import { serviceRoot } from "../../libs/config";
+import { DirectContentReads } from "./src/content-reads";
 import { runService, internalAddress, GRPC_PLUGIN, hostPlatform, type ServiceDefinition } from "../../libs/service";
 import { BACKENDS, OWNED_SERVICES, type BackendName } from "../../libs/topology";
 import { eventsHandlers } from "./src/events";
@@ -21,12 +23,22 @@ export const gatewayService: ServiceDefinition = {
     const addresses = Object.fromEntries(BACKENDS.map((b) => [b, sc.config.flotilla.services[b].address])) as Record<BackendName, string>;
     // Every call of an owned service is proxied as raw HTTP/2 to its owner; the rest reach this
     // process's own gRPC server on its internal socket.
+    // Blobs are read straight from the content process's files when it runs on this host (it still
+    // decides who may read what; see src/content-reads.ts).
+    const contentRoot = serviceRoot(sc.config, "content");
+    const contentReads = sc.config.flotilla.gateway_content_reads ? new DirectContentReads(contentRoot) : undefined;
+    const unsubscribe = contentReads ? sc.events.subscribe((env) => contentReads.onEvent(env)) : undefined;
     const frontend = new GatewayFront({
+      contentReads,
       routes: Object.fromEntries(BACKENDS.flatMap((b) => OWNED_SERVICES[b].map((svc) => [svc, addresses[b]]))),
       local: internalAddress(sc),
       log: sc.log,
       metrics: sc.metrics,
     });
+    const close = async (): Promise<void> => {
+      unsubscribe?.();
+      contentReads?.close();
+    };
     const ownPlugins = [
       { type: "io.containerd.event.v1", id: "exchange", exports: { transport: "nats", subjects: `${sc.config.flotilla.events_subject_prefix}.<namespace>.<topic>` } },
       { type: GRPC_PLUGIN, id: "version" },
@@ -37,7 +49,7 @@ export const gatewayService: ServiceDefinition = {
     sc.server.addService("containerd.services.version.v1.Version", { Version: async () => ({ version: VERSION, revision: REVISION }) });
     sc.server.addService("containerd.services.introspection.v1.Introspection", introspectionHandlers({ uuidFile: path.join(sc.root, "uuid"), addresses, ownPlugins }));
     sc.server.addService("containerd.services.events.v1.Events", eventsHandlers(sc.events));
-    return { grpcServices: [...GATEWAY_GRPC, ...BACKENDS.flatMap((b) => OWNED_SERVICES[b])], plugins: ownPlugins, frontend };
+    return { grpcServices: [...GATEWAY_GRPC, ...BACKENDS.flatMap((b) => OWNED_SERVICES[b])], plugins: ownPlugins, frontend, close };
   },
 };
 

@@ -4,6 +4,7 @@
  * flow control, cancellation in both directions, an owner that is down, and paths nobody owns.
  */
 import * as assert from "node:assert/strict";
+import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -16,6 +17,8 @@ import { RpcServer, type Msg, type Send } from "../../libs/grpc/server";
 import { createLogger } from "../../libs/log";
 import { Metrics } from "../../libs/metrics";
 import { GatewayFront } from "../../services/gateway/src/front";
+import { DirectContentReads } from "../../services/gateway/src/content-reads";
+import { packAny } from "../../libs/proto";
 import { waitFor } from "../harness";
 
 const NS = "containerd.services.namespaces.v1.Namespaces";
@@ -174,5 +177,87 @@ describe("gateway - HTTP/2 proxy", () => {
     assert.match(text, /grpc_server_handled_total\{[^}]*grpc_method="Read",grpc_type="server_stream",grpc_code="OK"[^}]*\} 1/);
     assert.match(text, /grpc_server_handled_total\{[^}]*grpc_method="Read",grpc_type="server_stream",grpc_code="CANCELLED"[^}]*\} 1/);
     assert.match(text, /grpc_server_handled_total\{[^}]*grpc_service="containerd.services.images.v1.Images",grpc_method="Get",grpc_type="unary",grpc_code="UNAVAILABLE"[^}]*\} 1/);
+  });
+});
+
+describe("gateway - content reads from the blob files", () => {
+  let dir: string;
+  let owner: RpcServer;
+  let front: GatewayFront;
+  let reads: DirectContentReads;
+  let ownerReads = 0;
+  let gw: string;
+  const blob = crypto.randomBytes(3 * 1024 * 1024 + 5);
+  const digest = "sha256:" + crypto.createHash("sha256").update(blob).digest("hex");
+  const visibleIn = new Set(["ns-a"]);
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "flt-front-reads-"));
+    const contentRoot = path.join(dir, "content");
+    fs.mkdirSync(path.join(contentRoot, "blobs", "sha256"), { recursive: true });
+    fs.writeFileSync(path.join(contentRoot, "blobs", "sha256", digest.slice(7)), blob);
+    const log = createLogger("test", "silent");
+    // The owner answers for the namespaces that hold the blob, from the same file.
+    owner = new RpcServer({ service: "content", log });
+    owner.addService(CONTENT, {
+      Read: async (ctx: CallContext, req: Msg, send: Send) => {
+        ownerReads++;
+        if (req.digest !== digest || !visibleIn.has(ctx.namespace ?? "")) throw errNotFound(`content digest ${req.digest}: not found`);
+        const off = Number(req.offset);
+        const end = Number(req.size) > 0 ? Math.min(blob.length, off + Number(req.size)) : blob.length;
+        for (let o = off; o < end; o += 1 << 20) await send({ offset: o, data: blob.subarray(o, Math.min(end, o + (1 << 20))) });
+      },
+    });
+    await owner.listen(`unix://${dir}/owner.sock`);
+    reads = new DirectContentReads(contentRoot, 60000);
+    front = new GatewayFront({ routes: { [CONTENT]: `unix://${dir}/owner.sock` }, local: `unix://${dir}/nobody.sock`, log, contentReads: reads });
+    gw = `unix://${dir}/gw.sock`;
+    await front.listen(gw);
+  });
+
+  after(async () => {
+    closeChannels();
+    reads?.close();
+    await front?.close(1000);
+    await owner?.shutdown(1000);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const readAll = async (ns: string, offset: number, size: number): Promise<Buffer> => {
+    const parts: Buffer[] = [];
+    for await (const m of new RpcClient(gw, CONTENT).serverStream(background(ns), "Read", { digest, offset, size })) parts.push(m.data as Buffer);
+    return Buffer.concat(parts);
+  };
+
+  it("the first read goes to the owner; later ones are served from the file, byte for byte", async () => {
+    const before = ownerReads;
+    assert.ok((await readAll("ns-a", 0, 32768)).equals(blob.subarray(0, 32768)));
+    assert.equal(ownerReads, before + 1);
+    assert.ok((await readAll("ns-a", 1000, 32768)).equals(blob.subarray(1000, 33768)));
+    assert.ok((await readAll("ns-a", 0, 0)).equals(blob), "size 0 reads to the end, in several messages");
+    assert.ok((await readAll("ns-a", blob.length, 0)).equals(Buffer.alloc(0)));
+    assert.equal(ownerReads, before + 1, "served by the gateway");
+    await assert.rejects(readAll("ns-a", blob.length + 1, 10), (e: Error & { code?: string }) => e.code === ErrorCodes.OutOfRange && /read past object length/.test(e.message));
+  });
+
+  it("another namespace is asked of the owner, which decides", async () => {
+    await assert.rejects(readAll("ns-b", 0, 10), (e: Error & { code?: string }) => e.code === ErrorCodes.NotFound);
+    await assert.rejects(readAll("ns-b", 0, 10), (e: Error & { code?: string }) => e.code === ErrorCodes.NotFound);
+  });
+
+  it("a /content/delete event withdraws the grant; a blob gone from disk is never served", async () => {
+    reads.onEvent({ timestamp: new Date(), namespace: "ns-a", topic: "/content/delete", event: packAny("containerd.events.ContentDelete", { digest }) } as never);
+    visibleIn.delete("ns-a");
+    await assert.rejects(readAll("ns-a", 0, 10), (e: Error & { code?: string }) => e.code === ErrorCodes.NotFound);
+    // Granted again, then the file goes away: the owner is asked.
+    visibleIn.add("ns-a");
+    await readAll("ns-a", 0, 10);
+    const before = ownerReads;
+    await readAll("ns-a", 0, 10);
+    assert.equal(ownerReads, before, "granted");
+    fs.rmSync(path.join(dir, "content", "blobs", "sha256", digest.slice(7)));
+    visibleIn.delete("ns-a");
+    await assert.rejects(readAll("ns-a", 0, 10), (e: Error & { code?: string }) => e.code === ErrorCodes.NotFound);
+    assert.equal(ownerReads, before + 1);
   });
 });

@@ -22,6 +22,7 @@ import { unixPath, grpcTarget } from "../../../libs/config";
 import type { Metrics } from "../../../libs/metrics";
 import { methodKind, type MethodKind } from "../../../libs/grpc/server";
 import { tuneSession } from "../../../libs/grpc/h2-tuning";
+import { CONTENT_READ_PATH, type DirectContentReads } from "./content-reads";
 import { closeHttp2, listenHttp2, respondStatusOnly } from "../../../libs/grpc/wire";
 import { lookupService } from "../../../libs/proto";
 import { SpanKind, SpanStatusCode, tracer, tracingExported } from "../../../libs/tracing";
@@ -59,6 +60,8 @@ export interface FrontOptions {
   metrics?: Metrics;
   /** Streams a client session may open before it is asked to reconnect (see libs/grpc/h2-tuning). */
   maxStreamsPerSession?: number;
+  /** Serve content Read from the blob files once the content process has answered it (see content-reads). */
+  contentReads?: DirectContentReads;
 }
 
 /** One HTTP/2 client session per backend address, replaced when it closes or is told to go away. */
@@ -128,16 +131,54 @@ export class GatewayFront {
       sess.on("error", () => undefined);
       tuneSession(sess, WINDOW, opts.maxStreamsPerSession ?? 500);
     });
-    this.server.on("stream", (stream, headers) => this.proxy(stream, headers));
+    this.server.on("stream", (stream, headers) => {
+      if (opts.contentReads && headers[HTTP2_HEADER_PATH] === CONTENT_READ_PATH) this.contentRead(opts.contentReads, stream, headers);
+      else this.proxy(stream, headers);
+    });
   }
 
-  private proxy(down: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
-    const methodPath = String(headers[HTTP2_HEADER_PATH] ?? "");
-    const [, service = "", method = ""] = methodPath.split("/");
-    const route = this.routes.get(service) ?? this.localRoute;
+  /** Content Read: from the blob file when granted, else forwarded (and a success grants the next ones). */
+  private contentRead(reads: DirectContentReads, down: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
     down.on("error", () => undefined);
+    const chunks: Buffer[] = [];
+    let len = 0;
+    const onData = (c: Buffer): void => {
+      chunks.push(c);
+      len += c.length;
+      if (len > 65536) {
+        // Not a plain Read request: stop buffering and let the owner judge it.
+        down.off("data", onData);
+        down.off("end", onEnd);
+        down.pause();
+        this.proxy(down, headers, Buffer.concat(chunks));
+      }
+    };
+    const onEnd = (): void => {
+      const body = Buffer.concat(chunks);
+      const nsh = headers["containerd-namespace"];
+      const ns = Array.isArray(nsh) ? nsh[0] : nsh;
+      const req = ns ? reads.parse(body) : undefined;
+      const forward = (): void => this.proxy(down, headers, body, true, (code) => {
+        if (code === grpc.status.OK && ns && req) reads.grant(ns, req.digest);
+      });
+      if (!ns || !req || !reads.granted(ns, req.digest)) return forward();
+      const obs = this.observe(this.routes.get("containerd.services.content.v1.Content")!, CONTENT_READ_PATH, headers);
+      reads.serve(down, req).then(
+        (st) => (st ? obs.finish(st.code, st.message) : forward()),
+        (e: Error) => {
+          obs.finish(grpc.status.INTERNAL, e.message);
+          if (!down.headersSent) respondStatusOnly(down, grpc.status.INTERNAL, e.message);
+          else down.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+        },
+      );
+    };
+    down.on("data", onData);
+    down.on("end", onEnd);
+  }
 
-    // Trace and metrics for calls the gateway forwards to an owner.
+  /** Metrics and (when exported) a server span for one call the gateway answers or forwards. */
+  private observe(route: Route, methodPath: string, headers: http2.IncomingHttpHeaders): { finish(code: number, message?: string): void; inject(out: http2.OutgoingHttpHeaders): void } {
+    const [, service = "", method = ""] = methodPath.split("/");
     const started = process.hrtime.bigint();
     const kind = route.kinds.get(method) ?? "unary";
     const getter = { keys: (c: http2.IncomingHttpHeaders) => Object.keys(c), get: (c: http2.IncomingHttpHeaders, k: string) => (typeof c[k] === "string" ? (c[k] as string) : undefined) };
@@ -147,17 +188,42 @@ export class GatewayFront {
       ? tracer().startSpan(methodPath.slice(1), { kind: SpanKind.SERVER, attributes: { "rpc.system": "grpc", "rpc.service": service, "rpc.method": method, "flotilla.service": "gateway" } }, parent)
       : undefined;
     let finished = false;
+    return {
+      finish: (code, message) => {
+        if (finished || !route.observe) return;
+        finished = true;
+        if (span) {
+          span.setAttribute("rpc.grpc.status_code", code);
+          if (code !== grpc.status.OK) span.setStatus({ code: SpanStatusCode.ERROR, message });
+          span.end();
+        }
+        this.opts.metrics?.rpcDone(service, method, kind, grpc.status[code] ?? String(code), Number(process.hrtime.bigint() - started) / 1e9);
+      },
+      inject: (out) => {
+        if (!span || !parent) return;
+        delete out.traceparent;
+        delete out.tracestate;
+        propagation.inject(trace.setSpan(parent, span), out, { set: (c, k, v) => (c[k] = v) });
+      },
+    };
+  }
+
+  /**
+   * Forward one call to its owner. `body` is the request already read (then `bodyComplete` says whether
+   * the client has finished sending); `onStatus` learns the final status.
+   */
+  private proxy(down: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, body?: Buffer, bodyComplete = false, onStatus?: (code: number) => void): void {
+    const methodPath = String(headers[HTTP2_HEADER_PATH] ?? "");
+    const [, service = ""] = methodPath.split("/");
+    const route = this.routes.get(service) ?? this.localRoute;
+    down.on("error", () => undefined);
+    const obs = this.observe(route, methodPath, headers);
+    let finished = false;
     const finish = (code: number, message?: string): void => {
-      if (finished || !route.observe) return;
+      if (finished) return;
       finished = true;
-      if (span) {
-        span.setAttribute("rpc.grpc.status_code", code);
-        if (code !== grpc.status.OK) span.setStatus({ code: SpanStatusCode.ERROR, message });
-        span.end();
-      }
-      const labels = { grpc_service: service, grpc_method: method, grpc_type: kind };
-      this.opts.metrics?.rpcHandled.inc({ ...labels, grpc_code: grpc.status[code] ?? String(code) });
-      this.opts.metrics?.rpcSeconds.observe(labels, Number(process.hrtime.bigint() - started) / 1e9);
+      obs.finish(code, message);
+      onStatus?.(code);
     };
 
     const out: http2.OutgoingHttpHeaders = {
@@ -170,11 +236,7 @@ export class GatewayFront {
       if (k.startsWith(":") || DROP_REQUEST.has(k) || v === undefined) continue;
       out[k] = v;
     }
-    if (span && parent) {
-      delete out.traceparent;
-      delete out.tracestate;
-      propagation.inject(trace.setSpan(parent, span), out, { set: (c, k, v) => (c[k] = v) });
-    }
+    obs.inject(out);
 
     /** Answer with a status alone (the call never reached an owner, or died before it answered). */
     const statusOnly = (code: grpc.status, message: string): void => {
@@ -244,12 +306,21 @@ export class GatewayFront {
     });
 
     // Requests flow up with backpressure; a client's cancel resets the upstream stream.
-    down.pipe(up);
+    if (body) {
+      if (bodyComplete) up.end(body);
+      else {
+        up.write(body);
+        down.pipe(up);
+        down.resume();
+      }
+    } else {
+      down.pipe(up);
+    }
     down.on("close", () => {
       // Only a call that did not complete is cancelled upstream (a needless reset counts against the
       // owner's rapid-reset budget).
       if (!ended && !up.closed && !up.destroyed) up.close(NGHTTP2_CANCEL);
-      if (!finished && route.observe) finish(grpc.status.CANCELLED, "call canceled by client");
+      finish(grpc.status.CANCELLED, "call canceled by client");
     });
   }
 
