@@ -17,7 +17,7 @@ import type { Metrics } from "../metrics";
 import { DECODE_OPTIONS, lookupService, validateWire, type Type } from "../proto";
 import { SpanKind, SpanStatusCode, tracer, tracingExported } from "../tracing";
 import { tuneSession } from "./h2-tuning";
-import { closeHttp2, framePrefix, FrameReader, FramingError, GRPC_CONTENT_TYPE, listenHttp2, parseGrpcTimeout, respondStatusOnly, encodeStatusMessage } from "./wire";
+import { SESSION_MEMORY_MB, closeHttp2, framePrefix, FrameReader, FramingError, GRPC_CONTENT_TYPE, listenHttp2, parseGrpcTimeout, respondStatusOnly, encodeStatusMessage } from "./wire";
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type Msg = Record<string, any>;
@@ -220,7 +220,7 @@ export class RpcServer {
     this.log = opts.log;
     this.maxMessage = opts.maxMessage ?? MAX_MESSAGE;
     const windowBytes = opts.windowBytes ?? 16 << 20;
-    this.server = http2.createServer({ settings: { initialWindowSize: windowBytes }, maxSessionMemory: 64 });
+    this.server = http2.createServer({ settings: { initialWindowSize: windowBytes }, maxSessionMemory: SESSION_MEMORY_MB });
     this.server.on("session", (sess: http2.ServerHttp2Session) => {
       this.sessions.add(sess);
       sess.on("close", () => this.sessions.delete(sess));

@@ -10,6 +10,13 @@ import { grpcTarget, unixPath } from "../config";
 
 export const GRPC_CONTENT_TYPE = "application/grpc";
 
+/**
+ * Node's per-session memory cap (MB). Past it nghttp2 refuses every new stream (REFUSED_STREAM), and
+ * wide flow-control windows let a busy session buffer far more than Node's 10 MB default; memory is
+ * bounded by the windows instead (as grpc-js does, which sets no cap).
+ */
+export const SESSION_MEMORY_MB = 1 << 20;
+
 /** Percent-encode a status message as gRPC requires (printable ASCII except '%' stays as is). */
 export function encodeStatusMessage(m: string): string {
   return m.replace(/[^\x20-\x24\x26-\x7e]/g, (c) => encodeURIComponent(c));

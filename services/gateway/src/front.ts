@@ -23,7 +23,7 @@ import type { Metrics } from "../../../libs/metrics";
 import { methodKind, type MethodKind } from "../../../libs/grpc/server";
 import { tuneSession } from "../../../libs/grpc/h2-tuning";
 import { CONTENT_READ_PATH, type DirectContentReads } from "./content-reads";
-import { closeHttp2, listenHttp2, respondStatusOnly } from "../../../libs/grpc/wire";
+import { SESSION_MEMORY_MB, closeHttp2, listenHttp2, respondStatusOnly } from "../../../libs/grpc/wire";
 import { lookupService } from "../../../libs/proto";
 import { SpanKind, SpanStatusCode, tracer, tracingExported } from "../../../libs/tracing";
 
@@ -76,7 +76,7 @@ class Upstreams {
     const s = http2.connect(authority, {
       ...(sock ? { createConnection: () => net.connect({ path: sock }) } : {}),
       settings: { initialWindowSize: WINDOW, enablePush: false },
-      maxSessionMemory: 64,
+      maxSessionMemory: SESSION_MEMORY_MB,
     });
     const drop = (): void => {
       if (this.sessions.get(address) === s) this.sessions.delete(address);
@@ -124,7 +124,7 @@ export class GatewayFront {
       this.routes.set(svc, { address, kinds, observe: true });
     }
     this.localRoute = { address: opts.local, kinds: new Map(), observe: false };
-    this.server = http2.createServer({ settings: { initialWindowSize: WINDOW }, maxSessionMemory: 64 });
+    this.server = http2.createServer({ settings: { initialWindowSize: WINDOW }, maxSessionMemory: SESSION_MEMORY_MB });
     this.server.on("session", (sess: http2.ServerHttp2Session) => {
       this.sessions.add(sess);
       sess.on("close", () => this.sessions.delete(sess));
