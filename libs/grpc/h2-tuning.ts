@@ -17,6 +17,7 @@
  * field is missing it does nothing.
  */
 import * as http2 from "node:http2";
+import { SESSION_MEMORY_MB } from "./wire";
 
 const ROTATE_CLOSE_DELAY_MS = 2000;
 
@@ -50,4 +51,20 @@ export function tuneSession(sess: http2.ServerHttp2Session, windowBytes: number,
     t.unref();
     sess.once("close", () => clearTimeout(t));
   });
+}
+
+/**
+ * An HTTP/2 server for gRPC with the tuning above on every session it accepts; the sessions are kept in
+ * `sessions` while open (for a graceful close).
+ */
+export function createTunedServer(windowBytes: number, maxStreamsPerSession: number, sessions: Set<http2.Http2Session>): http2.Http2Server {
+  // No per-session memory cap: past it nghttp2 refuses every new stream; the windows bound memory.
+  const server = http2.createServer({ settings: { initialWindowSize: windowBytes }, maxSessionMemory: SESSION_MEMORY_MB });
+  server.on("session", (sess: http2.ServerHttp2Session) => {
+    sessions.add(sess);
+    sess.on("close", () => sessions.delete(sess));
+    sess.on("error", () => undefined);
+    tuneSession(sess, windowBytes, maxStreamsPerSession);
+  });
+  return server;
 }

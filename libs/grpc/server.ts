@@ -16,8 +16,8 @@ import { errCanceled, errDeadlineExceeded, errInvalidArgument, errorCode, errRes
 import type { Metrics } from "../metrics";
 import { DECODE_OPTIONS, lookupService, validateWire, type Type } from "../proto";
 import { SpanKind, SpanStatusCode, tracer, tracingExported } from "../tracing";
-import { tuneSession } from "./h2-tuning";
-import { SESSION_MEMORY_MB, closeHttp2, framePrefix, FrameReader, FramingError, GRPC_CONTENT_TYPE, listenHttp2, parseGrpcTimeout, respondStatusOnly, encodeStatusMessage } from "./wire";
+import { createTunedServer } from "./h2-tuning";
+import { closeHttp2, framePrefix, FrameReader, FramingError, GRPC_CONTENT_TYPE, listenHttp2, parseGrpcTimeout, respondStatusOnly, encodeStatusMessage } from "./wire";
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type Msg = Record<string, any>;
@@ -220,13 +220,7 @@ export class RpcServer {
     this.log = opts.log;
     this.maxMessage = opts.maxMessage ?? MAX_MESSAGE;
     const windowBytes = opts.windowBytes ?? 16 << 20;
-    this.server = http2.createServer({ settings: { initialWindowSize: windowBytes }, maxSessionMemory: SESSION_MEMORY_MB });
-    this.server.on("session", (sess: http2.ServerHttp2Session) => {
-      this.sessions.add(sess);
-      sess.on("close", () => this.sessions.delete(sess));
-      sess.on("error", () => undefined);
-      tuneSession(sess, windowBytes, opts.maxStreamsPerSession ?? 900);
-    });
+    this.server = createTunedServer(windowBytes, opts.maxStreamsPerSession ?? 900, this.sessions);
     this.server.on("stream", (stream, headers) => this.onStream(stream, headers));
   }
 

@@ -21,7 +21,7 @@ import type { Logger } from "pino";
 import { unixPath, grpcTarget } from "../../../libs/config";
 import type { Metrics } from "../../../libs/metrics";
 import { methodKind, type MethodKind } from "../../../libs/grpc/server";
-import { tuneSession } from "../../../libs/grpc/h2-tuning";
+import { createTunedServer } from "../../../libs/grpc/h2-tuning";
 import { CONTENT_READ_PATH, type DirectContentReads } from "./content-reads";
 import { SESSION_MEMORY_MB, closeHttp2, listenHttp2, respondStatusOnly } from "../../../libs/grpc/wire";
 import { lookupService } from "../../../libs/proto";
@@ -114,7 +114,7 @@ export class GatewayFront {
   private readonly upstreams = new Upstreams();
   private readonly routes = new Map<string, Route>();
   private readonly localRoute: Route;
-  private readonly sessions = new Set<http2.ServerHttp2Session>();
+  private readonly sessions = new Set<http2.Http2Session>();
   private boundPath?: string;
 
   constructor(private readonly opts: FrontOptions) {
@@ -124,13 +124,7 @@ export class GatewayFront {
       this.routes.set(svc, { address, kinds, observe: true });
     }
     this.localRoute = { address: opts.local, kinds: new Map(), observe: false };
-    this.server = http2.createServer({ settings: { initialWindowSize: WINDOW }, maxSessionMemory: SESSION_MEMORY_MB });
-    this.server.on("session", (sess: http2.ServerHttp2Session) => {
-      this.sessions.add(sess);
-      sess.on("close", () => this.sessions.delete(sess));
-      sess.on("error", () => undefined);
-      tuneSession(sess, WINDOW, opts.maxStreamsPerSession ?? 500);
-    });
+    this.server = createTunedServer(WINDOW, opts.maxStreamsPerSession ?? 500, this.sessions);
     this.server.on("stream", (stream, headers) => {
       if (opts.contentReads && headers[HTTP2_HEADER_PATH] === CONTENT_READ_PATH) this.contentRead(opts.contentReads, stream, headers);
       else this.proxy(stream, headers);
