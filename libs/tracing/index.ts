@@ -6,7 +6,7 @@ import { context, propagation, trace, SpanKind, SpanStatusCode, type Context, ty
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { resourceFromAttributes } from "@opentelemetry/resources";
-import { BatchSpanProcessor, type SpanProcessor } from "@opentelemetry/sdk-trace-base";
+import { BatchSpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from "@opentelemetry/semantic-conventions";
 import type { Metadata } from "@grpc/grpc-js";
@@ -16,15 +16,20 @@ export type { Context, Span, Tracer };
 
 let provider: NodeTracerProvider | undefined;
 
-/** Set up tracing for this process. Without an endpoint, spans are still created (for propagation) but not exported. */
+/**
+ * Set up tracing for this process. With an endpoint, every call gets a recording span, exported over
+ * OTLP/HTTP. Without one, no provider is registered: spans are the API's non-recording ones, which carry
+ * the incoming trace context on unchanged (W3C headers still flow through every process), and no
+ * context manager hooks every promise; a call then pays nothing for tracing.
+ */
 export function initTracing(service: string, endpoint: string, version = "0.1.0"): Tracer {
-  const processors: SpanProcessor[] = [];
-  if (endpoint) {
-    processors.push(new BatchSpanProcessor(new OTLPTraceExporter({ url: endpoint }), { scheduledDelayMillis: 500 }));
+  if (!endpoint) {
+    propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+    return trace.getTracer("flotilla", version);
   }
   provider = new NodeTracerProvider({
     resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: `flotilla-${service}`, [ATTR_SERVICE_VERSION]: version }),
-    spanProcessors: processors,
+    spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url: endpoint }), { scheduledDelayMillis: 500 })],
   });
   provider.register({ propagator: new W3CTraceContextPropagator() });
   return trace.getTracer("flotilla", version);
