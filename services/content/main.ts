@@ -7,7 +7,7 @@ import { openContentDB } from "./src/local/db";
 import { LocalLeaseResources } from "./src/local/leases";
 import { LocalContentStore } from "./src/local/store";
 import { CONTENT_SERVICE, registerContentService } from "./src/server/content";
-import { LEASES_SERVICE, leaseResourceHandlers } from "./src/server/leases";
+import { LEASES_SERVICE, leaseHolderHandlers } from "../../libs/leaseholder";
 
 export const contentService: ServiceDefinition = {
   name: "content",
@@ -25,7 +25,7 @@ export const contentService: ServiceDefinition = {
       log: sc.log,
     });
     registerContentService(sc.server, store);
-    sc.server.addService(LEASES_SERVICE, leaseResourceHandlers(new LocalLeaseResources(db)));
+    sc.server.addService(LEASES_SERVICE, leaseHolderHandlers(new LocalLeaseResources(db)));
     return {
       grpcServices: [CONTENT_SERVICE],
       plugins: [
