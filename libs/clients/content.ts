@@ -23,7 +23,8 @@ const STAT = 0;
 const WRITE = 1;
 const COMMIT = 2;
 
-function infoFromProto(m: Msg | null | undefined): ContentInfo {
+/** A wire `containerd.services.content.v1.Info` as a ContentInfo (also the server adapter's decoding). */
+export function infoFromProto(m: Msg | null | undefined): ContentInfo {
   return {
     digest: String(m?.digest ?? ""),
     size: Number(m?.size ?? 0),

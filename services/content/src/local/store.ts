@@ -35,7 +35,8 @@ import { GC_SWEEP_HEADER } from "../../../../libs/core/gc";
 import { fsyncDir, readAt, statOrUndefined, unlinkIfExists } from "./files";
 import { OpenBlobs, type OpenBlob } from "./open-blobs";
 import { HotCache } from "./hot-cache";
-import { KeyedMutex, RefLocks } from "./locks";
+import { RefLocks } from "./locks";
+import { KeyedMutex } from "../../../../libs/sync";
 import { LocalWriter, type WriterHost } from "./writer";
 
 const DAY = 24 * 3600 * 1000;
