@@ -16,7 +16,9 @@ export const contentService: ServiceDefinition = {
     // stream per 32 KiB Read window (see libs/grpc/h2-tuning.ts).
     tuneHttp2Server(sc.server.server, { windowBytes: 16 << 20, maxStreamsPerSession: 500 });
     const db = openContentDB(sc.root);
-    const namespaces = new NamespaceEnsurer(new NamespaceStoreProxy(sc.config.flotilla.services.images.address));
+    // The events let a namespace deleted elsewhere be created again by the next write at once (not
+    // only when its cache entry expires).
+    const namespaces = new NamespaceEnsurer(new NamespaceStoreProxy(sc.config.flotilla.services.images.address), sc.events);
     const store = await LocalContentStore.open({
       root: sc.root,
       db,
@@ -34,6 +36,7 @@ export const contentService: ServiceDefinition = {
         { type: GRPC_PLUGIN, id: "content", requires: ["io.containerd.service.v1"] },
       ],
       close: async () => {
+        namespaces.close();
         store.close();
         await db.close();
       },
