@@ -1,7 +1,7 @@
 /**
  * ContentStore over gRPC (containerd.services.content.v1.Content): callers cannot tell it from the local
- * store. Errors arrive as native errdefs classes (the RpcClient maps them). Also the LeaseResourceRecorder
- * proxy, for the process that owns leases.
+ * store. Errors arrive as native errdefs classes (the RpcClient maps them). The content process's lease
+ * records are reached with LeaseResourceHolderProxy (libs/clients/leases).
  */
 import type { CallContext } from "../context";
 import { errFailedPrecondition, errInvalidArgument } from "../errdefs";
@@ -14,19 +14,17 @@ import type {
   ContentStore,
   ContentWriter,
   IngestStatus,
-  LeaseResource,
-  LeaseResourceRecorder,
   WriterOptions,
 } from "../core/content";
 
 export const CONTENT_SERVICE = "containerd.services.content.v1.Content";
-export const LEASES_SERVICE = "containerd.services.leases.v1.Leases";
 
 const STAT = 0;
 const WRITE = 1;
 const COMMIT = 2;
 
-function infoFromProto(m: Msg | null | undefined): ContentInfo {
+/** A wire `containerd.services.content.v1.Info` as a ContentInfo (also the server adapter's decoding). */
+export function infoFromProto(m: Msg | null | undefined): ContentInfo {
   return {
     digest: String(m?.digest ?? ""),
     size: Number(m?.size ?? 0),
@@ -214,31 +212,5 @@ export class ContentStoreProxy implements ContentStore {
       throw e;
     }
     return w;
-  }
-}
-
-/** The content process's lease resources, read and written by the process that owns leases. */
-export class LeaseResourceRecorderProxy implements LeaseResourceRecorder {
-  private readonly rpc: RpcClient;
-
-  constructor(contentAddress: string) {
-    this.rpc = new RpcClient(contentAddress, LEASES_SERVICE);
-  }
-
-  async addResource(ctx: CallContext, lease: string, resource: LeaseResource): Promise<void> {
-    await this.rpc.unary(ctx, "AddResource", { id: lease, resource });
-  }
-
-  async deleteResource(ctx: CallContext, lease: string, resource: LeaseResource): Promise<void> {
-    await this.rpc.unary(ctx, "DeleteResource", { id: lease, resource });
-  }
-
-  async listResources(ctx: CallContext, lease: string): Promise<LeaseResource[]> {
-    const res = await this.rpc.unary(ctx, "ListResources", { id: lease });
-    return ((res.resources as LeaseResource[] | undefined) ?? []).map((r) => ({ id: r.id, type: r.type }));
-  }
-
-  async deleteLease(ctx: CallContext, lease: string): Promise<void> {
-    await this.rpc.unary(ctx, "Delete", { id: lease });
   }
 }

@@ -12,6 +12,7 @@
  * No runtime dependencies: types, constants and pure helpers only.
  */
 import type { CallContext } from "../context";
+import type { LeaseResource, LeaseResourceHolder } from "./leases";
 
 /** A committed blob as seen in one namespace. */
 export interface ContentInfo {
@@ -106,32 +107,15 @@ export interface ContentStore {
   writer(ctx: CallContext, opts: WriterOptions): Promise<ContentWriter>;
 }
 
-/** A resource held by a lease, as containerd's leases API names it. */
-export interface LeaseResource {
-  /** `content` (id = digest) or `ingests` (id = ref). */
-  type: string;
-  id: string;
-}
-
 /**
- * Which content a lease holds. Writes made with `ctx.lease` set (the `containerd-lease` header) record
- * the ingest while it is open and the blob once committed; garbage collection (run by the images
- * process, which owns leases) must keep every resource listed here while the lease lives, and call
- * `deleteLease` once the lease is gone. Served by the content process over
- * `containerd.services.leases.v1.Leases` {AddResource, DeleteResource, ListResources} on its own
- * address (the gateway routes the public Leases service to the images process).
- * Leases are namespaced, like every containerd object.
+ * Which content a lease holds (resources `content`, id = digest, and `ingests`, id = ref). Writes made
+ * with `ctx.lease` set (the `containerd-lease` header) record the ingest while it is open and the blob
+ * once committed; garbage collection (run by the images process, which owns leases) must keep every
+ * resource listed here while the lease lives, and call `deleteLease` once the lease is gone. The content
+ * process serves its records as every owning process does (libs/leaseholder).
  */
-export interface LeaseResourceRecorder {
-  /** Record `resource` under `lease` in the call's namespace (idempotent). */
-  addResource(ctx: CallContext, lease: string, resource: LeaseResource): Promise<void>;
-  /** Forget one resource (idempotent). */
-  deleteResource(ctx: CallContext, lease: string, resource: LeaseResource): Promise<void>;
-  /** Everything `lease` holds in the call's namespace. */
-  listResources(ctx: CallContext, lease: string): Promise<LeaseResource[]>;
-  /** Forget everything `lease` holds in the call's namespace. */
-  deleteLease(ctx: CallContext, lease: string): Promise<void>;
-}
+export type LeaseResourceRecorder = LeaseResourceHolder;
+export type { LeaseResource };
 
 export const LEASE_RESOURCE_CONTENT = "content";
 export const LEASE_RESOURCE_INGESTS = "ingests";

@@ -58,8 +58,9 @@ export interface LeaseManager {
 
 /**
  * The records one owning process keeps of what leases hold there (content's LeaseResourceRecorder and
- * snapshots' SnapshotLeaseRecorder have this shape). Records do not check that the lease exists: the
- * lease manager does, and garbage collection only honours records of live leases.
+ * snapshots' SnapshotLeaseRecorder are this interface; libs/leaseholder serves it over gRPC). Records
+ * do not check that the lease exists: the lease manager does, and garbage collection only honours
+ * records of live leases.
  */
 export interface LeaseResourceHolder {
   /** Record `resource` under `lease` in the call's namespace (idempotent). */

@@ -12,7 +12,7 @@
  * No runtime dependencies: types, constants and pure helpers only.
  */
 import type { CallContext } from "../context";
-import type { LeaseResource } from "./content";
+import type { LeaseResource, LeaseResourceHolder } from "./leases";
 
 export const SnapshotKinds = {
   View: "view",
@@ -111,18 +111,11 @@ export type { LeaseResource };
  * Which snapshots a lease holds. Snapshots prepared, viewed or committed with `ctx.lease` set (the
  * `containerd-lease` header) are recorded as `{type: "snapshots/<snapshotter>", id: key}` under that
  * lease in the same transaction that creates them; commit moves the record from the key to the name;
- * remove drops it. Garbage collection (future, in the images process, which owns leases) must keep
+ * remove drops it. Garbage collection (in the images process, which owns leases) must keep
  * every snapshot listed here while the lease lives and call `deleteLease` once the lease is gone.
- * The snapshots process serves this over `containerd.services.leases.v1.Leases` {AddResource,
- * DeleteResource, ListResources, Delete} on its own address (the gateway routes the public Leases
- * service to the images process).
+ * The snapshots process serves its records as every owning process does (libs/leaseholder).
  */
-export interface SnapshotLeaseRecorder {
-  addResource(ctx: CallContext, lease: string, resource: LeaseResource): Promise<void>;
-  deleteResource(ctx: CallContext, lease: string, resource: LeaseResource): Promise<void>;
-  listResources(ctx: CallContext, lease: string): Promise<LeaseResource[]>;
-  deleteLease(ctx: CallContext, lease: string): Promise<void>;
-}
+export type SnapshotLeaseRecorder = LeaseResourceHolder;
 
 export const SNAPSHOT_EVENTS = {
   prepare: { topic: "/snapshot/prepare", type: "containerd.events.SnapshotPrepare" },

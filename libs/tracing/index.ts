@@ -1,12 +1,13 @@
 /**
  * OpenTelemetry tracing: a tracer provider per process, exporting over OTLP/HTTP when an endpoint is
- * configured, W3C trace context carried in gRPC metadata and NATS headers.
+ * configured (propagation only otherwise), W3C trace context carried in gRPC metadata and NATS headers.
  */
-import { context, propagation, trace, SpanKind, SpanStatusCode, type Context, type Span, type Tracer } from "@opentelemetry/api";
+import { randomFillSync } from "node:crypto";
+import { context, isSpanContextValid, propagation, trace, SpanKind, SpanStatusCode, TraceFlags, type Context, type Span, type SpanOptions, type Tracer } from "@opentelemetry/api";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { resourceFromAttributes } from "@opentelemetry/resources";
-import { BatchSpanProcessor, type SpanProcessor } from "@opentelemetry/sdk-trace-base";
+import { BatchSpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from "@opentelemetry/semantic-conventions";
 import type { Metadata } from "@grpc/grpc-js";
@@ -22,16 +23,55 @@ export function tracingExported(): boolean {
   return exporting;
 }
 
-/** Set up tracing for this process. Without an endpoint, spans are still created (for propagation) but not exported. */
+/**
+ * Without an exporter, spans need not be recorded, only passed on: each call gets a non-recording span
+ * that continues the incoming trace (or starts one), so `traceparent` still ties a call's gRPC hops
+ * and events together, at the cost of two random ids. No context manager is installed either (it would
+ * hook every promise); the trace travels in each call's context explicitly.
+ */
+class PropagatingTracer implements Tracer {
+  startSpan(_name: string, _options?: SpanOptions, ctx: Context = context.active()): Span {
+    const parent = trace.getSpanContext(ctx);
+    const valid = !!parent && isSpanContextValid(parent);
+    return trace.wrapSpanContext({
+      traceId: valid ? parent.traceId : randomHex(16),
+      spanId: randomHex(8),
+      traceFlags: valid ? parent.traceFlags : TraceFlags.NONE,
+      ...(valid && parent.traceState ? { traceState: parent.traceState } : {}),
+    });
+  }
+
+  startActiveSpan<F extends (span: Span) => unknown>(name: string, ...rest: unknown[]): ReturnType<F> {
+    const fn = rest[rest.length - 1] as F;
+    const options = (rest.length > 1 ? rest[0] : undefined) as SpanOptions | undefined;
+    const parent = (rest.length > 2 ? rest[1] : context.active()) as Context;
+    const span = this.startSpan(name, options, parent);
+    return context.with(trace.setSpan(parent, span), () => fn(span)) as ReturnType<F>;
+  }
+}
+
+const idBytes = Buffer.alloc(16);
+function randomHex(bytes: number): string {
+  randomFillSync(idBytes, 0, bytes);
+  return idBytes.toString("hex", 0, bytes);
+}
+
+/**
+ * Set up tracing for this process. With an endpoint, every call gets a recording span, exported over
+ * OTLP/HTTP. Without one, spans are only propagated (PropagatingTracer): W3C trace context still flows
+ * through every process and event, and a call pays next to nothing for it.
+ */
 export function initTracing(service: string, endpoint: string, version = "0.1.0"): Tracer {
-  const processors: SpanProcessor[] = [];
   exporting = Boolean(endpoint);
-  if (endpoint) {
-    processors.push(new BatchSpanProcessor(new OTLPTraceExporter({ url: endpoint }), { scheduledDelayMillis: 500 }));
+  if (!endpoint) {
+    const light = new PropagatingTracer();
+    trace.setGlobalTracerProvider({ getTracer: () => light });
+    propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+    return light;
   }
   provider = new NodeTracerProvider({
     resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: `flotilla-${service}`, [ATTR_SERVICE_VERSION]: version }),
-    spanProcessors: processors,
+    spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url: endpoint }), { scheduledDelayMillis: 500 })],
   });
   provider.register({ propagator: new W3CTraceContextPropagator() });
   return trace.getTracer("flotilla", version);

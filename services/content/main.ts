@@ -6,13 +6,15 @@ import { openContentDB } from "./src/local/db";
 import { LocalLeaseResources } from "./src/local/leases";
 import { LocalContentStore } from "./src/local/store";
 import { CONTENT_SERVICE, registerContentService } from "./src/server/content";
-import { LEASES_SERVICE, leaseResourceHandlers } from "./src/server/leases";
+import { LEASES_SERVICE, leaseHolderHandlers } from "../../libs/leaseholder";
 
 export const contentService: ServiceDefinition = {
   name: "content",
   async start(sc) {
     const db = openContentDB(sc.root);
-    const namespaces = new NamespaceEnsurer(new NamespaceStoreProxy(sc.config.flotilla.services.images.address));
+    // The events let a namespace deleted elsewhere be created again by the next write at once (not
+    // only when its cache entry expires).
+    const namespaces = new NamespaceEnsurer(new NamespaceStoreProxy(sc.config.flotilla.services.images.address), sc.events);
     const store = await LocalContentStore.open({
       root: sc.root,
       db,
@@ -21,7 +23,7 @@ export const contentService: ServiceDefinition = {
       log: sc.log,
     });
     registerContentService(sc.server, store);
-    sc.server.addService(LEASES_SERVICE, leaseResourceHandlers(new LocalLeaseResources(db)));
+    sc.server.addService(LEASES_SERVICE, leaseHolderHandlers(new LocalLeaseResources(db)));
     return {
       grpcServices: [CONTENT_SERVICE],
       plugins: [
@@ -30,6 +32,7 @@ export const contentService: ServiceDefinition = {
         { type: GRPC_PLUGIN, id: "content", requires: ["io.containerd.service.v1"] },
       ],
       close: async () => {
+        namespaces.close();
         store.close();
         await db.close();
       },

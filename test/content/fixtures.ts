@@ -8,12 +8,13 @@ import type { AnyMsg } from "../../libs/proto";
 import { createLogger } from "../../libs/log";
 import { RpcServer } from "../../libs/grpc/server";
 import { closeChannels } from "../../libs/grpc/client";
-import { ContentStoreProxy, LeaseResourceRecorderProxy } from "../../libs/clients/content";
+import { ContentStoreProxy } from "../../libs/clients/content";
+import { LeaseResourceHolderProxy } from "../../libs/clients/leases";
 import { openContentDB, type ContentDB } from "../../services/content/src/local/db";
 import { LocalLeaseResources } from "../../services/content/src/local/leases";
 import { LocalContentStore } from "../../services/content/src/local/store";
 import { registerContentService } from "../../services/content/src/server/content";
-import { LEASES_SERVICE, leaseResourceHandlers } from "../../services/content/src/server/leases";
+import { LEASES_SERVICE, leaseHolderHandlers } from "../../libs/leaseholder";
 import type { SuiteFixture } from "./suite";
 
 export interface RecordedEvent {
@@ -71,12 +72,12 @@ export async function proxyFixture(): Promise<SuiteFixture> {
   const l = await openLocal();
   const server = new RpcServer({ service: "content", log: createLogger("content-test", "silent") });
   registerContentService(server, l.store);
-  server.addService(LEASES_SERVICE, leaseResourceHandlers(new LocalLeaseResources(l.db)));
+  server.addService(LEASES_SERVICE, leaseHolderHandlers(new LocalLeaseResources(l.db)));
   const sock = path.join(l.root, "content.sock");
   await server.listen(`unix://${sock}`);
   return {
     store: new ContentStoreProxy(`unix://${sock}`),
-    leases: new LeaseResourceRecorderProxy(`unix://${sock}`),
+    leases: new LeaseResourceHolderProxy(`unix://${sock}`),
     events: () => l.events.events,
     cleanup: async () => {
       closeChannels();

@@ -118,4 +118,40 @@ describe("content local - crash recovery and layout", () => {
       fs.rmSync(l.root, { recursive: true, force: true });
     }
   });
+
+  it("small blobs and records read from memory follow every write: label updates, deletes, re-commits, other namespaces", async () => {
+    const a = background("a");
+    const b = background("b");
+    const l = await openLocal();
+    try {
+      const data = crypto.randomBytes(2000);
+      const d = await putBlob(l.store, a, "x", data, { labels: { v: "1" } });
+      for (let i = 0; i < 3; i++) assert.ok((await readAll(l.store, a, d)).equals(data));
+      assert.deepEqual((await l.store.info(a, d)).labels, { v: "1" });
+      await rejectsWith(l.store.info(b, d), ErrorCodes.NotFound);
+      await rejectsWith(l.store.readerAt(b, d), ErrorCodes.NotFound);
+
+      await l.store.update(a, { digest: d, labels: { v: "2" } }, ["labels.v"]);
+      assert.deepEqual((await l.store.info(a, d)).labels, { v: "2" }, "an update shows at once");
+      (await l.store.info(a, d)).labels.v = "changed by a caller";
+      assert.deepEqual((await l.store.info(a, d)).labels, { v: "2" }, "callers get copies");
+
+      await putBlob(l.store, b, "x", data);
+      assert.ok((await readAll(l.store, b, d)).equals(data), "a commit in another namespace shows at once");
+      await l.store.delete(a, d);
+      await rejectsWith(l.store.info(a, d), ErrorCodes.NotFound);
+      await rejectsWith(l.store.readerAt(a, d), ErrorCodes.NotFound);
+      assert.ok((await readAll(l.store, b, d)).equals(data));
+      await l.store.delete(b, d);
+      await rejectsWith(l.store.readerAt(b, d), ErrorCodes.NotFound);
+      assert.equal(fs.existsSync(path.join(l.root, "blobs", "sha256", d.slice(7))), false);
+
+      await putBlob(l.store, a, "again", data);
+      assert.deepEqual((await l.store.info(a, d)).labels, {}, "a re-commit is a new record");
+      assert.ok((await readAll(l.store, a, d)).equals(data));
+    } finally {
+      await l.close();
+      fs.rmSync(l.root, { recursive: true, force: true });
+    }
+  });
 });

@@ -163,6 +163,25 @@ describe("content - ctr against the stack", () => {
     assert.equal((await s.ctr(["content", "rm", sha(data)], { namespace: "ns-b" })).code, 0);
   });
 
+  it("a namespace deleted once empty is created again by the next write into it", async () => {
+    const namespaces = async (): Promise<string[]> => (await s.ctr(["namespaces", "ls", "-q"])).stdout.split("\n");
+    const data = crypto.randomBytes(1000);
+    let r = await s.ctr(["content", "ingest", "again-1"], { namespace: "ns-again", input: data });
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok((await namespaces()).includes("ns-again"));
+    assert.equal((await s.ctr(["content", "rm", sha(data)], { namespace: "ns-again" })).code, 0);
+    r = await s.ctr(["namespaces", "rm", "ns-again"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await namespaces()).includes("ns-again"), false);
+    // The content process hears of the deletion on NATS, as this test's own subscriber does.
+    await waitFor("/namespaces/delete", () => (events.some((e) => e.topic === "/namespaces/delete" && decode<{ name: string }>("containerd.events.NamespaceDelete", e.event.value).name === "ns-again") ? true : undefined), 10000);
+    await sleep(300);
+    r = await s.ctr(["content", "ingest", "again-2"], { namespace: "ns-again", input: data });
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok((await namespaces()).includes("ns-again"), "the write created the namespace again");
+    assert.equal((await s.ctr(["content", "rm", sha(data)], { namespace: "ns-again" })).code, 0);
+  });
+
   it("bad input: wrong digest, wrong size, a write at a wrong offset, a malformed digest, an unknown ref", async () => {
     await gcSync();
     const data = Buffer.from("some data that will not commit");

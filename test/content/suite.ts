@@ -11,10 +11,10 @@ import type { ContentStore, LeaseResourceRecorder } from "../../libs/core/conten
 
 export interface SuiteFixture {
   store: ContentStore;
-  /** The lease resources of the store under test, when it records them. */
-  leases?: LeaseResourceRecorder;
-  /** Events the store published so far, when observable. */
-  events?: () => { topic: string; namespace: string; body: Record<string, unknown> }[];
+  /** The lease resources of the store under test (reached the same way as the store). */
+  leases: LeaseResourceRecorder;
+  /** Events the store published so far. */
+  events: () => { topic: string; namespace: string; body: Record<string, unknown> }[];
   cleanup(): Promise<void>;
 }
 
@@ -298,8 +298,7 @@ export function contentSuite(name: string, setup: () => Promise<SuiteFixture>): 
       assert.deepEqual(await s.listStatuses(ctx), [], "nothing was left behind");
     });
 
-    it("writes under a lease are recorded as the lease's resources", async (t) => {
-      if (!fx.leases) return t.skip("no lease recorder");
+    it("writes under a lease are recorded as the lease's resources", async () => {
       const base = ns();
       const ctx: CallContext = { ...base, lease: "lease-1" };
       const w = await s.writer(ctx, { ref: "leased" });
@@ -319,8 +318,7 @@ export function contentSuite(name: string, setup: () => Promise<SuiteFixture>): 
       assert.deepEqual(await fx.leases.listResources(base, "lease-2"), []);
     });
 
-    it("events: /content/create on commit, /content/delete on delete", async (t) => {
-      if (!fx.events) return t.skip("events not observable");
+    it("events: /content/create on commit, /content/delete on delete", async () => {
       const ctx = ns();
       const before = fx.events().length;
       const d = await putBlob(s, ctx, "ev", Buffer.from("event"));

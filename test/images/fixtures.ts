@@ -21,6 +21,7 @@ import { LocalLeaseManager } from "../../services/images/src/local/leases";
 import { MarkGate } from "../../services/images/src/local/gc/gate";
 import { IMAGES_SERVICE, imagesHandlers } from "../../services/images/src/server/images";
 import { LEASES_SERVICE, leasesHandlers } from "../../services/images/src/server/leases";
+import { leaseHolderHandlers } from "../../libs/leaseholder";
 import type { ImageSuiteFixture } from "./suite";
 import type { LeaseSuiteFixture } from "./lease-suite";
 
@@ -139,16 +140,6 @@ export async function localLeasesFixture(): Promise<LeaseSuiteFixture> {
   return { leases: m.leases, content: m.content, snapshots: m.snapshots, gcCalls: () => ({ dirty: m.gc.dirty, waits: m.gc.waits }), cleanup: m.close };
 }
 
-/** A holder served over containerd.services.leases.v1.Leases, as the content and snapshots processes do. */
-function holderHandlers(h: LeaseResourceHolder): Parameters<RpcServer["addService"]>[1] {
-  return {
-    AddResource: async (ctx, req) => (await h.addResource(ctx, req.id, req.resource), {}),
-    DeleteResource: async (ctx, req) => (await h.deleteResource(ctx, req.id, req.resource), {}),
-    ListResources: async (ctx, req) => ({ resources: await h.listResources(ctx, req.id) }),
-    Delete: async (ctx, req) => (await h.deleteLease(ctx, req.id), {}),
-  };
-}
-
 /**
  * The images process's stores behind a real RpcServer on a temp unix socket, used through the proxies;
  * the lease holders are in-memory, each behind its own server and reached through LeaseResourceHolderProxy.
@@ -167,8 +158,8 @@ async function proxyMeta(): Promise<{ m: LocalMeta; images: ImageStoreProxy; lea
     servers.push(s);
     return addr;
   };
-  const contentAddr = await serve("content", (s) => s.addService(LEASES_SERVICE, holderHandlers(content)));
-  const snapshotsAddr = await serve("snapshots", (s) => s.addService(LEASES_SERVICE, holderHandlers(snapshots)));
+  const contentAddr = await serve("content", (s) => s.addService(LEASES_SERVICE, leaseHolderHandlers(content)));
+  const snapshotsAddr = await serve("snapshots", (s) => s.addService(LEASES_SERVICE, leaseHolderHandlers(snapshots)));
   const db = openMetaDB(dir);
   const events = new RecordingPublisher();
   const gc = new CountingGC();

@@ -62,6 +62,8 @@ class FakeCluster {
   containers = new Map<string, ContainerObject[]>();
   down = new Set<"content" | "snapshots" | "containers">();
   deletes: { ns: string; what: string; pass: number }[] = [];
+  /** Stands between the collector and each snapshot removal (to delay or reorder them). */
+  removeVia?: (key: string, run: () => Promise<void>) => Promise<void>;
   hooks: { beforeContentList?: () => Promise<void>; onContainers?: (ns: string) => Promise<void>; beforeSnapshotRemove?: () => void } = {};
 
   private ns(ctx: CallContext): string {
@@ -85,6 +87,17 @@ class FakeCluster {
     if (this.down.has(what)) throw errUnavailable(`${what} process: connection refused`);
   }
   sources(): GCSources {
+    const removeNow = async (ctx: CallContext, sn: string, key: string, pass: number): Promise<void> => {
+      this.up("snapshots");
+      const hook = this.hooks.beforeSnapshotRemove;
+      this.hooks.beforeSnapshotRemove = undefined;
+      hook?.();
+      const m = this.snaps.get(this.ns(ctx));
+      if (!m?.has(`${sn}/${key}`)) throw errNotFound(`snapshot ${key}`);
+      if ([...m.values()].some((s) => s.snapshotter === sn && s.parent === key)) throw errFailedPrecondition(`cannot remove snapshot ${key}: has children`);
+      m.delete(`${sn}/${key}`);
+      this.deletes.push({ ns: this.ns(ctx), what: `${sn}/${key}`, pass });
+    };
     return {
       content: {
         list: async (ctx) => {
@@ -107,17 +120,7 @@ class FakeCluster {
       snapshots: {
         snapshotters: async () => (this.up("snapshots"), ["overlayfs", "native"]),
         list: async (ctx, sn) => (this.up("snapshots"), [...(this.snaps.get(this.ns(ctx))?.values() ?? [])].filter((s) => s.snapshotter === sn)),
-        remove: async (ctx, sn, key, pass) => {
-          this.up("snapshots");
-          const hook = this.hooks.beforeSnapshotRemove;
-          this.hooks.beforeSnapshotRemove = undefined;
-          hook?.();
-          const m = this.snaps.get(this.ns(ctx));
-          if (!m?.has(`${sn}/${key}`)) throw errNotFound(`snapshot ${key}`);
-          if ([...m.values()].some((s) => s.snapshotter === sn && s.parent === key)) throw errFailedPrecondition(`cannot remove snapshot ${key}: has children`);
-          m.delete(`${sn}/${key}`);
-          this.deletes.push({ ns: this.ns(ctx), what: `${sn}/${key}`, pass });
-        },
+        remove: (ctx, sn, key, pass) => (this.removeVia ? this.removeVia(key, () => removeNow(ctx, sn, key, pass)) : removeNow(ctx, sn, key, pass)),
       },
       roots: {
         containers: async (ctx) => {
@@ -357,6 +360,46 @@ describe("gc - the collector across processes", () => {
     assert.ok(c.hasSnap("default", "overlayfs", "a-chain1") && c.hasSnap("default", "overlayfs", "a-chain0"));
     assert.equal(st.freed.snapshots, 0);
     assert.equal(st.freed.content, 5);
+  });
+
+  it("a dead chain is asked for at once, children first; what the owner refuses is asked again while that makes progress", async () => {
+    for (let k = 0; k < 4; k++) c.addSnap("default", "overlayfs", `c${k}`, k ? `c${k - 1}` : "");
+    // The owner takes a round's calls only once all of them have arrived, and in reverse order: only the
+    // deepest child can go per round.
+    let queued: { key: string; run: () => void }[] = [];
+    const asked: string[] = [];
+    c.removeVia = (key, remove) => {
+      asked.push(key);
+      return new Promise<void>((resolve, reject) => {
+        queued.push({ key, run: () => remove().then(resolve, reject) });
+        if (queued.length === 1) {
+          setImmediate(() => {
+            const round = queued.reverse();
+            queued = [];
+            for (const q of round) q.run();
+          });
+        }
+      });
+    };
+    const st = await collectorFor(m, c).collect();
+    assert.equal(st.freed.snapshots, 4);
+    for (let k = 0; k < 4; k++) assert.ok(!c.hasSnap("default", "overlayfs", `c${k}`));
+    assert.deepEqual(asked.slice(0, 4), ["c3", "c2", "c1", "c0"], "the first round asks for the whole chain, children first");
+    assert.equal(asked.length, 4 + 3 + 2 + 1, "a refused snapshot is asked again in the next round");
+  });
+
+  it("a leased child in a dead chain keeps its parents, and the rounds stop", async () => {
+    for (let k = 0; k < 3; k++) c.addSnap("default", "overlayfs", `c${k}`, k ? `c${k - 1}` : "");
+    let calls = 0;
+    c.removeVia = async (key, remove) => {
+      calls++;
+      if (key === "c2") throw errFailedPrecondition(`snapshot ${key} is leased`);
+      return remove();
+    };
+    const st = await collectorFor(m, c).collect();
+    assert.equal(st.freed.snapshots, 0);
+    for (let k = 0; k < 3; k++) assert.ok(c.hasSnap("default", "overlayfs", `c${k}`));
+    assert.equal(calls, 3, "one round: nothing went, so nothing is asked again");
   });
 });
 

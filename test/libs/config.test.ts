@@ -62,3 +62,11 @@ test("identifiers, topics and NATS subjects", () => {
   assert.throws(() => validateTopic("/tasks/?"), /invalid argument/);
   assert.equal(subjectFor("flotilla.events", "k8s.io", "/tasks/exit"), "flotilla.events.k8s~io.tasks.exit");
 });
+
+test("deploy/flotilla.toml loads, and its task runtime table is what the tasks process runs by default", async () => {
+  const { repoRoot } = await import("../../libs/proto");
+  const { runtimesConfig } = await import("../../services/tasks/src/runtime/runtimes");
+  const cfg = loadConfig(path.join(repoRoot(), "deploy", "flotilla.toml"));
+  const state = path.join(cfg.state, "tasks");
+  assert.deepEqual(runtimesConfig(pluginConfig(cfg, "io.containerd.runtime.v2", "task"), state), runtimesConfig({}, state));
+});

@@ -25,7 +25,7 @@ import { LocalSnapshotterSet } from "./local/set";
 import { LocalDiffer, differConfig } from "./local/diff/differ";
 import { RemoteContent } from "./local/diff/content";
 import { DIFF_SERVICE, diffHandlers } from "./server/diff";
-import { LEASES_SERVICE, snapshotLeasesHandlers } from "./server/leases";
+import { LEASES_SERVICE, leaseHolderHandlers } from "../../../libs/leaseholder";
 import { SNAPSHOTS_SERVICE, snapshotsHandlers } from "./server/snapshots";
 
 export const SNAPSHOTTER_PLUGIN = "io.containerd.snapshotter.v1";
@@ -71,7 +71,7 @@ export async function startSnapshots(sc: ServiceContext): Promise<RunningService
 
   sc.server.addService(SNAPSHOTS_SERVICE, snapshotsHandlers(set));
   sc.server.addService(DIFF_SERVICE, diffHandlers(differ));
-  sc.server.addService(LEASES_SERVICE, snapshotLeasesHandlers(new LocalSnapshotLeaseRecorder(db)));
+  sc.server.addService(LEASES_SERVICE, leaseHolderHandlers(new LocalSnapshotLeaseRecorder(db)));
 
   plugins.push(
     { type: DIFFER_PLUGIN, id: "walking", requires: ["io.containerd.metadata.v1"], platforms: [platform] },

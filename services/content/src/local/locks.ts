@@ -1,4 +1,4 @@
-/** In-process locks: one writer per ingest ref, and serialisation of commits/deletes per digest. */
+/** In-process locks: one writer per ingest ref (per-digest serialisation is libs/sync's KeyedMutex). */
 import { errUnavailable } from "../../../../libs/errdefs";
 
 /** Refs held by open writers. containerd's local store keeps the same in-process table. */
@@ -27,25 +27,5 @@ export class RefLocks {
 
   isLocked(key: string): boolean {
     return this.held.has(key);
-  }
-}
-
-/** Runs async sections one at a time per key. */
-export class KeyedMutex {
-  private readonly tails = new Map<string, Promise<void>>();
-
-  async run<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.tails.get(key) ?? Promise.resolve();
-    let release!: () => void;
-    const mine = new Promise<void>((r) => (release = r));
-    const tail = prev.then(() => mine);
-    this.tails.set(key, tail);
-    await prev;
-    try {
-      return await fn();
-    } finally {
-      release();
-      if (this.tails.get(key) === tail) this.tails.delete(key);
-    }
   }
 }

@@ -34,7 +34,9 @@ import { blobKey, hasOwner, heldByLease, ingestKey, leaseKey, ownerKey, scanPref
 import { GC_SWEEP_HEADER } from "../../../../libs/core/gc";
 import { fsyncDir, readAt, statOrUndefined, unlinkIfExists } from "./files";
 import { OpenBlobs, type OpenBlob } from "./open-blobs";
-import { KeyedMutex, RefLocks } from "./locks";
+import { HotCache } from "./hot-cache";
+import { RefLocks } from "./locks";
+import { KeyedMutex } from "../../../../libs/sync";
 import { LocalWriter, type WriterHost } from "./writer";
 
 const DAY = 24 * 3600 * 1000;
@@ -59,7 +61,7 @@ const toInfo = (digest: string, r: BlobRecord): ContentInfo => ({
   size: r.size,
   createdAt: new Date(r.created),
   updatedAt: new Date(r.updated),
-  labels: r.labels,
+  labels: { ...r.labels },
 });
 
 /** Reads at most this much synchronously (a page-cache hit costs less than a thread-pool round trip). */
@@ -87,15 +89,31 @@ class LocalReaderAt implements ContentReaderAt {
   }
 }
 
+/** A small blob served from memory (see HotCache). */
+class BufferReaderAt implements ContentReaderAt {
+  constructor(private readonly data: Buffer) {}
+  get size(): number {
+    return this.data.length;
+  }
+  readAt(buf: Uint8Array, position: number): Promise<number> {
+    if (position >= this.data.length) return Promise.resolve(0);
+    return Promise.resolve(this.data.copy(buf, 0, position, Math.min(this.data.length, position + buf.length)));
+  }
+  async close(): Promise<void> {}
+}
+
 export class LocalContentStore implements ContentStore, WriterHost {
   private readonly db: ContentDB;
   private readonly refLocks = new RefLocks();
   private readonly digestLocks = new KeyedMutex();
   private readonly active = new Map<string, LocalWriter>();
   private readonly openBlobs = new OpenBlobs();
+  private readonly hot = new HotCache();
+  private readonly blobDir: string;
 
   private constructor(private readonly opts: LocalContentStoreOptions) {
     this.db = opts.db;
+    this.blobDir = path.join(opts.root, "blobs");
   }
 
   /** Open the store at `opts.root`, creating its layout and cleaning up what a crash left behind. */
@@ -126,7 +144,18 @@ export class LocalContentStore implements ContentStore, WriterHost {
 
   blobPath(digest: string): string {
     const i = digest.indexOf(":");
-    return path.join(this.opts.root, "blobs", digest.slice(0, i), digest.slice(i + 1));
+    return `${this.blobDir}/${digest.slice(0, i)}/${digest.slice(i + 1)}`;
+  }
+
+  /** The blob record of (ns, digest), through the hot cache. */
+  private blobRecord(ns: string, digest: string): BlobRecord | undefined {
+    return this.hot.record(ns, digest, () => this.db.get(blobKey(ns, digest)) as BlobRecord | undefined);
+  }
+
+  /** The blob's file is gone (or going): drop what is cached of it. */
+  private fileRemoved(digest: string): void {
+    this.openBlobs.evict(digest);
+    this.hot.dropBlob(digest);
   }
 
   dataPath(rec: IngestRecord): string {
@@ -153,7 +182,7 @@ export class LocalContentStore implements ContentStore, WriterHost {
   async info(ctx: CallContext, digest: string): Promise<ContentInfo> {
     const ns = namespaceRequired(ctx);
     checkDigest(digest);
-    const r = this.db.get(blobKey(ns, digest)) as BlobRecord | undefined;
+    const r = this.blobRecord(ns, digest);
     if (!r) throw errNotFound(`content digest ${digest}`);
     return toInfo(digest, r);
   }
@@ -167,6 +196,7 @@ export class LocalContentStore implements ContentStore, WriterHost {
       }
     }
     const res = await this.db.transaction(() => {
+      this.hot.forget(ns, info.digest);
       const cur = this.db.get(blobKey(ns, info.digest)) as BlobRecord | undefined;
       if (!cur) return undefined;
       const labels = paths.length ? applyMapMask("labels", cur.labels, info.labels, paths) : compactLabels(info.labels);
@@ -175,7 +205,7 @@ export class LocalContentStore implements ContentStore, WriterHost {
       const next: BlobRecord = { ...cur, labels, updated: Date.now() };
       void this.db.put(blobKey(ns, info.digest), next);
       return { next };
-    });
+    }).finally(() => this.hot.forget(ns, info.digest));
     if (!res) throw errNotFound(`content digest ${info.digest}`);
     if ("bad" in res) throw errInvalidArgument(`info.Labels: ${res.bad}`);
     return toInfo(info.digest, res.next!);
@@ -200,18 +230,19 @@ export class LocalContentStore implements ContentStore, WriterHost {
     const bySweep = ctx.headers?.[GC_SWEEP_HEADER] !== undefined;
     const found = await this.digestLocks.run(digest, async () => {
       const last = await this.db.transaction(() => {
+        this.hot.forget(ns, digest);
         if (this.db.get(blobKey(ns, digest)) === undefined) return undefined;
         if (bySweep && heldByLease(this.db, ns, LEASE_RESOURCE_CONTENT, digest)) return "leased" as const;
         void this.db.remove(blobKey(ns, digest));
         void this.db.remove(ownerKey(digest, ns));
         if (lease) void this.db.remove(leaseKey(ns, lease, LEASE_RESOURCE_CONTENT, digest));
         return !this.referenced(digest);
-      });
+      }).finally(() => this.hot.forget(ns, digest));
       if (last === undefined) return false;
       if (last === "leased") throw errFailedPrecondition(`content digest ${digest} is leased`);
       if (last) {
+        this.fileRemoved(digest);
         await unlinkIfExists(this.blobPath(digest));
-        this.openBlobs.evict(digest);
       }
       return true;
     });
@@ -222,9 +253,27 @@ export class LocalContentStore implements ContentStore, WriterHost {
   async readerAt(ctx: CallContext, digest: string): Promise<ContentReaderAt> {
     const ns = namespaceRequired(ctx);
     checkDigest(digest);
-    if (this.db.get(blobKey(ns, digest)) === undefined) throw errNotFound(`content digest ${digest}`);
+    const r = this.blobRecord(ns, digest);
+    if (!r) throw errNotFound(`content digest ${digest}`);
+    const held = this.hot.blob(digest);
+    if (held) return new BufferReaderAt(held);
     try {
-      return new LocalReaderAt(await this.openBlobs.acquire(digest, this.blobPath(digest)));
+      const blob = await this.openBlobs.acquire(digest, this.blobPath(digest));
+      if (blob.size > this.hot.smallBytes) return new LocalReaderAt(blob);
+      try {
+        const data = Buffer.allocUnsafe(blob.size);
+        let n = 0;
+        while (n < data.length) {
+          const k = fs.readSync(blob.fd, data, n, data.length - n, n);
+          if (k === 0) break;
+          n += k;
+        }
+        const bytes = data.subarray(0, n);
+        if (n === blob.size) this.hot.keepBlob(digest, bytes);
+        return new BufferReaderAt(bytes);
+      } finally {
+        blob.release();
+      }
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === "ENOENT") throw errNotFound(`blob ${digest} expected at ${this.blobPath(digest)}`);
       throw e;
@@ -298,8 +347,8 @@ export class LocalContentStore implements ContentStore, WriterHost {
   private async removeIfUnreferenced(digest: string): Promise<void> {
     await this.digestLocks.run(digest, async () => {
       if (!this.referenced(digest)) {
+        this.fileRemoved(digest);
         await unlinkIfExists(this.blobPath(digest));
-        this.openBlobs.evict(digest);
       }
     });
   }
@@ -398,6 +447,7 @@ export class LocalContentStore implements ContentStore, WriterHost {
     const lease = w.ctx.lease;
     const now = Date.now();
     const res = await this.db.transaction(() => {
+      this.hot.forget(w.ns, digest);
       const rec = this.db.get(ingestKey(w.ns, w.ref)) as IngestRecord | undefined;
       if (!rec || rec.dir !== w.rec.dir) return "aborted" as const;
       this.dropIngest(w.ns, w.ref);
@@ -408,7 +458,7 @@ export class LocalContentStore implements ContentStore, WriterHost {
       }
       if (lease) void this.db.put(leaseKey(w.ns, lease, LEASE_RESOURCE_CONTENT, digest), 1);
       return had ? ("exists" as const) : ("created" as const);
-    });
+    }).finally(() => this.hot.forget(w.ns, digest));
     if (res === "aborted") throw errNotFound(`ingest ref ${JSON.stringify(w.ref)} was aborted`);
     await this.db.flushed;
     return res === "exists";
@@ -431,7 +481,10 @@ export class LocalContentStore implements ContentStore, WriterHost {
       try {
         return await this.record(w, digest, size, lbls);
       } catch (e) {
-        if (!this.referenced(digest)) await unlinkIfExists(target);
+        if (!this.referenced(digest)) {
+          this.fileRemoved(digest);
+          await unlinkIfExists(target);
+        }
         throw e;
       }
     });

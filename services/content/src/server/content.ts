@@ -5,10 +5,11 @@
 import type { CallContext } from "../../../../libs/context";
 import { errAlreadyExists, errCanceled, errInvalidArgument, errOutOfRange, FlotillaError, errorCode, isNotFound, ErrorCodes } from "../../../../libs/errdefs";
 import { type Msg, type RpcServer, type Send, type ServiceHandlers } from "../../../../libs/grpc/server";
-import { DECODE_OPTIONS, fromTimestamp, lookupType, toTimestamp, validateWire } from "../../../../libs/proto";
+import { DECODE_OPTIONS, lookupType, toTimestamp, validateWire } from "../../../../libs/proto";
 import { MAX_CHUNK, isValidDigest, type ContentInfo, type ContentStore, type IngestStatus } from "../../../../libs/core/content";
+import { CONTENT_SERVICE, infoFromProto } from "../../../../libs/clients/content";
 
-export const CONTENT_SERVICE = "containerd.services.content.v1.Content";
+export { CONTENT_SERVICE };
 
 export const WriteAction = { STAT: 0, WRITE: 1, COMMIT: 2 } as const;
 
@@ -17,16 +18,6 @@ const LIST_BATCH = 100;
 
 export function infoToProto(i: ContentInfo): Msg {
   return { digest: i.digest, size: i.size, created_at: toTimestamp(i.createdAt), updated_at: toTimestamp(i.updatedAt), labels: i.labels };
-}
-
-export function infoFromProto(m: Msg | null | undefined): ContentInfo {
-  return {
-    digest: String(m?.digest ?? ""),
-    size: Number(m?.size ?? 0),
-    createdAt: fromTimestamp(m?.created_at) ?? new Date(0),
-    updatedAt: fromTimestamp(m?.updated_at) ?? new Date(0),
-    labels: (m?.labels as Record<string, string> | undefined) ?? {},
-  };
 }
 
 export function statusToProto(s: IngestStatus): Msg {

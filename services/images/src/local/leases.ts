@@ -26,7 +26,7 @@ import { leaseAdaptor } from "./adaptors";
 import { keyFits, scanPrefix, type MetaDB } from "./db";
 import { ensureNamespaceInTxn } from "./namespaces";
 import type { MarkGate } from "./gc/gate";
-import { KeyedMutex } from "./mutex";
+import { KeyedMutex } from "../../../../libs/sync";
 
 interface StoredLease {
   labels: Record<string, string>;

@@ -24,24 +24,7 @@ export class Semaphore {
 }
 
 /** Serialises work per key (e.g. one unpack per chain ID at a time). */
-export class KeyedMutex {
-  private readonly tails = new Map<string, Promise<void>>();
-
-  async run<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.tails.get(key) ?? Promise.resolve();
-    let release!: () => void;
-    const mine = new Promise<void>((r) => (release = r));
-    const tail = prev.then(() => mine);
-    this.tails.set(key, tail);
-    await prev;
-    try {
-      return await fn();
-    } finally {
-      release();
-      if (this.tails.get(key) === tail) this.tails.delete(key);
-    }
-  }
-}
+export { KeyedMutex } from "../../../../libs/sync";
 
 /** containerd's uniquePart for unpack keys: `<nanosecond>-<base64url of 3 random bytes>`. */
 export function uniquePart(): string {

@@ -344,42 +344,43 @@ export class Collector implements GarbageCollector {
     await Promise.all([sweepContent(), this.removeSnapshots(ctx, ns, deadSnaps, snapshots, stats, tolerate)]);
   }
 
-  /** Children before parents: waves of snapshots none of whose remaining dead children are left. */
+  /**
+   * Children before parents, without a round trip per level: every dead snapshot is asked for at once,
+   * children first (the snapshots process takes calls in the order they arrive and runs its
+   * transactions in that order, so a chain usually goes in one commit). The owner refuses to remove a
+   * snapshot that still has a child (FailedPrecondition), so the order can never break the tree; what
+   * it refused is asked again while rounds make progress. A child that stays (leased, in use) keeps
+   * its parents, whatever the round.
+   */
   private async removeSnapshots(ctx: CallContext, ns: string, dead: GraphSnapshot[], all: GraphSnapshot[], stats: GCStats, tolerate: (e: unknown, what: string) => void): Promise<void> {
-    const deadKeys = new Set(dead.map((s) => snapshotNode(s.snapshotter, s.key)));
-    const children = new Map<string, number>();
-    for (const s of all) {
-      if (!s.parent) continue;
-      const p = snapshotNode(s.snapshotter, s.parent);
-      children.set(p, (children.get(p) ?? 0) + 1);
-    }
-    const blocked = new Set<string>();
-    let left = dead.slice();
+    const byNode = new Map(all.map((s) => [snapshotNode(s.snapshotter, s.key), s]));
+    const depth = new Map<string, number>();
+    const depthOf = (s: GraphSnapshot): number => {
+      const node = snapshotNode(s.snapshotter, s.key);
+      let d = depth.get(node);
+      if (d !== undefined) return d;
+      depth.set(node, 0); // a cycle (never in a real tree) ends here
+      const parent = s.parent ? byNode.get(snapshotNode(s.snapshotter, s.parent)) : undefined;
+      d = parent ? depthOf(parent) + 1 : 0;
+      depth.set(node, d);
+      return d;
+    };
+    let left = dead.slice().sort((a, b) => depthOf(b) - depthOf(a));
     while (left.length) {
-      const wave = left.filter((s) => !children.get(snapshotNode(s.snapshotter, s.key)));
-      if (!wave.length) break; // a live child keeps the rest (cannot happen: a live child marks its parents)
-      left = left.filter((s) => !wave.includes(s));
-      await mapLimit(wave, 8, async (s) => {
-        const node = snapshotNode(s.snapshotter, s.key);
-        let removed = false;
-        if (!blocked.has(node)) {
-          try {
-            this.noteSwept(ns, "snapshot", `${s.snapshotter}/${s.key}`);
-            await this.opts.sources.snapshots.remove(ctx, s.snapshotter, s.key, stats.pass);
-            stats.freed.snapshots++;
-            this.opts.log?.debug({ pass: stats.pass, namespace: ns, snapshotter: s.snapshotter, key: s.key }, "gc removed snapshot");
-            removed = true;
-          } catch (e) {
-            if (isNotFound(e)) removed = true;
-            tolerate(e, `snapshot ${s.snapshotter}/${s.key}`);
-          }
-        }
-        if (s.parent) {
-          const p = snapshotNode(s.snapshotter, s.parent);
-          children.set(p, (children.get(p) ?? 1) - 1);
-          if (!removed && deadKeys.has(p)) blocked.add(p); // its child stays, so does it
+      const refused: GraphSnapshot[] = [];
+      await mapLimit(left, 64, async (s) => {
+        try {
+          this.noteSwept(ns, "snapshot", `${s.snapshotter}/${s.key}`);
+          await this.opts.sources.snapshots.remove(ctx, s.snapshotter, s.key, stats.pass);
+          stats.freed.snapshots++;
+          this.opts.log?.debug({ pass: stats.pass, namespace: ns, snapshotter: s.snapshotter, key: s.key }, "gc removed snapshot");
+        } catch (e) {
+          if (isFailedPrecondition(e)) refused.push(s);
+          else tolerate(e, `snapshot ${s.snapshotter}/${s.key}`);
         }
       });
+      if (refused.length === left.length) return; // no progress: what is left is kept
+      left = left.filter((s) => refused.includes(s));
     }
   }
 }

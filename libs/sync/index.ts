@@ -1,4 +1,6 @@
-/** Serializes async sections per key (in this process). */
+/** In-process coordination shared by the services. */
+
+/** Runs async sections one at a time per key, in the order they were asked for. */
 export class KeyedMutex {
   private readonly tails = new Map<string, Promise<void>>();
 
