@@ -111,11 +111,13 @@ export class Container {
       case "paused": case "pausing": throw classError("failed precondition", "cannot start a paused process");
       default: throw classError("failed precondition", "cannot start a running process");
     }
+    const t0 = performance.now();
     try {
       await this.runc.start(this.id);
     } catch (e) {
       throw e instanceof RuncError ? classError("unknown", e.message) : e;
     }
+    this.timings.runcStart = Math.round(performance.now() - t0);
     if (!p.hasExited) p.status = "running";
     this.watchOOM();
     return p.pid;
@@ -209,8 +211,18 @@ export class Container {
     const p = this.init;
     if (p.status === "running" || p.status === "paused" || p.status === "pausing") throw classError("failed precondition", "cannot delete a running process");
     if (p.status === "deleted") throw classError("not found", "cannot delete a deleted process");
+    const deleting = this.runc.delete(this.id, p.status === "created");
+    // A stopped container no longer uses its rootfs: unmount it while the runtime deletes its state
+    // (unless poststop hooks, which run during that delete, may still look at it).
+    if (p.status === "stopped" && this.rootfs && !this.hasPoststopHooks()) {
+      try {
+        unmountAll(this.rootfs);
+      } catch {
+        /* retried below */
+      }
+    }
     try {
-      await this.runc.delete(this.id, p.status === "created");
+      await deleting;
     } catch (e) {
       if (!String((e as Error).message).includes("does not exist")) throw e instanceof RuncError ? classError("unknown", `failed to delete task: ${e.message}`) : e;
     }
@@ -246,6 +258,11 @@ export class Container {
       p.setExited(status, at);
       this.hooks.onExit(this, p);
     });
+  }
+
+  private hasPoststopHooks(): boolean {
+    const hooks = this.spec.hooks as { poststop?: unknown[] } | undefined;
+    return !!hooks?.poststop?.length;
   }
 
   /** containerd's ShouldKillAllOnExit: the spec has no pid namespace of its own. */

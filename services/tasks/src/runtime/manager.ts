@@ -100,10 +100,18 @@ export class ShimManager {
       try {
         const options = input.options ?? container.runtime.options;
         const t0 = performance.now();
+        const laps: Record<string, number> = {};
+        let tl = t0;
+        const lap = (k: string): void => {
+          const n = performance.now();
+          laps[k] = Math.round((n - tl) * 10) / 10;
+          tl = n;
+        };
         let boot: BootstrapResult;
         const group = groupOf(container.spec.value);
         const host = cmd.builtin ? this.hostFor(ns, cmd, group) : undefined;
         const warm = host ? undefined : await this.o.warm?.take(cmd);
+        lap("take");
         if (host?.boot) {
           boot = host.boot;
         } else if (warm) {
@@ -119,11 +127,13 @@ export class ShimManager {
         bundle.write("bootstrap.json", JSON.stringify(boot));
         bundle.write("shim-binary-path", cmd.binaryPath);
         if (!bundle.read("address")) bundle.write("address", boot.address);
-        const task = await ShimTask.connect(ns, id, bundle, cmd, boot, this.o.log, (t) => this.onClosed(t), 10_000, warm?.client).catch(async (e: unknown) => {
+        lap("write");
+        const task = await ShimTask.connect(ns, id, bundle, cmd, boot, this.o.log, (t) => this.onClosed(t), 10_000, warm).catch(async (e: unknown) => {
           await shimDelete(cmd, bundle.path, this.env(ns, id)).catch(() => undefined);
           throw wrap(e, "failed to start shim");
         });
         task.group = group;
+        lap("connect");
         const t1 = performance.now();
         try {
           const r = await task.call("Create", {
@@ -137,7 +147,7 @@ export class ShimManager {
             options: options ? { type_url: options.typeUrl, value: Buffer.from(options.value) } : null,
           });
           this.tasks.set(k, task);
-          this.o.log.debug({ id, namespace: ns, shimMs: Math.round(t1 - t0), createMs: Math.round(performance.now() - t1) }, "task created");
+          this.o.log.debug({ id, namespace: ns, shimMs: Math.round(t1 - t0), createMs: Math.round(performance.now() - t1), laps }, "task created");
           return Number(r.pid ?? 0);
         } catch (e) {
           task.closing = true;
@@ -205,6 +215,7 @@ export class ShimManager {
     const k = key(ns, id);
     const t = this.get(ns, id);
     let resp: Record<string, unknown> | undefined;
+    const d0 = performance.now();
     try {
       resp = await t.call("Delete", {}, 30_000);
     } catch (e) {
@@ -216,9 +227,11 @@ export class ShimManager {
     }
     this.tasks.delete(k);
     t.closing = true;
-    await t.call("Shutdown", {}, 3000).catch(() => undefined);
-    t.close();
+    const d1 = performance.now();
+    // The shim exits on its own once it has no task left; nothing here waits for that.
+    void t.call("Shutdown", {}, 3000).catch(() => undefined).finally(() => t.close());
     t.bundle.delete();
+    this.o.log.debug({ id, deleteMs: Math.round(d1 - d0), bundleMs: Math.round(performance.now() - d1) }, "task deleted");
     const at = resp?.exited_at as { seconds: number; nanos: number } | null | undefined;
     return {
       pid: Number(resp?.pid ?? 0),

@@ -47,6 +47,14 @@ export const WARM_NICE = 10;
 
 const keyOf = (cmd: ShimCommand): string => JSON.stringify([cmd.argv, cmd.env]);
 
+function raise(pid: number): void {
+  try {
+    if (pid) os.setPriority(pid, 0);
+  } catch {
+    /* exited or not permitted */
+  }
+}
+
 export class WarmPool {
   private readonly slots = new Map<string, Slot>();
   private closed = false;
@@ -64,23 +72,23 @@ export class WarmPool {
   async take(cmd: ShimCommand): Promise<WarmShim | undefined> {
     if (!this.enabled || !cmd.builtin || this.closed) return undefined;
     const slot = this.slot(cmd);
+    // The replacement starts after the caller has sent its Create (spawning is synchronous work).
+    const refill = (): void => void setImmediate(() => this.fill(cmd));
     for (;;) {
       const w = slot.ready.shift();
       if (!w) break;
       if (w.client.isOpen) {
-        this.fill(cmd);
+        // Full priority before the Create reaches it, not after it has read it at nice 10.
+        raise(w.pid);
+        refill();
         return w;
       }
     }
     const pending = slot.pending.shift();
-    this.fill(cmd);
+    refill();
     if (!pending) return undefined;
     // Someone waits for it now: full priority for the rest of its start-up.
-    try {
-      if (pending.pid) os.setPriority(pending.pid, 0);
-    } catch {
-      /* exited or not permitted */
-    }
+    raise(pending.pid);
     return pending.shim.then((w) => w, () => undefined);
   }
 
