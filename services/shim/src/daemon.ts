@@ -1,8 +1,9 @@
 /**
  * The serving shim: a child subreaper that owns its containers' processes, serves the task API
- * (containerd.task.v2.Task and .v3) over ttrpc on the socket `start` created (inherited as fd 3), and
- * forwards task events to `$TTRPC_ADDRESS`. It runs in its own session, so it outlives the tasks
- * process; it exits when Shutdown finds no containers left.
+ * (containerd.task.v2.Task and .v3) and the sandbox API (containerd.runtime.sandbox.v1.Sandbox) over
+ * ttrpc on the socket `start` created (inherited as fd 3), and forwards task events to
+ * `$TTRPC_ADDRESS`. It runs in its own session, so it outlives the tasks process; it exits when
+ * Shutdown (or ShutdownSandbox) finds neither containers nor sandboxes left.
  */
 import * as fs from "node:fs";
 import * as net from "node:net";
@@ -14,6 +15,7 @@ import type { ShimFlags } from "./flags";
 import { openLog } from "./log";
 import { Publisher } from "./publisher";
 import { Reaper } from "./reaper";
+import { SANDBOX_SERVICE, SandboxService } from "./sandbox";
 import { TaskService } from "./service";
 
 export const TASK_V2 = "containerd.task.v2.Task";
@@ -62,7 +64,9 @@ export async function serve(flags: ShimFlags): Promise<void> {
     runtimeBinary: process.env.FLOTILLA_RUNC_BINARY || "runc",
     runtimeRoot: process.env.FLOTILLA_RUNC_ROOT || "/run/containerd/runc",
     runtimeArgs: parseArgs(process.env.FLOTILLA_RUNC_ARGS),
-    onShutdown: () => exit("shutdown"),
+    onShutdown: () => {
+      if (sandboxes.sandboxes.size === 0) exit("shutdown");
+    },
     onAdopt: (ns) => {
       // Warm shims start at a low priority; containers get the normal one.
       try {
@@ -82,6 +86,18 @@ export async function serve(flags: ShimFlags): Promise<void> {
       }
     },
   });
+  const sandboxes = new SandboxService({
+    namespace: () => service.namespace,
+    reaper,
+    log,
+    runtimeBinary: process.env.FLOTILLA_RUNC_BINARY || "runc",
+    runtimeRoot: process.env.FLOTILLA_RUNC_ROOT || "/run/containerd/runc",
+    runtimeArgs: parseArgs(process.env.FLOTILLA_RUNC_ARGS),
+    containers: () => service.containers.values(),
+    onShutdown: () => {
+      if (sandboxes.sandboxes.size === 0 && service.containers.size === 0) exit("sandbox shut down");
+    },
+  });
   const server = new TtrpcServer({
     onError: (err, where) => log.error("request failed", { where, err: (err as Error)?.stack ?? String(err) }),
     // A warm shim nobody adopted is not needed once its manager hung up.
@@ -92,11 +108,12 @@ export async function serve(flags: ShimFlags): Promise<void> {
   const desc = service.descriptor();
   server.register(TASK_V2, desc);
   server.register(TASK_V3, desc);
+  server.register(SANDBOX_SERVICE, sandboxes.descriptor());
 
   // Safety net: a shim with no containers and nobody connected for a minute is a leak.
   let idle = 0;
   setInterval(() => {
-    idle = service.containers.size === 0 && server.connections === 0 ? idle + 1 : 0;
+    idle = service.containers.size === 0 && sandboxes.sandboxes.size === 0 && server.connections === 0 ? idle + 1 : 0;
     if (idle >= 60) exit("idle");
   }, 1000).unref();
 
