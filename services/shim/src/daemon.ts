@@ -10,6 +10,7 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { setChildSubreaper } from "../../../libs/sys/linux";
+import { classError } from "../../../libs/ttrpc/errors";
 import { TtrpcServer } from "../../../libs/ttrpc/server";
 import type { ShimFlags } from "./flags";
 import { openLog } from "./log";
@@ -20,6 +21,10 @@ import { TaskService } from "./service";
 
 export const TASK_V2 = "containerd.task.v2.Task";
 export const TASK_V3 = "containerd.task.v3.Task";
+/** Flotilla's own: a pool shim's way back to the warm pool (Release, empty request and response). */
+export const POOL_SERVICE = "flotilla.shim.v1.Pool";
+/** Tasks one pool shim serves before it is retired (bounds what a long-lived process accumulates). */
+const MAX_USES = 200;
 
 function parseArgs(v: string | undefined): string[] {
   if (!v) return [];
@@ -109,6 +114,29 @@ export async function serve(flags: ShimFlags): Promise<void> {
   server.register(TASK_V2, desc);
   server.register(TASK_V3, desc);
   server.register(SANDBOX_SERVICE, sandboxes.descriptor());
+  if (flags.warm) {
+    // A pool shim whose last task is gone goes back to the tasks process's warm pool instead of
+    // exiting: same state as a fresh warm shim (no namespace, no bundle), minus the start-up cost.
+    let uses = 0;
+    server.register(POOL_SERVICE, {
+      methods: {
+        Release: async () => {
+          if (service.containers.size || sandboxes.sandboxes.size) throw classError("failed precondition", "the shim still serves containers");
+          if (++uses >= MAX_USES) throw classError("resource exhausted", `served ${uses} tasks; a fresh shim should take over`);
+          service.namespace = "";
+          publisher.namespace = "";
+          log.info("released to the warm pool", { uses });
+          log.retarget(undefined, { id: "", namespace: "" });
+          try {
+            process.chdir(socketFile ? path.dirname(socketFile) : "/");
+          } catch {
+            /* keep the old cwd */
+          }
+          return Buffer.alloc(0);
+        },
+      },
+    });
+  }
 
   // Safety net: a shim with no containers and nobody connected for a minute is a leak.
   let idle = 0;

@@ -60,6 +60,9 @@ export function wrap(e: unknown, prefix: string): Error {
   return new FlotillaError(code, `${prefix}: ${msg}`, { cause: e });
 }
 
+/** Flotilla's shim's pool service (services/shim/src/daemon.ts). */
+export const POOL_SERVICE = "flotilla.shim.v1.Pool";
+
 export const taskNotFound = (id: string): FlotillaError => new FlotillaError(ErrorCodes.NotFound, `task ${id} not found`);
 
 const key = (ns: string, id: string): string => `${ns}/${id}`;
@@ -228,8 +231,8 @@ export class ShimManager {
     this.tasks.delete(k);
     t.closing = true;
     const d1 = performance.now();
-    // The shim exits on its own once it has no task left; nothing here waits for that.
-    void t.call("Shutdown", {}, 3000).catch(() => undefined).finally(() => t.close());
+    // The shim goes back to the warm pool, or exits once it has no task left; nothing here waits.
+    void this.release(t);
     t.bundle.delete();
     this.o.log.debug({ id, deleteMs: Math.round(d1 - d0), bundleMs: Math.round(performance.now() - d1) }, "task deleted");
     const at = resp?.exited_at as { seconds: number; nanos: number } | null | undefined;
@@ -238,6 +241,22 @@ export class ShimManager {
       exitStatus: Number(resp?.exit_status ?? 0),
       exitedAt: at ? new Date(Number(at.seconds) * 1000 + Math.floor(Number(at.nanos) / 1e6)) : new Date(0),
     };
+  }
+
+  /** After its task was deleted: a pool shim serving nothing else goes back to the pool, others shut down. */
+  private async release(t: ShimTask): Promise<void> {
+    const shared = [...this.tasks.values()].some((x) => x.boot?.address === t.boot?.address);
+    if (t.pooled && !shared && t.boot && this.o.warm?.enabled) {
+      try {
+        await t.client.call(POOL_SERVICE, "Release", Buffer.alloc(0), { timeoutMs: 3000 });
+        t.shimLog.close();
+        if (this.o.warm.giveBack(t.cmd, { client: t.client, address: t.boot.address, pid: t.shimPid })) return;
+      } catch (e) {
+        this.o.log.debug({ id: t.id, err: (e as Error).message }, "shim not recycled");
+      }
+    }
+    await t.call("Shutdown", {}, 3000).catch(() => undefined);
+    t.close();
   }
 
   /** A connection dropped without us closing it: the shim is gone. */

@@ -64,6 +64,8 @@ export class ShimTask {
   boot?: BootstrapResult;
   /** The shim group (containerd's group annotation), when the task shares its shim on purpose. */
   group = "";
+  /** Taken from the warm pool (it may go back there once its task is deleted). */
+  pooled = false;
 
   private constructor(
     readonly namespace: string,
@@ -101,6 +103,7 @@ export class ShimTask {
       self = new ShimTask(ns, id, bundle, cmd, client, new TypedClient(client, TASK_V3), 3, shimLog);
       self.shimPid = existing.pid;
       self.boot = boot;
+      self.pooled = true;
       if (!client.isOpen) onClose(self);
       return self;
     }
