@@ -53,7 +53,7 @@ async function main(): Promise<void> {
       const mine = spans.filter((s) => s.start >= t0 - 5 && s.start <= t1).sort((a, b) => a.start - b.start);
       for (const s of mine) if (s.kind === 2) console.log(`${(s.start - t0).toFixed(1).padStart(7)} ${(s.end - s.start).toFixed(1).padStart(7)}  ${s.service.padEnd(20)} ${s.name}`);
     }
-    if (process.env.LEVEL) console.log(st.logs().split("\n").filter((l) => /created|task created|deleted/.test(l)).slice(-12).join("\n"));
+    if (process.env.LEVEL) console.log(st.logs().split("\n").filter((l) => /created|task created|deleted|recycled|warm|released/.test(l)).slice(-40).join("\n"));
   } finally {
     await st.stop();
     await reg.stop();
