@@ -53,6 +53,16 @@ export function groupOf(spec: Uint8Array): string {
   }
 }
 
+/** A task API endpoint given as `<protocol>+<address>` (a bare address means ttrpc); version 3 when unset. */
+export function taskApiEndpoint(address: string, version?: number): BootstrapResult {
+  const m = /^([a-z]+)\+(.+)$/.exec(address);
+  const protocol = m ? m[1]! : "ttrpc";
+  if (protocol !== "ttrpc") throw new FlotillaError(ErrorCodes.NotImplemented, `task API protocol ${JSON.stringify(protocol)} is not supported`);
+  const v = version || 3;
+  if (v < 2 || v > 3) throw new FlotillaError(ErrorCodes.InvalidArgument, `task API version ${v} is not supported`);
+  return { version: v, address: m ? m[2]! : address, protocol };
+}
+
 /** An error of the same class with more context, as Go's fmt.Errorf("...: %w"). */
 export function wrap(e: unknown, prefix: string): Error {
   const code = errorCode(e);
@@ -112,10 +122,15 @@ export class ShimManager {
         };
         let boot: BootstrapResult;
         const group = groupOf(container.spec.value);
-        const host = cmd.builtin ? this.hostFor(ns, cmd, group) : undefined;
-        const warm = host ? undefined : await this.o.warm?.take(cmd);
+        const endpoint = input.taskApiAddress ? taskApiEndpoint(input.taskApiAddress, input.taskApiVersion) : undefined;
+        const host = endpoint || !cmd.builtin ? undefined : this.hostFor(ns, cmd, group);
+        const warm = endpoint || host ? undefined : await this.o.warm?.take(cmd);
         lap("take");
-        if (host?.boot) {
+        if (endpoint) {
+          // The shim already runs (a sandbox's): the task joins it, as containerd reuses a sandbox's endpoint.
+          boot = endpoint;
+          if (container.sandbox) bundle.write("sandbox", container.sandbox);
+        } else if (host?.boot) {
           boot = host.boot;
         } else if (warm) {
           boot = { version: 3, address: warm.address, protocol: "ttrpc" };

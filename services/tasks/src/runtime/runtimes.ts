@@ -58,6 +58,8 @@ const DEFAULT_RUNTIMES: Record<string, RuntimeEntry> = {
   "io.containerd.runc.v2": { shim: BUILTIN_SHIM, runtimeBinary: "runc" },
   "io.containerd.runc.v1": { shim: BUILTIN_SHIM, runtimeBinary: "runc" },
   "io.containerd.crun.v2": { shim: BUILTIN_SHIM, runtimeBinary: "crun" },
+  // Flotilla's shim by its own name (bin/containerd-shim-flotilla-v2, e.g. a sandbox's shim).
+  "io.containerd.flotilla.v2": { shim: BUILTIN_SHIM, runtimeBinary: "runc" },
 };
 
 export function runtimesConfig(raw: Record<string, unknown>, state: string): RuntimesConfig {
