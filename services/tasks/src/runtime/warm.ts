@@ -120,7 +120,8 @@ export class WarmPool {
           const i = slot.pending.indexOf(p);
           if (i < 0) return; // claimed by a taker while starting
           slot.pending.splice(i, 1);
-          if (this.closed) return w.client.close();
+          // Closed, or shims came back meanwhile and the pool is full: this one is not needed.
+          if (this.closed || slot.ready.length >= this.o.size) return w.client.close();
           slot.ready.push(w);
           w.client.onClose(() => {
             const j = slot.ready.indexOf(w);
