@@ -55,6 +55,12 @@ export interface CreateTaskInput {
   options?: TypedValue;
   /** A shim binary overriding the container's runtime name. */
   runtimePath?: string;
+  /**
+   * A running shim's task API to create the task in (`<protocol>+<address>`, e.g. a sandbox's shim as
+   * the sandbox Controller's Start returned it), instead of starting a shim; with its API version.
+   */
+  taskApiAddress?: string;
+  taskApiVersion?: number;
 }
 
 export interface ProcessInfo {

@@ -64,6 +64,8 @@ export const sandboxService: ServiceDefinition = {
       ttrpcAddress: typeof shimCfg.ttrpc_address === "string" && shimCfg.ttrpc_address ? shimCfg.ttrpc_address : `${grpcAddress}.ttrpc`,
       log: sc.log,
       debug: sc.config.debug.level === "debug" || sc.config.debug.level === "trace",
+      // Flotilla's shim (io.containerd.flotilla.v2) keeps its runc state and sockets under ours.
+      shimEnv: { FLOTILLA_RUNC_ROOT: path.join(sc.state, "runc"), FLOTILLA_SHIM_SOCKET_DIR: path.join(sc.state, "s") },
     });
     await shims.recover();
 

@@ -187,6 +187,27 @@ describe("tasks - real ctr, rootfs directories", () => {
     await stack.ctr(["c", "rm", "att1"]);
   });
 
+  test("a pool shim whose task is deleted serves the next task, also in another namespace, with that namespace's events", async () => {
+    assert.equal((await stack.ctr(["run", "-d", ...rootfsArgs(rootfs), "pool1", "sleep", "1000"])).code, 0);
+    await waitTaskStatus(stack, "pool1", "RUNNING");
+    const shim = taskShimPid(stack, "pool1");
+    assert.ok(shim && alive(shim));
+    assert.equal((await stack.ctr(["t", "rm", "-f", "pool1"])).code, 0);
+    assert.equal((await stack.ctr(["c", "rm", "pool1"])).code, 0);
+    // Back in the pool: alive, serving nothing, no bundle of its own.
+    await waitFor("the shim back in the pool", () => (alive(shim) && !fs.readlinkSync(`/proc/${shim}/cwd`).includes("pool1") ? true : undefined), 5000);
+    const other = await stack.ctr(["run", "-d", ...rootfsArgs(rootfs), "pool2", "sh", "-c", "echo hi; sleep 1000"], { namespace: "other" });
+    assert.equal(other.code, 0, other.stderr);
+    await waitTaskStatus(stack, "pool2", "RUNNING", "other");
+    assert.equal(taskShimPid(stack, "pool2"), shim, "the recycled shim took the next task");
+    assert.equal((await stack.ctr(["t", "kill", "-s", "SIGKILL", "pool2"], { namespace: "other" })).code, 0);
+    await events.waitFor("pool2 exit in its namespace", (ls) => ls.some((l) => l.topic === "/tasks/exit" && l.json.container_id === "pool2" && l.ns === "other"));
+    assert.deepEqual(events.forContainer("pool2").filter((l) => l.topic.startsWith("/tasks/")).map((l) => [l.ns, l.topic]).slice(0, 3), [["other", "/tasks/create"], ["other", "/tasks/start"], ["other", "/tasks/exit"]]);
+    assert.ok(!events.forContainer("pool2").some((l) => l.ns !== "other"), "no event of pool2 outside its namespace");
+    assert.equal((await stack.ctr(["t", "rm", "pool2"], { namespace: "other" })).code, 0);
+    assert.equal((await stack.ctr(["c", "rm", "pool2"], { namespace: "other" })).code, 0);
+  });
+
   test("containers ls, info (spec byte for byte), label, rm", async () => {
     assert.equal((await stack.ctr(["c", "create", "--label", "team=a", ...rootfsArgs(rootfs), "cont1", "true"])).code, 0);
     const ls = await stack.ctr(["c", "ls"]);

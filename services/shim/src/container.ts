@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { classError } from "../../../libs/ttrpc/errors";
 import { cgroupOf, cgroupExists, oomKills, type CgroupInfo } from "./cgroups";
-import { mountAll, unmountAll, type MountSpec } from "./mount";
+import { detachAll, mountAll, releaseDetached, unmountAll, type MountSpec } from "./mount";
 import { ExecProcess, InitProcess, type Process } from "./process";
 import { killError, Runc, RuncError } from "./runc";
 import type { Reaper } from "./reaper";
@@ -111,11 +111,13 @@ export class Container {
       case "paused": case "pausing": throw classError("failed precondition", "cannot start a paused process");
       default: throw classError("failed precondition", "cannot start a running process");
     }
+    const t0 = performance.now();
     try {
       await this.runc.start(this.id);
     } catch (e) {
       throw e instanceof RuncError ? classError("unknown", e.message) : e;
     }
+    this.timings.runcStart = Math.round(performance.now() - t0);
     if (!p.hasExited) p.status = "running";
     this.watchOOM();
     return p.pid;
@@ -209,10 +211,24 @@ export class Container {
     const p = this.init;
     if (p.status === "running" || p.status === "paused" || p.status === "pausing") throw classError("failed precondition", "cannot delete a running process");
     if (p.status === "deleted") throw classError("not found", "cannot delete a deleted process");
+    const deleting = this.runc.delete(this.id, p.status === "created");
+    // A stopped container no longer uses its rootfs: take it off while the runtime deletes its state
+    // (unless poststop hooks, which run during that delete, may still look at it).
+    let detached: number[] = [];
+    if (p.status === "stopped" && this.rootfs && !this.hasPoststopHooks()) {
+      try {
+        detached = detachAll(this.rootfs);
+      } catch {
+        /* retried below */
+      }
+    }
     try {
-      await this.runc.delete(this.id, p.status === "created");
+      await deleting;
     } catch (e) {
-      if (!String((e as Error).message).includes("does not exist")) throw e instanceof RuncError ? classError("unknown", `failed to delete task: ${e.message}`) : e;
+      if (!String((e as Error).message).includes("does not exist")) {
+        releaseDetached(detached);
+        throw e instanceof RuncError ? classError("unknown", `failed to delete task: ${e.message}`) : e;
+      }
     }
     if (!p.hasExited && p.pid) {
       // A created task was killed by the delete: give the reaper a moment to see the exit.
@@ -221,8 +237,10 @@ export class Container {
     for (const e of this.execs.values()) e.releaseIO();
     p.releaseIO();
     this.stopOOM();
-    if (this.rootfs) unmountAll(this.rootfs);
+    if (this.rootfs) detached.push(...detachAll(this.rootfs));
     p.status = "deleted";
+    // The detached mounts' teardown (an overlay syncs its upper filesystem) happens after the reply.
+    setImmediate(() => releaseDetached(detached));
     return p;
   }
 
@@ -246,6 +264,11 @@ export class Container {
       p.setExited(status, at);
       this.hooks.onExit(this, p);
     });
+  }
+
+  private hasPoststopHooks(): boolean {
+    const hooks = this.spec.hooks as { poststop?: unknown[] } | undefined;
+    return !!hooks?.poststop?.length;
   }
 
   /** containerd's ShouldKillAllOnExit: the spec has no pid namespace of its own. */

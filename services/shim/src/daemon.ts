@@ -1,23 +1,30 @@
 /**
  * The serving shim: a child subreaper that owns its containers' processes, serves the task API
- * (containerd.task.v2.Task and .v3) over ttrpc on the socket `start` created (inherited as fd 3), and
- * forwards task events to `$TTRPC_ADDRESS`. It runs in its own session, so it outlives the tasks
- * process; it exits when Shutdown finds no containers left.
+ * (containerd.task.v2.Task and .v3) and the sandbox API (containerd.runtime.sandbox.v1.Sandbox) over
+ * ttrpc on the socket `start` created (inherited as fd 3), and forwards task events to
+ * `$TTRPC_ADDRESS`. It runs in its own session, so it outlives the tasks process; it exits when
+ * Shutdown (or ShutdownSandbox) finds neither containers nor sandboxes left.
  */
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { setChildSubreaper } from "../../../libs/sys/linux";
+import { classError } from "../../../libs/ttrpc/errors";
 import { TtrpcServer } from "../../../libs/ttrpc/server";
 import type { ShimFlags } from "./flags";
 import { openLog } from "./log";
 import { Publisher } from "./publisher";
 import { Reaper } from "./reaper";
+import { SANDBOX_SERVICE, SandboxService } from "./sandbox";
 import { TaskService } from "./service";
 
 export const TASK_V2 = "containerd.task.v2.Task";
 export const TASK_V3 = "containerd.task.v3.Task";
+/** Flotilla's own: a pool shim's way back to the warm pool (Release, empty request and response). */
+export const POOL_SERVICE = "flotilla.shim.v1.Pool";
+/** Tasks one pool shim serves before it is retired (bounds what a long-lived process accumulates). */
+const MAX_USES = 200;
 
 function parseArgs(v: string | undefined): string[] {
   if (!v) return [];
@@ -62,7 +69,9 @@ export async function serve(flags: ShimFlags): Promise<void> {
     runtimeBinary: process.env.FLOTILLA_RUNC_BINARY || "runc",
     runtimeRoot: process.env.FLOTILLA_RUNC_ROOT || "/run/containerd/runc",
     runtimeArgs: parseArgs(process.env.FLOTILLA_RUNC_ARGS),
-    onShutdown: () => exit("shutdown"),
+    onShutdown: () => {
+      if (sandboxes.sandboxes.size === 0) exit("shutdown");
+    },
     onAdopt: (ns) => {
       // Warm shims start at a low priority; containers get the normal one.
       try {
@@ -82,6 +91,18 @@ export async function serve(flags: ShimFlags): Promise<void> {
       }
     },
   });
+  const sandboxes = new SandboxService({
+    namespace: () => service.namespace,
+    reaper,
+    log,
+    runtimeBinary: process.env.FLOTILLA_RUNC_BINARY || "runc",
+    runtimeRoot: process.env.FLOTILLA_RUNC_ROOT || "/run/containerd/runc",
+    runtimeArgs: parseArgs(process.env.FLOTILLA_RUNC_ARGS),
+    containers: () => service.containers.values(),
+    onShutdown: () => {
+      if (sandboxes.sandboxes.size === 0 && service.containers.size === 0) exit("sandbox shut down");
+    },
+  });
   const server = new TtrpcServer({
     onError: (err, where) => log.error("request failed", { where, err: (err as Error)?.stack ?? String(err) }),
     // A warm shim nobody adopted is not needed once its manager hung up.
@@ -92,11 +113,35 @@ export async function serve(flags: ShimFlags): Promise<void> {
   const desc = service.descriptor();
   server.register(TASK_V2, desc);
   server.register(TASK_V3, desc);
+  server.register(SANDBOX_SERVICE, sandboxes.descriptor());
+  if (flags.warm) {
+    // A pool shim whose last task is gone goes back to the tasks process's warm pool instead of
+    // exiting: same state as a fresh warm shim (no namespace, no bundle), minus the start-up cost.
+    let uses = 0;
+    server.register(POOL_SERVICE, {
+      methods: {
+        Release: async () => {
+          if (service.containers.size || sandboxes.sandboxes.size) throw classError("failed precondition", "the shim still serves containers");
+          if (++uses >= MAX_USES) throw classError("resource exhausted", `served ${uses} tasks; a fresh shim should take over`);
+          service.namespace = "";
+          publisher.namespace = "";
+          log.info("released to the warm pool", { uses });
+          log.retarget(undefined, { id: "", namespace: "" });
+          try {
+            process.chdir(socketFile ? path.dirname(socketFile) : "/");
+          } catch {
+            /* keep the old cwd */
+          }
+          return Buffer.alloc(0);
+        },
+      },
+    });
+  }
 
   // Safety net: a shim with no containers and nobody connected for a minute is a leak.
   let idle = 0;
   setInterval(() => {
-    idle = service.containers.size === 0 && server.connections === 0 ? idle + 1 : 0;
+    idle = service.containers.size === 0 && sandboxes.sandboxes.size === 0 && server.connections === 0 ? idle + 1 : 0;
     if (idle >= 60) exit("idle");
   }, 1000).unref();
 

@@ -1,6 +1,6 @@
 /**
  * `shim delete`: clean up after a shim that is gone (or a start that failed): force-delete the
- * container in the OCI runtime, unmount the rootfs, and print a protobuf DeleteResponse (pid from
+ * container (or sandbox process) in the OCI runtime, unmount the rootfs, and print a protobuf DeleteResponse (pid from
  * init.pid, exit status 137 = killed) on stdout.
  */
 import * as fs from "node:fs";
@@ -25,10 +25,13 @@ export async function del(flags: ShimFlags): Promise<void> {
   const runc = new Runc({ binary, root, log: path.join(bundle, "log.json"), extraArgs: opts.runtime_args ?? [] });
   const r = await runc.run(["delete", "--force", flags.id]).catch((e: Error) => ({ code: 1, stdout: "", stderr: e.message }));
   if (r.code !== 0 && !/does not exist|not exist/.test(r.stderr + runc.lastError(r))) process.stderr.write(`runtime delete: ${runc.lastError(r)}\n`);
-  try {
-    unmountAll(path.join(bundle, "rootfs"));
-  } catch (e) {
-    process.stderr.write(`unmount rootfs: ${(e as Error).message}\n`);
+  // A task's rootfs, or a sandbox process's (under pause/).
+  for (const rootfs of [path.join(bundle, "rootfs"), path.join(bundle, "pause", "rootfs")]) {
+    try {
+      unmountAll(rootfs);
+    } catch (e) {
+      process.stderr.write(`unmount ${rootfs}: ${(e as Error).message}\n`);
+    }
   }
   let pid = 0;
   try {

@@ -8,8 +8,8 @@ import * as fs from "node:fs";
 export type Level = "debug" | "info" | "warn" | "error";
 
 export interface ShimLogger {
-  /** Write to another file from now on (a warm shim adopting a bundle), with more base fields. */
-  retarget(file: string, base: Record<string, unknown>): void;
+  /** Write to another file from now on (a warm shim adopting a bundle; none: a shim back in the pool), with more base fields. */
+  retarget(file: string | undefined, base: Record<string, unknown>): void;
   debug(msg: string, fields?: Record<string, unknown>): void;
   info(msg: string, fields?: Record<string, unknown>): void;
   warn(msg: string, fields?: Record<string, unknown>): void;

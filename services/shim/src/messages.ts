@@ -1,7 +1,7 @@
 /**
  * The messages the shim speaks, as tables for ./pb.ts, mirroring proto/containerd/runtime/task/v2
  * (identical in v3), proto/containerd/events/task.proto, proto/containerd/types/*.proto,
- * proto/containerd/runc/options.proto and the cgroups metrics protos. Field numbers are the wire
+ * proto/containerd/runc/options.proto, proto/containerd/runtime/sandbox/v1 and the cgroups metrics protos. Field numbers are the wire
  * contract; test/tasks/shim-codec.test.ts compares every table with protobufjs.
  */
 import { msg, type Schema } from "./pb";
@@ -136,6 +136,34 @@ export const MetricsV2 = msg(C2 + "Metrics", [
   [7, "hugetlb", V2HugeTlbStat, "repeated"], [8, "memory_events", V2MemoryEvents],
 ]);
 
+// containerd.runtime.sandbox.v1 (the shim-level sandbox API)
+const S = "containerd.runtime.sandbox.v1.";
+const sandboxId: [number, string, "string"] = [1, "sandbox_id", "string"];
+export const Platform = msg("containerd.types.Platform", [[1, "os", "string"], [2, "architecture", "string"], [3, "variant", "string"], [4, "os_version", "string"], [5, "os_features", "string", "repeated"]]);
+export const Metric = msg("containerd.types.Metric", [[1, "timestamp", Timestamp], [2, "id", "string"], [3, "data", Any]]);
+export const CreateSandboxRequest = msg(S + "CreateSandboxRequest", [
+  sandboxId, [2, "bundle_path", "string"], [3, "rootfs", Mount, "repeated"], [4, "options", Any], [5, "netns_path", "string"], [6, "annotations", "string", "map"],
+]);
+export const CreateSandboxResponse = msg(S + "CreateSandboxResponse", []);
+export const StartSandboxRequest = msg(S + "StartSandboxRequest", [sandboxId]);
+export const StartSandboxResponse = msg(S + "StartSandboxResponse", [[1, "pid", "uint32"], [2, "created_at", Timestamp], [3, "spec", Any]]);
+export const PlatformRequest = msg(S + "PlatformRequest", [sandboxId]);
+export const PlatformResponse = msg(S + "PlatformResponse", [[1, "platform", Platform]]);
+export const StopSandboxRequest = msg(S + "StopSandboxRequest", [sandboxId, [2, "timeout_secs", "uint32"]]);
+export const StopSandboxResponse = msg(S + "StopSandboxResponse", []);
+export const WaitSandboxRequest = msg(S + "WaitSandboxRequest", [sandboxId]);
+export const WaitSandboxResponse = msg(S + "WaitSandboxResponse", [[1, "exit_status", "uint32"], [2, "exited_at", Timestamp]]);
+export const SandboxStatusRequest = msg(S + "SandboxStatusRequest", [sandboxId, [2, "verbose", "bool"]]);
+export const SandboxStatusResponse = msg(S + "SandboxStatusResponse", [
+  sandboxId, [2, "pid", "uint32"], [3, "state", "string"], [4, "info", "string", "map"], [5, "created_at", Timestamp], [6, "exited_at", Timestamp], [7, "extra", Any],
+]);
+export const PingRequest = msg(S + "PingRequest", [sandboxId]);
+export const PingResponse = msg(S + "PingResponse", []);
+export const ShutdownSandboxRequest = msg(S + "ShutdownSandboxRequest", [sandboxId]);
+export const ShutdownSandboxResponse = msg(S + "ShutdownSandboxResponse", []);
+export const SandboxMetricsRequest = msg(S + "SandboxMetricsRequest", [sandboxId]);
+export const SandboxMetricsResponse = msg(S + "SandboxMetricsResponse", [[1, "metrics", Metric]]);
+
 /** Every table by proto full name (for the codec test). */
 export const ALL: Schema[] = [
   Any, Timestamp, Mount, CreateTaskRequest, CreateTaskResponse, DeleteRequest, DeleteResponse, ExecProcessRequest,
@@ -144,4 +172,8 @@ export const ALL: Schema[] = [
   StatsResponse, ConnectRequest, ConnectResponse, ShutdownRequest, PauseRequest, ResumeRequest, TaskIO, TaskCreate,
   TaskStart, TaskDelete, TaskExit, TaskOOM, TaskExecAdded, TaskExecStarted, TaskPaused, TaskResumed, TaskCheckpointed,
   Envelope, ForwardRequest, RuncOptions, CheckpointOptions, ProcessDetails, MetricsV1, MetricsV2,
+  Platform, Metric, CreateSandboxRequest, CreateSandboxResponse, StartSandboxRequest, StartSandboxResponse, PlatformRequest,
+  PlatformResponse, StopSandboxRequest, StopSandboxResponse, WaitSandboxRequest, WaitSandboxResponse, SandboxStatusRequest,
+  SandboxStatusResponse, PingRequest, PingResponse, ShutdownSandboxRequest, ShutdownSandboxResponse, SandboxMetricsRequest,
+  SandboxMetricsResponse,
 ];

@@ -3,6 +3,7 @@
  * the rest is the data string; a read-only bind is remounted read-only, since the kernel ignores
  * MS_RDONLY on the first bind. Unmounting loops until nothing is mounted at the target.
  */
+import * as fs from "node:fs";
 import { mount as sysMount, unmount, MNT_DETACH, MountFlags as F } from "../../../libs/sys/linux";
 import { classError } from "../../../libs/ttrpc/errors";
 
@@ -105,4 +106,38 @@ export function unmountAll(target: string): void {
       }
     }
   }
+}
+
+/**
+ * Take everything stacked on `target` out of the mount tree at once and hand back descriptors that
+ * keep each detached mount alive; closing them (off the hot path) is what tears the mounts down.
+ * Unmounting an overlay syncs its whole upper filesystem, which on a busy host takes tens of
+ * milliseconds: this moves that wait off the caller's path (the data is synced all the same, only
+ * later, and nothing is mounted at `target` any more when this returns).
+ */
+export function detachAll(target: string): number[] {
+  const held: number[] = [];
+  for (let i = 0; i < 64; i++) {
+    let fd: number;
+    try {
+      fd = fs.openSync(target, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+    } catch {
+      unmountAll(target);
+      break;
+    }
+    let detached = false;
+    try {
+      detached = unmount(target, MNT_DETACH);
+    } finally {
+      if (detached) held.push(fd);
+      else fs.closeSync(fd);
+    }
+    if (!detached) break;
+  }
+  return held;
+}
+
+/** Close what detachAll held, in the background (the last close of a mount does its teardown). */
+export function releaseDetached(fds: number[]): void {
+  for (const fd of fds) fs.close(fd, () => undefined);
 }

@@ -21,7 +21,8 @@ export function nowTimestamp(d: Date = new Date()): { seconds: number; nanos: nu
 }
 
 export class Publisher {
-  private readonly queue: Buffer[] = [];
+  /** Encoded ForwardRequests with the namespace they were published in (a recycled shim changes it). */
+  private readonly queue: { payload: Buffer; ns: string }[] = [];
   private client?: TtrpcClient;
   private running = false;
   private idle: (() => void)[] = [];
@@ -39,7 +40,7 @@ export class Publisher {
       this.log.warn("event queue full, dropping the oldest event");
       this.queue.shift();
     }
-    this.queue.push(encode(ForwardRequest, { envelope: env }));
+    this.queue.push({ payload: encode(ForwardRequest, { envelope: env }), ns: this.namespace });
     this.log.debug("event", { topic });
     if (!this.running) void this.run();
   }
@@ -70,11 +71,11 @@ export class Publisher {
     this.running = true;
     try {
       while (this.queue.length) {
-        const payload = this.queue[0]!;
+        const { payload, ns } = this.queue[0]!;
         for (let attempt = 1; ; attempt++) {
           try {
             const c = await this.connect();
-            await c.call(SERVICE, "Forward", payload, { timeoutMs: CALL_TIMEOUT_MS, metadata: { [NAMESPACE_KEY]: [this.namespace] } });
+            await c.call(SERVICE, "Forward", payload, { timeoutMs: CALL_TIMEOUT_MS, metadata: { [NAMESPACE_KEY]: [ns] } });
             break;
           } catch (e) {
             this.client?.close();

@@ -65,6 +65,7 @@ export class TaskService {
   };
 
   async create(r: Obj, callNamespace?: string): Promise<Obj> {
+    const t0 = performance.now();
     const id = String(r.id);
     if (this.containers.has(id)) throw classError("already exists", `container ${id}`);
     if (!this.namespace) {
@@ -114,20 +115,23 @@ export class TaskService {
       this.containers.delete(id);
       throw e;
     }
-    this.o.log.info("created", { id, pid, ms: c.timings });
+    this.o.log.info("created", { id, pid, ms: c.timings, total: Math.round(performance.now() - t0) });
     return { pid };
   }
 
   async start(r: Obj): Promise<Obj> {
     const c = this.get(r.id);
     if (!r.exec_id) {
+      const t0 = performance.now();
       const starting = (async () => {
         const pid = await c.start();
         this.publish("/tasks/start", M.TaskStart, { container_id: c.id, pid });
         return pid;
       })();
       c.init.busy = starting;
-      return { pid: await starting };
+      const pid = await starting;
+      this.o.log.debug("started", { id: c.id, ms: Math.round(performance.now() - t0), runc: c.timings.runcStart });
+      return { pid };
     }
     const e = c.process(r.exec_id);
     const starting = (async () => {
@@ -145,10 +149,11 @@ export class TaskService {
       const p = c.deleteExec(r.exec_id);
       return { pid: p.pid, exit_status: p.exitStatus, exited_at: ts(p.exitedAt) };
     }
+    const t0 = performance.now();
     const p = await c.deleteInit();
     this.containers.delete(c.id);
     this.publish("/tasks/delete", M.TaskDelete, { container_id: c.id, pid: p.pid, exit_status: p.exitStatus, exited_at: ts(p.exitedAt), id: "" });
-    this.o.log.info("deleted", { id: c.id, exitStatus: p.exitStatus });
+    this.o.log.info("deleted", { id: c.id, exitStatus: p.exitStatus, ms: Math.round(performance.now() - t0) });
     return { pid: p.pid, exit_status: p.exitStatus, exited_at: ts(p.exitedAt) };
   }
 

@@ -3,8 +3,10 @@
  * (the spec bytes as the client sent them), `rootfs/`, the `log` FIFO, a `work` link to
  * `<root>/<ns>/<id>`, and what the shim and the manager write (address, bootstrap.json,
  * shim-binary-path, init.pid...). Deleting unmounts the rootfs, then renames each directory to a
- * hidden name before removing it, so a crash never leaves a half-deleted bundle that looks live.
+ * unique hidden name and removes it in the background, so a crash never leaves a half-deleted bundle
+ * that looks live (hidden leftovers are removed at start-up).
  */
+import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { validateIdentifier } from "../../../../libs/context";
@@ -87,15 +89,15 @@ export class Bundle {
       }
     }
     for (const dir of [this.path, this.workdir]) {
-      if (!fs.existsSync(dir)) continue;
-      const hidden = path.join(path.dirname(dir), `.${path.basename(dir)}`);
+      const hidden = path.join(path.dirname(dir), `.${path.basename(dir)}.${crypto.randomBytes(4).toString("hex")}`);
       try {
-        fs.rmSync(hidden, { recursive: true, force: true });
         fs.renameSync(dir, hidden);
-        fs.rmSync(hidden, { recursive: true, force: true });
-      } catch {
-        fs.rmSync(dir, { recursive: true, force: true });
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "ENOENT") fs.rmSync(dir, { recursive: true, force: true });
+        continue;
       }
+      // Gone from view at once; the files go in the background (start-up removes hidden leftovers).
+      fs.rm(hidden, { recursive: true, force: true }, () => undefined);
     }
   }
 }

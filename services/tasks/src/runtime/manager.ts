@@ -53,12 +53,25 @@ export function groupOf(spec: Uint8Array): string {
   }
 }
 
+/** A task API endpoint given as `<protocol>+<address>` (a bare address means ttrpc); version 3 when unset. */
+export function taskApiEndpoint(address: string, version?: number): BootstrapResult {
+  const m = /^([a-z]+)\+(.+)$/.exec(address);
+  const protocol = m ? m[1]! : "ttrpc";
+  if (protocol !== "ttrpc") throw new FlotillaError(ErrorCodes.NotImplemented, `task API protocol ${JSON.stringify(protocol)} is not supported`);
+  const v = version || 3;
+  if (v < 2 || v > 3) throw new FlotillaError(ErrorCodes.InvalidArgument, `task API version ${v} is not supported`);
+  return { version: v, address: m ? m[2]! : address, protocol };
+}
+
 /** An error of the same class with more context, as Go's fmt.Errorf("...: %w"). */
 export function wrap(e: unknown, prefix: string): Error {
   const code = errorCode(e);
   const msg = e instanceof Error ? e.message : String(e);
   return new FlotillaError(code, `${prefix}: ${msg}`, { cause: e });
 }
+
+/** Flotilla's shim's pool service (services/shim/src/daemon.ts). */
+export const POOL_SERVICE = "flotilla.shim.v1.Pool";
 
 export const taskNotFound = (id: string): FlotillaError => new FlotillaError(ErrorCodes.NotFound, `task ${id} not found`);
 
@@ -100,11 +113,24 @@ export class ShimManager {
       try {
         const options = input.options ?? container.runtime.options;
         const t0 = performance.now();
+        const laps: Record<string, number> = {};
+        let tl = t0;
+        const lap = (k: string): void => {
+          const n = performance.now();
+          laps[k] = Math.round((n - tl) * 10) / 10;
+          tl = n;
+        };
         let boot: BootstrapResult;
         const group = groupOf(container.spec.value);
-        const host = cmd.builtin ? this.hostFor(ns, cmd, group) : undefined;
-        const warm = host ? undefined : await this.o.warm?.take(cmd);
-        if (host?.boot) {
+        const endpoint = input.taskApiAddress ? taskApiEndpoint(input.taskApiAddress, input.taskApiVersion) : undefined;
+        const host = endpoint || !cmd.builtin ? undefined : this.hostFor(ns, cmd, group);
+        const warm = endpoint || host ? undefined : await this.o.warm?.take(cmd);
+        lap("take");
+        if (endpoint) {
+          // The shim already runs (a sandbox's): the task joins it, as containerd reuses a sandbox's endpoint.
+          boot = endpoint;
+          if (container.sandbox) bundle.write("sandbox", container.sandbox);
+        } else if (host?.boot) {
           boot = host.boot;
         } else if (warm) {
           boot = { version: 3, address: warm.address, protocol: "ttrpc" };
@@ -119,11 +145,13 @@ export class ShimManager {
         bundle.write("bootstrap.json", JSON.stringify(boot));
         bundle.write("shim-binary-path", cmd.binaryPath);
         if (!bundle.read("address")) bundle.write("address", boot.address);
-        const task = await ShimTask.connect(ns, id, bundle, cmd, boot, this.o.log, (t) => this.onClosed(t), 10_000, warm?.client).catch(async (e: unknown) => {
+        lap("write");
+        const task = await ShimTask.connect(ns, id, bundle, cmd, boot, this.o.log, (t) => this.onClosed(t), 10_000, warm).catch(async (e: unknown) => {
           await shimDelete(cmd, bundle.path, this.env(ns, id)).catch(() => undefined);
           throw wrap(e, "failed to start shim");
         });
         task.group = group;
+        lap("connect");
         const t1 = performance.now();
         try {
           const r = await task.call("Create", {
@@ -137,7 +165,7 @@ export class ShimManager {
             options: options ? { type_url: options.typeUrl, value: Buffer.from(options.value) } : null,
           });
           this.tasks.set(k, task);
-          this.o.log.debug({ id, namespace: ns, shimMs: Math.round(t1 - t0), createMs: Math.round(performance.now() - t1) }, "task created");
+          this.o.log.debug({ id, namespace: ns, shimMs: Math.round(t1 - t0), createMs: Math.round(performance.now() - t1), laps }, "task created");
           return Number(r.pid ?? 0);
         } catch (e) {
           task.closing = true;
@@ -205,6 +233,7 @@ export class ShimManager {
     const k = key(ns, id);
     const t = this.get(ns, id);
     let resp: Record<string, unknown> | undefined;
+    const d0 = performance.now();
     try {
       resp = await t.call("Delete", {}, 30_000);
     } catch (e) {
@@ -216,15 +245,33 @@ export class ShimManager {
     }
     this.tasks.delete(k);
     t.closing = true;
-    await t.call("Shutdown", {}, 3000).catch(() => undefined);
-    t.close();
+    const d1 = performance.now();
+    // The shim goes back to the warm pool, or exits once it has no task left; nothing here waits.
+    void this.release(t);
     t.bundle.delete();
+    this.o.log.debug({ id, deleteMs: Math.round(d1 - d0), bundleMs: Math.round(performance.now() - d1) }, "task deleted");
     const at = resp?.exited_at as { seconds: number; nanos: number } | null | undefined;
     return {
       pid: Number(resp?.pid ?? 0),
       exitStatus: Number(resp?.exit_status ?? 0),
       exitedAt: at ? new Date(Number(at.seconds) * 1000 + Math.floor(Number(at.nanos) / 1e6)) : new Date(0),
     };
+  }
+
+  /** After its task was deleted: a pool shim serving nothing else goes back to the pool, others shut down. */
+  private async release(t: ShimTask): Promise<void> {
+    const shared = [...this.tasks.values()].some((x) => x.boot?.address === t.boot?.address);
+    if (t.pooled && !shared && t.boot && this.o.warm?.enabled) {
+      try {
+        await t.client.call(POOL_SERVICE, "Release", Buffer.alloc(0), { timeoutMs: 3000 });
+        t.shimLog.close();
+        if (this.o.warm.giveBack(t.cmd, { client: t.client, address: t.boot.address, pid: t.shimPid })) return;
+      } catch (e) {
+        this.o.log.debug({ id: t.id, err: (e as Error).message }, "shim not recycled");
+      }
+    }
+    await t.call("Shutdown", {}, 3000).catch(() => undefined);
+    t.close();
   }
 
   /** A connection dropped without us closing it: the shim is gone. */

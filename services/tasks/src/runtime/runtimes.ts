@@ -4,7 +4,7 @@
  *   socket_dir = ""                  # where Flotilla's shim listens (default <state>/tasks/s)
  *   runc_root = ""                   # OCI runtime state root of Flotilla's shim (default <state>/tasks/runc)
  *   shim_node_options = [...]        # V8/Node flags for Flotilla's shim (small heaps by default)
- *   warm_shims = 1                   # Flotilla shims started ahead of time (0: `shim start` each time)
+ *   warm_shims = 2                   # Flotilla shims started ahead of time (0: `shim start` each time)
  *   shim_group_size = 1              # containers one Flotilla shim serves per namespace (memory vs isolation)
  *   [plugins."io.containerd.runtime.v2.task".runtimes."io.containerd.runc.v2"]
  *     shim = "flotilla"              # Flotilla's TypeScript shim (the default for the runc runtimes)
@@ -52,12 +52,17 @@ export interface RuntimesConfig {
   runtimes: Record<string, RuntimeEntry>;
 }
 
+/** Two: a burst of creates (`ctr run -d` in a loop) finds one ready while the next starts. */
+export const DEFAULT_WARM_SHIMS = 2;
+
 export const DEFAULT_NODE_OPTIONS = ["--max-semi-space-size=1", "--max-old-space-size=64"];
 
 const DEFAULT_RUNTIMES: Record<string, RuntimeEntry> = {
   "io.containerd.runc.v2": { shim: BUILTIN_SHIM, runtimeBinary: "runc" },
   "io.containerd.runc.v1": { shim: BUILTIN_SHIM, runtimeBinary: "runc" },
   "io.containerd.crun.v2": { shim: BUILTIN_SHIM, runtimeBinary: "crun" },
+  // Flotilla's shim by its own name (bin/containerd-shim-flotilla-v2, e.g. a sandbox's shim).
+  "io.containerd.flotilla.v2": { shim: BUILTIN_SHIM, runtimeBinary: "runc" },
 };
 
 export function runtimesConfig(raw: Record<string, unknown>, state: string): RuntimesConfig {
@@ -85,7 +90,7 @@ export function runtimesConfig(raw: Record<string, unknown>, state: string): Run
     }
   }
   const nodeOptions = Array.isArray(raw.shim_node_options) ? raw.shim_node_options.map(String) : DEFAULT_NODE_OPTIONS;
-  const warm = raw.warm_shims === undefined ? 1 : Number(raw.warm_shims);
+  const warm = raw.warm_shims === undefined ? DEFAULT_WARM_SHIMS : Number(raw.warm_shims);
   if (!Number.isInteger(warm) || warm < 0 || warm > 16) throw errInvalidArgument(`config: ${RUNTIME_PLUGIN}.task warm_shims must be an integer from 0 to 16`);
   const group = raw.shim_group_size === undefined ? 1 : Number(raw.shim_group_size);
   if (!Number.isInteger(group) || group < 1 || group > 1024) throw errInvalidArgument(`config: ${RUNTIME_PLUGIN}.task shim_group_size must be an integer from 1 to 1024`);

@@ -64,6 +64,8 @@ export class ShimTask {
   boot?: BootstrapResult;
   /** The shim group (containerd's group annotation), when the task shares its shim on purpose. */
   group = "";
+  /** Taken from the warm pool (it may go back there once its task is deleted). */
+  pooled = false;
 
   private constructor(
     readonly namespace: string,
@@ -78,7 +80,8 @@ export class ShimTask {
 
   /**
    * Dial the shim and pick the task API version with Connect (v3 first when the shim offers it).
-   * `onClose` runs when the connection drops for any reason.
+   * `onClose` runs when the connection drops for any reason. `existing`: a connection already open
+   * (a warm shim; with its pid, Flotilla's own shim, known to serve v3).
    */
   static async connect(
     ns: string,
@@ -89,12 +92,21 @@ export class ShimTask {
     log: Logger,
     onClose: (t: ShimTask) => void,
     retryMs = 10_000,
-    existing?: TtrpcClient,
+    existing?: { client: TtrpcClient; pid?: number },
   ): Promise<ShimTask> {
     let self: ShimTask | undefined;
-    const client = existing ?? (await TtrpcClient.connect(boot.address, { retryMs }));
+    const client = existing?.client ?? (await TtrpcClient.connect(boot.address, { retryMs }));
     client.onClose(() => self && onClose(self));
     const shimLog = new ShimLog(bundle.file("log"), log.child({ shim: id, namespace: ns }));
+    if (existing?.pid && boot.version >= 3) {
+      // A warm shim of ours: its API version and pid are known, no Connect round trip needed.
+      self = new ShimTask(ns, id, bundle, cmd, client, new TypedClient(client, TASK_V3), 3, shimLog);
+      self.shimPid = existing.pid;
+      self.boot = boot;
+      self.pooled = true;
+      if (!client.isOpen) onClose(self);
+      return self;
+    }
     try {
       const md = { [NAMESPACE_KEY]: [ns] };
       let version: 2 | 3 = 2;

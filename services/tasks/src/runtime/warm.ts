@@ -3,8 +3,10 @@
  * subcommand and the daemon) would dominate `ctr run` latency, so the manager keeps a few serving shims
  * started ahead of time (`-warm`: no namespace or bundle yet) with a ttrpc connection open to each. A
  * task's Create adopts one (it learns namespace and bundle from that call) and a replacement starts
- * in the background. A warm shim exits as soon as its connection drops unadopted, so none outlive
- * the tasks process. Configure with `warm_shims` (0 = always use the `start` subcommand).
+ * in the background. A pool shim whose task is deleted goes back to the pool (Release) instead of
+ * exiting, so short-lived tasks do not start a process each. A warm shim exits as soon as its
+ * connection drops unadopted, so none outlive the tasks process. Configure with `warm_shims`
+ * (0 = always use the `start` subcommand).
  */
 import { spawn } from "node:child_process";
 import * as crypto from "node:crypto";
@@ -19,6 +21,8 @@ export interface WarmShim {
   client: TtrpcClient;
   address: string;
   pid: number;
+  /** Came back to the pool after serving a task. */
+  recycled?: boolean;
 }
 
 export interface WarmPoolOptions {
@@ -41,11 +45,24 @@ interface Slot {
   ready: WarmShim[];
   /** Shims still starting, oldest first; a taker can claim one before it is ready. */
   pending: Pending[];
+  /** When a shim last came back (Date.now()). */
+  lastReturn: number;
 }
 
 export const WARM_NICE = 10;
+/** A shim returned this recently puts the pool in recycling mode (see take). */
+const RECYCLING_WINDOW_MS = 5000;
+const REFILL_DELAY_MS = 1000;
 
 const keyOf = (cmd: ShimCommand): string => JSON.stringify([cmd.argv, cmd.env]);
+
+function raise(pid: number): void {
+  try {
+    if (pid) os.setPriority(pid, 0);
+  } catch {
+    /* exited or not permitted */
+  }
+}
 
 export class WarmPool {
   private readonly slots = new Map<string, Slot>();
@@ -64,23 +81,29 @@ export class WarmPool {
   async take(cmd: ShimCommand): Promise<WarmShim | undefined> {
     if (!this.enabled || !cmd.builtin || this.closed) return undefined;
     const slot = this.slot(cmd);
+    // The replacement starts after the caller has sent its Create (spawning is synchronous work).
+    // While shims come back (short-lived tasks), it waits a little: the one just taken is likely to
+    // return before the next task needs one, and then no process has to start at all.
+    const recycling = Date.now() - slot.lastReturn < RECYCLING_WINDOW_MS;
+    const refill = (): void => {
+      if (recycling) setTimeout(() => this.fill(cmd), REFILL_DELAY_MS).unref();
+      else setImmediate(() => this.fill(cmd));
+    };
     for (;;) {
       const w = slot.ready.shift();
       if (!w) break;
       if (w.client.isOpen) {
-        this.fill(cmd);
+        // Full priority before the Create reaches it, not after it has read it at nice 10.
+        raise(w.pid);
+        refill();
         return w;
       }
     }
     const pending = slot.pending.shift();
-    this.fill(cmd);
+    refill();
     if (!pending) return undefined;
     // Someone waits for it now: full priority for the rest of its start-up.
-    try {
-      if (pending.pid) os.setPriority(pending.pid, 0);
-    } catch {
-      /* exited or not permitted */
-    }
+    raise(pending.pid);
     return pending.shim.then((w) => w, () => undefined);
   }
 
@@ -97,7 +120,8 @@ export class WarmPool {
           const i = slot.pending.indexOf(p);
           if (i < 0) return; // claimed by a taker while starting
           slot.pending.splice(i, 1);
-          if (this.closed) return w.client.close();
+          // Closed, or shims came back meanwhile and the pool is full: this one is not needed.
+          if (this.closed || slot.ready.length >= this.o.size) return w.client.close();
           slot.ready.push(w);
           w.client.onClose(() => {
             const j = slot.ready.indexOf(w);
@@ -116,7 +140,7 @@ export class WarmPool {
   private slot(cmd: ShimCommand): Slot {
     const k = keyOf(cmd);
     let s = this.slots.get(k);
-    if (!s) this.slots.set(k, (s = { ready: [], pending: [] }));
+    if (!s) this.slots.set(k, (s = { ready: [], pending: [], lastReturn: 0 }));
     return s;
   }
 
@@ -161,6 +185,29 @@ export class WarmPool {
     })();
     shim.catch(() => undefined);
     return { shim, pid: child.pid ?? 0 };
+  }
+
+  /**
+   * A pool shim whose task is gone, already told to go back to its warm state (Release): kept as a
+   * ready shim when the pool has room (true), else left to the caller to shut down (false).
+   */
+  giveBack(cmd: ShimCommand, w: WarmShim): boolean {
+    if (!this.enabled || !cmd.builtin || this.closed || !w.client.isOpen) return false;
+    const slot = this.slot(cmd);
+    slot.lastReturn = Date.now();
+    if (slot.ready.length >= this.o.size) {
+      // Full: the returned shim (already warmed up by use) takes the place of a fresh one.
+      const i = slot.ready.findIndex((x) => !x.recycled);
+      if (i < 0) return false;
+      slot.ready.splice(i, 1)[0]!.client.close();
+    }
+    w.recycled = true;
+    slot.ready.unshift(w);
+    w.client.onClose(() => {
+      const j = slot.ready.indexOf(w);
+      if (j >= 0) slot.ready.splice(j, 1);
+    });
+    return true;
   }
 
   /** Release every idle warm shim (they exit when their connection closes). */

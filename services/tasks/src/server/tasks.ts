@@ -41,6 +41,7 @@ export function tasksHandlers(tasks: TaskService): ServiceHandlers {
         ...(req.checkpoint ? { checkpoint: { mediaType: req.checkpoint.media_type, digest: req.checkpoint.digest, size: Number(req.checkpoint.size ?? 0) } } : {}),
         ...(options ? { options } : {}),
         ...(req.runtime_path ? { runtimePath: req.runtime_path } : {}),
+        ...(req.task_api_address ? { taskApiAddress: req.task_api_address, taskApiVersion: Number(req.task_api_version ?? 0) } : {}),
       });
       return { container_id: req.container_id, pid };
     },

@@ -61,6 +61,8 @@ export interface ShimSandboxOptions {
   ttrpcAddress: string;
   log: Logger;
   debug?: boolean;
+  /** More environment for the shims started (see LaunchOptions.env). */
+  shimEnv?: Record<string, string>;
 }
 
 export class ShimSandboxController implements SandboxController {
@@ -118,6 +120,7 @@ export class ShimSandboxController implements SandboxController {
       ttrpcAddress: this.o.ttrpcAddress,
       ...(options ? { options: { type_url: options.typeUrl, value: Buffer.from(options.value) } } : {}),
       ...(this.o.debug ? { debug: true } : {}),
+      ...(this.o.shimEnv ? { env: this.o.shimEnv } : {}),
     };
   }
 

@@ -73,6 +73,8 @@ export interface LaunchOptions {
   options?: AnyMsg;
   debug?: boolean;
   timeoutMs?: number;
+  /** More environment for the shim (Flotilla's shim takes its runc root and socket directory from it). */
+  env?: Record<string, string>;
 }
 
 function run(binary: string, args: string[], cwd: string, env: NodeJS.ProcessEnv, stdin: Buffer, timeoutMs: number): Promise<Buffer> {
@@ -98,7 +100,7 @@ function run(binary: string, args: string[], cwd: string, env: NodeJS.ProcessEnv
 }
 
 function shimEnv(o: LaunchOptions): NodeJS.ProcessEnv {
-  return { ...process.env, GOMAXPROCS: "2", TTRPC_ADDRESS: o.ttrpcAddress, GRPC_ADDRESS: o.grpcAddress, NAMESPACE: o.namespace, MAX_SHIM_VERSION: "3" };
+  return { ...process.env, ...o.env, GOMAXPROCS: "2", TTRPC_ADDRESS: o.ttrpcAddress, GRPC_ADDRESS: o.grpcAddress, NAMESPACE: o.namespace, MAX_SHIM_VERSION: "3" };
 }
 
 function baseArgs(o: LaunchOptions): string[] {
