@@ -46,6 +46,9 @@ export function differConfig(raw: Record<string, unknown>, tmpDir = path.join(os
   };
 }
 
+/** Worker failures that mean "the bytes did not match the descriptor" (a local file may be stale: stream instead). */
+const mismatched = new WeakSet<Error>();
+
 const DIGEST_RE = /^(sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128})$/;
 /** Compressed chunks in flight to a worker. */
 const WINDOW = 4;
@@ -95,7 +98,11 @@ class ApplyPool {
     else w.busy = false;
   }
 
-  async run(job: ApplyJob, data: AsyncIterable<Buffer>, signal: AbortSignal): Promise<{ digest: string; size: number }> {
+  /**
+   * Apply `job` with the layer's bytes from `data`: a stream, or a local file the worker reads itself.
+   * A MismatchError says the bytes did not match the descriptor (nothing was applied).
+   */
+  async run(job: ApplyJob, data: AsyncIterable<Buffer> | { file: string }, signal: AbortSignal): Promise<{ digest: string; size: number }> {
     const w = await this.acquire();
     const id = this.nextId++;
     const post = (m: ToWorker, transfer?: ArrayBuffer[]): void => w.worker.postMessage(m, transfer);
@@ -113,6 +120,7 @@ class ApplyPool {
         settle();
       } else {
         failure = new FlotillaError(m.code === "invalid argument" ? ErrorCodes.InvalidArgument : m.code === "context canceled" ? ErrorCodes.Canceled : ErrorCodes.Internal, m.message);
+        if (m.mismatch) mismatched.add(failure);
         settle();
       }
       wake?.();
@@ -128,6 +136,12 @@ class ApplyPool {
     signal.addEventListener("abort", onAbort, { once: true });
     try {
       post({ type: "start", id, job });
+      if ("file" in data) {
+        post({ type: "file", id, path: data.file });
+        await settled;
+        if (failure) throw failure;
+        return result!;
+      }
       try {
         for await (const chunk of data) {
           while (credit <= 0 && !result && !failure) await new Promise<void>((r) => (wake = r));
@@ -203,7 +217,17 @@ export class LocalDiffer implements Applier, Comparer {
         expectedSize: desc.size,
         syncFs: !!opts.syncFs,
       };
-      const r = await this.pool.run(job, this.content.read(ctx, desc.digest), ctx.signal);
+      const file = await this.content.localFile?.(ctx, desc.digest);
+      let r: { digest: string; size: number } | undefined;
+      if (file) {
+        try {
+          r = await this.pool.run(job, { file }, ctx.signal);
+        } catch (e) {
+          if (!mismatched.has(e as Error)) throw e;
+          this.log?.warn({ digest: desc.digest, file, err: e }, "local blob file does not match its descriptor; streaming it from the content service");
+        }
+      }
+      r ??= await this.pool.run(job, this.content.read(ctx, desc.digest), ctx.signal);
       return { mediaType: LayerMediaTypes.OciTar, digest: r.digest, size: r.size };
     };
     const direct = directTarget(mounts);
