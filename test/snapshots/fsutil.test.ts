@@ -1,13 +1,15 @@
 /**
  * copyTree (the native snapshotter's copy of a parent): small trees are copied in-process, larger
  * ones by `cp -a`; both keep every kind of entry and its owner, mode, times, xattrs and hard links,
- * and the root directory's own attributes.
+ * and the root directory's own attributes. The snapshots directory is an ext4 top directory.
  */
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { spawnSync } from "node:child_process";
+import { NativeBackend, snapshotsDir } from "../../services/snapshots/src/local/backends";
 import { copyTree } from "../../services/snapshots/src/local/fsutil";
 import * as sys from "../../services/snapshots/src/local/sys";
 import { describeTree } from "./layers";
@@ -72,4 +74,14 @@ describe("copyTree", () => {
     const st = fs.statSync(dst);
     assert.deepEqual([st.mode & 0o7777, st.uid, st.gid, fs.readdirSync(dst).length], [0o710, 3, 4, 0]);
   });
+});
+
+test("a snapshotter's snapshots directory is marked as a top directory (where the filesystem has the flag)", (t) => {
+  const probe = path.join(base, "probe");
+  fs.mkdirSync(probe);
+  if (!sys.setTopDir(probe)) return t.skip("no inode flags on this filesystem");
+  const b = new NativeBackend(path.join(base, "native-root"));
+  const out = spawnSync("lsattr", ["-d", snapshotsDir(b.root)], { encoding: "utf8" });
+  assert.equal(out.status, 0, out.stderr);
+  assert.match(out.stdout.split(" ")[0]!, /T/);
 });
