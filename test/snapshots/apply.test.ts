@@ -147,6 +147,27 @@ for (const backend of ["overlayfs", "native"] as BackendName[]) {
         await fx.sn.remove(ctx, "local-file");
       });
 
+      test("a local blob file with other bytes of the same size is streamed instead", async () => {
+        const t = tarOf([file("f", "good bytes")]);
+        const d = content.add(t);
+        fs.writeFileSync(blobFile(blobRoot, d)!, tarOf([file("f", "evil bytes")])); // same size, other digest
+        const m = await fx.sn.prepare(ctx, "same-size", "");
+        assert.equal((await differ.apply(ctx, { mediaType: LayerMediaTypes.OciTar, digest: d, size: t.length }, m)).digest, sha256(t));
+        await fx.sn.commit(ctx, "same-size-c", "same-size");
+        const tree = await viewTree(fx, "same-size-c", "same-size-view", false);
+        assert.ok(tree[0]!.startsWith(`f file:${sha256(Buffer.from("good bytes")).slice(7, 19)} `), tree.join("\n"));
+      });
+
+      test("a corrupt local blob file is streamed instead", async () => {
+        const t = tarOf([file("g", "fine")]);
+        const good = gzip(t);
+        const d = content.add(good);
+        fs.writeFileSync(blobFile(blobRoot, d)!, Buffer.alloc(good.length, 0x41)); // not even gzip
+        const m = await fx.sn.prepare(ctx, "corrupt-file", "");
+        assert.equal((await differ.apply(ctx, { mediaType: LayerMediaTypes.OciTarGzip, digest: d, size: good.length }, m)).digest, sha256(t));
+        await fx.sn.remove(ctx, "corrupt-file");
+      });
+
       test("a local blob file that does not match its descriptor is streamed instead", async () => {
         const t = tarOf([file("from-stream", "the store's bytes")]);
         const good = gzip(t);

@@ -21,6 +21,12 @@ export interface ApplyJob {
   maxUncompressedBytes: number;
   /** Compressed digest to verify ("" skips). */
   expectedDigest: string;
+  /**
+   * The caller verifies the compressed digest itself, in parallel (a local file it can read too): the
+   * worker does not hash the compressed bytes, and once the layer is staged and its size checked it
+   * reports `staged` and waits for a `verdict` before touching the target.
+   */
+  digestElsewhere?: boolean;
   /** Compressed size to verify (0 skips). */
   expectedSize: number;
   syncFs: boolean;
@@ -31,9 +37,11 @@ export type ToWorker =
   | { type: "chunk"; id: number; data: Uint8Array }
   | { type: "file"; id: number; path: string }
   | { type: "end"; id: number }
-  | { type: "abort"; id: number; reason: string };
+  | { type: "abort"; id: number; reason: string }
+  | { type: "verdict"; id: number; ok: boolean; message: string };
 export type FromWorkerBody =
   | { type: "ack" }
+  | { type: "staged" }
   | { type: "done"; digest: string; size: number; entries: number }
   | { type: "error"; code: "invalid argument" | "internal" | "context canceled"; message: string; mismatch?: boolean };
 export type FromWorker = FromWorkerBody & { id: number };
@@ -58,7 +66,8 @@ function stagingFor(root: string): string {
 }
 
 class Job {
-  private readonly cHash: Hash;
+  private readonly cHash?: Hash;
+  private awaitingVerdict = false;
   private readonly uHash = createHash("sha256");
   private cSize = 0;
   private uSize = 0;
@@ -76,7 +85,7 @@ class Job {
 
   constructor(private readonly job: ApplyJob, private readonly post: (m: FromWorkerBody) => void) {
     const algo = job.expectedDigest.split(":")[0] || "sha256";
-    this.cHash = createHash(algo);
+    if (!job.digestElsewhere) this.cHash = createHash(algo);
     this.staging = stagingFor(job.target.root);
     this.plan = new ApplyPlan(job.target, { allowDevices: job.allowDevices }, this.staging);
     this.tar = new TarReader(this.plan);
@@ -103,7 +112,7 @@ class Job {
   /** Take the next compressed chunk; `ack` is called once it is consumed (flow control). */
   chunk(data: Buffer, ack: () => void): void {
     if (this.finished) return ack();
-    this.cHash.update(data);
+    this.cHash?.update(data);
     this.cSize += data.length;
     if (this.job.expectedSize > 0 && this.cSize > this.job.expectedSize) {
       this.fail(new Mismatch(`layer is larger than its descriptor's size ${this.job.expectedSize}`));
@@ -225,14 +234,33 @@ class Job {
     this.guard(() => {
       this.tar.end();
       this.plan.entryEnd();
-      const digest = `${this.job.expectedDigest.split(":")[0] || "sha256"}:${this.cHash.digest("hex")}`;
-      if (this.job.expectedDigest && digest !== this.job.expectedDigest) throw new Mismatch(`layer digest mismatch: got ${digest}, expected ${this.job.expectedDigest}`);
+      if (this.cHash) {
+        const digest = `${this.job.expectedDigest.split(":")[0] || "sha256"}:${this.cHash.digest("hex")}`;
+        if (this.job.expectedDigest && digest !== this.job.expectedDigest) throw new Mismatch(`layer digest mismatch: got ${digest}, expected ${this.job.expectedDigest}`);
+      }
       if (this.job.expectedSize > 0 && this.cSize !== this.job.expectedSize) throw new Mismatch(`layer size mismatch: got ${this.cSize}, expected ${this.job.expectedSize}`);
-      executePlan(this.plan, this.job.target);
-      this.cleanup();
-      this.finished = true;
-      this.post({ type: "done", digest: `sha256:${this.uHash.digest("hex")}`, size: this.uSize, entries: this.plan.entries });
+      if (!this.cHash) {
+        this.awaitingVerdict = true;
+        this.post({ type: "staged" });
+        return;
+      }
+      this.execute();
     });
+  }
+
+  /** The caller's answer on the compressed digest (`digestElsewhere` jobs). */
+  verdict(ok: boolean, message: string): void {
+    if (this.finished || !this.awaitingVerdict) return;
+    this.awaitingVerdict = false;
+    if (!ok) return this.fail(new Mismatch(message));
+    this.guard(() => this.execute());
+  }
+
+  private execute(): void {
+    executePlan(this.plan, this.job.target);
+    this.cleanup();
+    this.finished = true;
+    this.post({ type: "done", digest: `sha256:${this.uHash.digest("hex")}`, size: this.uSize, entries: this.plan.entries });
   }
 
   fail(e: unknown, code?: "context canceled"): void {
@@ -286,6 +314,9 @@ if (parentPort) {
         return;
       case "abort":
         current?.fail(new Error(m.reason), "context canceled");
+        return;
+      case "verdict":
+        current?.verdict(m.ok, m.message);
         return;
     }
   });

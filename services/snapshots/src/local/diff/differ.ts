@@ -10,6 +10,7 @@
  * the content service with the `containerd.io/uncompressed` label.
  */
 import { createHash } from "node:crypto";
+import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { Worker } from "node:worker_threads";
@@ -99,10 +100,12 @@ class ApplyPool {
   }
 
   /**
-   * Apply `job` with the layer's bytes from `data`: a stream, or a local file the worker reads itself.
-   * A MismatchError says the bytes did not match the descriptor (nothing was applied).
+   * Apply `job` with the layer's bytes from `data`: a stream, or a local file the worker reads itself
+   * (then `fileDigest`, when given, is the file's digest computed here in parallel: the worker waits
+   * for its verdict instead of hashing the compressed bytes itself). A failure in `mismatched` says the
+   * bytes did not match the descriptor (nothing was applied).
    */
-  async run(job: ApplyJob, data: AsyncIterable<Buffer> | { file: string }, signal: AbortSignal): Promise<{ digest: string; size: number }> {
+  async run(job: ApplyJob, data: AsyncIterable<Buffer> | { file: string; fileDigest?: Promise<string> }, signal: AbortSignal): Promise<{ digest: string; size: number }> {
     const w = await this.acquire();
     const id = this.nextId++;
     const post = (m: ToWorker, transfer?: ArrayBuffer[]): void => w.worker.postMessage(m, transfer);
@@ -115,7 +118,16 @@ class ApplyPool {
     const onMessage = (m: FromWorker): void => {
       if (m.id !== id) return;
       if (m.type === "ack") credit++;
-      else if (m.type === "done") {
+      else if (m.type === "staged") {
+        const fileDigest = "file" in data ? data.fileDigest : undefined;
+        if (!fileDigest) post({ type: "verdict", id, ok: false, message: "no digest to check the layer against" });
+        else {
+          fileDigest.then(
+            (d) => post({ type: "verdict", id, ok: d === job.expectedDigest, message: `layer digest mismatch: got ${d}, expected ${job.expectedDigest}` }),
+            (e: unknown) => post({ type: "verdict", id, ok: false, message: `layer digest not computed: ${(e as Error).message}` }),
+          );
+        }
+      } else if (m.type === "done") {
         result = { digest: m.digest, size: m.size };
         settle();
       } else {
@@ -175,6 +187,23 @@ class ApplyPool {
   }
 }
 
+/** The digest of a file's bytes, read in chunks so the event loop keeps serving while it hashes. */
+export async function digestOfFile(file: string, algo: string): Promise<string> {
+  const fh = await fs.promises.open(file, "r");
+  try {
+    const h = createHash(algo);
+    const buf = Buffer.allocUnsafe(1 << 20);
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) break;
+      h.update(buf.subarray(0, bytesRead));
+    }
+    return `${algo}:${h.digest("hex")}`;
+  } finally {
+    await fh.close();
+  }
+}
+
 /** Where to apply, for a mount list: a directory we can write directly, or undefined (mount first). */
 export function directTarget(mounts: Mount[]): ApplyTarget | undefined {
   if (mounts.length !== 1) return undefined;
@@ -220,10 +249,14 @@ export class LocalDiffer implements Applier, Comparer {
       const file = await this.content.localFile?.(ctx, desc.digest);
       let r: { digest: string; size: number } | undefined;
       if (file) {
+        // The compressed digest is computed here while the worker decompresses and stages the layer.
+        const fileDigest = digestOfFile(file, desc.digest.split(":")[0]!);
+        fileDigest.catch(() => undefined);
         try {
-          r = await this.pool.run(job, { file }, ctx.signal);
+          r = await this.pool.run({ ...job, digestElsewhere: true }, { file, fileDigest }, ctx.signal);
         } catch (e) {
-          if (!mismatched.has(e as Error)) throw e;
+          // A refusal stands only if the file really holds the layer (else the file is stale or foreign).
+          if (!mismatched.has(e as Error) && (await fileDigest.catch(() => "")) === desc.digest) throw e;
           this.log?.warn({ digest: desc.digest, file, err: e }, "local blob file does not match its descriptor; streaming it from the content service");
         }
       }
