@@ -1,10 +1,11 @@
 /**
  * Layer-apply worker thread. The main thread streams the compressed layer in (`chunk` messages,
  * acknowledged one by one for flow control), or names a local file holding it (`file`: the worker
- * reads it itself, so the bytes never cross the main thread); the worker hashes it, decompresses it (gzip with zlib,
- * zstd with fzstd, or none, detected from the magic bytes), hashes and counts the tar stream, plans
- * the apply (apply-engine.ts) and, once the digest and size check out, executes it with synchronous
- * system calls, off the main event loop.
+ * reads it itself, so the bytes never cross the main thread). The worker hashes it (unless the main
+ * thread checks the digest in parallel, `digestElsewhere`), decompresses it (gzip with zlib, zstd with
+ * fzstd, or none, detected from the magic bytes), hashes and counts the tar stream, plans the apply
+ * (apply-engine.ts) and, once the digest and size check out, executes it with synchronous system
+ * calls, off the main event loop.
  */
 import { createHash, type Hash } from "node:crypto";
 import * as fs from "node:fs";
@@ -47,13 +48,13 @@ export type FromWorkerBody =
 export type FromWorker = FromWorkerBody & { id: number };
 
 const GZIP_MAGIC = [0x1f, 0x8b];
+const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
 /** Read size and read-ahead (chunks handed to the decompressor, not yet consumed) for `file` jobs. */
 const FILE_CHUNK = 1 << 20;
 const FILE_WINDOW = 4;
 
 /** The layer's bytes do not match its descriptor (digest or size). */
 class Mismatch extends ApplyRefused {}
-const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
 
 function stagingFor(root: string): string {
   const parent = path.dirname(root);

@@ -256,7 +256,7 @@ export class LocalDiffer implements Applier, Comparer {
           r = await this.pool.run({ ...job, digestElsewhere: true }, { file, fileDigest }, ctx.signal);
         } catch (e) {
           // A refusal stands only if the file really holds the layer (else the file is stale or foreign).
-          if (!mismatched.has(e as Error) && (await fileDigest.catch(() => "")) === desc.digest) throw e;
+          if (ctx.signal.aborted || (!mismatched.has(e as Error) && (await fileDigest.catch(() => "")) === desc.digest)) throw e;
           this.log?.warn({ digest: desc.digest, file, err: e }, "local blob file does not match its descriptor; streaming it from the content service");
         }
       }
