@@ -165,7 +165,7 @@ class Job {
     const is = (m: number[]): boolean => m.every((b, i) => first[i] === b);
     this.mode = is(GZIP_MAGIC) ? "gzip" : is(ZSTD_MAGIC) ? "zstd" : "none";
     if (this.mode === "gzip") {
-      this.gunzip = zlib.createGunzip({ chunkSize: 256 * 1024 });
+      this.gunzip = zlib.createGunzip({ chunkSize: 1 << 20 });
       this.gunzip.on("data", (d: Buffer) => this.guard(() => this.sink(d)));
       this.gunzip.on("error", (e) => this.fail(new ApplyRefused(`invalid gzip stream: ${e.message}`)));
       this.gunzip.on("end", () => this.complete());
