@@ -15,6 +15,7 @@ import type { Mount } from "../../libs/core/snapshots";
 import { differConfig, LocalDiffer } from "../../services/snapshots/src/local/diff/differ";
 import { TarTypes } from "../../services/snapshots/src/local/diff/tar";
 import { localFixture, type BackendName, type LocalFixture } from "./fixtures";
+import { blobFile } from "../../services/snapshots/src/local/diff/content";
 import { describeTree, dir, file, gzip, hardlink, MemContent, opaque, sha256, symlink, tarOf, whiteout, zstd, type E } from "./layers";
 import { nsCtx, rejectsWith, withMounted } from "./suite";
 
@@ -111,10 +112,13 @@ async function viewTree(fx: LocalFixture, parent: string, key: string, mtime = t
   }
 }
 
+// Layers reach the differ as local blob files on overlayfs (the co-located fast path) and as gRPC-like
+// streams on native; both paths run the whole suite once.
 for (const backend of ["overlayfs", "native"] as BackendName[]) {
   describe(`apply - ${backend}`, () => {
     let fx: LocalFixture;
-    const content = new MemContent();
+    const blobRoot = backend === "overlayfs" ? fs.mkdtempSync(path.join(os.tmpdir(), "flt-blobs-")) : undefined;
+    const content = new MemContent(blobRoot);
     let differ: LocalDiffer;
     let strict: LocalDiffer;
     const t1 = tarOf(LAYER1);
@@ -129,7 +133,54 @@ for (const backend of ["overlayfs", "native"] as BackendName[]) {
       await differ?.close();
       await strict?.close();
       await fx?.close();
+      if (blobRoot) fs.rmSync(blobRoot, { recursive: true, force: true });
     });
+
+    if (blobRoot) {
+      test("a layer is read from its local blob file when there is one", async () => {
+        const t = tarOf([file("from-file", "local bytes")]);
+        const blob = gzip(t);
+        const d = content.add(blob);
+        content.blobs.set(d, { data: Buffer.alloc(0), labels: {} }); // a stream would fail the size check
+        const m = await fx.sn.prepare(ctx, "local-file", "");
+        assert.equal((await differ.apply(ctx, { mediaType: LayerMediaTypes.OciTarGzip, digest: d, size: blob.length }, m)).digest, sha256(t));
+        await fx.sn.remove(ctx, "local-file");
+      });
+
+      test("a local blob file with other bytes of the same size is streamed instead", async () => {
+        const t = tarOf([file("f", "good bytes")]);
+        const d = content.add(t);
+        fs.writeFileSync(blobFile(blobRoot, d)!, tarOf([file("f", "evil bytes")])); // same size, other digest
+        const m = await fx.sn.prepare(ctx, "same-size", "");
+        assert.equal((await differ.apply(ctx, { mediaType: LayerMediaTypes.OciTar, digest: d, size: t.length }, m)).digest, sha256(t));
+        await fx.sn.commit(ctx, "same-size-c", "same-size");
+        const tree = await viewTree(fx, "same-size-c", "same-size-view", false);
+        assert.ok(tree[0]!.startsWith(`f file:${sha256(Buffer.from("good bytes")).slice(7, 19)} `), tree.join("\n"));
+      });
+
+      test("a corrupt local blob file is streamed instead", async () => {
+        const t = tarOf([file("g", "fine")]);
+        const good = gzip(t);
+        const d = content.add(good);
+        fs.writeFileSync(blobFile(blobRoot, d)!, Buffer.alloc(good.length, 0x41)); // not even gzip
+        const m = await fx.sn.prepare(ctx, "corrupt-file", "");
+        assert.equal((await differ.apply(ctx, { mediaType: LayerMediaTypes.OciTarGzip, digest: d, size: good.length }, m)).digest, sha256(t));
+        await fx.sn.remove(ctx, "corrupt-file");
+      });
+
+      test("a local blob file that does not match its descriptor is streamed instead", async () => {
+        const t = tarOf([file("from-stream", "the store's bytes")]);
+        const good = gzip(t);
+        const d = content.add(good);
+        fs.writeFileSync(blobFile(blobRoot, d)!, gzip(tarOf([file("stale", "other bytes")]))); // a stale or foreign file
+        const m = await fx.sn.prepare(ctx, "stale-file", "");
+        const applied = await differ.apply(ctx, { mediaType: LayerMediaTypes.OciTarGzip, digest: d, size: good.length }, m);
+        assert.equal(applied.digest, sha256(t));
+        await fx.sn.commit(ctx, "stale-file-c", "stale-file");
+        const tree = await viewTree(fx, "stale-file-c", "stale-file-view", false);
+        assert.deepEqual(tree.map((l) => l.split(" ")[0]), ["from-stream"]);
+      });
+    }
 
     test("deletions and an opaque directory in an upper layer give exactly the expected tree", async () => {
       const top = await applyChain(fx, differ, content, [[gzip(t1), t1], [gzip(t2), t2]], "img");

@@ -7,7 +7,7 @@ import * as zlib from "node:zlib";
 import type { CallContext } from "../../libs/context";
 import { errNotFound } from "../../libs/errdefs";
 import { TarTypes, tarEnd, tarHeader, tarPadding } from "../../services/snapshots/src/local/diff/tar";
-import type { BlobWriter, LayerContent } from "../../services/snapshots/src/local/diff/content";
+import { blobFile, type BlobWriter, type LayerContent } from "../../services/snapshots/src/local/diff/content";
 import * as sys from "../../services/snapshots/src/local/sys";
 
 export interface E {
@@ -61,14 +61,31 @@ export function zstd(b: Buffer): Buffer {
   return r.stdout;
 }
 
-/** Content kept in memory, implementing what the differ needs. */
+/**
+ * Content kept in memory, implementing what the differ needs. With `fileRoot`, every added blob is
+ * also written as a file in a content store layout there, and offered to the differ as a local file
+ * (the co-located fast path); `blobs` stays the authority on what exists.
+ */
 export class MemContent implements LayerContent {
   readonly blobs = new Map<string, { data: Buffer; labels: Record<string, string> }>();
+
+  constructor(readonly fileRoot?: string) {}
 
   add(data: Buffer): string {
     const d = sha256(data);
     this.blobs.set(d, { data, labels: {} });
+    if (this.fileRoot) {
+      const f = blobFile(this.fileRoot, d)!;
+      fs.mkdirSync(path.dirname(f), { recursive: true });
+      fs.writeFileSync(f, data);
+    }
     return d;
+  }
+
+  async localFile(_ctx: CallContext, digest: string): Promise<string | undefined> {
+    if (!this.blobs.has(digest)) throw errNotFound(`content digest ${digest}`);
+    const f = this.fileRoot ? blobFile(this.fileRoot, digest) : undefined;
+    return f && fs.existsSync(f) ? f : undefined;
   }
 
   async *read(_ctx: CallContext, digest: string): AsyncIterable<Buffer> {

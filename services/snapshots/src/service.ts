@@ -10,10 +10,12 @@
  *     max_uncompressed_bytes = 68719476736   # a layer expanding beyond this is refused (decompression bomb)
  *     allow_devices = true                   # refuse char/block device entries when false
  *     workers = 2                            # layer-apply worker threads
+ *     local_content_reads = true             # read layer blobs straight from the content service's files
+ *     content_root = "<root>/content"        #   when visible here (checked by size and digest; else gRPC)
  */
 import * as path from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import { pluginConfig } from "../../../libs/config";
+import { pluginConfig, serviceRoot } from "../../../libs/config";
 import { GRPC_PLUGIN, hostPlatform, type PluginInfo, type RunningService, type ServiceContext } from "../../../libs/service";
 import { NamespaceEnsurer, NamespaceStoreProxy } from "../../../libs/clients/namespaces";
 import type { Snapshotter } from "../../../libs/core/snapshots";
@@ -66,8 +68,10 @@ export async function startSnapshots(sc: ServiceContext): Promise<RunningService
     plugins.push(info);
   }
   const set = new LocalSnapshotterSet(loaded);
-  const content = new RemoteContent(sc.config.flotilla.services.content.address);
-  const differ = new LocalDiffer(content, differConfig(pluginConfig(sc.config, DIFFER_PLUGIN, "walking")), sc.log);
+  const walking = pluginConfig(sc.config, DIFFER_PLUGIN, "walking");
+  const localContent = walking.local_content_reads === false ? undefined : str(walking.content_root, serviceRoot(sc.config, "content"));
+  const content = new RemoteContent(sc.config.flotilla.services.content.address, localContent);
+  const differ = new LocalDiffer(content, differConfig(walking), sc.log);
 
   sc.server.addService(SNAPSHOTS_SERVICE, snapshotsHandlers(set));
   sc.server.addService(DIFF_SERVICE, diffHandlers(differ));

@@ -47,6 +47,7 @@ export class OverlayBackend implements SnapshotBackend {
 
   constructor(readonly root: string) {
     fs.mkdirSync(snapshotsDir(root), { recursive: true, mode: 0o700 });
+    sys.setTopDir(snapshotsDir(root));
     this.indexOff = fs.existsSync("/sys/module/overlay/parameters/index");
   }
 
@@ -120,6 +121,7 @@ export class NativeBackend implements SnapshotBackend {
 
   constructor(readonly root: string) {
     fs.mkdirSync(snapshotsDir(root), { recursive: true, mode: 0o700 });
+    sys.setTopDir(snapshotsDir(root));
   }
 
   dir(id: number): string {

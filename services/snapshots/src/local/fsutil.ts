@@ -3,6 +3,7 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { SnapshotUsage } from "../../../../libs/core/snapshots";
+import * as sys from "./sys";
 
 /**
  * Disk usage of a tree as containerd's fs.DiskUsage counts it: every inode once (hard links count
@@ -48,12 +49,91 @@ export function run(cmd: string, args: string[], opts: { cwd?: string } = {}): P
   });
 }
 
+/** Trees up to this many entries are copied in-process (a `cp` child costs more than the copy). */
+const SMALL_TREE_ENTRIES = 256;
+const SMALL_TREE_BYTES = 4 << 20;
+
 /**
  * Copy the contents of `src` into the existing directory `dst`, keeping owners, modes, times,
- * xattrs, hard links, symlinks and device nodes (coreutils `cp -a`, reflinks where the filesystem can).
+ * xattrs, hard links, symlinks and device nodes, and the root's own attributes (coreutils `cp -a`,
+ * reflinks where the filesystem can). Small trees (a native snapshot's parent is often empty) are
+ * copied in-process with synchronous calls; larger ones by `cp -a`, off the event loop.
  */
 export async function copyTree(src: string, dst: string): Promise<void> {
-  await run("cp", ["-a", "--reflink=auto", "--", `${src}/.`, dst]);
+  const entries = smallTree(src);
+  if (entries) copySmallTree(src, dst, entries);
+  else await run("cp", ["-a", "--reflink=auto", "--", `${src}/.`, dst]);
+}
+
+interface TreeEntry {
+  rel: string;
+  st: fs.Stats;
+}
+
+/** The entries below `root` (parents first) when the tree is small and holds only kinds we copy; else undefined. */
+function smallTree(root: string): TreeEntry[] | undefined {
+  const out: TreeEntry[] = [];
+  let bytes = 0;
+  const visit = (rel: string): boolean => {
+    for (const name of fs.readdirSync(rel ? path.join(root, rel) : root)) {
+      const r = rel ? `${rel}/${name}` : name;
+      const st = fs.lstatSync(path.join(root, r));
+      if (st.isSocket()) return false;
+      bytes += st.isFile() ? st.size : 0;
+      out.push({ rel: r, st });
+      if (out.length > SMALL_TREE_ENTRIES || bytes > SMALL_TREE_BYTES) return false;
+      if (st.isDirectory() && !visit(r)) return false;
+    }
+    return true;
+  };
+  return visit("") ? out : undefined;
+}
+
+function copyAttrs(from: string, to: string, st: fs.Stats): void {
+  const link = st.isSymbolicLink();
+  fs.lchownSync(to, st.uid, st.gid);
+  for (const name of sys.llistxattr(from)) {
+    const v = sys.lgetxattr(from, name);
+    if (!v) continue;
+    try {
+      sys.lsetxattr(to, name, v);
+    } catch (e) {
+      // As `cp -a`: attributes the target cannot hold are skipped.
+      const c = (e as NodeJS.ErrnoException).code;
+      if (c !== "ENOTSUP" && c !== "EPERM" && c !== "EOPNOTSUPP") throw e;
+    }
+  }
+  if (!link) fs.chmodSync(to, st.mode & 0o7777);
+  fs.lutimesSync(to, st.atimeMs / 1000, st.mtimeMs / 1000);
+}
+
+function copySmallTree(src: string, dst: string, entries: TreeEntry[]): void {
+  const links = new Map<string, string>();
+  const dirs: TreeEntry[] = [];
+  for (const e of entries) {
+    const from = path.join(src, e.rel);
+    const to = path.join(dst, e.rel);
+    const { st } = e;
+    if (st.isDirectory()) {
+      fs.mkdirSync(to, 0o700);
+      dirs.push(e);
+      continue;
+    }
+    const inode = `${st.dev}:${st.ino}`;
+    const first = st.nlink > 1 ? links.get(inode) : undefined;
+    if (first) {
+      fs.linkSync(first, to);
+      continue;
+    }
+    if (st.isFile()) fs.copyFileSync(from, to, fs.constants.COPYFILE_FICLONE);
+    else if (st.isSymbolicLink()) fs.symlinkSync(fs.readlinkSync(from), to);
+    else sys.mknod(to, (st.mode & ~0o7777) | 0o600, st.rdev);
+    if (st.nlink > 1) links.set(inode, to);
+    copyAttrs(from, to, st);
+  }
+  // Directories last and deepest first, so adding their children does not change their times.
+  for (const e of dirs.reverse()) copyAttrs(path.join(src, e.rel), path.join(dst, e.rel), e.st);
+  copyAttrs(src, dst, fs.lstatSync(src));
 }
 
 /** Remove a tree, ignoring a missing one. */

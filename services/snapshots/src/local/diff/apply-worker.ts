@@ -1,9 +1,11 @@
 /**
  * Layer-apply worker thread. The main thread streams the compressed layer in (`chunk` messages,
- * acknowledged one by one for flow control); the worker hashes it, decompresses it (gzip with zlib,
- * zstd with fzstd, or none, detected from the magic bytes), hashes and counts the tar stream, plans
- * the apply (apply-engine.ts) and, once the digest and size check out, executes it with synchronous
- * system calls, off the main event loop.
+ * acknowledged one by one for flow control), or names a local file holding it (`file`: the worker
+ * reads it itself, so the bytes never cross the main thread). The worker hashes it (unless the main
+ * thread checks the digest in parallel, `digestElsewhere`), decompresses it (gzip with zlib, zstd with
+ * fzstd, or none, detected from the magic bytes), hashes and counts the tar stream, plans the apply
+ * (apply-engine.ts) and, once the digest and size check out, executes it with synchronous system
+ * calls, off the main event loop.
  */
 import { createHash, type Hash } from "node:crypto";
 import * as fs from "node:fs";
@@ -20,6 +22,12 @@ export interface ApplyJob {
   maxUncompressedBytes: number;
   /** Compressed digest to verify ("" skips). */
   expectedDigest: string;
+  /**
+   * The caller verifies the compressed digest itself, in parallel (a local file it can read too): the
+   * worker does not hash the compressed bytes, and once the layer is staged and its size checked it
+   * reports `staged` and waits for a `verdict` before touching the target.
+   */
+  digestElsewhere?: boolean;
   /** Compressed size to verify (0 skips). */
   expectedSize: number;
   syncFs: boolean;
@@ -28,16 +36,25 @@ export interface ApplyJob {
 export type ToWorker =
   | { type: "start"; id: number; job: ApplyJob }
   | { type: "chunk"; id: number; data: Uint8Array }
+  | { type: "file"; id: number; path: string }
   | { type: "end"; id: number }
-  | { type: "abort"; id: number; reason: string };
+  | { type: "abort"; id: number; reason: string }
+  | { type: "verdict"; id: number; ok: boolean; message: string };
 export type FromWorkerBody =
   | { type: "ack" }
+  | { type: "staged" }
   | { type: "done"; digest: string; size: number; entries: number }
-  | { type: "error"; code: "invalid argument" | "internal" | "context canceled"; message: string };
+  | { type: "error"; code: "invalid argument" | "internal" | "context canceled"; message: string; mismatch?: boolean };
 export type FromWorker = FromWorkerBody & { id: number };
 
 const GZIP_MAGIC = [0x1f, 0x8b];
 const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
+/** Read size and read-ahead (chunks handed to the decompressor, not yet consumed) for `file` jobs. */
+const FILE_CHUNK = 1 << 20;
+const FILE_WINDOW = 4;
+
+/** The layer's bytes do not match its descriptor (digest or size). */
+class Mismatch extends ApplyRefused {}
 
 function stagingFor(root: string): string {
   const parent = path.dirname(root);
@@ -50,7 +67,8 @@ function stagingFor(root: string): string {
 }
 
 class Job {
-  private readonly cHash: Hash;
+  private readonly cHash?: Hash;
+  private awaitingVerdict = false;
   private readonly uHash = createHash("sha256");
   private cSize = 0;
   private uSize = 0;
@@ -63,10 +81,12 @@ class Job {
   private readonly plan: ApplyPlan;
   private readonly staging: string;
   private finished = false;
+  /** Wakes a waiting `pumpFile` (when the job ends early). */
+  private wakePump?: () => void;
 
   constructor(private readonly job: ApplyJob, private readonly post: (m: FromWorkerBody) => void) {
     const algo = job.expectedDigest.split(":")[0] || "sha256";
-    this.cHash = createHash(algo);
+    if (!job.digestElsewhere) this.cHash = createHash(algo);
     this.staging = stagingFor(job.target.root);
     this.plan = new ApplyPlan(job.target, { allowDevices: job.allowDevices }, this.staging);
     this.tar = new TarReader(this.plan);
@@ -90,30 +110,62 @@ class Job {
     }
   }
 
-  chunk(data: Buffer): void {
-    if (this.finished) return this.post({ type: "ack" });
-    this.cHash.update(data);
+  /** Take the next compressed chunk; `ack` is called once it is consumed (flow control). */
+  chunk(data: Buffer, ack: () => void): void {
+    if (this.finished) return ack();
+    this.cHash?.update(data);
     this.cSize += data.length;
     if (this.job.expectedSize > 0 && this.cSize > this.job.expectedSize) {
-      this.fail(new ApplyRefused(`layer is larger than its descriptor's size ${this.job.expectedSize}`));
-      return this.post({ type: "ack" });
+      this.fail(new Mismatch(`layer is larger than its descriptor's size ${this.job.expectedSize}`));
+      return ack();
     }
     if (!this.mode) {
       this.head.push(data);
       this.headLen += data.length;
-      if (this.headLen < 4) return this.post({ type: "ack" });
-      this.start(Buffer.concat(this.head));
+      if (this.headLen < 4) return ack();
+      this.start(Buffer.concat(this.head), ack);
       this.head = [];
       return;
     }
-    this.feed(data);
+    this.feed(data, ack);
   }
 
-  private start(first: Buffer): void {
+  /** Read the compressed layer from a local file, keeping a few chunks ahead of the decompressor. */
+  async pumpFile(file: string): Promise<void> {
+    let fd = -1;
+    try {
+      fd = fs.openSync(file, "r");
+      let inFlight = 0;
+      let wake: (() => void) | undefined;
+      const ack = (): void => {
+        inFlight--;
+        wake?.();
+      };
+      for (;;) {
+        while (inFlight >= FILE_WINDOW && !this.finished) await new Promise<void>((r) => (wake = this.wakePump = r));
+        if (this.finished) return;
+        const buf = Buffer.allocUnsafe(FILE_CHUNK);
+        const n = fs.readSync(fd, buf, 0, FILE_CHUNK, null);
+        if (n === 0) break;
+        inFlight++;
+        this.chunk(n === FILE_CHUNK ? buf : buf.subarray(0, n), ack);
+        // Let zlib's completions (and an abort) in between chunks.
+        if (inFlight >= FILE_WINDOW) continue;
+        await new Promise<void>((r) => setImmediate(r));
+      }
+      this.end();
+    } catch (e) {
+      this.fail(e);
+    } finally {
+      if (fd >= 0) fs.closeSync(fd);
+    }
+  }
+
+  private start(first: Buffer, ack: () => void): void {
     const is = (m: number[]): boolean => m.every((b, i) => first[i] === b);
     this.mode = is(GZIP_MAGIC) ? "gzip" : is(ZSTD_MAGIC) ? "zstd" : "none";
     if (this.mode === "gzip") {
-      this.gunzip = zlib.createGunzip({ chunkSize: 256 * 1024 });
+      this.gunzip = zlib.createGunzip({ chunkSize: 1 << 20 });
       this.gunzip.on("data", (d: Buffer) => this.guard(() => this.sink(d)));
       this.gunzip.on("error", (e) => this.fail(new ApplyRefused(`invalid gzip stream: ${e.message}`)));
       this.gunzip.on("end", () => this.complete());
@@ -122,14 +174,14 @@ class Job {
         if (!this.finished) this.sink(Buffer.from(d.buffer, d.byteOffset, d.byteLength));
       });
     }
-    this.feed(first);
+    this.feed(first, ack);
   }
 
-  private feed(data: Buffer): void {
+  private feed(data: Buffer, ack: () => void): void {
     switch (this.mode) {
       case "gzip":
-        if (this.finished) return this.post({ type: "ack" });
-        this.gunzip!.write(data, () => this.post({ type: "ack" }));
+        if (this.finished) return ack();
+        this.gunzip!.write(data, () => ack());
         return;
       case "zstd":
         this.guard(() => {
@@ -140,10 +192,10 @@ class Job {
             throw new ApplyRefused(`invalid zstd stream: ${(e as Error).message}`);
           }
         });
-        return this.post({ type: "ack" });
+        return ack();
       default:
         this.guard(() => this.sink(data));
-        return this.post({ type: "ack" });
+        return ack();
     }
   }
 
@@ -183,24 +235,45 @@ class Job {
     this.guard(() => {
       this.tar.end();
       this.plan.entryEnd();
-      const digest = `${this.job.expectedDigest.split(":")[0] || "sha256"}:${this.cHash.digest("hex")}`;
-      if (this.job.expectedDigest && digest !== this.job.expectedDigest) throw new ApplyRefused(`layer digest mismatch: got ${digest}, expected ${this.job.expectedDigest}`);
-      if (this.job.expectedSize > 0 && this.cSize !== this.job.expectedSize) throw new ApplyRefused(`layer size mismatch: got ${this.cSize}, expected ${this.job.expectedSize}`);
-      executePlan(this.plan, this.job.target);
-      this.cleanup();
-      this.finished = true;
-      this.post({ type: "done", digest: `sha256:${this.uHash.digest("hex")}`, size: this.uSize, entries: this.plan.entries });
+      if (this.cHash) {
+        const digest = `${this.job.expectedDigest.split(":")[0] || "sha256"}:${this.cHash.digest("hex")}`;
+        if (this.job.expectedDigest && digest !== this.job.expectedDigest) throw new Mismatch(`layer digest mismatch: got ${digest}, expected ${this.job.expectedDigest}`);
+      }
+      if (this.job.expectedSize > 0 && this.cSize !== this.job.expectedSize) throw new Mismatch(`layer size mismatch: got ${this.cSize}, expected ${this.job.expectedSize}`);
+      if (!this.cHash) {
+        this.awaitingVerdict = true;
+        this.post({ type: "staged" });
+        return;
+      }
+      this.execute();
     });
+  }
+
+  /** The caller's answer on the compressed digest (`digestElsewhere` jobs). */
+  verdict(ok: boolean, message: string): void {
+    if (this.finished || !this.awaitingVerdict) return;
+    this.awaitingVerdict = false;
+    if (!ok) return this.fail(new Mismatch(message));
+    this.guard(() => this.execute());
+  }
+
+  private execute(): void {
+    executePlan(this.plan, this.job.target);
+    this.cleanup();
+    this.finished = true;
+    this.post({ type: "done", digest: `sha256:${this.uHash.digest("hex")}`, size: this.uSize, entries: this.plan.entries });
   }
 
   fail(e: unknown, code?: "context canceled"): void {
     if (this.finished) return;
     this.finished = true;
+    this.wakePump?.();
     this.plan.abandon();
     this.gunzip?.destroy();
     this.cleanup();
     const refused = e instanceof ApplyRefused || e instanceof TarError;
-    this.post({ type: "error", code: code ?? (refused ? "invalid argument" : "internal"), message: refused ? `invalid layer: ${(e as Error).message}` : `apply failed: ${(e as Error).message ?? String(e)}` });
+    const mismatch = e instanceof Mismatch || undefined;
+    this.post({ type: "error", code: code ?? (refused ? "invalid argument" : "internal"), message: refused ? `invalid layer: ${(e as Error).message}` : `apply failed: ${(e as Error).message ?? String(e)}`, mismatch });
   }
 
   private cleanup(): void {
@@ -228,15 +301,23 @@ if (parentPort) {
           port.postMessage({ id: m.id, type: "error", code: "internal", message: `apply failed: ${(e as Error).message}` } satisfies FromWorker);
         }
         return;
-      case "chunk":
-        if (current) current.chunk(Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength));
-        else port.postMessage({ id: m.id, type: "ack" } satisfies FromWorker);
+      case "chunk": {
+        const ack = (): void => port.postMessage({ id: m.id, type: "ack" } satisfies FromWorker);
+        if (current) current.chunk(Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength), ack);
+        else ack();
+        return;
+      }
+      case "file":
+        void current?.pumpFile(m.path);
         return;
       case "end":
         current?.end();
         return;
       case "abort":
         current?.fail(new Error(m.reason), "context canceled");
+        return;
+      case "verdict":
+        current?.verdict(m.ok, m.message);
         return;
     }
   });

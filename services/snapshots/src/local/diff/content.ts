@@ -2,8 +2,17 @@
  * What the differ needs from the content service: stream a blob out, write a new blob in. Spoken
  * straight over the containerd Content wire protocol (Read stream, Write bidi), so this process does
  * not depend on the content service's code.
+ *
+ * Co-located fast path: when the content service's blob directory is visible from this process (same
+ * host or a shared volume, as `flotilla up` and the compose file set it up), a layer is read straight
+ * from its file instead of being streamed over gRPC. The content service still decides visibility
+ * (an Info call in the caller's namespace comes first, so a blob of another namespace stays NotFound),
+ * the file must have the size Info reports, and the differ verifies the digest of what it read,
+ * falling back to the gRPC stream when the file does not match.
  */
 import { randomBytes } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
 import type { CallContext } from "../../../../../libs/context";
 import { errInternal, isAlreadyExists } from "../../../../../libs/errdefs";
 import { RpcClient } from "../../../../../libs/grpc/client";
@@ -24,6 +33,19 @@ export interface LayerContent {
   read(ctx: CallContext, digest: string): AsyncIterable<Buffer>;
   /** A writer for a new blob under `ref`. */
   writer(ctx: CallContext, ref: string): Promise<BlobWriter>;
+  /**
+   * A local file that should hold the blob's bytes (the caller verifies them), or undefined when the
+   * blob has to be streamed with `read`. NotFound when the blob is not in the namespace.
+   */
+  localFile?(ctx: CallContext, digest: string): Promise<string | undefined>;
+}
+
+const DIGEST_PARTS = /^(sha256|sha384|sha512):([a-f0-9]+)$/;
+
+/** Where a content store rooted at `root` keeps a committed blob (containerd's `blobs/<algo>/<hex>`). */
+export function blobFile(root: string, digest: string): string | undefined {
+  const m = DIGEST_PARTS.exec(digest);
+  return m ? path.join(root, "blobs", m[1]!, m[2]!) : undefined;
 }
 
 export function uniqueRef(prefix: string): string {
@@ -33,8 +55,23 @@ export function uniqueRef(prefix: string): string {
 export class RemoteContent implements LayerContent {
   private readonly rpc: RpcClient;
 
-  constructor(address: string) {
+  /** `localRoot`: the content service's root directory, when its blob files may be readable here. */
+  constructor(address: string, private readonly localRoot?: string) {
     this.rpc = new RpcClient(address, CONTENT_SERVICE);
+  }
+
+  async localFile(ctx: CallContext, digest: string): Promise<string | undefined> {
+    if (!this.localRoot) return undefined;
+    const file = blobFile(this.localRoot, digest);
+    if (!file) return undefined;
+    const info = await this.rpc.unary(ctx, "Info", { digest });
+    const size = Number((info.info as Record<string, unknown> | undefined)?.size ?? -1);
+    try {
+      const st = fs.statSync(file);
+      return st.isFile() && st.size === size ? file : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   async *read(ctx: CallContext, digest: string): AsyncIterable<Buffer> {

@@ -10,6 +10,7 @@
  * the content service with the `containerd.io/uncompressed` label.
  */
 import { createHash } from "node:crypto";
+import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { Worker } from "node:worker_threads";
@@ -45,6 +46,9 @@ export function differConfig(raw: Record<string, unknown>, tmpDir = path.join(os
     tmpDir: typeof raw.tmp_dir === "string" && raw.tmp_dir ? raw.tmp_dir : tmpDir,
   };
 }
+
+/** Worker failures that mean "the bytes did not match the descriptor" (a local file may be stale: stream instead). */
+const mismatched = new WeakSet<Error>();
 
 const DIGEST_RE = /^(sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128})$/;
 /** Compressed chunks in flight to a worker. */
@@ -95,7 +99,13 @@ class ApplyPool {
     else w.busy = false;
   }
 
-  async run(job: ApplyJob, data: AsyncIterable<Buffer>, signal: AbortSignal): Promise<{ digest: string; size: number }> {
+  /**
+   * Apply `job` with the layer's bytes from `data`: a stream, or a local file the worker reads itself
+   * (then `fileDigest`, when given, is the file's digest computed here in parallel: the worker waits
+   * for its verdict instead of hashing the compressed bytes itself). A failure in `mismatched` says the
+   * bytes did not match the descriptor (nothing was applied).
+   */
+  async run(job: ApplyJob, data: AsyncIterable<Buffer> | { file: string; fileDigest?: Promise<string> }, signal: AbortSignal): Promise<{ digest: string; size: number }> {
     const w = await this.acquire();
     const id = this.nextId++;
     const post = (m: ToWorker, transfer?: ArrayBuffer[]): void => w.worker.postMessage(m, transfer);
@@ -108,11 +118,21 @@ class ApplyPool {
     const onMessage = (m: FromWorker): void => {
       if (m.id !== id) return;
       if (m.type === "ack") credit++;
-      else if (m.type === "done") {
+      else if (m.type === "staged") {
+        const fileDigest = "file" in data ? data.fileDigest : undefined;
+        if (!fileDigest) post({ type: "verdict", id, ok: false, message: "no digest to check the layer against" });
+        else {
+          fileDigest.then(
+            (d) => post({ type: "verdict", id, ok: d === job.expectedDigest, message: `layer digest mismatch: got ${d}, expected ${job.expectedDigest}` }),
+            (e: unknown) => post({ type: "verdict", id, ok: false, message: `layer digest not computed: ${(e as Error).message}` }),
+          );
+        }
+      } else if (m.type === "done") {
         result = { digest: m.digest, size: m.size };
         settle();
       } else {
         failure = new FlotillaError(m.code === "invalid argument" ? ErrorCodes.InvalidArgument : m.code === "context canceled" ? ErrorCodes.Canceled : ErrorCodes.Internal, m.message);
+        if (m.mismatch) mismatched.add(failure);
         settle();
       }
       wake?.();
@@ -128,6 +148,12 @@ class ApplyPool {
     signal.addEventListener("abort", onAbort, { once: true });
     try {
       post({ type: "start", id, job });
+      if ("file" in data) {
+        post({ type: "file", id, path: data.file });
+        await settled;
+        if (failure) throw failure;
+        return result!;
+      }
       try {
         for await (const chunk of data) {
           while (credit <= 0 && !result && !failure) await new Promise<void>((r) => (wake = r));
@@ -158,6 +184,23 @@ class ApplyPool {
   async close(): Promise<void> {
     this.closed = true;
     await Promise.all(this.workers.filter((w) => !w.busy).map((w) => w.worker.terminate()));
+  }
+}
+
+/** The digest of a file's bytes, read in chunks so the event loop keeps serving while it hashes. */
+export async function digestOfFile(file: string, algo: string): Promise<string> {
+  const fh = await fs.promises.open(file, "r");
+  try {
+    const h = createHash(algo);
+    const buf = Buffer.allocUnsafe(1 << 20);
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) break;
+      h.update(buf.subarray(0, bytesRead));
+    }
+    return `${algo}:${h.digest("hex")}`;
+  } finally {
+    await fh.close();
   }
 }
 
@@ -203,7 +246,21 @@ export class LocalDiffer implements Applier, Comparer {
         expectedSize: desc.size,
         syncFs: !!opts.syncFs,
       };
-      const r = await this.pool.run(job, this.content.read(ctx, desc.digest), ctx.signal);
+      const file = await this.content.localFile?.(ctx, desc.digest);
+      let r: { digest: string; size: number } | undefined;
+      if (file) {
+        // The compressed digest is computed here while the worker decompresses and stages the layer.
+        const fileDigest = digestOfFile(file, desc.digest.split(":")[0]!);
+        fileDigest.catch(() => undefined);
+        try {
+          r = await this.pool.run({ ...job, digestElsewhere: true }, { file, fileDigest }, ctx.signal);
+        } catch (e) {
+          // A refusal stands only if the file really holds the layer (else the file is stale or foreign).
+          if (ctx.signal.aborted || (!mismatched.has(e as Error) && (await fileDigest.catch(() => "")) === desc.digest)) throw e;
+          this.log?.warn({ digest: desc.digest, file, err: e }, "local blob file does not match its descriptor; streaming it from the content service");
+        }
+      }
+      r ??= await this.pool.run(job, this.content.read(ctx, desc.digest), ctx.signal);
       return { mediaType: LayerMediaTypes.OciTar, digest: r.digest, size: r.size };
     };
     const direct = directTarget(mounts);
