@@ -37,7 +37,7 @@ export const sandboxService: ServiceDefinition = {
   async start(sc) {
     const db = openSandboxDB(sc.root);
     const s = sc.config.flotilla.services;
-    const namespaces = new NamespaceEnsurer(new NamespaceStoreProxy(s.images.address));
+    const namespaces = new NamespaceEnsurer(new NamespaceStoreProxy(s.images.address), sc.events);
     const store = new LocalSandboxStore({ db, ensureNamespace: (ctx, ns) => namespaces.ensure(ctx, ns) });
 
     const podCfg = pluginConfig(sc.config, PODSANDBOX_PLUGIN.type, PODSANDBOX_PLUGIN.id);
@@ -83,6 +83,7 @@ export const sandboxService: ServiceDefinition = {
       grpcServices: [SANDBOX_STORE_SERVICE, SANDBOX_CONTROLLER_SERVICE],
       plugins,
       close: async () => {
+        namespaces.close();
         pods.close();
         shims.close();
         await db.close();

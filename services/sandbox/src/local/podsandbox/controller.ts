@@ -30,7 +30,7 @@ import {
   type SandboxPlatform,
 } from "../../../../../libs/core/sandbox";
 import { scanPrefix, type SandboxDB } from "../db";
-import { KeyedMutex } from "../mutex";
+import { KeyedMutex } from "../../../../../libs/sync";
 import { applySandboxFields, fromStored, toStored, type StoredSandbox } from "../store";
 import type { PodNetworks, PodNetworkState } from "./network";
 import { ensurePauseRootfs, pauseRootfsMount, pauseSpec, sandboxHostname } from "./pause";

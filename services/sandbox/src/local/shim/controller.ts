@@ -31,7 +31,7 @@ import {
 } from "../../../../../libs/core/sandbox";
 import { anyFromProto, anyToProto, metricFromProto, mountToProto } from "../../../../../libs/clients/sandbox";
 import { scanPrefix, type SandboxDB } from "../db";
-import { KeyedMutex } from "../mutex";
+import { KeyedMutex } from "../../../../../libs/sync";
 import { applySandboxFields, fromStored, toStored, type StoredSandbox } from "../store";
 import { deleteShim, resolveShim, startShim, type LaunchOptions, type ShimEndpoint } from "./launcher";
 import { NAMESPACE_KEY, TtrpcClient } from "../../../../../libs/ttrpc";
