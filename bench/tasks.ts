@@ -95,7 +95,9 @@ export async function run(): Promise<Row[]> {
   const f = await startFlotilla();
   const c = await startContainerd();
   const targets = [f, c];
-  const ns = "bench";
+  // A namespace of this run's own: containerd's shims keep their runc state under /run/containerd/runc/<ns>
+  // whatever the daemon's root, so a run that was killed must not collide with the next.
+  const ns = `bench-${process.pid}`;
   const ctr = (t: Target, args: string[]): ReturnType<Target["ctr"]> => t.ctr(args, { namespace: ns, timeoutMs: 120_000 });
   try {
     await pushImage(reg, "bench/busybox", "latest", buildBusyboxImage());
@@ -181,6 +183,14 @@ export async function run(): Promise<Row[]> {
       { benchmark: "shim PSS per container, Flotilla shim_group_size=10", unit: "MiB", flotilla: gMem.pss / 1024 / N, containerd: res[1]!.pssPerContainer, lowerIsBetter: true },
     ];
   } finally {
+    // Containers outlive their daemon (shims keep them): remove whatever a failed run left.
+    for (const t of targets) {
+      const ls = await ctr(t, ["t", "ls", "-q"]).catch(() => undefined);
+      for (const id of ls?.stdout.split("\n").map((x) => x.trim()).filter(Boolean) ?? []) {
+        await ctr(t, ["t", "rm", "-f", id]).catch(() => undefined);
+        await ctr(t, ["c", "rm", id]).catch(() => undefined);
+      }
+    }
     await f.stop();
     await c.stop();
     await reg.stop();
