@@ -9,15 +9,16 @@
 import * as fs from "node:fs";
 import * as http2 from "node:http2";
 import * as grpc from "@grpc/grpc-js";
+import * as protobuf from "protobufjs";
 import { context as otelContext, propagation, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import { LEASE_HEADER, NAMESPACE_HEADER, type CallContext } from "../context";
 import { errCanceled, errDeadlineExceeded, errInvalidArgument, errorCode, errResourceExhausted, ErrorCodes, toGrpc } from "../errdefs";
 import type { Metrics } from "../metrics";
 import { DECODE_OPTIONS, lookupService, validateWire, type Type } from "../proto";
-import { SpanKind, SpanStatusCode, tracer, tracingExported } from "../tracing";
+import { SpanKind, SpanStatusCode, tracer, tracingExported, type Span } from "../tracing";
 import { createTunedServer } from "./h2-tuning";
-import { closeHttp2, framePrefix, FrameReader, FramingError, GRPC_CONTENT_TYPE, listenHttp2, parseGrpcTimeout, respondStatusOnly, encodeStatusMessage } from "./wire";
+import { closeHttp2, FrameReader, FramingError, GRPC_CONTENT_TYPE, listenHttp2, parseGrpcTimeout, respondStatusOnly, encodeStatusMessage } from "./wire";
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type Msg = Record<string, any>;
@@ -51,8 +52,17 @@ function decodeWith(t: Type, buf: Buffer): Msg {
   }
 }
 
-function encodeWith(t: Type, m: Msg): Buffer {
-  return Buffer.from(t.encode(t.fromObject(m)).finish());
+/**
+ * Encode `m` as one gRPC frame. The 5-byte prefix is reserved in the writer (4 + 1 zero bytes) and
+ * filled in afterwards, so the message is written once and never copied.
+ */
+export function encodeFrame(t: Type, m: Msg): Buffer {
+  const w = protobuf.Writer.create();
+  w.fixed32(0).uint32(0);
+  const u8 = t.encode(t.fromObject(m), w).finish();
+  const buf = Buffer.isBuffer(u8) ? u8 : Buffer.from(u8.buffer, u8.byteOffset, u8.length);
+  buf.writeUInt32BE(buf.length - 5, 1);
+  return buf;
 }
 
 export interface RpcServerOptions {
@@ -71,6 +81,9 @@ interface Method {
   req: Type;
   res: Type;
   fn: Handler;
+  path: string;
+  service: string;
+  method: string;
 }
 
 const first = (v: string | string[] | undefined): string | undefined => (Array.isArray(v) ? v[0] : v);
@@ -79,29 +92,44 @@ const headerGetter = {
   get: (h: http2.IncomingHttpHeaders, k: string): string | undefined => first(h[k]),
 };
 
+const RESPONSE_HEADERS: http2.OutgoingHttpHeaders = { [http2.constants.HTTP2_HEADER_STATUS]: 200, "content-type": GRPC_CONTENT_TYPE };
+const OK_TRAILERS: http2.OutgoingHttpHeaders = { "grpc-status": "0" };
+const STREAM_OPTIONS = { waitForTrailers: true };
+
+const statusError = (code: number, details: string): Error => Object.assign(new Error(details), { code, details });
+
 /** The response side of one call: headers on the first message, framed messages with backpressure, status last. */
 class ResponseWriter {
   private started = false;
   done = false;
+  private trailers: http2.OutgoingHttpHeaders = OK_TRAILERS;
 
   constructor(private readonly stream: http2.ServerHttp2Stream, private readonly maxMessage: number) {}
 
-  async send(buf: Buffer): Promise<void> {
+  private readonly onWantTrailers = (): void => {
+    try {
+      this.stream.sendTrailers(this.trailers);
+    } catch {
+      /* the client is gone */
+    }
+  };
+
+  private check(frame: Buffer): void {
     const st = this.stream;
     if (this.done || st.destroyed || st.closed) throw errCanceled("call canceled by client");
-    if (buf.length > this.maxMessage) throw errResourceExhausted(`trying to send message larger than max (${buf.length} vs. ${this.maxMessage})`);
+    const n = frame.length - 5;
+    if (n > this.maxMessage) throw errResourceExhausted(`trying to send message larger than max (${n} vs. ${this.maxMessage})`);
     if (!this.started) {
       this.started = true;
-      st.respond({ [http2.constants.HTTP2_HEADER_STATUS]: 200, "content-type": GRPC_CONTENT_TYPE }, { waitForTrailers: true });
+      st.respond(RESPONSE_HEADERS, STREAM_OPTIONS);
     }
-    let ok: boolean;
-    if (buf.length <= 16384) {
-      ok = st.write(Buffer.concat([framePrefix(buf.length), buf]));
-    } else {
-      st.write(framePrefix(buf.length));
-      ok = st.write(buf);
-    }
-    if (ok) return;
+  }
+
+  /** Send one framed message (from encodeFrame), resolving once the stream can take more. */
+  async send(frame: Buffer): Promise<void> {
+    this.check(frame);
+    const st = this.stream;
+    if (st.write(frame)) return;
     await new Promise<void>((resolve, reject) => {
       const onDrain = (): void => {
         st.off("close", onClose);
@@ -116,6 +144,15 @@ class ResponseWriter {
     });
   }
 
+  /** A unary answer: headers, the one message and the OK status in one go. Throws like `send`. */
+  sendLast(frame: Buffer): void {
+    this.check(frame);
+    this.done = true;
+    const st = this.stream;
+    st.once("wantTrailers", this.onWantTrailers);
+    st.end(frame);
+  }
+
   /** End the call with a status (once; later calls do nothing). */
   finish(code: number, message: string): void {
     if (this.done) return;
@@ -125,13 +162,8 @@ class ResponseWriter {
     if (!this.started) {
       respondStatusOnly(st, code, message);
     } else {
-      st.once("wantTrailers", () => {
-        try {
-          st.sendTrailers(code === 0 ? { "grpc-status": "0" } : { "grpc-status": String(code), "grpc-message": encodeStatusMessage(message) });
-        } catch {
-          /* the client is gone */
-        }
-      });
+      if (code !== 0) this.trailers = { "grpc-status": String(code), "grpc-message": encodeStatusMessage(message) };
+      st.once("wantTrailers", this.onWantTrailers);
       st.end();
     }
     // A client still sending gets its remaining data read and dropped (its window keeps opening).
@@ -156,14 +188,14 @@ function requestMessages(stream: http2.ServerHttp2Stream, t: Type, maxMessage: n
     try {
       for (const m of reader.push(chunk)) queue.push(m);
     } catch (e) {
-      failure = e instanceof FramingError ? Object.assign(new Error(e.message), { code: e.grpcCode, details: e.message }) : e;
+      failure = e instanceof FramingError ? statusError(e.grpcCode, e.message) : e;
     }
     if (queue.length >= 8) stream.pause();
     notify();
   };
   const onEnd = (): void => {
     ended = true;
-    if (reader.partial && !failure) failure = Object.assign(new Error("request ended inside a message"), { code: grpc.status.INTERNAL, details: "request ended inside a message" });
+    if (reader.partial && !failure) failure = statusError(grpc.status.INTERNAL, "request ended inside a message");
     notify();
   };
   const onClose = (): void => {
@@ -196,21 +228,195 @@ function requestMessages(stream: http2.ServerHttp2Stream, t: Type, maxMessage: n
   };
 }
 
-/** The single request message of a unary or server-streaming call. */
-async function singleRequest(reqs: AsyncIterable<Msg>): Promise<Msg> {
-  let req: Msg | undefined;
-  for await (const m of reqs) {
-    if (req !== undefined) throw Object.assign(new Error("more than one request message for a unary request"), { code: grpc.status.UNIMPLEMENTED, details: "more than one request message for a unary request" });
-    req = m;
+/**
+ * One call in progress. Unary and server-streaming requests are collected from 'data' events and
+ * decoded once the client has half-closed (no iterator, no queue); the call's AbortSignal is only made
+ * when a handler asks for it.
+ */
+class ServerCall {
+  private readonly out: ResponseWriter;
+  private readonly started: bigint | undefined;
+  private readonly span: Span | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private finished = false;
+  private ac: AbortController | undefined;
+  private abortReason: unknown;
+  private aborted = false;
+  // Unary and server-streaming requests.
+  private reader: FrameReader | undefined;
+  private single: Buffer | undefined;
+  private count = 0;
+  private failure: unknown;
+  readonly ctx: CallContext;
+
+  constructor(private readonly srv: RpcServer, private readonly m: Method, private readonly stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) {
+    this.out = new ResponseWriter(stream, srv.maxMessage);
+    this.started = srv.metrics ? process.hrtime.bigint() : undefined;
+    const parent = headers.traceparent ? propagation.extract(otelContext.active(), headers, headerGetter) : otelContext.active();
+    this.span = tracingExported()
+      ? tracer().startSpan(m.path.slice(1), { kind: SpanKind.SERVER, attributes: { "rpc.system": "grpc", "rpc.service": m.service, "rpc.method": m.method, "flotilla.service": srv.serviceName } }, parent)
+      : undefined;
+    const timeoutMs = headers["grpc-timeout"] === undefined ? undefined : parseGrpcTimeout(headers["grpc-timeout"]);
+    let flotilla: Record<string, string> | undefined;
+    for (const k in headers) if (k.startsWith("flotilla-")) (flotilla ??= {})[k] = first(headers[k])!;
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const call = this;
+    this.ctx = {
+      namespace: first(headers[NAMESPACE_HEADER]) || undefined,
+      lease: first(headers[LEASE_HEADER]) || undefined,
+      headers: flotilla,
+      // An own, enumerable getter: `{ ...ctx }` copies the signal itself.
+      get signal(): AbortSignal {
+        return call.signal();
+      },
+      deadline: timeoutMs !== undefined ? new Date(Date.now() + timeoutMs) : undefined,
+      trace: this.span ? trace.setSpan(parent, this.span) : parent,
+      log: srv.log,
+    };
+    if (this.span && this.ctx.namespace) this.span.setAttribute("containerd.namespace", this.ctx.namespace);
+    stream.on("close", this.onClose);
+    if (timeoutMs !== undefined) this.timer = setTimeout(this.onTimeout, Math.min(timeoutMs, 2 ** 31 - 1));
   }
-  if (req === undefined) throw Object.assign(new Error("no request message"), { code: grpc.status.INTERNAL, details: "no request message" });
-  return req;
+
+  private signal(): AbortSignal {
+    if (!this.ac) {
+      this.ac = new AbortController();
+      if (this.aborted) this.ac.abort(this.abortReason);
+    }
+    return this.ac.signal;
+  }
+
+  private abort(reason: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.abortReason = reason;
+    this.ac?.abort(reason);
+  }
+
+  private readonly onClose = (): void => {
+    if (this.finished) return;
+    this.abort(errCanceled("call canceled by client"));
+    this.finish(grpc.status.CANCELLED, "call canceled by client");
+  };
+
+  private readonly onTimeout = (): void => {
+    this.abort(errDeadlineExceeded("deadline exceeded"));
+    this.finish(grpc.status.DEADLINE_EXCEEDED, "Deadline exceeded");
+  };
+
+  start(): void {
+    const k = this.m.kind;
+    if (k === "unary" || k === "server_stream") {
+      this.reader = new FrameReader(this.srv.maxMessage);
+      this.stream.on("data", this.onData);
+      this.stream.on("end", this.onEnd);
+      return;
+    }
+    const reqs = requestMessages(this.stream, this.m.req, this.srv.maxMessage);
+    this.run(async () => {
+      if (k === "client_stream") {
+        const res = await (this.m.fn as ClientStreamFn)(this.ctx, reqs);
+        this.out.sendLast(encodeFrame(this.m.res, res));
+      } else {
+        await (this.m.fn as BidiFn)(this.ctx, reqs, this.send);
+      }
+    });
+  }
+
+  private readonly send: Send = (msg) => this.out.send(encodeFrame(this.m.res, msg));
+
+  private readonly onData = (chunk: Buffer): void => {
+    if (this.failure) return;
+    try {
+      const msgs = this.reader!.push(chunk);
+      for (let i = 0; i < msgs.length; i++) if (this.count++ === 0) this.single = msgs[i];
+    } catch (e) {
+      // A compressed or oversized message: answer at once, the rest of the body is dropped.
+      this.failure = e instanceof FramingError ? statusError(e.grpcCode, e.message) : e;
+      this.fail(this.failure);
+    }
+  };
+
+  private readonly onEnd = (): void => {
+    if (this.finished) return;
+    let req: Msg;
+    try {
+      if (this.failure) throw this.failure;
+      if (this.reader!.partial) throw statusError(grpc.status.INTERNAL, "request ended inside a message");
+      if (this.count > 1) throw statusError(grpc.status.UNIMPLEMENTED, "more than one request message for a unary request");
+      if (this.count === 0) throw statusError(grpc.status.INTERNAL, "no request message");
+      req = decodeWith(this.m.req, this.single!);
+    } catch (e) {
+      this.fail(e);
+      return;
+    }
+    this.single = undefined;
+    if (this.m.kind === "unary") {
+      this.run(async () => {
+        const res = await (this.m.fn as UnaryFn)(this.ctx, req);
+        this.out.sendLast(encodeFrame(this.m.res, res));
+      });
+    } else {
+      this.run(() => (this.m.fn as ServerStreamFn)(this.ctx, req, this.send));
+    }
+  };
+
+  private run(body: () => Promise<void>): void {
+    const go = (): void => {
+      body().then(this.onOk, this.fail);
+    };
+    // Without an exporter no context manager is installed: the trace travels in ctx alone.
+    if (this.span) otelContext.with(this.ctx.trace, go);
+    else go();
+  }
+
+  private readonly onOk = (): void => {
+    if (this.finished) return;
+    if (this.out.done) this.settle(grpc.status.OK, "");
+    else this.finish(grpc.status.OK, "");
+  };
+
+  readonly fail = (err: unknown): void => {
+    if (this.finished) return;
+    const st = toGrpc(err);
+    const c = errorCode(err);
+    if (st.code === grpc.status.UNKNOWN || st.code === grpc.status.INTERNAL || (c === ErrorCodes.Unknown && !("code" in Object(err)))) {
+      this.srv.log.error({ err, method: this.m.path }, "rpc failed");
+    } else {
+      this.srv.log.debug({ method: this.m.path, code: st.code, msg: st.details }, "rpc error");
+    }
+    this.finish(st.code, st.details, err);
+  };
+
+  private finish(code: number, message: string, err?: unknown): void {
+    if (this.finished) return;
+    this.out.finish(code, message);
+    this.settle(code, message, err);
+  }
+
+  /** Record the outcome (the response is already ended). */
+  private settle(code: number, message: string, err?: unknown): void {
+    if (this.finished) return;
+    this.finished = true;
+    if (this.timer) clearTimeout(this.timer);
+    const span = this.span;
+    if (span) {
+      span.setAttribute("rpc.grpc.status_code", code);
+      if (code !== grpc.status.OK) span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error | undefined)?.message ?? message });
+      span.end();
+    }
+    if (this.started !== undefined) this.srv.metrics!.rpcDone(this.m.service, this.m.method, this.m.kind, grpc.status[code] ?? String(code), Number(process.hrtime.bigint() - this.started) / 1e9);
+  }
 }
+
+const ignore = (): void => undefined;
 
 export class RpcServer {
   readonly server: http2.Http2Server;
-  private readonly log: Logger;
-  private readonly maxMessage: number;
+  readonly log: Logger;
+  readonly metrics: Metrics | undefined;
+  readonly serviceName: string;
+  readonly maxMessage: number;
   private readonly methods = new Map<string, Method>();
   private readonly sessions = new Set<http2.Http2Session>();
   private boundPath?: string;
@@ -218,6 +424,8 @@ export class RpcServer {
 
   constructor(private readonly opts: RpcServerOptions) {
     this.log = opts.log;
+    this.metrics = opts.metrics;
+    this.serviceName = opts.service;
     this.maxMessage = opts.maxMessage ?? MAX_MESSAGE;
     const windowBytes = opts.windowBytes ?? 16 << 20;
     this.server = createTunedServer(windowBytes, opts.maxStreamsPerSession ?? 900, this.sessions);
@@ -233,7 +441,7 @@ export class RpcServer {
       m.resolve();
       const p = `/${fullName}/${m.name}`;
       if (this.methods.has(p)) throw new Error(`method ${p} registered twice`);
-      this.methods.set(p, { kind: methodKind(m.requestStream, m.responseStream), req: m.resolvedRequestType!, res: m.resolvedResponseType!, fn });
+      this.methods.set(p, { kind: methodKind(m.requestStream, m.responseStream), req: m.resolvedRequestType!, res: m.resolvedResponseType!, fn, path: p, service: fullName, method: m.name });
     }
   }
 
@@ -243,7 +451,7 @@ export class RpcServer {
   }
 
   private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
-    stream.on("error", () => undefined);
+    stream.on("error", ignore);
     const methodPath = String(headers[http2.constants.HTTP2_HEADER_PATH] ?? "");
     const m = this.methods.get(methodPath);
     if (!m) {
@@ -256,88 +464,7 @@ export class RpcServer {
       stream.resume();
       return;
     }
-    const [, service = "", method = ""] = methodPath.split("/");
-    const started = process.hrtime.bigint();
-    const out = new ResponseWriter(stream, this.maxMessage);
-    const parent = headers.traceparent ? propagation.extract(otelContext.active(), headers, headerGetter) : otelContext.active();
-    const span = tracingExported()
-      ? tracer().startSpan(methodPath.slice(1), { kind: SpanKind.SERVER, attributes: { "rpc.system": "grpc", "rpc.service": service, "rpc.method": method, "flotilla.service": this.opts.service } }, parent)
-      : undefined;
-    const ac = new AbortController();
-    const timeoutMs = parseGrpcTimeout(headers["grpc-timeout"]);
-    let flotilla: Record<string, string> | undefined;
-    for (const k in headers) if (k.startsWith("flotilla-")) (flotilla ??= {})[k] = first(headers[k])!;
-    const ctx: CallContext = {
-      namespace: first(headers[NAMESPACE_HEADER]) || undefined,
-      lease: first(headers[LEASE_HEADER]) || undefined,
-      headers: flotilla,
-      signal: ac.signal,
-      deadline: timeoutMs !== undefined ? new Date(Date.now() + timeoutMs) : undefined,
-      trace: span ? trace.setSpan(parent, span) : parent,
-      log: this.log,
-    };
-    if (span && ctx.namespace) span.setAttribute("containerd.namespace", ctx.namespace);
-
-    let timer: NodeJS.Timeout | undefined;
-    let finished = false;
-    const finish = (code: number, message: string, err?: unknown): void => {
-      if (finished) return;
-      finished = true;
-      clearTimeout(timer);
-      out.finish(code, message);
-      if (span) {
-        span.setAttribute("rpc.grpc.status_code", code);
-        if (code !== grpc.status.OK) span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error | undefined)?.message ?? message });
-        span.end();
-      }
-      this.opts.metrics?.rpcDone(service, method, m.kind, grpc.status[code] ?? String(code), Number(process.hrtime.bigint() - started) / 1e9);
-    };
-    const fail = (err: unknown): void => {
-      if (finished) return;
-      const st = toGrpc(err);
-      const c = errorCode(err);
-      if (st.code === grpc.status.UNKNOWN || st.code === grpc.status.INTERNAL || (c === ErrorCodes.Unknown && !("code" in Object(err)))) {
-        this.log.error({ err, method: methodPath }, "rpc failed");
-      } else {
-        this.log.debug({ method: methodPath, code: st.code, msg: st.details }, "rpc error");
-      }
-      finish(st.code, st.details, err);
-    };
-    stream.on("close", () => {
-      if (finished) return;
-      ac.abort(errCanceled("call canceled by client"));
-      finish(grpc.status.CANCELLED, "call canceled by client");
-    });
-    if (timeoutMs !== undefined) {
-      timer = setTimeout(() => {
-        ac.abort(errDeadlineExceeded("deadline exceeded"));
-        finish(grpc.status.DEADLINE_EXCEEDED, "Deadline exceeded");
-      }, Math.min(timeoutMs, 2 ** 31 - 1));
-    }
-
-    const send: Send = (msg) => out.send(encodeWith(m.res, msg));
-    const reqs = requestMessages(stream, m.req, this.maxMessage);
-    const run = async (): Promise<void> => {
-      switch (m.kind) {
-        case "unary": {
-          const res = await (m.fn as UnaryFn)(ctx, await singleRequest(reqs));
-          await out.send(encodeWith(m.res, res));
-          return;
-        }
-        case "server_stream":
-          return (m.fn as ServerStreamFn)(ctx, await singleRequest(reqs), send);
-        case "client_stream": {
-          const res = await (m.fn as ClientStreamFn)(ctx, reqs);
-          await out.send(encodeWith(m.res, res));
-          return;
-        }
-        case "bidi":
-          return (m.fn as BidiFn)(ctx, reqs, send);
-      }
-    };
-    otelContext.with(ctx.trace, () => {
-      run().then(() => finish(grpc.status.OK, ""), fail);
-    });
+    new ServerCall(this, m, stream, headers).start();
   }
 
   /** Bind to a unix or TCP address. A stale unix socket file is removed first. Resolves with the TCP port, if any. */

@@ -15,7 +15,8 @@ import * as path from "node:path";
 import * as http2 from "node:http2";
 import { errOutOfRange, toGrpc } from "../../../libs/errdefs";
 import type { Envelope } from "../../../libs/events";
-import { encodeStatusMessage, framePrefix, GRPC_CONTENT_TYPE, respondStatusOnly } from "../../../libs/grpc/wire";
+import { encodeStatusMessage, GRPC_CONTENT_TYPE, respondStatusOnly } from "../../../libs/grpc/wire";
+import { encodeFrame } from "../../../libs/grpc/server";
 import { DECODE_OPTIONS, lookupType, unpackAny, validateWire } from "../../../libs/proto";
 
 export const CONTENT_READ_PATH = "/containerd.services.content.v1.Content/Read";
@@ -160,6 +161,8 @@ export class DirectContentReads {
       }
       if (size <= 0 || offset + size > f.size) size = f.size - offset;
       down.respond({ [http2.constants.HTTP2_HEADER_STATUS]: 200, "content-type": GRPC_CONTENT_TYPE }, { waitForTrailers: true });
+      // The last message goes out with the end of the stream (for a small blob: headers and DATA in one write).
+      let final: Buffer | undefined;
       while (size > 0) {
         if (down.destroyed || down.closed) return { code: 1, message: "call canceled by client" };
         const buf = Buffer.allocUnsafe(Math.min(CHUNK, size));
@@ -167,9 +170,14 @@ export class DirectContentReads {
         // costs less than the thread-pool round trip of an asynchronous one.
         const bytesRead = fs.readSync(f.fd, buf, 0, buf.length, offset);
         if (bytesRead === 0) break;
-        const msg = Buffer.from(this.resT.encode(this.resT.fromObject({ offset, data: buf.subarray(0, bytesRead) })).finish());
-        down.write(framePrefix(msg.length));
-        if (!down.write(msg)) {
+        const frame = encodeFrame(this.resT, { offset, data: buf.subarray(0, bytesRead) });
+        offset += bytesRead;
+        size -= bytesRead;
+        if (size === 0) {
+          final = frame;
+          break;
+        }
+        if (!down.write(frame)) {
           await new Promise<void>((resolve) => {
             const done = (): void => {
               down.off("drain", done);
@@ -180,8 +188,6 @@ export class DirectContentReads {
             down.once("close", done);
           });
         }
-        offset += bytesRead;
-        size -= bytesRead;
       }
       const status = size > 0 ? { code: 11, message: `unexpected end of blob ${req.digest} at ${offset}` } : { code: 0, message: "" };
       down.once("wantTrailers", () => {
@@ -191,7 +197,7 @@ export class DirectContentReads {
           /* the client is gone */
         }
       });
-      if (!down.destroyed && !down.closed) down.end();
+      if (!down.destroyed && !down.closed) down.end(final);
       return status;
     } finally {
       this.release(f);

@@ -40,6 +40,49 @@ const {
 
 /** Receive windows (connection and stream) on both sides of the proxy. */
 const WINDOW = 16 << 20;
+/** A single-message request (unary, server-streaming) larger than this is streamed up as it comes. */
+const BUFFER_LIMIT = 65536;
+const REQUEST_OPTIONS = { endStream: false };
+const END_STREAM = { endStream: true };
+const WAIT_FOR_TRAILERS = { waitForTrailers: true };
+const ignore = (): void => undefined;
+
+/**
+ * Read a request body whole, or its first `limit` bytes: `done(body, complete)` is called once, with
+ * `complete` false when the body outgrew the limit (the stream is then paused with the rest unread)
+ * or the client went away before it ended.
+ */
+function readBody(down: http2.ServerHttp2Stream, limit: number, done: (body: Buffer, complete: boolean) => void): void {
+  let first: Buffer | undefined;
+  let chunks: Buffer[] | undefined;
+  let len = 0;
+  let settled = false;
+  const body = (): Buffer => (chunks ? Buffer.concat(chunks, len) : (first ?? EMPTY));
+  const settle = (complete: boolean): void => {
+    if (settled) return;
+    settled = true;
+    down.off("data", onData);
+    down.off("end", onEnd);
+    down.off("close", onClose);
+    done(body(), complete);
+  };
+  const onData = (c: Buffer): void => {
+    if (first === undefined) first = c;
+    else (chunks ??= [first]).push(c);
+    len += c.length;
+    if (len > limit) {
+      down.pause();
+      settle(false);
+    }
+  };
+  const onEnd = (): void => settle(true);
+  const onClose = (): void => settle(false);
+  down.on("data", onData);
+  down.on("end", onEnd);
+  down.on("close", onClose);
+}
+const EMPTY = Buffer.alloc(0);
+
 /** Headers that describe one hop and are never forwarded. */
 const DROP_REQUEST = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host"]);
 
@@ -205,18 +248,42 @@ export class GatewayFront {
   /**
    * Forward one call to its owner. `body` is the request already read (then `bodyComplete` says whether
    * the client has finished sending); `onStatus` learns the final status.
+   *
+   * A call whose request is a single message (unary, server-streaming) is read whole first (up to
+   * BUFFER_LIMIT) and sent upstream with its end in one go: headers and DATA(END_STREAM) leave in one
+   * write, instead of a DATA frame and an empty END_STREAM frame written separately by a pipe.
    */
   private proxy(down: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, body?: Buffer, bodyComplete = false, onStatus?: (code: number) => void): void {
+    down.on("error", ignore);
+    if (body === undefined) {
+      const p = headers[HTTP2_HEADER_PATH];
+      const methodPath = typeof p === "string" ? p : "";
+      const i = methodPath.indexOf("/", 1);
+      const kind = i > 0 ? this.routes.get(methodPath.slice(1, i))?.kinds.get(methodPath.slice(i + 1)) : undefined;
+      if (kind === "unary" || kind === "server_stream") {
+        readBody(down, BUFFER_LIMIT, (b, complete) => this.forward(down, headers, b, complete, onStatus));
+        return;
+      }
+    }
+    this.forward(down, headers, body, bodyComplete, onStatus);
+  }
+
+  private forward(down: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, body: Buffer | undefined, bodyComplete: boolean, onStatus?: (code: number) => void): void {
     const methodPath = String(headers[HTTP2_HEADER_PATH] ?? "");
-    const [, service = ""] = methodPath.split("/");
+    const i = methodPath.indexOf("/", 1);
+    const service = i > 0 ? methodPath.slice(1, i) : "";
     const route = this.routes.get(service) ?? this.localRoute;
-    down.on("error", () => undefined);
-    const obs = this.observe(route, methodPath, headers);
+    if (down.destroyed || down.closed) {
+      // The client went away while its request was being read.
+      if (route.observe) this.observe(route, methodPath, headers).finish(grpc.status.CANCELLED, "call canceled by client");
+      return;
+    }
+    const obs = route.observe ? this.observe(route, methodPath, headers) : undefined;
     let finished = false;
     const finish = (code: number, message?: string): void => {
       if (finished) return;
       finished = true;
-      obs.finish(code, message);
+      obs?.finish(code, message);
       onStatus?.(code);
     };
 
@@ -226,11 +293,12 @@ export class GatewayFront {
       [HTTP2_HEADER_SCHEME]: "http",
       [HTTP2_HEADER_AUTHORITY]: headers[HTTP2_HEADER_AUTHORITY] ?? "localhost",
     };
-    for (const [k, v] of Object.entries(headers)) {
-      if (k.startsWith(":") || DROP_REQUEST.has(k) || v === undefined) continue;
+    for (const k in headers) {
+      const v = headers[k];
+      if (k.charCodeAt(0) === 58 /* : */ || v === undefined || DROP_REQUEST.has(k)) continue;
       out[k] = v;
     }
-    obs.inject(out);
+    obs?.inject(out);
 
     /** Answer with a status alone (the call never reached an owner, or died before it answered). */
     const statusOnly = (code: grpc.status, message: string): void => {
@@ -245,7 +313,7 @@ export class GatewayFront {
 
     let up: http2.ClientHttp2Stream;
     try {
-      up = this.upstreams.get(route.address).request(out, { endStream: false });
+      up = this.upstreams.get(route.address).request(out, REQUEST_OPTIONS);
     } catch (e) {
       statusOnly(grpc.status.UNAVAILABLE, `connection error: ${(e as Error).message}`);
       return;
@@ -254,19 +322,35 @@ export class GatewayFront {
     let ended = false;
 
     up.on("response", (h, flags) => {
-      const resp: http2.OutgoingHttpHeaders = {};
-      for (const [k, v] of Object.entries(h)) if (!k.startsWith(":") && v !== undefined) resp[k] = v;
-      resp[HTTP2_HEADER_STATUS] = h[HTTP2_HEADER_STATUS] ?? 200;
       if (down.destroyed || down.closed) return;
+      const resp: http2.OutgoingHttpHeaders = {};
+      for (const k in h) {
+        const v = h[k];
+        if (k.charCodeAt(0) !== 58 && v !== undefined) resp[k] = v;
+      }
+      resp[HTTP2_HEADER_STATUS] = h[HTTP2_HEADER_STATUS] ?? 200;
       // Trailers-only: the whole answer is in these headers.
       if ((flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0 || h["grpc-status"] !== undefined) {
         ended = true;
-        down.respond(resp, { endStream: true });
+        down.respond(resp, END_STREAM);
         finish(Number(h["grpc-status"] ?? grpc.status.UNKNOWN), String(h["grpc-message"] ?? ""));
         return;
       }
-      down.respond(resp, { waitForTrailers: true });
-      up.pipe(down);
+      down.respond(resp, WAIT_FOR_TRAILERS);
+      // Responses flow down with backpressure (no pipe: two listeners instead of pipe's eight).
+      const resume = (): void => {
+        up.resume();
+      };
+      up.on("data", (c: Buffer) => {
+        if (down.destroyed) return;
+        if (!down.write(c)) {
+          up.pause();
+          down.once("drain", resume);
+        }
+      });
+      up.on("end", () => {
+        if (!down.destroyed) down.end();
+      });
     });
     up.on("trailers", (t) => {
       trailers = t;
@@ -274,7 +358,12 @@ export class GatewayFront {
     down.on("wantTrailers", () => {
       ended = true;
       const t: http2.OutgoingHttpHeaders = {};
-      for (const [k, v] of Object.entries(trailers ?? {})) if (!k.startsWith(":") && v !== undefined) t[k] = v;
+      if (trailers) {
+        for (const k in trailers) {
+          const v = trailers[k];
+          if (k.charCodeAt(0) !== 58 && v !== undefined) t[k] = v;
+        }
+      }
       if (t["grpc-status"] === undefined) {
         t["grpc-status"] = String(grpc.status.INTERNAL);
         t["grpc-message"] = "upstream ended without a status";
