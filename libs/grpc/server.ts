@@ -86,6 +86,9 @@ interface Method {
   method: string;
 }
 
+/** How early a client's reset may come and still count as its deadline. */
+const DEADLINE_SKEW_MS = 50;
+
 const first = (v: string | string[] | undefined): string | undefined => (Array.isArray(v) ? v[0] : v);
 const headerGetter = {
   keys: (h: http2.IncomingHttpHeaders): string[] => Object.keys(h),
@@ -295,6 +298,10 @@ class ServerCall {
 
   private readonly onClose = (): void => {
     if (this.finished) return;
+    // A client whose own deadline timer fired first resets the stream at about our deadline: that is
+    // the deadline, not a cancel (the two timers start a few milliseconds apart).
+    const d = this.ctx.deadline?.getTime();
+    if (d !== undefined && Date.now() >= d - DEADLINE_SKEW_MS) return this.onTimeout();
     this.abort(errCanceled("call canceled by client"));
     this.finish(grpc.status.CANCELLED, "call canceled by client");
   };
