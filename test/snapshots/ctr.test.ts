@@ -58,6 +58,10 @@ describe("snapshots - real ctr through the gateway", () => {
   for (const sn of ["overlayfs", "native"]) {
     test(`${sn}: prepare, mounts (run by hand), commit, view, info, label, usage, tree, ls, rm`, async () => {
       const s = ["snapshots", "--snapshotter", sn];
+      // `ctr snapshots view` sets no gc.root label (as in containerd): let the collection the previous
+      // test's removals scheduled finish first, and root the view as soon as it exists.
+      await ctr(["leases", "create", "--id", `gc-sync-${sn}`]);
+      await ctr(["leases", "rm", "--sync", `gc-sync-${sn}`]);
       await ctr([...s, "prepare", "base-work", ""]);
       byHand(stack, await ctr([...s, "mounts", "/TARGET", "base-work"]), (d) => {
         fs.writeFileSync(path.join(d, "from-base"), "base");
@@ -73,6 +77,7 @@ describe("snapshots - real ctr through the gateway", () => {
       });
       await ctr([...s, "commit", "child", "child-work"]);
       await ctr([...s, "view", "child-view", "child"]);
+      await ctr([...s, "label", "child-view", `containerd.io/gc.root=${new Date().toISOString()}`]);
       const viewMount = await ctr([...s, "mounts", "/TARGET", "child-view"]);
       if (sn === "overlayfs") assert.match(viewMount, /^mount -t overlay overlay \/TARGET -o index=off,lowerdir=/);
       else assert.match(viewMount, /^mount -t bind .* \/TARGET -o rbind,ro/);
