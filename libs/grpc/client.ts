@@ -17,7 +17,7 @@ import { grpcTarget, unixPath } from "../config";
 import { DECODE_OPTIONS, lookupService, type Type } from "../proto";
 import { SpanKind, SpanStatusCode, tracer, type Span } from "../tracing";
 import { encodeFrame, MAX_MESSAGE, type Msg } from "./server";
-import { FrameReader, FramingError, GRPC_CONTENT_TYPE, SESSION_MEMORY_MB } from "./wire";
+import { FrameReader, FramingError, GRPC_CONTENT_TYPE, SESSION_MEMORY_MB, writeWithDrain } from "./wire";
 
 /** gRPC status codes (the numbers are the protocol's). */
 const Status = {
@@ -415,19 +415,7 @@ class Call {
     if (frame.length - 5 > MAX_MESSAGE) throw fromGrpc(new StatusError(Status.RESOURCE_EXHAUSTED, `trying to send message larger than max (${frame.length - 5} vs. ${MAX_MESSAGE})`));
     const st = this.stream;
     if (this.result !== undefined || !st || st.destroyed || st.writableEnded) throw fromGrpc(this.result ?? new StatusError(Status.CANCELLED, "call already ended"));
-    if (st.write(frame)) return;
-    await new Promise<void>((resolve, reject) => {
-      const onDrain = (): void => {
-        st.off("close", onClose);
-        resolve();
-      };
-      const onClose = (): void => {
-        st.off("drain", onDrain);
-        reject(fromGrpc(this.result ?? new StatusError(Status.CANCELLED, "call ended")));
-      };
-      st.once("drain", onDrain);
-      st.once("close", onClose);
-    });
+    await writeWithDrain(st, frame, () => fromGrpc(this.result ?? new StatusError(Status.CANCELLED, "call ended")));
   }
 
   end(): void {

@@ -18,7 +18,7 @@ import type { Metrics } from "../metrics";
 import { DECODE_OPTIONS, lookupService, validateWire, type Type } from "../proto";
 import { SpanKind, SpanStatusCode, tracer, tracingExported, type Span } from "../tracing";
 import { createTunedServer } from "./h2-tuning";
-import { closeHttp2, FrameReader, FramingError, GRPC_CONTENT_TYPE, listenHttp2, parseGrpcTimeout, respondStatusOnly, encodeStatusMessage } from "./wire";
+import { closeHttp2, FrameReader, FramingError, GRPC_CONTENT_TYPE, listenHttp2, parseGrpcTimeout, respondStatusOnly, encodeStatusMessage, writeWithDrain } from "./wire";
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type Msg = Record<string, any>;
@@ -131,20 +131,7 @@ class ResponseWriter {
   /** Send one framed message (from encodeFrame), resolving once the stream can take more. */
   async send(frame: Buffer): Promise<void> {
     this.check(frame);
-    const st = this.stream;
-    if (st.write(frame)) return;
-    await new Promise<void>((resolve, reject) => {
-      const onDrain = (): void => {
-        st.off("close", onClose);
-        resolve();
-      };
-      const onClose = (): void => {
-        st.off("drain", onDrain);
-        reject(errCanceled("call canceled by client"));
-      };
-      st.once("drain", onDrain);
-      st.once("close", onClose);
-    });
+    await writeWithDrain(this.stream, frame, () => errCanceled("call canceled by client"));
   }
 
   /** A unary answer: headers, the one message and the OK status in one go. Throws like `send`. */

@@ -165,3 +165,23 @@ export async function closeHttp2(server: http2.Http2Server, sessions: Set<http2.
   await closed;
   clearTimeout(timer);
 }
+
+/**
+ * Write `buf` to an HTTP/2 stream. When its buffer is full, resolve on 'drain', or reject with
+ * `closed()` if the stream closes first.
+ */
+export function writeWithDrain(stream: http2.Http2Stream, buf: Buffer, closed: () => unknown): Promise<void> {
+  if (stream.write(buf)) return Promise.resolve();
+  return new Promise<void>((resolve, reject) => {
+    const onDrain = (): void => {
+      stream.off("close", onClose);
+      resolve();
+    };
+    const onClose = (): void => {
+      stream.off("drain", onDrain);
+      reject(closed());
+    };
+    stream.once("drain", onDrain);
+    stream.once("close", onClose);
+  });
+}

@@ -15,7 +15,7 @@ import * as path from "node:path";
 import * as http2 from "node:http2";
 import { errOutOfRange, toGrpc } from "../../../libs/errdefs";
 import type { Envelope } from "../../../libs/events";
-import { encodeStatusMessage, GRPC_CONTENT_TYPE, respondStatusOnly } from "../../../libs/grpc/wire";
+import { encodeStatusMessage, GRPC_CONTENT_TYPE, respondStatusOnly, writeWithDrain } from "../../../libs/grpc/wire";
 import { encodeFrame } from "../../../libs/grpc/server";
 import { DECODE_OPTIONS, lookupType, unpackAny, validateWire } from "../../../libs/proto";
 
@@ -177,17 +177,8 @@ export class DirectContentReads {
           final = frame;
           break;
         }
-        if (!down.write(frame)) {
-          await new Promise<void>((resolve) => {
-            const done = (): void => {
-              down.off("drain", done);
-              down.off("close", done);
-              resolve();
-            };
-            down.once("drain", done);
-            down.once("close", done);
-          });
-        }
+        // A closed stream is noticed at the top of the loop.
+        await writeWithDrain(down, frame, () => undefined).catch(() => undefined);
       }
       const status = size > 0 ? { code: 11, message: `unexpected end of blob ${req.digest} at ${offset}` } : { code: 0, message: "" };
       down.once("wantTrailers", () => {
