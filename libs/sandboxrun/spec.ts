@@ -5,6 +5,7 @@
  */
 import { errInvalidArgument } from "../errdefs";
 import { SANDBOX_LABELS } from "../core/sandbox";
+import { defaultMounts, MASKED_PATHS, READONLY_PATHS } from "./oci-defaults";
 
 export interface SandboxMemberSpecOptions {
   namespace: string;
@@ -52,14 +53,7 @@ export function sandboxMemberSpec(o: SandboxMemberSpecOptions): Record<string, u
       noNewPrivileges: true,
     },
     root: { path: "rootfs", readonly: !!o.readonlyRootfs },
-    mounts: [
-      { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
-      { destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"] },
-      { destination: "/dev/pts", type: "devpts", source: "devpts", options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
-      { destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
-      { destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"] },
-      { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
-    ],
+    mounts: defaultMounts(),
     annotations: {
       [SANDBOX_LABELS.criContainerType]: "container",
       [SANDBOX_LABELS.criSandboxId]: o.sandboxId,
@@ -69,8 +63,8 @@ export function sandboxMemberSpec(o: SandboxMemberSpecOptions): Record<string, u
       resources: { devices: [{ allow: false, access: "rwm" }] },
       cgroupsPath: `/${o.namespace}/${o.id}`,
       namespaces,
-      maskedPaths: ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
-      readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+      maskedPaths: [...MASKED_PATHS],
+      readonlyPaths: [...READONLY_PATHS],
     },
   };
 }

@@ -26,6 +26,7 @@ import { decode, encode, type Obj, type Schema } from "./pb";
 import { nowTimestamp } from "./publisher";
 import type { Reaper } from "./reaper";
 import { Runc } from "./runc";
+import { defaultMounts, MASKED_PATHS, READONLY_PATHS } from "../../../libs/sandboxrun/oci-defaults";
 
 export const SANDBOX_SERVICE = "containerd.runtime.sandbox.v1.Sandbox";
 export const OCI_SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -62,20 +63,6 @@ export function goArch(arch: string = process.arch): string {
   return ({ x64: "amd64", ia32: "386", arm64: "arm64", arm: "arm", ppc64: "ppc64le", s390x: "s390x", riscv64: "riscv64", loong64: "loong64" } as Record<string, string>)[arch] ?? arch;
 }
 
-const MASKED = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"];
-const READONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
-
-function standardMounts(): Record<string, unknown>[] {
-  return [
-    { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
-    { destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"] },
-    { destination: "/dev/pts", type: "devpts", source: "devpts", options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
-    { destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
-    { destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"] },
-    { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
-  ];
-}
-
 export interface SandboxSpecInput {
   id: string;
   namespace: string;
@@ -105,14 +92,14 @@ export function sandboxSpec(o: SandboxSpecInput): Record<string, unknown> {
     },
     root: { path: "rootfs", readonly: true },
     ...(o.netns ? { hostname: o.hostname } : {}),
-    mounts: standardMounts(),
+    mounts: defaultMounts(),
     annotations: { ...o.annotations, "io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri.sandbox-id": o.id },
     linux: {
       resources: { devices: [{ allow: false, access: "rwm" }] },
       cgroupsPath: o.systemdCgroup ? `system.slice:flotilla-${o.namespace}:${o.id}` : `/${o.namespace}/${o.id}`,
       namespaces,
-      maskedPaths: MASKED,
-      readonlyPaths: READONLY,
+      maskedPaths: [...MASKED_PATHS],
+      readonlyPaths: [...READONLY_PATHS],
     },
   };
 }

@@ -8,6 +8,7 @@ import * as path from "node:path";
 import { errFailedPrecondition } from "../../../../../libs/errdefs";
 import type { Mount } from "../../../../../libs/core/snapshots";
 import { SANDBOX_LABELS } from "../../../../../libs/core/sandbox";
+import { defaultMounts, MASKED_PATHS, READONLY_PATHS } from "../../../../../libs/sandboxrun/oci-defaults";
 
 /** Where a static busybox is looked for, in order. */
 export const BUSYBOX_CANDIDATES = ["/bin/busybox", "/usr/bin/busybox"];
@@ -56,21 +57,6 @@ export interface PauseSpecOptions {
   annotations?: Record<string, string>;
 }
 
-const MASKED = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"];
-const READONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
-
-/** The standard container mounts (containerd's default unix spec). */
-export function defaultMounts(): Record<string, unknown>[] {
-  return [
-    { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
-    { destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"] },
-    { destination: "/dev/pts", type: "devpts", source: "devpts", options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
-    { destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
-    { destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"] },
-    { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
-  ];
-}
-
 export function pauseSpec(o: PauseSpecOptions): Record<string, unknown> {
   const namespaces: Record<string, unknown>[] = [{ type: "pid" }, { type: "ipc" }, { type: "mount" }];
   if (o.netns) namespaces.push({ type: "uts" }, { type: "network", path: o.netns });
@@ -99,8 +85,8 @@ export function pauseSpec(o: PauseSpecOptions): Record<string, unknown> {
       resources: { devices: [{ allow: false, access: "rwm" }] },
       cgroupsPath: `/${o.namespace}/${o.sandboxId}`,
       namespaces,
-      maskedPaths: MASKED,
-      readonlyPaths: READONLY,
+      maskedPaths: [...MASKED_PATHS],
+      readonlyPaths: [...READONLY_PATHS],
     },
   };
 }
