@@ -268,7 +268,7 @@ export class GatewayFront {
     this.forward(down, headers, body, bodyComplete, onStatus);
   }
 
-  private forward(down: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, body: Buffer | undefined, bodyComplete: boolean, onStatus?: (code: number) => void): void {
+  private forward(down: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, body: Buffer | undefined, bodyComplete: boolean, onStatus?: (code: number) => void, retried = false): void {
     const methodPath = String(headers[HTTP2_HEADER_PATH] ?? "");
     const i = methodPath.indexOf("/", 1);
     const service = i > 0 ? methodPath.slice(1, i) : "";
@@ -320,8 +320,22 @@ export class GatewayFront {
     }
     let trailers: http2.IncomingHttpHeaders | undefined;
     let ended = false;
+    let responded = false;
+    /**
+     * A refused stream was never processed by the owner (REFUSED_STREAM: e.g. its session was closing):
+     * a request the gateway holds whole is sent again, once, on a fresh session.
+     */
+    const retryRefused = (): boolean => {
+      if (retried || responded || up.rstCode !== NGHTTP2_REFUSED_STREAM || body === undefined || !bodyComplete) return false;
+      ended = true;
+      down.off("wantTrailers", onWantTrailers);
+      down.off("close", onDownClose);
+      this.forward(down, headers, body, true, onStatus, true);
+      return true;
+    };
 
     up.on("response", (h, flags) => {
+      responded = true;
       if (down.destroyed || down.closed) return;
       const resp: http2.OutgoingHttpHeaders = {};
       for (const k in h) {
@@ -355,7 +369,7 @@ export class GatewayFront {
     up.on("trailers", (t) => {
       trailers = t;
     });
-    down.on("wantTrailers", () => {
+    const onWantTrailers = (): void => {
       ended = true;
       const t: http2.OutgoingHttpHeaders = {};
       if (trailers) {
@@ -374,14 +388,15 @@ export class GatewayFront {
         /* the client is gone */
       }
       finish(Number(t["grpc-status"]), String(t["grpc-message"] ?? ""));
-    });
+    };
+    down.on("wantTrailers", onWantTrailers);
     up.on("error", (e: Error) => {
-      if (ended) return;
+      if (ended || retryRefused()) return;
       ended = true;
       statusOnly(grpc.status.UNAVAILABLE, `connection error: ${e.message}`);
     });
     up.on("close", () => {
-      if (ended) return;
+      if (ended || retryRefused()) return;
       if (up.rstCode !== undefined && up.rstCode !== NGHTTP2_NO_ERROR) {
         ended = true;
         statusOnly(statusOfReset(up.rstCode), `stream reset by ${service || "server"} (code ${up.rstCode})`);
@@ -399,12 +414,13 @@ export class GatewayFront {
     } else {
       down.pipe(up);
     }
-    down.on("close", () => {
+    const onDownClose = (): void => {
       // Only a call that did not complete is cancelled upstream (a needless reset counts against the
       // owner's rapid-reset budget).
       if (!ended && !up.closed && !up.destroyed) up.close(NGHTTP2_CANCEL);
       finish(grpc.status.CANCELLED, "call canceled by client");
-    });
+    };
+    down.on("close", onDownClose);
   }
 
   async listen(address: string): Promise<void> {
