@@ -350,6 +350,10 @@ describe("images: ctr against the stack and a registry", () => {
         tolerate(await stack.ctr(["images", "rm", ...(Math.random() < 0.5 ? ["--sync"] : []), ref]), "rm");
         if (Math.random() < 0.3) tolerate(await stack.ctr(["images", "rm", mine]), "rm mine");
       }
+      // Leave this worker's image behind (whatever the random removals did) for the checks below.
+      const ref = i % 2 === 0 ? refA : refB;
+      tolerate(await stack.ctr(["images", "pull", "--plain-http", ref], { timeoutMs: 60000 }), `pull ${ref}`);
+      tolerate(await stack.ctr(["images", "tag", "--force", ref, mine]), "tag");
     };
     const collector = async (): Promise<void> => {
       let n = 0;
