@@ -115,8 +115,10 @@ export class Supervisor {
     const root = repoRoot();
     const cfgArgs = this.configFile ? ["--config", this.configFile] : [];
     const order: ServiceName[] = [...SERVICE_NAMES.filter((s) => s !== "gateway"), "gateway"];
+    // FLOTILLA_NODE_ARGS: extra Node flags for every service process (profiling, heap limits).
+    const nodeArgs = (process.env.FLOTILLA_NODE_ARGS ?? "").split(/\s+/).filter(Boolean);
     for (const s of order) {
-      this.add(s, [process.execPath, path.join(root, "dist", "services", s, "main.js"), ...cfgArgs], env);
+      this.add(s, [process.execPath, ...nodeArgs, path.join(root, "dist", "services", s, "main.js"), ...cfgArgs], env);
     }
     this.log.info({ nats: this.natsUrl, socket: this.cfg.grpc.address, state: this.stateFile }, "flotilla is up");
   }
