@@ -17,8 +17,8 @@ import { RpcServer, type Msg, type Send } from "../../libs/grpc/server";
 import { createLogger } from "../../libs/log";
 import { Metrics } from "../../libs/metrics";
 import { GatewayFront } from "../../services/gateway/src/front";
-import { DirectContentReads } from "../../services/gateway/src/content-reads";
-import { packAny } from "../../libs/proto";
+import { decodeReadRequest, DirectContentReads, giveFrame, NLINK_CHECK_MS, takeFrame } from "../../services/gateway/src/content-reads";
+import { lookupType, packAny } from "../../libs/proto";
 import { waitFor } from "../harness";
 
 const NS = "containerd.services.namespaces.v1.Namespaces";
@@ -257,7 +257,45 @@ describe("gateway - content reads from the blob files", () => {
     assert.equal(ownerReads, before, "granted");
     fs.rmSync(path.join(dir, "content", "blobs", "sha256", digest.slice(7)));
     visibleIn.delete("ns-a");
+    await new Promise((r) => setTimeout(r, NLINK_CHECK_MS + 5));
     await assert.rejects(readAll("ns-a", 0, 10), (e: Error & { code?: string }) => e.code === ErrorCodes.NotFound);
     assert.equal(ownerReads, before + 1);
+  });
+});
+
+describe("gateway - content read frames", () => {
+  const reqT = lookupType("containerd.services.content.v1.ReadContentRequest");
+  const resT = lookupType("containerd.services.content.v1.ReadContentResponse");
+  const digest = "sha256:" + "ab".repeat(32);
+  const enc = (m: Record<string, unknown>): Buffer => Buffer.from(reqT.encode(reqT.fromObject(m)).finish());
+
+  it("decodes what a protobuf encoder writes, and refuses anything else", () => {
+    assert.deepEqual(decodeReadRequest(enc({ digest }), 0), { digest, offset: 0, size: 0 });
+    assert.deepEqual(decodeReadRequest(enc({ digest, offset: 2 ** 40 + 3, size: 32768 }), 0), { digest, offset: 2 ** 40 + 3, size: 32768 });
+    assert.equal(decodeReadRequest(enc({ digest, offset: -1 }), 0), undefined, "negative offset");
+    assert.equal(decodeReadRequest(enc({ digest: "sha256:abc" }), 0), undefined, "malformed digest");
+    assert.equal(decodeReadRequest(Buffer.concat([enc({ digest }), Buffer.from([0x20, 0x01])]), 0), undefined, "unknown field");
+    assert.equal(decodeReadRequest(enc({ digest }).subarray(0, 20), 0), undefined, "truncated");
+  });
+
+  it("frames decode as ReadContentResponse, also after a short read", () => {
+    for (const [offset, n] of [[0, 32768], [5, 10], [7, 128], [2 ** 33 + 1, 65536], [300, 1 << 20]] as const) {
+      const f = takeFrame(offset, n);
+      const data = crypto.randomBytes(n);
+      data.copy(f.buf, f.dataAt);
+      let b = f.bytes();
+      assert.equal(b[0], 0);
+      assert.equal(b.readUInt32BE(1), b.length - 5);
+      let m = resT.toObject(resT.decode(b.subarray(5)), { longs: Number }) as { offset?: number; data: Buffer };
+      assert.equal(Number(m.offset ?? 0), offset);
+      assert.ok(Buffer.from(m.data).equals(data));
+      f.shrink(n >> 1);
+      b = f.bytes();
+      assert.equal(b.readUInt32BE(1), b.length - 5);
+      m = resT.toObject(resT.decode(b.subarray(5)), { longs: Number }) as { offset?: number; data: Buffer };
+      assert.equal(Number(m.offset ?? 0), offset);
+      assert.ok(Buffer.from(m.data).equals(data.subarray(0, n >> 1)));
+      giveFrame(f);
+    }
   });
 });
