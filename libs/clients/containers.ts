@@ -20,7 +20,8 @@ export function anyFromProto(m: Msg | null | undefined): TypedValue | undefined 
   return { typeUrl: String(m.type_url ?? ""), value: Buffer.from((m.value as Uint8Array | undefined) ?? []) };
 }
 
-const tsOrNull = (d: Date | undefined): Msg | null => (d && d.getTime() > 0 ? toTimestamp(d) : null);
+/** A timestamp, or null for an unset date (the zero time). */
+export const tsOrNull = (d: Date | undefined): Msg | null => (d && d.getTime() > 0 ? toTimestamp(d) : null);
 
 export function containerToProto(c: ContainerInput & { createdAt?: Date; updatedAt?: Date }): Msg {
   return {

@@ -9,6 +9,7 @@ import { RpcClient } from "../grpc/client";
 import type { Msg } from "../grpc/server";
 import { fromTimestamp, toTimestamp } from "../proto";
 import type { Mount } from "../core/snapshots";
+import { anyFromProto, anyToProto, tsOrNull } from "./containers";
 import type {
   ControllerInstance,
   ControllerStatus,
@@ -20,22 +21,12 @@ import type {
   SandboxMetric,
   SandboxPlatform,
   SandboxStore,
-  TypedValue,
 } from "../core/sandbox";
 
 export const SANDBOX_STORE_SERVICE = "containerd.services.sandbox.v1.Store";
 export const SANDBOX_CONTROLLER_SERVICE = "containerd.services.sandbox.v1.Controller";
 
-export function anyToProto(a: TypedValue | undefined): Msg | null {
-  return a ? { type_url: a.typeUrl, value: Buffer.from(a.value) } : null;
-}
-
-export function anyFromProto(m: Msg | null | undefined): TypedValue | undefined {
-  if (!m || (!m.type_url && !(m.value as Uint8Array | undefined)?.length)) return undefined;
-  return { typeUrl: String(m.type_url ?? ""), value: Buffer.from((m.value as Uint8Array | undefined) ?? []) };
-}
-
-const tsOrNull = (d: Date | undefined): Msg | null => (d && d.getTime() > 0 ? toTimestamp(d) : null);
+export { anyFromProto, anyToProto };
 
 export function sandboxToProto(sb: SandboxInput & { createdAt?: Date; updatedAt?: Date }): Msg {
   return {
