@@ -13,6 +13,7 @@ import { after, before, describe, it } from "node:test";
 import type { CallContext } from "../../libs/context";
 import { ErrorCodes } from "../../libs/errdefs";
 import { RpcServer, encodeFrame, type Msg } from "../../libs/grpc/server";
+import { FrameReader, releaseMessageBuffer, takeMessageBuffer } from "../../libs/grpc/wire";
 import { createLogger } from "../../libs/log";
 import { decode, encode, lookupType } from "../../libs/proto";
 import { waitFor } from "../harness";
@@ -173,5 +174,25 @@ describe("RpcServer - unary calls on the wire", () => {
     assert.equal(f[0], 0);
     assert.equal(f.readUInt32BE(1), f.length - 5);
     assert.deepEqual(f.subarray(5), req("abc"));
+  });
+});
+
+describe("FrameReader - pooled message buffers", () => {
+  it("a message spanning chunks arrives whole; its buffer, handed back, serves the next one", () => {
+    const reader = new FrameReader(4 << 20);
+    const body = Buffer.alloc(1 << 20, 7);
+    const frame = Buffer.concat([Buffer.from([0, 0, 0x10, 0, 0]), body]);
+    const got: Buffer[] = [];
+    for (let o = 0; o < frame.length; o += 16384) got.push(...reader.push(frame.subarray(o, o + 16384)));
+    assert.equal(got.length, 1);
+    assert.ok(got[0]!.equals(body));
+    const first = got[0]!.buffer;
+    releaseMessageBuffer(got[0]!.subarray(10, 20)); // any view of it
+    releaseMessageBuffer(got[0]!); // a second time: no effect
+    const next = takeMessageBuffer(1 << 20);
+    assert.equal(next.buffer, first, "the released buffer is reused");
+    assert.notEqual(takeMessageBuffer(1 << 20).buffer, first, "and handed out once");
+    releaseMessageBuffer(Buffer.alloc(1 << 20)); // not from the pool: ignored
+    assert.equal(takeMessageBuffer(100).length, 100, "small messages are plain allocations");
   });
 });

@@ -12,6 +12,7 @@ import { errFailedPrecondition, errNotFound } from "../../../../libs/errdefs";
 import type { ContentWriter, IngestStatus } from "../../../../libs/core/content";
 import { closeFile, fdatasyncFile, fstatFile, fsyncFile, ftruncateFile, openFile, readAt, writeFullAt } from "./files";
 import type { IngestRecord } from "./db";
+import { releaseMessageBuffer } from "../../../../libs/grpc/wire";
 
 const MAX_INFLIGHT = 8 << 20;
 /** Start writing back to disk every this many bytes, so the fsync at commit has only the tail left. */
@@ -167,10 +168,13 @@ export class LocalWriter implements ContentWriter {
         this.unflushed += data.length;
         if (this.unflushed >= FLUSH_EVERY && !this.flushing) this.backgroundFlush(fd);
         this.settle(data.length);
+        // Hashed and on disk: a received message's buffer can serve the next one.
+        releaseMessageBuffer(data);
       },
       (e: Error) => {
         this.failure ??= e;
         this.settle(data.length);
+        releaseMessageBuffer(data);
       },
     );
     while (this.inflight > MAX_INFLIGHT) await new Promise<void>((r) => this.waiters.push(r));
