@@ -26,7 +26,7 @@ import { decode, encode, type Obj, type Schema } from "./pb";
 import { nowTimestamp } from "./publisher";
 import type { Reaper } from "./reaper";
 import { Runc } from "./runc";
-import { defaultMounts, MASKED_PATHS, READONLY_PATHS } from "../../../libs/sandboxrun/oci-defaults";
+import { sandboxProcessSpec } from "../../../libs/sandboxrun/oci-defaults";
 
 export const SANDBOX_SERVICE = "containerd.runtime.sandbox.v1.Sandbox";
 export const OCI_SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -75,33 +75,15 @@ export interface SandboxSpecInput {
 
 /** The OCI spec of a sandbox process. */
 export function sandboxSpec(o: SandboxSpecInput): Record<string, unknown> {
-  const namespaces: Record<string, unknown>[] = [{ type: "pid" }, { type: "ipc" }, { type: "mount" }];
-  // A pod of its own network gets its own hostname too; without one it shares the host's (as hostNetwork pods do).
-  if (o.netns) namespaces.push({ type: "uts" }, { type: "network", path: o.netns });
-  return {
-    ociVersion: "1.0.2-dev",
-    process: {
-      terminal: false,
-      user: { uid: 0, gid: 0 },
-      args: o.args,
-      env: ["PATH=/bin:/usr/bin:/sbin:/usr/sbin"],
-      cwd: "/",
-      capabilities: { bounding: [], effective: [], permitted: [] },
-      rlimits: [{ type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 }],
-      noNewPrivileges: true,
-    },
-    root: { path: "rootfs", readonly: true },
-    ...(o.netns ? { hostname: o.hostname } : {}),
-    mounts: defaultMounts(),
-    annotations: { ...o.annotations, "io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri.sandbox-id": o.id },
-    linux: {
-      resources: { devices: [{ allow: false, access: "rwm" }] },
-      cgroupsPath: o.systemdCgroup ? `system.slice:flotilla-${o.namespace}:${o.id}` : `/${o.namespace}/${o.id}`,
-      namespaces,
-      maskedPaths: [...MASKED_PATHS],
-      readonlyPaths: [...READONLY_PATHS],
-    },
-  };
+  return sandboxProcessSpec({
+    args: o.args,
+    path: "/bin:/usr/bin:/sbin:/usr/sbin",
+    netns: o.netns,
+    hostname: o.hostname,
+    annotations: o.annotations,
+    sandboxId: o.id,
+    cgroupsPath: o.systemdCgroup ? `system.slice:flotilla-${o.namespace}:${o.id}` : `/${o.namespace}/${o.id}`,
+  });
 }
 
 /** A read-only rootfs holding only a copy of the static busybox (and the mount points runc needs). */

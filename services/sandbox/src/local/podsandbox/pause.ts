@@ -8,7 +8,7 @@ import * as path from "node:path";
 import { errFailedPrecondition } from "../../../../../libs/errdefs";
 import type { Mount } from "../../../../../libs/core/snapshots";
 import { SANDBOX_LABELS } from "../../../../../libs/core/sandbox";
-import { defaultMounts, MASKED_PATHS, READONLY_PATHS } from "../../../../../libs/sandboxrun/oci-defaults";
+import { sandboxProcessSpec } from "../../../../../libs/sandboxrun/oci-defaults";
 
 /** Where a static busybox is looked for, in order. */
 export const BUSYBOX_CANDIDATES = ["/bin/busybox", "/usr/bin/busybox"];
@@ -58,37 +58,16 @@ export interface PauseSpecOptions {
 }
 
 export function pauseSpec(o: PauseSpecOptions): Record<string, unknown> {
-  const namespaces: Record<string, unknown>[] = [{ type: "pid" }, { type: "ipc" }, { type: "mount" }];
-  if (o.netns) namespaces.push({ type: "uts" }, { type: "network", path: o.netns });
-  return {
-    ociVersion: "1.0.2-dev",
-    process: {
-      terminal: false,
-      user: { uid: 0, gid: 0 },
-      args: PAUSE_ARGS,
-      env: ["PATH=/bin"],
-      cwd: "/",
-      capabilities: { bounding: [], effective: [], permitted: [] },
-      rlimits: [{ type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 }],
-      noNewPrivileges: true,
-    },
-    root: { path: "rootfs", readonly: true },
-    ...(o.netns ? { hostname: o.hostname } : {}),
-    mounts: defaultMounts(),
-    annotations: {
-      ...(o.annotations ?? {}),
-      [SANDBOX_LABELS.criContainerType]: "sandbox",
-      [SANDBOX_LABELS.criSandboxId]: o.sandboxId,
-      [SANDBOX_LABELS.runcGroup]: o.sandboxId,
-    },
-    linux: {
-      resources: { devices: [{ allow: false, access: "rwm" }] },
-      cgroupsPath: `/${o.namespace}/${o.sandboxId}`,
-      namespaces,
-      maskedPaths: [...MASKED_PATHS],
-      readonlyPaths: [...READONLY_PATHS],
-    },
-  };
+  return sandboxProcessSpec({
+    args: PAUSE_ARGS,
+    path: "/bin",
+    netns: o.netns,
+    hostname: o.hostname,
+    // The group annotation makes the pod's containers share the pause container's shim.
+    annotations: { ...(o.annotations ?? {}), [SANDBOX_LABELS.runcGroup]: o.sandboxId },
+    sandboxId: o.sandboxId,
+    cgroupsPath: `/${o.namespace}/${o.sandboxId}`,
+  });
 }
 
 /** A valid hostname for a sandbox: the spec's, else the id cut to 63 characters. */
