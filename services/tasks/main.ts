@@ -8,7 +8,7 @@ import { runService, GRPC_PLUGIN, hostPlatform, type PluginInfo, type ServiceDef
 import { pluginConfig, unixPath } from "../../libs/config";
 import { NamespaceEnsurer, NamespaceStoreProxy } from "../../libs/clients/namespaces";
 import { ContentStoreProxy } from "../../libs/clients/content";
-import { repoRoot } from "../../libs/proto";
+import { repoRoot, unpackAny } from "../../libs/proto";
 import { TtrpcServer } from "../../libs/ttrpc";
 import { typedService } from "../../libs/ttrpc/typed";
 import type { Envelope } from "../../libs/events";
@@ -16,6 +16,8 @@ import { background } from "../../libs/context";
 import { LocalContainerStore, openTasksDB } from "./src/local/containers";
 import { LocalTaskService } from "./src/local/tasks";
 import { ShimManager } from "./src/runtime/manager";
+import { ForwardedDeletes } from "./src/runtime/forwarded";
+import { TASK_EVENTS } from "../../libs/core/tasks";
 import { WarmPool } from "./src/runtime/warm";
 import { RuntimeResolver, runtimesConfig, RUNTIME_PLUGIN } from "./src/runtime/runtimes";
 import { CONTAINERS_SERVICE, containersHandlers } from "./src/server/containers";
@@ -40,10 +42,19 @@ export const tasksService: ServiceDefinition = {
     const ttrpcAddress = ttrpcAddressFor(sc.config.grpc.address, sc.state, typeof rawCfg.ttrpc_address === "string" ? rawCfg.ttrpc_address : undefined);
 
     // Events from shims: validated and forwarded to NATS as-is.
+    const forwardedDeletes = new ForwardedDeletes();
     const ttrpc = new TtrpcServer({ onError: (err, where) => sc.log.error({ err, where }, "ttrpc request failed") });
     ttrpc.register(TTRPC_EVENTS_SERVICE, typedService(TTRPC_EVENTS_SERVICE, {
       Forward: async (ctx, req) => {
-        await sc.events.forward(background(ctx.namespace), req.envelope as Envelope);
+        const env = req.envelope as Envelope;
+        await sc.events.forward(background(ctx.namespace), env);
+        if (env?.topic === TASK_EVENTS.delete.topic) {
+          try {
+            forwardedDeletes.seen(env.namespace, String(unpackAny<{ container_id?: string }>(env.event).container_id ?? ""));
+          } catch {
+            /* not a TaskDelete: nobody waits for it */
+          }
+        }
         return {};
       },
     }));
@@ -75,6 +86,7 @@ export const tasksService: ServiceDefinition = {
       warm,
       shimGroupSize: cfg.shimGroupSize,
       events: sc.events,
+      forwardedDeletes,
       log: sc.log,
       runtimeOf: async (ns, id) => (await containers.get(background(ns), id).catch(() => undefined))?.runtime.name,
     });

@@ -12,6 +12,7 @@ import { namespaceRequired, background, type CallContext } from "../../../../lib
 import { errAlreadyExists, errorCode, ErrorCodes, FlotillaError, isNotFound } from "../../../../libs/errdefs";
 import { isClosedError } from "../../../../libs/ttrpc";
 import type { EventPublisher } from "../../../../libs/events";
+import type { ForwardedDeletes } from "./forwarded";
 import { toTimestamp } from "../../../../libs/proto";
 import type { Container } from "../../../../libs/core/containers";
 import { TASK_EVENTS, type CreateTaskInput, type ExitInfo } from "../../../../libs/core/tasks";
@@ -30,6 +31,8 @@ export interface ManagerOptions {
   publishBinary: string;
   debug: boolean;
   events: EventPublisher;
+  /** Forwarded /tasks/delete events, awaited (briefly) before Delete answers. */
+  forwardedDeletes?: ForwardedDeletes;
   log: Logger;
   /** The runtime name of a stored container (for bundles without shim-binary-path). */
   runtimeOf?: (ns: string, id: string) => Promise<string | undefined>;
@@ -76,6 +79,8 @@ export const POOL_SERVICE = "flotilla.shim.v1.Pool";
 export const taskNotFound = (id: string): FlotillaError => new FlotillaError(ErrorCodes.NotFound, `task ${id} not found`);
 
 const key = (ns: string, id: string): string => `${ns}/${id}`;
+/** How long Delete waits for the shim's /tasks/delete to be forwarded (see ./forwarded). */
+const DELETE_EVENT_WAIT_MS = 500;
 
 export class ShimManager {
   private readonly tasks = new Map<string, ShimTask>();
@@ -234,9 +239,12 @@ export class ShimManager {
     const t = this.get(ns, id);
     let resp: Record<string, unknown> | undefined;
     const d0 = performance.now();
+    const published = this.o.forwardedDeletes?.expect(ns, id);
     try {
       resp = await t.call("Delete", {}, 30_000);
+      await published?.wait(DELETE_EVENT_WAIT_MS);
     } catch (e) {
+      published?.cancel();
       if (isClosedError(e)) {
         const d = this.dead.get(k);
         if (d) return d;
