@@ -317,7 +317,9 @@ export class DirectContentReads {
       if (!down.destroyed && !down.closed) {
         if (final) {
           const fr = final;
-          down.end(fr.bytes(), () => giveFrame(fr));
+          // Back to the pool once written out ('finish' is not emitted for a stream cut short).
+          down.once("finish", () => giveFrame(fr));
+          down.end(fr.bytes());
         } else down.end();
       } else if (final) giveFrame(final);
       return status;
