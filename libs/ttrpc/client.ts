@@ -6,6 +6,7 @@
  */
 import * as net from "node:net";
 import { classError, closedError, errorFromStatus } from "./errors";
+import { MessageQueue } from "./queue";
 import {
   decodeResponse,
   encodeFrame,
@@ -48,13 +49,10 @@ export interface ClientStream {
   [Symbol.asyncIterator](): AsyncIterator<Buffer>;
 }
 
-class ClientStreamImpl implements ClientStream {
-  private readonly queue: Buffer[] = [];
-  private done = false;
-  private error?: Error;
-  private wake?: () => void;
-
-  constructor(private readonly client: TtrpcClient, readonly id: number) {}
+class ClientStreamImpl extends MessageQueue<Buffer> implements ClientStream {
+  constructor(private readonly client: TtrpcClient, readonly id: number) {
+    super();
+  }
 
   send(payload: Uint8Array): void {
     this.client.writeFrame(this.id, MessageType.Data, 0, payload);
@@ -62,34 +60,6 @@ class ClientStreamImpl implements ClientStream {
 
   closeSend(): void {
     this.client.writeFrame(this.id, MessageType.Data, Flags.RemoteClosed | Flags.NoData);
-  }
-
-  push(m: Buffer): void {
-    this.queue.push(m);
-    this.wake?.();
-  }
-
-  end(err?: Error): void {
-    if (this.done) return;
-    this.done = true;
-    this.error = err;
-    this.wake?.();
-  }
-
-  async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {
-    for (;;) {
-      const m = this.queue.shift();
-      if (m) {
-        yield m;
-        continue;
-      }
-      if (this.done) {
-        if (this.error) throw this.error;
-        return;
-      }
-      await new Promise<void>((r) => (this.wake = r));
-      this.wake = undefined;
-    }
   }
 }
 

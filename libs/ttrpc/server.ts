@@ -9,6 +9,7 @@ import * as net from "node:net";
 import * as path from "node:path";
 import { classError, statusFromError } from "./errors";
 import { NAMESPACE_KEY } from "./client";
+import { MessageQueue } from "./queue";
 import {
   Code,
   decodeRequest,
@@ -65,36 +66,11 @@ export interface TtrpcServerOptions {
   onDisconnect?: (open: number) => void;
 }
 
-class InboundQueue implements AsyncIterable<Buffer> {
-  private readonly items: Buffer[] = [];
-  private done = false;
-  private wake?: () => void;
-  push(b: Buffer): void {
-    this.items.push(b);
-    this.wake?.();
-  }
-  end(): void {
-    this.done = true;
-    this.wake?.();
-  }
-  async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {
-    for (;;) {
-      const m = this.items.shift();
-      if (m) {
-        yield m;
-        continue;
-      }
-      if (this.done) return;
-      await new Promise<void>((r) => (this.wake = r));
-      this.wake = undefined;
-    }
-  }
-}
 
 class Connection {
   private readonly reader = new FrameReader();
   private lastStreamId = 0;
-  private readonly streams = new Map<number, InboundQueue>();
+  private readonly streams = new Map<number, MessageQueue<Buffer>>();
   private readonly ac = new AbortController();
   private closed = false;
 
@@ -194,7 +170,7 @@ class Connection {
       return;
     }
     const m = streaming!;
-    const q = new InboundQueue();
+    const q = new MessageQueue<Buffer>();
     if (f.flags & Flags.RemoteOpen) this.streams.set(id, q);
     else q.end();
     const stream: ServerStream = {
