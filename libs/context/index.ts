@@ -3,7 +3,6 @@
  * namespace and lease (from the `containerd-namespace` / `containerd-lease` headers), cancellation,
  * deadline, trace context and a logger.
  */
-import { Metadata } from "@grpc/grpc-js";
 import { context as otelContext, type Context as OtelContext } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import { errFailedPrecondition, errInvalidArgument } from "../errdefs";
@@ -35,42 +34,8 @@ export function withLease(ctx: CallContext, lease: string | undefined): CallCont
   return { ...ctx, lease };
 }
 
-function first(md: Metadata, key: string): string | undefined {
-  const v = md.get(key)[0];
-  if (v === undefined) return undefined;
-  return typeof v === "string" ? v : v.toString("utf8");
-}
-
-export function namespaceFromMetadata(md: Metadata): string | undefined {
-  return first(md, NAMESPACE_HEADER) || undefined;
-}
-
-export function leaseFromMetadata(md: Metadata): string | undefined {
-  return first(md, LEASE_HEADER) || undefined;
-}
-
-/** The `flotilla-*` headers of incoming metadata, if any. */
-export function flotillaHeadersFromMetadata(md: Metadata): Record<string, string> | undefined {
-  let out: Record<string, string> | undefined;
-  for (const k of Object.keys(md.getMap())) {
-    if (!k.startsWith("flotilla-")) continue;
-    const v = first(md, k);
-    if (v !== undefined) (out ??= {})[k] = v;
-  }
-  return out;
-}
-
 export function withHeaders(ctx: CallContext, headers: Record<string, string>): CallContext {
   return { ...ctx, headers: { ...ctx.headers, ...headers } };
-}
-
-/** Outgoing metadata carrying the namespace and lease of `ctx`. */
-export function metadataFor(ctx: CallContext): Metadata {
-  const md = new Metadata();
-  if (ctx.namespace) md.set(NAMESPACE_HEADER, ctx.namespace);
-  if (ctx.lease) md.set(LEASE_HEADER, ctx.lease);
-  for (const [k, v] of Object.entries(ctx.headers ?? {})) md.set(k, v);
-  return md;
 }
 
 const IDENTIFIER = /^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;

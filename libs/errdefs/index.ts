@@ -3,7 +3,7 @@
  * gRPC status codes. Classes are decided by the `code` field, never by `instanceof`, so a class survives
  * a trip through gRPC (the message carries containerd's `<context>: <class>` suffix).
  */
-import { status as Status } from "@grpc/grpc-js";
+import { Status } from "../grpc/status";
 
 export const ErrorCodes = {
   Unknown: "unknown",

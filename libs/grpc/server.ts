@@ -6,9 +6,9 @@
  * context (namespace, lease, deadline, cancellation, trace), flow control both ways, per-RPC metrics,
  * server spans and the one error mapping.
  */
+import { Status } from "./status";
 import * as fs from "node:fs";
 import * as http2 from "node:http2";
-import * as grpc from "@grpc/grpc-js";
 import * as protobuf from "protobufjs";
 import { context as otelContext, propagation, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
@@ -185,7 +185,7 @@ function requestMessages(stream: http2.ServerHttp2Stream, t: Type, maxMessage: n
   };
   const onEnd = (): void => {
     ended = true;
-    if (reader.partial && !failure) failure = statusError(grpc.status.INTERNAL, "request ended inside a message");
+    if (reader.partial && !failure) failure = statusError(Status.INTERNAL, "request ended inside a message");
     notify();
   };
   const onClose = (): void => {
@@ -290,12 +290,12 @@ class ServerCall {
     const d = this.ctx.deadline?.getTime();
     if (d !== undefined && Date.now() >= d - DEADLINE_SKEW_MS) return this.onTimeout();
     this.abort(errCanceled("call canceled by client"));
-    this.finish(grpc.status.CANCELLED, "call canceled by client");
+    this.finish(Status.CANCELLED, "call canceled by client");
   };
 
   private readonly onTimeout = (): void => {
     this.abort(errDeadlineExceeded("deadline exceeded"));
-    this.finish(grpc.status.DEADLINE_EXCEEDED, "Deadline exceeded");
+    this.finish(Status.DEADLINE_EXCEEDED, "Deadline exceeded");
   };
 
   start(): void {
@@ -336,9 +336,9 @@ class ServerCall {
     let req: Msg;
     try {
       if (this.failure) throw this.failure;
-      if (this.reader!.partial) throw statusError(grpc.status.INTERNAL, "request ended inside a message");
-      if (this.count > 1) throw statusError(grpc.status.UNIMPLEMENTED, "more than one request message for a unary request");
-      if (this.count === 0) throw statusError(grpc.status.INTERNAL, "no request message");
+      if (this.reader!.partial) throw statusError(Status.INTERNAL, "request ended inside a message");
+      if (this.count > 1) throw statusError(Status.UNIMPLEMENTED, "more than one request message for a unary request");
+      if (this.count === 0) throw statusError(Status.INTERNAL, "no request message");
       req = decodeWith(this.m.req, this.single!);
     } catch (e) {
       this.fail(e);
@@ -366,15 +366,15 @@ class ServerCall {
 
   private readonly onOk = (): void => {
     if (this.finished) return;
-    if (this.out.done) this.settle(grpc.status.OK, "");
-    else this.finish(grpc.status.OK, "");
+    if (this.out.done) this.settle(Status.OK, "");
+    else this.finish(Status.OK, "");
   };
 
   readonly fail = (err: unknown): void => {
     if (this.finished) return;
     const st = toGrpc(err);
     const c = errorCode(err);
-    if (st.code === grpc.status.UNKNOWN || st.code === grpc.status.INTERNAL || (c === ErrorCodes.Unknown && !("code" in Object(err)))) {
+    if (st.code === Status.UNKNOWN || st.code === Status.INTERNAL || (c === ErrorCodes.Unknown && !("code" in Object(err)))) {
       this.srv.log.error({ err, method: this.m.path }, "rpc failed");
     } else {
       this.srv.log.debug({ method: this.m.path, code: st.code, msg: st.details }, "rpc error");
@@ -396,10 +396,10 @@ class ServerCall {
     const span = this.span;
     if (span) {
       span.setAttribute("rpc.grpc.status_code", code);
-      if (code !== grpc.status.OK) span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error | undefined)?.message ?? message });
+      if (code !== Status.OK) span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error | undefined)?.message ?? message });
       span.end();
     }
-    if (this.started !== undefined) this.srv.metrics!.rpcDone(this.m.service, this.m.method, this.m.kind, grpc.status[code] ?? String(code), Number(process.hrtime.bigint() - this.started) / 1e9);
+    if (this.started !== undefined) this.srv.metrics!.rpcDone(this.m.service, this.m.method, this.m.kind, Status[code] ?? String(code), Number(process.hrtime.bigint() - this.started) / 1e9);
   }
 }
 
@@ -449,12 +449,12 @@ export class RpcServer {
     const methodPath = String(headers[http2.constants.HTTP2_HEADER_PATH] ?? "");
     const m = this.methods.get(methodPath);
     if (!m) {
-      respondStatusOnly(stream, grpc.status.UNIMPLEMENTED, `unknown method ${methodPath}`);
+      respondStatusOnly(stream, Status.UNIMPLEMENTED, `unknown method ${methodPath}`);
       stream.resume();
       return;
     }
     if (this.draining) {
-      respondStatusOnly(stream, grpc.status.UNAVAILABLE, "server is shutting down");
+      respondStatusOnly(stream, Status.UNAVAILABLE, "server is shutting down");
       stream.resume();
       return;
     }

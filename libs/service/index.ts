@@ -3,8 +3,8 @@
  * connect the event bus, start one gRPC server with health and this process's plugin list, let the
  * service register itself, then drain on SIGTERM/SIGINT.
  */
+import { Status } from "../grpc/status";
 import * as fs from "node:fs";
-import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { configPathFromArgv, loadConfig, serviceRoot, serviceState, type Config, type ServiceName } from "../config";
 import { NatsEventBus } from "../events";
@@ -68,7 +68,7 @@ export function addHealth(server: RpcServer, servedNames: () => string[]): void 
   server.addService(HEALTH_SERVICE, {
     Check: async (_ctx, req: Msg) => {
       const s = status(String(req.service ?? ""));
-      if (s === SERVICE_UNKNOWN) throw Object.assign(new Error("unknown service"), { code: grpc.status.NOT_FOUND, details: `service ${JSON.stringify(req.service)}: not found` });
+      if (s === SERVICE_UNKNOWN) throw Object.assign(new Error("unknown service"), { code: Status.NOT_FOUND, details: `service ${JSON.stringify(req.service)}: not found` });
       return { status: s };
     },
     Watch: async (ctx, req: Msg, send) => {
@@ -151,7 +151,7 @@ export function notYetImplemented(name: ServiceName, plugins: { type: string; id
     async start() {
       return {
         grpcServices: [],
-        plugins: plugins.map((p) => ({ ...p, initErr: { code: grpc.status.UNIMPLEMENTED, message: `${p.id}: not implemented in this Flotilla build` } })),
+        plugins: plugins.map((p) => ({ ...p, initErr: { code: Status.UNIMPLEMENTED, message: `${p.id}: not implemented in this Flotilla build` } })),
       };
     },
   };

@@ -5,12 +5,7 @@
 import { randomFillSync } from "node:crypto";
 import { context, isSpanContextValid, propagation, trace, SpanKind, SpanStatusCode, TraceFlags, type Context, type Span, type SpanOptions, type Tracer } from "@opentelemetry/api";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
-import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
-import { resourceFromAttributes } from "@opentelemetry/resources";
-import { BatchSpanProcessor } from "@opentelemetry/sdk-trace-base";
-import { NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
-import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from "@opentelemetry/semantic-conventions";
-import type { Metadata } from "@grpc/grpc-js";
+import type { NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
 
 export { SpanKind, SpanStatusCode };
 export type { Context, Span, Tracer };
@@ -69,6 +64,12 @@ export function initTracing(service: string, endpoint: string, version = "0.1.0"
     propagation.setGlobalPropagator(new W3CTraceContextPropagator());
     return light;
   }
+  // The SDK and the exporter (a few hundred modules) are loaded only by a process that exports.
+  const { OTLPTraceExporter } = require("@opentelemetry/exporter-trace-otlp-http") as typeof import("@opentelemetry/exporter-trace-otlp-http");
+  const { resourceFromAttributes } = require("@opentelemetry/resources") as typeof import("@opentelemetry/resources");
+  const { BatchSpanProcessor } = require("@opentelemetry/sdk-trace-base") as typeof import("@opentelemetry/sdk-trace-base");
+  const { NodeTracerProvider } = require("@opentelemetry/sdk-trace-node") as typeof import("@opentelemetry/sdk-trace-node");
+  const { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } = require("@opentelemetry/semantic-conventions") as typeof import("@opentelemetry/semantic-conventions");
   provider = new NodeTracerProvider({
     resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: `flotilla-${service}`, [ATTR_SERVICE_VERSION]: version }),
     spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url: endpoint }), { scheduledDelayMillis: 500 })],
@@ -83,22 +84,6 @@ export function tracer(): Tracer {
 
 export async function shutdownTracing(): Promise<void> {
   await provider?.shutdown().catch(() => undefined);
-}
-
-/** Extract a trace context from incoming gRPC metadata. */
-export function extractFromMetadata(md: Metadata): Context {
-  return propagation.extract(context.active(), md, {
-    keys: (carrier) => Object.keys(carrier.getMap()),
-    get: (carrier, key) => {
-      const v = carrier.get(key)[0];
-      return v === undefined ? undefined : String(v);
-    },
-  });
-}
-
-/** Inject `ctx`'s trace context into outgoing gRPC metadata. */
-export function injectIntoMetadata(ctx: Context, md: Metadata): void {
-  propagation.inject(ctx, md, { set: (carrier, key, value) => carrier.set(key, value) });
 }
 
 /** Header-like carrier (NATS headers). */

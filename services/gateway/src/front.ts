@@ -12,10 +12,10 @@
  * Per-call metrics and a server span are recorded here for every forwarded call; the span is the parent
  * of the owner's span.
  */
+import { Status } from "../../../libs/grpc/status";
 import * as fs from "node:fs";
 import * as http2 from "node:http2";
 import * as net from "node:net";
-import * as grpc from "@grpc/grpc-js";
 import { context as otelContext, propagation, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import { unixPath, grpcTarget } from "../../../libs/config";
@@ -146,10 +146,10 @@ class Upstreams {
 }
 
 /** The gRPC status a reset stream means to a gRPC client. */
-function statusOfReset(code: number): grpc.status {
-  if (code === NGHTTP2_CANCEL) return grpc.status.CANCELLED;
-  if (code === NGHTTP2_REFUSED_STREAM) return grpc.status.UNAVAILABLE;
-  return grpc.status.INTERNAL;
+function statusOfReset(code: number): Status {
+  if (code === NGHTTP2_CANCEL) return Status.CANCELLED;
+  if (code === NGHTTP2_REFUSED_STREAM) return Status.UNAVAILABLE;
+  return Status.INTERNAL;
 }
 
 export class GatewayFront {
@@ -196,15 +196,15 @@ export class GatewayFront {
       const ns = Array.isArray(nsh) ? nsh[0] : nsh;
       const req = ns ? reads.parse(body) : undefined;
       const forward = (): void => this.proxy(down, headers, body, true, (code) => {
-        if (code === grpc.status.OK && ns && req) reads.grant(ns, req.digest);
+        if (code === Status.OK && ns && req) reads.grant(ns, req.digest);
       });
       if (!ns || !req || !reads.granted(ns, req.digest)) return forward();
       const obs = this.observe(this.routes.get("containerd.services.content.v1.Content")!, CONTENT_READ_PATH, headers);
       reads.serve(down, req).then(
         (st) => (st ? obs.finish(st.code, st.message) : forward()),
         (e: Error) => {
-          obs.finish(grpc.status.INTERNAL, e.message);
-          if (!down.headersSent) respondStatusOnly(down, grpc.status.INTERNAL, e.message);
+          obs.finish(Status.INTERNAL, e.message);
+          if (!down.headersSent) respondStatusOnly(down, Status.INTERNAL, e.message);
           else down.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
         },
       );
@@ -231,10 +231,10 @@ export class GatewayFront {
         finished = true;
         if (span) {
           span.setAttribute("rpc.grpc.status_code", code);
-          if (code !== grpc.status.OK) span.setStatus({ code: SpanStatusCode.ERROR, message });
+          if (code !== Status.OK) span.setStatus({ code: SpanStatusCode.ERROR, message });
           span.end();
         }
-        this.opts.metrics?.rpcDone(service, method, kind, grpc.status[code] ?? String(code), Number(process.hrtime.bigint() - started) / 1e9);
+        this.opts.metrics?.rpcDone(service, method, kind, Status[code] ?? String(code), Number(process.hrtime.bigint() - started) / 1e9);
       },
       inject: (out) => {
         if (!span || !parent) return;
@@ -275,7 +275,7 @@ export class GatewayFront {
     const route = this.routes.get(service) ?? this.localRoute;
     if (down.destroyed || down.closed) {
       // The client went away while its request was being read.
-      if (route.observe) this.observe(route, methodPath, headers).finish(grpc.status.CANCELLED, "call canceled by client");
+      if (route.observe) this.observe(route, methodPath, headers).finish(Status.CANCELLED, "call canceled by client");
       return;
     }
     const obs = route.observe ? this.observe(route, methodPath, headers) : undefined;
@@ -301,11 +301,11 @@ export class GatewayFront {
     obs?.inject(out);
 
     /** Answer with a status alone (the call never reached an owner, or died before it answered). */
-    const statusOnly = (code: grpc.status, message: string): void => {
+    const statusOnly = (code: Status, message: string): void => {
       finish(code, message);
       if (down.destroyed || down.closed) return;
       if (down.headersSent) {
-        down.close(code === grpc.status.CANCELLED ? NGHTTP2_CANCEL : http2.constants.NGHTTP2_INTERNAL_ERROR);
+        down.close(code === Status.CANCELLED ? NGHTTP2_CANCEL : http2.constants.NGHTTP2_INTERNAL_ERROR);
         return;
       }
       respondStatusOnly(down, code, message);
@@ -315,7 +315,7 @@ export class GatewayFront {
     try {
       up = this.upstreams.get(route.address).request(out, REQUEST_OPTIONS);
     } catch (e) {
-      statusOnly(grpc.status.UNAVAILABLE, `connection error: ${(e as Error).message}`);
+      statusOnly(Status.UNAVAILABLE, `connection error: ${(e as Error).message}`);
       return;
     }
     let trailers: http2.IncomingHttpHeaders | undefined;
@@ -347,7 +347,7 @@ export class GatewayFront {
       if ((flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0 || h["grpc-status"] !== undefined) {
         ended = true;
         down.respond(resp, END_STREAM);
-        finish(Number(h["grpc-status"] ?? grpc.status.UNKNOWN), String(h["grpc-message"] ?? ""));
+        finish(Number(h["grpc-status"] ?? Status.UNKNOWN), String(h["grpc-message"] ?? ""));
         return;
       }
       down.respond(resp, WAIT_FOR_TRAILERS);
@@ -379,7 +379,7 @@ export class GatewayFront {
         }
       }
       if (t["grpc-status"] === undefined) {
-        t["grpc-status"] = String(grpc.status.INTERNAL);
+        t["grpc-status"] = String(Status.INTERNAL);
         t["grpc-message"] = "upstream ended without a status";
       }
       try {
@@ -393,7 +393,7 @@ export class GatewayFront {
     up.on("error", (e: Error) => {
       if (ended || retryRefused()) return;
       ended = true;
-      statusOnly(grpc.status.UNAVAILABLE, `connection error: ${e.message}`);
+      statusOnly(Status.UNAVAILABLE, `connection error: ${e.message}`);
     });
     up.on("close", () => {
       if (ended || retryRefused()) return;
@@ -418,7 +418,7 @@ export class GatewayFront {
       // Only a call that did not complete is cancelled upstream (a needless reset counts against the
       // owner's rapid-reset budget).
       if (!ended && !up.closed && !up.destroyed) up.close(NGHTTP2_CANCEL);
-      finish(grpc.status.CANCELLED, "call canceled by client");
+      finish(Status.CANCELLED, "call canceled by client");
     };
     down.on("close", onDownClose);
   }

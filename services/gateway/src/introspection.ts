@@ -6,7 +6,7 @@
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { status } from "@grpc/grpc-js";
+import { Status as status } from "../../../libs/grpc/status";
 import { background, type CallContext } from "../../../libs/context";
 import { parseAll } from "../../../libs/filters";
 import { RpcClient } from "../../../libs/grpc/client";

@@ -13,8 +13,8 @@
  *     local_content_reads = true             # read layer blobs straight from the content service's files
  *     content_root = "<root>/content"        #   when visible here (checked by size and digest; else gRPC)
  */
+import { Status } from "../../../libs/grpc/status";
 import * as path from "node:path";
-import * as grpc from "@grpc/grpc-js";
 import { pluginConfig, serviceRoot } from "../../../libs/config";
 import { GRPC_PLUGIN, hostPlatform, type PluginInfo, type RunningService, type ServiceContext } from "../../../libs/service";
 import { NamespaceEnsurer, NamespaceStoreProxy } from "../../../libs/clients/namespaces";
@@ -63,7 +63,7 @@ export async function startSnapshots(sc: ServiceContext): Promise<RunningService
       loaded.set(c.id, sn);
     } catch (e) {
       sc.log.warn({ err: e, snapshotter: c.id }, "snapshotter not loaded");
-      info.initErr = { code: grpc.status.UNKNOWN, message: `${c.id} is not supported: ${(e as Error).message}: skip plugin` };
+      info.initErr = { code: Status.UNKNOWN, message: `${c.id} is not supported: ${(e as Error).message}: skip plugin` };
     }
     plugins.push(info);
   }

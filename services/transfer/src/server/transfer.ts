@@ -3,7 +3,7 @@
  * their exact (bare) type URL, the stream ids they carry are bound to registered streams, and the local
  * transferrer runs the pair. Unknown types or pairs answer Unimplemented with containerd's message.
  */
-import { status as GrpcStatus } from "@grpc/grpc-js";
+import { Status as GrpcStatus } from "../../../../libs/grpc/status";
 import type { Logger } from "pino";
 import type { CallContext } from "../../../../libs/context";
 import { namespaceRequired } from "../../../../libs/context";
