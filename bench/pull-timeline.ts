@@ -14,13 +14,13 @@ import { startRegistry } from "../test/transfer/registry";
 import { startStack } from "../test/harness";
 import { bigLayer } from "./transfer";
 
-/** CPU seconds (user + system) a process has used so far. */
-function cpuOf(pid: number | undefined): number {
+/** CPU seconds (user + system, or system only) a process has used so far. */
+function cpuOf(pid: number | undefined, sysOnly = false): number {
   if (!pid) return 0;
   try {
     const st = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
     const rest = st.slice(st.lastIndexOf(")") + 2).split(" ");
-    return (Number(rest[11]) + Number(rest[12])) / 100;
+    return ((sysOnly ? 0 : Number(rest[11])) + Number(rest[12])) / 100;
   } catch {
     return 0;
   }
@@ -44,6 +44,7 @@ async function main(runs: number): Promise<void> {
         const lines: string[] = [];
         const svcs = ["content", "snapshots", "images", "transfer", "gateway"] as const;
         const cpu0 = svcs.map((x) => cpuOf(f.pidOf(x)));
+        const sys0 = svcs.map((x) => cpuOf(f.pidOf(x), true));
         const t0 = performance.timeOrigin + performance.now();
         const at = (): string => (performance.timeOrigin + performance.now() - t0).toFixed(0).padStart(6);
         await client.pull(background("default"), ref, { platforms: [hostPlatform()], unpacks: [{ platform: hostPlatform(), snapshotter: "overlayfs" }] }, {}, {
@@ -62,7 +63,7 @@ async function main(runs: number): Promise<void> {
         }
         lines.sort((a, b) => Number(a.slice(0, 6)) - Number(b.slice(0, 6)));
         totals.push(total);
-        console.log("cpu ms: " + svcs.map((x, k) => `${x} ${((cpuOf(f.pidOf(x)) - cpu0[k]!) * 1000).toFixed(0)}`).join(", "));
+        console.log("cpu ms: " + svcs.map((x, k) => `${x} ${((cpuOf(f.pidOf(x)) - cpu0[k]!) * 1000).toFixed(0)} (sys ${((cpuOf(f.pidOf(x), true) - sys0[k]!) * 1000).toFixed(0)})`).join(", "));
         const find = (re: RegExp): string => lines.find((l) => re.test(l))?.slice(0, 6).trim() ?? "?";
         const applies = lines.filter((l) => / server apply \d/.test(l)).map((l) => Number(/\+([\d.]+)/.exec(l)![1]));
         console.log(`--- pull ${r + 1}: ${total.toFixed(0)} ms; L0 committed ${find(/committed L0/)}, last layer committed ${lines.filter((l) => /committed L\d/.test(l)).map((l) => l.slice(0, 6).trim()).pop() ?? "?"}, ` +

@@ -11,6 +11,7 @@ import { causeText, errFailedPrecondition, isAlreadyExists, isFailedPrecondition
 import type { OciDescriptor } from "../../../../libs/oci";
 import type { RegistryClient } from "../../../../libs/registry";
 import { sleep } from "../../../../libs/registry/http";
+import type { Lane } from "./lanes";
 
 export interface FetchResult {
   /** "fetched": committed by this call in the call's namespace; "exists": it was there already. */
@@ -32,6 +33,8 @@ export interface FetchOptions {
    * was kept. Must not throw.
    */
   labels?: (data: Buffer | undefined) => Record<string, string>;
+  /** Where this download stands among the others of its pull (see lanes.ts); each chunk is written in its turn. */
+  lane?: Lane;
 }
 
 /** Open the ingest `ref`, waiting while another writer holds it (containerd's OpenWriter retry). */
@@ -96,7 +99,8 @@ export class BlobFetcher {
       let used = 0;
       const flush = async (): Promise<void> => {
         if (!used) return;
-        offset = await w.write(stage.subarray(0, used));
+        const chunk = stage.subarray(0, used);
+        offset = await (opts.lane ? opts.lane.turn(() => w.write(chunk)) : w.write(chunk));
         used = 0;
         opts.onBytes?.(offset);
         if (whole) stage = whole.subarray(offset, Math.min(offset + MAX_CHUNK, desc.size));

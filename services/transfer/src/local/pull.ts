@@ -7,6 +7,7 @@
  *   repository: given at commit when this pull commits the blob (indexes, manifests and configs are
  *   kept in memory as they download, so they are neither read back nor labelled in extra calls),
  *   else merged into what the blob has with Info and Update;
+ * - layer downloads write in layer order when they compete (lanes.ts), so the first layers arrive first;
  * - unpack per requested platform and snapshotter, layer by layer as soon as each is committed and its
  *   parent is unpacked;
  * - then the image record (Create, or Update on AlreadyExists) for the name and extra references.
@@ -23,6 +24,7 @@ import type { RegistryClient } from "../../../../libs/registry";
 import { registryClient, settleAll, toNative, type TransferDeps } from "./deps";
 import type { FetchResult } from "./fetch";
 import { storeImages } from "./images";
+import { WriteLanes } from "./lanes";
 import { ProgressTracker } from "./progress";
 import { resolveSnapshotter, unpackLayers } from "./unpack";
 import { readBlob } from "./util";
@@ -99,6 +101,8 @@ export async function pull(deps: TransferDeps, ctx: CallContext, src: OCIRegistr
      * Fetch `d` (committed with its distribution source label, and with its children's gc labels
      * when `children` reads them from the kept bytes); resolves once it is in the content store.
      */
+    const lanes = new WriteLanes();
+    let ranks = 0;
     const fetchOne = async (d: OciDescriptor, parents: string[], children?: (data: Buffer) => OciDescriptor[]): Promise<FetchResult> => {
       const ref = tracker.add(d, parents);
       const labels = (data: Buffer | undefined): Record<string, string> => {
@@ -110,9 +114,15 @@ export async function pull(deps: TransferDeps, ctx: CallContext, src: OCIRegistr
         }
       };
       const layer = isLayerType(d.mediaType);
-      const go = (): Promise<FetchResult> => {
-        ac.signal.throwIfAborted();
-        return deps.fetcher.fetch(ctx, client, d, { ref, onBytes: (off) => tracker.bytes(d, off), signal: ac.signal, keep: layer ? 0 : KEEP_BYTES, labels });
+      // Layers in the order they were asked for, which is the unpack's order.
+      const lane = layer ? lanes.lane(ranks++) : undefined;
+      const go = async (): Promise<FetchResult> => {
+        try {
+          ac.signal.throwIfAborted();
+          return await deps.fetcher.fetch(ctx, client, d, { ref, onBytes: (off) => tracker.bytes(d, off), signal: ac.signal, keep: layer ? 0 : KEEP_BYTES, labels, lane });
+        } finally {
+          lane?.close();
+        }
       };
       // Only layers count against the download limit: manifests and configs are small and gate the unpack.
       const r = await (layer ? limiter.run(go) : go()).catch((e: unknown) => {
