@@ -105,8 +105,8 @@ export class BlobFetcher {
         opts.onBytes?.(offset);
         if (whole) stage = whole.subarray(offset, Math.min(offset + MAX_CHUNK, desc.size));
       };
-      for await (const c of client.fetch(desc, offset, opts.signal)) {
-        let chunk = c as Buffer;
+      for await (const c of client.chunks(desc, offset, opts.signal)) {
+        let chunk = c;
         while (chunk.length) {
           const n = chunk.copy(stage, used);
           used += n;
