@@ -1,8 +1,9 @@
 /**
  * Unpacking an image's layers into snapshots, as containerd's unpacker does, one layer as soon as it
  * is fetched and its parent is unpacked: Stat(chainID) (present = already unpacked; every layer's Stat
- * is asked up front) -> Prepare "extract-<unique> <chainID>" on the parent chain -> Diff.Apply (the
- * result must be the config's diff ID) -> Commit(chainID); on failure the extract snapshot is removed.
+ * is asked up front) -> Prepare "extract-<unique> <chainID>" on the parent chain (as soon as the parent
+ * is committed, while the layer may still be downloading) -> Diff.Apply (the result must be the
+ * config's diff ID) -> Commit(chainID); on failure the extract snapshot is removed.
  * The layer blob gets `containerd.io/uncompressed` while the next layer unpacks, and the config
  * `containerd.io/gc.ref.snapshot.<snapshotter>`; all labels are set before the unpack resolves.
  * Work on one chain ID is serialised across transfers in this process.
@@ -61,12 +62,22 @@ export async function unpackLayers(
   // Every layer's Stat at once, while the layers download, instead of one round trip between two applies.
   const present = chain.map(exists);
   for (const p of present) p.catch(() => undefined);
+  const prepareExtract = async (chainId: string, parent: string): Promise<{ key: string; mounts: Mount[] }> => {
+    for (let tries = 0; ; tries++) {
+      const key = `extract-${uniquePart()} ${chainId}`;
+      try {
+        return { key, mounts: await sn.prepare(ctx, key, parent) };
+      } catch (e) {
+        if (isAlreadyExists(e) && tries < 3) continue;
+        throw errFailedPrecondition(`failed to prepare extraction snapshot "${key}": ${causeText(e)}`, { cause: e });
+      }
+    }
+  };
   // Labels are set while the next layer unpacks; all are in place before this returns.
   const labelling: Promise<unknown>[] = [];
   try {
     for (let i = 0; i < layers.length; i++) {
       const layer = layers[i]!;
-      await layer.fetched;
       const chainId = chain[i]!;
       const parent = i === 0 ? "" : chain[i - 1]!;
       const lockKey = `${ctx.namespace}\u0000${snapshotter}\u0000${chainId}`;
@@ -74,19 +85,18 @@ export async function unpackLayers(
       const stale = deps.locks.held(lockKey);
       await deps.locks.run(lockKey, async () => {
         if (await (stale ? exists(chainId) : present[i]!)) return;
-        progress?.state(layer.desc, "extracting");
-        let key = "";
-        let mounts: Mount[] = [];
-        for (let tries = 0; ; tries++) {
-          key = `extract-${uniquePart()} ${chainId}`;
-          try {
-            mounts = await sn.prepare(ctx, key, parent);
-            break;
-          } catch (e) {
-            if (isAlreadyExists(e) && tries < 3) continue;
-            throw errFailedPrecondition(`failed to prepare extraction snapshot "${key}": ${causeText(e)}`, { cause: e });
-          }
+        // The extraction snapshot is prepared while the layer may still be downloading.
+        const prepared = prepareExtract(chainId, parent);
+        prepared.catch(() => undefined);
+        try {
+          await layer.fetched;
+        } catch (e) {
+          const p = await prepared.catch(() => undefined);
+          if (p) await sn.remove(ctx, p.key).catch(() => undefined);
+          throw e;
         }
+        const { key, mounts } = await prepared;
+        progress?.state(layer.desc, "extracting");
         try {
           const applied = await deps.diff.apply(ctx, layer.desc, mounts);
           if (applied.digest !== diffIds[i]) throw errFailedPrecondition(`wrong diff id calculated on extraction "${diffIds[i]}"`);
