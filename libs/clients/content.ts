@@ -73,6 +73,7 @@ class RemoteWriter implements ContentWriter {
   private closed = false;
   /** Offsets the server should answer for the writes sent but not yet acknowledged, oldest first. */
   private readonly unacked: number[] = [];
+  private opening?: Msg;
 
   /** `window`: writes that may be in flight before write() waits for the oldest acknowledgement. */
   constructor(private readonly call: BidiCall, readonly ref: string, private readonly window = 1) {
@@ -104,6 +105,7 @@ class RemoteWriter implements ContentWriter {
   /** One request, one response (the protocol is synchronous, as in containerd's remote writer). */
   async roundTrip(req: Msg): Promise<Msg> {
     if (this.closed) throw errFailedPrecondition(`writer for ref ${JSON.stringify(this.ref)} is closed`);
+    if (req.action !== STAT) this.opening = undefined;
     await this.settle(0);
     const sent = this.call.send(req);
     const next = this.next();
@@ -118,7 +120,12 @@ class RemoteWriter implements ContentWriter {
   }
 
   async status(): Promise<IngestStatus> {
-    const r = await this.roundTrip({ action: STAT });
+    // Nothing written since the opening STAT, whose answer stands: the ref is locked to this writer.
+    if (this.opening) return this.statusOf(this.opening);
+    return this.statusOf(await this.roundTrip({ action: STAT }));
+  }
+
+  private statusOf(r: Msg): IngestStatus {
     this.offset = Number(r.offset ?? 0);
     return {
       ref: this.ref,
@@ -135,9 +142,10 @@ class RemoteWriter implements ContentWriter {
     return this.dgst;
   }
 
-  /** The offset the first STAT reported: where writing continues. */
-  resumeAt(offset: number): void {
-    this.offset = offset;
+  /** The opening STAT's answer: where writing continues, and status() until anything is written. */
+  opened(r: Msg): void {
+    this.offset = Number(r.offset ?? 0);
+    this.opening = r;
   }
 
   async write(data: Uint8Array): Promise<number> {
@@ -161,6 +169,7 @@ class RemoteWriter implements ContentWriter {
   private async writeAhead(data: Uint8Array): Promise<number> {
     if (this.closed) throw errFailedPrecondition(`writer for ref ${JSON.stringify(this.ref)} is closed`);
     await this.settle(this.window - 1);
+    this.opening = undefined;
     const at = this.offset;
     this.offset += data.length;
     this.unacked.push(this.offset);
@@ -178,6 +187,7 @@ class RemoteWriter implements ContentWriter {
     if (size !== 0) throw errInvalidArgument("Truncate: unsupported size");
     // Validated by the server on the next write, as containerd's remote writer does.
     await this.settle(0);
+    this.opening = undefined;
     this.offset = 0;
   }
 
@@ -196,6 +206,8 @@ class RemoteWriter implements ContentWriter {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Writes in flight land before the session ends, so the ingest's progress is theirs when this resolves.
+    await this.settle(0).catch(() => undefined);
     this.call.end();
     // Let the server finish the call; its trailing copy of the last response is ignored.
     void (async () => {
@@ -263,8 +275,7 @@ export class ContentStoreProxy implements ContentStore {
     if (!opts.ref) throw errInvalidArgument("ref must not be empty");
     const w = new RemoteWriter(this.rpc.bidi(ctx, "Write"), opts.ref, Math.max(1, this.opts.writeWindow ?? 1));
     try {
-      const r = await w.roundTrip({ action: STAT, ref: opts.ref, total: opts.total ?? 0, expected: opts.expected ?? "" });
-      w.resumeAt(Number(r.offset ?? 0));
+      w.opened(await w.roundTrip({ action: STAT, ref: opts.ref, total: opts.total ?? 0, expected: opts.expected ?? "" }));
     } catch (e) {
       await w.close();
       throw e;
