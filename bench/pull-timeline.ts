@@ -1,8 +1,10 @@
 /**
  * Timeline of Flotilla Transfer pulls of the ~51 MB 5-layer image of bench/transfer (a diagnostic, not a
- * comparison): client wall time and progress events relative to the start of each pull, and, with
- * FLOTILLA_PULL_TRACE=<file> in the environment, the transfer process's own trace lines from that file.
- * Run: npm run build && FLOTILLA_PULL_TRACE=/tmp/x.trace node dist/bench/pull-timeline.js [--runs N]
+ * comparison): client wall time, CPU of the main processes, and the progress events relative to the start
+ * of each pull (the last pull's in full, every pull's with --all). When FLOTILLA_PULL_TRACE=<file> is set
+ * and the transfer process was built with temporary trace points appending "<epoch ms> <what>" lines to
+ * that file, those lines are merged in.
+ * Run: npm run build && node dist/bench/pull-timeline.js [--runs N] [--downloads N] [--all]
  */
 import * as fs from "node:fs";
 import { background } from "../libs/context";
@@ -64,10 +66,15 @@ async function main(runs: number): Promise<void> {
         lines.sort((a, b) => Number(a.slice(0, 6)) - Number(b.slice(0, 6)));
         totals.push(total);
         console.log("cpu ms: " + svcs.map((x, k) => `${x} ${((cpuOf(f.pidOf(x)) - cpu0[k]!) * 1000).toFixed(0)} (sys ${((cpuOf(f.pidOf(x), true) - sys0[k]!) * 1000).toFixed(0)})`).join(", "));
-        const find = (re: RegExp): string => lines.find((l) => re.test(l))?.slice(0, 6).trim() ?? "?";
-        const applies = lines.filter((l) => / server apply \d/.test(l)).map((l) => Number(/\+([\d.]+)/.exec(l)![1]));
-        console.log(`--- pull ${r + 1}: ${total.toFixed(0)} ms; L0 committed ${find(/committed L0/)}, last layer committed ${lines.filter((l) => /committed L\d/.test(l)).map((l) => l.slice(0, 6).trim()).pop() ?? "?"}, ` +
-          `first apply at ${find(/ apply 0/)}, applies ${applies.map((a) => a.toFixed(0)).join("+")} = ${applies.reduce((a, b) => a + b, 0).toFixed(0)} ms`);
+        // From the progress events: a layer is in the content store at "complete", unpacked at "extracted".
+        const when = (re: RegExp): number | undefined => {
+          const l = lines.find((x) => re.test(x));
+          return l === undefined ? undefined : Number(l.slice(0, 6));
+        };
+        const layers = big.layers.map((_, i) => ({ stored: when(new RegExp(`progress complete L${i}$`)), from: when(new RegExp(`progress extracting L${i}$`)), to: when(new RegExp(`progress extracted L${i}$`)) }));
+        const unpacks = layers.map((l) => (l.from !== undefined && l.to !== undefined ? `${l.to - l.from}` : "?"));
+        console.log(`--- pull ${r + 1}: ${total.toFixed(0)} ms; L0 stored at ${layers[0]!.stored ?? "?"}, last layer stored at ${Math.max(...layers.map((l) => l.stored ?? NaN))}, ` +
+          `L0 extracting at ${layers[0]!.from ?? "?"}, per-layer unpack (progress) ${unpacks.join("+")} ms`);
         if (r === runs - 1 || process.argv.includes("--all")) console.log(lines.join("\n"));
         const rm = await f.ctr(["images", "rm", "--sync", ref]);
         if (rm.code !== 0) throw new Error(`images rm: ${rm.stderr}`);
