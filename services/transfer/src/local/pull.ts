@@ -97,12 +97,12 @@ export async function pull(deps: TransferDeps, ctx: CallContext, src: OCIRegistr
     }
 
     const source = sourceLabel(client);
+    const lanes = new WriteLanes();
+    let ranks = 0;
     /**
      * Fetch `d` (committed with its distribution source label, and with its children's gc labels
      * when `children` reads them from the kept bytes); resolves once it is in the content store.
      */
-    const lanes = new WriteLanes();
-    let ranks = 0;
     const fetchOne = async (d: OciDescriptor, parents: string[], children?: (data: Buffer) => OciDescriptor[]): Promise<FetchResult> => {
       const ref = tracker.add(d, parents);
       const labels = (data: Buffer | undefined): Record<string, string> => {
