@@ -29,7 +29,7 @@ function halfCompressible(size: number): Buffer {
   return b;
 }
 
-function bigLayer(i: number, mb: number): Buffer {
+export function bigLayer(i: number, mb: number): Buffer {
   const parts = [tarHeader({ name: `l${i}/`, size: 0, type: "directory", mode: 0o755 })];
   for (let f = 0; f < mb / 4; f++) parts.push(tarFile(`l${i}/blob${f}`, halfCompressible(4 << 20)));
   parts.push(TAR_END);

@@ -71,29 +71,61 @@ class RemoteWriter implements ContentWriter {
   private offset = 0;
   private dgst = "";
   private closed = false;
+  /** Offsets the server should answer for the writes sent but not yet acknowledged, oldest first. */
+  private readonly unacked: number[] = [];
+  private opening?: Msg;
 
-  constructor(private readonly call: BidiCall, readonly ref: string) {
+  /** `window`: writes that may be in flight before write() waits for the oldest acknowledgement. */
+  constructor(private readonly call: BidiCall, readonly ref: string, private readonly window = 1) {
     this.responses = call.responses[Symbol.asyncIterator]();
+  }
+
+  private async next(): Promise<Msg> {
+    const r = await this.responses.next();
+    if (r.done) throw errFailedPrecondition(`write stream for ref ${JSON.stringify(this.ref)} ended early`);
+    if (r.value.digest) this.dgst = String(r.value.digest);
+    return r.value;
+  }
+
+  /** Read acknowledgements until at most `n` writes are unacknowledged; a short write fails here. */
+  private async settle(n: number): Promise<void> {
+    while (this.unacked.length > n) {
+      const want = this.unacked[0]!;
+      const r = await this.next();
+      this.unacked.shift();
+      const got = Number(r.offset ?? 0);
+      if (got < want) {
+        this.unacked.length = 0;
+        this.offset = got;
+        throw errFailedPrecondition(`short write: server is at ${got}, expected ${want}`);
+      }
+    }
   }
 
   /** One request, one response (the protocol is synchronous, as in containerd's remote writer). */
   async roundTrip(req: Msg): Promise<Msg> {
     if (this.closed) throw errFailedPrecondition(`writer for ref ${JSON.stringify(this.ref)} is closed`);
+    if (req.action !== STAT) this.opening = undefined;
+    await this.settle(0);
     const sent = this.call.send(req);
-    const next = this.responses.next();
+    const next = this.next();
     // A failed send shows up as the stream's error on the response side.
     sent.catch(() => undefined);
-    const r = await next;
-    if (r.done) {
+    try {
+      return await next;
+    } catch (e) {
       await sent;
-      throw errFailedPrecondition(`write stream for ref ${JSON.stringify(this.ref)} ended early`);
+      throw e;
     }
-    if (r.value.digest) this.dgst = String(r.value.digest);
-    return r.value;
   }
 
   async status(): Promise<IngestStatus> {
-    const r = await this.roundTrip({ action: STAT });
+    // Nothing written since the opening STAT, whose answer stands: the ref is locked to this writer.
+    if (this.opening) return this.statusOf(this.opening);
+    return this.statusOf(await this.roundTrip({ action: STAT }));
+  }
+
+  private statusOf(r: Msg): IngestStatus {
     this.offset = Number(r.offset ?? 0);
     return {
       ref: this.ref,
@@ -105,16 +137,19 @@ class RemoteWriter implements ContentWriter {
     };
   }
 
+  /** The digest the service last reported: with a write window, call status() first to cover every write. */
   digest(): string {
     return this.dgst;
   }
 
-  /** The offset the first STAT reported: where writing continues. */
-  resumeAt(offset: number): void {
-    this.offset = offset;
+  /** The opening STAT's answer: where writing continues, and status() until anything is written. */
+  opened(r: Msg): void {
+    this.offset = Number(r.offset ?? 0);
+    this.opening = r;
   }
 
   async write(data: Uint8Array): Promise<number> {
+    if (this.window > 1) return this.writeAhead(data);
     const r = await this.roundTrip({ action: WRITE, offset: this.offset, data: Buffer.from(data.buffer, data.byteOffset, data.byteLength) });
     const next = Number(r.offset ?? 0);
     if (next - this.offset < data.length) {
@@ -126,9 +161,33 @@ class RemoteWriter implements ContentWriter {
     return next;
   }
 
+  /**
+   * Send a write without waiting for its acknowledgement (up to `window` in flight; the server handles
+   * a stream's requests in order). The data has been encoded when this resolves; a failure of an
+   * earlier write surfaces here or at the next status or commit.
+   */
+  private async writeAhead(data: Uint8Array): Promise<number> {
+    if (this.closed) throw errFailedPrecondition(`writer for ref ${JSON.stringify(this.ref)} is closed`);
+    await this.settle(this.window - 1);
+    this.opening = undefined;
+    const at = this.offset;
+    this.offset += data.length;
+    this.unacked.push(this.offset);
+    try {
+      await this.call.send({ action: WRITE, offset: at, data: Buffer.from(data.buffer, data.byteOffset, data.byteLength) });
+    } catch (e) {
+      // The stream failed: its status (from the response side) says why.
+      await this.settle(0);
+      throw e;
+    }
+    return this.offset;
+  }
+
   async truncate(size: number): Promise<void> {
     if (size !== 0) throw errInvalidArgument("Truncate: unsupported size");
     // Validated by the server on the next write, as containerd's remote writer does.
+    await this.settle(0);
+    this.opening = undefined;
     this.offset = 0;
   }
 
@@ -147,6 +206,8 @@ class RemoteWriter implements ContentWriter {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Writes in flight land before the session ends, so the ingest's progress is theirs when this resolves.
+    await this.settle(0).catch(() => undefined);
     this.call.end();
     // Let the server finish the call; its trailing copy of the last response is ignored.
     void (async () => {
@@ -158,10 +219,19 @@ class RemoteWriter implements ContentWriter {
   }
 }
 
+export interface ContentProxyOptions {
+  /**
+   * Writes a writer may have in flight before it waits for their acknowledgements (default 1: one
+   * request, one response, as containerd's remote writer). More overlaps sending with the server's
+   * hashing and writing, for callers that write big blobs.
+   */
+  writeWindow?: number;
+}
+
 export class ContentStoreProxy implements ContentStore {
   private readonly rpc: RpcClient;
 
-  constructor(address: string) {
+  constructor(address: string, private readonly opts: ContentProxyOptions = {}) {
     this.rpc = new RpcClient(address, CONTENT_SERVICE);
   }
 
@@ -203,10 +273,9 @@ export class ContentStoreProxy implements ContentStore {
 
   async writer(ctx: CallContext, opts: WriterOptions): Promise<ContentWriter> {
     if (!opts.ref) throw errInvalidArgument("ref must not be empty");
-    const w = new RemoteWriter(this.rpc.bidi(ctx, "Write"), opts.ref);
+    const w = new RemoteWriter(this.rpc.bidi(ctx, "Write"), opts.ref, Math.max(1, this.opts.writeWindow ?? 1));
     try {
-      const r = await w.roundTrip({ action: STAT, ref: opts.ref, total: opts.total ?? 0, expected: opts.expected ?? "" });
-      w.resumeAt(Number(r.offset ?? 0));
+      w.opened(await w.roundTrip({ action: STAT, ref: opts.ref, total: opts.total ?? 0, expected: opts.expected ?? "" }));
     } catch (e) {
       await w.close();
       throw e;

@@ -53,7 +53,10 @@ export interface ContentWriter {
   readonly ref: string;
   /** Current progress. For a shared ingest (the blob already exists in another namespace) offset == total. */
   status(): Promise<IngestStatus>;
-  /** The digest of the bytes written so far ("sha256:..."). */
+  /**
+   * The digest of the bytes written so far ("sha256:..."). A remote writer with writes in flight
+   * (ContentStoreProxy's write window) knows it as of the last acknowledged write: status() first.
+   */
   digest(): string;
   /** Append `data`; resolves with the new offset. */
   write(data: Uint8Array): Promise<number>;

@@ -232,6 +232,11 @@ export class RegistryClient {
    * More bytes than `desc.size` is an error.
    */
   fetch(desc: OciDescriptor, start = 0, signal?: AbortSignal): Readable {
+    return Readable.from(this.chunks(desc, start, signal), { objectMode: false, highWaterMark: 1 << 20 });
+  }
+
+  /** What fetch() streams, as the chunks the connection delivers (no stream buffering or copies in between). */
+  chunks(desc: OciDescriptor, start = 0, signal?: AbortSignal): AsyncGenerator<Buffer> {
     const self = this;
     async function* body(): AsyncGenerator<Buffer> {
       let pos = start;
@@ -278,14 +283,14 @@ export class RegistryClient {
         return;
       }
     }
-    return Readable.from(body(), { objectMode: false, highWaterMark: 1 << 20 });
+    return body();
   }
 
   /** A small object (manifest, index, config) fully in memory, its digest verified. */
   async fetchBytes(desc: OciDescriptor, signal?: AbortSignal): Promise<Buffer> {
     if (desc.size > MAX_MANIFEST && !isRootType(desc.mediaType)) throw new RegistryError(`${desc.digest}: ${desc.size} bytes is too large to hold in memory`, "invalid");
     const chunks: Buffer[] = [];
-    for await (const c of this.fetch(desc, 0, signal)) chunks.push(c as Buffer);
+    for await (const c of this.chunks(desc, 0, signal)) chunks.push(c);
     const b = Buffer.concat(chunks);
     verify(desc, b);
     return b;

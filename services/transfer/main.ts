@@ -29,7 +29,7 @@ export const transferService: ServiceDefinition = {
   name: "transfer",
   async start(sc) {
     const s = sc.config.flotilla.services;
-    const content = new ContentStoreProxy(s.content.address);
+    const content = new ContentStoreProxy(s.content.address, { writeWindow: 4 });
     const config = transferConfig(pluginConfig(sc.config, TRANSFER_PLUGIN, "local"));
     const local = new LocalTransferService({
       content,

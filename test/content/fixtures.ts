@@ -8,7 +8,7 @@ import type { AnyMsg } from "../../libs/proto";
 import { createLogger } from "../../libs/log";
 import { RpcServer } from "../../libs/grpc/server";
 import { closeChannels } from "../../libs/grpc/client";
-import { ContentStoreProxy } from "../../libs/clients/content";
+import { ContentStoreProxy, type ContentProxyOptions } from "../../libs/clients/content";
 import { LeaseResourceHolderProxy } from "../../libs/clients/leases";
 import { openContentDB, type ContentDB } from "../../services/content/src/local/db";
 import { LocalLeaseResources } from "../../services/content/src/local/leases";
@@ -68,7 +68,7 @@ export async function localFixture(): Promise<SuiteFixture> {
 }
 
 /** The local store served by a real RpcServer on a temp unix socket, used through ContentStoreProxy. */
-export async function proxyFixture(): Promise<SuiteFixture> {
+export async function proxyFixture(opts: ContentProxyOptions = {}): Promise<SuiteFixture> {
   const l = await openLocal();
   const server = new RpcServer({ service: "content", log: createLogger("content-test", "silent") });
   registerContentService(server, l.store);
@@ -76,7 +76,7 @@ export async function proxyFixture(): Promise<SuiteFixture> {
   const sock = path.join(l.root, "content.sock");
   await server.listen(`unix://${sock}`);
   return {
-    store: new ContentStoreProxy(`unix://${sock}`),
+    store: new ContentStoreProxy(`unix://${sock}`, opts),
     leases: new LeaseResourceHolderProxy(`unix://${sock}`),
     events: () => l.events.events,
     cleanup: async () => {

@@ -14,6 +14,8 @@ import { contentSuite, putBlob } from "./suite";
 import { openLocal, proxyFixture } from "./fixtures";
 
 contentSuite("proxy over gRPC", proxyFixture);
+// As the transfer process uses it: writes sent ahead of their acknowledgements.
+contentSuite("proxy over gRPC with a write window", () => proxyFixture({ writeWindow: 4 }));
 
 describe("content gRPC - wire behaviour", () => {
   after(() => closeChannels());

@@ -221,9 +221,17 @@ describe("transfer - cli", () => {
       const g = await flt(stack, ["pull", `${garbage.host}/test/fresh:1`]);
       assert.notEqual(g.code, 0);
       assert.match(g.stderr, /digest|precondition/);
+      // garbage layers only: the unpack has started (config read, extraction snapshot prepared early)
+      await pushImage(reg.host, "test/fresh2", "1", buildImage([dataLayer("fresh2", 3, 5000)]));
+      garbage.faults = { garbageBlobsOver: 2048 };
+      const g2 = await flt(stack, ["pull", `${garbage.host}/test/fresh2:1`]);
+      assert.notEqual(g2.code, 0);
+      assert.match(g2.stderr, /digest|precondition/);
     } finally {
       await garbage.stop();
     }
+    const snaps = (await stack.ctr(["snapshots", "ls"])).stdout;
+    assert.ok(!snaps.includes("extract-"), snaps);
     assert.equal((await stack.ctr(["images", "ls", "-q"])).stdout, before);
     assert.equal((await stack.ctr(["leases", "ls", "-q"])).stdout.trim(), "");
     // A failed pull's ingests are aborted as it unwinds, which may finish just after the CLI has exited.

@@ -96,6 +96,28 @@ describe("transfer - pull", () => {
     assert.equal(evs[evs.length - 1], `Completed pull from OCIRegistry(${ref})`);
   });
 
+  it("blobs already present: another repository's pull merges the source label, another namespace gets its own labels", async () => {
+    const copy = await pushImage(reg.host, "test/copy", "latest", img);
+    await client.pull(ctxFor(), copy, { unpacks: [{ platform: hostPlatform(), snapshotter: "overlayfs" }], platforms: [hostPlatform()] });
+    const listed = (await stack.ctr(["content", "ls"])).stdout.split("\n");
+    for (const d of [img.index!.desc.digest, img.manifest.desc.digest, img.config.desc.digest, ...img.layers.map((l) => l.desc.digest)]) {
+      const line = listed.find((l) => l.startsWith(d));
+      assert.match(line ?? "", /containerd\.io\/distribution\.source\.127\.0\.0\.1=test\/busybox,test\/copy(,|\s|$)/, `${d}: ${line}`);
+    }
+    // In a namespace of its own the blobs are committed without data (shared), labelled as in the first.
+    await client.pull(ctxFor("other"), ref, { unpacks: [{ platform: hostPlatform(), snapshotter: "overlayfs" }], platforms: [hostPlatform()] });
+    const ml = await contentLabels(stack, img.manifest.desc.digest, "other");
+    assert.equal(ml["containerd.io/gc.ref.content.config"], img.config.desc.digest);
+    assert.equal(ml["containerd.io/gc.ref.content.l.1"], img.layers[1]!.desc.digest);
+    assert.equal(ml["containerd.io/distribution.source.127.0.0.1"], "test/busybox");
+    const il = await contentLabels(stack, img.index!.desc.digest, "other");
+    assert.equal(il["containerd.io/gc.ref.content.m.0"], img.manifest.desc.digest);
+    const cl = await contentLabels(stack, img.config.desc.digest, "other");
+    assert.equal(cl["containerd.io/gc.ref.snapshot.overlayfs"], chainIds(img.layers.map((l) => l.diffId))[1]);
+    const check = await stack.ctr(["images", "check"], { namespace: "other" });
+    assert.match(check.stdout, /complete \(\d+\/\d+\)/);
+  });
+
   it("all_metadata keeps other platforms' manifests and configs, not their layers; no unpack when none asked", async () => {
     await client.pull(ctxFor("meta"), ref, { platforms: [hostPlatform()], allMetadata: true });
     const all = (await stack.ctr(["content", "ls", "-q"], { namespace: "meta" })).stdout;

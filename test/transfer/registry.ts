@@ -103,6 +103,8 @@ export interface Faults {
   redirectBlobs?: boolean;
   /** Replace blob bodies with this many random bytes (same length as asked). */
   garbageBlobs?: boolean;
+  /** Like garbageBlobs, only for blobs longer than this many bytes (layers, not configs). */
+  garbageBlobsOver?: number;
   /** Send blob bodies at about this many bytes per second. */
   throttleBlobs?: number;
 }
@@ -175,7 +177,8 @@ export async function startFrontProxy(upstream: string, opts: { bearer?: { user:
       if (headers.location) headers.location = headers.location.replace(`http://${upstream}`, `http://${state.host}`);
       const isBlobGet = req.method === "GET" && /\/blobs\/sha256:/.test(target) && ur.statusCode !== undefined && ur.statusCode < 300;
       res.writeHead(ur.statusCode ?? 502, headers);
-      if (isBlobGet && state.faults.garbageBlobs) {
+      const length = Number(ur.headers["content-length"] ?? 0);
+      if (isBlobGet && (state.faults.garbageBlobs || (state.faults.garbageBlobsOver !== undefined && length > state.faults.garbageBlobsOver))) {
         ur.resume();
         res.end(randomBytes(Number(ur.headers["content-length"] ?? 0)));
         return;

@@ -1,4 +1,4 @@
-/** Unit tests: the streaming tar against GNU tar, OCI helpers (labels, ref keys, chain IDs, platforms), import names. */
+/** Unit tests: the streaming tar against GNU tar, OCI helpers (labels, ref keys, chain IDs, platforms), import names, write lanes. */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -9,6 +9,7 @@ import { childrenLabels, chainIds, MediaTypes, normalizePlatform, parsePlatform,
 import { readTar, TAR_END, tarFile, tarHeader, TarFormatError } from "../../services/transfer/src/local/tar";
 import { importName } from "../../services/transfer/src/local/import";
 import { familiarName, ociRefName } from "../../services/transfer/src/local/export";
+import { WriteLanes } from "../../services/transfer/src/local/lanes";
 
 async function* chunked(b: Buffer, size: number): AsyncGenerator<Buffer> {
   for (let i = 0; i < b.length; i += size) yield b.subarray(i, i + size);
@@ -114,5 +115,33 @@ describe("transfer - units", () => {
     assert.equal(ociRefName("127.0.0.1:5000/a/b:1.0"), "1.0");
     assert.equal(familiarName("docker.io/library/busybox:latest"), "busybox:latest");
     assert.equal(familiarName("ghcr.io/a/b:1"), "ghcr.io/a/b:1");
+  });
+
+  it("write lanes: a later layer's chunk waits while an earlier one writes, never the other way round", async () => {
+    const lanes = new WriteLanes(0, 60_000);
+    const order: string[] = [];
+    const first = lanes.lane(0);
+    const second = lanes.lane(1);
+    let release!: () => void;
+    const held = first.turn(() => new Promise<void>((r) => (release = r)).then(() => order.push("first wrote")));
+    const waiting = second.turn(async () => order.push("second wrote"));
+    // The earlier lane is not held back by the later one.
+    await lanes.lane(0).turn(async () => order.push("another rank 0 wrote"));
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(order, ["another rank 0 wrote"]);
+    release();
+    await Promise.all([held, waiting]);
+    assert.deepEqual(order, ["another rank 0 wrote", "first wrote", "second wrote"]);
+    // A closed lane holds no one back; a lane that keeps writing holds a chunk back at most maxWaitMs.
+    const slow = new WriteLanes(0, 5);
+    const busy = slow.lane(0);
+    let stop!: () => void;
+    const forever = busy.turn(() => new Promise<void>((r) => (stop = r)));
+    assert.equal(await slow.lane(1).turn(async () => "went ahead"), "went ahead");
+    stop();
+    await forever;
+    busy.close();
+    first.close();
+    assert.equal(await second.turn(async () => "alone"), "alone");
   });
 });

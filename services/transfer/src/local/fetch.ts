@@ -11,13 +11,30 @@ import { causeText, errFailedPrecondition, isAlreadyExists, isFailedPrecondition
 import type { OciDescriptor } from "../../../../libs/oci";
 import type { RegistryClient } from "../../../../libs/registry";
 import { sleep } from "../../../../libs/registry/http";
+import type { Lane } from "./lanes";
 
-export type FetchResult = "fetched" | "exists";
+export interface FetchResult {
+  /** "fetched": committed by this call in the call's namespace; "exists": it was there already. */
+  status: "fetched" | "exists";
+  /** The whole blob, when it was at most `keep` bytes and all of it came through this call. */
+  data?: Buffer;
+  /** Whether the blob was committed with the labels of `opts.labels` (only when "fetched"). */
+  labelled: boolean;
+}
 
 export interface FetchOptions {
   ref: string;
   onBytes?: (offset: number) => void;
   signal?: AbortSignal;
+  /** Keep the bytes of a blob up to this size and hand them back (manifests and configs, read next). */
+  keep?: number;
+  /**
+   * Labels to commit the blob with, spared a later Info and Update; `data` is the whole blob when it
+   * was kept. Must not throw.
+   */
+  labels?: (data: Buffer | undefined) => Record<string, string>;
+  /** Where this download stands among the others of its pull (see lanes.ts); each chunk is written in its turn. */
+  lane?: Lane;
 }
 
 /** Open the ingest `ref`, waiting while another writer holds it (containerd's OpenWriter retry). */
@@ -32,6 +49,8 @@ export async function openWriter(content: ContentStore, ctx: CallContext, desc: 
     }
   }
 }
+
+const EXISTS: FetchResult = { status: "exists", labelled: false };
 
 export class BlobFetcher {
   private readonly inflight = new Map<string, Promise<unknown>>();
@@ -56,15 +75,15 @@ export class BlobFetcher {
 
   private async write(ctx: CallContext, client: RegistryClient, desc: OciDescriptor, opts: FetchOptions): Promise<FetchResult> {
     const w = await openWriter(this.content, ctx, desc, opts.ref, opts.signal);
-    if (!w) return "exists";
+    if (!w) return EXISTS;
     let committing = false;
     try {
       let offset = (await w.status()).offset;
       if (desc.size > 0 && offset === desc.size) {
         // Shared content (already in another namespace) or a finished ingest: commit without data.
         committing = true;
-        await w.commit(desc.size, desc.digest);
-        return "fetched";
+        await w.commit(desc.size, desc.digest, opts.labels?.(undefined));
+        return { status: "fetched", labelled: !!opts.labels };
       }
       if (offset > desc.size) {
         await w.truncate(0);
@@ -73,29 +92,42 @@ export class BlobFetcher {
       opts.onBytes?.(offset);
       // One staging buffer per download, reused for every chunk: the writer has encoded the data by
       // the time write() resolves, and reusing it spares the garbage collector a MiB per MiB fetched.
-      const stage = Buffer.allocUnsafe(Math.min(MAX_CHUNK, Math.max(desc.size - offset, 1)));
+      // A blob kept whole is staged in one buffer of its size, written as it fills and handed back.
+      const keep = offset === 0 && desc.size > 0 && desc.size <= (opts.keep ?? 0);
+      const whole = keep ? Buffer.allocUnsafe(desc.size) : undefined;
+      let stage = whole ? whole.subarray(0, Math.min(MAX_CHUNK, desc.size)) : Buffer.allocUnsafe(Math.min(MAX_CHUNK, Math.max(desc.size - offset, 1)));
       let used = 0;
       const flush = async (): Promise<void> => {
         if (!used) return;
-        offset = await w.write(stage.subarray(0, used));
+        const chunk = stage.subarray(0, used);
+        offset = await (opts.lane ? opts.lane.turn(() => w.write(chunk)) : w.write(chunk));
         used = 0;
         opts.onBytes?.(offset);
+        if (whole) stage = whole.subarray(offset, Math.min(offset + MAX_CHUNK, desc.size));
       };
-      for await (const c of client.fetch(desc, offset, opts.signal)) {
-        let chunk = c as Buffer;
+      for await (const c of client.chunks(desc, offset, opts.signal)) {
+        let chunk = c;
         while (chunk.length) {
           const n = chunk.copy(stage, used);
           used += n;
           chunk = chunk.subarray(n);
-          if (used === stage.length) await flush();
+          if (used === stage.length) {
+            // A blob longer than its descriptor says: the commit refuses it (size mismatch).
+            if (whole && offset + used >= desc.size && chunk.length) {
+              committing = true;
+              throw errFailedPrecondition(`unexpected size: more than ${desc.size} bytes`);
+            }
+            await flush();
+          }
         }
       }
       await flush();
+      const data = whole && offset === desc.size ? whole : undefined;
       committing = true;
-      await w.commit(desc.size, desc.digest);
-      return "fetched";
+      await w.commit(desc.size, desc.digest, opts.labels?.(data));
+      return { status: "fetched", data, labelled: !!opts.labels };
     } catch (e) {
-      if (isAlreadyExists(e)) return "exists";
+      if (isAlreadyExists(e)) return EXISTS;
       await w.close().catch(() => undefined);
       if (committing && isFailedPrecondition(e)) {
         // Wrong size or digest: drop the bad bytes so the next try starts clean.

@@ -75,6 +75,8 @@ export async function writeBlob(content: ContentStore, ctx: CallContext, ref: st
       onBytes?.(n);
     }
     await flush();
+    // The writer's digest covers what the service has acknowledged: with writes in flight, ask first.
+    if (!expected) await w.status();
     const digest = expected || w.digest() || sha256(Buffer.alloc(0));
     committing = true;
     await w.commit(size, expected);

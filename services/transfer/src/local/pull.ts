@@ -2,10 +2,13 @@
  * Pull (OCIRegistry -> ImageStore), producing what `ctr images pull` produces:
  * - every blob written through the content service under the transfer's lease, with ref
  *   `<kind>-<digest>`, at most `maxConcurrentDownloads` at a time, index/manifest first;
- * - after an index or manifest is stored, its children's `containerd.io/gc.ref.content.*` labels
- *   (every manifest of an index, also other platforms), and on every blob
- *   `containerd.io/distribution.source.<host>` = repository (merged with existing values);
- * - unpack per requested platform and snapshotter, layer by layer as soon as each is fetched and its
+ * - on an index or manifest, its children's `containerd.io/gc.ref.content.*` labels (every manifest
+ *   of an index, also other platforms), and on every blob `containerd.io/distribution.source.<host>` =
+ *   repository: given at commit when this pull commits the blob (indexes, manifests and configs are
+ *   kept in memory as they download, so they are neither read back nor labelled in extra calls),
+ *   else merged into what the blob has with Info and Update;
+ * - layer downloads write in layer order when they compete (lanes.ts), so the first layers arrive first;
+ * - unpack per requested platform and snapshotter, layer by layer as soon as each is committed and its
  *   parent is unpacked;
  * - then the image record (Create, or Update on AlreadyExists) for the name and extra references.
  */
@@ -21,6 +24,7 @@ import type { RegistryClient } from "../../../../libs/registry";
 import { registryClient, settleAll, toNative, type TransferDeps } from "./deps";
 import type { FetchResult } from "./fetch";
 import { storeImages } from "./images";
+import { WriteLanes } from "./lanes";
 import { ProgressTracker } from "./progress";
 import { resolveSnapshotter, unpackLayers } from "./unpack";
 import { readBlob } from "./util";
@@ -38,11 +42,18 @@ export async function setLabels(deps: TransferDeps, ctx: CallContext, digest: st
   await deps.content.update(ctx, { digest, labels }, keys.map((k) => `labels.${k}`));
 }
 
-/** containerd's AppendDistributionSourceLabel: key by host (port stripped), value the repository, comma-merged. */
-export async function appendSourceLabel(deps: TransferDeps, ctx: CallContext, digest: string, client: RegistryClient): Promise<void> {
+/** Manifests, indexes and configs up to this size are kept in memory as they are fetched (read right after). */
+const KEEP_BYTES = 16 << 20;
+
+/** The distribution source label of blobs from `client`'s repository: key by host (port stripped), value the repository. */
+export function sourceLabel(client: RegistryClient): Record<string, string> {
   const host = new URL(`dummy://${client.ref.domain}`).hostname.replace(/^\[|\]$/g, "");
-  const key = `${Labels.distributionSourcePrefix}${host}`;
-  const repo = client.ref.path;
+  return { [`${Labels.distributionSourcePrefix}${host}`]: client.ref.path };
+}
+
+/** containerd's AppendDistributionSourceLabel: the source label's value comma-merged with what the blob has. */
+export async function appendSourceLabel(deps: TransferDeps, ctx: CallContext, digest: string, client: RegistryClient): Promise<void> {
+  const [[key, repo]] = Object.entries(sourceLabel(client)) as [[string, string]];
   const info = await deps.content.info(ctx, digest);
   const existing = info.labels[key];
   if (existing && existing.split(",").includes(repo)) return;
@@ -85,28 +96,56 @@ export async function pull(deps: TransferDeps, ctx: CallContext, src: OCIRegistr
       if (!targets.some((t) => t.snapshotter === snapshotter && JSON.stringify(t.platform) === JSON.stringify(platform))) targets.push({ platform, snapshotter, matched: false });
     }
 
-    const fetchOne = async (d: OciDescriptor, parents: string[]): Promise<void> => {
+    const source = sourceLabel(client);
+    const lanes = new WriteLanes();
+    let ranks = 0;
+    /**
+     * Fetch `d` (committed with its distribution source label, and with its children's gc labels
+     * when `children` reads them from the kept bytes); resolves once it is in the content store.
+     */
+    const fetchOne = async (d: OciDescriptor, parents: string[], children?: (data: Buffer) => OciDescriptor[]): Promise<FetchResult> => {
       const ref = tracker.add(d, parents);
-      const go = (): Promise<FetchResult> => {
-        ac.signal.throwIfAborted();
-        return deps.fetcher.fetch(ctx, client, d, { ref, onBytes: (off) => tracker.bytes(d, off), signal: ac.signal });
+      const labels = (data: Buffer | undefined): Record<string, string> => {
+        if (!data || !children) return { ...source };
+        try {
+          return { ...childrenLabels(children(data)), ...source };
+        } catch {
+          return { ...source }; // unreadable: the caller's own parse fails the pull
+        }
+      };
+      const layer = isLayerType(d.mediaType);
+      // Layers in the order they were asked for, which is the unpack's order.
+      const lane = layer ? lanes.lane(ranks++) : undefined;
+      const go = async (): Promise<FetchResult> => {
+        try {
+          ac.signal.throwIfAborted();
+          return await deps.fetcher.fetch(ctx, client, d, { ref, onBytes: (off) => tracker.bytes(d, off), signal: ac.signal, keep: layer ? 0 : KEEP_BYTES, labels, lane });
+        } finally {
+          lane?.close();
+        }
       };
       // Only layers count against the download limit: manifests and configs are small and gate the unpack.
-      const r = await (isLayerType(d.mediaType) ? limiter.run(go) : go()).catch((e: unknown) => {
+      const r = await (layer ? limiter.run(go) : go()).catch((e: unknown) => {
         throw toNative(e, `failed to fetch ${refKey(d)}`);
       });
-      if (r === "exists") tracker.exists(d);
+      if (r.status === "exists") tracker.exists(d);
       else tracker.complete(d);
+      return r;
     };
+    /** The labels a blob did not get at commit: its children's gc refs, the distribution source. */
+    const finishLabels = async (d: OciDescriptor, r: FetchResult, children?: OciDescriptor[]): Promise<void> => {
+      if (children && !(r.labelled && r.data)) await setLabels(deps, ctx, d.digest, childrenLabels(children));
+      if (!r.labelled) await appendSourceLabel(deps, ctx, d.digest, client);
+    };
+    const bytesOf = async (d: OciDescriptor, r: FetchResult): Promise<Buffer> => r.data ?? (await readBlob(deps.content, ctx, d.digest));
 
     /** `metadataOnly`: a manifest of another platform kept with all_metadata (manifest and config, no layers). */
     const handle = async (d: OciDescriptor, parents: string[], unpackFor: UnpackTarget[], metadataOnly = false): Promise<void> => {
-      await fetchOne(d, parents);
       const me = [refKey(d)];
       if (isIndexType(d.mediaType)) {
-        const idx = parseIndex(await readBlob(deps.content, ctx, d.digest));
-        await setLabels(deps, ctx, d.digest, childrenLabels(idx.manifests));
-        await appendSourceLabel(deps, ctx, d.digest, client);
+        const r = await fetchOne(d, parents, (b) => parseIndex(b).manifests);
+        const idx = parseIndex(await bytesOf(d, r));
+        await finishLabels(d, r, idx.manifests);
         let kids = idx.manifests;
         const others = matcher && dst.allMetadata ? kids.filter((k) => !matcher(k.platform)) : [];
         if (matcher) kids = kids.filter((k) => matcher(k.platform));
@@ -134,30 +173,35 @@ export async function pull(deps: TransferDeps, ctx: CallContext, src: OCIRegistr
         return;
       }
       if (isManifestType(d.mediaType)) {
-        const m = parseManifest(await readBlob(deps.content, ctx, d.digest));
-        await setLabels(deps, ctx, d.digest, childrenLabels([m.config, ...m.layers]));
-        await appendSourceLabel(deps, ctx, d.digest, client);
-        const configP = handle(m.config, me, []);
+        const r = await fetchOne(d, parents, (b) => {
+          const m = parseManifest(b);
+          return [m.config, ...m.layers];
+        });
+        const m = parseManifest(await bytesOf(d, r));
+        const labelled = finishLabels(d, r, [m.config, ...m.layers]);
+        const configR = fetchOne(m.config, me);
+        const configP = configR.then((cr) => finishLabels(m.config, cr));
         if (metadataOnly) {
-          await configP;
+          await settleAll([labelled, configP], ac);
           return;
         }
-        const layerPs = m.layers.map((l) => handle(l, me, []));
-        const work: Promise<unknown>[] = [configP, ...layerPs];
+        // A layer can be unpacked once it is committed; its source label (when not set at commit) need not wait.
+        const layerRs = m.layers.map((l) => fetchOne(l, me));
+        const work: Promise<unknown>[] = [labelled, configP, ...layerRs.map((lr, i) => lr.then((x) => finishLabels(m.layers[i]!, x)))];
         if (unpackFor.length) {
-          work.push(configP.then(async () => {
-            const config = parseConfig(await readBlob(deps.content, ctx, m.config.digest));
+          work.push(configR.then(async (cr) => {
+            const config = parseConfig(await bytesOf(m.config, cr));
             for (const t of unpackFor) {
               if (config.os && config.architecture && !platformMatcher([t.platform])({ os: config.os, architecture: config.architecture, variant: config.variant })) continue;
               t.matched = true;
-              await unpackLayers(deps, ctx, t.snapshotter, m.config, config, m.layers.map((l, i) => ({ desc: l, fetched: layerPs[i]! })), tracker);
+              await unpackLayers(deps, ctx, t.snapshotter, m.config, config, m.layers.map((l, i) => ({ desc: l, fetched: layerRs[i]! })), tracker);
             }
           }));
         }
         await settleAll(work, ac);
         return;
       }
-      await appendSourceLabel(deps, ctx, d.digest, client);
+      await finishLabels(d, await fetchOne(d, parents));
     };
 
     await settleAll([handle(desc, [], targets)], ac);

@@ -1,9 +1,11 @@
 /**
  * Unpacking an image's layers into snapshots, as containerd's unpacker does, one layer as soon as it
- * is fetched and its parent is unpacked: Stat(chainID) (present = already unpacked) -> Prepare
- * "extract-<unique> <chainID>" on the parent chain -> Diff.Apply (the result must be the config's
- * diff ID) -> Commit(chainID); on failure the extract snapshot is removed. Then the layer blob gets
- * `containerd.io/uncompressed` and the config `containerd.io/gc.ref.snapshot.<snapshotter>`.
+ * is fetched and its parent is unpacked: Stat(chainID) (present = already unpacked; every layer's Stat
+ * is asked up front) -> Prepare "extract-<unique> <chainID>" on the parent chain (as soon as the parent
+ * is committed, while the layer may still be downloading) -> Diff.Apply (the result must be the
+ * config's diff ID) -> Commit(chainID); on failure the extract snapshot is removed.
+ * The layer blob gets `containerd.io/uncompressed` while the next layer unpacks, and the config
+ * `containerd.io/gc.ref.snapshot.<snapshotter>`; all labels are set before the unpack resolves.
  * Work on one chain ID is serialised across transfers in this process.
  */
 import type { CallContext } from "../../../../libs/context";
@@ -14,6 +16,7 @@ import type { Mount, SnapshotterSet } from "../../../../libs/core/snapshots";
 import { causeText, errFailedPrecondition, errInvalidArgument, isAlreadyExists, isNotFound } from "../../../../libs/errdefs";
 import { chainIds, Labels, type ImageConfig, type OciDescriptor } from "../../../../libs/oci";
 import type { ProgressTracker } from "./progress";
+import { settleAll } from "./deps";
 import { KeyedMutex, uniquePart } from "./util";
 
 export const DEFAULT_SNAPSHOTTER = "overlayfs";
@@ -52,52 +55,75 @@ export async function unpackLayers(
   if (diffIds.length !== layers.length) throw errInvalidArgument(`mismatched image rootfs and manifest layers: ${diffIds.length} diff IDs, ${layers.length} layers`);
   const chain = chainIds(diffIds);
   const sn = deps.snapshots.get(snapshotter);
-  for (let i = 0; i < layers.length; i++) {
-    const layer = layers[i]!;
-    await layer.fetched;
-    const chainId = chain[i]!;
-    const parent = i === 0 ? "" : chain[i - 1]!;
-    await deps.locks.run(`${ctx.namespace}\u0000${snapshotter}\u0000${chainId}`, async () => {
+  const exists = (chainId: string): Promise<boolean> => sn.stat(ctx, chainId).then(() => true, (e: unknown) => {
+    if (isNotFound(e)) return false;
+    throw e;
+  });
+  // Every layer's Stat at once, while the layers download, instead of one round trip between two applies.
+  const present = chain.map(exists);
+  for (const p of present) p.catch(() => undefined);
+  const prepareExtract = async (chainId: string, parent: string): Promise<{ key: string; mounts: Mount[] }> => {
+    for (let tries = 0; ; tries++) {
+      const key = `extract-${uniquePart()} ${chainId}`;
       try {
-        await sn.stat(ctx, chainId);
-        return;
+        return { key, mounts: await sn.prepare(ctx, key, parent) };
       } catch (e) {
-        if (!isNotFound(e)) throw e;
+        if (isAlreadyExists(e) && tries < 3) continue;
+        throw errFailedPrecondition(`failed to prepare extraction snapshot "${key}": ${causeText(e)}`, { cause: e });
       }
-      progress?.state(layer.desc, "extracting");
-      let key = "";
-      let mounts: Mount[] = [];
-      for (let tries = 0; ; tries++) {
-        key = `extract-${uniquePart()} ${chainId}`;
+    }
+  };
+  // Labels are set while the next layer unpacks; all are in place before this returns.
+  const labelling: Promise<unknown>[] = [];
+  try {
+    for (let i = 0; i < layers.length; i++) {
+      const layer = layers[i]!;
+      const chainId = chain[i]!;
+      const parent = i === 0 ? "" : chain[i - 1]!;
+      const lockKey = `${ctx.namespace}\u0000${snapshotter}\u0000${chainId}`;
+      // Another unpack of this chain ID in this process may be making it: look again once it is done.
+      const stale = deps.locks.held(lockKey);
+      await deps.locks.run(lockKey, async () => {
+        if (await (stale ? exists(chainId) : present[i]!)) return;
+        // The extraction snapshot is prepared while the layer may still be downloading.
+        const prepared = prepareExtract(chainId, parent);
+        prepared.catch(() => undefined);
         try {
-          mounts = await sn.prepare(ctx, key, parent);
-          break;
+          await layer.fetched;
         } catch (e) {
-          if (isAlreadyExists(e) && tries < 3) continue;
-          throw errFailedPrecondition(`failed to prepare extraction snapshot "${key}": ${causeText(e)}`, { cause: e });
+          const p = await prepared.catch(() => undefined);
+          if (p) await sn.remove(ctx, p.key).catch(() => undefined);
+          throw e;
         }
-      }
-      try {
-        const applied = await deps.diff.apply(ctx, layer.desc, mounts);
-        if (applied.digest !== diffIds[i]) throw errFailedPrecondition(`wrong diff id calculated on extraction "${diffIds[i]}"`);
+        const { key, mounts } = await prepared;
+        progress?.state(layer.desc, "extracting");
         try {
-          await sn.commit(ctx, chainId, key);
+          const applied = await deps.diff.apply(ctx, layer.desc, mounts);
+          if (applied.digest !== diffIds[i]) throw errFailedPrecondition(`wrong diff id calculated on extraction "${diffIds[i]}"`);
+          try {
+            await sn.commit(ctx, chainId, key);
+          } catch (e) {
+            if (!isAlreadyExists(e)) throw e;
+            await sn.remove(ctx, key).catch(() => undefined);
+          }
         } catch (e) {
-          if (!isAlreadyExists(e)) throw e;
           await sn.remove(ctx, key).catch(() => undefined);
+          throw e;
         }
-      } catch (e) {
-        await sn.remove(ctx, key).catch(() => undefined);
-        throw e;
-      }
-      await deps.content.update(ctx, { digest: layer.desc.digest, labels: { [Labels.uncompressed]: diffIds[i]! } }, [`labels.${Labels.uncompressed}`]);
-      progress?.state(layer.desc, "extracted");
-    });
+        progress?.state(layer.desc, "extracted");
+        const labelled = deps.content.update(ctx, { digest: layer.desc.digest, labels: { [Labels.uncompressed]: diffIds[i]! } }, [`labels.${Labels.uncompressed}`]);
+        labelled.catch(() => undefined);
+        labelling.push(labelled);
+      });
+    }
+    const top = chain[chain.length - 1];
+    if (top) {
+      const key = `${Labels.gcRefSnapshotPrefix}${snapshotter}`;
+      labelling.push(deps.content.update(ctx, { digest: configDesc.digest, labels: { [key]: top } }, [`labels.${key}`]));
+    }
+  } finally {
+    await Promise.allSettled(labelling);
   }
-  const top = chain[chain.length - 1];
-  if (top) {
-    const key = `${Labels.gcRefSnapshotPrefix}${snapshotter}`;
-    await deps.content.update(ctx, { digest: configDesc.digest, labels: { [key]: top } }, [`labels.${key}`]);
-  }
-  return top ?? "";
+  await settleAll(labelling);
+  return chain[chain.length - 1] ?? "";
 }
