@@ -72,10 +72,17 @@ export class LocalSnapshotter implements Snapshotter {
     return compactLabels(labels);
   }
 
+  /**
+   * Publish after the current turn, so the RPC's reply goes out before the event's write to NATS
+   * (events are best-effort notifications, sent after the change is committed, in order).
+   */
   private publish(ctx: CallContext, ev: { topic: string; type: string }, body: Record<string, unknown>): void {
-    if (!this.opts.events) return;
-    this.opts.events.publish(ctx, ev.topic, ev.type, { ...body, snapshotter: this.name }).catch((err: unknown) => {
-      this.opts.log?.warn({ err, topic: ev.topic }, "publishing snapshot event failed");
+    const events = this.opts.events;
+    if (!events) return;
+    setImmediate(() => {
+      events.publish(ctx, ev.topic, ev.type, { ...body, snapshotter: this.name }).catch((err: unknown) => {
+        this.opts.log?.warn({ err, topic: ev.topic }, "publishing snapshot event failed");
+      });
     });
   }
 
