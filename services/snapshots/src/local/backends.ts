@@ -160,7 +160,8 @@ export function discard(backend: SnapshotBackend, id: number, onError: (e: unkno
     onError(e);
     return Promise.resolve();
   }
-  return removeTree(to).catch(onError);
+  // After the current turn, so the reply to the removal goes out first.
+  return new Promise<void>((resolve) => setImmediate(resolve)).then(() => removeTree(to)).catch(onError);
 }
 
 /**
