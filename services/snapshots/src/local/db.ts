@@ -37,6 +37,18 @@ export function openSnapshotsDB(dir: string): SnapshotsDB {
   return open<unknown, Key>({ path: path.join(dir, "metadata.lmdb"), compression: false, encoding: "msgpack" });
 }
 
+/**
+ * Run `fn` as one write transaction, committed and flushed to disk before it returns. Synchronous
+ * on purpose: the transactions here are a handful of puts, and an asynchronous lmdb-js transaction
+ * (the callback handed to the write thread and back, the commit signalled back again) costs more
+ * CPU and latency than the commit itself. The price is that the event loop waits for the flush
+ * (one fdatasync; containerd's bolt writers wait for theirs too). Every write in this process goes
+ * through here, so no synchronous transaction ever waits behind an asynchronous one.
+ */
+export function writeTxn<T>(db: SnapshotsDB, fn: () => T): T {
+  return db.transactionSync(fn);
+}
+
 export const snapKey = (sn: string, ns: string, key: string): Key => ["s", sn, ns, key];
 export const childKey = (sn: string, ns: string, parent: string, child: string): Key => ["c", sn, ns, parent, child];
 export const idKey = (sn: string, id: number): Key => ["i", sn, id];
