@@ -160,8 +160,7 @@ export function discard(backend: SnapshotBackend, id: number, onError: (e: unkno
     onError(e);
     return Promise.resolve();
   }
-  // After the current turn, so the reply to the removal goes out first.
-  return new Promise<void>((resolve) => setImmediate(resolve)).then(() => removeTree(to)).catch(onError);
+  return removeTree(to).catch(onError);
 }
 
 /**

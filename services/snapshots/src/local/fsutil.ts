@@ -136,43 +136,7 @@ function copySmallTree(src: string, dst: string, entries: TreeEntry[]): void {
   copyAttrs(src, dst, fs.lstatSync(src));
 }
 
-/** Entries removed with synchronous calls before the rest of a tree goes to the thread pool. */
-const QUICK_REMOVE_ENTRIES = 64;
-
-class TreeTooBig extends Error {}
-
-/** Remove `p` with synchronous calls while `budget` lasts (throws TreeTooBig when it runs out). */
-function removeSmallSync(p: string, budget: { left: number }): void {
-  let entries: fs.Dirent[];
-  try {
-    entries = fs.readdirSync(p, { withFileTypes: true });
-  } catch (e) {
-    const c = (e as NodeJS.ErrnoException).code;
-    if (c === "ENOENT") return;
-    if (c !== "ENOTDIR") throw e;
-    fs.unlinkSync(p);
-    return;
-  }
-  for (const d of entries) {
-    if (--budget.left < 0) throw new TreeTooBig();
-    const child = path.join(p, d.name);
-    if (d.isDirectory()) removeSmallSync(child, budget);
-    else fs.unlinkSync(child);
-  }
-  fs.rmdirSync(p);
-}
-
-/**
- * Remove a tree, ignoring a missing one. Small trees (an empty snapshot is two or three directories)
- * go at once with synchronous calls, cheaper than a thread-pool round trip per call; whatever is
- * left of a bigger one (or after an error) is removed off the event loop.
- */
+/** Remove a tree, ignoring a missing one. */
 export async function removeTree(p: string): Promise<void> {
-  try {
-    removeSmallSync(p, { left: QUICK_REMOVE_ENTRIES });
-    return;
-  } catch {
-    /* too big, or an error the thread-pool removal retries and reports */
-  }
   await fs.promises.rm(p, { recursive: true, force: true, maxRetries: 3 });
 }
