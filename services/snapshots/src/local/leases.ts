@@ -55,12 +55,12 @@ export class LocalSnapshotLeaseRecorder implements SnapshotLeaseRecorder {
   async addResource(ctx: CallContext, lease: string, resource: LeaseResource): Promise<void> {
     const ns = namespaceRequired(ctx);
     checkResource(resource);
-    writeTxn(this.db, () => leaseRecordOps(this.db).add(ns, lease, resource.type, resource.id));
+    await writeTxn(this.db, () => leaseRecordOps(this.db).add(ns, lease, resource.type, resource.id));
   }
 
   async deleteResource(ctx: CallContext, lease: string, resource: LeaseResource): Promise<void> {
     const ns = namespaceRequired(ctx);
-    writeTxn(this.db, () => leaseRecordOps(this.db).remove(ns, lease, resource.type, resource.id));
+    await writeTxn(this.db, () => leaseRecordOps(this.db).remove(ns, lease, resource.type, resource.id));
   }
 
   async listResources(ctx: CallContext, lease: string): Promise<LeaseResource[]> {
@@ -75,7 +75,7 @@ export class LocalSnapshotLeaseRecorder implements SnapshotLeaseRecorder {
   async deleteLease(ctx: CallContext, lease: string): Promise<void> {
     const ns = namespaceRequired(ctx);
     const all = await this.listResources(ctx, lease);
-    writeTxn(this.db, () => {
+    await writeTxn(this.db, () => {
       for (const r of all) leaseRecordOps(this.db).remove(ns, lease, r.type, r.id);
     });
   }

@@ -99,7 +99,7 @@ export class LocalSnapshotter implements Snapshotter {
     for (const p of paths) {
       if (p !== "labels" && !p.startsWith("labels.")) throw errInvalidArgument(`cannot update ${JSON.stringify(p)} field on snapshot ${JSON.stringify(info.name)}`);
     }
-    const res = writeTxn(this.db, (): TxResult<SnapshotRecord> => {
+    const res = await writeTxn(this.db, (): TxResult<SnapshotRecord> => {
       const r = this.record(ns, info.name);
       if (!r) return { err: errNotFound(`snapshot ${info.name} does not exist`) };
       const labels = paths.length ? applyMapMask("labels", r.labels, info.labels, paths) : compactLabels(info.labels);
@@ -123,7 +123,7 @@ export class LocalSnapshotter implements Snapshotter {
     if (r.usage) return r.usage;
     const u = usageOf(this.backend, r.id);
     // Committed snapshots are immutable: cache the figure (if the record is still the same snapshot).
-    writeTxn(this.db, () => {
+    await writeTxn(this.db, () => {
       const cur = this.record(ns, key);
       if (cur && cur.id === r.id) void this.db.put(snapKey(this.name, ns, key), { ...cur, usage: u });
     });
@@ -167,7 +167,7 @@ export class LocalSnapshotter implements Snapshotter {
     const td = await this.backend.stage(kind, pre.ok);
     let res: TxResult<SnapshotRecord>;
     try {
-      res = writeTxn(this.db, (): TxResult<SnapshotRecord> => {
+      res = await writeTxn(this.db, (): TxResult<SnapshotRecord> => {
         const chk = this.parentChain(ns, key, parent);
         if ("err" in chk) return chk;
         if (chk.ok[0] !== pre.ok[0]) return { err: errFailedPrecondition(`parent snapshot ${parent} changed while preparing ${key}`) };
@@ -203,7 +203,7 @@ export class LocalSnapshotter implements Snapshotter {
     if (!name) throw errInvalidArgument("snapshot name must not be empty");
     const labels = this.validateLabels(opts?.labels);
     await this.opts.ensureNamespace?.(ctx, ns);
-    const res = writeTxn(this.db, (): TxResult<true> => {
+    const res = await writeTxn(this.db, (): TxResult<true> => {
       if (this.record(ns, name)) return { err: errAlreadyExists(`snapshot ${JSON.stringify(name)}`) };
       const r = this.record(ns, key);
       if (!r) return { err: errNotFound(`snapshot ${key} does not exist`) };
@@ -231,7 +231,7 @@ export class LocalSnapshotter implements Snapshotter {
     const ns = namespaceRequired(ctx);
     // A removal by the garbage collector loses to a lease taken after the collector's last look.
     const bySweep = ctx.headers?.[GC_SWEEP_HEADER] !== undefined;
-    const res = writeTxn(this.db, (): TxResult<SnapshotRecord> => {
+    const res = await writeTxn(this.db, (): TxResult<SnapshotRecord> => {
       const r = this.record(ns, key);
       if (!r) return { err: errNotFound(`snapshot ${key} does not exist`) };
       if (bySweep && leaseRecordOps(this.db).held(ns, snapshotLeaseResourceType(this.name), key)) {
