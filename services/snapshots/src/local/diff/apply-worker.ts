@@ -1,9 +1,8 @@
 /**
  * Layer-apply worker thread. The main thread streams the compressed layer in (`chunk` messages,
  * acknowledged one by one for flow control), or names a local file holding it (`file`: the worker
- * reads it itself). The worker hashes it (unless the main thread checks the digest in parallel,
- * `digestElsewhere`: then each chunk read goes back to it, by transfer, once consumed), decompresses
- * it (gzip with zlib, zstd with
+ * reads it itself, so the bytes never cross the main thread). The worker hashes it (unless the main
+ * thread checks the digest in parallel, `digestElsewhere`), decompresses it (gzip with zlib, zstd with
  * fzstd, or none, detected from the magic bytes), hashes and counts the tar stream, plans the apply
  * (apply-engine.ts) and, once the digest and size check out, executes it with synchronous system
  * calls, off the main event loop.
@@ -24,9 +23,9 @@ export interface ApplyJob {
   /** Compressed digest to verify ("" skips). */
   expectedDigest: string;
   /**
-   * The caller verifies the compressed digest itself, in parallel, from the `raw` chunks of a file
-   * job: the worker does not hash the compressed bytes, and once the layer is staged and its size
-   * checked it reports `staged` and waits for a `verdict` before touching the target.
+   * The caller verifies the compressed digest itself, in parallel (a local file it can read too): the
+   * worker does not hash the compressed bytes, and once the layer is staged and its size checked it
+   * reports `staged` and waits for a `verdict` before touching the target.
    */
   digestElsewhere?: boolean;
   /** Compressed size to verify (0 skips). */
@@ -43,8 +42,6 @@ export type ToWorker =
   | { type: "verdict"; id: number; ok: boolean; message: string };
 export type FromWorkerBody =
   | { type: "ack" }
-  /** `digestElsewhere` file jobs: the compressed bytes read, in order, once the decompressor is done with them. */
-  | { type: "raw"; data: Uint8Array }
   | { type: "staged" }
   | { type: "done"; digest: string; size: number; entries: number }
   | { type: "error"; code: "invalid argument" | "internal" | "context canceled"; message: string; mismatch?: boolean };
@@ -93,7 +90,7 @@ class Job {
   /** Wakes a waiting `pumpFile` (when the job ends early). */
   private wakePump?: () => void;
 
-  constructor(private readonly job: ApplyJob, private readonly post: (m: FromWorkerBody, transfer?: ArrayBuffer[]) => void) {
+  constructor(private readonly job: ApplyJob, private readonly post: (m: FromWorkerBody) => void) {
     const algo = job.expectedDigest.split(":")[0] || "sha256";
     if (!job.digestElsewhere) this.cHash = createHash(algo);
     this.staging = stagingFor(job.target.root);
@@ -146,19 +143,8 @@ class Job {
       fd = fs.openSync(file, "r");
       let inFlight = 0;
       let wake: (() => void) | undefined;
-      // Chunks in flight, oldest first: consumed in order, then handed to the caller to hash (whole
-      // chunks by transfer; a short last one, which may still sit in the magic-bytes head, copied).
-      const reading: Buffer[] = [];
       const ack = (): void => {
         inFlight--;
-        const done = reading.shift();
-        if (done && this.cHash === undefined && !this.finished) {
-          if (done.length === FILE_CHUNK && done.byteOffset === 0 && done.buffer.byteLength === FILE_CHUNK) {
-            this.post({ type: "raw", data: new Uint8Array(done.buffer) }, [done.buffer as ArrayBuffer]);
-          } else {
-            this.post({ type: "raw", data: new Uint8Array(done) });
-          }
-        }
         wake?.();
       };
       for (;;) {
@@ -168,9 +154,7 @@ class Job {
         const n = fs.readSync(fd, buf, 0, FILE_CHUNK, null);
         if (n === 0) break;
         inFlight++;
-        const chunk = n === FILE_CHUNK ? buf : buf.subarray(0, n);
-        reading.push(chunk);
-        this.chunk(chunk, ack);
+        this.chunk(n === FILE_CHUNK ? buf : buf.subarray(0, n), ack);
         // Let zlib's completions (and an abort) in between chunks.
         if (inFlight >= FILE_WINDOW) continue;
         await new Promise<void>((r) => setImmediate(r));
@@ -341,7 +325,7 @@ if (parentPort) {
       case "start":
         jobId = m.id;
         try {
-          job = new Job(m.job, (r, transfer) => port.postMessage({ ...r, id: m.id } satisfies FromWorker, transfer));
+          job = new Job(m.job, (r) => port.postMessage({ ...r, id: m.id } satisfies FromWorker));
         } catch (e) {
           job = undefined;
           port.postMessage({ id: m.id, type: "error", code: "internal", message: `apply failed: ${(e as Error).message}` } satisfies FromWorker);

@@ -101,17 +101,14 @@ class ApplyPool {
 
   /**
    * Apply `job` with the layer's bytes from `data`: a stream, or a local file the worker reads itself
-   * (then the worker hands each chunk over once decompressed and this thread hashes it, so the bytes
-   * checked are the bytes applied, read once: the worker waits for the verdict instead of hashing
-   * the compressed bytes itself). A failure in `mismatched` says the bytes did not match the
-   * descriptor (nothing was applied).
+   * (then `fileDigest`, when given, is the file's digest computed here in parallel: the worker waits
+   * for its verdict instead of hashing the compressed bytes itself). A failure in `mismatched` says the
+   * bytes did not match the descriptor (nothing was applied).
    */
-  async run(job: ApplyJob, data: AsyncIterable<Buffer> | { file: string }, signal: AbortSignal): Promise<{ digest: string; size: number }> {
+  async run(job: ApplyJob, data: AsyncIterable<Buffer> | { file: string; fileDigest?: Promise<string> }, signal: AbortSignal): Promise<{ digest: string; size: number }> {
     const w = await this.acquire();
     const id = this.nextId++;
     const post = (m: ToWorker, transfer?: ArrayBuffer[]): void => w.worker.postMessage(m, transfer);
-    const algo = job.expectedDigest.split(":")[0] || "sha256";
-    const raw = "file" in data ? { hash: createHash(algo), bytes: 0 } : undefined;
     let credit = WINDOW;
     let wake: (() => void) | undefined;
     let result: { digest: string; size: number } | undefined;
@@ -121,16 +118,14 @@ class ApplyPool {
     const onMessage = (m: FromWorker): void => {
       if (m.id !== id) return;
       if (m.type === "ack") credit++;
-      else if (m.type === "raw") {
-        raw?.hash.update(m.data);
-        if (raw) raw.bytes += m.data.length;
-      } else if (m.type === "staged") {
-        if (!raw) post({ type: "verdict", id, ok: false, message: "no digest to check the layer against" });
+      else if (m.type === "staged") {
+        const fileDigest = "file" in data ? data.fileDigest : undefined;
+        if (!fileDigest) post({ type: "verdict", id, ok: false, message: "no digest to check the layer against" });
         else {
-          const d = `${algo}:${raw.hash.digest("hex")}`;
-          const sizeOk = job.expectedSize <= 0 || raw.bytes === job.expectedSize;
-          const message = sizeOk ? `layer digest mismatch: got ${d}, expected ${job.expectedDigest}` : `layer size mismatch: got ${raw.bytes}, expected ${job.expectedSize}`;
-          post({ type: "verdict", id, ok: sizeOk && d === job.expectedDigest, message });
+          fileDigest.then(
+            (d) => post({ type: "verdict", id, ok: d === job.expectedDigest, message: `layer digest mismatch: got ${d}, expected ${job.expectedDigest}` }),
+            (e: unknown) => post({ type: "verdict", id, ok: false, message: `layer digest not computed: ${(e as Error).message}` }),
+          );
         }
       } else if (m.type === "done") {
         result = { digest: m.digest, size: m.size };
@@ -254,13 +249,14 @@ export class LocalDiffer implements Applier, Comparer {
       const file = await this.content.localFile?.(ctx, desc.digest);
       let r: { digest: string; size: number } | undefined;
       if (file) {
-        // The compressed digest is computed here, from the chunks the worker read, while it
-        // decompresses and stages the layer.
+        // The compressed digest is computed here while the worker decompresses and stages the layer.
+        const fileDigest = digestOfFile(file, desc.digest.split(":")[0]!);
+        fileDigest.catch(() => undefined);
         try {
-          r = await this.pool.run({ ...job, digestElsewhere: true }, { file }, ctx.signal);
+          r = await this.pool.run({ ...job, digestElsewhere: true }, { file, fileDigest }, ctx.signal);
         } catch (e) {
           // A refusal stands only if the file really holds the layer (else the file is stale or foreign).
-          if (ctx.signal.aborted || (!mismatched.has(e as Error) && (await digestOfFile(file, desc.digest.split(":")[0]!).catch(() => "")) === desc.digest)) throw e;
+          if (ctx.signal.aborted || (!mismatched.has(e as Error) && (await fileDigest.catch(() => "")) === desc.digest)) throw e;
           this.log?.warn({ digest: desc.digest, file, err: e }, "local blob file does not match its descriptor; streaming it from the content service");
         }
       }
