@@ -46,6 +46,7 @@ export class NamespaceEnsurer {
     events?: EventSubscriber,
     private readonly ttlMs = 30_000,
   ) {
+    // Only deletions matter here: subscribing to them alone keeps NATS from waking us for every event.
     this.unsubscribe = events?.subscribe((env) => {
       if (env.topic !== NAMESPACE_EVENTS.delete.topic) return;
       try {
@@ -54,7 +55,7 @@ export class NamespaceEnsurer {
       } catch {
         /* not ours to decode */
       }
-    });
+    }, { topics: [NAMESPACE_EVENTS.delete.topic] });
   }
 
   async ensure(ctx: CallContext, ns: string): Promise<void> {

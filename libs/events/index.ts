@@ -34,8 +34,16 @@ export interface EventPublisher {
   forward(ctx: CallContext, env: Envelope): Promise<void>;
 }
 
+export interface SubscribeOptions {
+  /**
+   * Only these topics (any namespace), e.g. ["/namespaces/delete"]; all topics when absent. A
+   * process that cares about a few topics should say so: then NATS does not wake it for every event.
+   */
+  topics?: readonly string[];
+}
+
 export interface EventSubscriber {
-  subscribe(handler: (env: Envelope, raw: Buffer, trace: Context) => void): () => void;
+  subscribe(handler: (env: Envelope, raw: Buffer, trace: Context) => void, opts?: SubscribeOptions): () => void;
 }
 
 const TOPIC_COMPONENT = /^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
@@ -55,6 +63,13 @@ export function subjectFor(prefix: string, namespace: string, topic: string): st
   return [prefix, escapeToken(namespace), ...topic.slice(1).split("/").map(escapeToken)].join(".");
 }
 
+/** The NATS subjects carrying `topics` in every namespace (everything when `topics` is absent). */
+export function subjectsFor(prefix: string, topics?: readonly string[]): string[] {
+  if (!topics) return [`${prefix}.>`];
+  for (const t of topics) validateTopic(t);
+  return [...new Set(topics)].map((t) => [prefix, "*", ...t.slice(1).split("/").map(escapeToken)].join("."));
+}
+
 export function encodeEnvelope(env: Envelope): Buffer {
   return encode(ENVELOPE_TYPE, env as unknown as Record<string, unknown>);
 }
@@ -69,6 +84,12 @@ function carrier(h: MsgHdrs): HeaderCarrier {
     set: (k, v) => h.set(k, v),
     keys: () => h.keys(),
   };
+}
+
+interface Sub {
+  handler: (env: Envelope, raw: Buffer, trace: Context) => void;
+  subjects: string[];
+  subs: Subscription[];
 }
 
 export interface NatsEventBusOptions {
@@ -89,7 +110,7 @@ export class NatsEventBus implements EventPublisher, EventSubscriber {
   private closed = false;
   private queue: { subject: string; data: Buffer; hdrs: MsgHdrs }[] = [];
   private dropped = 0;
-  private readonly subs = new Set<{ handler: (env: Envelope, raw: Buffer, trace: Context) => void; sub?: Subscription }>();
+  private readonly subs = new Set<Sub>();
   private readonly connecting: Promise<void>;
 
   constructor(private readonly opts: NatsEventBusOptions) {
@@ -168,9 +189,9 @@ export class NatsEventBus implements EventPublisher, EventSubscriber {
     this.send(subjectFor(this.opts.prefix, env.namespace, env.topic), encodeEnvelope(env), env.namespace, env.topic, ctx);
   }
 
-  private attach(s: { handler: (env: Envelope, raw: Buffer, trace: Context) => void; sub?: Subscription }): void {
+  private attach(s: Sub): void {
     if (!this.nc) return;
-    s.sub = this.nc.subscribe(`${this.opts.prefix}.>`, {
+    s.subs = s.subjects.map((subject) => this.nc!.subscribe(subject, {
       callback: (err, msg) => {
         if (err) return;
         try {
@@ -181,16 +202,16 @@ export class NatsEventBus implements EventPublisher, EventSubscriber {
           this.opts.log.warn({ err: (e as Error).message, subject: msg.subject }, "undecodable event on NATS");
         }
       },
-    });
+    }));
   }
 
-  subscribe(handler: (env: Envelope, raw: Buffer, trace: Context) => void): () => void {
-    const s: { handler: typeof handler; sub?: Subscription } = { handler };
+  subscribe(handler: (env: Envelope, raw: Buffer, trace: Context) => void, opts: SubscribeOptions = {}): () => void {
+    const s: Sub = { handler, subjects: subjectsFor(this.opts.prefix, opts.topics), subs: [] };
     this.subs.add(s);
     this.attach(s);
     return () => {
       this.subs.delete(s);
-      s.sub?.unsubscribe();
+      for (const sub of s.subs) sub.unsubscribe();
     };
   }
 

@@ -1,7 +1,8 @@
 /**
  * copyTree (the native snapshotter's copy of a parent): small trees are copied in-process, larger
  * ones by `cp -a`; both keep every kind of entry and its owner, mode, times, xattrs and hard links,
- * and the root directory's own attributes. The snapshots directory is an ext4 top directory.
+ * and the root directory's own attributes. removeTree removes small and large trees of every kind
+ * (and a lone file; a missing path is fine). The snapshots directory is an ext4 top directory.
  */
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -10,7 +11,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { spawnSync } from "node:child_process";
 import { NativeBackend, snapshotsDir } from "../../services/snapshots/src/local/backends";
-import { copyTree } from "../../services/snapshots/src/local/fsutil";
+import { copyTree, removeTree } from "../../services/snapshots/src/local/fsutil";
 import * as sys from "../../services/snapshots/src/local/sys";
 import { describeTree } from "./layers";
 
@@ -73,6 +74,28 @@ describe("copyTree", () => {
     await copyTree(src, dst);
     const st = fs.statSync(dst);
     assert.deepEqual([st.mode & 0o7777, st.uid, st.gid, fs.readdirSync(dst).length], [0o710, 3, 4, 0]);
+  });
+});
+
+describe("removeTree", () => {
+  for (const [name, extra] of [["a small tree", 2], ["a large tree", 400]] as const) {
+    test(`${name} is removed whole`, async () => {
+      const root = path.join(base, `rm-${extra}`);
+      buildTree(root, extra);
+      // An unreadable directory too (as overlayfs leaves its work/work): root may still remove it.
+      fs.mkdirSync(path.join(root, "work/work"), { recursive: true });
+      fs.chmodSync(path.join(root, "work/work"), 0);
+      await removeTree(root);
+      assert.equal(fs.existsSync(root), false);
+    });
+  }
+
+  test("a lone file goes, a missing path is no error", async () => {
+    const f = path.join(base, "rm-file");
+    fs.writeFileSync(f, "x");
+    await removeTree(f);
+    assert.equal(fs.existsSync(f), false);
+    await removeTree(path.join(base, "never-there"));
   });
 });
 

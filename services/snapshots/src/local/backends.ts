@@ -35,11 +35,6 @@ export function snapshotsDir(root: string): string {
   return path.join(root, "snapshots");
 }
 
-async function makeStage(root: string): Promise<string> {
-  const dir = snapshotsDir(root);
-  return fs.promises.mkdtemp(path.join(dir, "new-"));
-}
-
 /** containerd's overlayfs layout: <root>/snapshots/<id>/{fs,work}. */
 export class OverlayBackend implements SnapshotBackend {
   readonly name = "overlayfs";
@@ -135,9 +130,11 @@ export class NativeBackend implements SnapshotBackend {
   }
 
   async stage(kind: SnapshotKind, chain: number[]): Promise<string> {
-    const td = await makeStage(this.root);
+    // Synchronous like the overlay's: a parent small enough to copy in-process is copied with
+    // synchronous calls anyway, and a big one goes to a `cp` child.
+    const td = fs.mkdtempSync(path.join(snapshotsDir(this.root), "new-"));
     try {
-      await fs.promises.chmod(td, 0o755);
+      fs.chmodSync(td, 0o755);
       if (kind === SnapshotKinds.Active && chain.length > 0) await copyTree(this.dir(chain[0]!), td);
       return td;
     } catch (e) {

@@ -8,7 +8,7 @@
 import { namespaceRequired, type CallContext } from "../../../../libs/context";
 import { errInvalidArgument } from "../../../../libs/errdefs";
 import type { LeaseResource, SnapshotLeaseRecorder } from "../../../../libs/core/snapshots";
-import { leaseKey, MAX_KEY_PART, type SnapshotsDB } from "./db";
+import { leaseKey, MAX_KEY_PART, writeTxn, type SnapshotsDB } from "./db";
 
 const reverseKey = (ns: string, type: string, id: string, lease: string): (string | number)[] => ["r", ns, type, id, lease];
 
@@ -55,12 +55,12 @@ export class LocalSnapshotLeaseRecorder implements SnapshotLeaseRecorder {
   async addResource(ctx: CallContext, lease: string, resource: LeaseResource): Promise<void> {
     const ns = namespaceRequired(ctx);
     checkResource(resource);
-    await this.db.transaction(() => leaseRecordOps(this.db).add(ns, lease, resource.type, resource.id));
+    await writeTxn(this.db, () => leaseRecordOps(this.db).add(ns, lease, resource.type, resource.id));
   }
 
   async deleteResource(ctx: CallContext, lease: string, resource: LeaseResource): Promise<void> {
     const ns = namespaceRequired(ctx);
-    await this.db.transaction(() => leaseRecordOps(this.db).remove(ns, lease, resource.type, resource.id));
+    await writeTxn(this.db, () => leaseRecordOps(this.db).remove(ns, lease, resource.type, resource.id));
   }
 
   async listResources(ctx: CallContext, lease: string): Promise<LeaseResource[]> {
@@ -75,7 +75,7 @@ export class LocalSnapshotLeaseRecorder implements SnapshotLeaseRecorder {
   async deleteLease(ctx: CallContext, lease: string): Promise<void> {
     const ns = namespaceRequired(ctx);
     const all = await this.listResources(ctx, lease);
-    await this.db.transaction(() => {
+    await writeTxn(this.db, () => {
       for (const r of all) leaseRecordOps(this.db).remove(ns, lease, r.type, r.id);
     });
   }

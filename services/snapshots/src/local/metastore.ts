@@ -19,7 +19,7 @@ import {
   type Mount, type SnapshotInfo, type SnapshotKind, type SnapshotOptions, type Snapshotter, type SnapshotUsage, type WalkFn,
 } from "../../../../libs/core/snapshots";
 import { discard, OverlayBackend, removeUnknown, snapshotsDir, usageOf, type SnapshotBackend } from "./backends";
-import { childKey, idKey, MAX_KEY_PART, seqKey, snapKey, type Key, type SnapshotRecord, type SnapshotsDB } from "./db";
+import { childKey, idKey, MAX_KEY_PART, seqKey, snapKey, writeTxn, type Key, type SnapshotRecord, type SnapshotsDB } from "./db";
 import { leaseRecordOps } from "./leases";
 import { removeTree } from "./fsutil";
 
@@ -72,10 +72,17 @@ export class LocalSnapshotter implements Snapshotter {
     return compactLabels(labels);
   }
 
+  /**
+   * Publish after the current turn, so the RPC's reply goes out before the event's write to NATS
+   * (events are best-effort notifications, sent after the change is committed, in order).
+   */
   private publish(ctx: CallContext, ev: { topic: string; type: string }, body: Record<string, unknown>): void {
-    if (!this.opts.events) return;
-    this.opts.events.publish(ctx, ev.topic, ev.type, { ...body, snapshotter: this.name }).catch((err: unknown) => {
-      this.opts.log?.warn({ err, topic: ev.topic }, "publishing snapshot event failed");
+    const events = this.opts.events;
+    if (!events) return;
+    setImmediate(() => {
+      events.publish(ctx, ev.topic, ev.type, { ...body, snapshotter: this.name }).catch((err: unknown) => {
+        this.opts.log?.warn({ err, topic: ev.topic }, "publishing snapshot event failed");
+      });
     });
   }
 
@@ -92,7 +99,7 @@ export class LocalSnapshotter implements Snapshotter {
     for (const p of paths) {
       if (p !== "labels" && !p.startsWith("labels.")) throw errInvalidArgument(`cannot update ${JSON.stringify(p)} field on snapshot ${JSON.stringify(info.name)}`);
     }
-    const res = await this.db.transaction((): TxResult<SnapshotRecord> => {
+    const res = await writeTxn(this.db, (): TxResult<SnapshotRecord> => {
       const r = this.record(ns, info.name);
       if (!r) return { err: errNotFound(`snapshot ${info.name} does not exist`) };
       const labels = paths.length ? applyMapMask("labels", r.labels, info.labels, paths) : compactLabels(info.labels);
@@ -116,7 +123,7 @@ export class LocalSnapshotter implements Snapshotter {
     if (r.usage) return r.usage;
     const u = usageOf(this.backend, r.id);
     // Committed snapshots are immutable: cache the figure (if the record is still the same snapshot).
-    await this.db.transaction(() => {
+    await writeTxn(this.db, () => {
       const cur = this.record(ns, key);
       if (cur && cur.id === r.id) void this.db.put(snapKey(this.name, ns, key), { ...cur, usage: u });
     });
@@ -160,7 +167,7 @@ export class LocalSnapshotter implements Snapshotter {
     const td = await this.backend.stage(kind, pre.ok);
     let res: TxResult<SnapshotRecord>;
     try {
-      res = await this.db.transaction((): TxResult<SnapshotRecord> => {
+      res = await writeTxn(this.db, (): TxResult<SnapshotRecord> => {
         const chk = this.parentChain(ns, key, parent);
         if ("err" in chk) return chk;
         if (chk.ok[0] !== pre.ok[0]) return { err: errFailedPrecondition(`parent snapshot ${parent} changed while preparing ${key}`) };
@@ -196,7 +203,7 @@ export class LocalSnapshotter implements Snapshotter {
     if (!name) throw errInvalidArgument("snapshot name must not be empty");
     const labels = this.validateLabels(opts?.labels);
     await this.opts.ensureNamespace?.(ctx, ns);
-    const res = await this.db.transaction((): TxResult<true> => {
+    const res = await writeTxn(this.db, (): TxResult<true> => {
       if (this.record(ns, name)) return { err: errAlreadyExists(`snapshot ${JSON.stringify(name)}`) };
       const r = this.record(ns, key);
       if (!r) return { err: errNotFound(`snapshot ${key} does not exist`) };
@@ -224,7 +231,7 @@ export class LocalSnapshotter implements Snapshotter {
     const ns = namespaceRequired(ctx);
     // A removal by the garbage collector loses to a lease taken after the collector's last look.
     const bySweep = ctx.headers?.[GC_SWEEP_HEADER] !== undefined;
-    const res = await this.db.transaction((): TxResult<SnapshotRecord> => {
+    const res = await writeTxn(this.db, (): TxResult<SnapshotRecord> => {
       const r = this.record(ns, key);
       if (!r) return { err: errNotFound(`snapshot ${key} does not exist`) };
       if (bySweep && leaseRecordOps(this.db).held(ns, snapshotLeaseResourceType(this.name), key)) {

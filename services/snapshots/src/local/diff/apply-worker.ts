@@ -52,6 +52,9 @@ const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
 /** Read size and read-ahead (chunks handed to the decompressor, not yet consumed) for `file` jobs. */
 const FILE_CHUNK = 1 << 20;
 const FILE_WINDOW = 4;
+/** zlib's output piece size, and how many inflated pieces may wait before zlib is paused. */
+const INFLATE_CHUNK = 1 << 20;
+const INFLATED_AHEAD = 2;
 
 /** The layer's bytes do not match its descriptor (digest or size). */
 class Mismatch extends ApplyRefused {}
@@ -76,6 +79,9 @@ class Job {
   private headLen = 0;
   private mode?: "gzip" | "zstd" | "none";
   private gunzip?: zlib.Gunzip;
+  /** Inflated pieces not yet hashed and applied, and whether zlib has given the last one. */
+  private inflated: Buffer[] = [];
+  private inflateEnded = false;
   private zstd?: ZstdDecompress;
   private readonly tar: TarReader;
   private readonly plan: ApplyPlan;
@@ -165,16 +171,40 @@ class Job {
     const is = (m: number[]): boolean => m.every((b, i) => first[i] === b);
     this.mode = is(GZIP_MAGIC) ? "gzip" : is(ZSTD_MAGIC) ? "zstd" : "none";
     if (this.mode === "gzip") {
-      this.gunzip = zlib.createGunzip({ chunkSize: 1 << 20 });
-      this.gunzip.on("data", (d: Buffer) => this.guard(() => this.sink(d)));
-      this.gunzip.on("error", (e) => this.fail(new ApplyRefused(`invalid gzip stream: ${e.message}`)));
-      this.gunzip.on("end", () => this.complete());
+      const gunzip = (this.gunzip = zlib.createGunzip({ chunkSize: INFLATE_CHUNK }));
+      gunzip.on("data", (d: Buffer) => {
+        // zlib starts inflating the next piece (on the thread pool) only once this handler returns:
+        // hash and write the piece just after, so both run at once.
+        this.inflated.push(d);
+        if (this.inflated.length >= INFLATED_AHEAD) gunzip.pause();
+        if (this.inflated.length === 1) queueMicrotask(() => this.drainInflated());
+      });
+      gunzip.on("error", (e) => this.fail(new ApplyRefused(`invalid gzip stream: ${e.message}`)));
+      gunzip.on("end", () => {
+        this.inflateEnded = true;
+        if (this.inflated.length === 0) this.complete();
+      });
     } else if (this.mode === "zstd") {
       this.zstd = new ZstdDecompress((d) => {
         if (!this.finished) this.sink(Buffer.from(d.buffer, d.byteOffset, d.byteLength));
       });
     }
     this.feed(first, ack);
+  }
+
+  /** Hash, count and apply the inflated pieces waiting, in order; then let zlib go on (or finish). */
+  private drainInflated(): void {
+    while (this.inflated.length > 0) {
+      const d = this.inflated[0]!;
+      if (!this.guard(() => this.sink(d))) {
+        this.inflated = [];
+        return;
+      }
+      this.inflated.shift();
+    }
+    if (this.finished) return;
+    if (this.inflateEnded) return this.complete();
+    if (this.gunzip?.isPaused()) this.gunzip.resume();
   }
 
   private feed(data: Buffer, ack: () => void): void {
