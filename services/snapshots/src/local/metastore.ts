@@ -73,16 +73,14 @@ export class LocalSnapshotter implements Snapshotter {
   }
 
   /**
-   * Publish after the current turn, so the RPC's reply goes out before the event's write to NATS
-   * (events are best-effort notifications, sent after the change is committed, in order).
+   * Publish once the change is committed, before the reply: a client's next call (possibly to another
+   * process, whose events then follow) happens after this event is on its way.
    */
   private publish(ctx: CallContext, ev: { topic: string; type: string }, body: Record<string, unknown>): void {
     const events = this.opts.events;
     if (!events) return;
-    setImmediate(() => {
-      events.publish(ctx, ev.topic, ev.type, { ...body, snapshotter: this.name }).catch((err: unknown) => {
-        this.opts.log?.warn({ err, topic: ev.topic }, "publishing snapshot event failed");
-      });
+    events.publish(ctx, ev.topic, ev.type, { ...body, snapshotter: this.name }).catch((err: unknown) => {
+      this.opts.log?.warn({ err, topic: ev.topic }, "publishing snapshot event failed");
     });
   }
 
