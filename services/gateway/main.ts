@@ -27,7 +27,7 @@ export const gatewayService: ServiceDefinition = {
     // decides who may read what; see src/content-reads.ts).
     const contentRoot = serviceRoot(sc.config, "content");
     const contentReads = sc.config.flotilla.gateway_content_reads ? new DirectContentReads(contentRoot) : undefined;
-    const unsubscribe = contentReads ? sc.events.subscribe((env) => contentReads.onEvent(env)) : undefined;
+    const unsubscribe = contentReads ? sc.events.subscribe((env) => contentReads.onEvent(env), { topics: ["/content/delete", "/namespaces/delete"] }) : undefined;
     const frontend = new GatewayFront({
       contentReads,
       routes: Object.fromEntries(BACKENDS.flatMap((b) => OWNED_SERVICES[b].map((svc) => [svc, addresses[b]]))),
