@@ -123,6 +123,15 @@ export class WarmPool {
     return pending.shim.then((w) => w, () => undefined);
   }
 
+  /**
+   * The Create that took a shim of `cmd` is done: shims still starting go on at the normal priority
+   * (low only while that container's runc create ran, so a drained pool refills at full speed).
+   */
+  settled(cmd: ShimCommand): void {
+    if (!this.enabled || !cmd.builtin) return;
+    for (const p of this.slot(cmd).pending) raise(p.pid);
+  }
+
   /** Start shims until `size` are ready or starting for `cmd`. */
   fill(cmd: ShimCommand): void {
     if (!this.enabled || !cmd.builtin || this.closed) return;
