@@ -7,6 +7,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { classError } from "../../../libs/ttrpc/errors";
 import { cgroupOf, cgroupExists, oomKills, type CgroupInfo } from "./cgroups";
+import { deleteStopped, directCapable, startViaExecFifo } from "./direct";
 import { detachAll, mountAll, releaseDetached, unmountAll, type MountSpec } from "./mount";
 import { ExecProcess, InitProcess, type Process } from "./process";
 import { killError, Runc, RuncError } from "./runc";
@@ -43,12 +44,16 @@ export class Container {
   private ooms = 0;
   private oomTimer?: NodeJS.Timeout;
   private readonly spec: Record<string, unknown>;
+  /** Resolves as soon as the init is reaped (before its exit is recorded, which waits for `busy`). */
+  private readonly initGone: Promise<void>;
+  private markInitGone!: () => void;
 
   constructor(private readonly o: ContainerOptions, private readonly reaper: Reaper, private readonly hooks: ContainerHooks) {
     this.id = o.id;
     this.bundle = o.bundle;
     this.runc = o.runc;
     this.init = new InitProcess(o.id, o.stdio);
+    this.initGone = new Promise((r) => (this.markInitGone = r));
     this.spec = JSON.parse(fs.readFileSync(path.join(o.bundle, "config.json"), "utf8")) as Record<string, unknown>;
   }
 
@@ -113,7 +118,9 @@ export class Container {
     }
     const t0 = performance.now();
     try {
-      await this.runc.start(this.id);
+      // runc's start is a read of its exec FIFO: done here when that is safe, saving a runc process.
+      const direct = this.direct() && (await startViaExecFifo(this.runc.stateDir(this.id), this.initGone));
+      if (!direct) await this.runc.start(this.id);
     } catch (e) {
       throw e instanceof RuncError ? classError("unknown", e.message) : e;
     }
@@ -211,7 +218,10 @@ export class Container {
     const p = this.init;
     if (p.status === "running" || p.status === "paused" || p.status === "pausing") throw classError("failed precondition", "cannot delete a running process");
     if (p.status === "deleted") throw classError("not found", "cannot delete a deleted process");
-    const deleting = this.runc.delete(this.id, p.status === "created");
+    // A stopped container in its own pid namespace has nothing left running: its runc state (cgroups,
+    // state directory) is removed here, as runc delete would, unless poststop hooks must run.
+    const direct = p.status === "stopped" && this.direct() && !this.hasPoststopHooks() && !this.sharesPidNamespace() && deleteStopped(this.runc.stateDir(this.id));
+    const deleting = direct ? Promise.resolve() : this.runc.delete(this.id, p.status === "created");
     // A stopped container no longer uses its rootfs: take it off while the runtime deletes its state
     // (unless poststop hooks, which run during that delete, may still look at it).
     let detached: number[] = [];
@@ -255,6 +265,7 @@ export class Container {
 
   /** A watched pid exited: finish its create/start first, then record the exit and tell the service. */
   private exited(p: Process, status: number, at: Date): void {
+    if (p === this.init) this.markInitGone();
     void p.busy.catch(() => undefined).then(async () => {
       if (p === this.init) {
         this.checkOOM();
@@ -264,6 +275,12 @@ export class Container {
       p.setExited(status, at);
       this.hooks.onExit(this, p);
     });
+  }
+
+  /** Start and delete may skip runc (./direct.ts): plain runc with cgroupfs and no extra options. */
+  private direct(): boolean {
+    const o = this.runc.opts;
+    return !o.extraArgs?.length && directCapable(o.binary, o.systemdCgroup);
   }
 
   private hasPoststopHooks(): boolean {

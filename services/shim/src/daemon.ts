@@ -79,6 +79,12 @@ export async function serve(flags: ShimFlags): Promise<void> {
       } catch {
         /* not permitted */
       }
+      try {
+        // The session's autogroup too (the warm pool lowers both): containers run at the normal share.
+        fs.writeFileSync("/proc/self/autogroup", "0");
+      } catch {
+        /* no autogroup scheduling */
+      }
       publisher.namespace = ns;
       log.info("adopted", { namespace: ns });
     },

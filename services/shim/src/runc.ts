@@ -5,6 +5,7 @@
  */
 import { spawn, type StdioOptions } from "node:child_process";
 import * as fs from "node:fs";
+import * as path from "node:path";
 import { classError } from "../../../libs/ttrpc/errors";
 import type { Reaper } from "./reaper";
 
@@ -33,6 +34,11 @@ export class RuncError extends Error {
 
 export class Runc {
   constructor(readonly opts: RuncOptions, private readonly reaper?: Reaper) {}
+
+  /** The runtime's state directory of container `id` (`<root>/<id>`). */
+  stateDir(id: string): string {
+    return path.join(this.opts.root, id);
+  }
 
   private globalArgs(): string[] {
     const a = [...(this.opts.extraArgs ?? []), "--root", this.opts.root, "--log", this.opts.log, "--log-format", "json"];

@@ -178,6 +178,8 @@ export class ShimManager {
           await task.call("Shutdown", {}, 3000).catch(() => undefined);
           task.close();
           throw wrap(e, "failed to create shim task");
+        } finally {
+          if (warm) this.o.warm?.settled(cmd);
         }
       } catch (e) {
         bundle.delete();

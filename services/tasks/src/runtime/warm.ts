@@ -56,12 +56,28 @@ const REFILL_DELAY_MS = 1000;
 
 const keyOf = (cmd: ShimCommand): string => JSON.stringify([cmd.argv, cmd.env]);
 
-function raise(pid: number): void {
+/**
+ * A shim's priority: its nice value, and its session's autogroup nice too. Shims run in a session of
+ * their own (detached), and with the kernel's autogroup scheduling a session competes for the CPU as a
+ * whole whatever its threads' nice values, so a warm-up at "nice 10" would otherwise still take an
+ * equal share from the runc create of the container being started.
+ */
+export function setShimPriority(pid: number, nice: number): void {
+  if (!pid) return;
   try {
-    if (pid) os.setPriority(pid, 0);
+    os.setPriority(pid, nice);
   } catch {
     /* exited or not permitted */
   }
+  try {
+    fs.writeFileSync(`/proc/${pid}/autogroup`, String(nice));
+  } catch {
+    /* no autogroup scheduling, exited, or not permitted */
+  }
+}
+
+function raise(pid: number): void {
+  setShimPriority(pid, 0);
 }
 
 export class WarmPool {
@@ -105,6 +121,15 @@ export class WarmPool {
     // Someone waits for it now: full priority for the rest of its start-up.
     raise(pending.pid);
     return pending.shim.then((w) => w, () => undefined);
+  }
+
+  /**
+   * The Create that took a shim of `cmd` is done: shims still starting go on at the normal priority
+   * (low only while that container's runc create ran, so a drained pool refills at full speed).
+   */
+  settled(cmd: ShimCommand): void {
+    if (!this.enabled || !cmd.builtin) return;
+    for (const p of this.slot(cmd).pending) raise(p.pid);
   }
 
   /** Start shims until `size` are ready or starting for `cmd`. */
@@ -158,13 +183,7 @@ export class WarmPool {
     child.unref();
     // Start at a low priority so a warm-up never competes with a container being created; the shim
     // raises itself back to normal when a Create adopts it (or a waiting taker raises it).
-    if (child.pid) {
-      try {
-        os.setPriority(child.pid, WARM_NICE);
-      } catch {
-        /* not permitted: run at normal priority */
-      }
-    }
+    if (child.pid) setShimPriority(child.pid, WARM_NICE);
     let exited = false;
     child.once("exit", () => (exited = true));
     child.once("error", () => (exited = true));
