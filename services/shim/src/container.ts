@@ -119,7 +119,8 @@ export class Container {
     const t0 = performance.now();
     try {
       // runc's start is a read of its exec FIFO: done here when that is safe, saving a runc process.
-      const direct = this.direct() && (await startViaExecFifo(this.runc.stateDir(this.id), this.initGone));
+      // Poststart hooks are run by `runc start` in newer runc releases: with any, runc starts it.
+      const direct = this.direct() && !this.hasHooks("poststart") && (await startViaExecFifo(this.runc.stateDir(this.id), this.initGone));
       if (!direct) await this.runc.start(this.id);
     } catch (e) {
       throw e instanceof RuncError ? classError("unknown", e.message) : e;
@@ -220,12 +221,12 @@ export class Container {
     if (p.status === "deleted") throw classError("not found", "cannot delete a deleted process");
     // A stopped container in its own pid namespace has nothing left running: its runc state (cgroups,
     // state directory) is removed here, as runc delete would, unless poststop hooks must run.
-    const direct = p.status === "stopped" && this.direct() && !this.hasPoststopHooks() && !this.sharesPidNamespace() && deleteStopped(this.runc.stateDir(this.id));
+    const direct = p.status === "stopped" && this.direct() && !this.hasHooks("poststop") && !this.sharesPidNamespace() && deleteStopped(this.runc.stateDir(this.id));
     const deleting = direct ? Promise.resolve() : this.runc.delete(this.id, p.status === "created");
     // A stopped container no longer uses its rootfs: take it off while the runtime deletes its state
     // (unless poststop hooks, which run during that delete, may still look at it).
     let detached: number[] = [];
-    if (p.status === "stopped" && this.rootfs && !this.hasPoststopHooks()) {
+    if (p.status === "stopped" && this.rootfs && !this.hasHooks("poststop")) {
       try {
         detached = detachAll(this.rootfs);
       } catch {
@@ -283,9 +284,9 @@ export class Container {
     return !o.extraArgs?.length && directCapable(o.binary, o.systemdCgroup);
   }
 
-  private hasPoststopHooks(): boolean {
-    const hooks = this.spec.hooks as { poststop?: unknown[] } | undefined;
-    return !!hooks?.poststop?.length;
+  private hasHooks(kind: "poststart" | "poststop"): boolean {
+    const hooks = this.spec.hooks as Record<string, unknown[] | undefined> | undefined;
+    return !!hooks?.[kind]?.length;
   }
 
   /** containerd's ShouldKillAllOnExit: the spec has no pid namespace of its own. */
