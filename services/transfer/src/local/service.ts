@@ -7,6 +7,7 @@ import type { CallContext } from "../../../../libs/context";
 import { namespaceRequired } from "../../../../libs/context";
 import { errNotImplemented } from "../../../../libs/errdefs";
 import { TRANSFER_LEASE_LABEL, type TransferObject, type TransferOptions, type Transferrer } from "../../../../libs/core/transfer";
+import { LEASE_RESOURCE_INGESTS } from "../../../../libs/core/content";
 import { Labels } from "../../../../libs/oci";
 import type { TransferDeps } from "./deps";
 import { exportArchive } from "./export";
@@ -35,8 +36,24 @@ export class LocalTransferService implements Transferrer {
     const lease = await this.deps.leases.create(ctx, { labels: { [Labels.gcExpire]: rfc3339(Date.now() + LEASE_EXPIRY_MS), [TRANSFER_LEASE_LABEL]: op } });
     try {
       await fn({ ...ctx, lease: lease.id });
+    } catch (e) {
+      await this.abortIngests({ ...ctx, lease: undefined }, lease.id);
+      throw e;
     } finally {
       await this.deps.leases.delete({ ...ctx, lease: undefined }, lease.id).catch((err: unknown) => ctx.log?.warn({ err, lease: lease.id }, "failed to delete transfer lease"));
+    }
+  }
+
+  /**
+   * A failed transfer under its own lease leaves no ingest behind: nothing can resume them once the
+   * lease is gone, so they are aborted now rather than left to a later garbage collection.
+   */
+  private async abortIngests(ctx: CallContext, lease: string): Promise<void> {
+    try {
+      const held = await this.deps.leases.listResources(ctx, lease);
+      await Promise.all(held.filter((r) => r.type === LEASE_RESOURCE_INGESTS).map((r) => this.deps.content.abort(ctx, r.id).catch(() => undefined)));
+    } catch (err) {
+      ctx.log?.warn({ err, lease }, "failed to abort the ingests of a failed transfer");
     }
   }
 
