@@ -1,4 +1,5 @@
 /** LeaseResourceRecorder on the content process's LMDB: what each lease holds, per namespace. */
+import { writeTxn } from "../../../../libs/lmdb";
 import { namespaceRequired, type CallContext } from "../../../../libs/context";
 import { errInvalidArgument } from "../../../../libs/errdefs";
 import {
@@ -51,7 +52,7 @@ export class LocalLeaseResources implements LeaseResourceRecorder {
 
   async deleteLease(ctx: CallContext, lease: string): Promise<void> {
     const ns = namespaceRequired(ctx);
-    await this.db.transaction(() => {
+    await writeTxn(this.db, () => {
       for (const { key } of scanPrefix(this.db, ["l", ns, lease])) void this.db.remove(key);
     });
   }

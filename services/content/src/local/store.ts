@@ -8,6 +8,7 @@
  * only once the LMDB transaction recording it is committed and flushed. Whatever a crash leaves between
  * the two steps (a file nobody owns, an ingest directory with no record) is removed at start.
  */
+import { writeTxn } from "../../../../libs/lmdb";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -195,7 +196,7 @@ export class LocalContentStore implements ContentStore, WriterHost {
         throw errInvalidArgument(`cannot update ${JSON.stringify(p)} field on content info ${JSON.stringify(info.digest)}`);
       }
     }
-    const res = await this.db.transaction(() => {
+    const res = await writeTxn(this.db, () => {
       this.hot.forget(ns, info.digest);
       const cur = this.db.get(blobKey(ns, info.digest)) as BlobRecord | undefined;
       if (!cur) return undefined;
@@ -229,7 +230,7 @@ export class LocalContentStore implements ContentStore, WriterHost {
     // A delete by the garbage collector loses to a lease taken after the collector's last look.
     const bySweep = ctx.headers?.[GC_SWEEP_HEADER] !== undefined;
     const found = await this.digestLocks.run(digest, async () => {
-      const last = await this.db.transaction(() => {
+      const last = await writeTxn(this.db, () => {
         this.hot.forget(ns, digest);
         if (this.db.get(blobKey(ns, digest)) === undefined) return undefined;
         if (bySweep && heldByLease(this.db, ns, LEASE_RESOURCE_CONTENT, digest)) return "leased" as const;
@@ -333,7 +334,7 @@ export class LocalContentStore implements ContentStore, WriterHost {
   async abort(ctx: CallContext, ref: string): Promise<void> {
     const ns = namespaceRequired(ctx);
     const bySweep = ctx.headers?.[GC_SWEEP_HEADER] !== undefined;
-    const rec = await this.db.transaction(() => {
+    const rec = await writeTxn(this.db, () => {
       if (bySweep && this.db.get(ingestKey(ns, ref)) !== undefined && heldByLease(this.db, ns, LEASE_RESOURCE_INGESTS, ref)) return "leased" as const;
       return this.dropIngest(ns, ref);
     });
@@ -413,7 +414,7 @@ export class LocalContentStore implements ContentStore, WriterHost {
         const rec = fresh(expected, st.size);
         const prev = this.db.get(ingestKey(ns, ref)) as IngestRecord | undefined;
         if (prev?.expected === expected) rec.started = prev.started;
-        await this.db.transaction(() => put(rec));
+        await writeTxn(this.db, () => put(rec));
         return LocalWriter.shared(this, ctx, ns, ref, rec, st.size);
       });
       if (shared) return shared;
@@ -425,10 +426,10 @@ export class LocalContentStore implements ContentStore, WriterHost {
     if (resume) {
       rec = { ...prev, total: prev.total || total };
       if (lease) rec.lease = lease;
-      if (rec.total !== prev.total || rec.lease !== prev.lease) await this.db.transaction(() => put(rec));
+      if (rec.total !== prev.total || rec.lease !== prev.lease) await writeTxn(this.db, () => put(rec));
     } else {
       rec = fresh("", total);
-      await this.db.transaction(() => put(rec));
+      await writeTxn(this.db, () => put(rec));
     }
     await fs.promises.mkdir(this.ingestDir(rec), { recursive: true });
     return LocalWriter.open(this, ctx, ns, ref, rec, resume);
@@ -446,7 +447,7 @@ export class LocalContentStore implements ContentStore, WriterHost {
   private async record(w: LocalWriter, digest: string, size: number, labels: Record<string, string>): Promise<boolean> {
     const lease = w.ctx.lease;
     const now = Date.now();
-    const res = await this.db.transaction(() => {
+    const res = await writeTxn(this.db, () => {
       this.hot.forget(w.ns, digest);
       const rec = this.db.get(ingestKey(w.ns, w.ref)) as IngestRecord | undefined;
       if (!rec || rec.dir !== w.rec.dir) return "aborted" as const;

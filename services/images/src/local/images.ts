@@ -3,6 +3,7 @@
  * (metadata/images.go): validation, field masks, timestamps stamped by the store, events after commit,
  * and a garbage collection pass after deletions (awaited with `sync`).
  */
+import { writeTxn } from "../../../../libs/lmdb";
 import { namespaceRequired, type CallContext } from "../../../../libs/context";
 import { errAlreadyExists, errInvalidArgument, errNotFound } from "../../../../libs/errdefs";
 import { compactLabels, validateLabels } from "../../../../libs/fieldmask";
@@ -85,7 +86,7 @@ export class LocalImageStore implements ImageStore {
     checkKey(ns, image.name);
     const now = Date.now();
     const stored: StoredImage = { labels, target, created: now, updated: now };
-    const created = await this.db.transaction(() => {
+    const created = await writeTxn(this.db, () => {
       if (this.db.get(imageKey(ns, image.name)) !== undefined) return false;
       ensureNamespaceInTxn(this.db, ns);
       void this.db.put(imageKey(ns, image.name), stored);
@@ -102,7 +103,7 @@ export class LocalImageStore implements ImageStore {
     if (!image.name) throw errInvalidArgument("image name is required for update");
     checkKey(ns, image.name);
     const incoming = { labels: image.labels ?? {}, target: cleanTarget(image.target) };
-    const res = await this.db.transaction(() => {
+    const res = await writeTxn(this.db, () => {
       const cur = this.db.get(imageKey(ns, image.name)) as StoredImage | undefined;
       if (!cur) return { missing: true as const };
       let labels = { ...cur.labels };
@@ -150,7 +151,7 @@ export class LocalImageStore implements ImageStore {
 
   async delete(ctx: CallContext, name: string, opts: ImageDeleteOptions = {}): Promise<void> {
     const ns = namespaceRequired(ctx);
-    const res = await this.db.transaction(() => {
+    const res = await writeTxn(this.db, () => {
       const cur = name && keyFits(["img", ns, name]) ? (this.db.get(imageKey(ns, name)) as StoredImage | undefined) : undefined;
       if (!cur) return "missing" as const;
       if (opts.target?.digest && cur.target.digest !== opts.target.digest) return { other: cur.target.digest };

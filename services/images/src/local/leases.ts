@@ -4,6 +4,7 @@
  * snapshots: `snapshots/<snapshotter>`), reached as LeaseResourceHolders. Deleting a lease forgets its
  * records there too (retried by the collector while a holder is unreachable).
  */
+import { writeTxn } from "../../../../libs/lmdb";
 import * as crypto from "node:crypto";
 import { namespaceRequired, type CallContext } from "../../../../libs/context";
 import { errAlreadyExists, errInvalidArgument, errNotFound, errNotImplemented, isNotImplemented } from "../../../../libs/errdefs";
@@ -85,7 +86,7 @@ export class LocalLeaseManager implements LeaseManager {
         // holder is unreachable they stay, protecting more than needed until this lease goes.
         if (this.db.get(forgetKey(ns, id)) !== undefined) await this.forgetHolders(ctx, ns, id).catch(() => undefined);
         const stored: StoredLease = { labels, created: Date.now() };
-        const ok = await this.db.transaction(() => {
+        const ok = await writeTxn(this.db, () => {
           if (this.db.get(leaseKey(ns, id)) !== undefined) return false;
           ensureNamespaceInTxn(this.db, ns);
           void this.db.put(leaseKey(ns, id), stored);
@@ -107,7 +108,7 @@ export class LocalLeaseManager implements LeaseManager {
   async delete(ctx: CallContext, id: string, opts: LeaseDeleteOptions = {}): Promise<void> {
     const ns = namespaceRequired(ctx);
     const run = async (): Promise<boolean> =>
-      this.db.transaction(() => {
+      writeTxn(this.db, () => {
         if (!this.exists(ns, id)) return false;
         void this.db.remove(leaseKey(ns, id));
         void this.db.put(forgetKey(ns, id), Date.now());
@@ -209,7 +210,7 @@ export class LocalLeaseManager implements LeaseManager {
 
   /** Remove an expired lease if it is still the one the collector saw (same creation time). */
   async removeExpired(ctx: CallContext, ns: string, lease: Lease): Promise<boolean> {
-    const removed = await this.db.transaction(() => {
+    const removed = await writeTxn(this.db, () => {
       const cur = this.db.get(leaseKey(ns, lease.id)) as StoredLease | undefined;
       if (!cur || cur.created !== lease.createdAt.getTime()) return false;
       void this.db.remove(leaseKey(ns, lease.id));
@@ -243,7 +244,7 @@ export class LocalLeaseManager implements LeaseManager {
     await this.idLocks.run(`${ns}\0${id}`, async () => {
       if (this.exists(ns, id) || this.db.get(forgetKey(ns, id)) === undefined) return;
       await this.forgetHolders(ctx, ns, id);
-      await this.db.transaction(() => {
+      await writeTxn(this.db, () => {
         if (!this.exists(ns, id)) void this.db.remove(forgetKey(ns, id));
       });
     });

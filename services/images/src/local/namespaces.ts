@@ -1,4 +1,5 @@
 /** The local NamespaceStore, kept in the images process's LMDB database. */
+import { writeTxn } from "../../../../libs/lmdb";
 import { validateIdentifier, type CallContext } from "../../../../libs/context";
 import { causeText, errAlreadyExists, errFailedPrecondition, errInvalidArgument, errNotFound, errUnavailable, isNotImplemented } from "../../../../libs/errdefs";
 import { applyMapMask, compactLabels, validateLabels } from "../../../../libs/fieldmask";
@@ -81,7 +82,7 @@ export class LocalNamespaceStore implements NamespaceStore {
   async create(ctx: CallContext, ns: Namespace): Promise<Namespace> {
     this.validate(ns);
     const labels = compactLabels(ns.labels);
-    const created = await this.db.transaction(() => {
+    const created = await writeTxn(this.db, () => {
       if (this.db.get(key(ns.name)) !== undefined) return false;
       void this.db.put(key(ns.name), { labels, created_at: Date.now() } satisfies Stored);
       return true;
@@ -97,7 +98,7 @@ export class LocalNamespaceStore implements NamespaceStore {
     }
     const bad = validateLabels(ns.labels);
     if (bad) throw errInvalidArgument(bad);
-    const result = await this.db.transaction(() => {
+    const result = await writeTxn(this.db, () => {
       const cur = this.db.get(key(ns.name)) as Stored | undefined;
       if (!cur) return undefined;
       const labels = paths.length ? applyMapMask("labels", cur.labels, ns.labels, paths) : compactLabels(ns.labels);
@@ -121,7 +122,7 @@ export class LocalNamespaceStore implements NamespaceStore {
       }
     }
     if (kinds.length) throw errFailedPrecondition(`namespace ${JSON.stringify(name)} must be empty, but it still has ${orderKinds(kinds).join(", ")}`);
-    const removed = await this.db.transaction(() => {
+    const removed = await writeTxn(this.db, () => {
       if (this.db.get(key(name)) === undefined) return false;
       const local = this.localUsage(name);
       if (local.length) return local;

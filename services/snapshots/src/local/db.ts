@@ -12,6 +12,7 @@
  */
 import * as path from "node:path";
 import { open, type RootDatabase } from "lmdb";
+export { writeTxn } from "../../../../libs/lmdb";
 
 export type Key = (string | number)[];
 export type SnapshotsDB = RootDatabase<unknown, Key>;
@@ -35,57 +36,6 @@ export const MAX_KEY_PART = "\u{10FFFF}";
 
 export function openSnapshotsDB(dir: string): SnapshotsDB {
   return open<unknown, Key>({ path: path.join(dir, "metadata.lmdb"), compression: false, encoding: "msgpack" });
-}
-
-interface QueuedWrite {
-  fn: () => unknown;
-  resolve: (v: unknown) => void;
-  reject: (e: unknown) => void;
-}
-
-const writeQueues = new WeakMap<SnapshotsDB, QueuedWrite[]>();
-
-/**
- * Run `fn` in a write transaction; resolves with its result once the transaction is committed and
- * flushed to disk. Writes queued in the same event-loop turn share one synchronous LMDB transaction
- * and one flush (group commit), each in its own child transaction, so one that throws undoes only
- * its own changes. Cheaper than lmdb-js's asynchronous transactions (which hand each callback to
- * the write thread and back); the event loop waits for the flush, once per batch.
- */
-export function writeTxn<T>(db: SnapshotsDB, fn: () => T): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    let queue = writeQueues.get(db);
-    if (!queue) writeQueues.set(db, (queue = []));
-    queue.push({ fn, resolve: resolve as (v: unknown) => void, reject });
-    if (queue.length === 1) setImmediate(() => flushWrites(db));
-  });
-}
-
-function flushWrites(db: SnapshotsDB): void {
-  const batch = writeQueues.get(db) ?? [];
-  writeQueues.set(db, []);
-  if (batch.length === 0) return;
-  const results: ({ ok: unknown } | { err: unknown })[] = [];
-  try {
-    db.transactionSync(() => {
-      for (const w of batch) {
-        try {
-          // Nested: a child transaction, aborted alone when `fn` throws.
-          results.push({ ok: db.transactionSync(w.fn) });
-        } catch (err) {
-          results.push({ err });
-        }
-      }
-    });
-  } catch (err) {
-    for (const w of batch) w.reject(err);
-    return;
-  }
-  batch.forEach((w, i) => {
-    const r = results[i]!;
-    if ("ok" in r) w.resolve(r.ok);
-    else w.reject(r.err);
-  });
 }
 
 export const snapKey = (sn: string, ns: string, key: string): Key => ["s", sn, ns, key];

@@ -5,6 +5,7 @@
  *
  * Keys: ["c", namespace, id] -> StoredContainer.
  */
+import { writeTxn } from "../../../../libs/lmdb";
 import { open, type RootDatabase } from "lmdb";
 import * as path from "node:path";
 import { namespaceRequired, validateIdentifier, type CallContext } from "../../../../libs/context";
@@ -125,7 +126,7 @@ export class LocalContainerStore implements ContainerStore {
     }
     await this.opts.ensureNamespace?.(ctx, ns);
     const k = key(ns, c.id);
-    const ok = await this.db.transaction(() => {
+    const ok = await writeTxn(this.db, () => {
       if (this.db.get(k) !== undefined) return false;
       void this.db.put(k, s);
       return true;
@@ -144,7 +145,7 @@ export class LocalContainerStore implements ContainerStore {
     const ns = namespaceRequired(ctx);
     if (!c.id) throw errInvalidArgument("must specify a container id");
     const k = key(ns, c.id);
-    const updated = await this.db.transaction(() => {
+    const updated = await writeTxn(this.db, () => {
       const cur = this.db.get(k) as StoredContainer | undefined;
       if (!cur) throw errNotFound(`container ${JSON.stringify(c.id)}`);
       const next: StoredContainer = { ...cur, labels: { ...cur.labels }, extensions: { ...cur.extensions } };
@@ -221,7 +222,7 @@ export class LocalContainerStore implements ContainerStore {
     const ns = namespaceRequired(ctx);
     if (!id) throw errInvalidArgument("container id must not be empty");
     const k = key(ns, id);
-    const ok = await this.db.transaction(() => {
+    const ok = await writeTxn(this.db, () => {
       if (this.db.get(k) === undefined) return false;
       void this.db.remove(k);
       return true;
