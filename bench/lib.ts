@@ -19,7 +19,8 @@ export interface Target {
 }
 
 export async function startFlotilla(): Promise<Target & { stack: Stack }> {
-  const stack = await startStack({ logLevel: "warn" });
+  // BENCH_FLOTILLA_TOML: extra configuration for the Flotilla side (experiments with settings).
+  const stack = await startStack({ logLevel: "warn", extraToml: process.env.BENCH_FLOTILLA_TOML });
   return {
     name: "flotilla",
     socket: stack.socket,
