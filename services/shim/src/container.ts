@@ -47,6 +47,8 @@ export class Container {
   /** Resolves as soon as the init is reaped (before its exit is recorded, which waits for `busy`). */
   private readonly initGone: Promise<void>;
   private markInitGone!: () => void;
+  /** The init has been reaped: its pid may belong to another process now. */
+  private initReaped = false;
 
   constructor(private readonly o: ContainerOptions, private readonly reaper: Reaper, private readonly hooks: ContainerHooks) {
     this.id = o.id;
@@ -179,6 +181,17 @@ export class Container {
     const p = this.init;
     if (p.status === "deleted") throw classError("not found", "cannot kill a deleted process");
     if (p.hasExited && !all) throw classError("not found", "process already finished");
+    if (!all && p.pid > 0 && !this.initReaped && (p.status === "running" || p.status === "created")) {
+      // What `runc kill` does for the init: kill(2) on its pid. The pid is still the init's (alive, or a
+      // zombie only the shim reaps), so no runtime process is needed. A paused container goes to the
+      // runtime (it thaws a frozen cgroup for SIGKILL).
+      try {
+        process.kill(p.pid, signal);
+        return;
+      } catch (e) {
+        throw killError(e);
+      }
+    }
     try {
       await this.runc.kill(this.id, signal, all);
     } catch (e) {
@@ -266,7 +279,10 @@ export class Container {
 
   /** A watched pid exited: finish its create/start first, then record the exit and tell the service. */
   private exited(p: Process, status: number, at: Date): void {
-    if (p === this.init) this.markInitGone();
+    if (p === this.init) {
+      this.initReaped = true;
+      this.markInitGone();
+    }
     void p.busy.catch(() => undefined).then(async () => {
       if (p === this.init) {
         this.checkOOM();
