@@ -267,12 +267,7 @@ class Call {
     this.session = s;
     this.stream = st;
     this.channel.hold(s);
-    st.on("response", this.onResponse);
-    st.on("trailers", this.onTrailers);
-    st.on("data", this.onData);
-    st.on("end", this.onEnd);
-    st.on("error", this.onError);
-    st.on("close", this.onClose);
+    for (const [event, fn] of this.listeners()) st.on(event, fn);
     if (this.endPending) st.end(this.endPending);
   }
 
@@ -345,16 +340,16 @@ class Call {
     this.settle(new StatusError(Status.INTERNAL, "server closed the stream without sending trailers"));
   };
 
+  /** The stream events this call listens to, and its handlers. */
+  private listeners(): [string, (...args: any[]) => void][] {
+    return [["response", this.onResponse], ["trailers", this.onTrailers], ["data", this.onData], ["end", this.onEnd], ["error", this.onError], ["close", this.onClose]];
+  }
+
   private retry(): void {
     this.retried = true;
     const st = this.stream;
     if (st) {
-      st.off("response", this.onResponse);
-      st.off("trailers", this.onTrailers);
-      st.off("data", this.onData);
-      st.off("end", this.onEnd);
-      st.off("error", this.onError);
-      st.off("close", this.onClose);
+      for (const [event, fn] of this.listeners()) st.off(event, fn);
       st.on("error", () => undefined);
       if (this.session) {
         this.channel.release(this.session);
