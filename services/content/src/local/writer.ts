@@ -1,8 +1,8 @@
 /**
- * An open ingest of the local store. Data is hashed as it arrives and written with positional writes
- * that may overlap the next request (at most MAX_INFLIGHT bytes queued), so a synchronous client such as
- * ctr keeps the disk and the network busy at once. A WRITE is acknowledged once hashed and queued: the
- * resume point after a crash is the data file's size, never more than what was acknowledged.
+ * An open ingest of the local store. Data is hashed as it arrives and copied into the page cache with
+ * positional writes before the WRITE is acknowledged; write-back to disk runs in the background
+ * (FLUSH_EVERY) while the next requests arrive. The resume point after a crash is the data file's
+ * size, never more than what was acknowledged.
  */
 import * as crypto from "node:crypto";
 import { mkdir } from "node:fs/promises";
@@ -10,11 +10,11 @@ import * as path from "node:path";
 import type { CallContext } from "../../../../libs/context";
 import { errFailedPrecondition, errNotFound } from "../../../../libs/errdefs";
 import type { ContentWriter, IngestStatus } from "../../../../libs/core/content";
-import { closeFile, fdatasyncFile, fstatFile, fsyncFile, ftruncateFile, openFile, readAt, writeFullAt } from "./files";
+import { closeFile, fdatasyncFile, fstatFile, fsyncFile, ftruncateFile, openFile, readAt } from "./files";
+import { writeAllSync } from "../../../../libs/sys/pagecache";
 import type { IngestRecord } from "./db";
 import { releaseMessageBuffer } from "../../../../libs/grpc/wire";
 
-const MAX_INFLIGHT = 8 << 20;
 /** Start writing back to disk every this many bytes, so the fsync at commit has only the tail left. */
 const FLUSH_EVERY = 32 << 20;
 const HASH_CHUNK = 1 << 20;
@@ -46,8 +46,6 @@ export async function hashFile(fd: number, size: number, hash: crypto.Hash): Pro
 export class LocalWriter implements ContentWriter {
   private fd: number | undefined;
   private hash = crypto.createHash("sha256");
-  private inflight = 0;
-  private waiters: (() => void)[] = [];
   private failure: Error | undefined;
   private unflushed = 0;
   private flushing: Promise<void> | undefined;
@@ -161,32 +159,20 @@ export class LocalWriter implements ContentWriter {
     this.hash.update(data);
     this.offset += data.length;
     this.updated = Date.now();
-    this.inflight += data.length;
     const fd = this.fd!;
-    writeFullAt(fd, data, pos).then(
-      () => {
-        this.unflushed += data.length;
-        if (this.unflushed >= FLUSH_EVERY && !this.flushing) this.backgroundFlush(fd);
-        this.settle(data.length);
-        // Hashed and on disk: a received message's buffer can serve the next one.
-        releaseMessageBuffer(data);
-      },
-      (e: Error) => {
-        this.failure ??= e;
-        this.settle(data.length);
-        releaseMessageBuffer(data);
-      },
-    );
-    while (this.inflight > MAX_INFLIGHT) await new Promise<void>((r) => this.waiters.push(r));
+    try {
+      // Synchronous, in page-cache sized pieces (libs/sys/pagecache): cheaper than a thread-pool hop.
+      writeAllSync(fd, data, pos);
+      this.unflushed += data.length;
+      if (this.unflushed >= FLUSH_EVERY && !this.flushing) this.backgroundFlush(fd);
+    } catch (e) {
+      this.failure ??= e as Error;
+    } finally {
+      // Copied (or failed): a received message's buffer can serve the next one.
+      releaseMessageBuffer(data);
+    }
     if (this.failure) throw this.failure;
     return this.offset;
-  }
-
-  private settle(n: number): void {
-    this.inflight -= n;
-    const ws = this.waiters;
-    this.waiters = [];
-    for (const w of ws) w();
   }
 
   /** fdatasync in the background: the disk works while data is still arriving. */
@@ -198,9 +184,8 @@ export class LocalWriter implements ContentWriter {
     );
   }
 
-  /** Wait for every queued write (and a background flush, so the descriptor can be closed). */
+  /** Wait for a background flush (so the descriptor can be closed). */
   private async drain(): Promise<void> {
-    while (this.inflight > 0) await new Promise<void>((r) => this.waiters.push(r));
     if (this.flushing) await this.flushing;
     if (this.failure) throw this.failure;
   }

@@ -22,6 +22,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { TarTypes, type TarHandler, type TarHeader } from "./tar";
 import * as sys from "../sys";
+import { writeAllSync } from "../../../../../libs/sys/pagecache";
 
 export class ApplyRefused extends Error {
   constructor(message: string) {
@@ -312,8 +313,7 @@ export class ApplyPlan implements TarHandler {
   }
 
   data(chunk: Buffer): void {
-    let off = 0;
-    while (off < chunk.length) off += fs.writeSync(this.fd, chunk, off, chunk.length - off);
+    writeAllSync(this.fd, chunk);
   }
 
   entryEnd(): void {
