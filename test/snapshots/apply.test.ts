@@ -243,6 +243,17 @@ for (const backend of ["overlayfs", "native"] as BackendName[]) {
       await fx.sn.remove(ctx, "mt-unknown");
     });
 
+    test("a gzip layer of two members applies (the whole-buffer inflater leaves it to zlib)", async () => {
+      const a = tarOf([file("m/one", "first member")]);
+      const b = tarOf([file("m/two", "second member")]);
+      // Two gzip members: a tar split across them (the first without its end blocks).
+      const t = Buffer.concat([a.subarray(0, a.length - 1024), b]);
+      const twoMembers = Buffer.concat([gzip(a.subarray(0, a.length - 1024)), gzip(b)]);
+      const top = await applyChain(fx, differ, content, [[twoMembers, t]], "two-members");
+      assert.deepEqual((await viewTree(fx, top, "two-members-view", false)).map((l) => l.split(" ")[0]), ["m", "m/one", "m/two"]);
+      await fx.sn.remove(ctx, top);
+    });
+
     describe("hostile layers are refused with InvalidArgument and leave the snapshot untouched", () => {
       const canary = fs.mkdtempSync(path.join(os.tmpdir(), "flt-canary-"));
       let base = "";
@@ -267,8 +278,14 @@ for (const backend of ["overlayfs", "native"] as BackendName[]) {
         ["an overlay-private xattr", () => tarOf([dir("x", 0o755, { xattrs: { "trusted.overlay.opaque": "y" } })])],
         ["a device node where devices are forbidden", () => tarOf([file("ok", "fine"), { name: "sda", type: TarTypes.Block, devmajor: 8, devminor: 0 }]), "strict"],
         ["a decompression bomb beyond the configured limit", () => gzip(tarOf([file("ok", "fine"), file("zeros", Buffer.alloc(32 * 1024 * 1024))])), "strict"],
+        ["a decompression bomb whose gzip trailer claims a small size", () => {
+          const g = gzip(tarOf([file("ok", "fine"), file("zeros", Buffer.alloc(32 * 1024 * 1024))]));
+          g.writeUInt32LE(4096, g.length - 4);
+          return g;
+        }, "strict"],
         ["a truncated archive", () => { const t = tarOf([file("ok", "fine"), file("big", Buffer.alloc(100000, 1))]); return gzip(t.subarray(0, 60000)); }],
         ["not a tar at all", () => gzip(Buffer.alloc(4096, 0x41))],
+        ["a gzip trailer with a wrong length", () => { const g = gzip(tarOf([file("ok", crypto.randomBytes(100_000))])); g.writeUInt32LE(1000, g.length - 4); return g; }],
         ["a corrupt gzip stream", () => { const g = gzip(tarOf([file("ok", "fine")])); g[20] ^= 0xff; g[30] ^= 0xff; return g; }],
         ["an unsupported entry type", () => tarOf([{ name: "sparse", type: "S", data: "" }])],
       ];
