@@ -4,7 +4,8 @@
  * of each pull (the last pull's in full, every pull's with --all). When FLOTILLA_PULL_TRACE=<file> is set
  * and the transfer process was built with temporary trace points appending "<epoch ms> <what>" lines to
  * that file, those lines are merged in.
- * Run: npm run build && node dist/bench/pull-timeline.js [--runs N] [--downloads N] [--all]
+ * --many pulls bench/transfer's 6,000-file image instead.
+ * Run: npm run build && node dist/bench/pull-timeline.js [--runs N] [--downloads N] [--all] [--many]
  */
 import * as fs from "node:fs";
 import { background } from "../libs/context";
@@ -14,7 +15,7 @@ import { hostPlatform } from "../libs/oci";
 import { buildImage, pushImage } from "../test/transfer/images";
 import { startRegistry } from "../test/transfer/registry";
 import { startStack } from "../test/harness";
-import { bigLayer } from "./transfer";
+import { bigLayer, manyFilesLayer } from "./transfer";
 
 /** CPU seconds (user + system, or system only) a process has used so far. */
 function cpuOf(pid: number | undefined, sysOnly = false): number {
@@ -32,7 +33,7 @@ async function main(runs: number): Promise<void> {
   const reg = await startRegistry();
   const trace = process.env.FLOTILLA_PULL_TRACE;
   try {
-    const big = buildImage([0, 1, 2, 3, 4].map((i) => bigLayer(i, 20)));
+    const big = process.argv.includes("--many") ? buildImage([0, 1, 2].map((i) => manyFilesLayer(i, 2000))) : buildImage([0, 1, 2, 3, 4].map((i) => bigLayer(i, 20)));
     const ref = await pushImage(reg.host, "bench/big", "1", big);
     const names = new Map<string, string>();
     big.layers.forEach((l, i) => names.set(l.desc.digest.slice(7, 19), `L${i}`));

@@ -36,7 +36,7 @@ export function bigLayer(i: number, mb: number): Buffer {
   return Buffer.concat(parts);
 }
 
-function manyFilesLayer(i: number, files: number): Buffer {
+export function manyFilesLayer(i: number, files: number): Buffer {
   const parts = [tarHeader({ name: `m${i}/`, size: 0, type: "directory", mode: 0o755 })];
   for (let d = 0; d < files / 100; d++) {
     parts.push(tarHeader({ name: `m${i}/d${d}/`, size: 0, type: "directory", mode: 0o755 }));

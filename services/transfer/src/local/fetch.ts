@@ -4,6 +4,7 @@
  * committed (AlreadyExists in the same namespace, a data-less shared commit in another). An ingest
  * left by an earlier, interrupted transfer is resumed from its offset with a Range request.
  */
+import { createHash } from "node:crypto";
 import type { CallContext } from "../../../../libs/context";
 import type { ContentStore, ContentWriter } from "../../../../libs/core/content";
 import { MAX_CHUNK } from "../../../../libs/core/content";
@@ -35,6 +36,11 @@ export interface FetchOptions {
   labels?: (data: Buffer | undefined) => Record<string, string>;
   /** Where this download stands among the others of its pull (see lanes.ts); each chunk is written in its turn. */
   lane?: Lane;
+  /**
+   * Called with a kept blob's bytes once they are all in and match the digest, before the commit
+   * (which may wait on the disk): a config can be read that much earlier. Must not throw.
+   */
+  onVerified?: (data: Buffer) => void;
 }
 
 /** Open the ingest `ref`, waiting while another writer holds it (containerd's OpenWriter retry). */
@@ -48,6 +54,13 @@ export async function openWriter(content: ContentStore, ctx: CallContext, desc: 
       await sleep(wait, signal);
     }
   }
+}
+
+/** The digest of `data` in the algorithm of `like` ("" for an unknown algorithm). */
+function digestOf(data: Buffer, like: string): string {
+  const algo = like.split(":")[0]!;
+  if (algo !== "sha256" && algo !== "sha384" && algo !== "sha512") return "";
+  return `${algo}:${createHash(algo).update(data).digest("hex")}`;
 }
 
 const EXISTS: FetchResult = { status: "exists", labelled: false };
@@ -123,6 +136,7 @@ export class BlobFetcher {
       }
       await flush();
       const data = whole && offset === desc.size ? whole : undefined;
+      if (data && opts.onVerified && digestOf(data, desc.digest) === desc.digest) opts.onVerified(data);
       committing = true;
       await w.commit(desc.size, desc.digest, opts.labels?.(data));
       return { status: "fetched", data, labelled: !!opts.labels };

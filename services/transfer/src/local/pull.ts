@@ -103,7 +103,7 @@ export async function pull(deps: TransferDeps, ctx: CallContext, src: OCIRegistr
      * Fetch `d` (committed with its distribution source label, and with its children's gc labels
      * when `children` reads them from the kept bytes); resolves once it is in the content store.
      */
-    const fetchOne = async (d: OciDescriptor, parents: string[], children?: (data: Buffer) => OciDescriptor[]): Promise<FetchResult> => {
+    const fetchOne = async (d: OciDescriptor, parents: string[], children?: (data: Buffer) => OciDescriptor[], onVerified?: (data: Buffer) => void): Promise<FetchResult> => {
       const ref = tracker.add(d, parents);
       const labels = (data: Buffer | undefined): Record<string, string> => {
         if (!data || !children) return { ...source };
@@ -119,7 +119,7 @@ export async function pull(deps: TransferDeps, ctx: CallContext, src: OCIRegistr
       const go = async (): Promise<FetchResult> => {
         try {
           ac.signal.throwIfAborted();
-          return await deps.fetcher.fetch(ctx, client, d, { ref, onBytes: (off) => tracker.bytes(d, off), signal: ac.signal, keep: layer ? 0 : KEEP_BYTES, labels, lane });
+          return await deps.fetcher.fetch(ctx, client, d, { ref, onBytes: (off) => tracker.bytes(d, off), signal: ac.signal, keep: layer ? 0 : KEEP_BYTES, labels, lane, onVerified });
         } finally {
           lane?.close();
         }
@@ -179,7 +179,10 @@ export async function pull(deps: TransferDeps, ctx: CallContext, src: OCIRegistr
         });
         const m = parseManifest(await bytesOf(d, r));
         const labelled = finishLabels(d, r, [m.config, ...m.layers]);
-        const configR = fetchOne(m.config, me);
+        // The unpack reads the config as soon as its bytes are in and verified, not after its commit.
+        let configEarly: (b: Buffer) => void = () => undefined;
+        const configSeen = new Promise<Buffer>((r) => (configEarly = r));
+        const configR = fetchOne(m.config, me, undefined, (b) => configEarly(b));
         const configP = configR.then((cr) => finishLabels(m.config, cr));
         if (metadataOnly) {
           await settleAll([labelled, configP], ac);
@@ -189,8 +192,9 @@ export async function pull(deps: TransferDeps, ctx: CallContext, src: OCIRegistr
         const layerRs = m.layers.map((l) => fetchOne(l, me));
         const work: Promise<unknown>[] = [labelled, configP, ...layerRs.map((lr, i) => lr.then((x) => finishLabels(m.layers[i]!, x)))];
         if (unpackFor.length) {
-          work.push(configR.then(async (cr) => {
-            const config = parseConfig(await bytesOf(m.config, cr));
+          const configBytes = Promise.race([configSeen, configR.then((cr) => bytesOf(m.config, cr))]);
+          work.push(configBytes.then(async (bytes) => {
+            const config = parseConfig(bytes);
             for (const t of unpackFor) {
               if (config.os && config.architecture && !platformMatcher([t.platform])({ os: config.os, architecture: config.architecture, variant: config.variant })) continue;
               t.matched = true;

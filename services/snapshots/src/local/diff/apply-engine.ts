@@ -69,7 +69,8 @@ interface RealNode {
 }
 
 type Op =
-  | { t: "file"; rel: string; staged: string; h: TarHeader }
+  /** A regular file: its bytes staged in a file (`staged`), or held in memory (`data`, in order). */
+  | { t: "file"; rel: string; staged?: string; data?: Buffer[]; h: TarHeader }
   | { t: "dir"; rel: string; h: TarHeader; opaque: boolean }
   | { t: "symlink"; rel: string; h: TarHeader }
   | { t: "link"; rel: string; target: string; h: TarHeader }
@@ -127,7 +128,12 @@ export class ApplyPlan implements TarHandler {
   private readonly layers: string[];
   private fd = -1;
   private stagedCount = 0;
-  private pendingFile?: { rel: string; staged: string; h: TarHeader };
+  private pendingFile?: { rel: string; staged?: string; data?: Buffer[]; h: TarHeader };
+  /**
+   * The whole layer is in memory and stays there until the plan is executed: file data is kept as
+   * the reader's slices of it and written straight into place, with no staging copy.
+   */
+  inMemory = false;
   entries = 0;
 
   constructor(private readonly target: ApplyTarget, private readonly limits: ApplyLimits, private readonly staging: string) {
@@ -276,9 +282,13 @@ export class ApplyPlan implements TarHandler {
       }
       case TarTypes.Reg: {
         this.sim.set(rel, { kind: "file", inRoot: true });
-        const staged = path.join(this.staging, String(this.stagedCount++));
-        this.fd = fs.openSync(staged, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
-        this.pendingFile = { rel, staged, h };
+        if (this.inMemory) {
+          this.pendingFile = { rel, data: [], h };
+        } else {
+          const staged = path.join(this.staging, String(this.stagedCount++));
+          this.fd = fs.openSync(staged, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+          this.pendingFile = { rel, staged, h };
+        }
         if (h.size === 0) this.entryEnd();
         return;
       }
@@ -313,7 +323,8 @@ export class ApplyPlan implements TarHandler {
   }
 
   data(chunk: Buffer): void {
-    writeAllSync(this.fd, chunk);
+    if (this.pendingFile?.data) this.pendingFile.data.push(chunk);
+    else writeAllSync(this.fd, chunk);
   }
 
   entryEnd(): void {
@@ -461,7 +472,17 @@ export function executePlan(plan: ApplyPlan, target: ApplyTarget): void {
         meta(p, op.h, false, true);
         break;
       case "file":
-        fs.renameSync(op.staged, p);
+        if (op.staged) {
+          fs.renameSync(op.staged, p);
+        } else {
+          // O_EXCL: whatever stood here was removed above; nothing (not even a symlink) is followed.
+          const fd = fs.openSync(p, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+          try {
+            for (const piece of op.data ?? []) writeAllSync(fd, piece);
+          } finally {
+            fs.closeSync(fd);
+          }
+        }
         meta(p, op.h, false, false);
         break;
       case "symlink":

@@ -225,6 +225,7 @@ class Job {
     const r = gunzipWhole(input, out.subarray(0, isize));
     if (!r?.ok) return false;
     this.mode = "gzip";
+    this.plan.inMemory = true;
     this.cHash?.update(input);
     this.cSize = input.length;
     for (let off = 0; off < r.size; off += WHOLE_SLICE) {
