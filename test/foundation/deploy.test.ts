@@ -6,6 +6,7 @@ import * as path from "node:path";
 import { parse } from "yaml";
 import { loadConfig, SERVICE_NAMES } from "../../libs/config";
 import { repoRoot } from "../../libs/proto";
+import { SERVICE_NODE_FLAGS } from "../../cli/supervisor";
 
 const ROOT = repoRoot();
 const TOP_LEVEL = new Set(["name", "services", "volumes", "networks", "configs", "secrets"]);
@@ -30,8 +31,10 @@ test("docker-compose.dev.yml: valid compose with NATS and one container per serv
     }
     for (const p of (s.ports as string[] | undefined) ?? []) assert.match(p, /^(\d+\.\d+\.\d+\.\d+:)?\d+:\d+$/);
     if (name !== "nats") {
-      const main = (s.command as string[])[0]!;
-      assert.equal(main, `dist/services/${name}/main.js`);
+      // The same Node flags as `flotilla up` gives its services, then the service's main.
+      const cmd = s.command as string[];
+      assert.deepEqual(cmd.slice(0, SERVICE_NODE_FLAGS.length), SERVICE_NODE_FLAGS);
+      assert.equal(cmd[SERVICE_NODE_FLAGS.length], `dist/services/${name}/main.js`);
       assert.ok(fs.existsSync(path.join(ROOT, "services", name, "main.ts")), `services/${name}/main.ts exists`);
     }
   }
@@ -66,7 +69,7 @@ test("deploy/systemd: one unit per service, NATS, and a target for the stack", (
   const wants = target.Unit!.Wants!.join(" ").split(/\s+/);
   for (const s of SERVICE_NAMES) {
     const u = unit(path.join(dir, `flotilla-${s}.service`));
-    assert.match(u.Service!.ExecStart![0]!, new RegExp(`dist/services/${s}/main\\.js --config /etc/flotilla/config\\.toml$`));
+    assert.match(u.Service!.ExecStart![0]!, new RegExp(`^/usr/bin/node ${SERVICE_NODE_FLAGS.join(" ")} /opt/flotilla/dist/services/${s}/main\\.js --config /etc/flotilla/config\\.toml$`));
     assert.deepEqual(u.Unit!.PartOf, ["flotilla.target"]);
     assert.deepEqual(u.Install!.WantedBy, ["flotilla.target"]);
     assert.ok(wants.includes(`flotilla-${s}.service`));

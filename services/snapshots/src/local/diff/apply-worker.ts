@@ -43,7 +43,14 @@ export type ToWorker =
   | { type: "verdict"; id: number; ok: boolean; message: string };
 export type FromWorkerBody =
   | { type: "ack" }
+  /**
+   * The whole layer is inflated in `buffer` (shared memory, `size` bytes): the main thread hashes it
+   * while the worker plans and applies, and reports that digest. The worker leaves the memory alone
+   * until the job's result is taken.
+   */
+  | { type: "inflated"; buffer: SharedArrayBuffer; size: number }
   | { type: "staged" }
+  /** `digest` is "" when the main thread hashes the inflated layer (`inflated`). */
   | { type: "done"; digest: string; size: number; entries: number }
   | { type: "error"; code: "invalid argument" | "internal" | "context canceled"; message: string; mismatch?: boolean };
 export type FromWorker = FromWorkerBody & { id: number };
@@ -71,7 +78,11 @@ const scratch: { in?: Buffer; out?: Buffer; timer?: NodeJS.Timeout } = {};
 /** A reused buffer of at least `size` bytes (grown by doubling), dropped after SCRATCH_IDLE_MS unused. */
 function scratchBuffer(which: "in" | "out", size: number): Buffer {
   let b = scratch[which];
-  if (!b || b.length < size) b = scratch[which] = Buffer.allocUnsafe(Math.min(WHOLE_MAX, Math.max(size, (b?.length ?? 0) * 2)));
+  if (!b || b.length < size) {
+    const n = Math.min(WHOLE_MAX, Math.max(size, (b?.length ?? 0) * 2));
+    // The inflated layer is shared with the main thread, which hashes it.
+    b = scratch[which] = which === "out" ? Buffer.from(new SharedArrayBuffer(n)) : Buffer.allocUnsafe(n);
+  }
   if (scratch.timer) scratch.timer.refresh();
   else scratch.timer = setTimeout(() => {
     scratch.in = scratch.out = scratch.timer = undefined;
@@ -96,6 +107,8 @@ class Job {
   private readonly cHash?: Hash;
   private awaitingVerdict = false;
   private readonly uHash = createHash("sha256");
+  /** The main thread hashes the uncompressed bytes (an `inflated` layer). */
+  private uHashElsewhere = false;
   private cSize = 0;
   private uSize = 0;
   private head: Buffer[] = [];
@@ -122,7 +135,7 @@ class Job {
   }
 
   private sink(d: Buffer): void {
-    this.uHash.update(d);
+    if (!this.uHashElsewhere) this.uHash.update(d);
     this.uSize += d.length;
     if (this.uSize > this.job.maxUncompressedBytes) throw new ApplyRefused(`layer expands beyond ${this.job.maxUncompressedBytes} bytes (decompression bomb?)`);
     this.tar.write(d);
@@ -226,6 +239,8 @@ class Job {
     if (!r?.ok) return false;
     this.mode = "gzip";
     this.plan.inMemory = true;
+    this.uHashElsewhere = true;
+    this.post({ type: "inflated", buffer: out.buffer as SharedArrayBuffer, size: r.size });
     this.cHash?.update(input);
     this.cSize = input.length;
     for (let off = 0; off < r.size; off += WHOLE_SLICE) {
@@ -360,7 +375,7 @@ class Job {
     executePlan(this.plan, this.job.target);
     this.cleanup();
     this.finished = true;
-    this.post({ type: "done", digest: `sha256:${this.uHash.digest("hex")}`, size: this.uSize, entries: this.plan.entries });
+    this.post({ type: "done", digest: this.uHashElsewhere ? "" : `sha256:${this.uHash.digest("hex")}`, size: this.uSize, entries: this.plan.entries });
   }
 
   fail(e: unknown, code?: "context canceled"): void {

@@ -113,12 +113,17 @@ class ApplyPool {
     let wake: (() => void) | undefined;
     let result: { digest: string; size: number } | undefined;
     let failure: Error | undefined;
+    /** The digest of an inflated layer the worker shared with us (see FromWorker "inflated"). */
+    let inflatedDigest: Promise<string> | undefined;
     let settle: () => void = () => undefined;
     const settled = new Promise<void>((r) => (settle = r));
     const onMessage = (m: FromWorker): void => {
       if (m.id !== id) return;
       if (m.type === "ack") credit++;
-      else if (m.type === "staged") {
+      else if (m.type === "inflated") {
+        inflatedDigest = digestInSlices(Buffer.from(m.buffer, 0, m.size));
+        inflatedDigest.catch(() => undefined);
+      } else if (m.type === "staged") {
         const fileDigest = "file" in data ? data.fileDigest : undefined;
         if (!fileDigest) post({ type: "verdict", id, ok: false, message: "no digest to check the layer against" });
         else {
@@ -151,8 +156,10 @@ class ApplyPool {
       if ("file" in data) {
         post({ type: "file", id, path: data.file });
         await settled;
+        // The worker's shared memory is ours until this returns: wait for the hash either way.
+        const digest = await inflatedDigest;
         if (failure) throw failure;
-        return result!;
+        return digest ? { ...result!, digest } : result!;
       }
       try {
         for await (const chunk of data) {
@@ -185,6 +192,16 @@ class ApplyPool {
     this.closed = true;
     await Promise.all(this.workers.filter((w) => !w.busy).map((w) => w.worker.terminate()));
   }
+}
+
+/** sha256 of `data`, a MiB per event-loop turn so the loop keeps serving while it hashes. */
+async function digestInSlices(data: Buffer): Promise<string> {
+  const h = createHash("sha256");
+  for (let off = 0; off < data.length; off += 1 << 20) {
+    h.update(data.subarray(off, Math.min(off + (1 << 20), data.length)));
+    if (off + (1 << 20) < data.length) await new Promise<void>((r) => setImmediate(r));
+  }
+  return `sha256:${h.digest("hex")}`;
 }
 
 /** The digest of a file's bytes, read in chunks so the event loop keeps serving while it hashes. */
