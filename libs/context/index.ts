@@ -3,6 +3,7 @@
  * namespace and lease (from the `containerd-namespace` / `containerd-lease` headers), cancellation,
  * deadline, trace context and a logger.
  */
+import { setMaxListeners } from "node:events";
 import { context as otelContext, type Context as OtelContext } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import { errFailedPrecondition, errInvalidArgument } from "../errdefs";
@@ -21,9 +22,15 @@ export interface CallContext {
   log?: Logger;
 }
 
-/** A context for calls a process makes on its own behalf (not inside an incoming RPC). */
+/**
+ * A context for calls a process makes on its own behalf (not inside an incoming RPC). Its signal may
+ * carry any number of abort listeners: one long-lived context often serves many calls at once (a
+ * collection's fan-out, a burst of requests), each listening while it runs.
+ */
 export function background(namespace?: string, extra: Partial<CallContext> = {}): CallContext {
-  return { namespace, signal: new AbortController().signal, trace: otelContext.active(), ...extra };
+  const signal = new AbortController().signal;
+  setMaxListeners(0, signal);
+  return { namespace, signal, trace: otelContext.active(), ...extra };
 }
 
 export function withNamespace(ctx: CallContext, namespace: string): CallContext {
