@@ -113,12 +113,12 @@ async function viewTree(fx: LocalFixture, parent: string, key: string, mtime = t
   }
 }
 
-// Layers reach the differ as local blob files on overlayfs (the co-located fast path) and as gRPC-like
-// streams on native; both paths run the whole suite once.
-for (const backend of ["overlayfs", "native"] as BackendName[]) {
-  describe(`apply - ${backend}`, () => {
+// Layers reach the differ as local blob files (the co-located fast path; gzip layers are then inflated
+// whole and applied from memory) and as gRPC-like streams: overlayfs with files, native both ways.
+for (const [backend, localFiles] of [["overlayfs", true], ["native", false], ["native", true]] as [BackendName, boolean][]) {
+  describe(`apply - ${backend}${backend === "native" ? (localFiles ? " (local blob files)" : " (streams)") : ""}`, () => {
     let fx: LocalFixture;
-    const blobRoot = backend === "overlayfs" ? fs.mkdtempSync(path.join(os.tmpdir(), "flt-blobs-")) : undefined;
+    const blobRoot = localFiles ? fs.mkdtempSync(path.join(os.tmpdir(), "flt-blobs-")) : undefined;
     const content = new MemContent(blobRoot);
     let differ: LocalDiffer;
     let strict: LocalDiffer;
