@@ -13,11 +13,13 @@ type AnyDB = RootDatabase<any, any>;
 const writeQueues = new WeakMap<AnyDB, QueuedWrite[]>();
 
 /**
- * Run `fn` in a write transaction; resolves with its result once the transaction is committed and
- * flushed to disk. Writes queued in the same event-loop turn share one synchronous LMDB transaction
- * and one flush (group commit), each in its own child transaction, so one that throws undoes only
- * its own changes. Cheaper than lmdb-js's asynchronous transactions (which hand each callback to
- * the write thread and back); the event loop waits for the flush, once per batch.
+ * Run `fn` in a write transaction; resolves with its result once the transaction is committed (visible
+ * to every reader, and kept across a crash of this process). Writes queued in the same event-loop turn
+ * share one synchronous LMDB transaction (group commit), each in its own child transaction, so one
+ * that throws undoes only its own changes. Cheaper than lmdb-js's asynchronous transactions (which hand
+ * each callback to the write thread and back). The flush to disk follows the commit (lmdb-js's
+ * overlappingSync); a caller that must not answer before the data would survive a power loss awaits
+ * `db.flushed` (the content store does before it acknowledges a commit).
  */
 export function writeTxn<T>(db: AnyDB, fn: () => T): Promise<T> {
   return new Promise<T>((resolve, reject) => {

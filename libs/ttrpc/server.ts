@@ -66,7 +66,6 @@ export interface TtrpcServerOptions {
   onDisconnect?: (open: number) => void;
 }
 
-
 class Connection {
   private readonly reader = new FrameReader();
   private lastStreamId = 0;

@@ -4,13 +4,12 @@
  * committed (AlreadyExists in the same namespace, a data-less shared commit in another). An ingest
  * left by an earlier, interrupted transfer is resumed from its offset with a Range request.
  */
-import { createHash } from "node:crypto";
 import type { CallContext } from "../../../../libs/context";
 import type { ContentStore, ContentWriter } from "../../../../libs/core/content";
 import { MAX_CHUNK } from "../../../../libs/core/content";
 import { causeText, errFailedPrecondition, isAlreadyExists, isFailedPrecondition, isUnavailable } from "../../../../libs/errdefs";
 import type { OciDescriptor } from "../../../../libs/oci";
-import type { RegistryClient } from "../../../../libs/registry";
+import { verify, type RegistryClient } from "../../../../libs/registry";
 import { sleep } from "../../../../libs/registry/http";
 import type { Lane } from "./lanes";
 
@@ -54,13 +53,6 @@ export async function openWriter(content: ContentStore, ctx: CallContext, desc: 
       await sleep(wait, signal);
     }
   }
-}
-
-/** The digest of `data` in the algorithm of `like` ("" for an unknown algorithm). */
-function digestOf(data: Buffer, like: string): string {
-  const algo = like.split(":")[0]!;
-  if (algo !== "sha256" && algo !== "sha384" && algo !== "sha512") return "";
-  return `${algo}:${createHash(algo).update(data).digest("hex")}`;
 }
 
 const EXISTS: FetchResult = { status: "exists", labelled: false };
@@ -136,7 +128,14 @@ export class BlobFetcher {
       }
       await flush();
       const data = whole && offset === desc.size ? whole : undefined;
-      if (data && opts.onVerified && digestOf(data, desc.digest) === desc.digest) opts.onVerified(data);
+      if (data && opts.onVerified) {
+        try {
+          verify(desc, data);
+          opts.onVerified(data);
+        } catch {
+          /* not the blob: the commit below refuses it */
+        }
+      }
       committing = true;
       await w.commit(desc.size, desc.digest, opts.labels?.(data));
       return { status: "fetched", data, labelled: !!opts.labels };
