@@ -22,6 +22,8 @@ export interface StackOptions {
   extraToml?: string;
   /** Log level for the processes (default "info"). */
   logLevel?: string;
+  /** `[flotilla] gateway_read_views` (default true). */
+  readViews?: boolean;
 }
 
 export interface CtrResult {
@@ -139,6 +141,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     `level = ${JSON.stringify(opts.logLevel ?? "info")}`,
     "[flotilla]",
     `otlp_endpoint = ${JSON.stringify(opts.otlpEndpoint ?? "")}`,
+    `gateway_read_views = ${opts.readViews ?? true}`,
     "[flotilla.nats]",
     `url = ${JSON.stringify(opts.natsUrl ?? "")}`,
   ];

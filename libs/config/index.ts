@@ -13,6 +13,7 @@
  *     events_subject_prefix = "flotilla.events"
  *     otlp_endpoint = ""                  # e.g. http://127.0.0.1:4318/v1/traces
  *     gateway_content_reads = true        # the gateway reads blobs the content process let it (same host)
+ *     gateway_read_views = true           # the gateway answers lookups from the owners' databases (same host)
  *   [flotilla.services.content]
  *     address = "unix:///run/flotilla/content.sock"   # or tcp://0.0.0.0:7001
  *     metrics_address = "127.0.0.1:9601"
@@ -54,6 +55,8 @@ export interface Config {
     otlp_endpoint: string;
     /** The gateway serves content Read from the content process's blob files (same host only). */
     gateway_content_reads: boolean;
+    /** The gateway answers Content.Info and the Get lookups from read-only views of the owners' databases (same host only). */
+    gateway_read_views: boolean;
     services: Record<ServiceName, ServiceConfig>;
   };
   /** Where the config was read from, if a file. */
@@ -126,6 +129,7 @@ export function fromToml(doc: Table, source?: string): Config {
       events_subject_prefix: str(fl, "events_subject_prefix", "flotilla.events"),
       otlp_endpoint: str(fl, "otlp_endpoint", process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? ""),
       gateway_content_reads: fl?.gateway_content_reads === undefined ? true : Boolean(fl.gateway_content_reads),
+      gateway_read_views: fl?.gateway_read_views === undefined ? true : Boolean(fl.gateway_read_views),
       services,
     },
     source,

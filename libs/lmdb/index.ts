@@ -1,7 +1,9 @@
 /**
  * Group commit for the services' LMDB databases (the `lmdb` package).
  */
-import type { RootDatabase } from "lmdb";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { open, type RootDatabase } from "lmdb";
 
 interface QueuedWrite {
   fn: () => unknown;
@@ -10,16 +12,24 @@ interface QueuedWrite {
 }
 
 type AnyDB = RootDatabase<any, any>;
+
+/** A service's metadata database: `file` under its root `dir`, msgpack values, tuple keys. */
+export function openServiceDB<K extends (string | number)[] = (string | number)[]>(dir: string, file = "meta.lmdb", readOnly = false): RootDatabase<unknown, K> {
+  const p = path.join(dir, file);
+  // A read-only open of a database not created yet would still create its directory.
+  if (readOnly && !fs.existsSync(p)) throw Object.assign(new Error(`${p} does not exist`), { code: "ENOENT" });
+  return open<unknown, K>({ path: p, compression: false, encoding: "msgpack", readOnly });
+}
 const writeQueues = new WeakMap<AnyDB, QueuedWrite[]>();
 
 /**
- * Run `fn` in a write transaction; resolves with its result once the transaction is committed (visible
- * to every reader, and kept across a crash of this process). Writes queued in the same event-loop turn
- * share one synchronous LMDB transaction (group commit), each in its own child transaction, so one
- * that throws undoes only its own changes. Cheaper than lmdb-js's asynchronous transactions (which hand
- * each callback to the write thread and back). The flush to disk follows the commit (lmdb-js's
- * overlappingSync); a caller that must not answer before the data would survive a power loss awaits
- * `db.flushed` (the content store does before it acknowledges a commit).
+ * Run `fn` in a write transaction; resolves with its result once the transaction is committed: on disk
+ * (lmdb-js's transactionSync writes the pages, fdatasyncs them and writes the meta page through its
+ * O_DSYNC descriptor before it returns; overlappingSync applies to its asynchronous writes only) and
+ * visible to every reader, in this process and in others. Writes queued in the same event-loop turn
+ * share one transaction (group commit, one sync), each in its own child transaction, so one that
+ * throws undoes only its own changes. `fn` must be synchronous and return no promise: lmdb-js would
+ * hold a transaction open on a returned promise and commit it later.
  */
 export function writeTxn<T>(db: AnyDB, fn: () => T): Promise<T> {
   return new Promise<T>((resolve, reject) => {
@@ -55,4 +65,38 @@ function flushWrites(db: AnyDB): void {
     if ("ok" in r) w.resolve(r.ok);
     else w.reject(r.err);
   });
+}
+
+/**
+ * A read-only view of a database another process owns and writes (on this host). It is opened on first
+ * use (and again at most every `retryMs` while it cannot be: the owner has not created it yet), and
+ * every read runs on the latest committed snapshot, so it sees every write the owner has acknowledged
+ * (the owner's `writeTxn` resolves after its commit).
+ */
+export class ReadView<DB extends AnyDB> {
+  private db: DB | undefined;
+  private failedAt = 0;
+
+  constructor(private readonly openDB: () => DB, private readonly retryMs = 1000) {}
+
+  /** `fn` on a fresh snapshot, or undefined when the database cannot be opened (yet). */
+  read<T>(fn: (db: DB) => T): T | undefined {
+    if (!this.db) {
+      if (this.failedAt && Date.now() - this.failedAt < this.retryMs) return undefined;
+      try {
+        this.db = this.openDB();
+      } catch {
+        this.failedAt = Date.now();
+        return undefined;
+      }
+    }
+    // lmdb-js keeps a read transaction until a timer resets it: take the latest snapshot now.
+    this.db.resetReadTxn();
+    return fn(this.db);
+  }
+
+  close(): void {
+    void this.db?.close();
+    this.db = undefined;
+  }
 }

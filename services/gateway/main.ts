@@ -7,6 +7,7 @@ import { BACKENDS, OWNED_SERVICES, type BackendName } from "../../libs/topology"
 import { eventsHandlers } from "./src/events";
 import { introspectionHandlers } from "./src/introspection";
 import { GatewayFront } from "./src/front";
+import { ReadViews } from "./src/views";
 
 export const VERSION = "v1.6.20+flotilla.0.1.0";
 export const REVISION = process.env.FLOTILLA_REVISION ?? "flotilla";
@@ -28,8 +29,14 @@ export const gatewayService: ServiceDefinition = {
     const contentRoot = serviceRoot(sc.config, "content");
     const contentReads = sc.config.flotilla.gateway_content_reads ? new DirectContentReads(contentRoot) : undefined;
     const unsubscribe = contentReads ? sc.events.subscribe((env) => contentReads.onEvent(env), { topics: ["/content/delete", "/namespaces/delete"] }) : undefined;
+    // Lookups (Content.Info, Images.Get, ...) are answered from read-only views of the owners' databases
+    // when they find the record (see src/views.ts).
+    const views = sc.config.flotilla.gateway_read_views
+      ? new ReadViews({ content: contentRoot, images: serviceRoot(sc.config, "images"), tasks: serviceRoot(sc.config, "tasks") })
+      : undefined;
     const frontend = new GatewayFront({
       contentReads,
+      views,
       routes: Object.fromEntries(BACKENDS.flatMap((b) => OWNED_SERVICES[b].map((svc) => [svc, addresses[b]]))),
       local: internalAddress(sc),
       log: sc.log,
@@ -38,6 +45,7 @@ export const gatewayService: ServiceDefinition = {
     const close = async (): Promise<void> => {
       unsubscribe?.();
       contentReads?.close();
+      views?.close();
     };
     const ownPlugins = [
       { type: "io.containerd.event.v1", id: "exchange", exports: { transport: "nats", subjects: `${sc.config.flotilla.events_subject_prefix}.<namespace>.<topic>` } },

@@ -23,7 +23,8 @@ import type { Metrics } from "../../../libs/metrics";
 import { methodKind, type MethodKind } from "../../../libs/grpc/server";
 import { createTunedServer } from "../../../libs/grpc/h2-tuning";
 import { CONTENT_READ_PATH, type DirectContentReads } from "./content-reads";
-import { SESSION_MEMORY_MB, closeHttp2, listenHttp2, respondStatusOnly } from "../../../libs/grpc/wire";
+import { GRPC_CONTENT_TYPE, SESSION_MEMORY_MB, closeHttp2, listenHttp2, respondStatusOnly } from "../../../libs/grpc/wire";
+import type { ReadViews } from "./views";
 import { lookupService } from "../../../libs/proto";
 import { SpanKind, SpanStatusCode, tracer, tracingExported } from "../../../libs/tracing";
 
@@ -45,6 +46,8 @@ const BUFFER_LIMIT = 65536;
 const REQUEST_OPTIONS = { endStream: false };
 const END_STREAM = { endStream: true };
 const WAIT_FOR_TRAILERS = { waitForTrailers: true };
+const RESPONSE_HEADERS = { [HTTP2_HEADER_STATUS]: 200, "content-type": GRPC_CONTENT_TYPE };
+const OK_TRAILERS = { "grpc-status": "0" };
 const ignore = (): void => undefined;
 
 /**
@@ -105,6 +108,8 @@ export interface FrontOptions {
   maxStreamsPerSession?: number;
   /** Serve content Read from the blob files once the content process has answered it (see content-reads). */
   contentReads?: DirectContentReads;
+  /** Answer lookups from read-only views of the owners' databases (see views). */
+  views?: ReadViews;
 }
 
 /** One HTTP/2 client session per backend address, replaced when it closes or is told to go away. */
@@ -169,7 +174,9 @@ export class GatewayFront {
     this.localRoute = { address: opts.local, kinds: new Map(), observe: false };
     this.server = createTunedServer(WINDOW, opts.maxStreamsPerSession ?? 500, this.sessions);
     this.server.on("stream", (stream, headers) => {
-      if (opts.contentReads && headers[HTTP2_HEADER_PATH] === CONTENT_READ_PATH) this.contentRead(opts.contentReads, stream, headers);
+      const p = headers[HTTP2_HEADER_PATH];
+      if (opts.contentReads && p === CONTENT_READ_PATH) this.contentRead(opts.contentReads, stream, headers);
+      else if (opts.views && typeof p === "string" && opts.views.has(p)) this.viewCall(opts.views, p, stream, headers);
       else this.proxy(stream, headers);
     });
   }
@@ -211,6 +218,27 @@ export class GatewayFront {
     };
     down.on("data", onData);
     down.on("end", onEnd);
+  }
+
+  /** A lookup: answered from a view when it finds the record, else forwarded to the owner. */
+  private viewCall(views: ReadViews, methodPath: string, down: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    down.on("error", ignore);
+    readBody(down, BUFFER_LIMIT, (body, complete) => {
+      const nsh = headers["containerd-namespace"];
+      const frame = complete && !down.destroyed && !down.closed ? views.answer(methodPath, Array.isArray(nsh) ? nsh[0] : nsh, body) : undefined;
+      if (!frame) return this.forward(down, headers, body, complete);
+      const obs = this.observe(this.routes.get(methodPath.slice(1, methodPath.indexOf("/", 1)))!, methodPath, headers);
+      down.respond(RESPONSE_HEADERS, WAIT_FOR_TRAILERS);
+      down.once("wantTrailers", () => {
+        try {
+          down.sendTrailers(OK_TRAILERS);
+        } catch {
+          /* the client is gone */
+        }
+      });
+      down.end(frame);
+      obs.finish(Status.OK);
+    });
   }
 
   /** Metrics and (when exported) a server span for one call the gateway answers or forwards. */

@@ -9,8 +9,9 @@
  *   ["i", ns, ref]                  -> IngestRecord   an unfinished write
  *   ["l", ns, lease, type, id]      -> 1              a resource held by a lease (see LeaseResourceRecorder)
  */
-import * as path from "node:path";
-import { open, type RootDatabase } from "lmdb";
+import type { RootDatabase } from "lmdb";
+import { openServiceDB } from "../../../../libs/lmdb";
+import type { ContentInfo } from "../../../../libs/core/content";
 
 export type Key = (string | number)[];
 export type ContentDB = RootDatabase<unknown, Key>;
@@ -37,13 +38,28 @@ export interface IngestRecord {
   expires?: number;
 }
 
+export const toInfo = (digest: string, r: BlobRecord): ContentInfo => ({
+  digest,
+  size: r.size,
+  createdAt: new Date(r.created),
+  updatedAt: new Date(r.updated),
+  labels: { ...r.labels },
+});
+
+/** The info of blob `digest` in namespace `ns`, if stored (also read by the gateway's view of this database). */
+export function readInfo(db: ContentDB, ns: string, digest: string): ContentInfo | undefined {
+  const r = db.get(blobKey(ns, digest)) as BlobRecord | undefined;
+  return r && toInfo(digest, r);
+}
+
 export const blobKey = (ns: string, digest: string): Key => ["b", ns, digest];
 export const ownerKey = (digest: string, ns: string): Key => ["o", digest, ns];
 export const ingestKey = (ns: string, ref: string): Key => ["i", ns, ref];
 export const leaseKey = (ns: string, lease: string, type: string, id: string): Key => ["l", ns, lease, type, id];
 
-export function openContentDB(dir: string): ContentDB {
-  return open<unknown, Key>({ path: path.join(dir, "meta.lmdb"), compression: false, encoding: "msgpack" });
+/** The database under `dir`; `readOnly` for a view from another process (see libs/lmdb ReadView). */
+export function openContentDB(dir: string, readOnly = false): ContentDB {
+  return openServiceDB<Key>(dir, "meta.lmdb", readOnly);
 }
 
 /** Iterate the entries whose key starts with `prefix` (compared element-wise). */

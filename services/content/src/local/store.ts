@@ -31,7 +31,7 @@ import {
   type WriterOptions,
 } from "../../../../libs/core/content";
 import { infoAdaptor, statusAdaptor } from "./adaptors";
-import { blobKey, hasOwner, heldByLease, ingestKey, leaseKey, ownerKey, scanPrefix, type BlobRecord, type ContentDB, type IngestRecord } from "./db";
+import { blobKey, hasOwner, heldByLease, ingestKey, leaseKey, ownerKey, scanPrefix, toInfo, type BlobRecord, type ContentDB, type IngestRecord } from "./db";
 import { GC_SWEEP_HEADER } from "../../../../libs/core/gc";
 import { fsyncDir, readAt, statOrUndefined, unlinkIfExists } from "./files";
 import { OpenBlobs, type OpenBlob } from "./open-blobs";
@@ -57,13 +57,6 @@ function checkDigest(d: string): void {
   if (!isValidDigest(d)) throw errInvalidArgument(`${JSON.stringify(d)} failed validation`);
 }
 
-const toInfo = (digest: string, r: BlobRecord): ContentInfo => ({
-  digest,
-  size: r.size,
-  createdAt: new Date(r.created),
-  updatedAt: new Date(r.updated),
-  labels: { ...r.labels },
-});
 
 /** Reads at most this much synchronously (a page-cache hit costs less than a thread-pool round trip). */
 const SYNC_READ_MAX = 256 * 1024;

@@ -8,6 +8,7 @@ import { type Msg, type RpcServer, type Send, type ServiceHandlers } from "../..
 import { DECODE_OPTIONS, lookupType, toTimestamp, validateWire } from "../../../../libs/proto";
 import { MAX_CHUNK, isValidDigest, type ContentInfo, type ContentStore, type IngestStatus } from "../../../../libs/core/content";
 import { CONTENT_SERVICE, infoFromProto } from "../../../../libs/clients/content";
+import { readInfo, type ContentDB } from "../local/db";
 
 export { CONTENT_SERVICE };
 
@@ -29,6 +30,16 @@ export function statusToProto(s: IngestStatus): Msg {
     total: s.total,
     expected: s.expected,
   };
+}
+
+/**
+ * Info answered from a read-only view of the content database (the gateway's, see libs/lmdb ReadView):
+ * the answer when the blob is there; otherwise undefined, and the content process answers.
+ */
+export function infoFromView(db: ContentDB, ns: string, req: Msg): Msg | undefined {
+  const digest = String(req.digest ?? "");
+  const info = isValidDigest(digest) ? readInfo(db, ns, digest) : undefined;
+  return info && { info: infoToProto(info) };
 }
 
 function checkDigest(d: unknown): string {

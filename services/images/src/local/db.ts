@@ -9,14 +9,15 @@
  *   ["lease-forget", ns, id]        -> ms                            deleted leases whose records in other
  *                                                                    processes are still to be forgotten
  */
-import * as path from "node:path";
-import { open, type RootDatabase } from "lmdb";
+import type { RootDatabase } from "lmdb";
+import { openServiceDB } from "../../../../libs/lmdb";
 
 export type MetaDB = RootDatabase<unknown, (string | number)[]>;
 export type Key = (string | number)[];
 
-export function openMetaDB(dir: string): MetaDB {
-  return open<unknown, (string | number)[]>({ path: path.join(dir, "meta.lmdb"), compression: false, encoding: "msgpack" });
+/** The database under `dir`; `readOnly` for a view from another process (see libs/lmdb ReadView). */
+export function openMetaDB(dir: string, readOnly = false): MetaDB {
+  return openServiceDB(dir, "meta.lmdb", readOnly);
 }
 
 /** LMDB's key limit (1978 bytes); ordered-binary adds a byte or two per part. */

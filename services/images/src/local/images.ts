@@ -34,6 +34,12 @@ function toImage(name: string, s: StoredImage): Image {
   };
 }
 
+/** The image `name` of namespace `ns`, if stored (also read by the gateway's view of this database). */
+export function readImage(db: MetaDB, ns: string, name: string): Image | undefined {
+  const s = name && keyFits(["img", ns, name]) ? (db.get(imageKey(ns, name)) as StoredImage | undefined) : undefined;
+  return s && toImage(name, s);
+}
+
 function cleanTarget(t: Descriptor | undefined): StoredImage["target"] {
   return { mediaType: t?.mediaType ?? "", digest: t?.digest ?? "", size: Number(t?.size ?? 0), annotations: compactLabels(t?.annotations) };
 }
@@ -62,9 +68,9 @@ export class LocalImageStore implements ImageStore {
 
   async get(ctx: CallContext, name: string): Promise<Image> {
     const ns = namespaceRequired(ctx);
-    const s = name && keyFits(["img", ns, name]) ? (this.db.get(imageKey(ns, name)) as StoredImage | undefined) : undefined;
-    if (!s) throw errNotFound(`image ${JSON.stringify(name)}`);
-    return toImage(name, s);
+    const img = readImage(this.db, ns, name);
+    if (!img) throw errNotFound(`image ${JSON.stringify(name)}`);
+    return img;
   }
 
   async list(ctx: CallContext, filters?: readonly string[]): Promise<Image[]> {

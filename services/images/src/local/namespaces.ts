@@ -21,6 +21,12 @@ interface Stored {
 
 const key = (name: string): string[] => ["ns", name];
 
+/** The namespace `name`, if stored (also read by the gateway's view of this database). */
+export function readNamespace(db: MetaDB, name: string): Namespace | undefined {
+  const v = db.get(key(name)) as Stored | undefined;
+  return v && { name, labels: v.labels };
+}
+
 /**
  * Inside a write transaction: create the namespace if it does not exist, as containerd does on the first
  * write into a namespace (no event, like containerd's implicit bucket creation).
@@ -66,9 +72,9 @@ export class LocalNamespaceStore implements NamespaceStore {
   }
 
   async get(_ctx: CallContext, name: string): Promise<Namespace> {
-    const v = this.db.get(key(name)) as Stored | undefined;
-    if (!v) throw errNotFound(`namespace ${JSON.stringify(name)}`);
-    return { name, labels: v.labels };
+    const n = readNamespace(this.db, name);
+    if (!n) throw errNotFound(`namespace ${JSON.stringify(name)}`);
+    return n;
   }
 
   async list(_ctx: CallContext): Promise<Namespace[]> {

@@ -1,5 +1,7 @@
 /** gRPC adapter for containerd.services.images.v1.Images: validate, call the store, convert. */
-import type { ServiceHandlers } from "../../../../libs/grpc/server";
+import type { Msg, ServiceHandlers } from "../../../../libs/grpc/server";
+import type { MetaDB } from "../local/db";
+import { readImage } from "../local/images";
 import { errInvalidArgument } from "../../../../libs/errdefs";
 import { toTimestamp } from "../../../../libs/proto";
 import { descriptorFromProto, descriptorToProto, IMAGES_SERVICE } from "../../../../libs/clients/images";
@@ -19,6 +21,12 @@ export const imageToProto = (i: Image): Record<string, unknown> => ({
 function imageFromProto(m: { name?: string; labels?: Record<string, string>; target?: Record<string, unknown> | null } | null | undefined): ImageInput {
   if (!m || !m.name) throw errInvalidArgument("Image.Name required");
   return { name: m.name, labels: m.labels ?? {}, target: descriptorFromProto(m.target) };
+}
+
+/** Get answered from a read-only view of the images database (the gateway's): the image when stored, else undefined. */
+export function imageFromView(db: MetaDB, ns: string, req: Msg): Msg | undefined {
+  const img = readImage(db, ns, String(req.name ?? ""));
+  return img && { image: imageToProto(img) };
 }
 
 export function imagesHandlers(store: ImageStore): ServiceHandlers {

@@ -7,14 +7,14 @@
  *   ["pod", ns, id]    -> PodRecord         podsandbox controller state (network, pause task, exit)
  *   ["shim", ns, id]   -> ShimRecord        shim controller state (bundle, shim address)
  */
-import * as path from "node:path";
-import { open, type RootDatabase } from "lmdb";
+import type { RootDatabase } from "lmdb";
+import { openServiceDB } from "../../../../libs/lmdb";
 
 export type Key = (string | number)[];
 export type SandboxDB = RootDatabase<unknown, Key>;
 
 export function openSandboxDB(dir: string): SandboxDB {
-  return open<unknown, Key>({ path: path.join(dir, "meta.lmdb"), compression: false, encoding: "msgpack" });
+  return openServiceDB<Key>(dir);
 }
 
 /** Every entry whose key starts with `prefix` (compared element-wise), in key order. */

@@ -10,8 +10,8 @@
  *   ["q", snapshotter]                     -> last id used        id sequence
  *   ["l", ns, lease, type, id]             -> created ms          lease resources (see SnapshotLeaseRecorder)
  */
-import * as path from "node:path";
-import { open, type RootDatabase } from "lmdb";
+import type { RootDatabase } from "lmdb";
+import { openServiceDB } from "../../../../libs/lmdb";
 export { writeTxn } from "../../../../libs/lmdb";
 
 export type Key = (string | number)[];
@@ -35,7 +35,7 @@ export interface SnapshotRecord {
 export const MAX_KEY_PART = "\u{10FFFF}";
 
 export function openSnapshotsDB(dir: string): SnapshotsDB {
-  return open<unknown, Key>({ path: path.join(dir, "metadata.lmdb"), compression: false, encoding: "msgpack" });
+  return openServiceDB<Key>(dir, "metadata.lmdb");
 }
 
 export const snapKey = (sn: string, ns: string, key: string): Key => ["s", sn, ns, key];

@@ -5,9 +5,8 @@
  *
  * Keys: ["c", namespace, id] -> StoredContainer.
  */
-import { writeTxn } from "../../../../libs/lmdb";
-import { open, type RootDatabase } from "lmdb";
-import * as path from "node:path";
+import { openServiceDB, writeTxn } from "../../../../libs/lmdb";
+import type { RootDatabase } from "lmdb";
 import { namespaceRequired, validateIdentifier, type CallContext } from "../../../../libs/context";
 import { causeText, errAlreadyExists, errInvalidArgument, errNotFound } from "../../../../libs/errdefs";
 import { compactLabels, validateLabels } from "../../../../libs/fieldmask";
@@ -17,8 +16,9 @@ import { CONTAINER_EVENTS, type Container, type ContainerInput, type ContainerSt
 
 export type TasksDB = RootDatabase<unknown, (string | number)[]>;
 
-export function openTasksDB(dir: string): TasksDB {
-  return open<unknown, (string | number)[]>({ path: path.join(dir, "meta.lmdb"), compression: false, encoding: "msgpack" });
+/** The database under `dir`; `readOnly` for a view from another process (see libs/lmdb ReadView). */
+export function openTasksDB(dir: string, readOnly = false): TasksDB {
+  return openServiceDB(dir, "meta.lmdb", readOnly);
 }
 
 interface StoredAny {
@@ -42,6 +42,12 @@ interface StoredContainer {
 const key = (ns: string, id: string): string[] => ["c", ns, id];
 const toStored = (a: TypedValue | undefined): StoredAny | undefined => (a ? { t: a.typeUrl, v: Buffer.from(a.value) } : undefined);
 const fromStored = (a: StoredAny | undefined): TypedValue | undefined => (a ? { typeUrl: a.t, value: Buffer.from(a.v) } : undefined);
+
+/** The container `id` of namespace `ns`, if stored (also read by the gateway's view of this database). */
+export function readContainer(db: TasksDB, ns: string, id: string): Container | undefined {
+  const s = db.get(key(ns, id)) as StoredContainer | undefined;
+  return s && toContainer(id, s);
+}
 
 function toContainer(id: string, s: StoredContainer): Container {
   const options = fromStored(s.runtime.options);
@@ -201,9 +207,9 @@ export class LocalContainerStore implements ContainerStore {
   async get(ctx: CallContext, id: string): Promise<Container> {
     const ns = namespaceRequired(ctx);
     if (!id) throw errInvalidArgument("container id must not be empty");
-    const s = this.db.get(key(ns, id)) as StoredContainer | undefined;
-    if (!s) throw errNotFound(`container ${JSON.stringify(id)} in namespace ${JSON.stringify(ns)}`);
-    return toContainer(id, s);
+    const c = readContainer(this.db, ns, id);
+    if (!c) throw errNotFound(`container ${JSON.stringify(id)} in namespace ${JSON.stringify(ns)}`);
+    return c;
   }
 
   async list(ctx: CallContext, filters: readonly string[] = []): Promise<Container[]> {

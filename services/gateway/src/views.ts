@@ -1,0 +1,94 @@
+/**
+ * Lookups the gateway answers itself, from read-only views of the databases of the processes that own
+ * them, when they run on this host: Content.Info, Containers.Get, Images.Get and Namespaces.Get. A client
+ * such as `ctr run IMAGE` makes a few dozen of these per command and each would otherwise cross a
+ * second process.
+ *
+ * The owner stays the only writer and the judge. A view reads the latest committed snapshot of the
+ * owner's database (LMDB readers in other processes see a commit as soon as it is made, and an owner
+ * acknowledges a write only after its commit), so what it finds is what the owner would find. It
+ * answers only with a record it finds, though: anything else (not found, a request it does not
+ * understand, a database not there yet) is forwarded to the owner, whose errors stay its own. The
+ * answer is built by the owner's own code (its adapter's `...FromView` function), so it is the same
+ * message the owner would have sent.
+ */
+import type { RootDatabase } from "lmdb";
+import type { Type } from "protobufjs";
+import { type Msg, encodeFrame } from "../../../libs/grpc/server";
+import { ReadView } from "../../../libs/lmdb";
+import { DECODE_OPTIONS, lookupService, validateWire } from "../../../libs/proto";
+import { openContentDB } from "../../content/src/local/db";
+import { infoFromView } from "../../content/src/server/content";
+import { openMetaDB } from "../../images/src/local/db";
+import { imageFromView } from "../../images/src/server/images";
+import { namespaceFromView } from "../../images/src/server/namespaces";
+import { openTasksDB } from "../../tasks/src/local/containers";
+import { containerFromView } from "../../tasks/src/server/containers";
+
+export interface ViewRoots {
+  content: string;
+  images: string;
+  tasks: string;
+}
+
+interface ViewMethod {
+  req: Type;
+  res: Type;
+  /** The call needs a namespace (without one it goes to the owner, which says why). */
+  namespaced: boolean;
+  answer(ns: string, req: Msg): Msg | undefined;
+}
+
+export class ReadViews {
+  private readonly methods = new Map<string, ViewMethod>();
+  private readonly views: { close(): void }[] = [];
+
+  constructor(roots: ViewRoots) {
+    const content = this.view(() => openContentDB(roots.content, true));
+    const images = this.view(() => openMetaDB(roots.images, true));
+    const tasks = this.view(() => openTasksDB(roots.tasks, true));
+    this.add("containerd.services.content.v1.Content", "Info", true, (ns, req) => content.read((db) => infoFromView(db, ns, req)));
+    this.add("containerd.services.images.v1.Images", "Get", true, (ns, req) => images.read((db) => imageFromView(db, ns, req)));
+    this.add("containerd.services.namespaces.v1.Namespaces", "Get", false, (ns, req) => images.read((db) => namespaceFromView(db, ns, req)));
+    this.add("containerd.services.containers.v1.Containers", "Get", true, (ns, req) => tasks.read((db) => containerFromView(db, ns, req)));
+  }
+
+  private view<DB extends RootDatabase<unknown, (string | number)[]>>(open: () => DB): ReadView<DB> {
+    const v = new ReadView(open);
+    this.views.push(v);
+    return v;
+  }
+
+  private add(service: string, method: string, namespaced: boolean, answer: ViewMethod["answer"]): void {
+    const m = lookupService(service).methods[method]!;
+    m.resolve();
+    this.methods.set(`/${service}/${method}`, { req: m.resolvedRequestType!, res: m.resolvedResponseType!, namespaced, answer });
+  }
+
+  /** True when calls of this path may be answered here. */
+  has(methodPath: string): boolean {
+    return this.methods.has(methodPath);
+  }
+
+  /**
+   * The response frame for `body` (the request as one length-prefixed gRPC frame), or undefined when the
+   * owner must answer.
+   */
+  answer(methodPath: string, namespace: string | undefined, body: Buffer): Buffer | undefined {
+    const m = this.methods.get(methodPath);
+    if (!m || (m.namespaced && !namespace)) return undefined;
+    if (body.length < 5 || body[0] !== 0 || body.readUInt32BE(1) !== body.length - 5) return undefined;
+    try {
+      const msg = body.subarray(5);
+      validateWire(m.req, msg);
+      const out = m.answer(namespace ?? "", m.req.toObject(m.req.decode(msg), DECODE_OPTIONS));
+      return out && encodeFrame(m.res, out);
+    } catch {
+      return undefined;
+    }
+  }
+
+  close(): void {
+    for (const v of this.views) v.close();
+  }
+}

@@ -1,0 +1,167 @@
+/**
+ * The gateway's read views (services/gateway/src/views.ts) in a whole stack: Content.Info,
+ * Containers.Get, Images.Get and Namespaces.Get answered by the gateway give the owner's answer, field
+ * for field, follow every acknowledged write at once (made through the gateway with the real `ctr`, or
+ * straight to the owner), leave not-found to the owner, and are really answered without the owner (its
+ * call counters do not move). With `gateway_read_views = false` every lookup reaches its owner.
+ */
+import * as assert from "node:assert/strict";
+import * as crypto from "node:crypto";
+import * as http from "node:http";
+import { after, before, describe, it } from "node:test";
+import { background, type CallContext } from "../../libs/context";
+import { ErrorCodes } from "../../libs/errdefs";
+import { RpcClient } from "../../libs/grpc/client";
+import type { Msg } from "../../libs/grpc/server";
+import { ContentStoreProxy } from "../../libs/clients/content";
+import type { ServiceName } from "../../libs/config";
+import { startStack, type Stack } from "../harness";
+
+const CONTENT = "containerd.services.content.v1.Content";
+const IMAGES = "containerd.services.images.v1.Images";
+const NAMESPACES = "containerd.services.namespaces.v1.Namespaces";
+const CONTAINERS = "containerd.services.containers.v1.Containers";
+const ROOT_LABEL = { "containerd.io/gc.root": "views-test" };
+
+/** Calls of `service/method` the process's server has handled, from its Prometheus metrics. */
+function handled(s: Stack, svc: ServiceName, service: string, method: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(`http://${s.metricsAddress(svc)}/metrics`, (res) => {
+        let body = "";
+        res.on("data", (c: Buffer) => (body += c.toString()));
+        res.on("end", () => {
+          let n = 0;
+          for (const line of body.split("\n")) {
+            if (line.startsWith("grpc_server_handled_total{") && line.includes(`grpc_service="${service}"`) && line.includes(`grpc_method="${method}"`)) n += Number(line.slice(line.lastIndexOf(" ") + 1));
+          }
+          resolve(n);
+        });
+      })
+      .on("error", reject);
+  });
+}
+
+async function codeOf(p: Promise<unknown>): Promise<{ code: string; message: string }> {
+  try {
+    await p;
+  } catch (e) {
+    return { code: String((e as { code?: unknown }).code), message: (e as Error).message };
+  }
+  assert.fail("expected an error");
+}
+
+async function putBlob(s: Stack, ctx: CallContext, data: Buffer): Promise<string> {
+  const digest = "sha256:" + crypto.createHash("sha256").update(data).digest("hex");
+  const content = new ContentStoreProxy(s.socket);
+  const w = await content.writer(ctx, { ref: `views-${digest.slice(7, 19)}`, total: data.length, expected: digest });
+  await w.write(data);
+  await w.commit(data.length, digest, ROOT_LABEL);
+  return digest;
+}
+
+describe("gateway - lookups answered from the owners' databases", () => {
+  let s: Stack;
+  const ctx = background("default");
+  let gw: (service: string) => RpcClient;
+  let owner: (svc: ServiceName, service: string) => RpcClient;
+
+  before(async () => {
+    s = await startStack({ logLevel: "warn", metrics: true });
+    gw = (service) => new RpcClient(`unix://${s.socket}`, service);
+    owner = (svc, service) => new RpcClient(s.address(svc), service);
+  });
+  after(async () => {
+    await s?.stop();
+  });
+
+  it("Content.Info: the owner's answer, every label update seen at once, the owner untouched; not found is the owner's", async () => {
+    const digest = await putBlob(s, ctx, crypto.randomBytes(4096));
+    const viaGw = gw(CONTENT);
+    const direct = owner("content", CONTENT);
+    assert.deepEqual(await viaGw.unary(ctx, "Info", { digest }), await direct.unary(ctx, "Info", { digest }));
+    const before = await handled(s, "content", CONTENT, "Info");
+    for (let i = 0; i < 10; i++) {
+      // Through the gateway with the real ctr, then straight to the owner: both are seen by the next lookup.
+      const r = await s.ctr(["content", "label", digest, `step=ctr-${i}`]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(((await viaGw.unary(ctx, "Info", { digest })) as Msg).info.labels.step, `ctr-${i}`);
+      await direct.unary(ctx, "Update", { info: { digest, labels: { step: `direct-${i}` } }, update_mask: { paths: ["labels.step"] } });
+      assert.equal(((await viaGw.unary(ctx, "Info", { digest })) as Msg).info.labels.step, `direct-${i}`);
+    }
+    assert.equal(await handled(s, "content", CONTENT, "Info"), before, "the content process answered no Info");
+    // Another namespace does not see the blob: the owner says so, in its words.
+    const other = background("views-other");
+    const missing = await codeOf(viaGw.unary(other, "Info", { digest }));
+    assert.deepEqual(missing, await codeOf(direct.unary(other, "Info", { digest })));
+    assert.equal(missing.code, ErrorCodes.NotFound);
+    // Removed: gone from the view at once.
+    const rm = await s.ctr(["content", "rm", digest]);
+    assert.equal(rm.code, 0, rm.stderr);
+    const gone = await codeOf(viaGw.unary(ctx, "Info", { digest }));
+    assert.equal(gone.code, ErrorCodes.NotFound);
+    assert.match(gone.message, new RegExp(`content digest ${digest}: not found`));
+    // A malformed request is the owner's to refuse.
+    const bad = await codeOf(viaGw.unary(ctx, "Info", { digest: "sha256:nothex" }));
+    assert.deepEqual(bad, await codeOf(direct.unary(ctx, "Info", { digest: "sha256:nothex" })));
+  });
+
+  it("Containers.Get, Images.Get and Namespaces.Get: the owners' answers, labels followed at once", async () => {
+    const spec = { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec", value: Buffer.from(JSON.stringify({ ociVersion: "1.0.2", process: { args: ["true"] } })) };
+    await gw(CONTAINERS).unary(ctx, "Create", { container: { id: "views-c", runtime: { name: "io.containerd.runc.v2" }, spec, snapshotter: "overlayfs", labels: { a: "1" } } });
+    const digest = await putBlob(s, ctx, Buffer.from(JSON.stringify({ schemaVersion: 2, layers: [] })));
+    await gw(IMAGES).unary(ctx, "Create", { image: { name: "example.com/views:1", target: { media_type: "application/vnd.oci.image.manifest.v1+json", digest, size: 30 }, labels: { a: "1" } } });
+    assert.equal((await s.ctr(["namespaces", "create", "views-ns", "a=1"])).code, 0);
+
+    const cases: { svc: ServiceName; service: string; req: Msg; field: string; label: string[] }[] = [
+      { svc: "tasks", service: CONTAINERS, req: { id: "views-c" }, field: "container", label: ["containers", "label", "views-c"] },
+      { svc: "images", service: IMAGES, req: { name: "example.com/views:1" }, field: "image", label: ["images", "label", "example.com/views:1"] },
+      { svc: "images", service: NAMESPACES, req: { name: "views-ns" }, field: "namespace", label: ["namespaces", "label", "views-ns"] },
+    ];
+    for (const c of cases) {
+      const method = "Get";
+      const before = await handled(s, c.svc, c.service, method);
+      const viaGw = (await gw(c.service).unary(ctx, method, c.req)) as Msg;
+      assert.deepEqual(viaGw, await owner(c.svc, c.service).unary(ctx, method, c.req), c.service);
+      for (let i = 0; i < 5; i++) {
+        const r = await s.ctr([...c.label, `a=${i + 2}`]);
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(((await gw(c.service).unary(ctx, method, c.req)) as Msg)[c.field].labels.a, String(i + 2), c.service);
+      }
+      // The owner answered only the direct Get above.
+      assert.equal(await handled(s, c.svc, c.service, method), before + 1, c.service);
+    }
+    // The spec comes back byte for byte through the view.
+    const got = ((await gw(CONTAINERS).unary(ctx, "Get", { id: "views-c" })) as Msg).container;
+    assert.deepEqual(Buffer.from(got.spec.value), spec.value);
+    const info = await s.ctr(["containers", "info", "views-c"]);
+    assert.equal(info.code, 0, info.stderr);
+    assert.match(info.stdout, /"a": "6"/);
+
+    // Removed: each lookup is the owner's NotFound at once.
+    assert.equal((await s.ctr(["containers", "rm", "views-c"])).code, 0);
+    assert.equal((await s.ctr(["images", "rm", "example.com/views:1"])).code, 0);
+    assert.equal((await s.ctr(["namespaces", "rm", "views-ns"])).code, 0);
+    for (const c of cases) assert.equal((await codeOf(gw(c.service).unary(ctx, "Get", c.req))).code, ErrorCodes.NotFound, c.service);
+    await gw(CONTENT).unary(ctx, "Delete", { digest });
+  });
+});
+
+describe("gateway - read views turned off", () => {
+  let s: Stack;
+  before(async () => {
+    s = await startStack({ logLevel: "warn", metrics: true, readViews: false });
+  });
+  after(async () => {
+    await s?.stop();
+  });
+
+  it("every lookup reaches its owner", async () => {
+    const ctx = background("default");
+    const digest = await putBlob(s, ctx, crypto.randomBytes(512));
+    const before = await handled(s, "content", CONTENT, "Info");
+    for (let i = 0; i < 3; i++) await new RpcClient(`unix://${s.socket}`, CONTENT).unary(ctx, "Info", { digest });
+    assert.equal(await handled(s, "content", CONTENT, "Info"), before + 3);
+    await new RpcClient(`unix://${s.socket}`, CONTENT).unary(ctx, "Delete", { digest });
+  });
+});
