@@ -17,7 +17,7 @@ import { grpcTarget, unixPath } from "../config";
 import { DECODE_OPTIONS, lookupService, type Type } from "../proto";
 import { SpanKind, SpanStatusCode, tracer, type Span } from "../tracing";
 import { encodeFrame, MAX_MESSAGE, type Msg } from "./server";
-import { FrameReader, FramingError, GRPC_CONTENT_TYPE, SESSION_MEMORY_MB, writeWithDrain } from "./wire";
+import { FrameReader, FramingError, GRPC_CONTENT_TYPE, MAX_FRAME_SIZE, SESSION_MEMORY_MB, writeWithDrain } from "./wire";
 
 /** gRPC status codes (the numbers are the protocol's). */
 const Status = {
@@ -113,7 +113,7 @@ class Channel {
     const authority = sock ? "http://localhost" : `http://${grpcTarget(this.target)}`;
     const s = http2.connect(authority, {
       ...(sock ? { createConnection: () => net.connect({ path: sock }) } : {}),
-      settings: { initialWindowSize: WINDOW, enablePush: false },
+      settings: { initialWindowSize: WINDOW, enablePush: false, maxFrameSize: MAX_FRAME_SIZE },
       maxSessionMemory: SESSION_MEMORY_MB,
     });
     const drop = (): void => {

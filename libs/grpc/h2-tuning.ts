@@ -17,7 +17,7 @@
  * field is missing it does nothing.
  */
 import * as http2 from "node:http2";
-import { SESSION_MEMORY_MB } from "./wire";
+import { MAX_FRAME_SIZE, SESSION_MEMORY_MB } from "./wire";
 
 const ROTATE_CLOSE_DELAY_MS = 2000;
 
@@ -59,7 +59,7 @@ export function tuneSession(sess: http2.ServerHttp2Session, windowBytes: number,
  */
 export function createTunedServer(windowBytes: number, maxStreamsPerSession: number, sessions: Set<http2.Http2Session>): http2.Http2Server {
   // No per-session memory cap: past it nghttp2 refuses every new stream; the windows bound memory.
-  const server = http2.createServer({ settings: { initialWindowSize: windowBytes }, maxSessionMemory: SESSION_MEMORY_MB });
+  const server = http2.createServer({ settings: { initialWindowSize: windowBytes, maxFrameSize: MAX_FRAME_SIZE }, maxSessionMemory: SESSION_MEMORY_MB });
   server.on("session", (sess: http2.ServerHttp2Session) => {
     sessions.add(sess);
     sess.on("close", () => sessions.delete(sess));

@@ -17,6 +17,13 @@ export const GRPC_CONTENT_TYPE = "application/grpc";
  */
 export const SESSION_MEMORY_MB = 1 << 20;
 
+/**
+ * The largest DATA frame a Flotilla endpoint accepts (HTTP/2's default is 16 KiB). Node's HTTP/2 sends
+ * frames as large as its peer allows, so a 1 MiB content write between two processes crosses as a few
+ * frames instead of 64, which costs both sides less (Go's gRPC, as in ctr, keeps sending 16 KiB frames).
+ */
+export const MAX_FRAME_SIZE = 1 << 20;
+
 /** Percent-encode a status message as gRPC requires (printable ASCII except '%' stays as is). */
 export function encodeStatusMessage(m: string): string {
   return m.replace(/[^\x20-\x24\x26-\x7e]/g, (c) => encodeURIComponent(c));

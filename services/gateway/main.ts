@@ -32,7 +32,7 @@ export const gatewayService: ServiceDefinition = {
     // Lookups (Content.Info, Images.Get, ...) are answered from read-only views of the owners' databases
     // when they find the record (see src/views.ts).
     const views = sc.config.flotilla.gateway_read_views
-      ? new ReadViews({ content: contentRoot, images: serviceRoot(sc.config, "images"), tasks: serviceRoot(sc.config, "tasks") })
+      ? new ReadViews({ content: contentRoot, images: serviceRoot(sc.config, "images"), snapshots: serviceRoot(sc.config, "snapshots"), tasks: serviceRoot(sc.config, "tasks") })
       : undefined;
     const frontend = new GatewayFront({
       contentReads,

@@ -21,6 +21,7 @@ const CONTENT = "containerd.services.content.v1.Content";
 const IMAGES = "containerd.services.images.v1.Images";
 const NAMESPACES = "containerd.services.namespaces.v1.Namespaces";
 const CONTAINERS = "containerd.services.containers.v1.Containers";
+const SNAPSHOTS = "containerd.services.snapshots.v1.Snapshots";
 const ROOT_LABEL = { "containerd.io/gc.root": "views-test" };
 
 /** Calls of `service/method` the process's server has handled, from its Prometheus metrics. */
@@ -104,6 +105,49 @@ describe("gateway - lookups answered from the owners' databases", () => {
     // A malformed request is the owner's to refuse.
     const bad = await codeOf(viaGw.unary(ctx, "Info", { digest: "sha256:nothex" }));
     assert.deepEqual(bad, await codeOf(direct.unary(ctx, "Info", { digest: "sha256:nothex" })));
+  });
+
+  it("Snapshots.Stat and Mounts: the owner's answers for both snapshotters, labels followed at once, the rest the owner's", async () => {
+    const viaGw = gw(SNAPSHOTS);
+    const direct = owner("snapshots", SNAPSHOTS);
+    for (const sn of ["overlayfs", "native"]) {
+      const ctr = async (args: string[]): Promise<string> => {
+        const r = await s.ctr(["snapshots", "--snapshotter", sn, ...args]);
+        assert.equal(r.code, 0, r.stderr);
+        return r.stdout;
+      };
+      await ctr(["prepare", `${sn}-base-work`, ""]);
+      await ctr(["label", `${sn}-base-work`, `containerd.io/gc.root=views`]);
+      await ctr(["commit", `${sn}-base`, `${sn}-base-work`]);
+      await ctr(["prepare", `${sn}-child`, `${sn}-base`]);
+      await ctr(["view", `${sn}-view`, `${sn}-base`]);
+      for (const key of [`${sn}-child`, `${sn}-view`]) await ctr(["label", key, `containerd.io/gc.root=views`]);
+      const stats = await handled(s, "snapshots", SNAPSHOTS, "Stat");
+      const mounts = await handled(s, "snapshots", SNAPSHOTS, "Mounts");
+      for (const key of [`${sn}-base`, `${sn}-child`, `${sn}-view`]) {
+        const req = { snapshotter: sn, key };
+        assert.deepEqual(await viaGw.unary(ctx, "Stat", req), await direct.unary(ctx, "Stat", req), key);
+        if (key === `${sn}-base`) {
+          // A committed snapshot has no mounts: the owner's FailedPrecondition.
+          const e = await codeOf(viaGw.unary(ctx, "Mounts", req));
+          assert.deepEqual(e, await codeOf(direct.unary(ctx, "Mounts", req)));
+          assert.equal(e.code, ErrorCodes.FailedPrecondition);
+        } else assert.deepEqual(await viaGw.unary(ctx, "Mounts", req), await direct.unary(ctx, "Mounts", req), key);
+      }
+      // ctr's own `mounts` prints what the view answered.
+      assert.match(await ctr(["mounts", "/TARGET", `${sn}-child`]), sn === "overlayfs" ? /^mount -t overlay overlay \/TARGET -o index=off,workdir=|^mount -t overlay overlay \/TARGET -o workdir=/ : /^mount -t bind /);
+      assert.equal(await handled(s, "snapshots", SNAPSHOTS, "Stat"), stats + 3, "the owner answered only the direct Stats");
+      assert.equal(await handled(s, "snapshots", SNAPSHOTS, "Mounts"), mounts + 4, "the owner answered the direct Mounts and both of the committed one's");
+      await ctr(["label", `${sn}-child`, "step=1"]);
+      assert.equal(((await viaGw.unary(ctx, "Stat", { snapshotter: sn, key: `${sn}-child` })) as Msg).info.labels.step, "1");
+      for (const key of [`${sn}-view`, `${sn}-child`, `${sn}-base`]) await ctr(["rm", key]);
+      const gone = await codeOf(viaGw.unary(ctx, "Stat", { snapshotter: sn, key: `${sn}-child` }));
+      assert.deepEqual(gone, await codeOf(direct.unary(ctx, "Stat", { snapshotter: sn, key: `${sn}-child` })));
+      assert.equal(gone.code, ErrorCodes.NotFound);
+    }
+    // A snapshotter nobody loaded is the owner's to refuse.
+    const e = await codeOf(viaGw.unary(ctx, "Stat", { snapshotter: "zfs", key: "x" }));
+    assert.deepEqual(e, await codeOf(direct.unary(ctx, "Stat", { snapshotter: "zfs", key: "x" })));
   });
 
   it("Containers.Get, Images.Get and Namespaces.Get: the owners' answers, labels followed at once", async () => {

@@ -23,7 +23,7 @@ import type { Metrics } from "../../../libs/metrics";
 import { methodKind, type MethodKind } from "../../../libs/grpc/server";
 import { createTunedServer } from "../../../libs/grpc/h2-tuning";
 import { CONTENT_READ_PATH, type DirectContentReads } from "./content-reads";
-import { GRPC_CONTENT_TYPE, SESSION_MEMORY_MB, closeHttp2, listenHttp2, respondStatusOnly } from "../../../libs/grpc/wire";
+import { GRPC_CONTENT_TYPE, MAX_FRAME_SIZE, SESSION_MEMORY_MB, closeHttp2, listenHttp2, respondStatusOnly } from "../../../libs/grpc/wire";
 import type { ReadViews } from "./views";
 import { lookupService } from "../../../libs/proto";
 import { SpanKind, SpanStatusCode, tracer, tracingExported } from "../../../libs/tracing";
@@ -123,7 +123,7 @@ class Upstreams {
     const authority = sock ? "http://localhost" : `http://${grpcTarget(address)}`;
     const s = http2.connect(authority, {
       ...(sock ? { createConnection: () => net.connect({ path: sock }) } : {}),
-      settings: { initialWindowSize: WINDOW, enablePush: false },
+      settings: { initialWindowSize: WINDOW, enablePush: false, maxFrameSize: MAX_FRAME_SIZE },
       maxSessionMemory: SESSION_MEMORY_MB,
     });
     const drop = (): void => {

@@ -1,6 +1,7 @@
 /**
  * Lookups the gateway answers itself, from read-only views of the databases of the processes that own
- * them, when they run on this host: Content.Info, Containers.Get, Images.Get and Namespaces.Get. A client
+ * them, when they run on this host: Content.Info, Containers.Get, Images.Get, Namespaces.Get, and
+ * Snapshots.Stat and Mounts (from the snapshot's record and the layout its snapshotter published). A client
  * such as `ctr run IMAGE` makes a few dozen of these per command and each would otherwise cross a
  * second process.
  *
@@ -22,12 +23,15 @@ import { infoFromView } from "../../content/src/server/content";
 import { openMetaDB } from "../../images/src/local/db";
 import { imageFromView } from "../../images/src/server/images";
 import { namespaceFromView } from "../../images/src/server/namespaces";
+import { openSnapshotsDB } from "../../snapshots/src/local/db";
+import { mountsFromView, statFromView } from "../../snapshots/src/server/snapshots";
 import { openTasksDB } from "../../tasks/src/local/containers";
 import { containerFromView } from "../../tasks/src/server/containers";
 
 export interface ViewRoots {
   content: string;
   images: string;
+  snapshots: string;
   tasks: string;
 }
 
@@ -47,10 +51,13 @@ export class ReadViews {
     const content = this.view(() => openContentDB(roots.content, true));
     const images = this.view(() => openMetaDB(roots.images, true));
     const tasks = this.view(() => openTasksDB(roots.tasks, true));
+    const snapshots = this.view(() => openSnapshotsDB(roots.snapshots, true));
     this.add("containerd.services.content.v1.Content", "Info", true, (ns, req) => content.read((db) => infoFromView(db, ns, req)));
     this.add("containerd.services.images.v1.Images", "Get", true, (ns, req) => images.read((db) => imageFromView(db, ns, req)));
     this.add("containerd.services.namespaces.v1.Namespaces", "Get", false, (ns, req) => images.read((db) => namespaceFromView(db, ns, req)));
     this.add("containerd.services.containers.v1.Containers", "Get", true, (ns, req) => tasks.read((db) => containerFromView(db, ns, req)));
+    this.add("containerd.services.snapshots.v1.Snapshots", "Stat", true, (ns, req) => snapshots.read((db) => statFromView(db, ns, req)));
+    this.add("containerd.services.snapshots.v1.Snapshots", "Mounts", true, (ns, req) => snapshots.read((db) => mountsFromView(db, ns, req)));
   }
 
   private view<DB extends RootDatabase<unknown, (string | number)[]>>(open: () => DB): ReadView<DB> {

@@ -22,7 +22,7 @@ import type { Snapshotter } from "../../../libs/core/snapshots";
 import { NativeBackend, OverlayBackend, type SnapshotBackend } from "./local/backends";
 import { openSnapshotsDB } from "./local/db";
 import { LocalSnapshotLeaseRecorder } from "./local/leases";
-import { LocalSnapshotter } from "./local/metastore";
+import { forgetLayout, LocalSnapshotter } from "./local/metastore";
 import { LocalSnapshotterSet } from "./local/set";
 import { LocalDiffer, differConfig } from "./local/diff/differ";
 import { RemoteContent } from "./local/diff/content";
@@ -53,16 +53,21 @@ export async function startSnapshots(sc: ServiceContext): Promise<RunningService
   ];
   for (const c of candidates) {
     const uri = `${SNAPSHOTTER_PLUGIN}.${c.id}`;
-    if (disabled.has(uri)) continue;
+    if (disabled.has(uri)) {
+      await forgetLayout(db, c.id);
+      continue;
+    }
     const root = str(pluginConfig(sc.config, SNAPSHOTTER_PLUGIN, c.id).root_path, path.join(sc.root, c.id));
     const info: PluginInfo = { type: SNAPSHOTTER_PLUGIN, id: c.id, platforms: [platform], exports: c.exportRoot ? { root } : {} };
     try {
       c.check?.(root);
       const sn = new LocalSnapshotter({ db, backend: c.make(root), events: sc.events, ensureNamespace: (ctx, ns) => ensurer.ensure(ctx, ns), log: sc.log });
       await sn.reconcile();
+      await sn.publishLayout();
       loaded.set(c.id, sn);
     } catch (e) {
       sc.log.warn({ err: e, snapshotter: c.id }, "snapshotter not loaded");
+      await forgetLayout(db, c.id);
       info.initErr = { code: Status.UNKNOWN, message: `${c.id} is not supported: ${(e as Error).message}: skip plugin` };
     }
     plugins.push(info);

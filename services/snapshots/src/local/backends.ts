@@ -25,10 +25,42 @@ export interface SnapshotBackend {
   dir(id: number): string;
   /** The host-mountable mounts of a snapshot. */
   mounts(id: number, kind: SnapshotKind, chain: number[]): Mount[];
+  /** What `mountsOf` needs to build the same mounts without this object (read views, other processes). */
+  readonly layout: MountLayout;
   /** The directory whose usage is the snapshot's own usage. */
   usageDir(id: number): string;
   /** Whether usage is measured for this kind (views report zero, as containerd's do). */
   measured(kind: SnapshotKind): boolean;
+}
+
+/** How a snapshotter lays out its snapshots, which is all its mounts depend on. */
+export interface MountLayout {
+  name: "overlayfs" | "native";
+  root: string;
+  /** overlayfs: pass index=off (the kernel has the overlay index feature). */
+  indexOff?: boolean;
+}
+
+const upperOf = (root: string, id: number): string => path.join(root, "snapshots", String(id), "fs");
+
+/** The mounts of snapshot `id` of a snapshotter with this layout. */
+export function mountsOf(l: MountLayout, id: number, kind: SnapshotKind, chain: number[]): Mount[] {
+  if (l.name === "native") {
+    const source = chain.length === 0 || kind === SnapshotKinds.Active ? path.join(l.root, "snapshots", String(id)) : path.join(l.root, "snapshots", String(chain[0]!));
+    return [{ type: "bind", source, options: ["rbind", kind === SnapshotKinds.View ? "ro" : "rw"] }];
+  }
+  if (chain.length === 0) {
+    return [{ type: "bind", source: upperOf(l.root, id), options: [kind === SnapshotKinds.View ? "ro" : "rw", "rbind"] }];
+  }
+  const options: string[] = [];
+  if (l.indexOff) options.push("index=off");
+  if (kind === SnapshotKinds.Active) {
+    options.push(`workdir=${path.join(l.root, "snapshots", String(id), "work")}`, `upperdir=${upperOf(l.root, id)}`);
+  } else if (chain.length === 1) {
+    return [{ type: "bind", source: upperOf(l.root, chain[0]!), options: ["ro", "rbind"] }];
+  }
+  options.push(`lowerdir=${chain.map((p) => upperOf(l.root, p)).join(":")}`);
+  return [{ type: "overlay", source: "overlay", options }];
 }
 
 export function snapshotsDir(root: string): string {
@@ -38,16 +70,16 @@ export function snapshotsDir(root: string): string {
 /** containerd's overlayfs layout: <root>/snapshots/<id>/{fs,work}. */
 export class OverlayBackend implements SnapshotBackend {
   readonly name = "overlayfs";
-  private readonly indexOff: boolean;
+  readonly layout: MountLayout;
 
   constructor(readonly root: string) {
     fs.mkdirSync(snapshotsDir(root), { recursive: true, mode: 0o700 });
     sys.setTopDir(snapshotsDir(root));
-    this.indexOff = fs.existsSync("/sys/module/overlay/parameters/index");
+    this.layout = { name: "overlayfs", root, indexOff: fs.existsSync("/sys/module/overlay/parameters/index") };
   }
 
   upper(id: number): string {
-    return path.join(this.root, "snapshots", String(id), "fs");
+    return upperOf(this.root, id);
   }
   work(id: number): string {
     return path.join(this.root, "snapshots", String(id), "work");
@@ -81,18 +113,7 @@ export class OverlayBackend implements SnapshotBackend {
   }
 
   mounts(id: number, kind: SnapshotKind, chain: number[]): Mount[] {
-    if (chain.length === 0) {
-      return [{ type: "bind", source: this.upper(id), options: [kind === SnapshotKinds.View ? "ro" : "rw", "rbind"] }];
-    }
-    const options: string[] = [];
-    if (this.indexOff) options.push("index=off");
-    if (kind === SnapshotKinds.Active) {
-      options.push(`workdir=${this.work(id)}`, `upperdir=${this.upper(id)}`);
-    } else if (chain.length === 1) {
-      return [{ type: "bind", source: this.upper(chain[0]!), options: ["ro", "rbind"] }];
-    }
-    options.push(`lowerdir=${chain.map((p) => this.upper(p)).join(":")}`);
-    return [{ type: "overlay", source: "overlay", options }];
+    return mountsOf(this.layout, id, kind, chain);
   }
 
   /** Mount a tiny overlay under the root to see whether the kernel and the backing filesystem support it. */
@@ -113,10 +134,12 @@ export class OverlayBackend implements SnapshotBackend {
 /** containerd's native layout: <root>/snapshots/<id> holds a full copy of the parent. */
 export class NativeBackend implements SnapshotBackend {
   readonly name = "native";
+  readonly layout: MountLayout;
 
   constructor(readonly root: string) {
     fs.mkdirSync(snapshotsDir(root), { recursive: true, mode: 0o700 });
     sys.setTopDir(snapshotsDir(root));
+    this.layout = { name: "native", root };
   }
 
   dir(id: number): string {
@@ -144,8 +167,7 @@ export class NativeBackend implements SnapshotBackend {
   }
 
   mounts(id: number, kind: SnapshotKind, chain: number[]): Mount[] {
-    const source = chain.length === 0 || kind === SnapshotKinds.Active ? this.dir(id) : this.dir(chain[0]!);
-    return [{ type: "bind", source, options: ["rbind", kind === SnapshotKinds.View ? "ro" : "rw"] }];
+    return mountsOf(this.layout, id, kind, chain);
   }
 }
 

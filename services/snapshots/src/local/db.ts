@@ -9,6 +9,7 @@
  *   ["i", snapshotter, id]                 -> [ns, key]           backend directory id -> owner (reconciliation)
  *   ["q", snapshotter]                     -> last id used        id sequence
  *   ["l", ns, lease, type, id]             -> created ms          lease resources (see SnapshotLeaseRecorder)
+ *   ["m", snapshotter]                     -> MountLayout         a snapshotter loaded by the running process
  */
 import type { RootDatabase } from "lmdb";
 import { openServiceDB } from "../../../../libs/lmdb";
@@ -34,12 +35,14 @@ export interface SnapshotRecord {
 /** Highest key element, for prefix range ends. */
 export const MAX_KEY_PART = "\u{10FFFF}";
 
-export function openSnapshotsDB(dir: string): SnapshotsDB {
-  return openServiceDB<Key>(dir, "metadata.lmdb");
+/** The database under `dir`; `readOnly` for a view from another process (see libs/lmdb ReadView). */
+export function openSnapshotsDB(dir: string, readOnly = false): SnapshotsDB {
+  return openServiceDB<Key>(dir, "metadata.lmdb", readOnly);
 }
 
 export const snapKey = (sn: string, ns: string, key: string): Key => ["s", sn, ns, key];
 export const childKey = (sn: string, ns: string, parent: string, child: string): Key => ["c", sn, ns, parent, child];
 export const idKey = (sn: string, id: number): Key => ["i", sn, id];
+export const layoutKey = (sn: string): Key => ["m", sn];
 export const seqKey = (sn: string): Key => ["q", sn];
 export const leaseKey = (ns: string, lease: string, type: string, id: string): Key => ["l", ns, lease, type, id];
