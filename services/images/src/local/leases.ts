@@ -118,11 +118,13 @@ export class LocalLeaseManager implements LeaseManager {
     if (!removed) throw errNotFound(`lease ${JSON.stringify(id)}`);
     this.opts.gc?.markDirty(ns);
     // Forgetting the records is not needed for correctness (only live leases protect), so not awaited
-    // unless the caller waits for a collection anyway.
-    const forgetting = this.forget(ctx, ns, id).catch(() => undefined);
+    // unless the caller waits for a collection anyway; then it starts once this call has answered (its
+    // calls to the other processes would otherwise go out ahead of the answer).
     if (opts.sync && this.opts.gc) {
-      await forgetting;
+      await this.forget(ctx, ns, id).catch(() => undefined);
       await this.opts.gc.scheduleAndWait(ctx, "leases");
+    } else {
+      setImmediate(() => void this.forget(ctx, ns, id).catch(() => undefined));
     }
   }
 
