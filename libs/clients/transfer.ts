@@ -116,7 +116,9 @@ export async function* receiveBytes(stream: TransferStream, window = BYTE_WINDOW
     received += d.length;
     if (d.length) yield d;
     const outstanding = granted - received;
-    if (outstanding < window - WINDOW_UNIT) await grant(Math.ceil((window - outstanding) / WINDOW_UNIT) * WINDOW_UNIT);
+    // The sender may have sent its last bytes and ended the call already: a grant it no longer needs
+    // fails, and the next recv() tells how the stream ended.
+    if (outstanding < window - WINDOW_UNIT) await grant(Math.ceil((window - outstanding) / WINDOW_UNIT) * WINDOW_UNIT).catch(() => undefined);
   }
 }
 
