@@ -7,7 +7,7 @@ import { BACKENDS, OWNED_SERVICES, type BackendName } from "../../libs/topology"
 import { eventsHandlers } from "./src/events";
 import { introspectionHandlers } from "./src/introspection";
 import { GatewayFront } from "./src/front";
-import { ReadViews } from "./src/views";
+import { blobHolds, contentView, ReadViews } from "./src/views";
 
 export const VERSION = "v1.6.20+flotilla.0.1.0";
 export const REVISION = process.env.FLOTILLA_REVISION ?? "flotilla";
@@ -27,12 +27,12 @@ export const gatewayService: ServiceDefinition = {
     // Blobs are read straight from the content process's files when it runs on this host (it still
     // decides who may read what; see src/content-reads.ts).
     const contentRoot = serviceRoot(sc.config, "content");
-    const contentReads = sc.config.flotilla.gateway_content_reads ? new DirectContentReads(contentRoot) : undefined;
-    const unsubscribe = contentReads ? sc.events.subscribe((env) => contentReads.onEvent(env), { topics: ["/content/delete", "/namespaces/delete"] }) : undefined;
+    const content = contentView(contentRoot);
+    const contentReads = sc.config.flotilla.gateway_content_reads ? new DirectContentReads(contentRoot, blobHolds(content)) : undefined;
     // Lookups (Content.Info, Images.Get, ...) are answered from read-only views of the owners' databases
     // when they find the record (see src/views.ts).
     const views = sc.config.flotilla.gateway_read_views
-      ? new ReadViews({ content: contentRoot, images: serviceRoot(sc.config, "images"), snapshots: serviceRoot(sc.config, "snapshots"), tasks: serviceRoot(sc.config, "tasks") })
+      ? new ReadViews({ content: contentRoot, images: serviceRoot(sc.config, "images"), snapshots: serviceRoot(sc.config, "snapshots"), tasks: serviceRoot(sc.config, "tasks") }, content)
       : undefined;
     const frontend = new GatewayFront({
       contentReads,
@@ -43,9 +43,9 @@ export const gatewayService: ServiceDefinition = {
       metrics: sc.metrics,
     });
     const close = async (): Promise<void> => {
-      unsubscribe?.();
       contentReads?.close();
       views?.close();
+      content.close();
     };
     const ownPlugins = [
       { type: "io.containerd.event.v1", id: "exchange", exports: { transport: "nats", subjects: `${sc.config.flotilla.events_subject_prefix}.<namespace>.<topic>` } },

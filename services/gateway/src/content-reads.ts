@@ -4,20 +4,16 @@
  * call each, so a 1 GiB blob is 32,768 calls; through the gateway each would cross two processes.
  *
  * The content process stays the owner and the judge: a (namespace, digest) pair is served here only
- * after the content process itself answered a Read of it in that namespace, for at most `grantMs`
- * after that answer (then the next call goes to the owner again), and a /content/delete or
- * /namespaces/delete event withdraws it when it arrives. A blob whose file is gone from disk stops
- * being served here within NLINK_CHECK_MS (a descriptor kept open is checked that often), so the only
- * window left is a blob deleted in one namespace while another still holds it, for at most `grantMs`
- * or until the event arrives.
+ * while the content process's database holds the blob in that namespace (`holds`, a read-only view of
+ * it: see views.ts), checked at every call; anything else goes to the owner, which answers as always.
+ * A descriptor kept open is also checked for its file having been removed (nlink 0) every
+ * NLINK_CHECK_MS, so a blob gone from disk is never served.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as http2 from "node:http2";
 import { errOutOfRange, toGrpc } from "../../../libs/errdefs";
-import type { Envelope } from "../../../libs/events";
 import { encodeStatusMessage, GRPC_CONTENT_TYPE, respondStatusOnly, writeWithDrain } from "../../../libs/grpc/wire";
-import { unpackAny } from "../../../libs/proto";
 
 export const CONTENT_READ_PATH = "/containerd.services.content.v1.Content/Read";
 const CHUNK = 1 << 20;
@@ -165,12 +161,14 @@ export interface ReadRequest {
   size: number;
 }
 
+/** Whether namespace `ns` holds blob `digest` (undefined: cannot tell now; the owner answers). */
+export type BlobHolds = (ns: string, digest: string) => boolean | undefined;
+
 export class DirectContentReads {
-  private readonly grants = new Map<string, number>();
   private readonly fds = new Map<string, OpenFd>();
   private readonly sweeper: NodeJS.Timeout;
 
-  constructor(private readonly contentRoot: string, private readonly grantMs = 1000) {
+  constructor(private readonly contentRoot: string, private readonly holds: BlobHolds) {
     this.sweeper = setInterval(() => this.sweep(), FD_IDLE_MS);
     this.sweeper.unref();
   }
@@ -185,27 +183,12 @@ export class DirectContentReads {
     return decodeReadRequest(body, 5);
   }
 
-  granted(namespace: string, digest: string): boolean {
-    const until = this.grants.get(`${namespace}\0${digest}`);
-    return until !== undefined && until > Date.now();
-  }
-
-  /** The owner answered a Read of `digest` in `namespace`. */
-  grant(namespace: string, digest: string): void {
-    this.grants.set(`${namespace}\0${digest}`, Date.now() + this.grantMs);
-  }
-
-  /** Withdraw grants on the owner's events. */
-  onEvent(env: Envelope): void {
-    if (env.topic === "/content/delete") {
-      try {
-        const { digest } = unpackAny<{ digest: string }>(env.event);
-        this.grants.delete(`${env.namespace}\0${digest}`);
-      } catch {
-        this.grants.clear();
-      }
-    } else if (env.topic === "/namespaces/delete") {
-      for (const k of this.grants.keys()) if (k.startsWith(`${env.namespace}\0`)) this.grants.delete(k);
+  /** True when `namespace` holds `digest` as of the owner's last commit. */
+  allowed(namespace: string, digest: string): boolean {
+    try {
+      return this.holds(namespace, digest) === true;
+    } catch {
+      return false;
     }
   }
 
@@ -259,7 +242,6 @@ export class DirectContentReads {
         fs.close(e.fd, () => undefined);
       }
     }
-    for (const [k, until] of this.grants) if (until <= now) this.grants.delete(k);
   }
 
   /**
@@ -335,6 +317,5 @@ export class DirectContentReads {
       fs.close(e.fd, () => undefined);
     }
     this.fds.clear();
-    this.grants.clear();
   }
 }

@@ -106,7 +106,7 @@ export interface FrontOptions {
   metrics?: Metrics;
   /** Streams a client session may open before it is asked to reconnect (see libs/grpc/h2-tuning). */
   maxStreamsPerSession?: number;
-  /** Serve content Read from the blob files once the content process has answered it (see content-reads). */
+  /** Serve content Read from the blob files the content process's database says a namespace holds (see content-reads). */
   contentReads?: DirectContentReads;
   /** Answer lookups from read-only views of the owners' databases (see views). */
   views?: ReadViews;
@@ -181,7 +181,7 @@ export class GatewayFront {
     });
   }
 
-  /** Content Read: from the blob file when granted, else forwarded (and a success grants the next ones). */
+  /** Content Read: from the blob file when the namespace holds the blob, else forwarded. */
   private contentRead(reads: DirectContentReads, down: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
     down.on("error", () => undefined);
     const chunks: Buffer[] = [];
@@ -202,10 +202,8 @@ export class GatewayFront {
       const nsh = headers["containerd-namespace"];
       const ns = Array.isArray(nsh) ? nsh[0] : nsh;
       const req = ns ? reads.parse(body) : undefined;
-      const forward = (): void => this.proxy(down, headers, body, true, (code) => {
-        if (code === Status.OK && ns && req) reads.grant(ns, req.digest);
-      });
-      if (!ns || !req || !reads.granted(ns, req.digest)) return forward();
+      const forward = (): void => this.proxy(down, headers, body, true);
+      if (!ns || !req || !reads.allowed(ns, req.digest)) return forward();
       const obs = this.observe(this.routes.get("containerd.services.content.v1.Content")!, CONTENT_READ_PATH, headers);
       reads.serve(down, req).then(
         (st) => (st ? obs.finish(st.code, st.message) : forward()),
@@ -275,13 +273,13 @@ export class GatewayFront {
 
   /**
    * Forward one call to its owner. `body` is the request already read (then `bodyComplete` says whether
-   * the client has finished sending); `onStatus` learns the final status.
+   * the client has finished sending).
    *
    * A call whose request is a single message (unary, server-streaming) is read whole first (up to
    * BUFFER_LIMIT) and sent upstream with its end in one go: headers and DATA(END_STREAM) leave in one
    * write, instead of a DATA frame and an empty END_STREAM frame written separately by a pipe.
    */
-  private proxy(down: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, body?: Buffer, bodyComplete = false, onStatus?: (code: number) => void): void {
+  private proxy(down: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, body?: Buffer, bodyComplete = false): void {
     down.on("error", ignore);
     if (body === undefined) {
       const p = headers[HTTP2_HEADER_PATH];
@@ -289,14 +287,14 @@ export class GatewayFront {
       const i = methodPath.indexOf("/", 1);
       const kind = i > 0 ? this.routes.get(methodPath.slice(1, i))?.kinds.get(methodPath.slice(i + 1)) : undefined;
       if (kind === "unary" || kind === "server_stream") {
-        readBody(down, BUFFER_LIMIT, (b, complete) => this.forward(down, headers, b, complete, onStatus));
+        readBody(down, BUFFER_LIMIT, (b, complete) => this.forward(down, headers, b, complete));
         return;
       }
     }
-    this.forward(down, headers, body, bodyComplete, onStatus);
+    this.forward(down, headers, body, bodyComplete);
   }
 
-  private forward(down: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, body: Buffer | undefined, bodyComplete: boolean, onStatus?: (code: number) => void, retried = false): void {
+  private forward(down: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, body: Buffer | undefined, bodyComplete: boolean, retried = false): void {
     const methodPath = String(headers[HTTP2_HEADER_PATH] ?? "");
     const i = methodPath.indexOf("/", 1);
     const service = i > 0 ? methodPath.slice(1, i) : "";
@@ -312,7 +310,6 @@ export class GatewayFront {
       if (finished) return;
       finished = true;
       obs?.finish(code, message);
-      onStatus?.(code);
     };
 
     const out: http2.OutgoingHttpHeaders = {
@@ -358,7 +355,7 @@ export class GatewayFront {
       ended = true;
       down.off("wantTrailers", onWantTrailers);
       down.off("close", onDownClose);
-      this.forward(down, headers, body, true, onStatus, true);
+      this.forward(down, headers, body, true, true);
       return true;
     };
 

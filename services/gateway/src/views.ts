@@ -18,7 +18,7 @@ import type { Type } from "protobufjs";
 import { type Msg, encodeFrame } from "../../../libs/grpc/server";
 import { ReadView } from "../../../libs/lmdb";
 import { DECODE_OPTIONS, lookupService, validateWire } from "../../../libs/proto";
-import { openContentDB } from "../../content/src/local/db";
+import { blobKey, openContentDB, type ContentDB } from "../../content/src/local/db";
 import { infoFromView } from "../../content/src/server/content";
 import { openMetaDB } from "../../images/src/local/db";
 import { imageFromView } from "../../images/src/server/images";
@@ -35,6 +35,13 @@ export interface ViewRoots {
   tasks: string;
 }
 
+/** A read-only view of the content process's database under `root`. */
+export const contentView = (root: string): ReadView<ContentDB> => new ReadView(() => openContentDB(root, true));
+
+/** Whether a namespace holds a blob, by a view of the content database (for content-reads). */
+export const blobHolds = (view: ReadView<ContentDB>) => (ns: string, digest: string): boolean | undefined =>
+  view.read((db) => db.get(blobKey(ns, digest)) !== undefined);
+
 interface ViewMethod {
   req: Type;
   res: Type;
@@ -47,8 +54,9 @@ export class ReadViews {
   private readonly methods = new Map<string, ViewMethod>();
   private readonly views: { close(): void }[] = [];
 
-  constructor(roots: ViewRoots) {
-    const content = this.view(() => openContentDB(roots.content, true));
+  /** `content`: a view of the content database to use (shared with content-reads), else one is made. */
+  constructor(roots: ViewRoots, content: ReadView<ContentDB> = contentView(roots.content)) {
+    this.views.push(content);
     const images = this.view(() => openMetaDB(roots.images, true));
     const tasks = this.view(() => openTasksDB(roots.tasks, true));
     const snapshots = this.view(() => openSnapshotsDB(roots.snapshots, true));
