@@ -185,6 +185,17 @@ export function grpcTarget(address: string): string {
   return address;
 }
 
+/**
+ * True when `address` is on this host: a unix socket, or TCP on a loopback or unspecified address
+ * (connecting to 0.0.0.0 reaches this host). A process behind any other address may run elsewhere,
+ * and files under its root here would not be its own.
+ */
+export function onThisHost(address: string): boolean {
+  if (unixPath(address) !== undefined) return true;
+  const host = grpcTarget(address).replace(/:\d+$/, "");
+  return host === "localhost" || host === "[::1]" || host === "[::]" || host === "0.0.0.0" || host.startsWith("127.");
+}
+
 /** The filesystem path of a unix address, or undefined for TCP. */
 export function unixPath(address: string): string | undefined {
   const t = grpcTarget(address);

@@ -1,6 +1,6 @@
 /** The gateway: the one containerd gRPC API on `[grpc] address`, routing every call to its owner. */
 import * as path from "node:path";
-import { serviceRoot } from "../../libs/config";
+import { onThisHost, serviceRoot } from "../../libs/config";
 import { DirectContentReads } from "./src/content-reads";
 import { runService, internalAddress, GRPC_PLUGIN, hostPlatform, type ServiceDefinition } from "../../libs/service";
 import { BACKENDS, OWNED_SERVICES, type BackendName } from "../../libs/topology";
@@ -26,13 +26,15 @@ export const gatewayService: ServiceDefinition = {
     // process's own gRPC server on its internal socket.
     // Blobs are read straight from the content process's files when it runs on this host (it still
     // decides who may read what; see src/content-reads.ts).
-    const contentRoot = serviceRoot(sc.config, "content");
-    const content = contentView(contentRoot);
-    const contentReads = sc.config.flotilla.gateway_content_reads ? new DirectContentReads(contentRoot, blobHolds(content)) : undefined;
+    // Only for owners on this host: files under a root here are not those of a process elsewhere.
+    const local = (b: BackendName): string | undefined => (onThisHost(addresses[b]) ? serviceRoot(sc.config, b) : undefined);
+    const contentRoot = local("content");
+    const content = contentRoot !== undefined ? contentView(contentRoot) : undefined;
+    const contentReads = sc.config.flotilla.gateway_content_reads && contentRoot !== undefined && content ? new DirectContentReads(contentRoot, blobHolds(content)) : undefined;
     // Lookups (Content.Info, Images.Get, ...) are answered from read-only views of the owners' databases
     // when they find the record (see src/views.ts).
     const views = sc.config.flotilla.gateway_read_views
-      ? new ReadViews({ content: contentRoot, images: serviceRoot(sc.config, "images"), snapshots: serviceRoot(sc.config, "snapshots"), tasks: serviceRoot(sc.config, "tasks") }, content)
+      ? new ReadViews({ content: contentRoot, images: local("images"), snapshots: local("snapshots"), tasks: local("tasks") }, content)
       : undefined;
     const frontend = new GatewayFront({
       contentReads,
@@ -45,7 +47,7 @@ export const gatewayService: ServiceDefinition = {
     const close = async (): Promise<void> => {
       contentReads?.close();
       views?.close();
-      content.close();
+      content?.close();
     };
     const ownPlugins = [
       { type: "io.containerd.event.v1", id: "exchange", exports: { transport: "nats", subjects: `${sc.config.flotilla.events_subject_prefix}.<namespace>.<topic>` } },

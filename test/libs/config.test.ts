@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { fromToml, grpcTarget, loadConfig, pluginConfig, unixPath } from "../../libs/config";
+import { fromToml, grpcTarget, loadConfig, onThisHost, pluginConfig, unixPath } from "../../libs/config";
 import { applyMapMask, validateLabels } from "../../libs/fieldmask";
 import { subjectFor, validateTopic } from "../../libs/events";
 import { validateIdentifier } from "../../libs/context";
@@ -69,4 +69,9 @@ test("deploy/flotilla.toml loads, and its task runtime table is what the tasks p
   const cfg = loadConfig(path.join(repoRoot(), "deploy", "flotilla.toml"));
   const state = path.join(cfg.state, "tasks");
   assert.deepEqual(runtimesConfig(pluginConfig(cfg, "io.containerd.runtime.v2", "task"), state), runtimesConfig({}, state));
+});
+
+test("config: which service addresses are on this host (the gateway's read views and blob reads need it)", () => {
+  for (const a of ["unix:///run/flotilla/content.sock", "/run/x.sock", "unix:/x.sock", "127.0.0.1:7001", "tcp://127.0.0.1:7001", "localhost:7001", "[::1]:7001", "0.0.0.0:7001", "[::]:7001"]) assert.equal(onThisHost(a), true, a);
+  for (const a of ["tcp://10.0.0.5:7001", "content.internal:7001", "[fd00::1]:7001"]) assert.equal(onThisHost(a), false, a);
 });

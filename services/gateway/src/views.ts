@@ -28,11 +28,12 @@ import { mountsFromView, statFromView } from "../../snapshots/src/server/snapsho
 import { openTasksDB } from "../../tasks/src/local/containers";
 import { containerFromView } from "../../tasks/src/server/containers";
 
+/** The roots of the owners whose databases are viewed (an owner left out is always asked). */
 export interface ViewRoots {
-  content: string;
-  images: string;
-  snapshots: string;
-  tasks: string;
+  content?: string;
+  images?: string;
+  snapshots?: string;
+  tasks?: string;
 }
 
 /** A read-only view of the content process's database under `root`. */
@@ -55,17 +56,29 @@ export class ReadViews {
   private readonly views: { close(): void }[] = [];
 
   /** `content`: a view of the content database to use (shared with content-reads), else one is made. */
-  constructor(roots: ViewRoots, content: ReadView<ContentDB> = contentView(roots.content)) {
-    this.views.push(content);
-    const images = this.view(() => openMetaDB(roots.images, true));
-    const tasks = this.view(() => openTasksDB(roots.tasks, true));
-    const snapshots = this.view(() => openSnapshotsDB(roots.snapshots, true));
-    this.add("containerd.services.content.v1.Content", "Info", true, (ns, req) => content.read((db) => infoFromView(db, ns, req)));
-    this.add("containerd.services.images.v1.Images", "Get", true, (ns, req) => images.read((db) => imageFromView(db, ns, req)));
-    this.add("containerd.services.namespaces.v1.Namespaces", "Get", false, (ns, req) => images.read((db) => namespaceFromView(db, ns, req)));
-    this.add("containerd.services.containers.v1.Containers", "Get", true, (ns, req) => tasks.read((db) => containerFromView(db, ns, req)));
-    this.add("containerd.services.snapshots.v1.Snapshots", "Stat", true, (ns, req) => snapshots.read((db) => statFromView(db, ns, req)));
-    this.add("containerd.services.snapshots.v1.Snapshots", "Mounts", true, (ns, req) => snapshots.read((db) => mountsFromView(db, ns, req)));
+  constructor(roots: ViewRoots, content?: ReadView<ContentDB>) {
+    const c = content ?? (roots.content !== undefined ? contentView(roots.content) : undefined);
+    if (c) {
+      this.views.push(c);
+      this.add("containerd.services.content.v1.Content", "Info", true, (ns, req) => c.read((db) => infoFromView(db, ns, req)));
+    }
+    if (roots.images !== undefined) {
+      const dir = roots.images;
+      const images = this.view(() => openMetaDB(dir, true));
+      this.add("containerd.services.images.v1.Images", "Get", true, (ns, req) => images.read((db) => imageFromView(db, ns, req)));
+      this.add("containerd.services.namespaces.v1.Namespaces", "Get", false, (ns, req) => images.read((db) => namespaceFromView(db, ns, req)));
+    }
+    if (roots.tasks !== undefined) {
+      const dir = roots.tasks;
+      const tasks = this.view(() => openTasksDB(dir, true));
+      this.add("containerd.services.containers.v1.Containers", "Get", true, (ns, req) => tasks.read((db) => containerFromView(db, ns, req)));
+    }
+    if (roots.snapshots !== undefined) {
+      const dir = roots.snapshots;
+      const snapshots = this.view(() => openSnapshotsDB(dir, true));
+      this.add("containerd.services.snapshots.v1.Snapshots", "Stat", true, (ns, req) => snapshots.read((db) => statFromView(db, ns, req)));
+      this.add("containerd.services.snapshots.v1.Snapshots", "Mounts", true, (ns, req) => snapshots.read((db) => mountsFromView(db, ns, req)));
+    }
   }
 
   private view<DB extends RootDatabase<unknown, (string | number)[]>>(open: () => DB): ReadView<DB> {
