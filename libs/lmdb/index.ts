@@ -67,26 +67,47 @@ function flushWrites(db: AnyDB): void {
   });
 }
 
+/** The file of an open database (lmdb-js sets `path`; its type declarations leave it out). */
+const dbPath = (db: AnyDB): string => (db as unknown as { path: string }).path;
+
 /**
  * A read-only view of a database another process owns and writes (on this host). It is opened on first
  * use (and again at most every `retryMs` while it cannot be: the owner has not created it yet), and
  * every read runs on the latest committed snapshot, so it sees every write the owner has acknowledged
- * (the owner's `writeTxn` resolves after its commit).
+ * (the owner's `writeTxn` resolves after its commit). At most every `retryMs` it also checks that the
+ * file is still the one it opened (a database removed or replaced, say with its owner's root, is
+ * opened anew or, if gone, no longer read).
  */
 export class ReadView<DB extends AnyDB> {
   private db: DB | undefined;
+  private ino = 0;
   private failedAt = 0;
+  private checkedAt = 0;
 
   constructor(private readonly openDB: () => DB, private readonly retryMs = 1000) {}
 
   /** `fn` on a fresh snapshot, or undefined when the database cannot be opened (yet). */
   read<T>(fn: (db: DB) => T): T | undefined {
-    if (!this.db) {
-      if (this.failedAt && Date.now() - this.failedAt < this.retryMs) return undefined;
+    const now = Date.now();
+    if (this.db && now - this.checkedAt >= this.retryMs) {
+      this.checkedAt = now;
+      let ino = -1;
       try {
-        this.db = this.openDB();
+        ino = fs.statSync(dbPath(this.db)).ino;
       } catch {
-        this.failedAt = Date.now();
+        /* gone */
+      }
+      if (ino !== this.ino) this.close();
+    }
+    if (!this.db) {
+      if (this.failedAt && now - this.failedAt < this.retryMs) return undefined;
+      try {
+        const db = this.openDB();
+        this.ino = fs.statSync(dbPath(db)).ino;
+        this.db = db;
+        this.checkedAt = now;
+      } catch {
+        this.failedAt = now;
         return undefined;
       }
     }
