@@ -9,6 +9,10 @@
  * grpc-js server on an internal socket and reached the same way, as is any path no process owns (which
  * that server answers with Unimplemented, as containerd does).
  *
+ * Two kinds of calls may be answered here instead, from what the owners keep on this host: lookups a
+ * read-only view of the owner's database can answer (views.ts), and content Reads from the blob files
+ * (content-reads.ts). Whatever those cannot answer is forwarded as above.
+ *
  * Per-call metrics and a server span are recorded here for every forwarded call; the span is the parent
  * of the owner's span.
  */
