@@ -6,8 +6,8 @@
  * copying the trailers back. Resets travel both ways (a client cancel reaches the owner).
  *
  * Services the gateway implements itself (Version, Introspection, Events, Health) are served by its
- * grpc-js server on an internal socket and reached the same way, as is any path no process owns (which
- * that server answers with Unimplemented, as containerd does).
+ * own gRPC server (libs/grpc/server) on an internal socket and reached the same way, as is any path no
+ * process owns (which that server answers with Unimplemented, as containerd does).
  *
  * Two kinds of calls may be answered here instead, from what the owners keep on this host: lookups a
  * read-only view of the owner's database can answer (views.ts), and content Reads from the blob files
@@ -97,14 +97,14 @@ interface Route {
   address: string;
   /** Known method kinds of the owned services (for metrics labels). */
   kinds: Map<string, MethodKind>;
-  /** Record metrics and a span here (false for the gateway's own services: its grpc-js server does). */
+  /** Record metrics and a span here (false for the gateway's own services: its own gRPC server does). */
   observe: boolean;
 }
 
 export interface FrontOptions {
   /** Service full name -> owner address. */
   routes: Record<string, string>;
-  /** The gateway's own grpc-js server (its services and the Unimplemented answer). */
+  /** The gateway's own gRPC server (its services and the Unimplemented answer). */
   local: string;
   log: Logger;
   metrics?: Metrics;
