@@ -58,38 +58,38 @@ export class ReadViews {
   /** `content`: a view of the content database to use (shared with content-reads), else one is made. */
   constructor(roots: ViewRoots, content?: ReadView<ContentDB>) {
     const c = content ?? (roots.content !== undefined ? contentView(roots.content) : undefined);
-    if (c) {
-      this.views.push(c);
-      this.add("containerd.services.content.v1.Content", "Info", true, (ns, req) => c.read((db) => infoFromView(db, ns, req)));
-    }
-    if (roots.images !== undefined) {
-      const dir = roots.images;
-      const images = this.view(() => openMetaDB(dir, true));
-      this.add("containerd.services.images.v1.Images", "Get", true, (ns, req) => images.read((db) => imageFromView(db, ns, req)));
-      this.add("containerd.services.namespaces.v1.Namespaces", "Get", false, (ns, req) => images.read((db) => namespaceFromView(db, ns, req)));
-    }
-    if (roots.tasks !== undefined) {
-      const dir = roots.tasks;
-      const tasks = this.view(() => openTasksDB(dir, true));
-      this.add("containerd.services.containers.v1.Containers", "Get", true, (ns, req) => tasks.read((db) => containerFromView(db, ns, req)));
-    }
-    if (roots.snapshots !== undefined) {
-      const dir = roots.snapshots;
-      const snapshots = this.view(() => openSnapshotsDB(dir, true));
-      this.add("containerd.services.snapshots.v1.Snapshots", "Stat", true, (ns, req) => snapshots.read((db) => statFromView(db, ns, req)));
-      this.add("containerd.services.snapshots.v1.Snapshots", "Mounts", true, (ns, req) => snapshots.read((db) => mountsFromView(db, ns, req)));
-    }
+    if (c) this.views.push(c);
+    const images = this.view(roots.images, openMetaDB);
+    const tasks = this.view(roots.tasks, openTasksDB);
+    const snapshots = this.view(roots.snapshots, openSnapshotsDB);
+    this.serve(c, "containerd.services.content.v1.Content", "Info", true, infoFromView);
+    this.serve(images, "containerd.services.images.v1.Images", "Get", true, imageFromView);
+    this.serve(images, "containerd.services.namespaces.v1.Namespaces", "Get", false, namespaceFromView);
+    this.serve(tasks, "containerd.services.containers.v1.Containers", "Get", true, containerFromView);
+    this.serve(snapshots, "containerd.services.snapshots.v1.Snapshots", "Stat", true, statFromView);
+    this.serve(snapshots, "containerd.services.snapshots.v1.Snapshots", "Mounts", true, mountsFromView);
   }
 
-  private view<DB extends RootDatabase<unknown, (string | number)[]>>(open: () => DB): ReadView<DB> {
-    const v = new ReadView(open);
+  /** A view of the database under `dir`, or none when that owner is not viewed. */
+  private view<DB extends RootDatabase<unknown, (string | number)[]>>(dir: string | undefined, open: (dir: string, readOnly: boolean) => DB): ReadView<DB> | undefined {
+    if (dir === undefined) return undefined;
+    const v = new ReadView(() => open(dir, true));
     this.views.push(v);
     return v;
   }
 
-  private add(service: string, method: string, namespaced: boolean, answer: ViewMethod["answer"]): void {
+  /** Answer `service/method` with `fromView` over `view` (nothing is registered without a view). */
+  private serve<DB extends RootDatabase<unknown, (string | number)[]>>(
+    view: ReadView<DB> | undefined,
+    service: string,
+    method: string,
+    namespaced: boolean,
+    fromView: (db: DB, ns: string, req: Msg) => Msg | undefined,
+  ): void {
+    if (!view) return;
     const m = lookupService(service).methods[method]!;
     m.resolve();
+    const answer = (ns: string, req: Msg): Msg | undefined => view.read((db) => fromView(db, ns, req));
     this.methods.set(`/${service}/${method}`, { req: m.resolvedRequestType!, res: m.resolvedResponseType!, namespaced, answer });
   }
 

@@ -1,7 +1,8 @@
 /**
  * The content process's metadata: LMDB (the `lmdb` package). LMDB commits are atomic copy-on-write
- * B-tree transactions; after a crash (kill -9 or power loss once `flushed`) the database opens at the
- * last committed state, never a torn one. Blob bytes live in files; this holds who owns them.
+ * B-tree transactions, synced before they resolve (libs/lmdb writeTxn); after a crash (kill -9 or
+ * power loss) the database opens at the last committed state, never a torn one. Blob bytes live in
+ * files; this holds who owns them.
  *
  * Keys (ordered-binary arrays):
  *   ["b", ns, digest]               -> BlobRecord     a blob visible in namespace ns

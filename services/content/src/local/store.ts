@@ -5,7 +5,7 @@
  * last owner deletes it.
  *
  * Crash safety: a blob file appears at its final path only complete and verified; it becomes visible
- * only once the LMDB transaction recording it is committed and flushed. Whatever a crash leaves between
+ * only once the LMDB transaction recording it is committed (and synced: see libs/lmdb writeTxn). Whatever a crash leaves between
  * the two steps (a file nobody owns, an ingest directory with no record) is removed at start.
  */
 import { writeTxn } from "../../../../libs/lmdb";
@@ -454,7 +454,6 @@ export class LocalContentStore implements ContentStore, WriterHost {
       return had ? ("exists" as const) : ("created" as const);
     }).finally(() => this.hot.forget(w.ns, digest));
     if (res === "aborted") throw errNotFound(`ingest ref ${JSON.stringify(w.ref)} was aborted`);
-    await this.db.flushed;
     return res === "exists";
   }
 
