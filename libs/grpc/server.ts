@@ -242,6 +242,7 @@ class ServerCall {
   constructor(private readonly srv: RpcServer, private readonly m: Method, private readonly stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) {
     this.out = new ResponseWriter(stream, srv.maxMessage);
     this.started = srv.metrics ? process.hrtime.bigint() : undefined;
+    srv.metrics?.rpcStarted(m.service, m.method, m.kind);
     const parent = headers.traceparent ? propagation.extract(otelContext.active(), headers, headerGetter) : otelContext.active();
     this.span = tracingExported()
       ? tracer().startSpan(m.path.slice(1), { kind: SpanKind.SERVER, attributes: { "rpc.system": "grpc", "rpc.service": m.service, "rpc.method": m.method, "flotilla.service": srv.serviceName } }, parent)
@@ -399,7 +400,7 @@ class ServerCall {
       if (code !== Status.OK) span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error | undefined)?.message ?? message });
       span.end();
     }
-    if (this.started !== undefined) this.srv.metrics!.rpcDone(this.m.service, this.m.method, this.m.kind, Status[code] ?? String(code), Number(process.hrtime.bigint() - this.started) / 1e9);
+    if (this.started !== undefined) this.srv.metrics!.rpcDone(this.m.service, this.m.method, this.m.kind, code, Number(process.hrtime.bigint() - this.started) / 1e9);
   }
 }
 

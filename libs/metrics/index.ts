@@ -1,15 +1,28 @@
-/** Prometheus metrics per process: default process metrics, per-RPC counts and latency, and /metrics over HTTP. */
+/**
+ * Prometheus metrics per process: default process metrics, per-RPC counts and latency named and
+ * labelled as go-grpc-prometheus does (what containerd exposes), and /metrics (also /v1/metrics, as
+ * containerd) over HTTP.
+ */
 import * as http from "node:http";
 import { Registry, collectDefaultMetrics, type Metric } from "prom-client";
+import { goCodeName } from "../grpc/status";
 
 const RPC_LABELS = ["grpc_service", "grpc_method", "grpc_type"] as const;
 const RPC_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
 type RpcLabels = Record<(typeof RPC_LABELS)[number], string>;
 
+/** go-grpc-prometheus's `grpc_type` for a method kind (ours says "bidi" for bidirectional streams). */
+function grpcType(kind: string): string {
+  return kind === "bidi" ? "bidi_stream" : kind;
+}
+
 /** One method's calls: counts by status code and the latency histogram. */
 interface RpcSeries {
   labels: RpcLabels;
+  /** Calls started (counted when they arrive). */
+  started: number;
+  /** Calls finished, by code as go-grpc-prometheus spells it. */
   codes: Map<string, number>;
   /** Calls per bucket (not cumulative); the last slot counts calls above every bound. */
   buckets: Float64Array;
@@ -26,17 +39,26 @@ interface MetricValue {
 /**
  * The per-RPC counter and histogram, kept as plain numbers and turned into Prometheus series only when
  * scraped: prom-client's labelled observe validates and hashes the labels on every call, which is a
- * measurable part of a call's CPU. The exposition is the same (`grpc_server_handled_total`,
- * `grpc_server_handling_seconds_{bucket,sum,count}`).
+ * measurable part of a call's CPU. The exposition is go-grpc-prometheus's (`grpc_server_started_total`,
+ * `grpc_server_handled_total`, `grpc_server_handling_seconds_{bucket,sum,count}`; `grpc_type` one of
+ * unary, client_stream, server_stream, bidi_stream; `grpc_code` as Go's codes.Code String()).
  */
 class RpcStats {
   private readonly series = new Map<string, RpcSeries>();
 
   /** The counter and the histogram, registered with `registry` as prom-client metrics. */
   register(registry: Registry): void {
+    const started = {
+      name: "grpc_server_started_total",
+      help: "Total number of RPCs started on the server.",
+      type: "counter",
+      aggregator: "sum",
+      get: async () => ({ ...started, values: [...this.series.values()].map((s) => ({ labels: { ...s.labels }, value: s.started })) }),
+      reset: () => this.series.clear(),
+    };
     const counter = {
       name: "grpc_server_handled_total",
-      help: "RPCs completed on the server, by method and status code.",
+      help: "Total number of RPCs completed on the server, regardless of success or failure.",
       type: "counter",
       aggregator: "sum",
       get: async () => ({ ...counter, values: this.counterValues() }),
@@ -44,24 +66,35 @@ class RpcStats {
     };
     const histogram = {
       name: "grpc_server_handling_seconds",
-      help: "Time to handle an RPC on the server, in seconds.",
+      help: "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
       type: "histogram",
       aggregator: "sum",
       get: async () => ({ ...histogram, values: this.histogramValues(histogram.name) }),
       reset: () => this.series.clear(),
     };
+    registry.registerMetric(started as unknown as Metric);
     registry.registerMetric(counter as unknown as Metric);
     registry.registerMetric(histogram as unknown as Metric);
   }
 
-  record(service: string, method: string, type: string, code: string, seconds: number): void {
+  private seriesOf(service: string, method: string, type: string): RpcSeries {
     const key = `${service}/${method}`;
     let s = this.series.get(key);
     if (!s) {
-      s = { labels: { grpc_service: service, grpc_method: method, grpc_type: type }, codes: new Map(), buckets: new Float64Array(RPC_BUCKETS.length + 1), sum: 0, count: 0 };
+      s = { labels: { grpc_service: service, grpc_method: method, grpc_type: grpcType(type) }, started: 0, codes: new Map(), buckets: new Float64Array(RPC_BUCKETS.length + 1), sum: 0, count: 0 };
       this.series.set(key, s);
     }
-    s.codes.set(code, (s.codes.get(code) ?? 0) + 1);
+    return s;
+  }
+
+  start(service: string, method: string, type: string): void {
+    this.seriesOf(service, method, type).started++;
+  }
+
+  record(service: string, method: string, type: string, code: number, seconds: number): void {
+    const s = this.seriesOf(service, method, type);
+    const name = goCodeName(code);
+    s.codes.set(name, (s.codes.get(name) ?? 0) + 1);
     let i = 0;
     while (i < RPC_BUCKETS.length && seconds > RPC_BUCKETS[i]!) i++;
     s.buckets[i]!++;
@@ -102,8 +135,13 @@ export class Metrics {
     this.rpc.register(this.registry);
   }
 
-  /** Count one finished RPC and its duration (this runs on every call: plain arithmetic, no label hashing). */
-  rpcDone(service: string, method: string, type: string, code: string, seconds: number): void {
+  /** Count one RPC as started (go-grpc-prometheus's grpc_server_started_total). */
+  rpcStarted(service: string, method: string, type: string): void {
+    this.rpc.start(service, method, type);
+  }
+
+  /** Count one finished RPC by its gRPC status code, and its duration (this runs on every call: plain arithmetic, no label hashing). */
+  rpcDone(service: string, method: string, type: string, code: number, seconds: number): void {
     this.rpc.record(service, method, type, code, seconds);
   }
 

@@ -13,8 +13,9 @@
  * read-only view of the owner's database can answer (views.ts), and content Reads from the blob files
  * (content-reads.ts). Whatever those cannot answer is forwarded as above.
  *
- * Per-call metrics and a server span are recorded here for every forwarded call; the span is the parent
- * of the owner's span.
+ * A server span is recorded here for every forwarded call (the parent of the owner's span); per-call
+ * metrics only for the calls answered here (views, content reads): a forwarded call is counted by its
+ * owner, so sums across processes count each call once.
  */
 import { Status } from "../../../libs/grpc/status";
 import * as fs from "node:fs";
@@ -97,7 +98,7 @@ interface Route {
   address: string;
   /** Known method kinds of the owned services (for metrics labels). */
   kinds: Map<string, MethodKind>;
-  /** Record metrics and a span here (false for the gateway's own services: its own gRPC server does). */
+  /** Record a span here (false for the gateway's own services: its own gRPC server does). */
   observe: boolean;
 }
 
@@ -208,7 +209,7 @@ export class GatewayFront {
       const req = ns ? reads.parse(body) : undefined;
       const forward = (): void => this.proxy(down, headers, body, true);
       if (!ns || !req || !reads.allowed(ns, req.digest)) return forward();
-      const obs = this.observe(this.routes.get("containerd.services.content.v1.Content")!, CONTENT_READ_PATH, headers);
+      const obs = this.observe(this.routes.get("containerd.services.content.v1.Content")!, CONTENT_READ_PATH, headers, true);
       reads.serve(down, req).then(
         (st) => (st ? obs.finish(st.code, st.message) : forward()),
         (e: Error) => {
@@ -229,7 +230,7 @@ export class GatewayFront {
       const nsh = headers["containerd-namespace"];
       const frame = complete && !down.destroyed && !down.closed ? views.answer(methodPath, Array.isArray(nsh) ? nsh[0] : nsh, body) : undefined;
       if (!frame) return this.forward(down, headers, body, complete);
-      const obs = this.observe(this.routes.get(methodPath.slice(1, methodPath.indexOf("/", 1)))!, methodPath, headers);
+      const obs = this.observe(this.routes.get(methodPath.slice(1, methodPath.indexOf("/", 1)))!, methodPath, headers, true);
       down.respond(RESPONSE_HEADERS, WAIT_FOR_TRAILERS);
       down.once("wantTrailers", () => {
         try {
@@ -243,11 +244,16 @@ export class GatewayFront {
     });
   }
 
-  /** Metrics and (when exported) a server span for one call the gateway answers or forwards. */
-  private observe(route: Route, methodPath: string, headers: http2.IncomingHttpHeaders): { finish(code: number, message?: string): void; inject(out: http2.OutgoingHttpHeaders): void } {
+  /**
+   * A server span (when exported) for one call the gateway answers or forwards, and metrics when it
+   * answers the call itself (`answered`): a forwarded call is counted by the owner alone.
+   */
+  private observe(route: Route, methodPath: string, headers: http2.IncomingHttpHeaders, answered: boolean): { finish(code: number, message?: string): void; inject(out: http2.OutgoingHttpHeaders): void } {
     const [, service = "", method = ""] = methodPath.split("/");
     const started = process.hrtime.bigint();
     const kind = route.kinds.get(method) ?? "unary";
+    const metrics = answered ? this.opts.metrics : undefined;
+    metrics?.rpcStarted(service, method, kind);
     const getter = { keys: (c: http2.IncomingHttpHeaders) => Object.keys(c), get: (c: http2.IncomingHttpHeaders, k: string) => (typeof c[k] === "string" ? (c[k] as string) : undefined) };
     // Without an exporter no span is made: the client's trace context is passed on as it came.
     const parent = route.observe && tracingExported() ? propagation.extract(otelContext.active(), headers, getter) : undefined;
@@ -264,7 +270,7 @@ export class GatewayFront {
           if (code !== Status.OK) span.setStatus({ code: SpanStatusCode.ERROR, message });
           span.end();
         }
-        this.opts.metrics?.rpcDone(service, method, kind, Status[code] ?? String(code), Number(process.hrtime.bigint() - started) / 1e9);
+        metrics?.rpcDone(service, method, kind, code, Number(process.hrtime.bigint() - started) / 1e9);
       },
       inject: (out) => {
         if (!span || !parent) return;
@@ -305,10 +311,10 @@ export class GatewayFront {
     const route = this.routes.get(service) ?? this.localRoute;
     if (down.destroyed || down.closed) {
       // The client went away while its request was being read.
-      if (route.observe) this.observe(route, methodPath, headers).finish(Status.CANCELLED, "call canceled by client");
+      if (route.observe) this.observe(route, methodPath, headers, false).finish(Status.CANCELLED, "call canceled by client");
       return;
     }
-    const obs = route.observe ? this.observe(route, methodPath, headers) : undefined;
+    const obs = route.observe ? this.observe(route, methodPath, headers, false) : undefined;
     let finished = false;
     const finish = (code: number, message?: string): void => {
       if (finished) return;
