@@ -174,3 +174,32 @@ export class Metrics {
     if (s) await new Promise<void>((r) => s.close(() => r()));
   }
 }
+
+/** One series of a gauge family. */
+export interface GaugeSample {
+  labels: Record<string, string>;
+  value: number;
+}
+
+/**
+ * Gauge families whose series are read at scrape time by one `collect` (family name -> series): every
+ * family of one scrape shares one collection (it is reused for `reuseMs`, and while it runs).
+ */
+export function registerGaugeFamilies(registry: Registry, families: readonly { name: string; help: string }[], collect: () => Promise<Map<string, GaugeSample[]>>, reuseMs = 1000): void {
+  let last: { at: number; result: Promise<Map<string, GaugeSample[]>> } | undefined;
+  const current = (): Promise<Map<string, GaugeSample[]>> => {
+    if (!last || Date.now() - last.at > reuseMs) last = { at: Date.now(), result: collect().catch(() => new Map()) };
+    return last.result;
+  };
+  for (const f of families) {
+    const metric = {
+      name: f.name,
+      help: f.help,
+      type: "gauge",
+      aggregator: "sum",
+      get: async () => ({ ...metric, values: ((await current()).get(f.name) ?? []).map((s) => ({ labels: s.labels, value: s.value })) }),
+      reset: () => undefined,
+    };
+    registry.registerMetric(metric as unknown as Metric);
+  }
+}

@@ -19,6 +19,7 @@ import { ShimManager } from "./src/runtime/manager";
 import { ForwardedDeletes } from "./src/runtime/forwarded";
 import { TASK_EVENTS } from "../../libs/core/tasks";
 import { WarmPool } from "./src/runtime/warm";
+import { registerContainerMetrics } from "./src/metrics";
 import { RuntimeResolver, runtimesConfig, RUNTIME_PLUGIN } from "./src/runtime/runtimes";
 import { CONTAINERS_SERVICE, containersHandlers } from "./src/server/containers";
 import { TASKS_SERVICE, tasksHandlers } from "./src/server/tasks";
@@ -101,6 +102,14 @@ export const tasksService: ServiceDefinition = {
     } catch (err) {
       sc.log.warn({ err }, "no warm shims for io.containerd.runc.v2");
     }
+
+    // container_* cgroup metrics of every running task (containerd's /v1/metrics families).
+    registerContainerMetrics(sc.metrics.registry, {
+      tasks: async () =>
+        containers.namespaces().flatMap((ns) =>
+          manager.list(ns).map((t) => ({ namespace: ns, id: t.id, pid: async () => Number((await t.call("State", {}, 2000)).pid ?? 0) })),
+        ),
+    });
 
     sc.server.addService(CONTAINERS_SERVICE, containersHandlers(containers));
     sc.server.addService(TASKS_SERVICE, tasksHandlers(tasks));
