@@ -83,7 +83,7 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
   const config = loadConfig(configPathFromArgv(argv));
   const log = createLogger(def.name, config.debug.level);
   const metrics = new Metrics(def.name);
-  initTracing(def.name, config.flotilla.otlp_endpoint);
+  initTracing(def.name, config.flotilla.otlp_endpoint, { protocol: config.flotilla.otlp_protocol });
   const svcCfg = config.flotilla.services[def.name];
   const root = serviceRoot(config, def.name);
   const state = serviceState(config, def.name);

@@ -20,6 +20,7 @@ import { ForwardedDeletes } from "./src/runtime/forwarded";
 import { TASK_EVENTS } from "../../libs/core/tasks";
 import { WarmPool } from "./src/runtime/warm";
 import { registerContainerMetrics } from "./src/metrics";
+import { tracingEnv } from "../../libs/tracing";
 import { RuntimeResolver, runtimesConfig, RUNTIME_PLUGIN } from "./src/runtime/runtimes";
 import { CONTAINERS_SERVICE, containersHandlers } from "./src/server/containers";
 import { TASKS_SERVICE, tasksHandlers } from "./src/server/tasks";
@@ -38,6 +39,8 @@ export function ttrpcAddressFor(grpcAddress: string, state: string, configured?:
 export const tasksService: ServiceDefinition = {
   name: "tasks",
   async start(sc) {
+    // Shims (started from here, warm or not, with this environment) export their spans where we do.
+    Object.assign(process.env, tracingEnv(sc.config.flotilla.otlp_endpoint, sc.config.flotilla.otlp_protocol));
     const rawCfg = pluginConfig(sc.config, RUNTIME_PLUGIN, "task");
     const cfg = runtimesConfig(rawCfg, sc.state);
     const ttrpcAddress = ttrpcAddressFor(sc.config.grpc.address, sc.state, typeof rawCfg.ttrpc_address === "string" ? rawCfg.ttrpc_address : undefined);
