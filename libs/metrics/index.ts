@@ -17,17 +17,47 @@ function grpcType(kind: string): string {
   return kind === "bidi" ? "bidi_stream" : kind;
 }
 
-/** One method's calls: counts by status code and the latency histogram. */
-interface RpcSeries {
-  labels: RpcLabels;
-  /** Calls started (counted when they arrive). */
-  started: number;
+/** One call's counts, taken when it starts (no lookup per message or at its end). */
+export interface RpcTally {
+  /** Request messages received (go-grpc-prometheus's grpc_server_msg_received_total). */
+  received(n?: number): void;
+  /** Response messages sent (grpc_server_msg_sent_total). */
+  sent(n?: number): void;
+  /** The call ended with gRPC status `code` after `seconds`. */
+  done(code: number, seconds: number): void;
+}
+
+/** One method's calls: started, messages each way, finished by status code, and the latency histogram. */
+class RpcSeries implements RpcTally {
+  started = 0;
+  msgReceived = 0;
+  msgSent = 0;
   /** Calls finished, by code as go-grpc-prometheus spells it. */
-  codes: Map<string, number>;
+  readonly codes = new Map<string, number>();
   /** Calls per bucket (not cumulative); the last slot counts calls above every bound. */
-  buckets: Float64Array;
-  sum: number;
-  count: number;
+  readonly buckets = new Float64Array(RPC_BUCKETS.length + 1);
+  sum = 0;
+  count = 0;
+
+  constructor(readonly labels: RpcLabels) {}
+
+  received(n = 1): void {
+    this.msgReceived += n;
+  }
+
+  sent(n = 1): void {
+    this.msgSent += n;
+  }
+
+  done(code: number, seconds: number): void {
+    const name = goCodeName(code);
+    this.codes.set(name, (this.codes.get(name) ?? 0) + 1);
+    let i = 0;
+    while (i < RPC_BUCKETS.length && seconds > RPC_BUCKETS[i]!) i++;
+    this.buckets[i]!++;
+    this.sum += seconds;
+    this.count++;
+  }
 }
 
 interface MetricValue {
@@ -37,25 +67,30 @@ interface MetricValue {
 }
 
 /**
- * The per-RPC counter and histogram, kept as plain numbers and turned into Prometheus series only when
+ * The per-RPC counters and histogram, kept as plain numbers and turned into Prometheus series only when
  * scraped: prom-client's labelled observe validates and hashes the labels on every call, which is a
  * measurable part of a call's CPU. The exposition is go-grpc-prometheus's (`grpc_server_started_total`,
- * `grpc_server_handled_total`, `grpc_server_handling_seconds_{bucket,sum,count}`; `grpc_type` one of
- * unary, client_stream, server_stream, bidi_stream; `grpc_code` as Go's codes.Code String()).
+ * `grpc_server_handled_total`, `grpc_server_msg_received_total`, `grpc_server_msg_sent_total`,
+ * `grpc_server_handling_seconds_{bucket,sum,count}`; `grpc_type` one of unary, client_stream,
+ * server_stream, bidi_stream; `grpc_code` as Go's codes.Code String()).
  */
 class RpcStats {
   private readonly series = new Map<string, RpcSeries>();
 
-  /** The counter and the histogram, registered with `registry` as prom-client metrics. */
+  /** The counters and the histogram, registered with `registry` as prom-client metrics. */
   register(registry: Registry): void {
-    const started = {
-      name: "grpc_server_started_total",
-      help: "Total number of RPCs started on the server.",
-      type: "counter",
-      aggregator: "sum",
-      get: async () => ({ ...started, values: [...this.series.values()].map((s) => ({ labels: { ...s.labels }, value: s.started })) }),
-      reset: () => this.series.clear(),
+    const perMethod = (name: string, help: string, value: (s: RpcSeries) => number): void => {
+      const m = {
+        name,
+        help,
+        type: "counter",
+        aggregator: "sum",
+        get: async () => ({ ...m, values: [...this.series.values()].map((s) => ({ labels: { ...s.labels }, value: value(s) })) }),
+        reset: () => this.series.clear(),
+      };
+      registry.registerMetric(m as unknown as Metric);
     };
+    perMethod("grpc_server_started_total", "Total number of RPCs started on the server.", (s) => s.started);
     const counter = {
       name: "grpc_server_handled_total",
       help: "Total number of RPCs completed on the server, regardless of success or failure.",
@@ -64,6 +99,9 @@ class RpcStats {
       get: async () => ({ ...counter, values: this.counterValues() }),
       reset: () => this.series.clear(),
     };
+    registry.registerMetric(counter as unknown as Metric);
+    perMethod("grpc_server_msg_received_total", "Total number of RPC stream messages received on the server.", (s) => s.msgReceived);
+    perMethod("grpc_server_msg_sent_total", "Total number of gRPC stream messages sent by the server.", (s) => s.msgSent);
     const histogram = {
       name: "grpc_server_handling_seconds",
       help: "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
@@ -72,34 +110,14 @@ class RpcStats {
       get: async () => ({ ...histogram, values: this.histogramValues(histogram.name) }),
       reset: () => this.series.clear(),
     };
-    registry.registerMetric(started as unknown as Metric);
-    registry.registerMetric(counter as unknown as Metric);
     registry.registerMetric(histogram as unknown as Metric);
   }
 
-  private seriesOf(service: string, method: string, type: string): RpcSeries {
+  seriesOf(service: string, method: string, type: string): RpcSeries {
     const key = `${service}/${method}`;
     let s = this.series.get(key);
-    if (!s) {
-      s = { labels: { grpc_service: service, grpc_method: method, grpc_type: grpcType(type) }, started: 0, codes: new Map(), buckets: new Float64Array(RPC_BUCKETS.length + 1), sum: 0, count: 0 };
-      this.series.set(key, s);
-    }
+    if (!s) this.series.set(key, (s = new RpcSeries({ grpc_service: service, grpc_method: method, grpc_type: grpcType(type) })));
     return s;
-  }
-
-  start(service: string, method: string, type: string): void {
-    this.seriesOf(service, method, type).started++;
-  }
-
-  record(service: string, method: string, type: string, code: number, seconds: number): void {
-    const s = this.seriesOf(service, method, type);
-    const name = goCodeName(code);
-    s.codes.set(name, (s.codes.get(name) ?? 0) + 1);
-    let i = 0;
-    while (i < RPC_BUCKETS.length && seconds > RPC_BUCKETS[i]!) i++;
-    s.buckets[i]!++;
-    s.sum += seconds;
-    s.count++;
   }
 
   private counterValues(): MetricValue[] {
@@ -135,14 +153,16 @@ export class Metrics {
     this.rpc.register(this.registry);
   }
 
-  /** Count one RPC as started (go-grpc-prometheus's grpc_server_started_total). */
-  rpcStarted(service: string, method: string, type: string): void {
-    this.rpc.start(service, method, type);
+  /** Count one RPC as started; its messages and its end are counted on what this returns (plain arithmetic, no label hashing). */
+  rpcStarted(service: string, method: string, type: string): RpcTally {
+    const s = this.rpc.seriesOf(service, method, type);
+    s.started++;
+    return s;
   }
 
-  /** Count one finished RPC by its gRPC status code, and its duration (this runs on every call: plain arithmetic, no label hashing). */
+  /** Count one finished RPC by its gRPC status code, and its duration (for a call not counted as started here). */
   rpcDone(service: string, method: string, type: string, code: number, seconds: number): void {
-    this.rpc.record(service, method, type, code, seconds);
+    this.rpc.seriesOf(service, method, type).done(code, seconds);
   }
 
   /** Serve /metrics on `address` (host:port); "" does nothing. Resolves with the bound port. */

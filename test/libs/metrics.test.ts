@@ -9,7 +9,10 @@ describe("metrics - per-RPC counter and histogram", () => {
     const m = new Metrics("unit");
     for (let i = 0; i < 3; i++) m.rpcStarted("svc.A", "Get", "unary");
     m.rpcStarted("svc.B", "Read", "server_stream");
-    m.rpcStarted("svc.C", "Watch", "bidi");
+    const watch = m.rpcStarted("svc.C", "Watch", "bidi");
+    watch.received(3);
+    watch.sent();
+    watch.sent();
     m.rpcDone("svc.A", "Get", "unary", Status.OK, 0.0003);
     m.rpcDone("svc.A", "Get", "unary", Status.OK, 0.002);
     m.rpcDone("svc.A", "Get", "unary", Status.NOT_FOUND, 40);
@@ -26,6 +29,10 @@ describe("metrics - per-RPC counter and histogram", () => {
     assert.match(line(/^grpc_server_started_total\{[^}]*grpc_method="Get"/), / 3$/);
     assert.match(line(/^grpc_server_started_total\{grpc_service="svc.C",grpc_method="Watch",grpc_type="bidi_stream"/), / 1$/);
     assert.doesNotMatch(text, /grpc_code="(NOT_FOUND|CANCELLED)"/);
+    assert.match(line(/^grpc_server_msg_received_total\{grpc_service="svc.C",grpc_method="Watch",grpc_type="bidi_stream"/), / 3$/);
+    assert.match(line(/^grpc_server_msg_sent_total\{grpc_service="svc.C",grpc_method="Watch",grpc_type="bidi_stream"/), / 2$/);
+    assert.match(line(/^grpc_server_msg_sent_total\{grpc_service="svc.A"/), / 0$/);
+    assert.doesNotMatch(text, /grpc_server_handled_total\{[^}]*grpc_method="Watch"/, "a call still running is not handled yet");
     assert.match(line(/^grpc_server_handling_seconds_bucket\{le="0.0005",[^}]*grpc_method="Get"/), / 1$/);
     assert.match(line(/^grpc_server_handling_seconds_bucket\{le="0.001",[^}]*grpc_method="Get"/), / 1$/);
     assert.match(line(/^grpc_server_handling_seconds_bucket\{le="0.0025",[^}]*grpc_method="Get"/), / 2$/);

@@ -96,6 +96,7 @@ describe("observability - metrics in containerd's shape", () => {
     const delta = Object.fromEntries(SERVICES.map((svc, i) => [svc, after[i]! - before[i]!]));
     assert.deepEqual(delta, { content: 0, snapshots: 0, images: 0, tasks: 1, transfer: 0, sandbox: 0, gateway: 0 }, "counted once, by the owner");
     assert.ok((await count("tasks", "grpc_server_started_total{", { ...key, grpc_type: "unary" })) >= 1);
+    assert.ok((await count("tasks", "grpc_server_msg_received_total{", { ...key, grpc_type: "unary" })) >= 1);
     const tasks = (await get(s.metricsAddress("tasks"), "/v1/metrics")).body;
     assert.doesNotMatch(tasks, /grpc_code="(NOT_FOUND|OK_|CANCELLED|ALREADY_EXISTS)"/);
     assert.match(tasks, /grpc_server_handled_total\{[^}]*grpc_service="containerd.services.tasks.v1.Tasks",grpc_method="Create",grpc_type="unary",grpc_code="OK"/);

@@ -211,7 +211,7 @@ export class GatewayFront {
       if (!ns || !req || !reads.allowed(ns, req.digest)) return forward();
       const obs = this.observe(this.routes.get("containerd.services.content.v1.Content")!, CONTENT_READ_PATH, headers, true);
       reads.serve(down, req).then(
-        (st) => (st ? obs.finish(st.code, st.message) : forward()),
+        (st) => (st ? obs.finish(st.code, st.message, st.messages) : forward()),
         (e: Error) => {
           obs.finish(Status.INTERNAL, e.message);
           if (!down.headersSent) respondStatusOnly(down, Status.INTERNAL, e.message);
@@ -240,7 +240,7 @@ export class GatewayFront {
         }
       });
       down.end(frame);
-      obs.finish(Status.OK);
+      obs.finish(Status.OK, undefined, 1);
     });
   }
 
@@ -248,12 +248,13 @@ export class GatewayFront {
    * A server span (when exported) for one call the gateway answers or forwards, and metrics when it
    * answers the call itself (`answered`): a forwarded call is counted by the owner alone.
    */
-  private observe(route: Route, methodPath: string, headers: http2.IncomingHttpHeaders, answered: boolean): { finish(code: number, message?: string): void; inject(out: http2.OutgoingHttpHeaders): void } {
+  private observe(route: Route, methodPath: string, headers: http2.IncomingHttpHeaders, answered: boolean): { finish(code: number, message?: string, sent?: number): void; inject(out: http2.OutgoingHttpHeaders): void } {
     const [, service = "", method = ""] = methodPath.split("/");
     const started = process.hrtime.bigint();
     const kind = route.kinds.get(method) ?? "unary";
-    const metrics = answered ? this.opts.metrics : undefined;
-    metrics?.rpcStarted(service, method, kind);
+    // A call answered here has one request message; `finish` says how many went out.
+    const tally = answered ? this.opts.metrics?.rpcStarted(service, method, kind) : undefined;
+    tally?.received();
     const getter = { keys: (c: http2.IncomingHttpHeaders) => Object.keys(c), get: (c: http2.IncomingHttpHeaders, k: string) => (typeof c[k] === "string" ? (c[k] as string) : undefined) };
     // Without an exporter no span is made: the client's trace context is passed on as it came.
     const parent = route.observe && tracingExported() ? propagation.extract(otelContext.active(), headers, getter) : undefined;
@@ -262,7 +263,7 @@ export class GatewayFront {
       : undefined;
     let finished = false;
     return {
-      finish: (code, message) => {
+      finish: (code, message, sent = 0) => {
         if (finished || !route.observe) return;
         finished = true;
         if (span) {
@@ -270,7 +271,8 @@ export class GatewayFront {
           if (code !== Status.OK) span.setStatus({ code: SpanStatusCode.ERROR, message });
           span.end();
         }
-        metrics?.rpcDone(service, method, kind, code, Number(process.hrtime.bigint() - started) / 1e9);
+        tally?.sent(sent);
+        tally?.done(code, Number(process.hrtime.bigint() - started) / 1e9);
       },
       inject: (out) => {
         if (!span || !parent) return;
