@@ -246,9 +246,10 @@ export class GatewayFront {
 
   /**
    * A server span (when exported) for one call the gateway answers or forwards, and metrics when it
-   * answers the call itself (`answered`): a forwarded call is counted by the owner alone.
+   * answers the call itself (`answered`, or `finish` told that the call never reached its owner): a call
+   * an owner answered is counted by that owner alone.
    */
-  private observe(route: Route, methodPath: string, headers: http2.IncomingHttpHeaders, answered: boolean): { finish(code: number, message?: string, sent?: number): void; inject(out: http2.OutgoingHttpHeaders): void } {
+  private observe(route: Route, methodPath: string, headers: http2.IncomingHttpHeaders, answered: boolean): { finish(code: number, message?: string, sent?: number, unreached?: boolean): void; inject(out: http2.OutgoingHttpHeaders): void } {
     const [, service = "", method = ""] = methodPath.split("/");
     const started = process.hrtime.bigint();
     const kind = route.kinds.get(method) ?? "unary";
@@ -263,8 +264,9 @@ export class GatewayFront {
       : undefined;
     let finished = false;
     return {
-      finish: (code, message, sent = 0) => {
+      finish: (code, message, sent = 0, unreached = false) => {
         if (finished || !route.observe) return;
+        if (unreached && !tally) this.opts.metrics?.rpcStarted(service, method, kind).done(code, Number(process.hrtime.bigint() - started) / 1e9);
         finished = true;
         if (span) {
           span.setAttribute("rpc.grpc.status_code", code);
@@ -318,10 +320,10 @@ export class GatewayFront {
     }
     const obs = route.observe ? this.observe(route, methodPath, headers, false) : undefined;
     let finished = false;
-    const finish = (code: number, message?: string): void => {
+    const finish = (code: number, message?: string, unreached = false): void => {
       if (finished) return;
       finished = true;
-      obs?.finish(code, message);
+      obs?.finish(code, message, 0, unreached);
     };
 
     const out: http2.OutgoingHttpHeaders = {
@@ -337,9 +339,12 @@ export class GatewayFront {
     }
     obs?.inject(out);
 
-    /** Answer with a status alone (the call never reached an owner, or died before it answered). */
-    const statusOnly = (code: Status, message: string): void => {
-      finish(code, message);
+    /**
+     * Answer with a status alone (the call never reached an owner, or died before it answered). A call
+     * no owner took (`unreached`) is counted here, as the gateway answered it.
+     */
+    const statusOnly = (code: Status, message: string, unreached = false): void => {
+      finish(code, message, unreached);
       if (down.destroyed || down.closed) return;
       if (down.headersSent) {
         down.close(code === Status.CANCELLED ? NGHTTP2_CANCEL : http2.constants.NGHTTP2_INTERNAL_ERROR);
@@ -352,7 +357,7 @@ export class GatewayFront {
     try {
       up = this.upstreams.get(route.address).request(out, REQUEST_OPTIONS);
     } catch (e) {
-      statusOnly(Status.UNAVAILABLE, `connection error: ${(e as Error).message}`);
+      statusOnly(Status.UNAVAILABLE, `connection error: ${(e as Error).message}`, true);
       return;
     }
     let trailers: http2.IncomingHttpHeaders | undefined;
@@ -430,7 +435,7 @@ export class GatewayFront {
     up.on("error", (e: Error) => {
       if (ended || retryRefused()) return;
       ended = true;
-      statusOnly(Status.UNAVAILABLE, `connection error: ${e.message}`);
+      statusOnly(Status.UNAVAILABLE, `connection error: ${e.message}`, !responded);
     });
     up.on("close", () => {
       if (ended || retryRefused()) return;
