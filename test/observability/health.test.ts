@@ -1,8 +1,9 @@
 /**
  * grpc.health.v1 on the gateway socket tells the truth: a stack from `bin/flotilla up`, one service
- * process killed by its PID from `<state>/supervisor.json`; the gateway then says NOT_SERVING for every
- * service that process owns and for the overall "" service (the others stay SERVING), a Watch follows
- * the change, and both come back to SERVING once the supervisor has restarted the process.
+ * process (its PID from `<state>/supervisor.json`) frozen, then killed; the gateway says NOT_SERVING for
+ * every service that process owns and for the overall "" service while it does not answer (the others
+ * stay SERVING), a Watch follows the change, and both come back to SERVING once the supervisor has
+ * restarted the process.
  */
 import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
@@ -37,7 +38,7 @@ describe("observability - the gateway's health follows each owner", () => {
     await assert.rejects(check("no.such.Service"), (e: Error & { code?: string }) => e.code === ErrorCodes.NotFound);
   });
 
-  it("says NOT_SERVING for a killed owner's services and \"\", and SERVING again after the supervisor restarts it", async () => {
+  it("says NOT_SERVING for the services of an owner that does not answer or is killed, and for \"\"; SERVING again after the supervisor restarts it", async () => {
     const ac = new AbortController();
     const watched: number[] = [];
     const watching = (async () => {
@@ -53,15 +54,20 @@ describe("observability - the gateway's health follows each owner", () => {
     const supervised = JSON.parse(fs.readFileSync(path.join(s.state, "supervisor.json"), "utf8")) as { services: Record<string, number> };
     const pid = supervised.services.images!;
     assert.ok(pid > 0);
-    process.kill(pid, "SIGKILL");
-    await waitFor("images to be NOT_SERVING on the gateway", async () => ((await check("containerd.services.images.v1.Images")) === NOT_SERVING ? true : undefined), 5000, 20);
-    // The supervisor restarts it after 200 ms and a Node process takes longer than that to boot: it is
-    // still down for these.
-    const down = await Promise.all(["containerd.services.namespaces.v1.Namespaces", "containerd.services.leases.v1.Leases", ""].map(check));
-    const up = await Promise.all(["containerd.services.content.v1.Content", "containerd.services.tasks.v1.Tasks", "containerd.services.version.v1.Version"].map(check));
-    assert.deepEqual(down, [NOT_SERVING, NOT_SERVING, NOT_SERVING], "the killed process's other services and the overall status");
-    assert.deepEqual(up, [SERVING, SERVING, SERVING], "services of the processes still running stay SERVING");
-
+    const names = ["containerd.services.images.v1.Images", "containerd.services.namespaces.v1.Namespaces", "containerd.services.leases.v1.Leases", ""];
+    const others = ["containerd.services.content.v1.Content", "containerd.services.tasks.v1.Tasks", "containerd.services.version.v1.Version"];
+    // A process that no longer answers (frozen: the supervisor sees nothing to restart) is NOT_SERVING
+    // once its answer is overdue; every other process's services stay SERVING.
+    process.kill(pid, "SIGSTOP");
+    try {
+      await waitFor("images to be NOT_SERVING while frozen", async () => ((await check(names[0]!)) === NOT_SERVING ? true : undefined), 10000, 50);
+      assert.deepEqual(await Promise.all(names.map(check)), names.map(() => NOT_SERVING), "the frozen process's services and the overall status");
+      assert.deepEqual(await Promise.all(others.map(check)), others.map(() => SERVING), "services of the processes still answering");
+    } finally {
+      // Killed by its PID: the supervisor restarts it.
+      process.kill(pid, "SIGKILL");
+    }
+    assert.deepEqual(await Promise.all(names.map(check)), names.map(() => NOT_SERVING), "down until restarted");
     const newPid = await s.waitRestarted("images", pid);
     assert.notEqual(newPid, pid);
     await waitFor("images to be SERVING again on the gateway", async () => ((await check("containerd.services.images.v1.Images")) === SERVING ? true : undefined), 10000, 50);
