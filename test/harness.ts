@@ -16,6 +16,8 @@ export interface StackOptions {
   natsUrl?: string;
   /** OTLP/HTTP traces endpoint handed to every process. */
   otlpEndpoint?: string;
+  /** `[flotilla] otlp_protocol` (default: the config's, http/protobuf). */
+  otlpProtocol?: "http/protobuf" | "http/json";
   /** Give every process a /metrics address on a free port. */
   metrics?: boolean;
   /** More TOML appended to the generated config (tables not already present). */
@@ -141,6 +143,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     `level = ${JSON.stringify(opts.logLevel ?? "info")}`,
     "[flotilla]",
     `otlp_endpoint = ${JSON.stringify(opts.otlpEndpoint ?? "")}`,
+    ...(opts.otlpProtocol ? [`otlp_protocol = ${JSON.stringify(opts.otlpProtocol)}`] : []),
     `gateway_read_views = ${opts.readViews ?? true}`,
     "[flotilla.nats]",
     `url = ${JSON.stringify(opts.natsUrl ?? "")}`,

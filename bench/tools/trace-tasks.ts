@@ -34,7 +34,7 @@ async function main(): Promise<void> {
   const reg = await startRegistry();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "flt-trace-"));
   const rootfs = busyboxRootfs(path.join(dir, "rootfs"));
-  const st = await startStack({ logLevel: process.env.LEVEL ?? "warn", otlpEndpoint: endpoint });
+  const st = await startStack({ logLevel: process.env.LEVEL ?? "warn", otlpEndpoint: endpoint, otlpProtocol: "http/json" });
   try {
     await pushImage(reg, "bench/busybox", "latest", buildBusyboxImage());
     const ref = `${reg.host}/bench/busybox:latest`;

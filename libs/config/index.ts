@@ -12,6 +12,7 @@
  *     nats_url = ""                       # "" = `flotilla up` starts its own nats-server
  *     events_subject_prefix = "flotilla.events"
  *     otlp_endpoint = ""                  # e.g. http://127.0.0.1:4318/v1/traces
+ *     otlp_protocol = "http/protobuf"     # or "http/json"
  *     gateway_content_reads = true        # the gateway reads blobs the content process let it (same host)
  *     gateway_read_views = true           # the gateway answers lookups from the owners' databases (same host)
  *   [flotilla.services.content]
@@ -53,6 +54,8 @@ export interface Config {
     nats: NatsConfig;
     events_subject_prefix: string;
     otlp_endpoint: string;
+    /** How spans are sent to `otlp_endpoint`: "http/protobuf" (OTEL's default) or "http/json". */
+    otlp_protocol: OtlpProtocol;
     /** The gateway serves content Read from the content process's blob files (same host only). */
     gateway_content_reads: boolean;
     /** The gateway answers Content.Info and the Get lookups from read-only views of the owners' databases (same host only). */
@@ -64,6 +67,14 @@ export interface Config {
 }
 
 const MiB = 1024 * 1024;
+
+export const OTLP_PROTOCOLS = ["http/protobuf", "http/json"] as const;
+export type OtlpProtocol = (typeof OTLP_PROTOCOLS)[number];
+
+function otlpProtocol(v: string): OtlpProtocol {
+  if (!(OTLP_PROTOCOLS as readonly string[]).includes(v)) throw errInvalidArgument(`[flotilla] otlp_protocol ${JSON.stringify(v)}: must be one of ${OTLP_PROTOCOLS.join(", ")}`);
+  return v as OtlpProtocol;
+}
 
 type Table = Record<string, unknown>;
 const isTable = (v: unknown): v is Table => !!v && typeof v === "object" && !Array.isArray(v) && !(v instanceof Date);
@@ -128,6 +139,7 @@ export function fromToml(doc: Table, source?: string): Config {
       nats: { url: str(nats, "url", str(fl, "nats_url", "")), embedded_port: num(nats, "embedded_port", 0) },
       events_subject_prefix: str(fl, "events_subject_prefix", "flotilla.events"),
       otlp_endpoint: str(fl, "otlp_endpoint", process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? ""),
+      otlp_protocol: otlpProtocol(str(fl, "otlp_protocol", process.env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL || process.env.OTEL_EXPORTER_OTLP_PROTOCOL || "http/protobuf")),
       gateway_content_reads: fl?.gateway_content_reads === undefined ? true : Boolean(fl.gateway_content_reads),
       gateway_read_views: fl?.gateway_read_views === undefined ? true : Boolean(fl.gateway_read_views),
       services,

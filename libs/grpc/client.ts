@@ -364,6 +364,7 @@ class Call {
     this.result = err;
     if (this.timer) clearTimeout(this.timer);
     this.ctx.signal.removeEventListener("abort", this.onAbort);
+    this.span.setAttribute("rpc.grpc.status_code", err ? err.code : Status.OK);
     if (err) {
       this.span.setStatus({ code: SpanStatusCode.ERROR, message: err.details });
     }

@@ -14,7 +14,7 @@ import { context as otelContext, propagation, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import { LEASE_HEADER, NAMESPACE_HEADER, type CallContext } from "../context";
 import { errCanceled, errDeadlineExceeded, errInvalidArgument, errorCode, errResourceExhausted, ErrorCodes, toGrpc } from "../errdefs";
-import type { Metrics } from "../metrics";
+import type { Metrics, RpcTally } from "../metrics";
 import { DECODE_OPTIONS, lookupService, validateWire, type Type } from "../proto";
 import { SpanKind, SpanStatusCode, tracer, tracingExported, type Span } from "../tracing";
 import { createTunedServer } from "./h2-tuning";
@@ -107,7 +107,7 @@ class ResponseWriter {
   done = false;
   private trailers: http2.OutgoingHttpHeaders = OK_TRAILERS;
 
-  constructor(private readonly stream: http2.ServerHttp2Stream, private readonly maxMessage: number) {}
+  constructor(private readonly stream: http2.ServerHttp2Stream, private readonly maxMessage: number, private readonly tally: RpcTally | undefined) {}
 
   private readonly onWantTrailers = (): void => {
     try {
@@ -131,12 +131,14 @@ class ResponseWriter {
   /** Send one framed message (from encodeFrame), resolving once the stream can take more. */
   async send(frame: Buffer): Promise<void> {
     this.check(frame);
+    this.tally?.sent();
     await writeWithDrain(this.stream, frame, () => errCanceled("call canceled by client"));
   }
 
   /** A unary answer: headers, the one message and the OK status in one go. Throws like `send`. */
   sendLast(frame: Buffer): void {
     this.check(frame);
+    this.tally?.sent();
     this.done = true;
     const st = this.stream;
     st.once("wantTrailers", this.onWantTrailers);
@@ -162,7 +164,7 @@ class ResponseWriter {
 }
 
 /** Decoded request messages, read with flow control: the stream pauses while too many wait. */
-function requestMessages(stream: http2.ServerHttp2Stream, t: Type, maxMessage: number): AsyncIterable<Msg> {
+function requestMessages(stream: http2.ServerHttp2Stream, t: Type, maxMessage: number, tally: RpcTally | undefined): AsyncIterable<Msg> {
   const reader = new FrameReader(maxMessage);
   const queue: Buffer[] = [];
   let ended = false;
@@ -203,6 +205,7 @@ function requestMessages(stream: http2.ServerHttp2Stream, t: Type, maxMessage: n
             if (failure) throw failure;
             const b = queue.shift();
             if (b) {
+              tally?.received();
               if (queue.length < 4 && stream.isPaused()) stream.resume();
               return { value: decodeWith(t, b), done: false };
             }
@@ -226,6 +229,7 @@ function requestMessages(stream: http2.ServerHttp2Stream, t: Type, maxMessage: n
 class ServerCall {
   private readonly out: ResponseWriter;
   private readonly started: bigint | undefined;
+  private readonly tally: RpcTally | undefined;
   private readonly span: Span | undefined;
   private timer: NodeJS.Timeout | undefined;
   private finished = false;
@@ -240,7 +244,8 @@ class ServerCall {
   readonly ctx: CallContext;
 
   constructor(private readonly srv: RpcServer, private readonly m: Method, private readonly stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) {
-    this.out = new ResponseWriter(stream, srv.maxMessage);
+    this.tally = srv.metrics?.rpcStarted(m.service, m.method, m.kind);
+    this.out = new ResponseWriter(stream, srv.maxMessage, this.tally);
     this.started = srv.metrics ? process.hrtime.bigint() : undefined;
     const parent = headers.traceparent ? propagation.extract(otelContext.active(), headers, headerGetter) : otelContext.active();
     this.span = tracingExported()
@@ -306,7 +311,7 @@ class ServerCall {
       this.stream.on("end", this.onEnd);
       return;
     }
-    const reqs = requestMessages(this.stream, this.m.req, this.srv.maxMessage);
+    const reqs = requestMessages(this.stream, this.m.req, this.srv.maxMessage, this.tally);
     this.run(async () => {
       if (k === "client_stream") {
         const res = await (this.m.fn as ClientStreamFn)(this.ctx, reqs);
@@ -345,6 +350,7 @@ class ServerCall {
       return;
     }
     this.single = undefined;
+    this.tally?.received();
     if (this.m.kind === "unary") {
       this.run(async () => {
         const res = await (this.m.fn as UnaryFn)(this.ctx, req);
@@ -399,7 +405,7 @@ class ServerCall {
       if (code !== Status.OK) span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error | undefined)?.message ?? message });
       span.end();
     }
-    if (this.started !== undefined) this.srv.metrics!.rpcDone(this.m.service, this.m.method, this.m.kind, Status[code] ?? String(code), Number(process.hrtime.bigint() - this.started) / 1e9);
+    if (this.started !== undefined) this.tally!.done(code, Number(process.hrtime.bigint() - this.started) / 1e9);
   }
 }
 

@@ -21,3 +21,17 @@ export enum Status {
   DATA_LOSS = 15,
   UNAUTHENTICATED = 16,
 }
+
+/**
+ * A code as Go's `codes.Code.String()` spells it (`OK`, `NotFound`, `AlreadyExists`, ...): the
+ * `grpc_code` label of go-grpc-prometheus, which containerd's metrics and the dashboards built on them use.
+ */
+export const GO_CODE_NAMES: readonly string[] = [
+  "OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound", "AlreadyExists", "PermissionDenied",
+  "ResourceExhausted", "FailedPrecondition", "Aborted", "OutOfRange", "Unimplemented", "Internal", "Unavailable",
+  "DataLoss", "Unauthenticated",
+];
+
+export function goCodeName(code: number): string {
+  return GO_CODE_NAMES[code] ?? `Code(${code})`;
+}

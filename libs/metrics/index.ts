@@ -1,20 +1,63 @@
-/** Prometheus metrics per process: default process metrics, per-RPC counts and latency, and /metrics over HTTP. */
+/**
+ * Prometheus metrics per process: default process metrics, per-RPC counts and latency named and
+ * labelled as go-grpc-prometheus does (what containerd exposes), and /metrics (also /v1/metrics, as
+ * containerd) over HTTP.
+ */
 import * as http from "node:http";
 import { Registry, collectDefaultMetrics, type Metric } from "prom-client";
+import { goCodeName } from "../grpc/status";
 
 const RPC_LABELS = ["grpc_service", "grpc_method", "grpc_type"] as const;
 const RPC_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
 type RpcLabels = Record<(typeof RPC_LABELS)[number], string>;
 
-/** One method's calls: counts by status code and the latency histogram. */
-interface RpcSeries {
-  labels: RpcLabels;
-  codes: Map<string, number>;
+/** go-grpc-prometheus's `grpc_type` for a method kind (ours says "bidi" for bidirectional streams). */
+function grpcType(kind: string): string {
+  return kind === "bidi" ? "bidi_stream" : kind;
+}
+
+/** One call's counts, taken when it starts (no lookup per message or at its end). */
+export interface RpcTally {
+  /** Request messages received (go-grpc-prometheus's grpc_server_msg_received_total). */
+  received(n?: number): void;
+  /** Response messages sent (grpc_server_msg_sent_total). */
+  sent(n?: number): void;
+  /** The call ended with gRPC status `code` after `seconds`. */
+  done(code: number, seconds: number): void;
+}
+
+/** One method's calls: started, messages each way, finished by status code, and the latency histogram. */
+class RpcSeries implements RpcTally {
+  started = 0;
+  msgReceived = 0;
+  msgSent = 0;
+  /** Calls finished, by code as go-grpc-prometheus spells it. */
+  readonly codes = new Map<string, number>();
   /** Calls per bucket (not cumulative); the last slot counts calls above every bound. */
-  buckets: Float64Array;
-  sum: number;
-  count: number;
+  readonly buckets = new Float64Array(RPC_BUCKETS.length + 1);
+  sum = 0;
+  count = 0;
+
+  constructor(readonly labels: RpcLabels) {}
+
+  received(n = 1): void {
+    this.msgReceived += n;
+  }
+
+  sent(n = 1): void {
+    this.msgSent += n;
+  }
+
+  done(code: number, seconds: number): void {
+    const name = goCodeName(code);
+    this.codes.set(name, (this.codes.get(name) ?? 0) + 1);
+    let i = 0;
+    while (i < RPC_BUCKETS.length && seconds > RPC_BUCKETS[i]!) i++;
+    this.buckets[i]!++;
+    this.sum += seconds;
+    this.count++;
+  }
 }
 
 interface MetricValue {
@@ -24,49 +67,57 @@ interface MetricValue {
 }
 
 /**
- * The per-RPC counter and histogram, kept as plain numbers and turned into Prometheus series only when
+ * The per-RPC counters and histogram, kept as plain numbers and turned into Prometheus series only when
  * scraped: prom-client's labelled observe validates and hashes the labels on every call, which is a
- * measurable part of a call's CPU. The exposition is the same (`grpc_server_handled_total`,
- * `grpc_server_handling_seconds_{bucket,sum,count}`).
+ * measurable part of a call's CPU. The exposition is go-grpc-prometheus's (`grpc_server_started_total`,
+ * `grpc_server_handled_total`, `grpc_server_msg_received_total`, `grpc_server_msg_sent_total`,
+ * `grpc_server_handling_seconds_{bucket,sum,count}`; `grpc_type` one of unary, client_stream,
+ * server_stream, bidi_stream; `grpc_code` as Go's codes.Code String()).
  */
 class RpcStats {
   private readonly series = new Map<string, RpcSeries>();
 
-  /** The counter and the histogram, registered with `registry` as prom-client metrics. */
+  /** The counters and the histogram, registered with `registry` as prom-client metrics. */
   register(registry: Registry): void {
+    const perMethod = (name: string, help: string, value: (s: RpcSeries) => number): void => {
+      const m = {
+        name,
+        help,
+        type: "counter",
+        aggregator: "sum",
+        get: async () => ({ ...m, values: [...this.series.values()].map((s) => ({ labels: { ...s.labels }, value: value(s) })) }),
+        reset: () => this.series.clear(),
+      };
+      registry.registerMetric(m as unknown as Metric);
+    };
+    perMethod("grpc_server_started_total", "Total number of RPCs started on the server.", (s) => s.started);
     const counter = {
       name: "grpc_server_handled_total",
-      help: "RPCs completed on the server, by method and status code.",
+      help: "Total number of RPCs completed on the server, regardless of success or failure.",
       type: "counter",
       aggregator: "sum",
       get: async () => ({ ...counter, values: this.counterValues() }),
       reset: () => this.series.clear(),
     };
+    registry.registerMetric(counter as unknown as Metric);
+    perMethod("grpc_server_msg_received_total", "Total number of RPC stream messages received on the server.", (s) => s.msgReceived);
+    perMethod("grpc_server_msg_sent_total", "Total number of gRPC stream messages sent by the server.", (s) => s.msgSent);
     const histogram = {
       name: "grpc_server_handling_seconds",
-      help: "Time to handle an RPC on the server, in seconds.",
+      help: "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
       type: "histogram",
       aggregator: "sum",
       get: async () => ({ ...histogram, values: this.histogramValues(histogram.name) }),
       reset: () => this.series.clear(),
     };
-    registry.registerMetric(counter as unknown as Metric);
     registry.registerMetric(histogram as unknown as Metric);
   }
 
-  record(service: string, method: string, type: string, code: string, seconds: number): void {
+  seriesOf(service: string, method: string, type: string): RpcSeries {
     const key = `${service}/${method}`;
     let s = this.series.get(key);
-    if (!s) {
-      s = { labels: { grpc_service: service, grpc_method: method, grpc_type: type }, codes: new Map(), buckets: new Float64Array(RPC_BUCKETS.length + 1), sum: 0, count: 0 };
-      this.series.set(key, s);
-    }
-    s.codes.set(code, (s.codes.get(code) ?? 0) + 1);
-    let i = 0;
-    while (i < RPC_BUCKETS.length && seconds > RPC_BUCKETS[i]!) i++;
-    s.buckets[i]!++;
-    s.sum += seconds;
-    s.count++;
+    if (!s) this.series.set(key, (s = new RpcSeries({ grpc_service: service, grpc_method: method, grpc_type: grpcType(type) })));
+    return s;
   }
 
   private counterValues(): MetricValue[] {
@@ -102,9 +153,16 @@ export class Metrics {
     this.rpc.register(this.registry);
   }
 
-  /** Count one finished RPC and its duration (this runs on every call: plain arithmetic, no label hashing). */
-  rpcDone(service: string, method: string, type: string, code: string, seconds: number): void {
-    this.rpc.record(service, method, type, code, seconds);
+  /** Count one RPC as started; its messages and its end are counted on what this returns (plain arithmetic, no label hashing). */
+  rpcStarted(service: string, method: string, type: string): RpcTally {
+    const s = this.rpc.seriesOf(service, method, type);
+    s.started++;
+    return s;
+  }
+
+  /** Count one finished RPC by its gRPC status code, and its duration (for a call not counted as started here). */
+  rpcDone(service: string, method: string, type: string, code: number, seconds: number): void {
+    this.rpc.seriesOf(service, method, type).done(code, seconds);
   }
 
   /** Serve /metrics on `address` (host:port); "" does nothing. Resolves with the bound port. */
@@ -134,5 +192,34 @@ export class Metrics {
   async close(): Promise<void> {
     const s = this.server;
     if (s) await new Promise<void>((r) => s.close(() => r()));
+  }
+}
+
+/** One series of a gauge family. */
+export interface GaugeSample {
+  labels: Record<string, string>;
+  value: number;
+}
+
+/**
+ * Gauge families whose series are read at scrape time by one `collect` (family name -> series): every
+ * family of one scrape shares one collection (it is reused for `reuseMs`, and while it runs).
+ */
+export function registerGaugeFamilies(registry: Registry, families: readonly { name: string; help: string }[], collect: () => Promise<Map<string, GaugeSample[]>>, reuseMs = 1000): void {
+  let last: { at: number; result: Promise<Map<string, GaugeSample[]>> } | undefined;
+  const current = (): Promise<Map<string, GaugeSample[]>> => {
+    if (!last || Date.now() - last.at > reuseMs) last = { at: Date.now(), result: collect().catch(() => new Map()) };
+    return last.result;
+  };
+  for (const f of families) {
+    const metric = {
+      name: f.name,
+      help: f.help,
+      type: "gauge",
+      aggregator: "sum",
+      get: async () => ({ ...metric, values: ((await current()).get(f.name) ?? []).map((s) => ({ labels: s.labels, value: s.value })) }),
+      reset: () => undefined,
+    };
+    registry.registerMetric(metric as unknown as Metric);
   }
 }

@@ -83,7 +83,7 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
   const config = loadConfig(configPathFromArgv(argv));
   const log = createLogger(def.name, config.debug.level);
   const metrics = new Metrics(def.name);
-  initTracing(def.name, config.flotilla.otlp_endpoint);
+  initTracing(def.name, config.flotilla.otlp_endpoint, { protocol: config.flotilla.otlp_protocol });
   const svcCfg = config.flotilla.services[def.name];
   const root = serviceRoot(config, def.name);
   const state = serviceState(config, def.name);
@@ -93,7 +93,6 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
   const server = new RpcServer({ service: def.name, log, metrics, maxMessage: config.grpc.max_recv_message_size });
 
   let running: RunningService | undefined;
-  addHealth(server, () => running?.grpcServices ?? []);
   const sc: ServiceContext = { name: def.name, config, log, metrics, server, events, root, state };
   try {
     running = await def.start(sc);
@@ -101,6 +100,8 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
     log.fatal({ err: e }, "service failed to start");
     process.exit(1);
   }
+  // A process that answers health itself (the gateway, from its owners) registered it in start().
+  if (!server.has(`/${HEALTH_SERVICE}/Check`)) addHealth(server, () => running?.grpcServices ?? []);
   // Each process answers Introspection/Plugins for its own plugins; the gateway serves the merged view.
   if (!server.has(`/${INTROSPECTION_SERVICE}/Plugins`)) {
     const plugins = running.plugins;

@@ -51,12 +51,36 @@ function randomHex(bytes: number): string {
   return idBytes.toString("hex", 0, bytes);
 }
 
+/** How spans travel to the OTLP endpoint (OTEL's names; protobuf is OTEL's default). */
+export type OtlpProtocol = "http/protobuf" | "http/json";
+
+export interface TracingOptions {
+  protocol?: OtlpProtocol;
+  version?: string;
+}
+
+/**
+ * The environment that makes a child process (a shim) export its spans where this process does: OTEL's
+ * own variables, read back by `tracingFromEnv`. Empty when this process does not export.
+ */
+export function tracingEnv(endpoint: string, protocol: OtlpProtocol = "http/protobuf"): Record<string, string> {
+  return endpoint ? { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: endpoint, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: protocol } : {};
+}
+
+/** Set up tracing from the environment `tracingEnv` describes (a process without a config file: the shim). */
+export function tracingFromEnv(service: string, env: NodeJS.ProcessEnv = process.env): Tracer {
+  const protocol = env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL === "http/json" ? "http/json" : "http/protobuf";
+  return initTracing(service, env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? "", { protocol });
+}
+
 /**
  * Set up tracing for this process. With an endpoint, every call gets a recording span, exported over
- * OTLP/HTTP. Without one, spans are only propagated (PropagatingTracer): W3C trace context still flows
- * through every process and event, and a call pays next to nothing for it.
+ * OTLP/HTTP as protobuf (or JSON with `protocol: "http/json"`). Without one, spans are only propagated
+ * (PropagatingTracer): W3C trace context still flows through every process and event, and a call pays
+ * next to nothing for it.
  */
-export function initTracing(service: string, endpoint: string, version = "0.1.0"): Tracer {
+export function initTracing(service: string, endpoint: string, opts: TracingOptions = {}): Tracer {
+  const version = opts.version ?? "0.1.0";
   exporting = Boolean(endpoint);
   if (!endpoint) {
     const light = new PropagatingTracer();
@@ -65,7 +89,9 @@ export function initTracing(service: string, endpoint: string, version = "0.1.0"
     return light;
   }
   // The SDK and the exporter (a few hundred modules) are loaded only by a process that exports.
-  const { OTLPTraceExporter } = require("@opentelemetry/exporter-trace-otlp-http") as typeof import("@opentelemetry/exporter-trace-otlp-http");
+  const { OTLPTraceExporter } = (
+    opts.protocol === "http/json" ? require("@opentelemetry/exporter-trace-otlp-http") : require("@opentelemetry/exporter-trace-otlp-proto")
+  ) as typeof import("@opentelemetry/exporter-trace-otlp-http");
   const { resourceFromAttributes } = require("@opentelemetry/resources") as typeof import("@opentelemetry/resources");
   const { BatchSpanProcessor } = require("@opentelemetry/sdk-trace-base") as typeof import("@opentelemetry/sdk-trace-base");
   const { NodeTracerProvider } = require("@opentelemetry/sdk-trace-node") as typeof import("@opentelemetry/sdk-trace-node");
@@ -75,6 +101,8 @@ export function initTracing(service: string, endpoint: string, version = "0.1.0"
     spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url: endpoint }), { scheduledDelayMillis: 500 })],
   });
   provider.register({ propagator: new W3CTraceContextPropagator() });
+  // ttrpc requests (to and from shims) carry the trace too.
+  (require("./ttrpc") as typeof import("./ttrpc")).propagateOverTtrpc();
   return trace.getTracer("flotilla", version);
 }
 

@@ -22,6 +22,17 @@ import {
 
 export const NAMESPACE_KEY = "containerd-namespace-ttrpc";
 
+/**
+ * What every outgoing request's metadata passes through (set by libs/tracing in a process that exports
+ * spans: the caller's trace context goes along, as containerd's ttrpc interceptors send it). None by
+ * default, so a process that does not trace loads nothing for it.
+ */
+let outgoing: ((md: Metadata) => Metadata) | undefined;
+
+export function setOutgoingMetadata(fn: ((md: Metadata) => Metadata) | undefined): void {
+  outgoing = fn;
+}
+
 export interface CallOptions {
   /** Deadline for the call; sent to the server as `timeout_nano`. */
   timeoutMs?: number;
@@ -129,7 +140,7 @@ export class TtrpcClient {
       method,
       payload: Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength),
       timeoutNano: opts.timeoutMs ? Math.round(opts.timeoutMs * 1e6) : 0,
-      metadata: opts.metadata ?? {},
+      metadata: outgoing ? outgoing(opts.metadata ?? {}) : (opts.metadata ?? {}),
     });
     if (req.length > MAX_MESSAGE_LENGTH) {
       return Promise.reject(classError("resource exhausted", `message length ${req.length} exceed maximum message size of ${MAX_MESSAGE_LENGTH}`));
@@ -185,7 +196,7 @@ export class TtrpcClient {
       reject: (e) => s.end(e),
       stream: s,
     });
-    const req = encodeRequest({ service, method, payload: Buffer.from(first ?? []), timeoutNano: 0, metadata });
+    const req = encodeRequest({ service, method, payload: Buffer.from(first ?? []), timeoutNano: 0, metadata: outgoing ? outgoing(metadata) : metadata });
     this.writeFrame(id, MessageType.Request, kind.clientStreaming ? Flags.RemoteOpen : Flags.RemoteClosed, req);
     return s;
   }

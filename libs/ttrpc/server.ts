@@ -64,7 +64,11 @@ export interface TtrpcServerOptions {
   /** A connection was accepted / closed; `open` counts the connections left. */
   onConnect?: (open: number) => void;
   onDisconnect?: (open: number) => void;
+  /** Runs each call's handler (e.g. inside a trace span, see libs/tracing/ttrpc); the handler runs bare without it. */
+  wrap?: CallWrapper;
 }
+
+export type CallWrapper = <T>(ctx: ServerCallContext, run: () => Promise<T>) => Promise<T>;
 
 class Connection {
   private readonly reader = new FrameReader();
@@ -161,8 +165,9 @@ class Connection {
       namespace: req.metadata[NAMESPACE_KEY]?.[0],
     };
     const id = f.streamId;
+    const wrap = this.server.wrap;
     if (unary) {
-      unary(ctx, req.payload).then(
+      (wrap ? wrap(ctx, () => unary(ctx, req.payload)) : unary(ctx, req.payload)).then(
         (res) => this.respond(id, res),
         (err) => this.respond(id, Buffer.alloc(0), this.server.statusOf(err, `${req.service}/${req.method}`)),
       );
@@ -176,7 +181,7 @@ class Connection {
       messages: q,
       send: (p) => this.write(id, MessageType.Data, 0, p),
     };
-    m.handler(ctx, stream, req.payload).then(
+    (wrap ? wrap(ctx, () => m.handler(ctx, stream, req.payload)) : m.handler(ctx, stream, req.payload)).then(
       (final) => {
         this.streams.delete(id);
         if (m.serverStreaming) this.write(id, MessageType.Data, final ? Flags.RemoteClosed : Flags.RemoteClosed | Flags.NoData, final ?? undefined);
@@ -196,6 +201,10 @@ export class TtrpcServer {
   private readonly listeners: net.Server[] = [];
 
   constructor(private readonly opts: TtrpcServerOptions = {}) {}
+
+  get wrap(): CallWrapper | undefined {
+    return this.opts.wrap;
+  }
 
   register(name: string, desc: ServiceDesc): void {
     if (this.services.has(name)) throw new Error(`ttrpc service ${name} registered twice`);

@@ -2,11 +2,12 @@
 import * as path from "node:path";
 import { onThisHost, serviceRoot } from "../../libs/config";
 import { DirectContentReads } from "./src/content-reads";
-import { runService, internalAddress, GRPC_PLUGIN, hostPlatform, type ServiceDefinition } from "../../libs/service";
-import { BACKENDS, OWNED_SERVICES, type BackendName } from "../../libs/topology";
+import { runService, internalAddress, GRPC_PLUGIN, HEALTH_SERVICE, hostPlatform, type ServiceDefinition } from "../../libs/service";
+import { BACKENDS, GATEWAY_SERVICES, OWNED_SERVICES, type BackendName } from "../../libs/topology";
 import { eventsHandlers } from "./src/events";
 import { introspectionHandlers } from "./src/introspection";
 import { GatewayFront } from "./src/front";
+import { OwnerHealth } from "./src/health";
 import { blobHolds, contentView, ReadViews } from "./src/views";
 
 export const VERSION = "v1.6.20+flotilla.0.1.0";
@@ -36,10 +37,11 @@ export const gatewayService: ServiceDefinition = {
     const views = sc.config.flotilla.gateway_read_views
       ? new ReadViews({ content: contentRoot, images: local("images"), snapshots: local("snapshots"), tasks: local("tasks") }, content)
       : undefined;
+    const routes = Object.fromEntries(BACKENDS.flatMap((b) => OWNED_SERVICES[b].map((svc) => [svc, addresses[b]])));
     const frontend = new GatewayFront({
       contentReads,
       views,
-      routes: Object.fromEntries(BACKENDS.flatMap((b) => OWNED_SERVICES[b].map((svc) => [svc, addresses[b]]))),
+      routes,
       local: internalAddress(sc),
       log: sc.log,
       metrics: sc.metrics,
@@ -59,6 +61,8 @@ export const gatewayService: ServiceDefinition = {
     sc.server.addService("containerd.services.version.v1.Version", { Version: async () => ({ version: VERSION, revision: REVISION }) });
     sc.server.addService("containerd.services.introspection.v1.Introspection", introspectionHandlers({ uuidFile: path.join(sc.root, "uuid"), addresses, ownPlugins }));
     sc.server.addService("containerd.services.events.v1.Events", eventsHandlers(sc.events));
+    // Health per service from its owner's own answer (see src/health.ts).
+    sc.server.addService(HEALTH_SERVICE, new OwnerHealth({ routes, own: GATEWAY_SERVICES }).handlers());
     return { grpcServices: [...GATEWAY_GRPC, ...BACKENDS.flatMap((b) => OWNED_SERVICES[b])], plugins: ownPlugins, frontend, close };
   },
 };

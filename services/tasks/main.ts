@@ -19,6 +19,8 @@ import { ShimManager } from "./src/runtime/manager";
 import { ForwardedDeletes } from "./src/runtime/forwarded";
 import { TASK_EVENTS } from "../../libs/core/tasks";
 import { WarmPool } from "./src/runtime/warm";
+import { registerContainerMetrics } from "./src/metrics";
+import { tracingEnv } from "../../libs/tracing";
 import { RuntimeResolver, runtimesConfig, RUNTIME_PLUGIN } from "./src/runtime/runtimes";
 import { CONTAINERS_SERVICE, containersHandlers } from "./src/server/containers";
 import { TASKS_SERVICE, tasksHandlers } from "./src/server/tasks";
@@ -37,6 +39,8 @@ export function ttrpcAddressFor(grpcAddress: string, state: string, configured?:
 export const tasksService: ServiceDefinition = {
   name: "tasks",
   async start(sc) {
+    // Shims (started from here, warm or not, with this environment) export their spans where we do.
+    Object.assign(process.env, tracingEnv(sc.config.flotilla.otlp_endpoint, sc.config.flotilla.otlp_protocol));
     const rawCfg = pluginConfig(sc.config, RUNTIME_PLUGIN, "task");
     const cfg = runtimesConfig(rawCfg, sc.state);
     const ttrpcAddress = ttrpcAddressFor(sc.config.grpc.address, sc.state, typeof rawCfg.ttrpc_address === "string" ? rawCfg.ttrpc_address : undefined);
@@ -101,6 +105,14 @@ export const tasksService: ServiceDefinition = {
     } catch (err) {
       sc.log.warn({ err }, "no warm shims for io.containerd.runc.v2");
     }
+
+    // container_* cgroup metrics of every running task (containerd's /v1/metrics families).
+    registerContainerMetrics(sc.metrics.registry, {
+      tasks: async () =>
+        containers.namespaces().flatMap((ns) =>
+          manager.list(ns).map((t) => ({ namespace: ns, id: t.id, pid: async () => Number((await t.call("State", {}, 2000)).pid ?? 0) })),
+        ),
+    });
 
     sc.server.addService(CONTAINERS_SERVICE, containersHandlers(containers));
     sc.server.addService(TASKS_SERVICE, tasksHandlers(tasks));

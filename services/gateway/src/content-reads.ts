@@ -245,10 +245,10 @@ export class DirectContentReads {
   }
 
   /**
-   * Serve one Read. Resolves with the gRPC status sent, or undefined when the blob's file is not
-   * there (nothing was sent; the owner must answer).
+   * Serve one Read. Resolves with the gRPC status sent and how many messages went out, or undefined
+   * when the blob's file is not there (nothing was sent; the owner must answer).
    */
-  async serve(down: http2.ServerHttp2Stream, req: ReadRequest): Promise<{ code: number; message: string } | undefined> {
+  async serve(down: http2.ServerHttp2Stream, req: ReadRequest): Promise<{ code: number; message: string; messages: number } | undefined> {
     let f: OpenFd;
     try {
       f = await this.open(req.digest);
@@ -261,14 +261,15 @@ export class DirectContentReads {
       if (offset > f.size) {
         const st = toGrpc(errOutOfRange(`read past object length ${f.size} bytes`));
         respondStatusOnly(down, st.code, st.details);
-        return { code: st.code, message: st.details };
+        return { code: st.code, message: st.details, messages: 0 };
       }
       if (size <= 0 || offset + size > f.size) size = f.size - offset;
       down.respond({ [http2.constants.HTTP2_HEADER_STATUS]: 200, "content-type": GRPC_CONTENT_TYPE }, { waitForTrailers: true, sendDate: false } as http2.ServerStreamResponseOptions);
       // The last message goes out with the end of the stream (for a small blob: headers and DATA in one write).
       let final: Frame | undefined;
+      let messages = 0;
       while (size > 0) {
-        if (down.destroyed || down.closed) return { code: 1, message: "call canceled by client" };
+        if (down.destroyed || down.closed) return { code: 1, message: "call canceled by client", messages };
         const n = Math.min(CHUNK, size);
         const frame = takeFrame(offset, n);
         // A blob's bytes come from the page cache almost always: a synchronous pread of at most 1 MiB
@@ -286,9 +287,11 @@ export class DirectContentReads {
           break;
         }
         // A closed stream is noticed at the top of the loop.
+        messages++;
         await writeWithDrain(down, frame.bytes(), () => undefined).catch(() => undefined);
       }
-      const status = size > 0 ? { code: 11, message: `unexpected end of blob ${req.digest} at ${offset}` } : { code: 0, message: "" };
+      if (final) messages++;
+      const status = size > 0 ? { code: 11, message: `unexpected end of blob ${req.digest} at ${offset}`, messages } : { code: 0, message: "", messages };
       down.once("wantTrailers", () => {
         try {
           down.sendTrailers(status.code === 0 ? { "grpc-status": "0" } : { "grpc-status": String(status.code), "grpc-message": encodeStatusMessage(status.message) });

@@ -13,8 +13,9 @@
  * read-only view of the owner's database can answer (views.ts), and content Reads from the blob files
  * (content-reads.ts). Whatever those cannot answer is forwarded as above.
  *
- * Per-call metrics and a server span are recorded here for every forwarded call; the span is the parent
- * of the owner's span.
+ * A server span is recorded here for every forwarded call (the parent of the owner's span); per-call
+ * metrics only for the calls answered here (views, content reads): a forwarded call is counted by its
+ * owner, so sums across processes count each call once.
  */
 import { Status } from "../../../libs/grpc/status";
 import * as fs from "node:fs";
@@ -97,7 +98,7 @@ interface Route {
   address: string;
   /** Known method kinds of the owned services (for metrics labels). */
   kinds: Map<string, MethodKind>;
-  /** Record metrics and a span here (false for the gateway's own services: its own gRPC server does). */
+  /** Record a span here (false for the gateway's own services: its own gRPC server does). */
   observe: boolean;
 }
 
@@ -208,9 +209,9 @@ export class GatewayFront {
       const req = ns ? reads.parse(body) : undefined;
       const forward = (): void => this.proxy(down, headers, body, true);
       if (!ns || !req || !reads.allowed(ns, req.digest)) return forward();
-      const obs = this.observe(this.routes.get("containerd.services.content.v1.Content")!, CONTENT_READ_PATH, headers);
+      const obs = this.observe(this.routes.get("containerd.services.content.v1.Content")!, CONTENT_READ_PATH, headers, true);
       reads.serve(down, req).then(
-        (st) => (st ? obs.finish(st.code, st.message) : forward()),
+        (st) => (st ? obs.finish(st.code, st.message, st.messages) : forward()),
         (e: Error) => {
           obs.finish(Status.INTERNAL, e.message);
           if (!down.headersSent) respondStatusOnly(down, Status.INTERNAL, e.message);
@@ -229,7 +230,7 @@ export class GatewayFront {
       const nsh = headers["containerd-namespace"];
       const frame = complete && !down.destroyed && !down.closed ? views.answer(methodPath, Array.isArray(nsh) ? nsh[0] : nsh, body) : undefined;
       if (!frame) return this.forward(down, headers, body, complete);
-      const obs = this.observe(this.routes.get(methodPath.slice(1, methodPath.indexOf("/", 1)))!, methodPath, headers);
+      const obs = this.observe(this.routes.get(methodPath.slice(1, methodPath.indexOf("/", 1)))!, methodPath, headers, true);
       down.respond(RESPONSE_HEADERS, WAIT_FOR_TRAILERS);
       down.once("wantTrailers", () => {
         try {
@@ -239,15 +240,22 @@ export class GatewayFront {
         }
       });
       down.end(frame);
-      obs.finish(Status.OK);
+      obs.finish(Status.OK, undefined, 1);
     });
   }
 
-  /** Metrics and (when exported) a server span for one call the gateway answers or forwards. */
-  private observe(route: Route, methodPath: string, headers: http2.IncomingHttpHeaders): { finish(code: number, message?: string): void; inject(out: http2.OutgoingHttpHeaders): void } {
+  /**
+   * A server span (when exported) for one call the gateway answers or forwards, and metrics when it
+   * answers the call itself (`answered`, or `finish` told that the call never reached its owner): a call
+   * an owner answered is counted by that owner alone.
+   */
+  private observe(route: Route, methodPath: string, headers: http2.IncomingHttpHeaders, answered: boolean): { finish(code: number, message?: string, sent?: number, unreached?: boolean): void; inject(out: http2.OutgoingHttpHeaders): void } {
     const [, service = "", method = ""] = methodPath.split("/");
     const started = process.hrtime.bigint();
     const kind = route.kinds.get(method) ?? "unary";
+    // A call answered here has one request message; `finish` says how many went out.
+    const tally = answered ? this.opts.metrics?.rpcStarted(service, method, kind) : undefined;
+    tally?.received();
     const getter = { keys: (c: http2.IncomingHttpHeaders) => Object.keys(c), get: (c: http2.IncomingHttpHeaders, k: string) => (typeof c[k] === "string" ? (c[k] as string) : undefined) };
     // Without an exporter no span is made: the client's trace context is passed on as it came.
     const parent = route.observe && tracingExported() ? propagation.extract(otelContext.active(), headers, getter) : undefined;
@@ -256,15 +264,17 @@ export class GatewayFront {
       : undefined;
     let finished = false;
     return {
-      finish: (code, message) => {
+      finish: (code, message, sent = 0, unreached = false) => {
         if (finished || !route.observe) return;
+        if (unreached && !tally) this.opts.metrics?.rpcStarted(service, method, kind).done(code, Number(process.hrtime.bigint() - started) / 1e9);
         finished = true;
         if (span) {
           span.setAttribute("rpc.grpc.status_code", code);
           if (code !== Status.OK) span.setStatus({ code: SpanStatusCode.ERROR, message });
           span.end();
         }
-        this.opts.metrics?.rpcDone(service, method, kind, Status[code] ?? String(code), Number(process.hrtime.bigint() - started) / 1e9);
+        tally?.sent(sent);
+        tally?.done(code, Number(process.hrtime.bigint() - started) / 1e9);
       },
       inject: (out) => {
         if (!span || !parent) return;
@@ -305,15 +315,15 @@ export class GatewayFront {
     const route = this.routes.get(service) ?? this.localRoute;
     if (down.destroyed || down.closed) {
       // The client went away while its request was being read.
-      if (route.observe) this.observe(route, methodPath, headers).finish(Status.CANCELLED, "call canceled by client");
+      if (route.observe) this.observe(route, methodPath, headers, false).finish(Status.CANCELLED, "call canceled by client");
       return;
     }
-    const obs = route.observe ? this.observe(route, methodPath, headers) : undefined;
+    const obs = route.observe ? this.observe(route, methodPath, headers, false) : undefined;
     let finished = false;
-    const finish = (code: number, message?: string): void => {
+    const finish = (code: number, message?: string, unreached = false): void => {
       if (finished) return;
       finished = true;
-      obs?.finish(code, message);
+      obs?.finish(code, message, 0, unreached);
     };
 
     const out: http2.OutgoingHttpHeaders = {
@@ -329,9 +339,12 @@ export class GatewayFront {
     }
     obs?.inject(out);
 
-    /** Answer with a status alone (the call never reached an owner, or died before it answered). */
-    const statusOnly = (code: Status, message: string): void => {
-      finish(code, message);
+    /**
+     * Answer with a status alone (the call never reached an owner, or died before it answered). A call
+     * no owner took (`unreached`) is counted here, as the gateway answered it.
+     */
+    const statusOnly = (code: Status, message: string, unreached = false): void => {
+      finish(code, message, unreached);
       if (down.destroyed || down.closed) return;
       if (down.headersSent) {
         down.close(code === Status.CANCELLED ? NGHTTP2_CANCEL : http2.constants.NGHTTP2_INTERNAL_ERROR);
@@ -344,7 +357,7 @@ export class GatewayFront {
     try {
       up = this.upstreams.get(route.address).request(out, REQUEST_OPTIONS);
     } catch (e) {
-      statusOnly(Status.UNAVAILABLE, `connection error: ${(e as Error).message}`);
+      statusOnly(Status.UNAVAILABLE, `connection error: ${(e as Error).message}`, true);
       return;
     }
     let trailers: http2.IncomingHttpHeaders | undefined;
@@ -422,7 +435,7 @@ export class GatewayFront {
     up.on("error", (e: Error) => {
       if (ended || retryRefused()) return;
       ended = true;
-      statusOnly(Status.UNAVAILABLE, `connection error: ${e.message}`);
+      statusOnly(Status.UNAVAILABLE, `connection error: ${e.message}`, !responded);
     });
     up.on("close", () => {
       if (ended || retryRefused()) return;

@@ -44,6 +44,9 @@ export async function serve(flags: ShimFlags): Promise<void> {
   process.on("unhandledRejection", (err) => log.error("unhandled rejection", { err: (err as Error)?.stack ?? String(err) }));
   process.on("SIGPIPE", () => undefined);
   setChildSubreaper();
+  // Spans only when the tasks process passed an OTLP endpoint down (nothing of OpenTelemetry loads otherwise).
+  const spans = process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ? await import("./tracing") : undefined;
+  spans?.startTracing();
 
   const reaper = new Reaper();
   const publisher = new Publisher(process.env.TTRPC_ADDRESS ?? "", flags.namespace, log);
@@ -58,6 +61,7 @@ export async function serve(flags: ShimFlags): Promise<void> {
       await server.close();
       if (socketFile) fs.rmSync(socketFile, { force: true });
       publisher.close();
+      await spans?.shutdownTracing();
       process.exit(0);
     })();
   };
@@ -110,6 +114,7 @@ export async function serve(flags: ShimFlags): Promise<void> {
     },
   });
   const server = new TtrpcServer({
+    wrap: spans?.wrap,
     onError: (err, where) => log.error("request failed", { where, err: (err as Error)?.stack ?? String(err) }),
     // A warm shim nobody adopted is not needed once its manager hung up.
     onDisconnect: (open) => {

@@ -32,6 +32,14 @@ export class RuncError extends Error {
   }
 }
 
+/** Wraps each runtime invocation (set by src/tracing.ts when the shim exports spans). */
+type RunWrapper = (binary: string, args: string[], run: () => Promise<RunResult>) => Promise<RunResult>;
+let wrapRun: RunWrapper | undefined;
+
+export function traceRuntime(wrap: RunWrapper | undefined): void {
+  wrapRun = wrap;
+}
+
 export class Runc {
   constructor(readonly opts: RuncOptions, private readonly reaper?: Reaper) {}
 
@@ -48,6 +56,10 @@ export class Runc {
 
   /** Run the runtime; resolves with its exit code and output (stdout/stderr captured unless `stdio` is given). */
   run(args: string[], opts: { stdio?: StdioOptions; input?: string; cwd?: string } = {}): Promise<RunResult> {
+    return wrapRun ? wrapRun(this.opts.binary, args, () => this.spawn(args, opts)) : this.spawn(args, opts);
+  }
+
+  private spawn(args: string[], opts: { stdio?: StdioOptions; input?: string; cwd?: string }): Promise<RunResult> {
     return new Promise((resolve, reject) => {
       const capture = !opts.stdio;
       const child = spawn(this.opts.binary, [...this.globalArgs(), ...args], {
