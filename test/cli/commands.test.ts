@@ -1,0 +1,182 @@
+/**
+ * Issue 16, operators' commands through `bin/flotilla` itself: images pull, push and export exit with
+ * status 0 once done (a hang fails the test after its timeout), global options before the command in
+ * ctr's spellings, a failing command's status, `ps` listing every process with pid, address, health,
+ * restarts and uptime, `stop|start|restart SERVICE` against the running `up`, a SIGTERM to one service
+ * stopping it for good (a SIGKILL still restarts it), and "flotilla is up" meaning the gateway serves.
+ */
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { runCtr, sleep, startStack, waitFor, type Stack } from "../harness";
+import { flotilla, flotillaOk, spawnFlotilla } from "../helpers/flotilla";
+import { buildImage, busyboxLayer, pushImage } from "../transfer/images";
+import { startRegistry, type TestRegistry } from "../transfer/registry";
+
+interface Ps {
+  name: string;
+  pid: number | null;
+  address: string;
+  health: string;
+  restarts: number;
+  uptime: number | null;
+  state: string;
+}
+
+describe("cli - commands exit, global options, ps/stop/start/restart", () => {
+  let stack: Stack;
+  let reg: TestRegistry;
+  let ref: string;
+  const ps = async (): Promise<Map<string, Ps>> => {
+    const r = await flotillaOk(["--config", stack.configFile, "ps", "--json"], { timeoutMs: 30_000 });
+    return new Map((JSON.parse(r.stdout) as Ps[]).map((p) => [p.name, p]));
+  };
+
+  before(async () => {
+    [stack, reg] = await Promise.all([startStack(), startRegistry()]);
+    ref = await pushImage(reg.host, "test/busybox", "1.0", buildImage([busyboxLayer()]));
+  });
+  after(async () => {
+    await stack?.stop();
+    await reg?.stop();
+  });
+
+  it("images pull, push and export exit 0 when done, with -a/-n before the command", async () => {
+    const pull = await flotilla(["-a", stack.socket, "-n", "ops", "images", "pull", ref], { timeoutMs: 60_000 });
+    assert.equal(pull.code, 0, pull.stdout + pull.stderr);
+    assert.match(pull.stdout, /^Completed pull from /m);
+    assert.ok(pull.ms < 30_000, `pull took ${pull.ms} ms`);
+    const ls = await runCtr(stack.socket, ["images", "ls", "-q"], { namespace: "ops" });
+    assert.match(ls.stdout, new RegExp(`^${ref.replace(/\./g, "\\.")}$`, "m"), "pulled into the namespace given before the command");
+    assert.doesNotMatch((await stack.ctr(["images", "ls", "-q"])).stdout, /test\/busybox/, "not into default");
+
+    const pushed = `${reg.host}/test/copy:2`;
+    const push = await flotilla(["--address", stack.socket, "--namespace=ops", "images", "push", pushed, ref], { timeoutMs: 60_000 });
+    assert.equal(push.code, 0, push.stdout + push.stderr);
+    assert.match(push.stdout, /^Completed push to /m);
+    const manifest = await fetch(`http://${reg.host}/v2/test/copy/manifests/2`, { headers: { accept: "application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.v2+json" } });
+    assert.equal(manifest.status, 200, "the pushed manifest is in the registry");
+
+    const out = path.join(stack.dir, "export.tar");
+    // global options before the command, and the same option after it wins
+    const exp = await flotilla(["-n", "nope", "-a", stack.socket, "images", "export", "-n", "ops", out, ref], { timeoutMs: 60_000 });
+    assert.equal(exp.code, 0, exp.stdout + exp.stderr);
+    assert.ok(fs.statSync(out).size > 1024, "an archive was written");
+  });
+
+  it("a failing command exits non-zero, and promptly", async () => {
+    const r = await flotilla(["-a", stack.socket, "images", "pull", `${reg.host}/test/none:1`], { timeoutMs: 60_000 });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, /not found/);
+    const bad = await flotilla(["--address"], { timeoutMs: 10_000 });
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /--address needs a value/);
+    const unknown = await flotilla(["-a", stack.socket, "frobnicate"], { timeoutMs: 10_000 });
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /unknown command "frobnicate"/);
+  });
+
+  it("ps lists every process with pid, address, health, restarts and uptime", async () => {
+    const table = await flotillaOk(["ps", "-c", stack.configFile], { timeoutMs: 30_000 });
+    assert.match(table.stdout, /^NAME\s+PID\s+STATE\s+HEALTH\s+RESTARTS\s+UPTIME\s+ADDRESS$/m);
+    const all = await ps();
+    assert.deepEqual([...all.keys()].sort(), ["content", "gateway", "images", "nats", "sandbox", "snapshots", "tasks", "transfer"]);
+    for (const [name, p] of all) {
+      assert.equal(p.pid, stack.pidOf(name as "nats"), `${name} pid`);
+      assert.equal(p.state, "running");
+      assert.equal(p.health, name === "nats" ? "-" : "SERVING", name);
+      assert.equal(p.restarts, 0);
+      assert.ok(p.uptime !== null && p.uptime >= 0);
+      assert.match(table.stdout, new RegExp(`^${name}\\s+${p.pid}\\s+running\\s`, "m"));
+    }
+    assert.equal(all.get("gateway")!.address, stack.socket);
+  });
+
+  it("stop, start and restart one service of a running up", async () => {
+    const before = (await ps()).get("transfer")!;
+    await flotillaOk(["-c", stack.configFile, "stop", "transfer"], { timeoutMs: 30_000 });
+    assert.throws(() => process.kill(before.pid!, 0), "the process is gone");
+    await sleep(1500); // longer than the first restart backoff
+    let p = (await ps()).get("transfer")!;
+    assert.deepEqual([p.state, p.pid, p.health], ["stopped", null, "DOWN"]);
+    // the rest of the stack answers; the stopped service's calls fail
+    assert.equal((await stack.ctr(["version"])).code, 0);
+    await flotillaOk(["-c", stack.configFile, "start", "transfer"], { timeoutMs: 60_000 });
+    p = (await ps()).get("transfer")!;
+    assert.equal(p.state, "running");
+    assert.equal(p.health, "SERVING");
+    assert.notEqual(p.pid, before.pid);
+    await flotillaOk(["-c", stack.configFile, "restart", "transfer"], { timeoutMs: 60_000 });
+    const after = (await ps()).get("transfer")!;
+    assert.notEqual(after.pid, p.pid);
+    assert.equal(after.health, "SERVING");
+    assert.equal(after.restarts, 0, "operator stops are not crashes");
+    const unknown = await flotilla(["-c", stack.configFile, "stop", "nosuch"], { timeoutMs: 30_000 });
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /service "nosuch": not found/);
+  });
+
+  it("a SIGTERM to one service stops it for good; a SIGKILL is a crash and restarts it", async () => {
+    const pid = stack.kill("sandbox", "SIGTERM");
+    await waitFor("sandbox to stop", async () => ((await ps()).get("sandbox")!.state === "stopped" ? true : undefined), 20_000, 200);
+    await sleep(1500);
+    const p = (await ps()).get("sandbox")!;
+    assert.deepEqual([p.state, p.pid, p.restarts], ["stopped", null, 0]);
+    assert.throws(() => process.kill(pid, 0));
+    await flotillaOk(["-c", stack.configFile, "start", "sandbox"], { timeoutMs: 60_000 });
+    const old = stack.kill("sandbox", "SIGKILL");
+    const fresh = await stack.waitRestarted("sandbox", old);
+    const q = (await ps()).get("sandbox")!;
+    assert.equal(q.pid, fresh);
+    assert.equal(q.restarts, 1);
+  });
+
+  it("flotilla is up only once the gateway answers calls; stop is clean", async () => {
+    const dir = fs.mkdtempSync(path.join(stack.dir, "up-"));
+    const cfg = path.join(dir, "config.toml");
+    const sock = path.join(dir, "f.sock");
+    fs.writeFileSync(cfg, fs.readFileSync(stack.configFile, "utf8")
+      .replace(/^root = .*$/m, `root = ${JSON.stringify(path.join(dir, "root"))}`)
+      .replace(/^state = .*$/m, `state = ${JSON.stringify(path.join(dir, "state"))}`)
+      .replace(/^address = .*$/m, `address = ${JSON.stringify(sock)}`));
+    const started = Date.now();
+    const up = spawnFlotilla(["up", "--config", cfg], { stdio: ["ignore", "ignore", "pipe"] });
+    let log = "";
+    try {
+      const ready = await new Promise<number>((resolve, reject) => {
+        up.stderr!.on("data", (b: Buffer) => {
+          log += b;
+          if (log.includes('"msg":"flotilla is up"')) resolve(Date.now());
+        });
+        up.once("exit", (code) => reject(new Error(`up exited ${code}\n${log}`)));
+        setTimeout(() => reject(new Error(`no "flotilla is up" after 90 s\n${log}`)), 90_000);
+      });
+      // at that moment the gateway answers, and every service with it
+      const v = await runCtr(sock, ["version"], { timeoutMs: 10_000 });
+      assert.equal(v.code, 0, v.stderr);
+      const plugins = await runCtr(sock, ["plugins", "ls"], { timeoutMs: 10_000 });
+      assert.doesNotMatch(plugins.stdout, /\berror\b/, plugins.stdout);
+      const gwServing = log.split("\n").filter((l) => l.includes('"msg":"serving"')).length;
+      assert.equal(gwServing, 7, "every service logged serving before up");
+      const stopAt = Date.now();
+      const exited = new Promise<number | null>((r) => up.once("exit", (c) => r(c)));
+      up.kill("SIGTERM");
+      const code = await exited;
+      assert.equal(code, 0);
+      process.stdout.write(`# up: ready after ${ready - started} ms, stopped ${Date.now() - stopAt} ms after SIGTERM\n`);
+    } finally {
+      if (up.exitCode === null && up.signalCode === null) up.kill("SIGKILL");
+      const st = path.join(dir, "state", "supervisor.json");
+      if (fs.existsSync(st)) {
+        for (const pid of Object.values((JSON.parse(fs.readFileSync(st, "utf8")) as { services: Record<string, number | null> }).services)) {
+          try {
+            if (pid) process.kill(pid, "SIGKILL");
+          } catch {
+            /* gone */
+          }
+        }
+      }
+    }
+  });
+});
