@@ -13,24 +13,15 @@ import { runCtr, sleep, startStack, waitFor, type Stack } from "../harness";
 import { flotilla, flotillaOk, spawnFlotilla } from "../helpers/flotilla";
 import { buildImage, busyboxLayer, pushImage } from "../transfer/images";
 import { startRegistry, type TestRegistry } from "../transfer/registry";
-
-interface Ps {
-  name: string;
-  pid: number | null;
-  address: string;
-  health: string;
-  restarts: number;
-  uptime: number | null;
-  state: string;
-}
+import type { ProcessStatus } from "../../cli/supervisor";
 
 describe("cli - commands exit, global options, ps/stop/start/restart", () => {
   let stack: Stack;
   let reg: TestRegistry;
   let ref: string;
-  const ps = async (): Promise<Map<string, Ps>> => {
+  const ps = async (): Promise<Map<string, ProcessStatus>> => {
     const r = await flotillaOk(["--config", stack.configFile, "ps", "--json"], { timeoutMs: 30_000 });
-    return new Map((JSON.parse(r.stdout) as Ps[]).map((p) => [p.name, p]));
+    return new Map((JSON.parse(r.stdout) as ProcessStatus[]).map((p) => [p.name, p]));
   };
 
   before(async () => {
