@@ -163,15 +163,18 @@ export class Supervisor {
     fs.mkdirSync(this.cfg.state, { recursive: true, mode: 0o711 });
     fs.mkdirSync(this.cfg.root, { recursive: true, mode: 0o711 });
     this.natsUrl = this.cfg.flotilla.nats.url;
+    // Under systemd (`up` as a Type=notify unit) the readiness socket is ours: a service that saw it
+    // would announce the whole unit ready as soon as it alone serves.
+    const { NOTIFY_SOCKET: _ours, ...childEnv } = process.env;
     if (!this.natsUrl) {
       const port = this.cfg.flotilla.nats.embedded_port || (await freePort());
       const storeDir = path.join(this.cfg.root, "nats");
       fs.mkdirSync(storeDir, { recursive: true });
       this.natsUrl = `nats://127.0.0.1:${port}`;
-      this.add("nats", ["nats-server", "-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir], process.env, this.natsUrl);
+      this.add("nats", ["nats-server", "-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir], childEnv, this.natsUrl);
       await waitForPort(port, 10_000);
     }
-    const env = { ...process.env, FLOTILLA_NATS_URL: this.natsUrl };
+    const env = { ...childEnv, FLOTILLA_NATS_URL: this.natsUrl };
     const root = repoRoot();
     const cfgArgs = this.configFile ? ["--config", this.configFile] : [];
     const order: ServiceName[] = [...SERVICE_NAMES.filter((s) => s !== "gateway"), "gateway"];

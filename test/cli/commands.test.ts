@@ -3,10 +3,12 @@
  * status 0 once done (a hang fails the test after its timeout), global options before the command in
  * ctr's spellings, a failing command's status, `ps` listing every process with pid, address, health,
  * restarts and uptime, `stop|start|restart SERVICE` against the running `up`, a SIGTERM to one service
- * stopping it for good (a SIGKILL still restarts it), and "flotilla is up" meaning the gateway serves.
+ * stopping it for good (a SIGKILL still restarts it), and "flotilla is up" (and sd_notify READY=1 on
+ * $NOTIFY_SOCKET, from up itself and not from its services) meaning the gateway serves.
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { runCtr, sleep, startStack, waitFor, type Stack } from "../harness";
@@ -14,6 +16,29 @@ import { flotilla, flotillaOk, spawnFlotilla } from "../helpers/flotilla";
 import { buildImage, busyboxLayer, pushImage } from "../transfer/images";
 import { startRegistry, type TestRegistry } from "../transfer/registry";
 import type { ProcessStatus } from "../../cli/supervisor";
+
+/**
+ * Receives sd_notify datagrams on argv[1] as systemd does (SO_PASSCRED: the sender's PID), prints one
+ * JSON line per message, and closes passed descriptors (which completes systemd-notify's barrier).
+ */
+const NOTIFY_RECEIVER = `
+import array, json, os, socket, struct, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+s.bind(sys.argv[1])
+while True:
+    msg, anc, _, _ = s.recvmsg(4096, socket.CMSG_SPACE(12) + socket.CMSG_SPACE(64))
+    pid = 0
+    for _, typ, data in anc:
+        if typ == socket.SCM_CREDENTIALS:
+            pid = struct.unpack("iII", data[:12])[0]
+        elif typ == socket.SCM_RIGHTS:
+            fds = array.array("i")
+            fds.frombytes(data[: len(data) - len(data) % 4])
+            for fd in fds:
+                os.close(fd)
+    print(json.dumps({"pid": pid, "msg": msg.decode()}), flush=True)
+`;
 
 describe("cli - commands exit, global options, ps/stop/start/restart", () => {
   let stack: Stack;
@@ -131,8 +156,15 @@ describe("cli - commands exit, global options, ps/stop/start/restart", () => {
       .replace(/^root = .*$/m, `root = ${JSON.stringify(path.join(dir, "root"))}`)
       .replace(/^state = .*$/m, `state = ${JSON.stringify(path.join(dir, "state"))}`)
       .replace(/^address = .*$/m, `address = ${JSON.stringify(sock)}`));
+    // systemd's side of sd_notify: a unix datagram socket reporting each message and its sender's PID
+    const notifySocket = path.join(dir, "notify.sock");
+    const receiver = spawn("python3", ["-u", "-c", NOTIFY_RECEIVER, notifySocket], { stdio: ["ignore", "pipe", "inherit"] });
+    const notes: { pid: number; msg: string }[] = [];
+    receiver.stdout!.setEncoding("utf8");
+    receiver.stdout!.on("data", (d: string) => notes.push(...d.split("\n").filter(Boolean).map((l) => JSON.parse(l) as { pid: number; msg: string })));
+    await waitFor("the notify socket", () => fs.existsSync(notifySocket) || undefined);
     const started = Date.now();
-    const up = spawnFlotilla(["up", "--config", cfg], { stdio: ["ignore", "ignore", "pipe"] });
+    const up = spawnFlotilla(["up", "--config", cfg], { stdio: ["ignore", "ignore", "pipe"], env: { NOTIFY_SOCKET: notifySocket } });
     let log = "";
     try {
       const ready = await new Promise<number>((resolve, reject) => {
@@ -141,7 +173,7 @@ describe("cli - commands exit, global options, ps/stop/start/restart", () => {
           if (log.includes('"msg":"flotilla is up"')) resolve(Date.now());
         });
         up.once("exit", (code) => reject(new Error(`up exited ${code}\n${log}`)));
-        setTimeout(() => reject(new Error(`no "flotilla is up" after 90 s\n${log}`)), 90_000);
+        setTimeout(() => reject(new Error(`no "flotilla is up" after 90 s\n${log}`)), 90_000).unref();
       });
       // at that moment the gateway answers, and every service with it
       const v = await runCtr(sock, ["version"], { timeoutMs: 10_000 });
@@ -150,6 +182,10 @@ describe("cli - commands exit, global options, ps/stop/start/restart", () => {
       assert.doesNotMatch(plugins.stdout, /\berror\b/, plugins.stdout);
       const gwServing = log.split("\n").filter((l) => l.includes('"msg":"serving"')).length;
       assert.equal(gwServing, 7, "every service logged serving before up");
+      // READY=1 reached the notify socket from up's own PID, and from no service
+      const readyNote = await waitFor("READY=1", () => notes.find((n) => n.msg.split("\n").includes("READY=1")));
+      assert.equal(readyNote.pid, up.pid);
+      assert.deepEqual(notes.filter((n) => n.msg.includes("READY=1")).length, 1, JSON.stringify(notes));
       const stopAt = Date.now();
       const exited = new Promise<number | null>((r) => up.once("exit", (c) => r(c)));
       up.kill("SIGTERM");
@@ -157,6 +193,7 @@ describe("cli - commands exit, global options, ps/stop/start/restart", () => {
       assert.equal(code, 0);
       process.stdout.write(`# up: ready after ${ready - started} ms, stopped ${Date.now() - stopAt} ms after SIGTERM\n`);
     } finally {
+      receiver.kill("SIGKILL");
       if (up.exitCode === null && up.signalCode === null) up.kill("SIGKILL");
       const st = path.join(dir, "state", "supervisor.json");
       if (fs.existsSync(st)) {
