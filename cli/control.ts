@@ -1,11 +1,12 @@
 /**
  * `flotilla ps` and `flotilla stop|start|restart SERVICE...`: requests to a running `flotilla up`
- * over its control socket `<state>/supervisor.sock` (the state directory of the same config).
+ * over its control socket `<state>/supervisor.sock` (the state directory of the same config);
+ * `flotilla health SERVICE...` asks the services themselves.
  */
 import * as net from "node:net";
 import { parseArgs } from "node:util";
-import { configPathFromArgv, loadConfig } from "../libs/config";
-import { controlSocket, type ProcessStatus } from "./supervisor";
+import { configPathFromArgv, loadConfig, SERVICE_NAMES, type ServiceName } from "../libs/config";
+import { controlSocket, healthOf, type ProcessStatus } from "./supervisor";
 import { table } from "./table";
 
 interface Answer {
@@ -43,6 +44,29 @@ function uptime(secs: number | null): string {
   if (secs < 120) return `${secs}s`;
   if (secs < 7200) return `${Math.floor(secs / 60)}m${secs % 60}s`;
   return `${Math.floor(secs / 3600)}h${Math.floor((secs % 3600) / 60)}m`;
+}
+
+/**
+ * `flotilla health SERVICE...`: each service's grpc.health.v1 at its configured address (the
+ * readiness `up` waits for); exit 0 only when all answer SERVING. For probes, e.g. compose healthchecks.
+ */
+export async function healthCommand(argv: string[]): Promise<number> {
+  try {
+    const { values: v, positionals } = parseArgs({ args: argv, allowPositionals: true, strict: true, options: { config: { type: "string", short: "c" }, address: { type: "string", short: "a" }, namespace: { type: "string", short: "n" } } });
+    const cfg = loadConfig(v.config ?? configPathFromArgv(argv));
+    if (positionals.length === 0) throw new Error(`health needs a SERVICE (${SERVICE_NAMES.join(", ")})`);
+    let rc = 0;
+    for (const s of positionals) {
+      if (!(SERVICE_NAMES as readonly string[]).includes(s)) throw new Error(`service ${JSON.stringify(s)}: not found`);
+      const h = await healthOf(cfg.flotilla.services[s as ServiceName].address, 3000);
+      process.stdout.write(`${s} ${h}\n`);
+      if (h !== "SERVING") rc = 1;
+    }
+    return rc;
+  } catch (e) {
+    process.stderr.write(`flotilla health: ${(e as Error).message}\n`);
+    return 1;
+  }
 }
 
 /** Entry point for `flotilla ps|stop|start|restart`; resolves with the exit code. */

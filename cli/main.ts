@@ -5,7 +5,7 @@ import { createLogger } from "../libs/log";
 import { imagesCommand } from "./images";
 import { networkCommand } from "./network";
 import { runCommand, sandboxCommand } from "./sandbox";
-import { controlCommand } from "./control";
+import { controlCommand, healthCommand } from "./control";
 import { Supervisor } from "./supervisor";
 
 const USAGE = `usage: flotilla [global options] <command> [options]
@@ -15,6 +15,7 @@ commands:
   ps                   the processes of a running \`up\`: pid, address, health, restarts, uptime
   stop|start|restart SERVICE...
                        stop one service of a running \`up\` for good, start it again, or both
+  health SERVICE...    exit 0 when each service's grpc.health.v1 answers SERVING (for probes)
   images pull|push|import|export|tag ...
                        move images through the Transfer API, with live progress
   sandbox run|ls|inspect|stop|rm ...
@@ -100,6 +101,8 @@ export async function main(argv: string[]): Promise<number> {
       return networkCommand(sub());
     case "run":
       return runCommand([...globals, ...rest]);
+    case "health":
+      return healthCommand([...globals, ...rest]);
     case "ps":
     case "stop":
     case "start":

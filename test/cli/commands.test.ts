@@ -118,11 +118,15 @@ describe("cli - commands exit, global options, ps/stop/start/restart", () => {
     assert.deepEqual([p.state, p.pid, p.health], ["stopped", null, "DOWN"]);
     // the rest of the stack answers; the stopped service's calls fail
     assert.equal((await stack.ctr(["version"])).code, 0);
+    const down = await flotilla(["-c", stack.configFile, "health", "gateway", "transfer"], { timeoutMs: 30_000 });
+    assert.equal(down.code, 1);
+    assert.equal(down.stdout, "gateway SERVING\ntransfer DOWN\n");
     await flotillaOk(["-c", stack.configFile, "start", "transfer"], { timeoutMs: 60_000 });
     p = (await ps()).get("transfer")!;
     assert.equal(p.state, "running");
     assert.equal(p.health, "SERVING");
     assert.notEqual(p.pid, before.pid);
+    assert.equal((await flotillaOk(["health", "-c", stack.configFile, "transfer"], { timeoutMs: 30_000 })).stdout, "transfer SERVING\n");
     await flotillaOk(["-c", stack.configFile, "restart", "transfer"], { timeoutMs: 60_000 });
     const after = (await ps()).get("transfer")!;
     assert.notEqual(after.pid, p.pid);

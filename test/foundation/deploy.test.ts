@@ -27,7 +27,8 @@ test("docker-compose.dev.yml: valid compose with NATS and one container per serv
     for (const k of Object.keys(s)) assert.ok(SERVICE_KEYS.has(k), `${name}: unknown key ${k}`);
     assert.ok(s.image || s.build, `${name} has an image or a build`);
     assert.ok(Array.isArray(s.command), `${name}: command is a list`);
-    for (const d of (s.depends_on as string[] | undefined) ?? []) assert.ok(services[d], `${name} depends on unknown ${d}`);
+    const deps = Array.isArray(s.depends_on) ? (s.depends_on as string[]) : Object.keys((s.depends_on as Record<string, unknown> | undefined) ?? {});
+    for (const d of deps) assert.ok(services[d], `${name} depends on unknown ${d}`);
     for (const v of (s.volumes as string[] | undefined) ?? []) {
       const [src, dst] = v.split(":");
       assert.ok(dst?.startsWith("/"), `${name}: volume target ${v}`);
@@ -41,11 +42,15 @@ test("docker-compose.dev.yml: valid compose with NATS and one container per serv
       assert.deepEqual(cmd.slice(0, SERVICE_NODE_FLAGS.length), SERVICE_NODE_FLAGS);
       assert.equal(cmd[SERVICE_NODE_FLAGS.length], `dist/services/${name}/main.js`);
       assert.ok(fs.existsSync(path.join(ROOT, "services", name, "main.ts")), `services/${name}/main.ts exists`);
+      // healthy once its grpc.health.v1 answers SERVING, the readiness `flotilla up` waits for
+      assert.deepEqual((s.healthcheck as { test: string[] }).test, ["CMD", "node", "bin/flotilla", "health", "--config", "/etc/flotilla/config.toml", name]);
     }
   }
   assert.ok(fs.existsSync(path.join(ROOT, "Dockerfile")));
   // Compose v1 only reads the 2.x/3.x formats, without a top-level name; Compose v2 reads those too.
   assert.match(String(doc.version), /^[23]\.\d+$/);
+  const gwDeps = services.gateway!.depends_on as Record<string, { condition: string }>;
+  for (const svc of SERVICE_NAMES.filter((n) => n !== "gateway")) assert.equal(gwDeps[svc]?.condition, "service_healthy", `the gateway waits for ${svc} to serve`);
   const cfg = loadConfig(path.join(ROOT, "deploy/compose/config.toml"));
   assert.equal(cfg.flotilla.nats.url, "nats://nats:4222");
 });
