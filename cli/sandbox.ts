@@ -88,7 +88,7 @@ function parse(argv: string[], valued: Record<string, string>, flagNames: Record
     }
   }
   const config = opts.get("config")?.at(-1) ?? process.env.FLOTILLA_CONFIG;
-  const address = opts.get("address")?.at(-1) ?? process.env.FLOTILLA_ADDRESS ?? loadConfig(config || undefined).grpc.address;
+  const address = opts.get("address")?.at(-1) ?? process.env.FLOTILLA_ADDRESS ?? process.env.CONTAINERD_ADDRESS ?? loadConfig(config || undefined).grpc.address;
   const namespace = opts.get("namespace")?.at(-1) ?? process.env.CONTAINERD_NAMESPACE ?? "default";
   return { globals: { address, namespace }, opts, flags, positionals };
 }
