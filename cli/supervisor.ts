@@ -162,6 +162,7 @@ export class Supervisor {
   async start(): Promise<void> {
     fs.mkdirSync(this.cfg.state, { recursive: true, mode: 0o711 });
     fs.mkdirSync(this.cfg.root, { recursive: true, mode: 0o711 });
+    await this.listenControl();
     this.natsUrl = this.cfg.flotilla.nats.url;
     // Under systemd (`up` as a Type=notify unit) the readiness socket is ours: a service that saw it
     // would announce the whole unit ready as soon as it alone serves.
@@ -183,7 +184,6 @@ export class Supervisor {
     for (const s of order) {
       this.add(s, [process.execPath, ...nodeArgs, path.join(root, "dist", "services", s, "main.js"), ...cfgArgs], env, this.cfg.flotilla.services[s].address);
     }
-    await this.listenControl();
     await this.waitServing(order);
     if (this.stopping) return;
     this.log.info({ nats: this.natsUrl, socket: this.cfg.grpc.address, state: this.stateFile, control: controlSocket(this.cfg.state), startupMs: Math.round(performance.now()) }, "flotilla is up");
@@ -261,8 +261,17 @@ export class Supervisor {
   }
 
   /** The control socket: one JSON request line, one JSON answer line. */
-  private listenControl(): Promise<void> {
+  private async listenControl(): Promise<void> {
     const file = controlSocket(this.cfg.state);
+    // Another `up` on the same state directory answers there: refuse before starting anything.
+    const live = await new Promise<boolean>((resolve) => {
+      const c = net.connect(file, () => {
+        c.destroy();
+        resolve(true);
+      });
+      c.on("error", () => resolve(false));
+    });
+    if (live) throw new Error(`another flotilla up is running for ${this.cfg.state} (${file} answers)`);
     fs.rmSync(file, { force: true });
     this.control = net.createServer((conn) => {
       let buf = "";
@@ -277,7 +286,7 @@ export class Supervisor {
         void this.answer(line).then((res) => conn.end(JSON.stringify(res) + "\n"));
       });
     });
-    return new Promise((resolve, reject) => {
+    await new Promise<void>((resolve, reject) => {
       this.control!.once("error", reject);
       this.control!.listen(file, () => {
         fs.chmodSync(file, 0o600);

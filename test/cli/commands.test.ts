@@ -107,6 +107,11 @@ describe("cli - commands exit, global options, ps/stop/start/restart", () => {
       assert.match(table.stdout, new RegExp(`^${name}\\s+${p.pid}\\s+running\\s`, "m"));
     }
     assert.equal(all.get("gateway")!.address, stack.socket);
+    // a second up on the same state directory is refused before it starts anything
+    const second = await flotilla(["up", "--config", stack.configFile], { timeoutMs: 30_000 });
+    assert.equal(second.code, 1);
+    assert.match(second.stderr, /another flotilla up is running/);
+    assert.deepEqual([...(await ps()).values()].map((p) => [p.name, p.pid, p.health]), [...all.values()].map((p) => [p.name, p.pid, p.health]));
   });
 
   it("stop, start and restart one service of a running up", async () => {
