@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { repoRoot } from "../../libs/proto";
 import { runCtr, sleep, startStack, waitFor, type Stack } from "../harness";
 import { flotilla, flotillaOk, spawnFlotilla } from "../helpers/flotilla";
 import { buildImage, busyboxLayer, pushImage } from "../transfer/images";
@@ -79,6 +80,29 @@ describe("cli - commands exit, global options, ps/stop/start/restart", () => {
     const exp = await flotilla(["-n", "nope", "-a", stack.socket, "images", "export", "-n", "ops", out, ref], { timeoutMs: 60_000 });
     assert.equal(exp.code, 0, exp.stdout + exp.stderr);
     assert.ok(fs.statSync(out).size > 1024, "an archive was written");
+  });
+
+  it("main releases what it opened: without bin/flotilla's exit, each command's process ends by itself", async () => {
+    const main = path.join(repoRoot(), "dist", "cli", "main.js");
+    const script = `require(${JSON.stringify(main)}).main(process.argv.slice(1)).then((c) => { process.exitCode = c; });`;
+    for (const args of [
+      ["-a", stack.socket, "images", "pull", ref],
+      ["-a", stack.socket, "sandbox", "ls"],
+      ["-c", stack.configFile, "ps"],
+      ["-c", stack.configFile, "health", "gateway"],
+      ["-c", stack.configFile, "network", "ls"],
+    ]) {
+      const r = await new Promise<{ code: number | null; ms: number }>((resolve) => {
+        const t0 = Date.now();
+        const c = spawn(process.execPath, ["-e", script, "--", ...args], { stdio: "ignore" });
+        const t = setTimeout(() => c.kill("SIGKILL"), 30_000);
+        c.on("exit", (code) => {
+          clearTimeout(t);
+          resolve({ code, ms: Date.now() - t0 });
+        });
+      });
+      assert.equal(r.code, 0, `${args.join(" ")}: exited ${r.code} after ${r.ms} ms`);
+    }
   });
 
   it("a failing command exits non-zero, and promptly", async () => {
