@@ -88,8 +88,12 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
   const { globals, cmd, rest } = split;
-  // Commands with a subcommand take their options after it (`images pull -a SOCK ...`).
-  const sub = (): string[] => (rest.length ? [rest[0]!, ...globals, ...rest.slice(1)] : rest);
+  // Commands with a subcommand take their options after it (`images pull -a SOCK ...`); global
+  // options between the two (`images -n NS pull ...`) are moved there too.
+  const sub = (): string[] => {
+    const inner = splitGlobals(rest);
+    return inner.cmd === undefined ? rest : [inner.cmd, ...globals, ...inner.globals, ...inner.rest];
+  };
   switch (cmd) {
     case "up":
       return up([...globals, ...rest]);

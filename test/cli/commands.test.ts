@@ -80,6 +80,10 @@ describe("cli - commands exit, global options, ps/stop/start/restart", () => {
     const exp = await flotilla(["-n", "nope", "-a", stack.socket, "images", "export", "-n", "ops", out, ref], { timeoutMs: 60_000 });
     assert.equal(exp.code, 0, exp.stdout + exp.stderr);
     assert.ok(fs.statSync(out).size > 1024, "an archive was written");
+    // and between the command and its subcommand
+    const tag = await flotilla(["images", "-a", stack.socket, "--namespace", "ops", "tag", ref, "local/tagged:1"], { timeoutMs: 60_000 });
+    assert.equal(tag.code, 0, tag.stdout + tag.stderr);
+    assert.match((await runCtr(stack.socket, ["images", "ls", "-q"], { namespace: "ops" })).stdout, /^local\/tagged:1$/m);
   });
 
   it("main releases what it opened: without bin/flotilla's exit, each command's process ends by itself", async () => {
