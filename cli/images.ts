@@ -341,9 +341,3 @@ export async function imagesCommand(argv: string[]): Promise<number> {
 
 export { formatPlatform };
 
-if (require.main === module) {
-  imagesCommand(process.argv.slice(2)).then((code) => process.exit(code), (e: unknown) => {
-    process.stderr.write(`flotilla images: ${(e as Error).message}\n`);
-    process.exit(1);
-  });
-}

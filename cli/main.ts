@@ -3,32 +3,71 @@ import { parseArgs } from "node:util";
 import { loadConfig } from "../libs/config";
 import { createLogger } from "../libs/log";
 import { imagesCommand } from "./images";
+import { networkCommand } from "./network";
 import { runCommand, sandboxCommand } from "./sandbox";
+import { controlCommand, healthCommand } from "./control";
 import { Supervisor } from "./supervisor";
 
-const USAGE = `usage: flotilla <command> [options]
+const USAGE = `usage: flotilla [global options] <command> [options]
 
 commands:
   up [--config FILE]   run the whole stack in the foreground (Ctrl-C stops it)
+  ps                   the processes of a running \`up\`: pid, address, health, restarts, uptime
+  stop|start|restart SERVICE...
+                       stop one service of a running \`up\` for good, start it again, or both
+  health SERVICE...    exit 0 when each service's grpc.health.v1 answers SERVING (for probes)
   images pull|push|import|export|tag ...
                        move images through the Transfer API, with live progress
   sandbox run|ls|inspect|stop|rm ...
                        pod sandboxes through the Sandbox API
   run --sandbox ID IMAGE [CMD...]
                        run a container inside a sandbox
+  network ls|create|rm|inspect ...
+                       the CNI networks sandboxes attach to
   help                 show this text
+
+global options (before or after the command):
+  -a, --address SOCKET   the containerd API socket (default: the config's [grpc] address)
+  -n, --namespace NS     namespace (default "default")
+  -c, --config FILE      Flotilla config (default: env FLOTILLA_CONFIG, else the built-in defaults)
 `;
+
+/** The global options, spelled as ctr spells them. */
+const GLOBALS: Record<string, "address" | "namespace" | "config"> = {
+  "-a": "address", "--address": "address", "-n": "namespace", "--namespace": "namespace", "-c": "config", "--config": "config",
+};
+
+/**
+ * Split the global options given before the command from the rest. They are handed to the command
+ * ahead of its own arguments, so the same option given after the command wins.
+ */
+export function splitGlobals(argv: readonly string[]): { globals: string[]; cmd: string | undefined; rest: string[] } {
+  const globals: string[] = [];
+  let i = 0;
+  for (; i < argv.length; i++) {
+    const a = argv[i]!;
+    const eq = a.startsWith("--") ? a.indexOf("=") : -1;
+    const name = eq > 0 ? a.slice(0, eq) : a;
+    const key = GLOBALS[name];
+    if (!key) break;
+    const val = eq > 0 ? a.slice(eq + 1) : argv[++i];
+    if (val === undefined) throw new Error(`option ${name} needs a value`);
+    globals.push(`--${key}`, val);
+  }
+  return { globals, cmd: argv[i], rest: argv.slice(i + 1) };
+}
 
 async function up(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: { config: { type: "string", short: "c" } }, strict: true });
   const cfg = loadConfig(values.config);
   const log = createLogger("supervisor", cfg.debug.level);
   const sup = new Supervisor(cfg, values.config ? cfg.source : undefined, log);
-  let stopping: Promise<void> | undefined;
+  let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
+    stopping = true;
     log.info({ signal }, "stopping the stack");
-    stopping = sup.stop().then(() => {
+    void sup.stop().then(() => {
       log.info("stopped");
       process.exit(0);
     });
@@ -41,16 +80,38 @@ async function up(args: string[]): Promise<number> {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const [cmd, ...rest] = argv;
+  let split;
+  try {
+    split = splitGlobals(argv);
+  } catch (e) {
+    process.stderr.write(`flotilla: ${(e as Error).message}\n${USAGE}`);
+    return 1;
+  }
+  const { globals, cmd, rest } = split;
+  // Commands with a subcommand take their options after it (`images pull -a SOCK ...`); global
+  // options between the two (`images -n NS pull ...`) are moved there too.
+  const sub = (): string[] => {
+    const inner = splitGlobals(rest);
+    return inner.cmd === undefined ? rest : [inner.cmd, ...globals, ...inner.globals, ...inner.rest];
+  };
   switch (cmd) {
     case "up":
-      return up(rest);
+      return up([...globals, ...rest]);
     case "images":
-      return imagesCommand(rest);
+      return imagesCommand(sub());
     case "sandbox":
-      return sandboxCommand(rest);
+      return sandboxCommand(sub());
+    case "network":
+      return networkCommand(sub());
     case "run":
-      return runCommand(rest);
+      return runCommand([...globals, ...rest]);
+    case "health":
+      return healthCommand([...globals, ...rest]);
+    case "ps":
+    case "stop":
+    case "start":
+    case "restart":
+      return controlCommand(cmd, [...globals, ...rest]);
     case undefined:
     case "help":
     case "--help":

@@ -20,6 +20,7 @@ import { SnapshotterProxy } from "../libs/clients/snapshots";
 import { mountToProto, SandboxControllerProxy, SandboxStoreProxy } from "../libs/clients/sandbox";
 import { DEFAULT_SANDBOX_RUNTIME, OCI_SPEC_TYPE_URL, SANDBOX_LABELS, SandboxState, SANDBOXERS, type Sandbox } from "../libs/core/sandbox";
 import { resolveImage, sandboxMemberSpec } from "../libs/sandboxrun";
+import { table } from "./table";
 
 const SANDBOX_USAGE = `usage: flotilla sandbox <command> [options]
 
@@ -87,7 +88,7 @@ function parse(argv: string[], valued: Record<string, string>, flagNames: Record
     }
   }
   const config = opts.get("config")?.at(-1) ?? process.env.FLOTILLA_CONFIG;
-  const address = opts.get("address")?.at(-1) ?? process.env.FLOTILLA_ADDRESS ?? loadConfig(config || undefined).grpc.address;
+  const address = opts.get("address")?.at(-1) ?? process.env.FLOTILLA_ADDRESS ?? process.env.CONTAINERD_ADDRESS ?? loadConfig(config || undefined).grpc.address;
   const namespace = opts.get("namespace")?.at(-1) ?? process.env.CONTAINERD_NAMESPACE ?? "default";
   return { globals: { address, namespace }, opts, flags, positionals };
 }
@@ -114,11 +115,6 @@ function portMappings(list: string[] | undefined): { hostPort: number; container
 
 function out(s: string): void {
   process.stdout.write(s.endsWith("\n") ? s : s + "\n");
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 3))).join("").trimEnd()).join("\n");
 }
 
 class Clients {

@@ -2,14 +2,21 @@
  * `flotilla up`: runs the whole stack in the foreground. It starts its own nats-server (JetStream, on
  * loopback) when no NATS URL is configured, starts one process per service, restarts a crashed one
  * with exponential backoff, and stops everything cleanly on SIGINT/SIGTERM.
- * The PIDs it manages are kept in `<state>/supervisor.json` (write-then-rename) for operators and tests.
+ * A process that exits with status 0 (a SIGTERM sent to it on purpose) stays stopped until
+ * `flotilla start`. "flotilla is up" is logged, and readiness signalled, once every service's
+ * grpc.health.v1 answers SERVING and the gateway socket answers calls.
+ * The PIDs it manages are kept in `<state>/supervisor.json` (write-then-rename) for operators and tests;
+ * `<state>/supervisor.sock` (0600) answers `flotilla ps|stop|start|restart` (one JSON line each way).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import type { Logger } from "pino";
+import { background } from "../libs/context";
+import { RpcClient } from "../libs/grpc/client";
 import { SERVICE_NAMES, type Config, type ServiceName } from "../libs/config";
+import { notifyReady } from "../libs/service/notify";
 
 /**
  * Node flags every service process runs with (the systemd units and the compose file pass the same).
@@ -29,11 +36,48 @@ interface Managed {
   name: string;
   argv: string[];
   env: NodeJS.ProcessEnv;
+  /** Its gRPC address (health), or the NATS URL. */
+  address: string;
   child?: ChildProcess;
   startedAt: number;
   backoff: number;
   restarts: number;
   timer?: NodeJS.Timeout;
+  /** Stopped on purpose (exit status 0, or `flotilla stop`): not restarted until `flotilla start`. */
+  held: boolean;
+}
+
+/** One line of `flotilla ps`. */
+export interface ProcessStatus {
+  name: string;
+  pid: number | null;
+  address: string;
+  /** grpc.health.v1 status (SERVING, NOT_SERVING, ...), "-" for NATS, "DOWN" when it does not answer. */
+  health: string;
+  restarts: number;
+  /** Seconds since it started; null when not running. */
+  uptime: number | null;
+  state: "running" | "stopped" | "restarting";
+}
+
+const HEALTH_STATUS = ["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"];
+const healthClients = new Map<string, RpcClient>();
+
+/** Ask a process's grpc.health.v1 (overall status) with a deadline; "DOWN" when it does not answer. */
+export async function healthOf(address: string, timeoutMs = 1000): Promise<string> {
+  let c = healthClients.get(address);
+  if (!c) healthClients.set(address, (c = new RpcClient(address, "grpc.health.v1.Health")));
+  try {
+    const r = await c.unary({ ...background(), deadline: new Date(Date.now() + timeoutMs) }, "Check", { service: "" });
+    return HEALTH_STATUS[Number(r.status ?? 0)] ?? String(r.status);
+  } catch {
+    return "DOWN";
+  }
+}
+
+/** The control socket of the `up` whose state directory is `state`. */
+export function controlSocket(state: string): string {
+  return path.join(state, "supervisor.sock");
 }
 
 export function freePort(): Promise<number> {
@@ -66,6 +110,7 @@ export class Supervisor {
   private stopping = false;
   private natsUrl = "";
   private readonly stateFile: string;
+  private control?: net.Server;
 
   constructor(private readonly cfg: Config, private readonly configFile: string | undefined, private readonly log: Logger) {
     this.stateFile = path.join(cfg.state, "supervisor.json");
@@ -80,6 +125,7 @@ export class Supervisor {
   }
 
   private spawn(m: Managed): void {
+    m.held = false;
     const [cmd, ...args] = m.argv;
     const child = spawn(cmd!, args, { env: m.env, stdio: ["ignore", "inherit", "inherit"] });
     m.child = child;
@@ -91,6 +137,11 @@ export class Supervisor {
       m.child = undefined;
       this.writeState();
       if (this.stopping) return;
+      if (m.held || code === 0) {
+        m.held = true;
+        this.log.info({ service: m.name, code, signal }, "stopped; not restarted until `flotilla start`");
+        return;
+      }
       if (Date.now() - m.startedAt > STABLE_AFTER_MS) m.backoff = MIN_BACKOFF_MS;
       this.log.warn({ service: m.name, code, signal, restartInMs: m.backoff }, "exited unexpectedly; restarting");
       m.restarts++;
@@ -102,8 +153,8 @@ export class Supervisor {
     });
   }
 
-  private add(name: string, argv: string[], env: NodeJS.ProcessEnv): void {
-    const m: Managed = { name, argv, env, startedAt: 0, backoff: MIN_BACKOFF_MS, restarts: 0 };
+  private add(name: string, argv: string[], env: NodeJS.ProcessEnv, address: string): void {
+    const m: Managed = { name, argv, env, address, startedAt: 0, backoff: MIN_BACKOFF_MS, restarts: 0, held: false };
     this.procs.set(name, m);
     this.spawn(m);
   }
@@ -111,30 +162,168 @@ export class Supervisor {
   async start(): Promise<void> {
     fs.mkdirSync(this.cfg.state, { recursive: true, mode: 0o711 });
     fs.mkdirSync(this.cfg.root, { recursive: true, mode: 0o711 });
+    await this.listenControl();
     this.natsUrl = this.cfg.flotilla.nats.url;
+    // Under systemd (`up` as a Type=notify unit) the readiness socket is ours: a service that saw it
+    // would announce the whole unit ready as soon as it alone serves.
+    const { NOTIFY_SOCKET: _ours, ...childEnv } = process.env;
     if (!this.natsUrl) {
       const port = this.cfg.flotilla.nats.embedded_port || (await freePort());
       const storeDir = path.join(this.cfg.root, "nats");
       fs.mkdirSync(storeDir, { recursive: true });
       this.natsUrl = `nats://127.0.0.1:${port}`;
-      this.add("nats", ["nats-server", "-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir], process.env);
+      this.add("nats", ["nats-server", "-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir], childEnv, this.natsUrl);
       await waitForPort(port, 10_000);
     }
-    const env = { ...process.env, FLOTILLA_NATS_URL: this.natsUrl };
+    const env = { ...childEnv, FLOTILLA_NATS_URL: this.natsUrl };
     const root = repoRoot();
     const cfgArgs = this.configFile ? ["--config", this.configFile] : [];
     const order: ServiceName[] = [...SERVICE_NAMES.filter((s) => s !== "gateway"), "gateway"];
     // FLOTILLA_NODE_ARGS: extra Node flags for every service process (profiling, heap limits), after ours.
     const nodeArgs = [...SERVICE_NODE_FLAGS, ...(process.env.FLOTILLA_NODE_ARGS ?? "").split(/\s+/).filter(Boolean)];
     for (const s of order) {
-      this.add(s, [process.execPath, ...nodeArgs, path.join(root, "dist", "services", s, "main.js"), ...cfgArgs], env);
+      this.add(s, [process.execPath, ...nodeArgs, path.join(root, "dist", "services", s, "main.js"), ...cfgArgs], env, this.cfg.flotilla.services[s].address);
     }
-    this.log.info({ nats: this.natsUrl, socket: this.cfg.grpc.address, state: this.stateFile }, "flotilla is up");
+    await this.waitServing(order);
+    if (this.stopping) return;
+    this.log.info({ nats: this.natsUrl, socket: this.cfg.grpc.address, state: this.stateFile, control: controlSocket(this.cfg.state), startupMs: Math.round(performance.now()) }, "flotilla is up");
+    notifyReady(this.log);
+  }
+
+  /**
+   * Wait until every service answers SERVING (the gateway's answer comes through its public socket,
+   * so it also proves that socket takes calls). Says which are missing every 30 s while waiting.
+   */
+  private async waitServing(order: ServiceName[]): Promise<void> {
+    let pending = [...order];
+    let nextReport = Date.now() + 30_000;
+    while (pending.length && !this.stopping) {
+      const status = await Promise.all(pending.map((s) => healthOf(this.procs.get(s)!.address)));
+      pending = pending.filter((_, i) => status[i] !== "SERVING");
+      if (!pending.length) return;
+      if (Date.now() > nextReport) {
+        this.log.warn({ waitingFor: pending }, "not serving yet");
+        nextReport = Date.now() + 30_000;
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** What `flotilla ps` shows. */
+  async status(): Promise<ProcessStatus[]> {
+    return Promise.all([...this.procs.values()].map(async (m): Promise<ProcessStatus> => {
+      const pid = m.child?.pid ?? null;
+      const health = m.name === "nats" ? "-" : pid ? await healthOf(m.address) : "DOWN";
+      return {
+        name: m.name, pid, address: m.address, health, restarts: m.restarts,
+        uptime: pid ? Math.round((Date.now() - m.startedAt) / 1000) : null,
+        state: pid ? "running" : m.held ? "stopped" : "restarting",
+      };
+    }));
+  }
+
+  private managed(name: unknown): Managed {
+    const m = typeof name === "string" ? this.procs.get(name) : undefined;
+    if (!m) throw new Error(`service ${JSON.stringify(name)}: not found (known: ${[...this.procs.keys()].join(", ")})`);
+    return m;
+  }
+
+  /** Stop a process for good (until `startService`). */
+  async stopService(name: string): Promise<void> {
+    const m = this.managed(name);
+    m.held = true;
+    if (m.timer) clearTimeout(m.timer);
+    m.timer = undefined;
+    await this.terminate(m, 10_000);
+    this.log.info({ service: m.name }, "stopped by the operator");
+  }
+
+  /** Start a stopped process (a running one is left alone); resolves once it answers SERVING. */
+  async startService(name: string): Promise<void> {
+    const m = this.managed(name);
+    if (m.timer) clearTimeout(m.timer);
+    m.timer = undefined;
+    if (!m.child) {
+      m.backoff = MIN_BACKOFF_MS;
+      this.spawn(m);
+    }
+    if (m.name === "nats") return;
+    const until = Date.now() + 30_000;
+    while ((await healthOf(m.address)) !== "SERVING") {
+      if (Date.now() > until) throw new Error(`${m.name} does not answer SERVING after 30 s`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  async restartService(name: string): Promise<void> {
+    await this.stopService(name);
+    await this.startService(name);
+  }
+
+  /** The control socket: one JSON request line, one JSON answer line. */
+  private async listenControl(): Promise<void> {
+    const file = controlSocket(this.cfg.state);
+    // Another `up` on the same state directory answers there: refuse before starting anything.
+    const live = await new Promise<boolean>((resolve) => {
+      const c = net.connect(file, () => {
+        c.destroy();
+        resolve(true);
+      });
+      c.on("error", () => resolve(false));
+    });
+    if (live) throw new Error(`another flotilla up is running for ${this.cfg.state} (${file} answers)`);
+    fs.rmSync(file, { force: true });
+    this.control = net.createServer((conn) => {
+      let buf = "";
+      conn.setEncoding("utf8");
+      conn.on("error", () => undefined);
+      conn.on("data", (chunk: string) => {
+        buf += chunk;
+        const nl = buf.indexOf("\n");
+        if (nl < 0) return;
+        const line = buf.slice(0, nl);
+        buf = "";
+        void this.answer(line).then((res) => conn.end(JSON.stringify(res) + "\n"));
+      });
+    });
+    await new Promise<void>((resolve, reject) => {
+      this.control!.once("error", reject);
+      this.control!.listen(file, () => {
+        fs.chmodSync(file, 0o600);
+        resolve();
+      });
+    });
+  }
+
+  private async answer(line: string): Promise<{ ok: boolean; error?: string; processes?: ProcessStatus[] }> {
+    try {
+      const req = JSON.parse(line) as { cmd?: string; service?: string };
+      if (this.stopping) throw new Error("the stack is stopping");
+      switch (req.cmd) {
+        case "ps":
+          return { ok: true, processes: await this.status() };
+        case "stop":
+          await this.stopService(String(req.service));
+          return { ok: true };
+        case "start":
+          await this.startService(String(req.service));
+          return { ok: true };
+        case "restart":
+          await this.restartService(String(req.service));
+          return { ok: true };
+        default:
+          throw new Error(`unknown request ${JSON.stringify(req.cmd)}`);
+      }
+    } catch (e) {
+      return { ok: false, error: (e as Error).message };
+    }
   }
 
   /** SIGTERM every process (services first, NATS last), SIGKILL what is left after `graceMs`. */
   async stop(graceMs = 10_000): Promise<void> {
     this.stopping = true;
+    this.control?.close();
+    fs.rmSync(controlSocket(this.cfg.state), { force: true });
     for (const m of this.procs.values()) if (m.timer) clearTimeout(m.timer);
     const services = [...this.procs.values()].filter((m) => m.name !== "nats");
     await Promise.all(services.map((m) => this.terminate(m, graceMs)));

@@ -10,6 +10,7 @@ import { background } from "../libs/context";
 import { RpcClient, closeChannels } from "../libs/grpc/client";
 import { loadConfig, type ServiceName } from "../libs/config";
 import { repoRoot } from "../libs/proto";
+import { waitAtMost } from "../libs/sync";
 
 export interface StackOptions {
   /** Use this NATS server instead of the embedded one. */
@@ -210,7 +211,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       if (sup.exitCode === null && sup.signalCode === null) {
         const exited = new Promise<void>((r) => sup.once("exit", () => r()));
         sup.kill("SIGTERM");
-        await Promise.race([exited, sleep(20000)]);
+        await waitAtMost(exited, 20000);
         if (sup.exitCode === null && sup.signalCode === null) sup.kill("SIGKILL");
       }
       for (const pid of Object.values(st?.services ?? {})) {

@@ -12,6 +12,7 @@ import type { Readable, Writable } from "node:stream";
 import type { CallContext } from "../context";
 import { errCanceled, errFailedPrecondition } from "../errdefs";
 import { RpcClient, type BidiCall } from "../grpc/client";
+import { waitAtMost } from "../sync";
 import type { Msg } from "../grpc/server";
 import { decode, encode, fromTimestamp, toTimestamp } from "../proto";
 import {
@@ -311,7 +312,7 @@ export class TransferClient {
     try {
       await this.rpc.unary(ctx, "Transfer", { source, destination, options: { progress_stream: progress?.id ?? "" } });
       // The server closes the progress stream when the transfer ends; drain what is left.
-      if (pump) await Promise.race([pump, new Promise((r) => setTimeout(r, 2000))]);
+      if (pump) await waitAtMost(pump, 2000);
     } finally {
       await progress?.close();
     }
@@ -333,7 +334,7 @@ export class TransferClient {
         await served.catch(() => undefined);
       }
     } finally {
-      if (reading) await Promise.race([reading, new Promise((r) => setTimeout(r, 500))]);
+      if (reading) await waitAtMost(reading, 500);
       await logs?.close();
     }
   }

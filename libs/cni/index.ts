@@ -4,3 +4,5 @@ export { checkPlugins, confFiles, findPlugin, loadNetwork, loopbackNetwork, pars
 export type { Attachment, CniExecOptions, CniResult } from "./exec";
 export { addNetwork, CniPluginError, delNetwork, resultAddresses } from "./exec";
 export { createNetns, isMounted, listNetns, mountsBelow, removeNetns } from "./netns";
+export type { BridgeNetworkSpec } from "./defaults";
+export { createNetwork, DEFAULT_CNI_BIN_DIRS, DEFAULT_NETWORK, inspectNetwork, listNetworks, networkConfDir, ownConfDir, removeNetwork, SYSTEM_CNI_CONF_DIR } from "./defaults";

@@ -275,9 +275,10 @@ class Call {
 
   /** End the call from this side: the server sees a reset (CANCEL). */
   cancelWith(err: StatusError): void {
-    if (this.result !== undefined) return;
     const st = this.stream;
     this.settle(err);
+    // Also after the server's trailers: a stream this side never ended stays half-open (and keeps its
+    // session, and so the process, alive) until it is reset.
     if (st && !st.closed && !st.destroyed) st.close(NGHTTP2_CANCEL);
   }
 

@@ -15,8 +15,10 @@ import { RpcServer, type Msg } from "../grpc/server";
 import { closeChannels } from "../grpc/client";
 import { initTracing, shutdownTracing } from "../tracing";
 import { pluginAdaptor, pluginToProto, type PluginInfo } from "./plugins";
+import { notifyReady } from "./notify";
 
 export * from "./plugins";
+export { notifyReady } from "./notify";
 
 export interface ServiceContext {
   name: ServiceName;
@@ -120,6 +122,7 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
   }
   const metricsPort = await metrics.listen(svcCfg.metrics_address);
   log.info({ address: svcCfg.address, metrics: metricsPort, pid: process.pid }, "serving");
+  notifyReady(log);
 
   let stopping = false;
   const stop = async (signal: string): Promise<void> => {

@@ -24,3 +24,16 @@ export class KeyedMutex {
     }
   }
 }
+
+/**
+ * Wait for `p` to settle, but no longer than `ms`. The timer is cleared as soon as `p` settles, so a
+ * short-lived command does not stay alive for the rest of the grace period.
+ */
+export async function waitAtMost(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([p.then(() => undefined, () => undefined), new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -4,7 +4,8 @@
  * container through the tasks process) and the `shim` controller (a shim's sandbox ttrpc API).
  *
  * Config (`[plugins."io.containerd.podsandbox.controller.v1.podsandbox"]`):
- *   cni_conf_dir = "/etc/cni/net.d"     # network configs (*.conf, *.conflist, *.json; first one wins)
+ *   cni_conf_dir = "/etc/cni/net.d"     # network configs (*.conf, *.conflist, *.json; first one wins);
+ *                                       # when it holds none: <root>/cni/net.d, with a default bridge network
  *   cni_bin_dir  = ["/opt/cni/bin", "/usr/lib/cni"]   # plugin executables (a string or a list)
  *   cni_network  = ""                   # use the network of this name instead of the first
  *
@@ -15,6 +16,7 @@
 import * as path from "node:path";
 import { pluginConfig, unixPath } from "../../libs/config";
 import { repoRoot } from "../../libs/proto";
+import { DEFAULT_CNI_BIN_DIRS, SYSTEM_CNI_CONF_DIR } from "../../libs/cni";
 import { runService, GRPC_PLUGIN, type PluginInfo, type ServiceDefinition } from "../../libs/service";
 import { NamespaceEnsurer, NamespaceStoreProxy } from "../../libs/clients/namespaces";
 import { openSandboxDB } from "./src/local/db";
@@ -42,11 +44,12 @@ export const sandboxService: ServiceDefinition = {
 
     const podCfg = pluginConfig(sc.config, PODSANDBOX_PLUGIN.type, PODSANDBOX_PLUGIN.id);
     const { pauseDir, netnsDir } = podSandboxDirs(sc.root, sc.state);
-    const confDir = typeof podCfg.cni_conf_dir === "string" ? podCfg.cni_conf_dir : "/etc/cni/net.d";
-    const binDirs = strings(podCfg.cni_bin_dir, ["/opt/cni/bin", "/usr/lib/cni"]);
+    const confDir = typeof podCfg.cni_conf_dir === "string" ? podCfg.cni_conf_dir : SYSTEM_CNI_CONF_DIR;
+    const binDirs = strings(podCfg.cni_bin_dir, DEFAULT_CNI_BIN_DIRS);
     const networks = new PodNetworks({
       confDir,
       binDirs,
+      defaultRoot: sc.config.root,
       netnsDir,
       ...(typeof podCfg.cni_network === "string" && podCfg.cni_network ? { networkName: podCfg.cni_network } : {}),
       log: sc.log,

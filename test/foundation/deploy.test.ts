@@ -1,5 +1,10 @@
-/** docker-compose.dev.yml and the systemd units are validated the way `docker compose config` and systemd would read them. */
+/**
+ * docker-compose.dev.yml and the systemd units, checked by the real tools as shipped: Debian's
+ * docker-compose (Compose v1, `config`) and `systemd-analyze verify`, plus what they cannot see
+ * (the same Node flags as `flotilla up`, Type=notify for every service, one unit per process).
+ */
 import { test } from "node:test";
+import { spawnSync } from "node:child_process";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -9,7 +14,7 @@ import { repoRoot } from "../../libs/proto";
 import { SERVICE_NODE_FLAGS } from "../../cli/supervisor";
 
 const ROOT = repoRoot();
-const TOP_LEVEL = new Set(["name", "services", "volumes", "networks", "configs", "secrets"]);
+const TOP_LEVEL = new Set(["version", "services", "volumes", "networks", "configs", "secrets"]);
 const SERVICE_KEYS = new Set(["build", "image", "restart", "volumes", "command", "depends_on", "privileged", "pid", "ports", "environment", "networks", "healthcheck", "entrypoint"]);
 
 test("docker-compose.dev.yml: valid compose with NATS and one container per service", () => {
@@ -22,7 +27,8 @@ test("docker-compose.dev.yml: valid compose with NATS and one container per serv
     for (const k of Object.keys(s)) assert.ok(SERVICE_KEYS.has(k), `${name}: unknown key ${k}`);
     assert.ok(s.image || s.build, `${name} has an image or a build`);
     assert.ok(Array.isArray(s.command), `${name}: command is a list`);
-    for (const d of (s.depends_on as string[] | undefined) ?? []) assert.ok(services[d], `${name} depends on unknown ${d}`);
+    const deps = Array.isArray(s.depends_on) ? (s.depends_on as string[]) : Object.keys((s.depends_on as Record<string, unknown> | undefined) ?? {});
+    for (const d of deps) assert.ok(services[d], `${name} depends on unknown ${d}`);
     for (const v of (s.volumes as string[] | undefined) ?? []) {
       const [src, dst] = v.split(":");
       assert.ok(dst?.startsWith("/"), `${name}: volume target ${v}`);
@@ -36,9 +42,15 @@ test("docker-compose.dev.yml: valid compose with NATS and one container per serv
       assert.deepEqual(cmd.slice(0, SERVICE_NODE_FLAGS.length), SERVICE_NODE_FLAGS);
       assert.equal(cmd[SERVICE_NODE_FLAGS.length], `dist/services/${name}/main.js`);
       assert.ok(fs.existsSync(path.join(ROOT, "services", name, "main.ts")), `services/${name}/main.ts exists`);
+      // healthy once its grpc.health.v1 answers SERVING, the readiness `flotilla up` waits for
+      assert.deepEqual((s.healthcheck as { test: string[] }).test, ["CMD", "node", "bin/flotilla", "health", "--config", "/etc/flotilla/config.toml", name]);
     }
   }
   assert.ok(fs.existsSync(path.join(ROOT, "Dockerfile")));
+  // Compose v1 only reads the 2.x/3.x formats, without a top-level name; Compose v2 reads those too.
+  assert.match(String(doc.version), /^[23]\.\d+$/);
+  const gwDeps = services.gateway!.depends_on as Record<string, { condition: string }>;
+  for (const svc of SERVICE_NAMES.filter((n) => n !== "gateway")) assert.equal(gwDeps[svc]?.condition, "service_healthy", `the gateway waits for ${svc} to serve`);
   const cfg = loadConfig(path.join(ROOT, "deploy/compose/config.toml"));
   assert.equal(cfg.flotilla.nats.url, "nats://nats:4222");
 });
@@ -78,4 +90,30 @@ test("deploy/systemd: one unit per service, NATS, and a target for the stack", (
   assert.ok(wants.includes("flotilla-nats.service"));
   assert.equal(loadConfig(path.join(dir, "config.toml")).flotilla.nats.url, "nats://127.0.0.1:4222");
   assert.equal(loadConfig(path.join(ROOT, "deploy/flotilla.toml")).grpc.address, "/run/flotilla/flotilla.sock");
+});
+
+test("docker-compose.dev.yml: Debian's docker-compose (v1) accepts it", () => {
+  const r = spawnSync("docker-compose", ["-f", "docker-compose.dev.yml", "config", "-q"], { cwd: ROOT, encoding: "utf8" });
+  assert.equal(r.error, undefined, "docker-compose is installed (scripts/install-deps.sh)");
+  assert.equal(r.status, 0, r.stderr);
+  const services = spawnSync("docker-compose", ["-f", "docker-compose.dev.yml", "config", "--services"], { cwd: ROOT, encoding: "utf8" });
+  assert.deepEqual(services.stdout.trim().split("\n").sort(), ["nats", ...SERVICE_NAMES].sort());
+});
+
+test("deploy/systemd: systemd-analyze verify passes; services are Type=notify, NATS is Debian's binary", () => {
+  const dir = path.join(ROOT, "deploy/systemd");
+  const units = fs.readdirSync(dir).filter((f) => /\.(service|target)$/.test(f)).sort();
+  assert.equal(units.length, SERVICE_NAMES.length + 2);
+  const r = spawnSync("systemd-analyze", ["verify", ...units.map((u) => path.join(dir, u))], { encoding: "utf8" });
+  assert.equal(r.error, undefined, "systemd-analyze is installed (package systemd)");
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stderr.trim(), "", "no warnings");
+  for (const s of SERVICE_NAMES) {
+    const svc = unit(path.join(dir, `flotilla-${s}.service`)).Service!;
+    assert.deepEqual([svc.Type, svc.NotifyAccess], [["notify"], ["all"]], `flotilla-${s}.service`);
+  }
+  const nats = unit(path.join(dir, "flotilla-nats.service")).Service!.ExecStart![0]!.split(" ")[0]!;
+  assert.ok(fs.existsSync(nats), `${nats} exists`);
+  const target = unit(path.join(dir, "flotilla.target")).Unit!;
+  assert.deepEqual(target.After!.join(" ").split(/\s+/).sort(), target.Wants!.join(" ").split(/\s+/).sort(), "the target is reached once every unit is ready");
 });

@@ -31,6 +31,24 @@ interface Seen {
   traceId?: string;
 }
 
+/** Run a Node script; its exit code (null when it had not exited after 15 s) and stdout. */
+async function runScript(script: string): Promise<{ code: number | null; out: string }> {
+  const child = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+  const code = await new Promise<number | null>((resolve) => {
+    const t = setTimeout(() => {
+      child.kill("SIGKILL");
+      resolve(null);
+    }, 15000);
+    child.on("exit", (c) => {
+      clearTimeout(t);
+      resolve(c);
+    });
+  });
+  return { code, out };
+}
+
 describe("RpcClient - gRPC on Node's HTTP/2 client", () => {
   let dir: string;
   let sock: string;
@@ -250,6 +268,27 @@ describe("RpcClient - gRPC on Node's HTTP/2 client", () => {
     assert.equal(await reading, size);
   });
 
+  it("a stream the server ended before this side half-closed is reset by cancel(), and the process exits", async () => {
+    // Write fails on a corrupt chunk: the server sends its status while the client's side is still open.
+    const script = `
+      const { RpcClient } = require(${JSON.stringify(path.join(__dirname, "../../libs/grpc/client"))});
+      const { background } = require(${JSON.stringify(path.join(__dirname, "../../libs/context"))});
+      (async () => {
+        const call = new RpcClient(${JSON.stringify(sock)}, ${JSON.stringify(CONTENT)}).bidi(background("ns-a"), "Write");
+        await call.send({ action: 1, ref: "r", data: Buffer.from([1, 2, 4]) });
+        try {
+          for await (const m of call.responses) void m;
+        } catch (e) {
+          console.log(e.message);
+        }
+        call.cancel();
+      })();
+    `;
+    const { code, out } = await runScript(script);
+    assert.equal(code, 0, "the process exits by itself once the call is cancelled");
+    assert.match(out, /corrupt write/);
+  });
+
   it("an idle client does not keep its process alive", async () => {
     const script = `
       const { RpcClient } = require(${JSON.stringify(path.join(__dirname, "../../libs/grpc/client"))});
@@ -257,19 +296,7 @@ describe("RpcClient - gRPC on Node's HTTP/2 client", () => {
       new RpcClient(${JSON.stringify(sock)}, ${JSON.stringify(NS)}).unary(background("ns-a"), "Get", { name: "child" })
         .then((r) => console.log(r.namespace.name), (e) => { console.error(e); process.exitCode = 1; });
     `;
-    const child = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "pipe", "inherit"] });
-    let out = "";
-    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
-    const code = await new Promise<number | null>((resolve) => {
-      const t = setTimeout(() => {
-        child.kill("SIGKILL");
-        resolve(null);
-      }, 15000);
-      child.on("exit", (c) => {
-        clearTimeout(t);
-        resolve(c);
-      });
-    });
+    const { code, out } = await runScript(script);
     assert.equal(code, 0, "the process exits by itself after its call");
     assert.equal(out.trim(), "child");
   });

@@ -1,6 +1,6 @@
 import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { KeyedMutex } from "../../libs/sync";
+import { KeyedMutex, waitAtMost } from "../../libs/sync";
 
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 
@@ -27,5 +27,18 @@ describe("KeyedMutex", () => {
       throw new Error("boom");
     }), /boom/);
     assert.equal(await m.run("k", async () => 7), 7);
+  });
+});
+
+describe("waitAtMost", () => {
+  it("returns when the promise settles (either way) or after the limit, and leaves no timer behind", async () => {
+    const t0 = Date.now();
+    await waitAtMost(Promise.resolve(1), 5000);
+    await waitAtMost(Promise.reject(new Error("x")), 5000);
+    assert.ok(Date.now() - t0 < 1000);
+    const t1 = Date.now();
+    await waitAtMost(new Promise(() => undefined), 100);
+    assert.ok(Date.now() - t1 >= 90);
+    assert.ok(!process.getActiveResourcesInfo().includes("Timeout"), "the limit's timer is cleared");
   });
 });

@@ -4,33 +4,19 @@
  * --sandbox`, whose task the tasks process creates in the sandbox's own shim (Tasks.Create with the
  * task API address Start returned), joining the sandbox process's namespaces; stop and rm leave nothing.
  */
-import { spawn } from "node:child_process";
 import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { repoRoot } from "../../libs/proto";
+import { flotilla as runFlotilla, type FlotillaResult } from "../helpers/flotilla";
 import { startStack, type Stack } from "../harness";
 import { buildBusyboxImage, startRegistry, type Registry } from "../images/registry";
 import { alive } from "../tasks/helpers";
 
-function flotilla(stack: Stack, args: string[], timeoutMs = 60000): Promise<{ code: number; stdout: string; stderr: string }> {
-  const mod = path.join(repoRoot(), "dist", "cli", "sandbox.js");
-  const script = `const m = require(${JSON.stringify(mod)}); const [c, ...a] = process.argv.slice(1); (c === "run" ? m.runCommand(a) : m.sandboxCommand(a)).then((rc) => process.exit(rc));`;
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["-e", script, "--", ...args], { env: { ...process.env, FLOTILLA_ADDRESS: stack.socket }, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (b: Buffer) => (stdout += b.toString()));
-    child.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
-    const t = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      clearTimeout(t);
-      resolve({ code: code ?? 1, stdout, stderr });
-    });
-  });
+/** `bin/flotilla -a SOCK ARGS...` against the stack (killed, and failed, after `timeoutMs`). */
+function flotilla(stack: Stack, args: string[], timeoutMs = 60000): Promise<FlotillaResult> {
+  return runFlotilla(["-a", stack.socket, ...args], { timeoutMs });
 }
 
 function findDir(root: string, name: string, depth = 5): string | undefined {

@@ -5,7 +5,6 @@
  * the test's own. The parts that need running containers are skipped while the tasks process does not
  * implement the Tasks API yet.
  */
-import { spawn } from "node:child_process";
 import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as net from "node:net";
@@ -14,40 +13,21 @@ import { after, before, describe, it } from "node:test";
 import { background } from "../../libs/context";
 import { ErrorCodes } from "../../libs/errdefs";
 import { SandboxControllerProxy, SandboxStoreProxy } from "../../libs/clients/sandbox";
-import { repoRoot } from "../../libs/proto";
 import { listNetns } from "../../libs/cni";
 import { ContentStoreProxy } from "../../libs/clients/content";
 import { ImageStoreProxy } from "../../libs/clients/images";
 import { SnapshotterProxy } from "../../libs/clients/snapshots";
 import { resolveImage } from "../../libs/sandboxrun";
+import { flotilla as runFlotilla, type FlotillaResult } from "../helpers/flotilla";
 import { startStack, waitFor, type Stack } from "../harness";
 import { buildBusyboxImage, startRegistry, type Registry } from "../images/registry";
 import { makeTestNet, pings, type TestNet } from "./net-helpers";
 import { rejectsWith } from "./store-suite";
 
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** Run `flotilla sandbox ...` / `flotilla run ...` (the exported commands of cli/sandbox.ts) against the stack. */
-function flotilla(stack: Stack, args: string[], timeoutMs = 60000): Promise<CliResult> {
-  const mod = path.join(repoRoot(), "dist", "cli", "sandbox.js");
-  const script = `const m = require(${JSON.stringify(mod)}); const [c, ...a] = process.argv.slice(1); (c === "run" ? m.runCommand(a) : m.sandboxCommand(a)).then((rc) => process.exit(rc));`;
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["-e", script, "--", ...args], { env: { ...process.env, FLOTILLA_ADDRESS: stack.socket }, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (b: Buffer) => (stdout += b.toString()));
-    child.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
-    const t = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      clearTimeout(t);
-      resolve({ code: code ?? 1, stdout, stderr });
-    });
-  });
+/** `bin/flotilla -a SOCK ARGS...` against the stack (killed, and failed, after `timeoutMs`). */
+function flotilla(stack: Stack, args: string[], timeoutMs = 60000): Promise<FlotillaResult> {
+  return runFlotilla(["-a", stack.socket, ...args], { timeoutMs });
 }
 
 function tcpRead(host: string, port: number, ms = 5000): Promise<string> {

@@ -5,31 +5,23 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as zlib from "node:zlib";
 import { background } from "../../libs/context";
 import { RpcClient } from "../../libs/grpc/client";
 import { TRANSFER_SERVICE, imageStoreAny, openStream } from "../../libs/clients/transfer";
-import { repoRoot } from "../../libs/proto";
 import { sha256 } from "../../libs/oci";
 import { startStack, waitFor, type Stack } from "../harness";
+import { flotilla, spawnFlotilla, type FlotillaResult } from "../helpers/flotilla";
 import { buildImage, busyboxLayer, dataLayer, pushImage, type BuiltImage } from "./images";
 import { startFrontProxy, startRegistry, type FrontProxy, type TestRegistry } from "./registry";
 import { TAR_END, tarFile } from "../../services/transfer/src/local/tar";
 
-const CLI = path.join(repoRoot(), "dist", "cli", "images.js");
-
-function flt(stack: Stack, args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const c = spawn(process.execPath, [CLI, args[0]!, "-a", stack.socket, ...args.slice(1)], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    c.stdout.on("data", (b: Buffer) => (stdout += b));
-    c.stderr.on("data", (b: Buffer) => (stderr += b));
-    c.on("close", (code) => resolve({ code: code ?? 1, stdout, stderr }));
-  });
+/** `bin/flotilla images SUB -a SOCK ARGS...` (fails after 120 s rather than hang). */
+function flt(stack: Stack, args: string[], env: NodeJS.ProcessEnv = {}): Promise<FlotillaResult> {
+  return flotilla(["images", args[0]!, "-a", stack.socket, ...args.slice(1)], { env, timeoutMs: 120_000 });
 }
 
 const ok = (r: { code: number; stdout: string; stderr: string }): void => assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
@@ -110,7 +102,7 @@ describe("transfer - cli", () => {
     const piped = path.join(stack.dir, "piped.tar");
     const code = await new Promise<number>((resolve) => {
       const fd = fs.openSync(piped, "w");
-      const c = spawn(process.execPath, [CLI, "export", "-a", stack.socket, "-", "local/copy:1"], { stdio: ["ignore", fd, "pipe"] });
+      const c = spawnFlotilla(["images", "export", "-a", stack.socket, "-", "local/copy:1"], { stdio: ["ignore", fd, "pipe"] });
       c.on("close", (x) => {
         fs.closeSync(fd);
         resolve(x ?? 1);
@@ -120,7 +112,7 @@ describe("transfer - cli", () => {
     ok(await stack.ctr(["images", "rm", "local/copy:1"]));
     const code2 = await new Promise<number>((resolve) => {
       const fd = fs.openSync(piped, "r");
-      const c = spawn(process.execPath, [CLI, "import", "-a", stack.socket, "-"], { stdio: [fd, "ignore", "inherit"] });
+      const c = spawnFlotilla(["images", "import", "-a", stack.socket, "-"], { stdio: [fd, "ignore", "inherit"] });
       c.on("close", (x) => {
         fs.closeSync(fd);
         resolve(x ?? 1);

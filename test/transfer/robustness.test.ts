@@ -5,17 +5,14 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import * as path from "node:path";
 import { background } from "../../libs/context";
 import { TransferClient } from "../../libs/clients/transfer";
 import { hostPlatform } from "../../libs/oci";
-import { repoRoot } from "../../libs/proto";
 import { startStack, waitFor, type Stack } from "../harness";
+import { spawnFlotilla } from "../helpers/flotilla";
 import { buildImage, busyboxLayer, dataLayer, pushImage, type BuiltImage } from "./images";
 import { startFrontProxy, startRegistry, type FrontProxy, type TestRegistry } from "./registry";
 
-const CLI = path.join(repoRoot(), "dist", "cli", "images.js");
 
 describe("transfer - robustness", () => {
   let stack: Stack;
@@ -38,7 +35,7 @@ describe("transfer - robustness", () => {
     const ref = `${proxy.host}/test/big:1`;
     const layer = big.layers[1]!;
     proxy.faults = { throttleBlobs: 4 << 20 };
-    const child = spawn(process.execPath, [CLI, "pull", "-a", stack.socket, ref], { stdio: "ignore" });
+    const child = spawnFlotilla(["images", "pull", "-a", stack.socket, ref], { stdio: "ignore" });
     const exited = new Promise<number>((r) => child.on("exit", (c) => r(c ?? 1)));
     await waitFor("a partial layer ingest", async () => {
       const r = await stack.ctr(["content", "active"]);

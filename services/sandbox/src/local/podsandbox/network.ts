@@ -14,6 +14,7 @@ import {
   createNetns,
   delNetwork,
   loadNetwork,
+  networkConfDir,
   loopbackNetwork,
   removeNetns,
   resultAddresses,
@@ -54,6 +55,11 @@ export interface NetworkOptions {
   binDirs: string[];
   /** Where namespaces are pinned. */
   netnsDir: string;
+  /**
+   * The stack's root: when set and confDir holds no network, Flotilla's own conf dir under it is used
+   * (its default network written on first use).
+   */
+  defaultRoot?: string;
   /** Network name to use from confDir (default: the first file's). */
   networkName?: string;
   log?: Logger;
@@ -99,7 +105,8 @@ export class PodNetworks {
     if (mode === "host") return { ...base, mode, netns: "", owned: false };
     const netns = path.join(this.opts.netnsDir, `cni-${cniId}`);
     if (mode === "none") return { ...base, mode, netns, owned: true };
-    const net = loadNetwork(this.opts.confDir, this.opts.networkName);
+    const confDir = this.opts.defaultRoot ? networkConfDir(this.opts.confDir, this.opts.defaultRoot) : this.opts.confDir;
+    const net = loadNetwork(confDir, this.opts.networkName);
     checkPlugins(net, this.opts.binDirs);
     checkPlugins(loopbackNetwork(), this.opts.binDirs);
     const ports = parsePortMappings(annotations[SANDBOX_LABELS.portMappings]);
