@@ -51,28 +51,25 @@ export const isDigestedName = (name: string): boolean => nameKey(name) !== name;
 
 /** Make `db` find nothing under a key that cannot fit and refuse to write one (see the header). */
 function guardKeys<DB extends AnyDB>(db: DB): DB {
+  type Fn = (...a: unknown[]) => unknown;
   const tooLong = (key: unknown): Error => errInvalidArgument(`database key of ${keyBytes(key)} bytes is longer than ${MAX_KEY_BYTES}`);
-  const get = db.get.bind(db);
-  const put = db.put.bind(db);
-  const remove = db.remove.bind(db);
-  const getRange = db.getRange.bind(db);
-  const getKeys = db.getKeys.bind(db);
-  const bounded = (o: { start?: unknown; end?: unknown } | undefined): boolean => !o || ((o.start === undefined || keyFits(o.start)) && (o.end === undefined || keyFits(o.end)));
   // An empty range of the same type: from a key to itself.
   const nothing = { start: ["\u0000"], end: ["\u0000"] };
-  Object.assign(db, {
-    get: (key: unknown, ...rest: unknown[]) => (keyFits(key) ? (get as (...a: unknown[]) => unknown)(key, ...rest) : undefined),
-    put: (key: unknown, ...rest: unknown[]) => {
-      if (!keyFits(key)) throw tooLong(key);
-      return (put as (...a: unknown[]) => unknown)(key, ...rest);
-    },
-    remove: (key: unknown, ...rest: unknown[]) => (keyFits(key) ? (remove as (...a: unknown[]) => unknown)(key, ...rest) : Promise.resolve(false)),
-    getRange: (o?: { start?: unknown; end?: unknown }) => getRange((bounded(o) ? o : { ...o, ...nothing }) as never),
-    getKeys: (o?: { start?: unknown; end?: unknown }) => getKeys((bounded(o) ? o : { ...o, ...nothing }) as never),
+  const bounded = (o: { start?: unknown; end?: unknown } | undefined): boolean => !o || ((o.start === undefined || keyFits(o.start)) && (o.end === undefined || keyFits(o.end)));
+  const wrap = (name: string, guarded: (original: Fn) => Fn): void => {
+    const original = (db as unknown as Record<string, Fn | undefined>)[name];
+    // A read-only database has no write methods.
+    if (typeof original === "function") Object.assign(db, { [name]: guarded(original.bind(db)) });
+  };
+  wrap("get", (get) => (key, ...rest) => (keyFits(key) ? get(key, ...rest) : undefined));
+  wrap("put", (put) => (key, ...rest) => {
+    if (!keyFits(key)) throw tooLong(key);
+    return put(key, ...rest);
   });
+  wrap("remove", (remove) => (key, ...rest) => (keyFits(key) ? remove(key, ...rest) : Promise.resolve(false)));
+  for (const name of ["getRange", "getKeys"]) wrap(name, (range) => (o) => range(bounded(o as { start?: unknown; end?: unknown } | undefined) ? o : { ...(o as object), ...nothing }));
   return db;
 }
-
 interface QueuedWrite {
   fn: () => unknown;
   resolve: (v: unknown) => void;

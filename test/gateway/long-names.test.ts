@@ -14,6 +14,7 @@ import { RpcClient } from "../../libs/grpc/client";
 import type { Msg } from "../../libs/grpc/server";
 import { ContentStoreProxy } from "../../libs/clients/content";
 import { startStack, type Stack } from "../harness";
+import { handled } from "./helpers";
 import { rejectsWith, sha } from "../content/suite";
 
 const CONTENT = "containerd.services.content.v1.Content";
@@ -44,7 +45,7 @@ describe("gateway - over-long names to every method that takes one", () => {
   const rpcFails = (service: string, method: string, req: Msg, code: ErrorCode, message?: RegExp): Promise<void> => rejectsWith(gw(service).unary(ctx, method, req), code, message);
 
   before(async () => {
-    s = await startStack({ logLevel: "warn" });
+    s = await startStack({ logLevel: "warn", metrics: true });
     gw = (service) => new RpcClient(`unix://${s.socket}`, service);
   });
   after(async () => {
@@ -94,6 +95,14 @@ describe("gateway - over-long names to every method that takes one", () => {
     const created = (await images.unary(ctx, "Create", { image: { name: LONG, target, labels: { "containerd.io/gc.root": "t" } } })).image as Msg;
     assert.equal(created.name, LONG);
     assert.equal(((await images.unary(ctx, "Get", { name: LONG })).image as Msg).name, LONG);
+    // The gateway's view of the images database reads a digested name's key as the owner does (a
+    // request as big as LONG's is past what the gateway buffers for a view: the owner answers that).
+    const mid = "m".repeat(5000);
+    await images.unary(ctx, "Create", { image: { name: mid, target, labels: { "containerd.io/gc.root": "t" } } });
+    const owned = await handled(s, "images", IMAGES, "Get");
+    assert.equal(((await images.unary(ctx, "Get", { name: mid })).image as Msg).name, mid);
+    assert.equal(await handled(s, "images", IMAGES, "Get"), owned, "answered by the gateway's read view");
+    await images.unary(ctx, "Delete", { name: mid });
     await rpcFails(IMAGES, "Create", { image: { name: LONG, target } }, ErrorCodes.AlreadyExists);
     const updated = (await images.unary(ctx, "Update", { image: { name: LONG, target, labels: { step: "2" } }, update_mask: { paths: ["labels.step"] } })).image as Msg;
     assert.equal((updated.labels as Record<string, string>).step, "2");
