@@ -163,6 +163,13 @@ describe("gateway - over-long names to every method that takes one", () => {
       assert.equal(ok.code, 0, ok.stderr);
       await ctrFails(snap(["commit", LONG, "long-names-active"]), ErrorCodes.InvalidArgument, /snapshot key "x+\.\.\." is too long/);
       await rpcFails(SNAPSHOTS, "Update", { snapshotter: sn, info: { name: LONG, labels: { a: "b" } }, update_mask: { paths: ["labels.a"] } }, ErrorCodes.NotFound);
+      // A key that fits, under a lease id that makes the lease record's key too long: refused whole
+      // (no record, no directory left behind), and the next prepare of that key works.
+      const key = "k".repeat(600);
+      await rejectsWith(gw(SNAPSHOTS).unary(withLease(ctx, "l".repeat(1500)), "Prepare", { snapshotter: sn, key, parent: "" }), ErrorCodes.InvalidArgument);
+      await rpcFails(SNAPSHOTS, "Stat", { snapshotter: sn, key }, ErrorCodes.NotFound);
+      await gw(SNAPSHOTS).unary(ctx, "Prepare", { snapshotter: sn, key, parent: "" });
+      await gw(SNAPSHOTS).unary(ctx, "Remove", { snapshotter: sn, key });
       assert.equal((await s.ctr(snap(["rm", "long-names-active"]))).code, 0);
     }
   });

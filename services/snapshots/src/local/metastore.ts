@@ -204,11 +204,6 @@ export class LocalSnapshotter implements Snapshotter {
         if ("err" in chk) return chk;
         if (chk.ok[0] !== pre.ok[0]) return { err: errFailedPrecondition(`parent snapshot ${parent} changed while preparing ${key}`) };
         const id = ((this.db.get(seqKey(this.name)) as number | undefined) ?? 0) + 1;
-        try {
-          fs.renameSync(td, this.backend.dir(id));
-        } catch (e) {
-          return { err: e as Error };
-        }
         const now = Date.now();
         const rec: SnapshotRecord = { id, kind: kindToWire(kind) as 1 | 2, parent, chain: chk.ok, labels, created: now, updated: now };
         void this.db.put(seqKey(this.name), id);
@@ -216,6 +211,10 @@ export class LocalSnapshotter implements Snapshotter {
         void this.db.put(idKey(this.name, id), [ns, key]);
         if (parent) void this.db.put(childKey(this.name, ns, parent, key), 1);
         if (ctx.lease) leaseRecordOps(this.db).add(ns, ctx.lease, snapshotLeaseResourceType(this.name), key);
+        // Last, once every write above was taken (one that throws, say a key too long for the lease
+        // record, undoes them all and leaves the staged directory where it was); a failed rename
+        // throws too, undoing the writes.
+        fs.renameSync(td, this.backend.dir(id));
         return { ok: rec };
       });
     } catch (e) {
