@@ -70,6 +70,7 @@ function guardKeys<DB extends AnyDB>(db: DB): DB {
   for (const name of ["getRange", "getKeys"]) wrap(name, (range) => (o) => range(bounded(o as { start?: unknown; end?: unknown } | undefined) ? o : { ...(o as object), ...nothing }));
   return db;
 }
+
 interface QueuedWrite {
   fn: () => unknown;
   resolve: (v: unknown) => void;
