@@ -10,14 +10,16 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { loadConfig } from "../libs/config";
-import { background, type CallContext } from "../libs/context";
+import { background, withLease, type CallContext } from "../libs/context";
 import { causeText, errInvalidArgument, errFailedPrecondition, isNotFound } from "../libs/errdefs";
 import { closeChannels, RpcClient } from "../libs/grpc/client";
 import type { Msg } from "../libs/grpc/server";
 import { ContentStoreProxy } from "../libs/clients/content";
 import { ImageStoreProxy } from "../libs/clients/images";
+import { LeaseManagerProxy } from "../libs/clients/leases";
 import { SnapshotterProxy } from "../libs/clients/snapshots";
 import { mountToProto, SandboxControllerProxy, SandboxStoreProxy } from "../libs/clients/sandbox";
+import { GC_LABELS } from "../libs/core/gc";
 import { DEFAULT_SANDBOX_RUNTIME, OCI_SPEC_TYPE_URL, SANDBOX_LABELS, SandboxState, SANDBOXERS, type Sandbox } from "../libs/core/sandbox";
 import { resolveImage, sandboxMemberSpec } from "../libs/sandboxrun";
 import { table } from "./table";
@@ -349,7 +351,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     return 1;
   }
   const g = p.globals;
-  const ctx = background(g.namespace);
+  let ctx = background(g.namespace);
   const id = one(p, "name") ?? `${sandboxId.slice(0, 40)}-${crypto.randomBytes(4).toString("hex")}`;
   const snapshotterName = one(p, "snapshotter") ?? "overlayfs";
   const snapshots = SnapshotterProxy.connect(g.address, snapshotterName);
@@ -360,7 +362,15 @@ export async function runCommand(argv: string[]): Promise<number> {
     for (const u of undo.reverse()) await u().catch(() => undefined);
   };
   let fifos: ReturnType<typeof openFifos> | undefined;
+  const leases = new LeaseManagerProxy(g.address);
+  let lease: string | undefined;
   try {
+    // As ctr does: everything made for the member is held by a lease until the command ends. The
+    // snapshot is prepared before the container that references it exists, and a collection in
+    // between would otherwise take it (its directories gone before the shim mounts them).
+    const expire = new Date(Date.now() + 24 * 3600 * 1000).toISOString().replace(/\.\d+Z$/, "Z");
+    lease = (await leases.create(ctx, { id: `flotilla-run-${crypto.randomBytes(8).toString("hex")}`, labels: { [GC_LABELS.expire]: expire } })).id;
+    ctx = withLease(ctx, lease);
     const sb = await new SandboxStoreProxy(g.address).get(ctx, sandboxId);
     const st = await new SandboxControllerProxy(g.address, sb.sandboxer).status(ctx, sandboxId);
     if (st.state !== SandboxState.Ready) throw errFailedPrecondition(`sandbox ${JSON.stringify(sandboxId)} is not ready (${st.state})`);
@@ -422,6 +432,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     return 1;
   } finally {
     await fifos?.done();
+    if (lease) await leases.delete(withLease(ctx, undefined), lease).catch(() => undefined);
     closeChannels();
   }
 }

@@ -24,9 +24,17 @@ export const SESSION_MEMORY_MB = 1 << 20;
  */
 export const MAX_FRAME_SIZE = 1 << 20;
 
-/** Percent-encode a status message as gRPC requires (printable ASCII except '%' stays as is). */
+/**
+ * Percent-encode a status message as gRPC requires (printable ASCII except '%' stays as is). A message
+ * quoting a huge name keeps its head and tail only: Node refuses to send a header block over 64 KiB
+ * (the stream would end in FRAME_SIZE_ERROR instead of the status).
+ */
 export function encodeStatusMessage(m: string): string {
-  return m.replace(/[^\x20-\x24\x26-\x7e]/g, (c) => encodeURIComponent(c));
+  const HEAD = 2048;
+  const TAIL = 512;
+  const cut = m.length > HEAD + TAIL + 64 ? `${m.slice(0, HEAD)}...(${m.length - HEAD - TAIL} characters left out)...${m.slice(-TAIL)}` : m;
+  // By code point (a pair of surrogates is one character); a lone surrogate becomes U+FFFD.
+  return cut.replace(/[^\x20-\x24\x26-\x7e]/gu, (c) => (c.length === 1 && c >= "\ud800" && c <= "\udfff" ? "%EF%BF%BD" : encodeURIComponent(c)));
 }
 
 /** Answer a stream whose response has not started with a status alone, and end it. */

@@ -1,9 +1,75 @@
 /**
- * Group commit for the services' LMDB databases (the `lmdb` package).
+ * Group commit for the services' LMDB databases (the `lmdb` package), and the rules every owner's
+ * keys follow.
+ *
+ * Keys: LMDB takes at most 1978 bytes per key, and lmdb-js throws a RangeError before even looking a
+ * longer one up. Names containerd takes at any length (an ingest ref, an image name) go into a key
+ * through `nameKey`: as they are when short, else as a digest of the name (the record then keeps the
+ * whole name). Every database opened here also refuses, whatever the caller forgot: a lookup by a key
+ * that cannot fit finds nothing, a range from one is empty, and a write of one is InvalidArgument.
  */
+import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { open, type RootDatabase } from "lmdb";
+import { errInvalidArgument } from "../errdefs";
+
+/** LMDB's key limit (lmdb-js's maxKeySize). */
+export const MAX_KEY_BYTES = 1978;
+/**
+ * The longest name kept as is in a key (UTF-8 bytes): two such names, a namespace and a few short
+ * parts still fit in one key (a snapshot's children index holds parent and child, a lease record its
+ * lease and resource).
+ */
+export const MAX_NAME_KEY_BYTES = 900;
+const DIGEST_KEY = /^#sha256:[0-9a-f]{64}$/;
+
+type KeyPart = string | number | boolean | null | undefined | Uint8Array;
+
+/** An upper bound of the encoded size of `key` (ordered-binary: UTF-8 bytes and a separator per part). */
+export function keyBytes(key: unknown): number {
+  const parts = Array.isArray(key) ? (key as KeyPart[]) : [key as KeyPart];
+  let n = 0;
+  for (const p of parts) n += (typeof p === "string" ? Buffer.byteLength(p) : p instanceof Uint8Array ? p.length : 9) + 2;
+  return n;
+}
+
+export const keyFits = (key: unknown): boolean => keyBytes(key) <= MAX_KEY_BYTES;
+
+/**
+ * `name` as one part of a key: itself when at most MAX_NAME_KEY_BYTES long (so records written before
+ * this rule read the same), else `#sha256:<hex digest of the name>`. A short name shaped like such a
+ * digest key is digested too, so no two names share a key.
+ */
+export function nameKey(name: string): string {
+  if (Buffer.byteLength(name) <= MAX_NAME_KEY_BYTES && !DIGEST_KEY.test(name)) return name;
+  return `#sha256:${crypto.createHash("sha256").update(name).digest("hex")}`;
+}
+
+/** True when `nameKey(name)` is a digest (the record must keep the name). */
+export const isDigestedName = (name: string): boolean => nameKey(name) !== name;
+
+/** Make `db` find nothing under a key that cannot fit and refuse to write one (see the header). */
+function guardKeys<DB extends AnyDB>(db: DB): DB {
+  type Fn = (...a: unknown[]) => unknown;
+  const tooLong = (key: unknown): Error => errInvalidArgument(`database key of ${keyBytes(key)} bytes is longer than ${MAX_KEY_BYTES}`);
+  // An empty range of the same type: from a key to itself.
+  const nothing = { start: ["\u0000"], end: ["\u0000"] };
+  const bounded = (o: { start?: unknown; end?: unknown } | undefined): boolean => !o || ((o.start === undefined || keyFits(o.start)) && (o.end === undefined || keyFits(o.end)));
+  const wrap = (name: string, guarded: (original: Fn) => Fn): void => {
+    const original = (db as unknown as Record<string, Fn | undefined>)[name];
+    // A read-only database has no write methods.
+    if (typeof original === "function") Object.assign(db, { [name]: guarded(original.bind(db)) });
+  };
+  wrap("get", (get) => (key, ...rest) => (keyFits(key) ? get(key, ...rest) : undefined));
+  wrap("put", (put) => (key, ...rest) => {
+    if (!keyFits(key)) throw tooLong(key);
+    return put(key, ...rest);
+  });
+  wrap("remove", (remove) => (key, ...rest) => (keyFits(key) ? remove(key, ...rest) : Promise.resolve(false)));
+  for (const name of ["getRange", "getKeys"]) wrap(name, (range) => (o) => range(bounded(o as { start?: unknown; end?: unknown } | undefined) ? o : { ...(o as object), ...nothing }));
+  return db;
+}
 
 interface QueuedWrite {
   fn: () => unknown;
@@ -18,7 +84,7 @@ export function openServiceDB<K extends (string | number)[] = (string | number)[
   const p = path.join(dir, file);
   // A read-only open of a database not created yet would still create its directory.
   if (readOnly && !fs.existsSync(p)) throw Object.assign(new Error(`${p} does not exist`), { code: "ENOENT" });
-  return open<unknown, K>({ path: p, compression: false, encoding: "msgpack", readOnly });
+  return guardKeys(open<unknown, K>({ path: p, compression: false, encoding: "msgpack", readOnly }));
 }
 const writeQueues = new WeakMap<AnyDB, QueuedWrite[]>();
 

@@ -7,7 +7,6 @@
  */
 import * as assert from "node:assert/strict";
 import * as crypto from "node:crypto";
-import * as http from "node:http";
 import { after, before, describe, it } from "node:test";
 import { background, type CallContext } from "../../libs/context";
 import { ErrorCodes } from "../../libs/errdefs";
@@ -16,6 +15,7 @@ import type { Msg } from "../../libs/grpc/server";
 import { ContentStoreProxy } from "../../libs/clients/content";
 import type { ServiceName } from "../../libs/config";
 import { startStack, type Stack } from "../harness";
+import { handled } from "./helpers";
 
 const CONTENT = "containerd.services.content.v1.Content";
 const IMAGES = "containerd.services.images.v1.Images";
@@ -23,25 +23,6 @@ const NAMESPACES = "containerd.services.namespaces.v1.Namespaces";
 const CONTAINERS = "containerd.services.containers.v1.Containers";
 const SNAPSHOTS = "containerd.services.snapshots.v1.Snapshots";
 const ROOT_LABEL = { "containerd.io/gc.root": "views-test" };
-
-/** Calls of `service/method` the process's server has handled, from its Prometheus metrics. */
-function handled(s: Stack, svc: ServiceName, service: string, method: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    http
-      .get(`http://${s.metricsAddress(svc)}/metrics`, (res) => {
-        let body = "";
-        res.on("data", (c: Buffer) => (body += c.toString()));
-        res.on("end", () => {
-          let n = 0;
-          for (const line of body.split("\n")) {
-            if (line.startsWith("grpc_server_handled_total{") && line.includes(`grpc_service="${service}"`) && line.includes(`grpc_method="${method}"`)) n += Number(line.slice(line.lastIndexOf(" ") + 1));
-          }
-          resolve(n);
-        });
-      })
-      .on("error", reject);
-  });
-}
 
 async function codeOf(p: Promise<unknown>): Promise<{ code: string; message: string }> {
   try {

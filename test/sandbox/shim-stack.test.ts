@@ -37,6 +37,9 @@ function findDir(root: string, name: string, depth = 5): string | undefined {
   return undefined;
 }
 
+/** How many `run --sandbox --rm` members the test runs, one after another. */
+const MEMBER_RUNS = 12;
+
 const ppid = (pid: number): number => Number(/PPid:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0);
 
 describe("sandbox: the shim sandboxer with Flotilla's shim on the stack", () => {
@@ -53,7 +56,9 @@ describe("sandbox: the shim sandboxer with Flotilla's shim on the stack", () => 
     reg = await startRegistry();
     await reg.push("test/busybox", "shimpod", buildBusyboxImage({ tag: "shimpod" }));
     image = `${reg.host}/test/busybox:shimpod`;
-    stack = await startStack({ logLevel: "warn" });
+    // A collection after every mutation (a prepared snapshot is one): a member's snapshot not yet
+    // referenced by its container is swept unless something holds it from the start.
+    stack = await startStack({ logLevel: "warn", extraToml: '[plugins."io.containerd.gc.v1.scheduler"]\nmutation_threshold = 1\npause_threshold = 0.5' });
     const pull = await stack.ctr(["images", "pull", "--plain-http", image], { timeoutMs: 120000 });
     assert.equal(pull.code, 0, pull.stderr);
   });
@@ -73,12 +78,17 @@ describe("sandbox: the shim sandboxer with Flotilla's shim on the stack", () => 
     const shimPid = ppid(pausePid);
     assert.ok(alive(shimPid) && fs.readFileSync(`/proc/${shimPid}/cmdline`, "utf8").includes("services/shim/main.js"), "Flotilla's shim holds the sandbox process");
 
-    const r = await flotilla(stack, ["run", "--sandbox", "spod", "--rm", image, "/bin/sh", "-c", "hostname; readlink /proc/self/ns/pid; readlink /proc/self/ns/ipc; echo $PPID"]);
-    assert.equal(r.code, 0, r.stderr);
-    const [host, pidns, ipcns] = r.stdout.trim().split("\n");
-    assert.equal(host, os.hostname(), "no pod network given: the host's network and hostname, as a hostNetwork pod");
-    assert.equal(ipcns, fs.readlinkSync(`/proc/${pausePid}/ns/ipc`), "the member joins the sandbox's IPC namespace");
-    assert.notEqual(pidns, fs.readlinkSync("/proc/self/ns/pid"), "a pid namespace of its own (members do not share the pod's by default)");
+    // Short-lived members one after another, each removed when done (a pod's jobs): every one of them
+    // gets its rootfs mounted, whatever the collector does in between.
+    const member = async (i: number): Promise<void> => {
+      const r = await flotilla(stack, ["run", "--sandbox", "spod", "--rm", image, "/bin/sh", "-c", "hostname; readlink /proc/self/ns/pid; readlink /proc/self/ns/ipc; echo $PPID"]);
+      assert.equal(r.code, 0, `member run ${i}: ${r.stderr}`);
+      const [host, pidns, ipcns] = r.stdout.trim().split("\n");
+      assert.equal(host, os.hostname(), "no pod network given: the host's network and hostname, as a hostNetwork pod");
+      assert.equal(ipcns, fs.readlinkSync(`/proc/${pausePid}/ns/ipc`), "the member joins the sandbox's IPC namespace");
+      assert.notEqual(pidns, fs.readlinkSync("/proc/self/ns/pid"), "a pid namespace of its own (members do not share the pod's by default)");
+    };
+    for (let i = 0; i < MEMBER_RUNS; i++) await member(i);
 
     // A detached member: its process is a child of the sandbox's shim (no other shim was started for it).
     assert.equal((await ok(["run", "--sandbox", "spod", "-d", "--name", "smember", image, "/bin/sleep", "1000"])).trim(), "smember");

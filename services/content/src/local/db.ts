@@ -4,14 +4,16 @@
  * power loss) the database opens at the last committed state, never a torn one. Blob bytes live in
  * files; this holds who owns them.
  *
- * Keys (ordered-binary arrays):
+ * Keys (ordered-binary arrays); an ingest ref, of any length as in containerd, is keyed by nameKey
+ * (a long one by its digest, the whole ref then kept in the value):
  *   ["b", ns, digest]               -> BlobRecord     a blob visible in namespace ns
  *   ["o", digest, ns]               -> 1              owners index: which namespaces hold digest
- *   ["i", ns, ref]                  -> IngestRecord   an unfinished write
- *   ["l", ns, lease, type, id]      -> 1              a resource held by a lease (see LeaseResourceRecorder)
+ *   ["i", ns, nameKey(ref)]         -> IngestRecord   an unfinished write
+ *   ["s", digest, ns, nameKey(ref)] -> 1              an ingest sharing the blob `digest` from another namespace
+ *   ["l", ns, lease, type, nameKey(id)] -> 1 or id    a resource held by a lease (see LeaseResourceRecorder)
  */
 import type { RootDatabase } from "lmdb";
-import { openServiceDB } from "../../../../libs/lmdb";
+import { isDigestedName, nameKey, openServiceDB } from "../../../../libs/lmdb";
 import type { ContentInfo } from "../../../../libs/core/content";
 
 export type Key = (string | number)[];
@@ -26,6 +28,8 @@ export interface BlobRecord {
 }
 
 export interface IngestRecord {
+  /** The ref, when the key holds its digest. */
+  ref?: string;
   /** Directory name under ingest/. */
   dir: string;
   /** Expected total, 0 when unknown. */
@@ -55,8 +59,17 @@ export function readInfo(db: ContentDB, ns: string, digest: string): ContentInfo
 
 export const blobKey = (ns: string, digest: string): Key => ["b", ns, digest];
 export const ownerKey = (digest: string, ns: string): Key => ["o", digest, ns];
-export const ingestKey = (ns: string, ref: string): Key => ["i", ns, ref];
-export const leaseKey = (ns: string, lease: string, type: string, id: string): Key => ["l", ns, lease, type, id];
+export const ingestKey = (ns: string, ref: string): Key => ["i", ns, nameKey(ref)];
+export const sharedKey = (digest: string, ns: string, ref: string): Key => ["s", digest, ns, nameKey(ref)];
+export const leaseKey = (ns: string, lease: string, type: string, id: string): Key => ["l", ns, lease, type, nameKey(id)];
+/** The value of a lease record: the resource id when the key holds its digest. */
+export const leaseValue = (id: string): string | 1 => (isDigestedName(id) ? id : 1);
+/** An ingest record to store under `ref`'s key. */
+export const ingestRecord = (ref: string, rec: IngestRecord): IngestRecord => (isDigestedName(ref) ? { ...rec, ref } : rec);
+/** The ref of an ["i", ns, ...] entry. */
+export const ingestRef = (key: Key, rec: IngestRecord): string => rec.ref ?? String(key[2]);
+/** The resource id of an ["l", ...] entry. */
+export const leasedId = (key: Key, value: unknown): string => (typeof value === "string" ? value : String(key[4]));
 
 /** The database under `dir`; `readOnly` for a view from another process (see libs/lmdb ReadView). */
 export function openContentDB(dir: string, readOnly = false): ContentDB {
@@ -80,6 +93,7 @@ export function hasOwner(db: ContentDB, digest: string): boolean {
 
 /** True when any lease record in `ns` holds the resource (`content` digest or `ingests` ref). */
 export function heldByLease(db: ContentDB, ns: string, type: string, id: string): boolean {
-  for (const { key } of scanPrefix(db, ["l", ns])) if (key[3] === type && key[4] === id) return true;
+  const k = nameKey(id);
+  for (const { key } of scanPrefix(db, ["l", ns])) if (key[3] === type && key[4] === k) return true;
   return false;
 }

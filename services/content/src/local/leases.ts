@@ -9,7 +9,7 @@ import {
   type LeaseResource,
   type LeaseResourceRecorder,
 } from "../../../../libs/core/content";
-import { blobKey, ingestKey, leaseKey, scanPrefix, type ContentDB } from "./db";
+import { blobKey, ingestKey, leasedId, leaseKey, leaseValue, scanPrefix, type ContentDB } from "./db";
 
 function validate(lease: string, r: LeaseResource): void {
   if (!lease) throw errInvalidArgument("lease id must not be empty");
@@ -28,7 +28,7 @@ export class LocalLeaseResources implements LeaseResourceRecorder {
   async addResource(ctx: CallContext, lease: string, resource: LeaseResource): Promise<void> {
     const ns = namespaceRequired(ctx);
     validate(lease, resource);
-    await this.db.put(leaseKey(ns, lease, resource.type, resource.id), 1);
+    await this.db.put(leaseKey(ns, lease, resource.type, resource.id), leaseValue(resource.id));
   }
 
   async deleteResource(ctx: CallContext, lease: string, resource: LeaseResource): Promise<void> {
@@ -41,9 +41,9 @@ export class LocalLeaseResources implements LeaseResourceRecorder {
   async listResources(ctx: CallContext, lease: string): Promise<LeaseResource[]> {
     const ns = namespaceRequired(ctx);
     const out: LeaseResource[] = [];
-    for (const { key } of scanPrefix(this.db, ["l", ns, lease])) {
+    for (const { key, value } of scanPrefix(this.db, ["l", ns, lease])) {
       const type = String(key[3]);
-      const id = String(key[4]);
+      const id = leasedId(key, value);
       const live = type === LEASE_RESOURCE_CONTENT ? this.db.get(blobKey(ns, id)) !== undefined : this.db.get(ingestKey(ns, id)) !== undefined;
       if (live) out.push({ type, id });
     }

@@ -31,7 +31,7 @@ import {
   type WriterOptions,
 } from "../../../../libs/core/content";
 import { infoAdaptor, statusAdaptor } from "./adaptors";
-import { blobKey, hasOwner, heldByLease, ingestKey, leaseKey, ownerKey, scanPrefix, toInfo, type BlobRecord, type ContentDB, type IngestRecord } from "./db";
+import { blobKey, hasOwner, heldByLease, ingestKey, ingestRecord, ingestRef, leaseKey, leaseValue, ownerKey, scanPrefix, sharedKey, toInfo, type BlobRecord, type ContentDB, type IngestRecord } from "./db";
 import { GC_SWEEP_HEADER } from "../../../../libs/core/gc";
 import { fsyncDir, readAt, statOrUndefined, unlinkIfExists } from "./files";
 import { OpenBlobs, type OpenBlob } from "./open-blobs";
@@ -308,7 +308,7 @@ export class LocalContentStore implements ContentStore, WriterHost {
     const recs = [...scanPrefix<IngestRecord>(this.db, ["i", ns])];
     const out: IngestStatus[] = [];
     for (const { key, value } of recs) {
-      const st = await this.statusOf(ns, String(key[2]), value);
+      const st = await this.statusOf(ns, ingestRef(key, value), value);
       if (f.match(statusAdaptor(st))) out.push(st);
     }
     return out;
@@ -319,7 +319,7 @@ export class LocalContentStore implements ContentStore, WriterHost {
     const rec = this.db.get(ingestKey(ns, ref)) as IngestRecord | undefined;
     if (!rec) return undefined;
     void this.db.remove(ingestKey(ns, ref));
-    if (rec.expected) void this.db.remove(["s", rec.expected, ns, ref]);
+    if (rec.expected) void this.db.remove(sharedKey(rec.expected, ns, ref));
     if (rec.lease) void this.db.remove(leaseKey(ns, rec.lease, LEASE_RESOURCE_INGESTS, ref));
     return rec;
   }
@@ -392,11 +392,11 @@ export class LocalContentStore implements ContentStore, WriterHost {
     });
     const put = (rec: IngestRecord): void => {
       const old = this.db.get(ingestKey(ns, ref)) as IngestRecord | undefined;
-      if (old?.expected && old.expected !== rec.expected) void this.db.remove(["s", old.expected, ns, ref]);
+      if (old?.expected && old.expected !== rec.expected) void this.db.remove(sharedKey(old.expected, ns, ref));
       if (old?.lease && old.lease !== rec.lease) void this.db.remove(leaseKey(ns, old.lease, LEASE_RESOURCE_INGESTS, ref));
-      void this.db.put(ingestKey(ns, ref), rec);
-      if (rec.expected) void this.db.put(["s", rec.expected, ns, ref], 1);
-      if (rec.lease) void this.db.put(leaseKey(ns, rec.lease, LEASE_RESOURCE_INGESTS, ref), 1);
+      void this.db.put(ingestKey(ns, ref), ingestRecord(ref, rec));
+      if (rec.expected) void this.db.put(sharedKey(rec.expected, ns, ref), 1);
+      if (rec.lease) void this.db.put(leaseKey(ns, rec.lease, LEASE_RESOURCE_INGESTS, ref), leaseValue(ref));
     };
 
     // Shared content: the blob is on disk (another namespace owns it); no data is needed.

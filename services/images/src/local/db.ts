@@ -4,7 +4,8 @@
  *
  * Keys (ordered-binary tuples):
  *   ["ns", name]                    -> {labels, created_at}          namespaces
- *   ["img", ns, name]               -> StoredImage                   images
+ *   ["img", ns, nameKey(name)]      -> StoredImage                   images (a long name keyed by its
+ *                                                                    digest, the record keeps the name)
  *   ["lease", ns, id]               -> StoredLease                   leases
  *   ["lease-forget", ns, id]        -> ms                            deleted leases whose records in other
  *                                                                    processes are still to be forgotten
@@ -18,14 +19,6 @@ export type Key = (string | number)[];
 /** The database under `dir`; `readOnly` for a view from another process (see libs/lmdb ReadView). */
 export function openMetaDB(dir: string, readOnly = false): MetaDB {
   return openServiceDB(dir, "meta.lmdb", readOnly);
-}
-
-/** LMDB's key limit (1978 bytes); ordered-binary adds a byte or two per part. */
-const MAX_KEY_BYTES = 1978;
-export function keyFits(parts: readonly string[]): boolean {
-  let n = 4;
-  for (const p of parts) n += Buffer.byteLength(p) + 2;
-  return n <= MAX_KEY_BYTES;
 }
 
 /**

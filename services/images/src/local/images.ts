@@ -3,7 +3,7 @@
  * (metadata/images.go): validation, field masks, timestamps stamped by the store, events after commit,
  * and a garbage collection pass after deletions (awaited with `sync`).
  */
-import { writeTxn } from "../../../../libs/lmdb";
+import { isDigestedName, nameKey, writeTxn } from "../../../../libs/lmdb";
 import { namespaceRequired, type CallContext } from "../../../../libs/context";
 import { errAlreadyExists, errInvalidArgument, errNotFound } from "../../../../libs/errdefs";
 import { compactLabels, validateLabels } from "../../../../libs/fieldmask";
@@ -12,17 +12,28 @@ import type { EventPublisher } from "../../../../libs/events";
 import { digestProblem, IMAGE_EVENTS, type Descriptor, type Image, type ImageDeleteOptions, type ImageInput, type ImageStore } from "../../../../libs/core/images";
 import type { GCScheduler } from "../../../../libs/core/gc";
 import { imageAdaptor } from "./adaptors";
-import { keyFits, scanPrefix, type MetaDB } from "./db";
+import { scanPrefix, type MetaDB } from "./db";
 import { ensureNamespaceInTxn } from "./namespaces";
 
 interface StoredImage {
+  /** The name, when the key holds its digest (see nameKey). */
+  name?: string;
   labels: Record<string, string>;
   target: { mediaType: string; digest: string; size: number; annotations: Record<string, string> };
   created: number;
   updated: number;
 }
 
-const imageKey = (ns: string, name: string): string[] => ["img", ns, name];
+const imageKey = (ns: string, name: string): string[] => ["img", ns, nameKey(name)];
+/** The record to store: with its name when the key holds the name's digest. */
+const withName = (name: string, s: StoredImage): StoredImage => (isDigestedName(name) ? { ...s, name } : s);
+/** The stored record of image `name`, if any. */
+function storedImage(db: MetaDB, ns: string, name: string): StoredImage | undefined {
+  const s = name ? (db.get(imageKey(ns, name)) as StoredImage | undefined) : undefined;
+  return s && (s.name ?? name) === name ? s : undefined;
+}
+/** An entry of a scan as an image (its name from the record when the key holds a digest). */
+const entryImage = (key: (string | number)[], s: StoredImage): Image => toImage(s.name ?? String(key[2]), s);
 
 function toImage(name: string, s: StoredImage): Image {
   return {
@@ -36,7 +47,7 @@ function toImage(name: string, s: StoredImage): Image {
 
 /** The image `name` of namespace `ns`, if stored (also read by the gateway's view of this database). */
 export function readImage(db: MetaDB, ns: string, name: string): Image | undefined {
-  const s = name && keyFits(["img", ns, name]) ? (db.get(imageKey(ns, name)) as StoredImage | undefined) : undefined;
+  const s = storedImage(db, ns, name);
   return s && toImage(name, s);
 }
 
@@ -53,10 +64,6 @@ function validate(name: string, labels: Record<string, string>, target: StoredIm
   if (p) throw errInvalidArgument(`Target.Digest ${JSON.stringify(target.digest)} invalid: ${p}`);
   if (!(target.size > 0)) throw errInvalidArgument("Target.Size must be greater than zero");
   if (!target.mediaType) throw errInvalidArgument("Target.MediaType must be set");
-}
-
-function checkKey(ns: string, name: string): void {
-  if (!keyFits(["img", ns, name])) throw errInvalidArgument(`image name ${JSON.stringify(name.slice(0, 64) + "...")} is too long`);
 }
 
 export class LocalImageStore implements ImageStore {
@@ -78,7 +85,7 @@ export class LocalImageStore implements ImageStore {
     const f = parseAll(filters);
     const out: Image[] = [];
     for (const { key, value } of scanPrefix<StoredImage>(this.db, ["img", ns])) {
-      const img = toImage(String(key[2]), value);
+      const img = entryImage(key, value);
       if (f.match(imageAdaptor(img))) out.push(img);
     }
     return out;
@@ -89,13 +96,12 @@ export class LocalImageStore implements ImageStore {
     const labels = compactLabels(image.labels);
     const target = cleanTarget(image.target);
     validate(image.name, labels, target);
-    checkKey(ns, image.name);
     const now = Date.now();
     const stored: StoredImage = { labels, target, created: now, updated: now };
     const created = await writeTxn(this.db, () => {
       if (this.db.get(imageKey(ns, image.name)) !== undefined) return false;
       ensureNamespaceInTxn(this.db, ns);
-      void this.db.put(imageKey(ns, image.name), stored);
+      void this.db.put(imageKey(ns, image.name), withName(image.name, stored));
       return true;
     });
     if (!created) throw errAlreadyExists(`image ${JSON.stringify(image.name)}`);
@@ -107,10 +113,9 @@ export class LocalImageStore implements ImageStore {
   async update(ctx: CallContext, image: ImageInput, paths: readonly string[] = []): Promise<Image> {
     const ns = namespaceRequired(ctx);
     if (!image.name) throw errInvalidArgument("image name is required for update");
-    checkKey(ns, image.name);
     const incoming = { labels: image.labels ?? {}, target: cleanTarget(image.target) };
     const res = await writeTxn(this.db, () => {
-      const cur = this.db.get(imageKey(ns, image.name)) as StoredImage | undefined;
+      const cur = storedImage(this.db, ns, image.name);
       if (!cur) return { missing: true as const };
       let labels = { ...cur.labels };
       let target = { ...cur.target, annotations: { ...cur.target.annotations } };
@@ -144,7 +149,7 @@ export class LocalImageStore implements ImageStore {
         return { invalid: e };
       }
       const next: StoredImage = { labels, target, created: cur.created, updated: Math.max(Date.now(), cur.updated) };
-      void this.db.put(imageKey(ns, image.name), next);
+      void this.db.put(imageKey(ns, image.name), withName(image.name, next));
       return { next };
     });
     if ("missing" in res) throw errNotFound(`image ${JSON.stringify(image.name)}`);
@@ -158,7 +163,7 @@ export class LocalImageStore implements ImageStore {
   async delete(ctx: CallContext, name: string, opts: ImageDeleteOptions = {}): Promise<void> {
     const ns = namespaceRequired(ctx);
     const res = await writeTxn(this.db, () => {
-      const cur = name && keyFits(["img", ns, name]) ? (this.db.get(imageKey(ns, name)) as StoredImage | undefined) : undefined;
+      const cur = storedImage(this.db, ns, name);
       if (!cur) return "missing" as const;
       if (opts.target?.digest && cur.target.digest !== opts.target.digest) return { other: cur.target.digest };
       void this.db.remove(imageKey(ns, name));
@@ -174,7 +179,7 @@ export class LocalImageStore implements ImageStore {
   /** Every image of a namespace (for garbage collection). */
   namespaceImages(ns: string): Image[] {
     const out: Image[] = [];
-    for (const { key, value } of scanPrefix<StoredImage>(this.db, ["img", ns])) out.push(toImage(String(key[2]), value));
+    for (const { key, value } of scanPrefix<StoredImage>(this.db, ["img", ns])) out.push(entryImage(key, value));
     return out;
   }
 

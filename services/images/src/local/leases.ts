@@ -4,7 +4,7 @@
  * snapshots: `snapshots/<snapshotter>`), reached as LeaseResourceHolders. Deleting a lease forgets its
  * records there too (retried by the collector while a holder is unreachable).
  */
-import { writeTxn } from "../../../../libs/lmdb";
+import { keyFits, MAX_NAME_KEY_BYTES, writeTxn } from "../../../../libs/lmdb";
 import * as crypto from "node:crypto";
 import { namespaceRequired, type CallContext } from "../../../../libs/context";
 import { errAlreadyExists, errInvalidArgument, errNotFound, errNotImplemented, isNotImplemented } from "../../../../libs/errdefs";
@@ -24,7 +24,7 @@ import {
   type LeaseResourceHolder,
 } from "../../../../libs/core/leases";
 import { leaseAdaptor } from "./adaptors";
-import { keyFits, scanPrefix, type MetaDB } from "./db";
+import { scanPrefix, type MetaDB } from "./db";
 import { ensureNamespaceInTxn } from "./namespaces";
 import type { MarkGate } from "./gc/gate";
 import { KeyedMutex } from "../../../../libs/sync";
@@ -77,7 +77,8 @@ export class LocalLeaseManager implements LeaseManager {
     const bad = validateLabels(labels);
     if (bad) throw errInvalidArgument(`lease labels: ${bad}`);
     const given = opts.id ?? "";
-    if (given && !keyFits(["lease-forget", ns, given])) throw errInvalidArgument(`lease id ${JSON.stringify(given.slice(0, 64) + "...")} is too long`);
+    // The id is part of the lease records' keys in every process holding resources (next to a resource's).
+    if (Buffer.byteLength(given) > MAX_NAME_KEY_BYTES) throw errInvalidArgument(`lease id ${JSON.stringify(given.slice(0, 64) + "...")} is too long (more than ${MAX_NAME_KEY_BYTES} bytes)`);
     for (let attempt = 0; ; attempt++) {
       const id = given || randomLeaseId(Number(process.hrtime.bigint() % 1_000_000_000n), crypto.randomBytes(3));
       const created = await this.idLocks.run(`${ns}\0${id}`, async () => {

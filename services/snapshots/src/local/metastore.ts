@@ -22,6 +22,12 @@ import { discard, mountsOf, OverlayBackend, removeUnknown, snapshotsDir, usageOf
 import { childKey, idKey, layoutKey, MAX_KEY_PART, seqKey, snapKey, writeTxn, type Key, type SnapshotRecord, type SnapshotsDB } from "./db";
 import { leaseRecordOps } from "./leases";
 import { removeTree } from "./fsutil";
+import { MAX_NAME_KEY_BYTES } from "../../../../libs/lmdb";
+
+/** A new snapshot's key or name must fit in the keys that hold it (with its parent's, in the children index). */
+function checkKeyLength(what: string, key: string): void {
+  if (Buffer.byteLength(key) > MAX_NAME_KEY_BYTES) throw errInvalidArgument(`${what} ${JSON.stringify(key.slice(0, 64) + "...")} is too long (more than ${MAX_NAME_KEY_BYTES} bytes)`);
+}
 
 export interface LocalSnapshotterOptions {
   db: SnapshotsDB;
@@ -185,6 +191,7 @@ export class LocalSnapshotter implements Snapshotter {
   private async create(ctx: CallContext, kind: SnapshotKind, key: string, parent: string, opts?: SnapshotOptions): Promise<Mount[]> {
     const ns = namespaceRequired(ctx);
     if (!key) throw errInvalidArgument("snapshot key must not be empty");
+    checkKeyLength("snapshot key", key);
     const labels = this.validateLabels(opts?.labels);
     const pre = this.parentChain(ns, key, parent);
     if ("err" in pre) throw pre.err;
@@ -197,11 +204,6 @@ export class LocalSnapshotter implements Snapshotter {
         if ("err" in chk) return chk;
         if (chk.ok[0] !== pre.ok[0]) return { err: errFailedPrecondition(`parent snapshot ${parent} changed while preparing ${key}`) };
         const id = ((this.db.get(seqKey(this.name)) as number | undefined) ?? 0) + 1;
-        try {
-          fs.renameSync(td, this.backend.dir(id));
-        } catch (e) {
-          return { err: e as Error };
-        }
         const now = Date.now();
         const rec: SnapshotRecord = { id, kind: kindToWire(kind) as 1 | 2, parent, chain: chk.ok, labels, created: now, updated: now };
         void this.db.put(seqKey(this.name), id);
@@ -209,6 +211,10 @@ export class LocalSnapshotter implements Snapshotter {
         void this.db.put(idKey(this.name, id), [ns, key]);
         if (parent) void this.db.put(childKey(this.name, ns, parent, key), 1);
         if (ctx.lease) leaseRecordOps(this.db).add(ns, ctx.lease, snapshotLeaseResourceType(this.name), key);
+        // Last, once every write above was taken (one that throws, say a key too long for the lease
+        // record, undoes them all and leaves the staged directory where it was); a failed rename
+        // throws too, undoing the writes.
+        fs.renameSync(td, this.backend.dir(id));
         return { ok: rec };
       });
     } catch (e) {
@@ -226,6 +232,7 @@ export class LocalSnapshotter implements Snapshotter {
   async commit(ctx: CallContext, name: string, key: string, opts?: SnapshotOptions): Promise<void> {
     const ns = namespaceRequired(ctx);
     if (!name) throw errInvalidArgument("snapshot name must not be empty");
+    checkKeyLength("snapshot key", name);
     const labels = this.validateLabels(opts?.labels);
     await this.opts.ensureNamespace?.(ctx, ns);
     const res = await writeTxn(this.db, (): TxResult<true> => {
