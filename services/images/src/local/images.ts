@@ -14,12 +14,14 @@ import type { GCScheduler } from "../../../../libs/core/gc";
 import { imageAdaptor } from "./adaptors";
 import { keyFits, scanPrefix, type MetaDB } from "./db";
 import { ensureNamespaceInTxn } from "./namespaces";
+import { dateFromStored, laterThan, storedTime } from "../../../../libs/time";
 
 interface StoredImage {
   labels: Record<string, string>;
   target: { mediaType: string; digest: string; size: number; annotations: Record<string, string> };
-  created: number;
-  updated: number;
+  /** bigint nanoseconds (milliseconds, a number, in older records): libs/time */
+  created: bigint | number;
+  updated: bigint | number;
 }
 
 const imageKey = (ns: string, name: string): string[] => ["img", ns, name];
@@ -29,8 +31,8 @@ function toImage(name: string, s: StoredImage): Image {
     name,
     labels: { ...s.labels },
     target: { mediaType: s.target.mediaType, digest: s.target.digest, size: s.target.size, annotations: { ...s.target.annotations } },
-    createdAt: new Date(s.created),
-    updatedAt: new Date(s.updated),
+    createdAt: dateFromStored(s.created),
+    updatedAt: dateFromStored(s.updated),
   };
 }
 
@@ -90,7 +92,7 @@ export class LocalImageStore implements ImageStore {
     const target = cleanTarget(image.target);
     validate(image.name, labels, target);
     checkKey(ns, image.name);
-    const now = Date.now();
+    const now = storedTime();
     const stored: StoredImage = { labels, target, created: now, updated: now };
     const created = await writeTxn(this.db, () => {
       if (this.db.get(imageKey(ns, image.name)) !== undefined) return false;
@@ -143,7 +145,7 @@ export class LocalImageStore implements ImageStore {
       } catch (e) {
         return { invalid: e };
       }
-      const next: StoredImage = { labels, target, created: cur.created, updated: Math.max(Date.now(), cur.updated) };
+      const next: StoredImage = { labels, target, created: cur.created, updated: laterThan(cur.updated) };
       void this.db.put(imageKey(ns, image.name), next);
       return { next };
     });
