@@ -1,0 +1,126 @@
+/**
+ * Issue 19 items 1 and 2, what containerd's Go client (1.6) relies on, through the gateway with the
+ * real ctr and our own gRPC client making the Go client's calls:
+ * - a namespace that does not exist yet reads as one with no labels (`containerd.New` reads its default
+ *   namespace's labels first) and is created by the first write into it, `Namespaces.Update` included
+ *   (the Go client's SetLabel);
+ * - times keep their nanoseconds end to end (writer status, containers, snapshots, leases, task exit
+ *   events), from the owner's database through the gateway's read views too.
+ */
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import * as path from "node:path";
+import { startStack, type Stack } from "../harness";
+import { RpcClient } from "../../libs/grpc/client";
+import { background } from "../../libs/context";
+import { busyboxRootfs, EventsWatcher, rootfsArgs, stopStackAndCleanup } from "../tasks/helpers";
+
+type Ts = { seconds?: number; nanos?: number } | null | undefined;
+
+/** The nanoseconds a Timestamp has below the millisecond: containerd's are almost never all zero. */
+const subMs = (t: Ts): number => {
+  assert.ok(t, "timestamp set");
+  assert.ok(Number(t.seconds) > 1_600_000_000, `a current time: ${JSON.stringify(t)}`);
+  return Number(t.nanos ?? 0) % 1_000_000;
+};
+
+describe("the Go client's expectations: namespaces that don't exist yet, nanosecond times", () => {
+  let stack: Stack;
+  let rpc: (service: string, method: string, req: Record<string, unknown>, ns?: string) => Promise<Record<string, any>>;
+
+  before(async () => {
+    stack = await startStack();
+    const clients = new Map<string, RpcClient>();
+    rpc = (service, method, req, ns = "default") => {
+      let c = clients.get(service);
+      if (!c) clients.set(service, (c = new RpcClient(stack.socket, service)));
+      return c.unary(background(ns), method, req) as Promise<Record<string, any>>;
+    };
+  });
+
+  after(async () => {
+    await stopStackAndCleanup(stack);
+  });
+
+  const NS = "containerd.services.namespaces.v1.Namespaces";
+
+  test("Namespaces.Get of a namespace that does not exist answers it with no labels and creates nothing", async () => {
+    const r = await rpc(NS, "Get", { name: "not-made-yet" }, "not-made-yet");
+    assert.deepEqual({ name: r.namespace?.name, labels: r.namespace?.labels ?? {} }, { name: "not-made-yet", labels: {} });
+    const ls = await stack.ctr(["namespaces", "ls", "-q"]);
+    assert.equal(ls.code, 0, ls.stderr);
+    assert.ok(!ls.stdout.split("\n").includes("not-made-yet"), ls.stdout);
+  });
+
+  test("ctr namespaces label on a fresh namespace creates it (the Go client's SetLabel)", async () => {
+    const r = await stack.ctr(["namespaces", "label", "newns", "k=v", "containerd.io/defaults/snapshotter=overlayfs"], { namespace: "newns" });
+    assert.equal(r.code, 0, r.stderr);
+    const ls = await stack.ctr(["namespaces", "ls"]);
+    assert.match(ls.stdout, /^newns\s+containerd\.io\/defaults\/snapshotter=overlayfs,k=v\s*$/m);
+    // answered now from the gateway's view of the images database
+    const got = await rpc(NS, "Get", { name: "newns" });
+    assert.deepEqual(got.namespace?.labels, { k: "v", "containerd.io/defaults/snapshotter": "overlayfs" });
+    // the Go client's SetLabel: one "labels.<key>" path
+    await rpc(NS, "Update", { namespace: { name: "moby", labels: { "containerd.io/defaults/snapshotter": "overlayfs" } }, update_mask: { paths: ["labels.containerd.io/defaults/snapshotter"] } });
+    assert.deepEqual((await rpc(NS, "Get", { name: "moby" })).namespace?.labels, { "containerd.io/defaults/snapshotter": "overlayfs" });
+    // a full replacement without a mask creates one too; an invalid name is refused, not created
+    await rpc(NS, "Update", { namespace: { name: "replaced", labels: { a: "b" } } });
+    assert.match((await stack.ctr(["namespaces", "ls"])).stdout, /^replaced\s+a=b\s*$/m);
+    await assert.rejects(rpc(NS, "Update", { namespace: { name: "bad name!", labels: { a: "b" } }, update_mask: { paths: ["labels.a"] } }), /invalid argument|InvalidArgument|INVALID_ARGUMENT/i);
+    for (const n of ["newns", "moby", "replaced"]) assert.equal((await stack.ctr(["namespaces", "rm", n])).code, 0);
+  });
+
+  test("writer status keeps nanoseconds (Content.Write and Content.Status)", async () => {
+    const client = new RpcClient(stack.socket, "containerd.services.content.v1.Content");
+    const call = client.bidi(background("default"), "Write");
+    const responses = call.responses[Symbol.asyncIterator]();
+    await call.send({ action: 1, ref: "nanos-ref", total: 10, offset: 0, data: Buffer.from("hello") });
+    assert.equal(Number(((await responses.next()).value as Record<string, any>).offset), 5);
+    await call.send({ action: 0, ref: "nanos-ref" }); // STAT: the times
+    const w = (await responses.next()).value as Record<string, any>;
+    assert.notEqual(subMs(w.updated_at), 0, JSON.stringify(w));
+    const st = (await rpc("containerd.services.content.v1.Content", "Status", { ref: "nanos-ref" })).status;
+    assert.notEqual(subMs(st.updated_at), 0, JSON.stringify(st));
+    assert.deepEqual(st.started_at, w.started_at, "the stored start time, to the nanosecond");
+    call.cancel();
+    await rpc("containerd.services.content.v1.Content", "Abort", { ref: "nanos-ref" }).catch(() => undefined);
+  });
+
+  test("containers, snapshots and leases keep nanoseconds in storage and through the gateway's read views", async () => {
+    const rootfs = busyboxRootfs(path.join(stack.dir, "rootfs"));
+    const c = await stack.ctr(["containers", "create", ...rootfsArgs(rootfs), "nanos-ctr", "true"]);
+    assert.equal(c.code, 0, c.stderr);
+    const got = (await rpc("containerd.services.containers.v1.Containers", "Get", { id: "nanos-ctr" })).container; // the view
+    const listed = (await rpc("containerd.services.containers.v1.Containers", "List", { filters: ["id==nanos-ctr"] })).containers[0]; // the owner
+    assert.notEqual(subMs(got.created_at), 0, JSON.stringify(got.created_at));
+    assert.deepEqual([listed.created_at, listed.updated_at], [got.created_at, got.updated_at]);
+    assert.equal((await stack.ctr(["containers", "rm", "nanos-ctr"])).code, 0);
+
+    assert.equal((await stack.ctr(["snapshots", "prepare", "nanos-snap"])).code, 0);
+    const sn = (await rpc("containerd.services.snapshots.v1.Snapshots", "Stat", { snapshotter: "overlayfs", key: "nanos-snap" })).info;
+    assert.notEqual(subMs(sn.created_at), 0, JSON.stringify(sn));
+    assert.equal((await stack.ctr(["snapshots", "rm", "nanos-snap"])).code, 0);
+
+    const lease = await stack.ctr(["leases", "create", "--id", "nanos-lease"]);
+    assert.equal(lease.code, 0, lease.stderr);
+    const l = (await rpc("containerd.services.leases.v1.Leases", "List", { filters: ["id==nanos-lease"] })).leases[0];
+    assert.notEqual(subMs(l.created_at), 0, JSON.stringify(l));
+    assert.equal((await stack.ctr(["leases", "rm", "nanos-lease"])).code, 0);
+  });
+
+  test("a task exit's exited_at keeps nanoseconds (ctr events)", async () => {
+    const rootfs = busyboxRootfs(path.join(stack.dir, "rootfs-exit"));
+    const events = new EventsWatcher(stack, ['topic=="/tasks/exit"']);
+    try {
+      await events.ready();
+      const r = await stack.ctr(["run", "--rm", ...rootfsArgs(rootfs), "nanos-exit", "true"]);
+      assert.equal(r.code, 0, r.stderr);
+      await events.waitFor("the exit event", (ls) => ls.some((l) => l.json.container_id === "nanos-exit"));
+      const exitedAt = String(events.forContainer("nanos-exit")[0]!.json.exited_at);
+      // Go prints a time with its fraction's trailing zeros cut: more than 3 digits means sub-millisecond nanos
+      assert.match(exitedAt, /T\d\d:\d\d:\d\d\.\d{4,9}Z$/, exitedAt);
+    } finally {
+      events.stop();
+    }
+  });
+});
