@@ -58,7 +58,7 @@ export const gatewayService: ServiceDefinition = {
     ];
     sc.server.addService("containerd.services.version.v1.Version", { Version: async () => ({ version: VERSION, revision: REVISION }) });
     sc.server.addService("containerd.services.introspection.v1.Introspection", introspectionHandlers({ uuidFile: path.join(sc.root, "uuid"), addresses, ownPlugins }));
-    sc.server.addService("containerd.services.events.v1.Events", eventsHandlers(sc.events));
+    sc.server.addService("containerd.services.events.v1.Events", eventsHandlers(sc.events, sc.stopping));
     return { grpcServices: [...GATEWAY_GRPC, ...BACKENDS.flatMap((b) => OWNED_SERVICES[b])], plugins: ownPlugins, frontend, close };
   },
 };

@@ -6,11 +6,14 @@
  *   (the Go client's SetLabel);
  * - times keep their nanoseconds end to end (writer status, containers, snapshots, leases, task exit
  *   events), from the owner's database through the gateway's read views too.
+ * And item 10's part seen from Docker's restarts: the gateway stops at once while clients hold event
+ * subscriptions open, and the first garbage collection waits for the processes it reads.
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import * as fs from "node:fs";
 import * as path from "node:path";
-import { startStack, type Stack } from "../harness";
+import { startStack, waitFor, sleep, type Stack } from "../harness";
 import { RpcClient } from "../../libs/grpc/client";
 import { background } from "../../libs/context";
 import { busyboxRootfs, EventsWatcher, rootfsArgs, stopStackAndCleanup } from "../tasks/helpers";
@@ -29,7 +32,7 @@ describe("the Go client's expectations: namespaces that don't exist yet, nanosec
   let rpc: (service: string, method: string, req: Record<string, unknown>, ns?: string) => Promise<Record<string, any>>;
 
   before(async () => {
-    stack = await startStack();
+    stack = await startStack({ metrics: true });
     const clients = new Map<string, RpcClient>();
     rpc = (service, method, req, ns = "default") => {
       let c = clients.get(service);
@@ -121,6 +124,37 @@ describe("the Go client's expectations: namespaces that don't exist yet, nanosec
       assert.match(exitedAt, /T\d\d:\d\d:\d\d\.\d{4,9}Z$/, exitedAt);
     } finally {
       events.stop();
+    }
+  });
+
+  test("the first garbage collection waits for the processes it reads instead of skipping them", async () => {
+    const metric = async (name: string): Promise<number | undefined> => {
+      const body = await (await fetch(`http://${stack.metricsAddress("images")}/metrics`)).text();
+      // `name{labels` (the process adds its own label after the metric's) or `name{`
+      const line = body.split("\n").find((l) => l.startsWith(name.endsWith("}") ? name.slice(0, -1) : `${name}{`));
+      return line ? Number(line.split(" ").at(-1)) : undefined;
+    };
+    await waitFor("the first collection", async () => ((await metric('flotilla_gc_passes_total{result="ok"}')) ?? 0) >= 1 || undefined);
+    assert.equal(await metric("flotilla_gc_skipped_total"), 0, "nothing skipped");
+    assert.doesNotMatch(stack.logs(), /"skipped":\[/);
+  });
+
+  test("the gateway stops at once while ctr events holds a subscription open", async () => {
+    const ev = stack.ctrSpawn(["events"]);
+    const exited = new Promise<number | null>((r) => ev.once("exit", (code) => r(code)));
+    try {
+      await sleep(500); // the subscription is in place
+      const pid = stack.kill("gateway", "SIGTERM");
+      const t0 = performance.now();
+      const gone = (): boolean => !fs.existsSync(`/proc/${pid}`) || /^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
+      await waitFor("the gateway to exit", () => gone() || undefined, 10000, 10);
+      const ms = performance.now() - t0;
+      assert.ok(ms < 1500, `the gateway took ${Math.round(ms)} ms to stop`);
+      assert.notEqual(await exited, 0, "ctr events saw its subscription end");
+      await stack.waitRestarted("gateway", pid);
+      assert.equal((await stack.ctr(["version"])).code, 0);
+    } finally {
+      ev.kill("SIGKILL");
     }
   });
 });
