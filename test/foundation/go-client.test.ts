@@ -11,6 +11,7 @@
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { startStack, waitFor, sleep, type Stack } from "../harness";
@@ -73,7 +74,7 @@ describe("the Go client's expectations: namespaces that don't exist yet, nanosec
     for (const n of ["newns", "moby", "replaced"]) assert.equal((await stack.ctr(["namespaces", "rm", n])).code, 0);
   });
 
-  test("writer status keeps nanoseconds (Content.Write and Content.Status)", async () => {
+  test("writer status and committed blobs keep nanoseconds (Content.Write, Status, Info)", async () => {
     const client = new RpcClient(stack.socket, "containerd.services.content.v1.Content");
     const call = client.bidi(background("default"), "Write");
     const responses = call.responses[Symbol.asyncIterator]();
@@ -85,11 +86,17 @@ describe("the Go client's expectations: namespaces that don't exist yet, nanosec
     const st = (await rpc("containerd.services.content.v1.Content", "Status", { ref: "nanos-ref" })).status;
     assert.notEqual(subMs(st.updated_at), 0, JSON.stringify(st));
     assert.deepEqual(st.started_at, w.started_at, "the stored start time, to the nanosecond");
-    call.cancel();
-    await rpc("containerd.services.content.v1.Content", "Abort", { ref: "nanos-ref" }).catch(() => undefined);
+    // committed: the blob's created_at (read back from the gateway's view of the content database)
+    const digest = "sha256:" + createHash("sha256").update("hello").digest("hex");
+    await call.send({ action: 2, ref: "nanos-ref", total: 5, offset: 5, expected: digest });
+    assert.equal(((await responses.next()).value as Record<string, any>).digest, digest);
+    call.end();
+    const info = (await rpc("containerd.services.content.v1.Content", "Info", { digest })).info;
+    assert.notEqual(subMs(info.created_at), 0, JSON.stringify(info));
+    assert.equal((await stack.ctr(["content", "rm", digest])).code, 0);
   });
 
-  test("containers, snapshots and leases keep nanoseconds in storage and through the gateway's read views", async () => {
+  test("containers, snapshots, images and leases keep nanoseconds in storage and through the gateway's read views", async () => {
     const rootfs = busyboxRootfs(path.join(stack.dir, "rootfs"));
     const c = await stack.ctr(["containers", "create", ...rootfsArgs(rootfs), "nanos-ctr", "true"]);
     assert.equal(c.code, 0, c.stderr);
@@ -103,6 +110,14 @@ describe("the Go client's expectations: namespaces that don't exist yet, nanosec
     const sn = (await rpc("containerd.services.snapshots.v1.Snapshots", "Stat", { snapshotter: "overlayfs", key: "nanos-snap" })).info;
     assert.notEqual(subMs(sn.created_at), 0, JSON.stringify(sn));
     assert.equal((await stack.ctr(["snapshots", "rm", "nanos-snap"])).code, 0);
+
+    const IMAGES = "containerd.services.images.v1.Images";
+    const target = { media_type: "application/vnd.oci.image.manifest.v1+json", digest: "sha256:" + "ab".repeat(32), size: 10 };
+    const created = (await rpc(IMAGES, "Create", { image: { name: "nanos-img", target } })).image;
+    assert.notEqual(subMs(created.created_at), 0, JSON.stringify(created));
+    const img = (await rpc(IMAGES, "Get", { name: "nanos-img" })).image; // the view
+    assert.deepEqual([img.created_at, img.updated_at], [created.created_at, created.updated_at]);
+    await rpc(IMAGES, "Delete", { name: "nanos-img" });
 
     const lease = await stack.ctr(["leases", "create", "--id", "nanos-lease"]);
     assert.equal(lease.code, 0, lease.stderr);
