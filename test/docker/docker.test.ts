@@ -64,7 +64,6 @@ describe("Docker Engine on a Flotilla stack", () => {
       "--ip6tables=false",
       "--ip-masq=false",
       "--userland-proxy=false",
-      "--storage-driver=overlay2",
     ], { stdio: ["ignore", "pipe", "pipe"] });
     dockerd.stdout!.on("data", (b: Buffer) => (dockerLog += b.toString()));
     dockerd.stderr!.on("data", (b: Buffer) => (dockerLog += b.toString()));
