@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PKGS=(runc crun nats-server containerd docker-registry busybox-static containernetworking-plugins skopeo
-      iproute2 zstd libdeflate0 golang-github-containerd-containerd-dev systemd docker-compose)
+      iproute2 zstd libdeflate0 golang-github-containerd-containerd-dev systemd docker-compose docker.io)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -81,8 +81,13 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> 
 }
 
 export function runCtr(socket: string, args: string[], opts: CtrOptions = {}): Promise<CtrResult> {
+  return runCommand("ctr", ["-a", socket, "-n", opts.namespace ?? "default", ...args], opts);
+}
+
+/** Run a command to its end with `opts.input` on stdin (killed after `opts.timeoutMs`, 60 s by default). */
+export function runCommand(cmd: string, args: string[], opts: Omit<CtrOptions, "namespace"> = {}): Promise<CtrResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn("ctr", ["-a", socket, "-n", opts.namespace ?? "default", ...args], { env: { ...process.env, ...opts.env }, stdio: ["pipe", "pipe", "pipe"] });
+    const child = spawn(cmd, args, { env: { ...process.env, ...opts.env }, stdio: ["pipe", "pipe", "pipe"] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on("data", (b: Buffer) => out.push(b));

@@ -89,27 +89,8 @@ export const DECODE_OPTIONS: protobuf.IConversionOptions = {
   oneofs: true,
 };
 
-/** A protobuf `google.protobuf.Timestamp` as a plain object. */
-export interface Timestamp {
-  seconds: number;
-  nanos: number;
-}
-
-export function toTimestamp(d: Date | number = new Date()): Timestamp {
-  const ms = typeof d === "number" ? d : d.getTime();
-  const seconds = Math.floor(ms / 1000);
-  return { seconds, nanos: Math.round((ms - seconds * 1000) * 1e6) };
-}
-
-/** Timestamp in nanoseconds since the epoch (as a bigint) for the high-resolution fields containerd keeps. */
-export function timestampFromNanos(ns: bigint): Timestamp {
-  return { seconds: Number(ns / 1_000_000_000n), nanos: Number(ns % 1_000_000_000n) };
-}
-
-export function fromTimestamp(t: Partial<Timestamp> | null | undefined): Date | undefined {
-  if (!t) return undefined;
-  return new Date(Number(t.seconds ?? 0) * 1000 + Math.floor(Number(t.nanos ?? 0) / 1e6));
-}
+// Timestamps keep their nanoseconds: the one converter lives in libs/time.
+export { toTimestamp, fromTimestamp, type Timestamp } from "../time";
 
 /** A `google.protobuf.Any` as a plain object; containerd uses the bare full name as type URL. */
 export interface AnyMsg {

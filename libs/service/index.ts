@@ -31,6 +31,11 @@ export interface ServiceContext {
   root: string;
   /** Runtime directory of this service (`<state>/<service>`), created. */
   state: string;
+  /**
+   * Aborted when the process starts to stop (SIGTERM/SIGINT), before its servers drain: calls that would
+   * otherwise stay open until the grace period ends (event subscriptions) end themselves on it.
+   */
+  stopping: AbortSignal;
 }
 
 export interface RunningService {
@@ -95,7 +100,8 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
   const server = new RpcServer({ service: def.name, log, metrics, maxMessage: config.grpc.max_recv_message_size });
 
   let running: RunningService | undefined;
-  const sc: ServiceContext = { name: def.name, config, log, metrics, server, events, root, state };
+  const stopping = new AbortController();
+  const sc: ServiceContext = { name: def.name, config, log, metrics, server, events, root, state, stopping: stopping.signal };
   try {
     running = await def.start(sc);
   } catch (e) {
@@ -124,10 +130,9 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
   log.info({ address: svcCfg.address, metrics: metricsPort, pid: process.pid }, "serving");
   notifyReady(log);
 
-  let stopping = false;
   const stop = async (signal: string): Promise<void> => {
-    if (stopping) return;
-    stopping = true;
+    if (stopping.signal.aborted) return;
+    stopping.abort();
     log.info({ signal }, "shutting down");
     const hard = setTimeout(() => process.exit(1), 10000);
     hard.unref();

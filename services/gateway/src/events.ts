@@ -5,7 +5,7 @@
  */
 import type { Adaptor } from "../../../libs/filters";
 import { NOT_PRESENT, parseAll, present } from "../../../libs/filters";
-import { errInvalidArgument, errResourceExhausted } from "../../../libs/errdefs";
+import { errInvalidArgument, errResourceExhausted, errUnavailable } from "../../../libs/errdefs";
 import type { Envelope, NatsEventBus } from "../../../libs/events";
 import type { ServiceHandlers } from "../../../libs/grpc/server";
 import { anyType, DECODE_OPTIONS } from "../../../libs/proto";
@@ -39,7 +39,11 @@ export function envelopeAdaptor(env: Envelope): Adaptor {
 
 const MAX_BACKLOG = 10000;
 
-export function eventsHandlers(bus: NatsEventBus): ServiceHandlers {
+/**
+ * `stopping` ends every open Subscribe with Unavailable when the gateway stops (as containerd's clients
+ * see when it goes away), so they cannot hold its stop up; they subscribe again once it is back.
+ */
+export function eventsHandlers(bus: NatsEventBus, stopping?: AbortSignal): ServiceHandlers {
   return {
     Publish: async (ctx, req) => {
       if (!req.event) throw errInvalidArgument("event must be set");
@@ -62,9 +66,14 @@ export function eventsHandlers(bus: NatsEventBus): ServiceHandlers {
         else backlog.push(env);
         wake?.();
       });
-      const aborted = new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve(), { once: true }));
+      let onStop: (() => void) | undefined;
+      const aborted = new Promise<void>((resolve) => {
+        ctx.signal.addEventListener("abort", () => resolve(), { once: true });
+        stopping?.addEventListener("abort", (onStop = () => resolve()), { once: true });
+      });
       try {
         while (!ctx.signal.aborted) {
+          if (stopping?.aborted) throw errUnavailable("events: the server is shutting down");
           if (overflow) throw errResourceExhausted("event subscriber too slow: backlog exceeded");
           const env = backlog.shift();
           if (env) {
@@ -76,6 +85,7 @@ export function eventsHandlers(bus: NatsEventBus): ServiceHandlers {
         }
       } finally {
         unsubscribe();
+        if (onStop) stopping?.removeEventListener("abort", onStop);
       }
     },
   };

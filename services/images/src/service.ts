@@ -24,6 +24,8 @@ import { LEASES_SERVICE, leasesHandlers } from "./server/leases";
 
 const NAMESPACES_SERVICE = "containerd.services.namespaces.v1.Namespaces";
 const GC_PLUGIN = "io.containerd.gc.v1";
+/** How long the first collection waits for the processes it reads from. */
+const STARTUP_WAIT_MS = 30_000;
 
 export const imagesService: ServiceDefinition = {
   name: "images",
@@ -64,8 +66,9 @@ export const imagesService: ServiceDefinition = {
       onExpiry: (ns, at) => scheduler.expiresAt(ns, at),
     });
     const lm = leases;
+    const sources = remoteSources(addresses);
     collector = new Collector({
-      sources: remoteSources(addresses),
+      sources,
       gate,
       rpcTimeoutMs: gcCfg.rpcTimeoutMs,
       log: sc.log,
@@ -121,7 +124,11 @@ export const imagesService: ServiceDefinition = {
         sc.log.debug({ err, topic: env.topic }, "ignoring an undecodable event");
       }
     });
-    scheduler.start();
+    // The processes of a stack start together: the first pass waits for the ones it reads (bounded; a
+    // process still down then is skipped and retried as at any time).
+    scheduler.start(sources.ready!(STARTUP_WAIT_MS).then((late) => {
+      if (late.length) sc.log.warn({ late }, "garbage collection starts without processes that do not answer yet");
+    }));
     const first = lm.earliestExpiry();
     if (first) scheduler.expiresAt(first.ns, first.at);
 

@@ -8,16 +8,16 @@ import { TtrpcClient, NAMESPACE_KEY } from "../../../libs/ttrpc/client";
 import { encode, type Obj, type Schema } from "./pb";
 import { Envelope, ForwardRequest } from "./messages";
 import type { ShimLogger } from "./log";
+import { toTimestamp, type Timestamp } from "../../../libs/time";
 
 const SERVICE = "containerd.services.events.ttrpc.v1.Events";
 const MAX_QUEUE = 2048;
 const MAX_ATTEMPTS = 5;
 const CALL_TIMEOUT_MS = 5000;
 
-export function nowTimestamp(d: Date = new Date()): { seconds: number; nanos: number } {
-  const ms = d.getTime();
-  const seconds = Math.floor(ms / 1000);
-  return { seconds, nanos: (ms - seconds * 1000) * 1e6 };
+/** A Timestamp of `d` (now when omitted), nanoseconds kept (libs/time). */
+export function nowTimestamp(d?: Date): Timestamp {
+  return toTimestamp(d);
 }
 
 export class Publisher {

@@ -7,6 +7,7 @@
  */
 import * as fs from "node:fs";
 import { reapPid } from "../../../libs/sys/linux";
+import { now } from "../../../libs/time";
 
 export type ExitHandler = (exitStatus: number, exitedAt: Date) => void;
 
@@ -36,7 +37,7 @@ export class Reaper {
     const r = reapPid(pid);
     if (r) {
       this.watched.delete(pid);
-      onExit(r.exitStatus, new Date());
+      onExit(r.exitStatus, now());
     }
   }
 
@@ -50,7 +51,7 @@ export class Reaper {
       if (!r) continue;
       this.watched.delete(pid);
       try {
-        h(r.exitStatus, new Date());
+        h(r.exitStatus, now());
       } catch {
         /* the handler's own problem */
       }
@@ -86,7 +87,7 @@ export class Reaper {
         if (state !== "Z") continue;
         const r = reapPid(pid);
         if (r) {
-          this.early.set(pid, { status: r.exitStatus, at: new Date() });
+          this.early.set(pid, { status: r.exitStatus, at: now() });
           if (this.early.size > 256) this.early.delete(this.early.keys().next().value!);
         }
       }

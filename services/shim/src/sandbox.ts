@@ -24,6 +24,7 @@ import * as M from "./messages";
 import type { MountSpec } from "./mount";
 import { decode, encode, type Obj, type Schema } from "./pb";
 import { nowTimestamp } from "./publisher";
+import { now } from "../../../libs/time";
 import type { Reaper } from "./reaper";
 import { Runc } from "./runc";
 import { sandboxProcessSpec } from "../../../libs/sandboxrun/oci-defaults";
@@ -167,7 +168,7 @@ export class SandboxService {
       const created = c.create();
       c.init.busy = created;
       const pid = await created;
-      this.sandboxes.set(id, { id, bundle, netns, container: c, spec, createdAt: new Date() });
+      this.sandboxes.set(id, { id, bundle, netns, container: c, spec, createdAt: now() });
       this.o.log.info("sandbox created", { sandbox: id, pid, ms: c.timings });
       return {};
     } catch (e) {

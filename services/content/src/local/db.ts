@@ -15,15 +15,16 @@
 import type { RootDatabase } from "lmdb";
 import { isDigestedName, nameKey, openServiceDB } from "../../../../libs/lmdb";
 import type { ContentInfo } from "../../../../libs/core/content";
+import { dateFromStored } from "../../../../libs/time";
 
 export type Key = (string | number)[];
 export type ContentDB = RootDatabase<unknown, Key>;
 
 export interface BlobRecord {
   size: number;
-  /** epoch milliseconds */
-  created: number;
-  updated: number;
+  /** bigint nanoseconds since the epoch (a number of milliseconds in older records): see libs/time */
+  created: bigint | number;
+  updated: bigint | number;
   labels: Record<string, string>;
 }
 
@@ -36,7 +37,8 @@ export interface IngestRecord {
   total: number;
   /** Set for a shared ingest: the blob exists on disk (owned by another namespace) and needs no data. */
   expected: string;
-  started: number;
+  /** As BlobRecord's times. */
+  started: bigint | number;
   /** Lease holding the ingest, if any. */
   lease?: string;
   /** When an unleased ingest may be garbage collected (epoch ms), as containerd's 24 h expiry. */
@@ -46,8 +48,8 @@ export interface IngestRecord {
 export const toInfo = (digest: string, r: BlobRecord): ContentInfo => ({
   digest,
   size: r.size,
-  createdAt: new Date(r.created),
-  updatedAt: new Date(r.updated),
+  createdAt: dateFromStored(r.created),
+  updatedAt: dateFromStored(r.updated),
   labels: { ...r.labels },
 });
 

@@ -50,9 +50,12 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-export async function statOrUndefined(p: string): Promise<fs.Stats | undefined> {
+export async function statOrUndefined(p: string): Promise<fs.Stats | undefined>;
+/** With `bigint`: nanosecond times (mtimeNs). */
+export async function statOrUndefined(p: string, bigint: true): Promise<fs.BigIntStats | undefined>;
+export async function statOrUndefined(p: string, bigint = false): Promise<fs.Stats | fs.BigIntStats | undefined> {
   try {
-    return await fs.promises.stat(p);
+    return await fs.promises.stat(p, { bigint });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw e;

@@ -39,6 +39,7 @@ import { HotCache } from "./hot-cache";
 import { RefLocks } from "./locks";
 import { KeyedMutex } from "../../../../libs/sync";
 import { LocalWriter, type WriterHost } from "./writer";
+import { dateFromNanos, dateFromStored, storedTime } from "../../../../libs/time";
 
 const DAY = 24 * 3600 * 1000;
 
@@ -196,7 +197,7 @@ export class LocalContentStore implements ContentStore, WriterHost {
       const labels = paths.length ? applyMapMask("labels", cur.labels, info.labels, paths) : compactLabels(info.labels);
       const bad = validateLabels(labels);
       if (bad) return { bad };
-      const next: BlobRecord = { ...cur, labels, updated: Date.now() };
+      const next: BlobRecord = { ...cur, labels, updated: storedTime() };
       void this.db.put(blobKey(ns, info.digest), next);
       return { next };
     }).finally(() => this.hot.forget(ns, info.digest));
@@ -282,16 +283,16 @@ export class LocalContentStore implements ContentStore, WriterHost {
     if (rec.expected) {
       const st = await statOrUndefined(this.blobPath(rec.expected));
       const size = st?.size ?? 0;
-      return { ref, offset: size, total: size, expected: rec.expected, startedAt: new Date(rec.started), updatedAt: new Date(rec.started) };
+      return { ref, offset: size, total: size, expected: rec.expected, startedAt: dateFromStored(rec.started), updatedAt: dateFromStored(rec.started) };
     }
-    const st = await statOrUndefined(this.dataPath(rec));
+    const st = await statOrUndefined(this.dataPath(rec), true);
     return {
       ref,
-      offset: st?.size ?? 0,
+      offset: Number(st?.size ?? 0),
       total: rec.total,
       expected: "",
-      startedAt: new Date(rec.started),
-      updatedAt: st?.mtime ?? new Date(rec.started),
+      startedAt: dateFromStored(rec.started),
+      updatedAt: st ? dateFromNanos(st.mtimeNs) : dateFromStored(rec.started),
     };
   }
 
@@ -382,13 +383,13 @@ export class LocalContentStore implements ContentStore, WriterHost {
 
   private async openWriter(ctx: CallContext, ns: string, ref: string, total: number, expected: string): Promise<LocalWriter> {
     const lease = ctx.lease;
-    const now = Date.now();
+    const now = storedTime();
     const fresh = (exp: string, tot: number): IngestRecord => ({
       dir: ingestDirName(ns, ref),
       total: tot,
       expected: exp,
       started: now,
-      ...(lease ? { lease } : { expires: now + DAY }),
+      ...(lease ? { lease } : { expires: Date.now() + DAY }),
     });
     const put = (rec: IngestRecord): void => {
       const old = this.db.get(ingestKey(ns, ref)) as IngestRecord | undefined;
@@ -439,7 +440,7 @@ export class LocalContentStore implements ContentStore, WriterHost {
   /** Record `digest` in the writer's namespace and drop its ingest; returns whether it was already there. */
   private async record(w: LocalWriter, digest: string, size: number, labels: Record<string, string>): Promise<boolean> {
     const lease = w.ctx.lease;
-    const now = Date.now();
+    const now = storedTime();
     const res = await writeTxn(this.db, () => {
       this.hot.forget(w.ns, digest);
       const rec = this.db.get(ingestKey(w.ns, w.ref)) as IngestRecord | undefined;

@@ -14,6 +14,7 @@ import { closeFile, fdatasyncFile, fstatFile, fsyncFile, ftruncateFile, openFile
 import { writeAllSync } from "../../../../libs/sys/pagecache";
 import type { IngestRecord } from "./db";
 import { releaseMessageBuffer } from "../../../../libs/grpc/wire";
+import { dateFromNanos, dateFromStored, nowNanos } from "../../../../libs/time";
 
 /** Start writing back to disk every this many bytes, so the fsync at commit has only the tail left. */
 const FLUSH_EVERY = 32 << 20;
@@ -51,7 +52,8 @@ export class LocalWriter implements ContentWriter {
   private flushing: Promise<void> | undefined;
   private closed = false;
   private abortedBy: string | undefined;
-  updated: number;
+  /** When data last came in, in nanoseconds since the epoch. */
+  updated: bigint;
 
   constructor(
     private readonly host: WriterHost,
@@ -63,7 +65,7 @@ export class LocalWriter implements ContentWriter {
     private sharedSize: number,
     private offset: number,
   ) {
-    this.updated = Date.now();
+    this.updated = nowNanos();
   }
 
   /** Open the data file of a non-shared ingest: fresh (truncated) or resumed (hashing what is there). */
@@ -113,8 +115,8 @@ export class LocalWriter implements ContentWriter {
       offset: this.offset,
       total: this.isShared ? this.sharedSize : this.rec.total,
       expected: this.isShared ? this.rec.expected : "",
-      startedAt: new Date(this.rec.started),
-      updatedAt: new Date(this.updated),
+      startedAt: dateFromStored(this.rec.started),
+      updatedAt: dateFromNanos(this.updated),
     };
   }
 
@@ -158,7 +160,7 @@ export class LocalWriter implements ContentWriter {
     const pos = this.offset;
     this.hash.update(data);
     this.offset += data.length;
-    this.updated = Date.now();
+    this.updated = nowNanos();
     const fd = this.fd!;
     try {
       // Synchronous, in page-cache sized pieces (libs/sys/pagecache): cheaper than a thread-pool hop.
@@ -201,7 +203,7 @@ export class LocalWriter implements ContentWriter {
     await ftruncateFile(this.fd!, 0);
     this.hash = crypto.createHash("sha256");
     this.offset = 0;
-    this.updated = Date.now();
+    this.updated = nowNanos();
   }
 
   async commit(size: number, expected: string, labels?: Record<string, string>): Promise<void> {

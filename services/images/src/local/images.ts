@@ -14,14 +14,16 @@ import type { GCScheduler } from "../../../../libs/core/gc";
 import { imageAdaptor } from "./adaptors";
 import { scanPrefix, type MetaDB } from "./db";
 import { ensureNamespaceInTxn } from "./namespaces";
+import { dateFromStored, laterThan, storedTime } from "../../../../libs/time";
 
 interface StoredImage {
   /** The name, when the key holds its digest (see nameKey). */
   name?: string;
   labels: Record<string, string>;
   target: { mediaType: string; digest: string; size: number; annotations: Record<string, string> };
-  created: number;
-  updated: number;
+  /** bigint nanoseconds (milliseconds, a number, in older records): libs/time */
+  created: bigint | number;
+  updated: bigint | number;
 }
 
 const imageKey = (ns: string, name: string): string[] => ["img", ns, nameKey(name)];
@@ -40,8 +42,8 @@ function toImage(name: string, s: StoredImage): Image {
     name,
     labels: { ...s.labels },
     target: { mediaType: s.target.mediaType, digest: s.target.digest, size: s.target.size, annotations: { ...s.target.annotations } },
-    createdAt: new Date(s.created),
-    updatedAt: new Date(s.updated),
+    createdAt: dateFromStored(s.created),
+    updatedAt: dateFromStored(s.updated),
   };
 }
 
@@ -96,7 +98,7 @@ export class LocalImageStore implements ImageStore {
     const labels = compactLabels(image.labels);
     const target = cleanTarget(image.target);
     validate(image.name, labels, target);
-    const now = Date.now();
+    const now = storedTime();
     const stored: StoredImage = { labels, target, created: now, updated: now };
     const created = await writeTxn(this.db, () => {
       if (this.db.get(imageKey(ns, image.name)) !== undefined) return false;
@@ -148,7 +150,7 @@ export class LocalImageStore implements ImageStore {
       } catch (e) {
         return { invalid: e };
       }
-      const next: StoredImage = { labels, target, created: cur.created, updated: Math.max(Date.now(), cur.updated) };
+      const next: StoredImage = { labels, target, created: cur.created, updated: laterThan(cur.updated) };
       void this.db.put(imageKey(ns, image.name), withName(image.name, next));
       return { next };
     });

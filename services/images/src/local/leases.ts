@@ -28,10 +28,12 @@ import { scanPrefix, type MetaDB } from "./db";
 import { ensureNamespaceInTxn } from "./namespaces";
 import type { MarkGate } from "./gc/gate";
 import { KeyedMutex } from "../../../../libs/sync";
+import { dateFromStored, nanosOf, storedNanos, storedTime } from "../../../../libs/time";
 
 interface StoredLease {
   labels: Record<string, string>;
-  created: number;
+  /** bigint nanoseconds (milliseconds, a number, in older records): libs/time */
+  created: bigint | number;
 }
 
 export interface LeaseHolders {
@@ -42,7 +44,7 @@ export interface LeaseHolders {
 const leaseKey = (ns: string, id: string): string[] => ["lease", ns, id];
 const forgetKey = (ns: string, id: string): string[] => ["lease-forget", ns, id];
 
-const toLease = (id: string, s: StoredLease): Lease => ({ id, labels: { ...s.labels }, createdAt: new Date(s.created) });
+const toLease = (id: string, s: StoredLease): Lease => ({ id, labels: { ...s.labels }, createdAt: dateFromStored(s.created) });
 
 /** containerd lists a lease's resources content first, then ingests, then snapshots. */
 const TYPE_RANK = (t: string): number => (t === "content" ? 0 : t === "ingests" ? 1 : 2);
@@ -86,7 +88,7 @@ export class LocalLeaseManager implements LeaseManager {
         // A lease id can be reused: records an earlier lease of that id left behind go first. If a
         // holder is unreachable they stay, protecting more than needed until this lease goes.
         if (this.db.get(forgetKey(ns, id)) !== undefined) await this.forgetHolders(ctx, ns, id).catch(() => undefined);
-        const stored: StoredLease = { labels, created: Date.now() };
+        const stored: StoredLease = { labels, created: storedTime() };
         const ok = await writeTxn(this.db, () => {
           if (this.db.get(leaseKey(ns, id)) !== undefined) return false;
           ensureNamespaceInTxn(this.db, ns);
@@ -215,7 +217,7 @@ export class LocalLeaseManager implements LeaseManager {
   async removeExpired(ctx: CallContext, ns: string, lease: Lease): Promise<boolean> {
     const removed = await writeTxn(this.db, () => {
       const cur = this.db.get(leaseKey(ns, lease.id)) as StoredLease | undefined;
-      if (!cur || cur.created !== lease.createdAt.getTime()) return false;
+      if (!cur || storedNanos(cur.created) !== nanosOf(lease.createdAt)) return false;
       void this.db.remove(leaseKey(ns, lease.id));
       void this.db.put(forgetKey(ns, lease.id), Date.now());
       return true;

@@ -6,6 +6,7 @@ import { applyMapMask, compactLabels, validateLabels } from "../../../../libs/fi
 import type { EventPublisher } from "../../../../libs/events";
 import { NAMESPACE_EVENTS, type Namespace, type NamespaceStore } from "../../../../libs/core/namespaces";
 import type { MetaDB } from "./db";
+import { storedTime } from "../../../../libs/time";
 
 /** Reports what kinds of objects (e.g. "blobs", "containers") still live in a namespace. */
 export interface NamespaceUsage {
@@ -16,7 +17,8 @@ export interface NamespaceUsage {
 
 interface Stored {
   labels: Record<string, string>;
-  created_at: number;
+  /** bigint nanoseconds (milliseconds, a number, in older records): libs/time */
+  created_at: bigint | number;
 }
 
 const key = (name: string): string[] => ["ns", name];
@@ -32,7 +34,7 @@ export function readNamespace(db: MetaDB, name: string): Namespace | undefined {
  * write into a namespace (no event, like containerd's implicit bucket creation).
  */
 export function ensureNamespaceInTxn(db: MetaDB, name: string): void {
-  if (db.get(key(name)) === undefined) void db.put(key(name), { labels: {}, created_at: Date.now() } satisfies Stored);
+  if (db.get(key(name)) === undefined) void db.put(key(name), { labels: {}, created_at: storedTime() } satisfies Stored);
 }
 
 /** containerd's order (images, blobs, containers, snapshots), then what it does not check. */
@@ -71,10 +73,9 @@ export class LocalNamespaceStore implements NamespaceStore {
     return ctx.namespace ? ctx : { ...ctx, namespace: name };
   }
 
+  /** A namespace that does not exist (yet) reads as one with no labels, as in containerd: nothing is created. */
   async get(_ctx: CallContext, name: string): Promise<Namespace> {
-    const n = readNamespace(this.db, name);
-    if (!n) throw errNotFound(`namespace ${JSON.stringify(name)}`);
-    return n;
+    return readNamespace(this.db, name) ?? { name, labels: {} };
   }
 
   async list(_ctx: CallContext): Promise<Namespace[]> {
@@ -90,7 +91,7 @@ export class LocalNamespaceStore implements NamespaceStore {
     const labels = compactLabels(ns.labels);
     const created = await writeTxn(this.db, () => {
       if (this.db.get(key(ns.name)) !== undefined) return false;
-      void this.db.put(key(ns.name), { labels, created_at: Date.now() } satisfies Stored);
+      void this.db.put(key(ns.name), { labels, created_at: storedTime() } satisfies Stored);
       return true;
     });
     if (!created) throw errAlreadyExists(`namespace ${JSON.stringify(ns.name)}`);
@@ -98,20 +99,24 @@ export class LocalNamespaceStore implements NamespaceStore {
     return { name: ns.name, labels };
   }
 
+  /**
+   * Sets labels; a namespace that does not exist yet is created by the first label it gets (a mask, or a
+   * full replacement with at least one label), as containerd's Update (the Go client's SetLabel) does.
+   */
   async update(ctx: CallContext, ns: Namespace, paths: string[]): Promise<Namespace> {
     for (const p of paths) {
       if (p !== "labels" && !p.startsWith("labels.")) throw errInvalidArgument(`cannot update ${JSON.stringify(p)} field on namespace ${JSON.stringify(ns.name)}`);
     }
     const bad = validateLabels(ns.labels);
     if (bad) throw errInvalidArgument(bad);
+    if (readNamespace(this.db, ns.name) === undefined) this.validate(ns); // about to create it
     const result = await writeTxn(this.db, () => {
       const cur = this.db.get(key(ns.name)) as Stored | undefined;
-      if (!cur) return undefined;
-      const labels = paths.length ? applyMapMask("labels", cur.labels, ns.labels, paths) : compactLabels(ns.labels);
-      void this.db.put(key(ns.name), { ...cur, labels } satisfies Stored);
+      if (!cur && !paths.length && !Object.keys(ns.labels).length) return {};
+      const labels = paths.length ? applyMapMask("labels", cur?.labels ?? {}, ns.labels, paths) : compactLabels(ns.labels);
+      void this.db.put(key(ns.name), { labels, created_at: cur?.created_at ?? Date.now() } satisfies Stored);
       return labels;
     });
-    if (!result) throw errNotFound(`namespace ${JSON.stringify(ns.name)}`);
     await this.events.publish(this.eventCtx(ctx, ns.name), NAMESPACE_EVENTS.update.topic, NAMESPACE_EVENTS.update.type, { name: ns.name, labels: result });
     return { name: ns.name, labels: result };
   }

@@ -6,6 +6,7 @@ import { parseAll } from "../../../../libs/filters";
 import type { Sandbox, SandboxInput, SandboxStore, TypedValue } from "../../../../libs/core/sandbox";
 import { sandboxAdaptor } from "./adaptors";
 import { scanPrefix, type SandboxDB, type StoredAny } from "./db";
+import { dateFromNanos, dateFromStored, laterThan, now as nowDate, storedTime } from "../../../../libs/time";
 
 export interface StoredSandbox {
   runtime: { name: string; options?: StoredAny };
@@ -13,9 +14,9 @@ export interface StoredSandbox {
   labels: Record<string, string>;
   extensions: Record<string, StoredAny>;
   sandboxer: string;
-  /** epoch milliseconds */
-  created: number;
-  updated: number;
+  /** bigint nanoseconds (milliseconds, a number, in older records): libs/time */
+  created: bigint | number;
+  updated: bigint | number;
 }
 
 export const sandboxKey = (ns: string, id: string): string[] => ["sb", ns, id];
@@ -29,8 +30,8 @@ export function toStored(sb: Omit<Sandbox, "id"> & { id?: string }): StoredSandb
     labels: compactLabels(sb.labels),
     extensions: {},
     sandboxer: sb.sandboxer,
-    created: sb.createdAt.getTime(),
-    updated: sb.updatedAt.getTime(),
+    created: storedTime(sb.createdAt),
+    updated: storedTime(sb.updatedAt),
   };
   const opts = toStoredAny(sb.runtime.options);
   if (opts) out.runtime.options = opts;
@@ -50,8 +51,8 @@ export function fromStored(id: string, s: StoredSandbox): Sandbox {
     labels: { ...s.labels },
     extensions: Object.fromEntries(Object.entries(s.extensions).map(([k, v]) => [k, fromStoredAny(v)!])),
     sandboxer: s.sandboxer,
-    createdAt: new Date(s.created),
-    updatedAt: new Date(s.updated),
+    createdAt: dateFromStored(s.created),
+    updatedAt: dateFromStored(s.updated),
   };
   if (s.runtime.options) sb.runtime.options = fromStoredAny(s.runtime.options);
   if (s.spec) sb.spec = fromStoredAny(s.spec);
@@ -111,7 +112,7 @@ export class LocalSandboxStore implements SandboxStore {
 
   async create(ctx: CallContext, input: SandboxInput): Promise<Sandbox> {
     const ns = namespaceRequired(ctx);
-    const now = new Date();
+    const now = nowDate();
     const sb: Sandbox = {
       id: input.id,
       runtime: { name: input.runtime?.name ?? "", ...(input.runtime?.options ? { options: input.runtime.options } : {}) },
@@ -140,7 +141,7 @@ export class LocalSandboxStore implements SandboxStore {
       const cur = this.db.get(sandboxKey(ns, input.id)) as StoredSandbox | undefined;
       if (!cur) return undefined;
       const next = applySandboxFields(fromStored(input.id, cur), input, fields);
-      next.updatedAt = new Date(Math.max(Date.now(), cur.updated + 1));
+      next.updatedAt = dateFromNanos(laterThan(cur.updated, 1n));
       validateSandbox(next);
       const stored = toStored(next);
       void this.db.put(sandboxKey(ns, input.id), stored);

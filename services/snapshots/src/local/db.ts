@@ -26,8 +26,9 @@ export interface SnapshotRecord {
   /** Backend ids of the ancestors, nearest first (fixed at creation: parents can't go away). */
   chain: number[];
   labels: Record<string, string>;
-  created: number;
-  updated: number;
+  /** bigint nanoseconds (milliseconds, a number, in older records): libs/time */
+  created: bigint | number;
+  updated: bigint | number;
   /** Cached usage of a committed snapshot (immutable, computed once on demand). */
   usage?: { size: number; inodes: number };
 }

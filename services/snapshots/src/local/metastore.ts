@@ -28,6 +28,7 @@ import { MAX_NAME_KEY_BYTES } from "../../../../libs/lmdb";
 function checkKeyLength(what: string, key: string): void {
   if (Buffer.byteLength(key) > MAX_NAME_KEY_BYTES) throw errInvalidArgument(`${what} ${JSON.stringify(key.slice(0, 64) + "...")} is too long (more than ${MAX_NAME_KEY_BYTES} bytes)`);
 }
+import { dateFromStored, laterThan, storedTime } from "../../../../libs/time";
 
 export interface LocalSnapshotterOptions {
   db: SnapshotsDB;
@@ -53,7 +54,7 @@ export function snapshotAdaptor(info: SnapshotInfo): Adaptor {
 }
 
 function infoOf(key: string, r: SnapshotRecord): SnapshotInfo {
-  return { name: key, parent: r.parent, kind: kindFromWire(r.kind), labels: { ...r.labels }, created: new Date(r.created), updated: new Date(r.updated) };
+  return { name: key, parent: r.parent, kind: kindFromWire(r.kind), labels: { ...r.labels }, created: dateFromStored(r.created), updated: dateFromStored(r.updated) };
 }
 
 /** A snapshotter is no longer loaded (the process started without it): views stop answering for it. */
@@ -136,7 +137,7 @@ export class LocalSnapshotter implements Snapshotter {
       const labels = paths.length ? applyMapMask("labels", r.labels, info.labels, paths) : compactLabels(info.labels);
       const bad = validateLabels(labels);
       if (bad) return { err: errInvalidArgument(`info.Labels: ${bad}`) };
-      const next: SnapshotRecord = { ...r, labels, updated: Math.max(Date.now(), r.updated) };
+      const next: SnapshotRecord = { ...r, labels, updated: laterThan(r.updated) };
       void this.db.put(snapKey(this.name, ns, info.name), next);
       return { ok: next };
     });
@@ -204,7 +205,7 @@ export class LocalSnapshotter implements Snapshotter {
         if ("err" in chk) return chk;
         if (chk.ok[0] !== pre.ok[0]) return { err: errFailedPrecondition(`parent snapshot ${parent} changed while preparing ${key}`) };
         const id = ((this.db.get(seqKey(this.name)) as number | undefined) ?? 0) + 1;
-        const now = Date.now();
+        const now = storedTime();
         const rec: SnapshotRecord = { id, kind: kindToWire(kind) as 1 | 2, parent, chain: chk.ok, labels, created: now, updated: now };
         void this.db.put(seqKey(this.name), id);
         void this.db.put(snapKey(this.name, ns, key), rec);
@@ -240,7 +241,7 @@ export class LocalSnapshotter implements Snapshotter {
       const r = this.record(ns, key);
       if (!r) return { err: errNotFound(`snapshot ${key} does not exist`) };
       if (r.kind !== 2) return { err: errFailedPrecondition(`failed to commit snapshot: snapshot ${JSON.stringify(key)} is not active`) };
-      const now = Date.now();
+      const now = storedTime();
       const rec: SnapshotRecord = { id: r.id, kind: 3, parent: r.parent, chain: r.chain, labels, created: now, updated: now };
       void this.db.put(snapKey(this.name, ns, name), rec);
       void this.db.remove(snapKey(this.name, ns, key));

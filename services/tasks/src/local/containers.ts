@@ -13,6 +13,7 @@ import { compactLabels, validateLabels } from "../../../../libs/fieldmask";
 import { mapField, NOT_PRESENT, parseAll, present, type Adaptor } from "../../../../libs/filters";
 import type { EventPublisher } from "../../../../libs/events";
 import { CONTAINER_EVENTS, type Container, type ContainerInput, type ContainerStore, type TypedValue } from "../../../../libs/core/containers";
+import { dateFromStored, laterThan, storedTime } from "../../../../libs/time";
 
 export type TasksDB = RootDatabase<unknown, (string | number)[]>;
 
@@ -35,8 +36,9 @@ interface StoredContainer {
   snapshotKey: string;
   extensions: Record<string, StoredAny>;
   sandbox: string;
-  created: number;
-  updated: number;
+  /** bigint nanoseconds (milliseconds, a number, in older records): libs/time */
+  created: bigint | number;
+  updated: bigint | number;
 }
 
 const key = (ns: string, id: string): string[] => ["c", ns, id];
@@ -62,8 +64,8 @@ function toContainer(id: string, s: StoredContainer): Container {
     snapshotKey: s.snapshotKey,
     extensions: Object.fromEntries(Object.entries(s.extensions).map(([k, v]) => [k, fromStored(v)!])),
     sandbox: s.sandbox,
-    createdAt: new Date(s.created),
-    updatedAt: new Date(s.updated),
+    createdAt: dateFromStored(s.created),
+    updatedAt: dateFromStored(s.updated),
   };
 }
 
@@ -112,7 +114,7 @@ export class LocalContainerStore implements ContainerStore {
 
   async create(ctx: CallContext, c: ContainerInput): Promise<Container> {
     const ns = namespaceRequired(ctx);
-    const now = Date.now();
+    const now = storedTime();
     const s: StoredContainer = {
       labels: compactLabels(c.labels),
       image: c.image ?? "",
@@ -190,7 +192,7 @@ export class LocalContainerStore implements ContainerStore {
       } catch (e) {
         throw errInvalidArgument(`update validation error: ${causeText(e)}`);
       }
-      next.updated = Math.max(Date.now(), cur.updated + 1);
+      next.updated = laterThan(cur.updated, 1n);
       void this.db.put(k, next);
       return next;
     });

@@ -29,6 +29,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { MEDIA_TYPE_CHECKPOINT, MEDIA_TYPE_CHECKPOINT_CONFIG, specBlob, tarDirectory, writeBlob } from "./checkpoint";
 import type { ShimTask } from "../runtime/shim";
+import { now } from "../../../../libs/time";
 
 const anyOf = (m: Msg | null | undefined): TypedValue | undefined =>
   m && (m.type_url || (m.value as Uint8Array | undefined)?.length) ? { typeUrl: String(m.type_url), value: Buffer.from(m.value ?? []) } : undefined;
@@ -205,7 +206,7 @@ export class LocalTaskService implements TaskService {
     const f = parseAll(filters);
     const tasks = this.manager.list(ns).filter((t) => f.match((fp) => (fp[0] === "id" ? present(t.id) : fp[0] === "namespace" ? present(t.namespace) : NOT_PRESENT)));
     const out = await Promise.all(tasks.map(async (t): Promise<TaskMetric | undefined> => {
-      const collected = new Date();
+      const collected = now();
       try {
         const r = await t.call("Stats", {}, 10_000);
         const data = anyOf(r.stats);

@@ -9,6 +9,7 @@ import { errDeadlineExceeded, errNotImplemented, ErrorCodes, FlotillaError } fro
 import { decode, encode } from "../../../../libs/proto";
 import type { TypedValue } from "../../../../libs/core/containers";
 import type { ShimCommand } from "./runtimes";
+import { fromTimestamp, now } from "../../../../libs/time";
 
 export interface ShimEnv {
   namespace: string;
@@ -129,6 +130,6 @@ export async function shimDelete(cmd: ShimCommand, bundle: string, env: ShimEnv,
   const r = await run(cmd, [...flags(env), "-bundle", bundle, "delete"], bundle, env, Buffer.alloc(0), timeoutMs);
   if (r.code !== 0) throw errUnknown(`shim delete: ${(r.stderr + r.stdout.toString()).trim() || `exit status ${r.code}`}`);
   const d = decode<{ pid: number; exit_status: number; exited_at?: { seconds: number; nanos: number } }>("containerd.task.v2.DeleteResponse", r.stdout);
-  const at = d.exited_at ? new Date(Number(d.exited_at.seconds) * 1000 + Math.floor(Number(d.exited_at.nanos) / 1e6)) : new Date();
+  const at = fromTimestamp(d.exited_at) ?? now();
   return { pid: d.pid, exitStatus: d.exit_status, exitedAt: at };
 }

@@ -21,6 +21,7 @@ import { shimDelete, shimStart, type BootstrapResult, type ShimEnv } from "./bin
 import type { RuntimeResolver, ShimCommand } from "./runtimes";
 import { ShimTask } from "./shim";
 import type { WarmPool } from "./warm";
+import { fromTimestamp, now } from "../../../../libs/time";
 
 export interface ManagerOptions {
   dirs: BundleDirs;
@@ -264,7 +265,7 @@ export class ShimManager {
     return {
       pid: Number(resp?.pid ?? 0),
       exitStatus: Number(resp?.exit_status ?? 0),
-      exitedAt: at ? new Date(Number(at.seconds) * 1000 + Math.floor(Number(at.nanos) / 1e6)) : new Date(0),
+      exitedAt: fromTimestamp(at) ?? new Date(0),
     };
   }
 
@@ -302,7 +303,7 @@ export class ShimManager {
 
   /** `shim delete`, /tasks/exit and /tasks/delete (status 255 when delete failed), remove the bundle. */
   private async cleanupDead(ns: string, id: string, bundle: Bundle, cmd: ShimCommand | undefined): Promise<ExitInfo> {
-    let exit: ExitInfo = { pid: 0, exitStatus: 255, exitedAt: new Date() };
+    let exit: ExitInfo = { pid: 0, exitStatus: 255, exitedAt: now() };
     if (cmd) {
       try {
         exit = await shimDelete(cmd, bundle.path, this.env(ns, id));

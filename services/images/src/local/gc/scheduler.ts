@@ -7,7 +7,8 @@
  * - `mutationThreshold` mutations make the next tick collect even without deletions.
  * - `scheduleAndWait` (a `sync` delete) runs a pass after `scheduleDelay` and resolves with the stats of
  *   the first pass that *starts* after the call.
- * - A pass after `startupDelay`, over every namespace; lease expiry wakes the collector at that time.
+ * - A pass after `startupDelay` (counted once the other processes answer, see `start`), over every
+ *   namespace; lease expiry wakes the collector at that time.
  * Only the namespaces touched since the previous pass are collected (all of them at startup, after an
  * untargeted mark, and every `fullScanInterval`).
  */
@@ -103,8 +104,13 @@ export class Scheduler implements GCScheduler {
     private readonly hooks: { onPass?(s: GCStats): void; onError?(e: unknown): void; afterPass?(): void } = {},
   ) {}
 
-  start(): void {
-    if (this.cfg.startupDelayMs > 0) this.schedule(this.cfg.startupDelayMs);
+  /** The startup pass comes `startupDelay` after `after` settles (the sources being ready). */
+  start(after?: Promise<unknown>): void {
+    if (this.cfg.startupDelayMs <= 0) return;
+    if (!after) return this.schedule(this.cfg.startupDelayMs);
+    void after.finally(() => {
+      if (this.nextCollection === undefined && !this.running) this.schedule(this.cfg.startupDelayMs);
+    });
   }
 
   stop(): void {

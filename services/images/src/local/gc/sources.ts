@@ -53,6 +53,11 @@ export interface GCSources {
   content: ContentSource;
   snapshots: SnapshotsSource;
   roots: RootsSource;
+  /**
+   * Resolves once every source answers, or after `ms` with the names of those that still do not (the
+   * processes of a stack start together: the first pass waits for them instead of skipping them).
+   */
+  ready?(ms: number): Promise<string[]>;
 }
 
 const sweepHeaders = (pass: number): Record<string, string> => ({ [GC_SWEEP_HEADER]: String(pass) });
@@ -76,7 +81,12 @@ export function remoteSources(a: RemoteAddresses): GCSources {
   // The loaded snapshotters rarely change: asked again after a few seconds (a snapshots process that
   // went down meanwhile fails the pass's List calls instead).
   let known: { names: string[]; at: number } | undefined;
+  const all = { content, snapshots, tasks: containers, sandbox: sandboxes };
   return {
+    async ready(ms) {
+      const late = await Promise.all(Object.entries(all).map(([name, c]) => c.waitForReady(ms).then(() => undefined, () => name)));
+      return late.filter((n): n is string => n !== undefined);
+    },
     content: {
       async list(ctx) {
         const out: ContentObject[] = [];

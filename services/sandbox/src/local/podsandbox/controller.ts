@@ -36,6 +36,7 @@ import type { PodNetworks, PodNetworkState } from "./network";
 import { ensurePauseRootfs, pauseRootfsMount, pauseSpec, sandboxHostname } from "./pause";
 import { exitWithin, LOST_EXIT, removeMembers, removePause, SIGKILL, stopMembers } from "./members";
 import { TaskStatus, type PodTasks } from "./tasks";
+import { dateFromStored, now as nowDate, storedTime } from "../../../../../libs/time";
 
 export type PodPhase = "creating" | "created" | "starting" | "running" | "stopped";
 
@@ -46,11 +47,14 @@ export interface PodRecord {
   /** True once the network has been torn down (after stop). */
   networkDown?: boolean;
   annotations: Record<string, string>;
-  created: number;
+  /** bigint nanoseconds (milliseconds, a number, in older records): libs/time */
+  created: bigint | number;
   pid?: number;
+  /** Epoch milliseconds. */
   started?: number;
   exitStatus?: number;
-  exited?: number;
+  /** As `created`. */
+  exited?: bigint | number;
 }
 
 export const podKey = (ns: string, id: string): string[] => ["pod", ns, id];
@@ -126,7 +130,7 @@ export class PodSandboxController implements SandboxController {
       if (this.db.get(podKey(ns, id)) !== undefined) throw errAlreadyExists(`sandbox ${JSON.stringify(id)}`);
       const annotations = { ...(opts.annotations ?? {}) };
       const plan = this.o.networks.plan(ns, id, annotations, opts.netnsPath ?? "");
-      const now = new Date();
+      const now = nowDate();
       const sandbox: Sandbox = {
         id,
         runtime: { name: input.runtime?.name || DEFAULT_SANDBOX_RUNTIME, ...(input.runtime?.options ? { options: input.runtime.options } : {}) },
@@ -137,7 +141,7 @@ export class PodSandboxController implements SandboxController {
         createdAt: now,
         updatedAt: now,
       };
-      const rec: PodRecord = { phase: "creating", sandbox: toStored(sandbox), network: plan, annotations, created: now.getTime() };
+      const rec: PodRecord = { phase: "creating", sandbox: toStored(sandbox), network: plan, annotations, created: storedTime(now) };
       await this.put(ns, id, rec);
       try {
         rec.network = await this.o.networks.setup(plan, id);
@@ -192,7 +196,7 @@ export class PodSandboxController implements SandboxController {
       return {
         sandboxId: id,
         pid,
-        createdAt: new Date(rec.created),
+        createdAt: dateFromStored(rec.created),
         labels: { ...sandbox.labels },
         address: "",
         version: 0,
@@ -216,7 +220,7 @@ export class PodSandboxController implements SandboxController {
           exit = await this.o.tasks.waitTask(ctx, id);
         } catch (e) {
           if (isNotFound(e)) {
-            exit = { exitStatus: LOST_EXIT, exitedAt: new Date() };
+            exit = { exitStatus: LOST_EXIT, exitedAt: nowDate() };
           } else {
             if (this.closed) break;
             this.o.log.debug({ err: causeText(e), sandbox: id }, "waiting for the pause task; retrying");
@@ -237,11 +241,11 @@ export class PodSandboxController implements SandboxController {
     if (rec && rec.phase !== "stopped") {
       rec.phase = "stopped";
       rec.exitStatus = exit.exitStatus;
-      rec.exited = exit.exitedAt.getTime();
+      rec.exited = storedTime(exit.exitedAt);
       await this.put(ns, id, rec);
     }
     const r = rec ?? undefined;
-    this.exited(ns, id, { exitStatus: r?.exitStatus ?? exit.exitStatus, exitedAt: r?.exited ? new Date(r.exited) : exit.exitedAt });
+    this.exited(ns, id, { exitStatus: r?.exitStatus ?? exit.exitStatus, exitedAt: r?.exited ? dateFromStored(r.exited) : exit.exitedAt });
   }
 
   async platform(ctx: CallContext, id: string): Promise<SandboxPlatform> {
@@ -268,8 +272,8 @@ export class PodSandboxController implements SandboxController {
         if (!isNotFound(e)) throw e;
       }
       let exit: SandboxExitStatus | undefined;
-      if (!st) exit = { exitStatus: LOST_EXIT, exitedAt: new Date() };
-      else if (st.status === TaskStatus.Stopped) exit = { exitStatus: st.exitStatus, exitedAt: st.exitedAt ?? new Date() };
+      if (!st) exit = { exitStatus: LOST_EXIT, exitedAt: nowDate() };
+      else if (st.status === TaskStatus.Stopped) exit = { exitStatus: st.exitStatus, exitedAt: st.exitedAt ?? nowDate() };
       else {
         await this.o.tasks.killTask(ctx, id, SIGKILL, true).catch((e: unknown) => {
           if (!isNotFound(e)) throw e;
@@ -279,7 +283,7 @@ export class PodSandboxController implements SandboxController {
       }
       await this.recordExit(ns, id, exit);
     } else if (rec.phase === "created" || rec.phase === "creating") {
-      await this.recordExit(ns, id, { exitStatus: 0, exitedAt: new Date() });
+      await this.recordExit(ns, id, { exitStatus: 0, exitedAt: nowDate() });
     }
     await this.networkDown(ns, id);
   }
@@ -295,7 +299,7 @@ export class PodSandboxController implements SandboxController {
   async wait(ctx: CallContext, id: string): Promise<SandboxExitStatus> {
     const ns = namespaceRequired(ctx);
     const rec = this.get(ns, id);
-    if (rec.phase === "stopped") return { exitStatus: rec.exitStatus ?? 0, exitedAt: new Date(rec.exited ?? Date.now()) };
+    if (rec.phase === "stopped") return { exitStatus: rec.exitStatus ?? 0, exitedAt: rec.exited !== undefined ? dateFromStored(rec.exited) : nowDate() };
     const w = this.waiter(ns, id);
     return new Promise((resolve, reject) => {
       const onAbort = (): void => reject(errCanceled(`wait for sandbox ${JSON.stringify(id)}`));
@@ -320,9 +324,9 @@ export class PodSandboxController implements SandboxController {
       pause_container: id,
       runtime: rec.sandbox.runtime.name,
     };
-    if (verbose) info.info = JSON.stringify({ ...rec, sandbox: undefined, network: { ...rec.network, net: rec.network.net ? { name: rec.network.net.name, source: rec.network.net.source } : undefined } });
-    const out: ControllerStatus = { sandboxId: id, pid: rec.phase === "running" ? rec.pid ?? 0 : 0, state, info, createdAt: new Date(rec.created), address: "", version: 0 };
-    if (rec.exited) out.exitedAt = new Date(rec.exited);
+    if (verbose) info.info = JSON.stringify({ ...rec, sandbox: undefined, network: { ...rec.network, net: rec.network.net ? { name: rec.network.net.name, source: rec.network.net.source } : undefined } }, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v));
+    const out: ControllerStatus = { sandboxId: id, pid: rec.phase === "running" ? rec.pid ?? 0 : 0, state, info, createdAt: dateFromStored(rec.created), address: "", version: 0 };
+    if (rec.exited) out.exitedAt = dateFromStored(rec.exited);
     return out;
   }
 
@@ -335,13 +339,13 @@ export class PodSandboxController implements SandboxController {
         // Never ran: at most a leftover of a failed start in the tasks process, removed if it can be.
         await removePause(this.o.tasks, ctx, id).catch((err: unknown) => this.o.log.warn({ err: causeText(err), sandbox: id }, "removing the pause container of a sandbox that never ran"));
         await this.db.remove(podKey(ns, id));
-        this.exited(ns, id, { exitStatus: 0, exitedAt: new Date() });
+        this.exited(ns, id, { exitStatus: 0, exitedAt: nowDate() });
         return;
       }
       await removeMembers(this.o.tasks, ctx, id, this.o.log);
       await removePause(this.o.tasks, ctx, id);
       await this.db.remove(podKey(ns, id));
-      this.exited(ns, id, { exitStatus: rec.exitStatus ?? 0, exitedAt: new Date(rec.exited ?? Date.now()) });
+      this.exited(ns, id, { exitStatus: rec.exitStatus ?? 0, exitedAt: rec.exited !== undefined ? dateFromStored(rec.exited) : nowDate() });
     });
   }
 
@@ -358,7 +362,7 @@ export class PodSandboxController implements SandboxController {
     await this.locks.run(`${ns}/${id}`, async () => {
       const rec = this.get(ns, id);
       const next = applySandboxFields(fromStored(id, rec.sandbox), { ...sandbox, id }, fields);
-      next.updatedAt = new Date();
+      next.updatedAt = nowDate();
       rec.sandbox = toStored(next);
       await this.put(ns, id, rec);
     });

@@ -8,6 +8,7 @@ import type { CallContext } from "../../../../../libs/context";
 import { isNotFound } from "../../../../../libs/errdefs";
 import type { SandboxExitStatus } from "../../../../../libs/core/sandbox";
 import { TaskStatus, type PodTasks } from "./tasks";
+import { now as nowDate } from "../../../../../libs/time";
 
 export const SIGKILL = 9;
 export const SIGTERM = 15;
@@ -25,7 +26,7 @@ export async function exitWithin(tasks: PodTasks, ctx: CallContext, id: string, 
   try {
     return await tasks.waitTask({ ...ctx, signal: ac.signal, deadline: new Date(Date.now() + ms) }, id);
   } catch (e) {
-    if (isNotFound(e)) return { exitStatus: LOST_EXIT, exitedAt: new Date() };
+    if (isNotFound(e)) return { exitStatus: LOST_EXIT, exitedAt: nowDate() };
     return undefined;
   } finally {
     clearTimeout(t);

@@ -11,6 +11,7 @@ import { fromTimestamp } from "../../../../../libs/proto";
 import type { Mount } from "../../../../../libs/core/snapshots";
 import { OCI_SPEC_TYPE_URL, type TypedValue } from "../../../../../libs/core/sandbox";
 import { anyFromProto, mountToProto } from "../../../../../libs/clients/sandbox";
+import { now as nowDate } from "../../../../../libs/time";
 
 export const TaskStatus = { Unknown: 0, Created: 1, Running: 2, Stopped: 3, Paused: 4, Pausing: 5 } as const;
 
@@ -123,12 +124,12 @@ export class PodTasksGrpc implements PodTasks {
 
   async waitTask(ctx: CallContext, id: string): Promise<TaskExit> {
     const r = await this.tasks.unary(ctx, "Wait", { container_id: id });
-    return { exitStatus: Number(r.exit_status ?? 0), exitedAt: fromTimestamp(r.exited_at) ?? new Date() };
+    return { exitStatus: Number(r.exit_status ?? 0), exitedAt: fromTimestamp(r.exited_at) ?? nowDate() };
   }
 
   async deleteTask(ctx: CallContext, id: string): Promise<TaskExit> {
     const r = await this.tasks.unary(ctx, "Delete", { container_id: id });
-    return { exitStatus: Number(r.exit_status ?? 0), exitedAt: fromTimestamp(r.exited_at) ?? new Date() };
+    return { exitStatus: Number(r.exit_status ?? 0), exitedAt: fromTimestamp(r.exited_at) ?? nowDate() };
   }
 
   async metrics(ctx: CallContext, id: string): Promise<{ timestamp: Date; data?: TypedValue }> {
@@ -136,7 +137,7 @@ export class PodTasksGrpc implements PodTasks {
     const m = ((r.metrics as Msg[] | undefined) ?? []).find((x) => x.id === id);
     if (!m) throw errNotFound(`metrics of task ${JSON.stringify(id)}`);
     const data = anyFromProto(m.data);
-    return { timestamp: fromTimestamp(m.timestamp) ?? new Date(), ...(data ? { data } : {}) };
+    return { timestamp: fromTimestamp(m.timestamp) ?? nowDate(), ...(data ? { data } : {}) };
   }
 
   async removeSnapshot(ctx: CallContext, snapshotter: string, key: string): Promise<void> {

@@ -36,6 +36,7 @@ import { applySandboxFields, fromStored, toStored, type StoredSandbox } from "..
 import { deleteShim, resolveShim, startShim, type LaunchOptions, type ShimEndpoint } from "./launcher";
 import { NAMESPACE_KEY, TtrpcClient } from "../../../../../libs/ttrpc";
 import { TypedClient } from "../../../../../libs/ttrpc/typed";
+import { dateFromStored, now as nowDate, storedTime } from "../../../../../libs/time";
 
 export const SHIM_SANDBOX_SERVICE = "containerd.runtime.sandbox.v1.Sandbox";
 
@@ -45,7 +46,8 @@ export interface ShimRecord {
   bundle: string;
   binary: string;
   endpoint?: ShimEndpoint;
-  created: number;
+  /** bigint nanoseconds (milliseconds, a number, in older records): libs/time */
+  created: bigint | number;
 }
 
 export const shimKey = (ns: string, id: string): string[] => ["shim", ns, id];
@@ -157,7 +159,7 @@ export class ShimSandboxController implements SandboxController {
       if (this.db.get(shimKey(ns, id)) !== undefined) throw errAlreadyExists(`sandbox ${JSON.stringify(id)}`);
       const runtime = input.runtime?.name || DEFAULT_SANDBOX_RUNTIME;
       const binary = resolveShim(runtime, this.o.shimDirs);
-      const now = new Date();
+      const now = nowDate();
       const sandbox: Sandbox = {
         id,
         runtime: { name: runtime, ...(input.runtime?.options ? { options: input.runtime.options } : {}) },
@@ -169,7 +171,7 @@ export class ShimSandboxController implements SandboxController {
         updatedAt: now,
       };
       const bundle = path.join(this.o.state, ns, id);
-      const rec: ShimRecord = { phase: "creating", sandbox: toStored(sandbox), bundle, binary, created: now.getTime() };
+      const rec: ShimRecord = { phase: "creating", sandbox: toStored(sandbox), bundle, binary, created: storedTime(now) };
       await this.db.put(shimKey(ns, id), rec);
       try {
         fs.mkdirSync(path.dirname(bundle), { recursive: true, mode: 0o711 });
@@ -221,7 +223,7 @@ export class ShimSandboxController implements SandboxController {
       return {
         sandboxId: id,
         pid: Number(r.pid ?? 0),
-        createdAt: fromTimestamp(r.created_at as never) ?? new Date(rec.created),
+        createdAt: fromTimestamp(r.created_at as never) ?? dateFromStored(rec.created),
         labels: { ...fromStored(id, rec.sandbox).labels },
         address: `${rec.endpoint!.protocol}+${rec.endpoint!.address}`,
         version: rec.endpoint!.version,
@@ -250,7 +252,7 @@ export class ShimSandboxController implements SandboxController {
   async wait(ctx: CallContext, id: string): Promise<SandboxExitStatus> {
     const ns = namespaceRequired(ctx);
     const r = await this.call(ctx, this.get(ns, id), "WaitSandbox", { sandbox_id: id });
-    return { exitStatus: Number(r.exit_status ?? 0), exitedAt: fromTimestamp(r.exited_at as never) ?? new Date() };
+    return { exitStatus: Number(r.exit_status ?? 0), exitedAt: fromTimestamp(r.exited_at as never) ?? nowDate() };
   }
 
   async status(ctx: CallContext, id: string, verbose = false): Promise<ControllerStatus> {
@@ -298,7 +300,7 @@ export class ShimSandboxController implements SandboxController {
     await this.locks.run(`${ns}/${id}`, async () => {
       const rec = this.get(ns, id);
       const next = applySandboxFields(fromStored(id, rec.sandbox), { ...sandbox, id }, fields);
-      next.updatedAt = new Date();
+      next.updatedAt = nowDate();
       rec.sandbox = toStored(next);
       await this.db.put(shimKey(ns, id), rec);
     });
