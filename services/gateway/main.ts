@@ -62,7 +62,7 @@ export const gatewayService: ServiceDefinition = {
     sc.server.addService("containerd.services.introspection.v1.Introspection", introspectionHandlers({ uuidFile: path.join(sc.root, "uuid"), addresses, ownPlugins }));
     sc.server.addService("containerd.services.events.v1.Events", eventsHandlers(sc.events, sc.stopping));
     // Health per service from its owner's own answer (see src/health.ts).
-    sc.server.addService(HEALTH_SERVICE, new OwnerHealth({ routes, own: GATEWAY_SERVICES }).handlers());
+    sc.server.addService(HEALTH_SERVICE, new OwnerHealth({ routes, own: GATEWAY_SERVICES, stopping: sc.stopping }).handlers());
     return { grpcServices: [...GATEWAY_GRPC, ...BACKENDS.flatMap((b) => OWNED_SERVICES[b])], plugins: ownPlugins, frontend, close };
   },
 };

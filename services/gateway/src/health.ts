@@ -27,6 +27,8 @@ export interface OwnerHealthOptions {
   deadlineMs?: number;
   /** How often a Watch asks again (default 500 ms). */
   watchMs?: number;
+  /** Aborted when the gateway stops: every Watch then sends NOT_SERVING and ends, as grpc-go's health server does on shutdown. */
+  stopping?: AbortSignal;
 }
 
 interface Answer {
@@ -90,7 +92,8 @@ export class OwnerHealth {
       },
       Watch: async (ctx, req: Msg, send) => {
         const service = String(req.service ?? "");
-        const signal = ctx.signal;
+        const stopping = this.opts.stopping;
+        const signal = stopping ? AbortSignal.any([ctx.signal, stopping]) : ctx.signal;
         let last: number | undefined;
         while (!signal.aborted) {
           const s = (await this.status(service)) ?? SERVICE_UNKNOWN;
@@ -108,6 +111,7 @@ export class OwnerHealth {
             signal.addEventListener("abort", done, { once: true });
           });
         }
+        if (stopping?.aborted && !ctx.signal.aborted && last !== NOT_SERVING) await send({ status: NOT_SERVING });
       },
     };
   }
