@@ -16,6 +16,7 @@ import type { Logger } from "pino";
 import { background } from "../libs/context";
 import { RpcClient } from "../libs/grpc/client";
 import { SERVICE_NAMES, type Config, type ServiceName } from "../libs/config";
+import { GATEWAY_SERVICES } from "../libs/topology";
 import { notifyReady } from "../libs/service/notify";
 
 /**
@@ -63,12 +64,20 @@ export interface ProcessStatus {
 const HEALTH_STATUS = ["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"];
 const healthClients = new Map<string, RpcClient>();
 
-/** Ask a process's grpc.health.v1 (overall status) with a deadline; "DOWN" when it does not answer. */
-export async function healthOf(address: string, timeoutMs = 1000): Promise<string> {
+/**
+ * The grpc.health.v1 service name that tells whether process `name` itself serves: "" (overall) for a
+ * service process; for the gateway one of its own services, since its overall status follows every owner.
+ */
+export function ownHealthName(name: string): string {
+  return name === "gateway" ? GATEWAY_SERVICES[0] : "";
+}
+
+/** Ask a process's grpc.health.v1 about `service` (default overall) with a deadline; "DOWN" when it does not answer. */
+export async function healthOf(address: string, timeoutMs = 1000, service = ""): Promise<string> {
   let c = healthClients.get(address);
   if (!c) healthClients.set(address, (c = new RpcClient(address, "grpc.health.v1.Health")));
   try {
-    const r = await c.unary({ ...background(), deadline: new Date(Date.now() + timeoutMs) }, "Check", { service: "" });
+    const r = await c.unary({ ...background(), deadline: new Date(Date.now() + timeoutMs) }, "Check", { service });
     return HEALTH_STATUS[Number(r.status ?? 0)] ?? String(r.status);
   } catch {
     return "DOWN";
@@ -198,7 +207,7 @@ export class Supervisor {
     let pending = [...order];
     let nextReport = Date.now() + 30_000;
     while (pending.length && !this.stopping) {
-      const status = await Promise.all(pending.map((s) => healthOf(this.procs.get(s)!.address)));
+      const status = await Promise.all(pending.map((s) => healthOf(this.procs.get(s)!.address, 1000, ownHealthName(s))));
       pending = pending.filter((_, i) => status[i] !== "SERVING");
       if (!pending.length) return;
       if (Date.now() > nextReport) {
@@ -213,7 +222,7 @@ export class Supervisor {
   async status(): Promise<ProcessStatus[]> {
     return Promise.all([...this.procs.values()].map(async (m): Promise<ProcessStatus> => {
       const pid = m.child?.pid ?? null;
-      const health = m.name === "nats" ? "-" : pid ? await healthOf(m.address) : "DOWN";
+      const health = m.name === "nats" ? "-" : pid ? await healthOf(m.address, 1000, ownHealthName(m.name)) : "DOWN";
       return {
         name: m.name, pid, address: m.address, health, restarts: m.restarts,
         uptime: pid ? Math.round((Date.now() - m.startedAt) / 1000) : null,
@@ -249,7 +258,7 @@ export class Supervisor {
     }
     if (m.name === "nats") return;
     const until = Date.now() + 30_000;
-    while ((await healthOf(m.address)) !== "SERVING") {
+    while ((await healthOf(m.address, 1000, ownHealthName(m.name))) !== "SERVING") {
       if (Date.now() > until) throw new Error(`${m.name} does not answer SERVING after 30 s`);
       await new Promise((r) => setTimeout(r, 50));
     }

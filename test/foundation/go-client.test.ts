@@ -15,6 +15,7 @@ import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { startStack, waitFor, sleep, type Stack } from "../harness";
+import { flotillaOk } from "../helpers/flotilla";
 import { RpcClient } from "../../libs/grpc/client";
 import { background } from "../../libs/context";
 import { busyboxRootfs, EventsWatcher, rootfsArgs, stopStackAndCleanup } from "../tasks/helpers";
@@ -156,19 +157,24 @@ describe("the Go client's expectations: namespaces that don't exist yet, nanosec
     assert.doesNotMatch(stack.logs(), /"skipped":\[/);
   });
 
-  test("the gateway stops at once while ctr events holds a subscription open", async () => {
+  test("a stopping gateway ends the Events.Subscribe streams it holds instead of waiting on them", async (t) => {
     const ev = stack.ctrSpawn(["events"]);
+    let evErr = "";
+    ev.stderr?.on("data", (b: Buffer) => (evErr += b.toString()));
     const exited = new Promise<number | null>((r) => ev.once("exit", (code) => r(code)));
     try {
       await sleep(500); // the subscription is in place
       const pid = stack.kill("gateway", "SIGTERM");
       const t0 = performance.now();
       const gone = (): boolean => !fs.existsSync(`/proc/${pid}`) || /^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
-      await waitFor("the gateway to exit", () => gone() || undefined, 10000, 10);
-      const ms = performance.now() - t0;
-      assert.ok(ms < 1500, `the gateway took ${Math.round(ms)} ms to stop`);
+      await waitFor("the gateway to exit", () => gone() || undefined, 30000, 10);
+      // For the record only (tests assert behaviour, not timings): 5 s before the fix.
+      t.diagnostic(`gateway stopped ${Math.round(performance.now() - t0)} ms after SIGTERM with ctr events subscribed`);
       assert.notEqual(await exited, 0, "ctr events saw its subscription end");
-      await stack.waitRestarted("gateway", pid);
+      // The server ended the stream itself, with its own status, rather than the connection being torn down.
+      assert.match(evErr, /the server is shutting down/, evErr);
+      // A SIGTERM on purpose leaves the service stopped (status 0) until it is started again.
+      await flotillaOk(["-c", stack.configFile, "start", "gateway"], { timeoutMs: 60_000 });
       assert.equal((await stack.ctr(["version"])).code, 0);
     } finally {
       ev.kill("SIGKILL");
