@@ -3,7 +3,9 @@
  * SCM_RIGHTS; Node cannot receive descriptors, so the shim accepts the connection paused and calls
  * recvmsg(2) through koffi. The shim then copies stdin FIFO -> master and master -> stdout FIFO (with
  * backpressure), and closes stdout once the master reports EIO (every slave end closed): the client
- * reads to EOF.
+ * reads to EOF. After the process exits, whatever it wrote is still in the pty and in the shim's
+ * queue: `drained()` resolves once that has all gone to stdout (EIO, or nothing more to read when a
+ * leftover child still holds the slave open), before the exit is reported.
  */
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
@@ -77,6 +79,10 @@ export class ConsoleCopy {
   private stdinFd = -1;
   /** Resolves when the output is copied and the stdout FIFO closed. */
   readonly done: Promise<void>;
+  private finish!: () => void;
+  /** Output chunks seen so far (the idle check after exit compares counts). */
+  private chunks = 0;
+  private waitingDrain = false;
 
   constructor(private readonly masterFd: number, paths: StdioPaths) {
     this.master = new tty.ReadStream(masterFd);
@@ -117,16 +123,41 @@ export class ConsoleCopy {
           resolve();
         });
       };
+      this.finish = finish;
       this.master.on("data", (b: Buffer) => {
+        this.chunks++;
         if (this.out && !this.out.write(b)) {
           this.master.pause();
-          this.out.once("drain", () => this.master.resume());
+          this.waitingDrain = true;
+          this.out.once("drain", () => {
+            this.waitingDrain = false;
+            this.master.resume();
+          });
         }
       });
       this.master.on("end", finish);
       this.master.on("error", finish);
       this.master.on("close", finish);
     });
+  }
+
+  /**
+   * The process exited: resolves once its output reached stdout. That is EIO on the master when no
+   * other process holds the slave; otherwise the pty is read until two checks in a row find nothing
+   * new while the copy is not held back by the client.
+   */
+  drained(stepMs = 100): Promise<void> {
+    let seen = -1;
+    let idle = 0;
+    const t = setInterval(() => {
+      if (this.waitingDrain || this.chunks !== seen) {
+        seen = this.chunks;
+        idle = 0;
+        return;
+      }
+      if (++idle >= 2) this.finish();
+    }, stepMs);
+    return this.done.finally(() => clearInterval(t));
   }
 
   resize(width: number, height: number): void {

@@ -258,6 +258,7 @@ export class Container {
       // A created task was killed by the delete: give the reaper a moment to see the exit.
       await Promise.race([p.wait(), new Promise((r) => setTimeout(r, 1000))]);
     }
+    await p.outputFlushed();
     for (const e of this.execs.values()) e.releaseIO();
     p.releaseIO();
     this.stopOOM();
@@ -268,9 +269,12 @@ export class Container {
     return p;
   }
 
-  deleteExec(execId: string): Process {
+  async deleteExec(execId: string): Promise<Process> {
     const e = this.process(execId);
     if (e.status === "running" || e.status === "paused" || e.status === "pausing") throw classError("failed precondition", "cannot delete a running process");
+    // A terminal's last output is still being copied out: the client reads it to EOF after this call.
+    await e.outputFlushed();
+    if (this.execs.get(execId) !== e) throw classError("not found", `process ${execId} does not exist`);
     this.execs.delete(execId);
     e.releaseIO();
     e.status = "deleted";
@@ -289,7 +293,7 @@ export class Container {
         if (this.sharesPidNamespace()) await this.runc.kill(this.id, 9, true).catch(() => undefined);
         // The container's processes die with its pid namespace; their exits arrive on their own.
       }
-      p.setExited(status, at);
+      await p.setExited(status, at);
       this.hooks.onExit(this, p);
     });
   }

@@ -31,6 +31,7 @@ export abstract class Process {
   /** A create or start in flight: an exit seen meanwhile is handled after it (events keep their order). */
   busy: Promise<unknown> = Promise.resolve();
   private readonly exited: Promise<Exit>;
+  private flushed: Promise<void> = Promise.resolve();
   private resolveExit!: (e: Exit) => void;
 
   constructor(readonly id: string, readonly stdio: StdioPaths) {
@@ -45,17 +46,24 @@ export abstract class Process {
     return this.exited;
   }
 
-  setExited(status: number, at: Date): void {
-    if (this.exitedAt) return;
+  /**
+   * Record the exit. Resolves (and so do Wait calls) once the output written before it reached the
+   * client: a terminal's pty is drained first, so the exit is reported after the last byte.
+   */
+  setExited(status: number, at: Date): Promise<void> {
+    if (this.exitedAt) return this.flushed;
     this.exitStatus = status;
     this.exitedAt = at;
     if (this.status !== "deleted") this.status = "stopped";
     this.io?.close();
-    if (this.console) {
-      const c = this.console;
-      void c.done.then(() => c.close());
-    }
-    this.resolveExit({ status, at });
+    const c = this.console;
+    this.flushed = c ? c.drained().then(() => c.close()) : Promise.resolve();
+    return this.flushed.then(() => this.resolveExit({ status, at }));
+  }
+
+  /** Resolves once the output of an exited process has been copied out (at once without a terminal). */
+  outputFlushed(): Promise<void> {
+    return this.flushed;
   }
 
   /** Open the process's stdio; for a terminal, a console socket for the runtime. */

@@ -146,7 +146,7 @@ export class TaskService {
   async delete(r: Obj): Promise<Obj> {
     const c = this.get(r.id);
     if (r.exec_id) {
-      const p = c.deleteExec(r.exec_id);
+      const p = await c.deleteExec(r.exec_id);
       return { pid: p.pid, exit_status: p.exitStatus, exited_at: ts(p.exitedAt) };
     }
     const t0 = performance.now();
