@@ -98,4 +98,40 @@ describe("tasks - Go client behaviours of the shim (issue 19)", () => {
     assert.equal((await stack.ctr(["t", "rm", "-f", "ttybig"])).code, 0);
     assert.equal((await stack.ctr(["c", "rm", "ttybig"])).code, 0);
   });
+
+  test("Kill after the runtime lost the container (its state removed behind our back): NotFound, as containerd answers", async () => {
+    assert.equal((await stack.ctr(["run", "-d", ...rootfsArgs(rootfs), "lost1", "sleep", "1000"])).code, 0);
+    const pid = (await tasks.get(ctx, "lost1")).pid;
+    fs.rmSync(path.join(stack.state, "tasks", "runc", "default", "lost1"), { recursive: true });
+    assert.equal(await code(tasks.kill(ctx, "lost1", 15)), ErrorCodes.NotFound);
+    const r = await stack.ctr(["t", "kill", "lost1"]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /not found/);
+    process.kill(pid, "SIGKILL");
+    await tasks.wait(ctx, "lost1");
+    assert.equal((await stack.ctr(["t", "rm", "lost1"])).code, 0);
+    assert.equal((await stack.ctr(["c", "rm", "lost1"])).code, 0);
+  });
+
+  test("Update of a created task works, and a new memory limit shows in the container's cgroup", async () => {
+    const limitOf = (pid: number): number => {
+      const lines = fs.readFileSync(`/proc/${pid}/cgroup`, "utf8").trim().split("\n");
+      const v1 = lines.find((l) => l.split(":")[1]!.split(",").includes("memory"));
+      if (v1) return Number(fs.readFileSync(path.join("/sys/fs/cgroup/memory", v1.split(":")[2]!, "memory.limit_in_bytes"), "utf8"));
+      return Number(fs.readFileSync(path.join("/sys/fs/cgroup", lines.find((l) => l.startsWith("0::"))!.slice(3), "memory.max"), "utf8"));
+    };
+    const resources = (limit: number): { typeUrl: string; value: Buffer } => ({ typeUrl: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", value: Buffer.from(JSON.stringify({ memory: { limit } })) });
+    assert.equal((await stack.ctr(["c", "create", "--memory-limit", String(64 << 20), ...rootfsArgs(rootfs), "upd1", "sleep", "1000"])).code, 0);
+    const pid = await tasks.create(ctx, { containerId: "upd1", rootfs: [], io: { stdin: "", stdout: "", stderr: "", terminal: false } });
+    assert.equal(limitOf(pid), 64 << 20);
+    await tasks.update(ctx, "upd1", resources(96 << 20));
+    assert.equal(limitOf(pid), 96 << 20, "updated while created");
+    await tasks.start(ctx, "upd1");
+    await tasks.update(ctx, "upd1", resources(48 << 20));
+    assert.equal(limitOf(pid), 48 << 20, "updated while running");
+    await tasks.update(ctx, "upd1", resources(128 << 20));
+    assert.equal(limitOf(pid), 128 << 20, "raised while running");
+    assert.equal((await stack.ctr(["t", "rm", "-f", "upd1"])).code, 0);
+    assert.equal((await stack.ctr(["c", "rm", "upd1"])).code, 0);
+  });
 });

@@ -184,7 +184,9 @@ export class Container {
     if (!all && p.pid > 0 && !this.initReaped && (p.status === "running" || p.status === "created")) {
       // What `runc kill` does for the init: kill(2) on its pid. The pid is still the init's (alive, or a
       // zombie only the shim reaps), so no runtime process is needed. A paused container goes to the
-      // runtime (it thaws a frozen cgroup for SIGKILL).
+      // runtime (it thaws a frozen cgroup for SIGKILL). A container whose runtime state is gone is not
+      // signalled: the runtime would answer that it does not exist.
+      if (!fs.existsSync(this.runc.stateDir(this.id))) throw killError(new Error(`container "${this.id}" does not exist`));
       try {
         process.kill(p.pid, signal);
         return;
