@@ -242,7 +242,9 @@ export class TaskService {
 
   async update(r: Obj): Promise<Obj> {
     const c = this.get(r.id);
-    if (c.init.status !== "running" && c.init.status !== "paused") throw classError("failed precondition", `cannot update a ${c.init.status} process`);
+    // containerd's init states allow Update when created, running or paused.
+    const st = c.init.status;
+    if (st !== "created" && st !== "running" && st !== "paused") throw classError("failed precondition", `cannot update a ${st} process`);
     try {
       await c.runc.update(c.id, Buffer.from(r.resources?.value ?? []).toString() || "{}");
     } catch (e) {
