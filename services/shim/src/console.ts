@@ -5,7 +5,9 @@
  * backpressure), and closes stdout once the master reports EIO (every slave end closed): the client
  * reads to EOF. After the process exits, whatever it wrote is still in the pty and in the shim's
  * queue: `drained()` resolves once that has all gone to stdout (EIO, or nothing more to read when a
- * leftover child still holds the slave open), before the exit is reported.
+ * leftover child still holds the slave open), before the exit is reported. The master can also read
+ * as end-of-file while the kernel hangs the terminal up with output still in it: the stream reads a
+ * duplicate of the master, and after its end the rest is read from the original until EIO.
  */
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
@@ -13,7 +15,7 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as tty from "node:tty";
-import { receiveFd, setWinsize } from "../../../libs/sys/linux";
+import { dupFd, receiveFd, setWinsize } from "../../../libs/sys/linux";
 import { classError } from "../../../libs/ttrpc/errors";
 import { closeQuietly, parseTarget, type StdioPaths } from "./stdio";
 
@@ -83,9 +85,10 @@ export class ConsoleCopy {
   /** Output chunks seen so far (the idle check after exit compares counts). */
   private chunks = 0;
   private waitingDrain = false;
+  private closed = false;
 
   constructor(private readonly masterFd: number, paths: StdioPaths) {
-    this.master = new tty.ReadStream(masterFd);
+    this.master = new tty.ReadStream(dupFd(masterFd));
     this.master.on("error", () => undefined);
     const outT = parseTarget(paths.stdout);
     if (outT.kind === "fifo" || outT.kind === "file") {
@@ -124,20 +127,30 @@ export class ConsoleCopy {
         });
       };
       this.finish = finish;
+      // Backpressure stops the reads on the handle itself, not the stream: a paused stream keeps
+      // reading into its buffer, and the EIO that follows the process's exit destroys the stream
+      // with that buffer (the last kilobytes of output). Stopped reads leave the data in the pty.
+      const handle = (this.master as unknown as { _handle?: { readStop(): number; readStart(): number } })._handle;
       this.master.on("data", (b: Buffer) => {
         this.chunks++;
-        if (this.out && !this.out.write(b)) {
-          this.master.pause();
+        if (this.out && !this.out.write(b) && !this.waitingDrain) {
           this.waitingDrain = true;
+          handle?.readStop();
           this.out.once("drain", () => {
             this.waitingDrain = false;
-            this.master.resume();
+            if (!this.master.destroyed) handle?.readStart();
           });
         }
       });
-      this.master.on("end", finish);
-      this.master.on("error", finish);
-      this.master.on("close", finish);
+      let ended = false;
+      const rest = (): void => {
+        if (ended) return;
+        ended = true;
+        void this.readRest().finally(finish);
+      };
+      this.master.on("end", rest);
+      this.master.on("error", rest);
+      this.master.on("close", rest);
     });
   }
 
@@ -160,6 +173,34 @@ export class ConsoleCopy {
     return this.done.finally(() => clearInterval(t));
   }
 
+  /**
+   * After the stream's end: read the master until EIO (every slave end closed), or until it has had
+   * nothing for a while (a leftover process holds the slave), copying to stdout.
+   */
+  private async readRest(): Promise<void> {
+    const buf = Buffer.alloc(64 * 1024);
+    let quiet = 0;
+    while (quiet < 20) {
+      let n: number;
+      try {
+        n = this.closed ? 0 : fs.readSync(this.masterFd, buf);
+        if (this.closed) return;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "EAGAIN") return;
+        n = -1;
+      }
+      if (n > 0) {
+        quiet = 0;
+        this.chunks++;
+        const out = this.out;
+        if (out && !out.write(Buffer.from(buf.subarray(0, n)))) await new Promise((r) => (out.once("drain", r), out.once("close", r)));
+        continue;
+      }
+      quiet++;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
   resize(width: number, height: number): void {
     setWinsize(this.masterFd, width, height);
   }
@@ -173,6 +214,8 @@ export class ConsoleCopy {
   close(): void {
     this.closeStdin();
     this.master.destroy();
+    if (!this.closed) closeQuietly(this.masterFd);
+    this.closed = true;
   }
 }
 
