@@ -10,30 +10,42 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
+import * as tty from "node:tty";
 import { background } from "../../libs/context";
 import { ErrorCodes } from "../../libs/errdefs";
 import { closeChannels } from "../../libs/grpc/client";
 import { TaskServiceProxy } from "../../libs/clients/tasks";
 import { OCI_PROCESS_TYPE_URL } from "../../libs/core/containers";
-import { mkfifo } from "../../libs/sys/linux";
-import { startStack, type Stack } from "../harness";
+import { mkfifo, openPty } from "../../libs/sys/linux";
+import { startStack, waitFor, type Stack } from "../harness";
 import { busyboxRootfs, code, rootfsArgs, stopStackAndCleanup } from "./helpers";
 
 const ctx = background("default");
 
-/** Run a ctr command line under script(1), which gives it a terminal; resolves with its exit code and output. */
-function underScript(cmd: string, timeoutMs = 120_000): Promise<{ code: number; out: Buffer }> {
-  return new Promise((resolve) => {
-    const child = spawn("script", ["-qefc", cmd, "/dev/null"], { stdio: ["pipe", "pipe", "pipe"] });
-    const out: Buffer[] = [];
-    child.stdout.on("data", (b: Buffer) => out.push(b));
-    child.stderr.on("data", (b: Buffer) => out.push(b));
-    const t = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.on("close", (code, signal) => {
-      clearTimeout(t);
-      child.stdin.end();
-      resolve({ code: code ?? (signal ? 128 : 1), out: Buffer.concat(out) });
-    });
+/**
+ * Run ctr on a pseudo-terminal of our own (stdin, stdout and stderr its slave, in a new session) and
+ * read the master until EIO, so nothing ctr wrote is lost on our side; resolves with its exit code and
+ * output.
+ */
+function ctrOnPty(socket: string, args: string[], timeoutMs = 120_000): Promise<{ code: number; out: Buffer }> {
+  const pty = openPty();
+  const slave = fs.openSync(pty.slave, fs.constants.O_RDWR | fs.constants.O_NOCTTY);
+  const child = spawn("ctr", ["-a", socket, ...args], { stdio: [slave, slave, slave], detached: true });
+  fs.closeSync(slave);
+  const master = new tty.ReadStream(pty.master);
+  const out: Buffer[] = [];
+  master.on("data", (b: Buffer) => out.push(b));
+  const drained = new Promise<void>((resolve) => {
+    master.on("error", () => resolve());
+    master.on("end", () => resolve());
+    master.on("close", () => resolve());
+  });
+  const t = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  const exited = new Promise<number>((resolve) => child.on("close", (code, signal) => resolve(code ?? (signal ? 128 : 1))));
+  return Promise.all([exited, drained]).then(([code]) => {
+    clearTimeout(t);
+    master.destroy();
+    return { code, out: Buffer.concat(out) };
   });
 }
 
@@ -79,7 +91,8 @@ describe("tasks - Go client behaviours of the shim (issue 19)", () => {
     assert.equal(deleted.exitStatus, 3);
     await eof;
     const lines = text.split("\n").map((l) => l.replace(/\r+$/, "")).filter((l) => l !== "");
-    assert.equal(lines.length, 1000000, `lines received (last: ${lines.at(-1)})`);
+    const gap = lines.findIndex((l, i) => l !== String(i + 1));
+    assert.equal(lines.length, 1000000, `lines received (first wrong: line ${gap + 1} is ${JSON.stringify(lines[gap])}, last: ${lines.at(-1)})`);
     assert.equal(lines.at(-1), "1000000");
     assert.equal(await code(tasks.get(ctx, "ttygo", "seq")), ErrorCodes.NotFound);
     assert.equal((await stack.ctr(["t", "rm", "-f", "ttygo"])).code, 0);
@@ -88,7 +101,7 @@ describe("tasks - Go client behaviours of the shim (issue 19)", () => {
 
   test("an exec with a terminal: every line printed before its exit reaches the client, and its exit is reported", async () => {
     assert.equal((await stack.ctr(["run", "-d", ...rootfsArgs(rootfs), "ttybig", "sleep", "1000"])).code, 0);
-    const r = await underScript(`ctr -a ${stack.socket} t exec -t --exec-id seq ttybig sh -c 'seq 1 1000000; exit 5'`);
+    const r = await ctrOnPty(stack.socket, ["t", "exec", "-t", "--exec-id", "seq", "ttybig", "sh", "-c", "seq 1 1000000; exit 5"]);
     const lines = r.out.toString().split("\n").map((l) => l.replace(/\r+$/, "")).filter((l) => l !== "");
     assert.equal(lines.length, 1000000, `lines received (last: ${lines.at(-1)})`);
     assert.equal(lines.at(-1), "1000000");
@@ -133,5 +146,38 @@ describe("tasks - Go client behaviours of the shim (issue 19)", () => {
     assert.equal(limitOf(pid), 128 << 20, "raised while running");
     assert.equal((await stack.ctr(["t", "rm", "-f", "upd1"])).code, 0);
     assert.equal((await stack.ctr(["c", "rm", "upd1"])).code, 0);
+  });
+
+  test("binary:// log URIs: the logging binary gets stdout/stderr as fds 3 and 4, its env and args, and is ready before the container runs", async () => {
+    const dir = path.join(stack.dir, "logbin");
+    fs.mkdirSync(dir);
+    const logger = path.join(dir, "logger.sh");
+    // Writes its arguments and environment, copies fds 3 and 4 to files, leaves a marker in the
+    // container's rootfs, then closes fd 5 (ready). The copies do not inherit fd 5.
+    fs.writeFileSync(logger, [
+      "#!/bin/sh",
+      'out="$2"',
+      'echo "args=$* id=$CONTAINER_ID ns=$CONTAINER_NAMESPACE home=${HOME:-unset}" > "$out.meta"',
+      'cat <&3 > "$out.stdout" 5>&- &',
+      'cat <&4 > "$out.stderr" 5>&- &',
+      "sleep 0.3",
+      'echo ready > "$4/logger-ready"',
+      "exec 5>&-",
+      "wait",
+      "",
+    ].join("\n"), { mode: 0o755 });
+    const out = path.join(dir, "c1");
+    const uri = `binary://${logger}?out=${encodeURIComponent(out)}&rootfs=${encodeURIComponent(rootfs)}`;
+    const r = await stack.ctr(["run", "--rm", "--log-uri", uri, ...rootfsArgs(rootfs), "logbin1", "sh", "-c", "cat /logger-ready; echo to-stdout; echo to-stderr >&2; exit 4"]);
+    assert.equal(r.code, 4, r.stderr);
+    assert.equal(fs.readFileSync(`${out}.meta`, "utf8"), `args=out ${out} rootfs ${rootfs} id=logbin1 ns=default home=unset\n`);
+    await waitFor("the logger's copies", () => fs.readFileSync(`${out}.stderr`, "utf8") === "to-stderr\n" && fs.readFileSync(`${out}.stdout`, "utf8").endsWith("to-stdout\n") || undefined);
+    assert.equal(fs.readFileSync(`${out}.stdout`, "utf8"), "ready\nto-stdout\n", "the container ran after the logger was ready");
+    fs.rmSync(path.join(rootfs, "logger-ready"));
+    // A logging binary that cannot be started: the task is not created.
+    const bad = await stack.ctr(["run", "--rm", "--log-uri", `binary://${dir}/missing`, ...rootfsArgs(rootfs), "logbin2", "true"]);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /failed to start binary process/);
+    await stack.ctr(["c", "rm", "logbin2"]);
   });
 });

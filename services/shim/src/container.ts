@@ -79,7 +79,7 @@ export class Container {
     const p = this.init;
     let socket: Awaited<ReturnType<typeof p.openStdio>>;
     try {
-      socket = await p.openStdio();
+      socket = await p.openStdio(this.reaper);
       lap("stdio");
       const pidFile = path.join(this.bundle, "init.pid");
       const created = this.runc.create(this.id, this.bundle, {
@@ -167,7 +167,7 @@ export class Container {
   async startExec(e: ExecProcess): Promise<number> {
     const st = this.init.status;
     if (st !== "running" && st !== "paused") throw classError("failed precondition", "cannot start an exec process in a container that is not running");
-    const pid = await e.start(this.id, this.runc);
+    const pid = await e.start(this.id, this.runc, this.reaper);
     this.reaper.watch(pid, (status, at) => this.exited(e, status, at));
     return pid;
   }

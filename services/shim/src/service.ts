@@ -87,7 +87,7 @@ export class TaskService {
     fs.writeFileSync(path.join(bundle, "options.json"), JSON.stringify({ ...opts, binary_name: binary, root, runtime_args: runtimeArgs }), { mode: 0o600 });
     fs.writeFileSync(path.join(bundle, "runtime"), binary, { mode: 0o600 });
     const runc = new Runc({ binary, root, log: path.join(bundle, "log.json"), systemdCgroup: opts.systemd_cgroup, extraArgs: runtimeArgs }, this.o.reaper);
-    const stdio = { stdin: String(r.stdin), stdout: String(r.stdout), stderr: String(r.stderr), terminal: Boolean(r.terminal) };
+    const stdio = { stdin: String(r.stdin), stdout: String(r.stdout), stderr: String(r.stderr), terminal: Boolean(r.terminal), namespace: this.namespace };
     const c = new Container(
       { id, bundle, rootfs: r.rootfs, stdio, runc, noPivot: opts.no_pivot_root, noNewKeyring: opts.no_new_keyring, checkpoint: r.checkpoint || undefined },
       this.o.reaper,
@@ -164,7 +164,7 @@ export class TaskService {
     let spec: Record<string, unknown>;
     try {
       spec = JSON.parse(Buffer.from(r.spec?.value ?? []).toString() || "{}") as Record<string, unknown>;
-      c.addExec(execId, { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal }, spec);
+      c.addExec(execId, { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal, namespace: this.namespace }, spec);
     } catch (e) {
       c.releaseExec(execId);
       throw e instanceof SyntaxError ? classError("invalid argument", `exec spec: ${e.message}`) : e;
