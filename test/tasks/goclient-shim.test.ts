@@ -15,7 +15,8 @@ import { background } from "../../libs/context";
 import { ErrorCodes } from "../../libs/errdefs";
 import { closeChannels } from "../../libs/grpc/client";
 import { TaskServiceProxy } from "../../libs/clients/tasks";
-import { OCI_PROCESS_TYPE_URL } from "../../libs/core/containers";
+import { ContainerStoreProxy } from "../../libs/clients/containers";
+import { OCI_PROCESS_TYPE_URL, OCI_SPEC_TYPE_URL } from "../../libs/core/containers";
 import { mkfifo, openPty } from "../../libs/sys/linux";
 import { startStack, waitFor, type Stack } from "../harness";
 import { busyboxRootfs, code, rootfsArgs, stopStackAndCleanup } from "./helpers";
@@ -179,5 +180,34 @@ describe("tasks - Go client behaviours of the shim (issue 19)", () => {
     assert.notEqual(bad.code, 0);
     assert.match(bad.stderr, /failed to start binary process/);
     await stack.ctr(["c", "rm", "logbin2"]);
+  });
+
+  test("a host-pid container whose init dies alone: deleting the task and the container leaves no process and no record", async () => {
+    // No pid namespace of its own (the Go client's WithHostNamespace(pid)); its children do not die
+    // with the init.
+    const spec = {
+      ociVersion: "1.0.2-dev",
+      process: { user: { uid: 0, gid: 0 }, args: ["sh", "-c", "sleep 1001 & sleep 1002 & wait"], env: ["PATH=/bin"], cwd: "/" },
+      root: { path: rootfs },
+      mounts: [{ destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] }],
+      linux: { cgroupsPath: "/goclient/hostpid1", namespaces: [{ type: "ipc" }, { type: "uts" }, { type: "mount" }] },
+    };
+    await new ContainerStoreProxy(stack.socket).create(ctx, { id: "hostpid1", runtime: { name: "io.containerd.runc.v2" }, spec: { typeUrl: OCI_SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(spec)) } });
+    await tasks.create(ctx, { containerId: "hostpid1", rootfs: [], io: { stdin: "", stdout: "", stderr: "", terminal: false } });
+    await tasks.start(ctx, "hostpid1");
+    const initPid = (await tasks.get(ctx, "hostpid1")).pid;
+    const children = await waitFor("the children", () => {
+      const kids = fs.readFileSync(`/proc/${initPid}/task/${initPid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
+      return kids.length === 2 ? kids : undefined;
+    });
+    const k = await stack.ctr(["t", "kill", "-s", "SIGKILL", "hostpid1"]);
+    assert.equal(k.code, 0, k.stderr);
+    const d = await stack.ctr(["t", "rm", "-f", "hostpid1"]);
+    assert.equal(d.code, 0, d.stderr);
+    const c = await stack.ctr(["c", "rm", "hostpid1"]);
+    assert.equal(c.code, 0, c.stderr);
+    await waitFor("the children to be gone", () => children.every((pid) => !fs.existsSync(`/proc/${pid}`)) || undefined, 10_000);
+    assert.equal((await stack.ctr(["c", "ls", "-q"])).stdout.includes("hostpid1"), false);
+    assert.equal((await stack.ctr(["t", "ls", "-q"])).stdout.includes("hostpid1"), false);
   });
 });
