@@ -210,4 +210,16 @@ describe("tasks - Go client behaviours of the shim (issue 19)", () => {
     assert.equal((await stack.ctr(["c", "ls", "-q"])).stdout.includes("hostpid1"), false);
     assert.equal((await stack.ctr(["t", "ls", "-q"])).stdout.includes("hostpid1"), false);
   });
+
+  test("a task for the legacy v1 runtime fails as containerd 1.6 fails it, not by looking for containerd-shim-v1-linux", async () => {
+    const r = await stack.ctr(["run", "--rm", "--runtime", "io.containerd.runtime.v1.linux", ...rootfsArgs(rootfs), "legacy1", "true"]);
+    assert.notEqual(r.code, 0);
+    assert.doesNotMatch(r.stderr, /containerd-shim-v1-linux/);
+    // The stack runs with this process's PATH: containerd 1.6 starts containerd-shim from it, and
+    // without one answers exec's error.
+    const installed = (process.env.PATH ?? "").split(":").some((d) => d && fs.existsSync(path.join(d, "containerd-shim")));
+    if (installed) assert.match(r.stderr, /^ctr: failed to start shim: runtime "io.containerd.runtime.v1.linux" \(containerd-shim, the v1 shim API\) is not supported; use io.containerd.runc.v2: not implemented\n$/);
+    else assert.equal(r.stderr, 'ctr: failed to start shim: exec: "containerd-shim": executable file not found in $PATH: unknown\n');
+    assert.equal((await stack.ctr(["c", "ls", "-q"])).stdout.includes("legacy1"), false);
+  });
 });
