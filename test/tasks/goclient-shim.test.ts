@@ -18,8 +18,9 @@ import { TaskServiceProxy } from "../../libs/clients/tasks";
 import { ContainerStoreProxy } from "../../libs/clients/containers";
 import { OCI_PROCESS_TYPE_URL, OCI_SPEC_TYPE_URL } from "../../libs/core/containers";
 import { mkfifo, openPty } from "../../libs/sys/linux";
+import { encode } from "../../libs/proto";
 import { startStack, waitFor, type Stack } from "../harness";
-import { busyboxRootfs, code, rootfsArgs, stopStackAndCleanup } from "./helpers";
+import { busyboxRootfs, code, rootfsArgs, shimPids, stopStackAndCleanup } from "./helpers";
 
 const ctx = background("default");
 
@@ -54,6 +55,7 @@ describe("tasks - Go client behaviours of the shim (issue 19)", () => {
   let stack: Stack;
   let rootfs: string;
   let tasks: TaskServiceProxy;
+  const cgroupDirs: string[] = [];
 
   before(async () => {
     stack = await startStack();
@@ -64,6 +66,7 @@ describe("tasks - Go client behaviours of the shim (issue 19)", () => {
   after(async () => {
     closeChannels();
     await stopStackAndCleanup(stack);
+    for (const d of cgroupDirs) fs.rmdirSync(d);
   });
 
   test("an exec with a terminal, deleted as soon as it exits (the Go client's order): its whole output still arrives", async () => {
@@ -221,5 +224,26 @@ describe("tasks - Go client behaviours of the shim (issue 19)", () => {
     if (installed) assert.match(r.stderr, /^ctr: failed to start shim: runtime "io.containerd.runtime.v1.linux" \(containerd-shim, the v1 shim API\) is not supported; use io.containerd.runc.v2: not implemented\n$/);
     else assert.equal(r.stderr, 'ctr: failed to start shim: exec: "containerd-shim": executable file not found in $PATH: unknown\n');
     assert.equal((await stack.ctr(["c", "ls", "-q"])).stdout.includes("legacy1"), false);
+  });
+
+  test("the runc option ShimCgroup puts the shim in that cgroup", async () => {
+    const rel = `/flt-go2-shim-${process.pid}`;
+    const hierarchies = fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n").map((l) => l.split(" ")).filter((p) => p[p.indexOf("-") + 1] === "cgroup" || p[p.indexOf("-") + 1] === "cgroup2").map((p) => p[4]!);
+    const legacy = hierarchies.some((h) => /\/(memory|pids|cpu)$/.test(h));
+    // v1: the memory and pids hierarchies (a new cpuset cgroup takes no process until given cpus).
+    const dirs = hierarchies.filter((h) => legacy ? /\/(memory|pids)$/.test(h) : fs.existsSync(path.join(h, "cgroup.controllers"))).map((h) => path.join(h, rel));
+    for (const d of dirs) fs.mkdirSync(d);
+    cgroupDirs.push(...dirs);
+    const options = { typeUrl: "containerd.runc.v1.Options", value: encode("containerd.runc.v1.Options", { shim_cgroup: rel }) };
+    const spec = { ociVersion: "1.0.2-dev", process: { user: { uid: 0, gid: 0 }, args: ["sleep", "1000"], env: ["PATH=/bin"], cwd: "/" }, root: { path: rootfs }, mounts: [{ destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] }], linux: { namespaces: [{ type: "pid" }, { type: "mount" }] } };
+    await new ContainerStoreProxy(stack.socket).create(ctx, { id: "shimcg1", runtime: { name: "io.containerd.runc.v2", options }, spec: { typeUrl: OCI_SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(spec)) } });
+    await tasks.create(ctx, { containerId: "shimcg1", rootfs: [], io: { stdin: "", stdout: "", stderr: "", terminal: false } });
+    const shims = shimPids(stack);
+    for (const d of dirs) {
+      const procs = fs.readFileSync(path.join(d, "cgroup.procs"), "utf8").trim().split("\n").filter(Boolean).map(Number);
+      assert.ok(procs.some((p) => shims.includes(p)), `a shim of this stack is in ${d}: ${procs.join(",")}`);
+    }
+    assert.equal((await stack.ctr(["t", "rm", "-f", "shimcg1"])).code, 0);
+    assert.equal((await stack.ctr(["c", "rm", "shimcg1"])).code, 0);
   });
 });

@@ -9,7 +9,7 @@ import * as path from "node:path";
 import { classError } from "../../../libs/ttrpc/errors";
 import type { ServiceDesc, UnaryHandler } from "../../../libs/ttrpc/server";
 import { Container } from "./container";
-import { isLegacy, statsV1, statsV2 } from "./cgroups";
+import { isLegacy, joinCgroup, statsV1, statsV2 } from "./cgroups";
 import { decode, encode, type Obj, type Schema } from "./pb";
 import * as M from "./messages";
 import { nowTimestamp, type Publisher } from "./publisher";
@@ -81,6 +81,14 @@ export class TaskService {
       throw classError("invalid argument", `unsupported runtime options type ${r.options.type_url}`);
     }
     const bundle = String(r.bundle);
+    if (opts.shim_cgroup) {
+      // containerd's runc shim joins ShimCgroup when it starts; a warm shim does at its Create.
+      try {
+        joinCgroup(process.pid, opts.shim_cgroup);
+      } catch (e) {
+        throw classError("unknown", `failed to add shim to cgroup ${opts.shim_cgroup}: ${(e as Error).message}`);
+      }
+    }
     const binary = opts.binary_name || this.o.runtimeBinary;
     const root = opts.root || path.join(this.o.runtimeRoot, this.namespace);
     const runtimeArgs = opts.binary_name ? [] : this.o.runtimeArgs ?? [];
