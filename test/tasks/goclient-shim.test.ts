@@ -20,6 +20,8 @@ import { OCI_PROCESS_TYPE_URL, OCI_SPEC_TYPE_URL } from "../../libs/core/contain
 import { mkfifo, openPty } from "../../libs/sys/linux";
 import { encode } from "../../libs/proto";
 import { startStack, waitFor, type Stack } from "../harness";
+import { startRegistry } from "../helpers/registry";
+import { buildBusyboxImage, pushImage } from "../helpers/image";
 import { busyboxRootfs, code, rootfsArgs, shimPids, stopStackAndCleanup } from "./helpers";
 
 const ctx = background("default");
@@ -245,5 +247,38 @@ describe("tasks - Go client behaviours of the shim (issue 19)", () => {
     }
     assert.equal((await stack.ctr(["t", "rm", "-f", "shimcg1"])).code, 0);
     assert.equal((await stack.ctr(["c", "rm", "shimcg1"])).code, 0);
+  });
+
+  test("user namespaces: a remapped image rootfs runs, writable and read-only (ctr run --uidmap/--gidmap --remap-labels)", async () => {
+    // The remapped root must be able to reach the bundles (containerd's state root is 0711 too).
+    fs.chmodSync(stack.dir, 0o711);
+    const reg = await startRegistry();
+    try {
+      // The runtime cannot create mount points in a rootfs the container's root does not own: the
+      // image has them, as real images do.
+      const dirs = ["proc", "sys", "dev", "run", "tmp", "etc"].map((d) => ({ path: d, type: "dir" as const, mode: 0o755 }));
+      await pushImage(reg, "test/busybox", "latest", buildBusyboxImage({ applets: ["sh", "cat", "echo", "id", "touch", "ls"], extraFiles: dirs }));
+      const ref = `${reg.host}/test/busybox:latest`;
+      const p = await stack.ctr(["images", "pull", "--plain-http", ref], { timeoutMs: 120000 });
+      assert.equal(p.code, 0, p.stderr);
+      const maps = ["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"];
+      // --remap-labels: the snapshot is as the image made it (owned by the host's root, like
+      // containerd 1.6's overlayfs, which ignores the labels): it runs, and its root is uid 100000.
+      for (const extra of [[], ["--read-only"]]) {
+        const id = `userns-labels${extra.length ? "-ro" : ""}`;
+        const r = await stack.ctr(["run", "--rm", ...extra, ...maps, "--remap-labels", ref, id, "sh", "-c", "cat /proc/self/uid_map; id -u"]);
+        assert.equal(r.code, 0, `${id}: ${r.stderr}`);
+        assert.match(r.stdout, /^\s*0\s+100000\s+65536\n0\n$/, id);
+      }
+      // Without --remap-labels the client chowns the snapshot: the container's root owns its rootfs.
+      const rw = await stack.ctr(["run", "--rm", ...maps, ref, "userns-chown", "sh", "-c", "touch /written && cat /proc/self/uid_map"]);
+      assert.equal(rw.code, 0, rw.stderr);
+      assert.match(rw.stdout, /^\s*0\s+100000\s+65536\n$/);
+      const ro = await stack.ctr(["run", "--rm", "--read-only", ...maps, ref, "userns-chown-ro", "sh", "-c", "touch /written 2>/dev/null || echo read-only"]);
+      assert.equal(ro.code, 0, ro.stderr);
+      assert.equal(ro.stdout, "read-only\n");
+    } finally {
+      await reg.stop();
+    }
   });
 });
