@@ -69,6 +69,14 @@ describe("tasks - Go client behaviours of the shim (issue 19)", () => {
     closeChannels();
     await stopStackAndCleanup(stack);
     for (const d of cgroupDirs) fs.rmdirSync(d);
+    // runc removes the host-pid container's cgroup, not its parent (/goclient).
+    for (const h of fs.readdirSync("/sys/fs/cgroup")) {
+      try {
+        fs.rmdirSync(path.join("/sys/fs/cgroup", h, "goclient"));
+      } catch {
+        /* absent */
+      }
+    }
   });
 
   test("an exec with a terminal, deleted as soon as it exits (the Go client's order): its whole output still arrives", async () => {
