@@ -1,15 +1,22 @@
 /**
  * The few Linux system calls Node core lacks, through koffi (an FFI with prebuilt binaries): child
- * subreaping and waitpid by pid, mkfifo, mount/umount2, receiving a file descriptor over a unix socket
+ * subreaping and waitpid by pid, mkfifo, pipe2, a new pseudo-terminal, mount/umount2, receiving a file descriptor over a unix socket
  * (SCM_RIGHTS) and setting a terminal's window size. libc is loaded on first use.
  */
 /* eslint-disable @typescript-eslint/no-explicit-any */
+import * as fs from "node:fs";
 
 type Fn = (...args: any[]) => any;
 interface Libc {
   prctl: Fn;
   waitpid: Fn;
   mkfifo: Fn;
+  pipe2: Fn;
+  fcntl: Fn;
+  posix_openpt: Fn;
+  grantpt: Fn;
+  unlockpt: Fn;
+  ptsname: Fn;
   mount: Fn;
   umount2: Fn;
   recvmsg: Fn;
@@ -38,6 +45,12 @@ function load(): Libc {
     prctl: lib.func("int prctl(int, unsigned long, unsigned long, unsigned long, unsigned long)"),
     waitpid: lib.func("int waitpid(int, _Out_ int *status, int)"),
     mkfifo: lib.func("int mkfifo(const char *, uint32_t)"),
+    pipe2: lib.func("int pipe2(void *fds, int)"),
+    fcntl: lib.func("int fcntl(int, int, int)"),
+    posix_openpt: lib.func("int posix_openpt(int)"),
+    grantpt: lib.func("int grantpt(int)"),
+    unlockpt: lib.func("int unlockpt(int)"),
+    ptsname: lib.func("const char *ptsname(int)"),
     mount: lib.func("int mount(const char *, const char *, const char *, unsigned long, const char *)"),
     umount2: lib.func("int umount2(const char *, int)"),
     recvmsg: lib.func("long recvmsg(int, flt_msghdr *msg, int)"),
@@ -94,6 +107,39 @@ export function reapPid(pid: number): WaitResult | undefined {
 export function mkfifo(path: string, mode = 0o700): void {
   const c = load();
   if (c.mkfifo(path, mode) !== 0) throw new SysError("mkfifo", c.errno(), path);
+}
+
+const O_CLOEXEC = 0o2000000;
+
+/** A pipe (close-on-exec): [read end, write end]. */
+export function pipe(): [number, number] {
+  const c = load();
+  const fds = Buffer.alloc(8);
+  if (c.pipe2(fds, O_CLOEXEC) !== 0) throw new SysError("pipe2", c.errno());
+  return [fds.readInt32LE(0), fds.readInt32LE(4)];
+}
+
+const F_DUPFD_CLOEXEC = 1030;
+
+/** dup(2), close-on-exec. */
+export function dupFd(fd: number): number {
+  const c = load();
+  const r = c.fcntl(fd, F_DUPFD_CLOEXEC, 0) as number;
+  if (r < 0) throw new SysError("fcntl(F_DUPFD_CLOEXEC)", c.errno());
+  return r;
+}
+
+/** A new pseudo-terminal: its master (close-on-exec) and the path of its slave. */
+export function openPty(): { master: number; slave: string } {
+  const c = load();
+  const master = c.posix_openpt(0o2 | 0o400 | O_CLOEXEC) as number; // O_RDWR | O_NOCTTY
+  if (master < 0) throw new SysError("posix_openpt", c.errno());
+  if (c.grantpt(master) !== 0 || c.unlockpt(master) !== 0) {
+    const e = c.errno();
+    fs.closeSync(master);
+    throw new SysError("unlockpt", e);
+  }
+  return { master, slave: c.ptsname(master) as string };
 }
 
 export function mount(source: string, target: string, fstype: string, flags: number, data: string): void {

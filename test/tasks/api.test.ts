@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { background } from "../../libs/context";
-import { errorCode, ErrorCodes } from "../../libs/errdefs";
+import { ErrorCodes } from "../../libs/errdefs";
 import { closeChannels } from "../../libs/grpc/client";
 import { encode, decode } from "../../libs/proto";
 import { ContainerStoreProxy } from "../../libs/clients/containers";
@@ -21,7 +21,7 @@ import { OCI_PROCESS_TYPE_URL, OCI_SPEC_TYPE_URL } from "../../libs/core/contain
 import { TaskStatus } from "../../libs/core/tasks";
 import { mkfifo } from "../../libs/sys/linux";
 import { startStack, type Stack } from "../harness";
-import { busyboxRootfs, EventsWatcher, rootfsArgs, shimPids, stopStackAndCleanup, waitTaskStatus } from "./helpers";
+import { busyboxRootfs, code, EventsWatcher, rootfsArgs, shimPids, stopStackAndCleanup, waitTaskStatus } from "./helpers";
 
 const ctx = background("api");
 const DEBIAN_SHIM = "/usr/bin/containerd-shim-runc-v2";
@@ -40,15 +40,6 @@ function spec(rootfs: string, id: string, args: string[], extra: Record<string, 
     linux: { cgroupsPath: `/api/${id}`, namespaces: [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "network" }] },
     ...extra,
   }));
-}
-
-async function code(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return "ok";
-  } catch (e) {
-    return errorCode(e);
-  }
 }
 
 describe("tasks - the APIs through the gateway (shims started with `shim start`)", () => {

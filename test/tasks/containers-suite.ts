@@ -6,8 +6,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { background } from "../../libs/context";
-import { errorCode, ErrorCodes } from "../../libs/errdefs";
+import { ErrorCodes } from "../../libs/errdefs";
 import { OCI_SPEC_TYPE_URL, type ContainerInput, type ContainerStore } from "../../libs/core/containers";
+import { code } from "./helpers";
 
 export interface RecordedEvent {
   topic: string;
@@ -33,15 +34,6 @@ const base = (id: string, extra: Partial<ContainerInput> = {}): ContainerInput =
   spec: spec(),
   ...extra,
 });
-
-async function code(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return "ok";
-  } catch (e) {
-    return errorCode(e);
-  }
-}
 
 export function containersSuite(name: string, make: () => Promise<SuiteFixture>): void {
   const ctx = background("suite");

@@ -5,6 +5,7 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { errorCode } from "../../libs/errdefs";
 import { sleep, waitFor, type Stack } from "../harness";
 
 export const BUSYBOX = "/bin/busybox";
@@ -171,4 +172,14 @@ export async function waitTaskStatus(stack: Stack, id: string, status: string, n
 /** Mounts below a directory (from /proc/self/mountinfo). */
 export function mountsBelow(dir: string): string[] {
   return fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n").map((l) => l.split(" ")[4]).filter((m): m is string => !!m && m.startsWith(dir + "/"));
+}
+
+/** "ok" when the call succeeds, else its errdefs code (what the tests compare with containerd's). */
+export async function code(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return "ok";
+  } catch (e) {
+    return errorCode(e);
+  }
 }

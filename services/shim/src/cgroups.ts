@@ -227,3 +227,15 @@ export function cgroupExists(cg: CgroupInfo): boolean {
   const d = cg.mode === "v1" ? cg.dirs.memory ?? Object.values(cg.dirs)[0] : cg.dirs.unified;
   return !!d && fs.existsSync(d);
 }
+
+/**
+ * Move a process into an existing cgroup given by its path (the runc option ShimCgroup): on v1 into
+ * that path of every hierarchy where it exists, on v2 into the unified one.
+ */
+export function joinCgroup(pid: number, rel: string): void {
+  const mounts = cgroupMounts();
+  const legacy = isLegacy();
+  const dirs = mounts.filter((m) => (legacy ? m.type === "cgroup" : m.type === "cgroup2")).map((m) => path.join(m.dir, rel)).filter((d) => fs.existsSync(d));
+  if (!dirs.length) throw new Error(`cgroup ${rel} does not exist`);
+  for (const d of dirs) fs.writeFileSync(path.join(d, "cgroup.procs"), String(pid));
+}

@@ -3,7 +3,11 @@
  * SCM_RIGHTS; Node cannot receive descriptors, so the shim accepts the connection paused and calls
  * recvmsg(2) through koffi. The shim then copies stdin FIFO -> master and master -> stdout FIFO (with
  * backpressure), and closes stdout once the master reports EIO (every slave end closed): the client
- * reads to EOF.
+ * reads to EOF. After the process exits, whatever it wrote is still in the pty and in the shim's
+ * queue: `drained()` resolves once that has all gone to stdout (EIO, or nothing more to read when a
+ * leftover child still holds the slave open), before the exit is reported. The master can also read
+ * as end-of-file while the kernel hangs the terminal up with output still in it: the stream reads a
+ * duplicate of the master, and after its end the rest is read from the original until EIO.
  */
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
@@ -11,7 +15,7 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as tty from "node:tty";
-import { receiveFd, setWinsize } from "../../../libs/sys/linux";
+import { dupFd, receiveFd, setWinsize } from "../../../libs/sys/linux";
 import { classError } from "../../../libs/ttrpc/errors";
 import { closeQuietly, parseTarget, type StdioPaths } from "./stdio";
 
@@ -77,9 +81,14 @@ export class ConsoleCopy {
   private stdinFd = -1;
   /** Resolves when the output is copied and the stdout FIFO closed. */
   readonly done: Promise<void>;
+  private finish!: () => void;
+  /** Output chunks seen so far (the idle check after exit compares counts). */
+  private chunks = 0;
+  private waitingDrain = false;
+  private closed = false;
 
   constructor(private readonly masterFd: number, paths: StdioPaths) {
-    this.master = new tty.ReadStream(masterFd);
+    this.master = new tty.ReadStream(dupFd(masterFd));
     this.master.on("error", () => undefined);
     const outT = parseTarget(paths.stdout);
     if (outT.kind === "fifo" || outT.kind === "file") {
@@ -117,16 +126,79 @@ export class ConsoleCopy {
           resolve();
         });
       };
+      this.finish = finish;
+      // Backpressure stops the reads on the handle itself, not the stream: a paused stream keeps
+      // reading into its buffer, and the EIO that follows the process's exit destroys the stream
+      // with that buffer (the last kilobytes of output). Stopped reads leave the data in the pty.
+      const handle = (this.master as unknown as { _handle?: { readStop(): number; readStart(): number } })._handle;
       this.master.on("data", (b: Buffer) => {
-        if (this.out && !this.out.write(b)) {
-          this.master.pause();
-          this.out.once("drain", () => this.master.resume());
+        this.chunks++;
+        if (this.out && !this.out.write(b) && !this.waitingDrain) {
+          this.waitingDrain = true;
+          handle?.readStop();
+          this.out.once("drain", () => {
+            this.waitingDrain = false;
+            if (!this.master.destroyed) handle?.readStart();
+          });
         }
       });
-      this.master.on("end", finish);
-      this.master.on("error", finish);
-      this.master.on("close", finish);
+      let ended = false;
+      const rest = (): void => {
+        if (ended) return;
+        ended = true;
+        void this.readRest().finally(finish);
+      };
+      this.master.on("end", rest);
+      this.master.on("error", rest);
+      this.master.on("close", rest);
     });
+  }
+
+  /**
+   * The process exited: resolves once its output reached stdout. That is EIO on the master when no
+   * other process holds the slave; otherwise the pty is read until two checks in a row find nothing
+   * new while the copy is not held back by the client.
+   */
+  drained(stepMs = 100): Promise<void> {
+    let seen = -1;
+    let idle = 0;
+    const t = setInterval(() => {
+      if (this.waitingDrain || this.chunks !== seen) {
+        seen = this.chunks;
+        idle = 0;
+        return;
+      }
+      if (++idle >= 2) this.finish();
+    }, stepMs);
+    return this.done.finally(() => clearInterval(t));
+  }
+
+  /**
+   * After the stream's end: read the master until EIO (every slave end closed), or until it has had
+   * nothing for a while (a leftover process holds the slave), copying to stdout.
+   */
+  private async readRest(): Promise<void> {
+    const buf = Buffer.alloc(64 * 1024);
+    let quiet = 0;
+    while (quiet < 20) {
+      let n: number;
+      try {
+        n = this.closed ? 0 : fs.readSync(this.masterFd, buf);
+        if (this.closed) return;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "EAGAIN") return;
+        n = -1;
+      }
+      if (n > 0) {
+        quiet = 0;
+        this.chunks++;
+        const out = this.out;
+        if (out && !out.write(Buffer.from(buf.subarray(0, n)))) await new Promise((r) => (out.once("drain", r), out.once("close", r)));
+        continue;
+      }
+      quiet++;
+      await new Promise((r) => setTimeout(r, 10));
+    }
   }
 
   resize(width: number, height: number): void {
@@ -142,6 +214,8 @@ export class ConsoleCopy {
   close(): void {
     this.closeStdin();
     this.master.destroy();
+    if (!this.closed) closeQuietly(this.masterFd);
+    this.closed = true;
   }
 }
 

@@ -79,7 +79,7 @@ export class Container {
     const p = this.init;
     let socket: Awaited<ReturnType<typeof p.openStdio>>;
     try {
-      socket = await p.openStdio();
+      socket = await p.openStdio(this.reaper);
       lap("stdio");
       const pidFile = path.join(this.bundle, "init.pid");
       const created = this.runc.create(this.id, this.bundle, {
@@ -167,7 +167,7 @@ export class Container {
   async startExec(e: ExecProcess): Promise<number> {
     const st = this.init.status;
     if (st !== "running" && st !== "paused") throw classError("failed precondition", "cannot start an exec process in a container that is not running");
-    const pid = await e.start(this.id, this.runc);
+    const pid = await e.start(this.id, this.runc, this.reaper);
     this.reaper.watch(pid, (status, at) => this.exited(e, status, at));
     return pid;
   }
@@ -184,7 +184,9 @@ export class Container {
     if (!all && p.pid > 0 && !this.initReaped && (p.status === "running" || p.status === "created")) {
       // What `runc kill` does for the init: kill(2) on its pid. The pid is still the init's (alive, or a
       // zombie only the shim reaps), so no runtime process is needed. A paused container goes to the
-      // runtime (it thaws a frozen cgroup for SIGKILL).
+      // runtime (it thaws a frozen cgroup for SIGKILL). A container whose runtime state is gone is not
+      // signalled: the runtime would answer that it does not exist.
+      if (!fs.existsSync(this.runc.stateDir(this.id))) throw killError(new Error(`container "${this.id}" does not exist`));
       try {
         process.kill(p.pid, signal);
         return;
@@ -258,6 +260,7 @@ export class Container {
       // A created task was killed by the delete: give the reaper a moment to see the exit.
       await Promise.race([p.wait(), new Promise((r) => setTimeout(r, 1000))]);
     }
+    await p.outputFlushed();
     for (const e of this.execs.values()) e.releaseIO();
     p.releaseIO();
     this.stopOOM();
@@ -268,9 +271,12 @@ export class Container {
     return p;
   }
 
-  deleteExec(execId: string): Process {
+  async deleteExec(execId: string): Promise<Process> {
     const e = this.process(execId);
     if (e.status === "running" || e.status === "paused" || e.status === "pausing") throw classError("failed precondition", "cannot delete a running process");
+    // A terminal's last output is still being copied out: the client reads it to EOF after this call.
+    await e.outputFlushed();
+    if (this.execs.get(execId) !== e) throw classError("not found", `process ${execId} does not exist`);
     this.execs.delete(execId);
     e.releaseIO();
     e.status = "deleted";
@@ -289,7 +295,7 @@ export class Container {
         if (this.sharesPidNamespace()) await this.runc.kill(this.id, 9, true).catch(() => undefined);
         // The container's processes die with its pid namespace; their exits arrive on their own.
       }
-      p.setExited(status, at);
+      await p.setExited(status, at);
       this.hooks.onExit(this, p);
     });
   }

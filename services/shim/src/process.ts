@@ -8,7 +8,9 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { classError } from "../../../libs/ttrpc/errors";
 import { ConsoleCopy, ConsoleSocket } from "./console";
-import { ProcessIO, type StdioPaths } from "./stdio";
+import { LoggingBinary } from "./logbinary";
+import { parseTarget, ProcessIO, type StdioPaths } from "./stdio";
+import type { Reaper } from "./reaper";
 import type { Runc } from "./runc";
 
 export type ProcStatus = "created" | "running" | "stopped" | "paused" | "pausing" | "deleted";
@@ -31,6 +33,7 @@ export abstract class Process {
   /** A create or start in flight: an exit seen meanwhile is handled after it (events keep their order). */
   busy: Promise<unknown> = Promise.resolve();
   private readonly exited: Promise<Exit>;
+  private flushed: Promise<void> = Promise.resolve();
   private resolveExit!: (e: Exit) => void;
 
   constructor(readonly id: string, readonly stdio: StdioPaths) {
@@ -45,23 +48,38 @@ export abstract class Process {
     return this.exited;
   }
 
-  setExited(status: number, at: Date): void {
-    if (this.exitedAt) return;
+  /**
+   * Record the exit. Resolves (and so do Wait calls) once the output written before it reached the
+   * client: a terminal's pty is drained first, so the exit is reported after the last byte.
+   */
+  setExited(status: number, at: Date): Promise<void> {
+    if (this.exitedAt) return this.flushed;
     this.exitStatus = status;
     this.exitedAt = at;
     if (this.status !== "deleted") this.status = "stopped";
     this.io?.close();
-    if (this.console) {
-      const c = this.console;
-      void c.done.then(() => c.close());
-    }
-    this.resolveExit({ status, at });
+    const c = this.console;
+    this.flushed = c ? c.drained().then(() => c.close()) : Promise.resolve();
+    return this.flushed.then(() => this.resolveExit({ status, at }));
   }
 
-  /** Open the process's stdio; for a terminal, a console socket for the runtime. */
-  async openStdio(): Promise<ConsoleSocket | undefined> {
-    if (this.stdio.terminal) return ConsoleSocket.create();
-    this.io = new ProcessIO(this.stdio);
+  /** Resolves once the output of an exited process has been copied out (at once without a terminal). */
+  outputFlushed(): Promise<void> {
+    return this.flushed;
+  }
+
+  /**
+   * Open the process's stdio; for a terminal, a console socket for the runtime. A `binary://` stdout
+   * starts the logging binary and waits until it is ready.
+   */
+  async openStdio(reaper?: Reaper): Promise<ConsoleSocket | undefined> {
+    const out = parseTarget(this.stdio.stdout);
+    if (this.stdio.terminal) {
+      if (out.kind === "binary") throw classError("not implemented", "binary:// log URIs with a terminal are not supported by this shim");
+      return ConsoleSocket.create();
+    }
+    const logger = out.kind === "binary" ? await LoggingBinary.start(out.url, this.id, this.stdio.namespace ?? "", reaper) : undefined;
+    this.io = new ProcessIO(this.stdio, logger);
     return undefined;
   }
 
@@ -87,6 +105,7 @@ export abstract class Process {
 
   releaseIO(): void {
     this.io?.close();
+    this.io?.stopLogger();
     this.io?.afterSpawn();
     this.console?.close();
   }
@@ -105,7 +124,7 @@ export class ExecProcess extends Process {
   }
 
   /** `runc exec --detach`: returns the pid (the process is re-parented to the shim). */
-  async start(containerId: string, runc: Runc): Promise<number> {
+  async start(containerId: string, runc: Runc, reaper?: Reaper): Promise<number> {
     if (this.status !== "created") throw classError("failed precondition", this.status === "stopped" ? "cannot start a stopped process" : "cannot start a running process");
     const spec = { ...this.spec, terminal: this.stdio.terminal };
     const processFile = path.join(this.bundle, `.exec-${this.id}.json`);
@@ -113,7 +132,7 @@ export class ExecProcess extends Process {
     fs.writeFileSync(processFile, JSON.stringify(spec), { mode: 0o600 });
     let socket: ConsoleSocket | undefined;
     try {
-      socket = await this.openStdio();
+      socket = await this.openStdio(reaper);
       const created = runc.exec(containerId, processFile, { pidFile, consoleSocket: socket?.path, stdio: this.io?.childStdio ?? ["ignore", "ignore", "ignore"] });
       const attached = this.attachStdio(socket);
       await Promise.all([created, attached.catch((e) => (socket ? Promise.reject(e) : undefined))]);

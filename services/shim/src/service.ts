@@ -9,7 +9,7 @@ import * as path from "node:path";
 import { classError } from "../../../libs/ttrpc/errors";
 import type { ServiceDesc, UnaryHandler } from "../../../libs/ttrpc/server";
 import { Container } from "./container";
-import { isLegacy, statsV1, statsV2 } from "./cgroups";
+import { isLegacy, joinCgroup, statsV1, statsV2 } from "./cgroups";
 import { decode, encode, type Obj, type Schema } from "./pb";
 import * as M from "./messages";
 import { nowTimestamp, type Publisher } from "./publisher";
@@ -81,13 +81,21 @@ export class TaskService {
       throw classError("invalid argument", `unsupported runtime options type ${r.options.type_url}`);
     }
     const bundle = String(r.bundle);
+    if (opts.shim_cgroup) {
+      // containerd's runc shim joins ShimCgroup when it starts; a warm shim does at its Create.
+      try {
+        joinCgroup(process.pid, opts.shim_cgroup);
+      } catch (e) {
+        throw classError("unknown", `failed to add shim to cgroup ${opts.shim_cgroup}: ${(e as Error).message}`);
+      }
+    }
     const binary = opts.binary_name || this.o.runtimeBinary;
     const root = opts.root || path.join(this.o.runtimeRoot, this.namespace);
     const runtimeArgs = opts.binary_name ? [] : this.o.runtimeArgs ?? [];
     fs.writeFileSync(path.join(bundle, "options.json"), JSON.stringify({ ...opts, binary_name: binary, root, runtime_args: runtimeArgs }), { mode: 0o600 });
     fs.writeFileSync(path.join(bundle, "runtime"), binary, { mode: 0o600 });
     const runc = new Runc({ binary, root, log: path.join(bundle, "log.json"), systemdCgroup: opts.systemd_cgroup, extraArgs: runtimeArgs }, this.o.reaper);
-    const stdio = { stdin: String(r.stdin), stdout: String(r.stdout), stderr: String(r.stderr), terminal: Boolean(r.terminal) };
+    const stdio = { stdin: String(r.stdin), stdout: String(r.stdout), stderr: String(r.stderr), terminal: Boolean(r.terminal), namespace: this.namespace };
     const c = new Container(
       { id, bundle, rootfs: r.rootfs, stdio, runc, noPivot: opts.no_pivot_root, noNewKeyring: opts.no_new_keyring, checkpoint: r.checkpoint || undefined },
       this.o.reaper,
@@ -146,7 +154,7 @@ export class TaskService {
   async delete(r: Obj): Promise<Obj> {
     const c = this.get(r.id);
     if (r.exec_id) {
-      const p = c.deleteExec(r.exec_id);
+      const p = await c.deleteExec(r.exec_id);
       return { pid: p.pid, exit_status: p.exitStatus, exited_at: ts(p.exitedAt) };
     }
     const t0 = performance.now();
@@ -164,7 +172,7 @@ export class TaskService {
     let spec: Record<string, unknown>;
     try {
       spec = JSON.parse(Buffer.from(r.spec?.value ?? []).toString() || "{}") as Record<string, unknown>;
-      c.addExec(execId, { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal }, spec);
+      c.addExec(execId, { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal, namespace: this.namespace }, spec);
     } catch (e) {
       c.releaseExec(execId);
       throw e instanceof SyntaxError ? classError("invalid argument", `exec spec: ${e.message}`) : e;
@@ -242,7 +250,9 @@ export class TaskService {
 
   async update(r: Obj): Promise<Obj> {
     const c = this.get(r.id);
-    if (c.init.status !== "running" && c.init.status !== "paused") throw classError("failed precondition", `cannot update a ${c.init.status} process`);
+    // containerd's init states allow Update when created, running or paused.
+    const st = c.init.status;
+    if (st !== "created" && st !== "running" && st !== "paused") throw classError("failed precondition", `cannot update a ${st} process`);
     try {
       await c.runc.update(c.id, Buffer.from(r.resources?.value ?? []).toString() || "{}");
     } catch (e) {

@@ -10,23 +10,27 @@
  *   plain O_RDONLY end for the container (no block: a writer exists). The container sees EOF only after
  *   the client closed its end and CloseIO released the shim's.
  *
- * `file://` URIs and plain paths that are not FIFOs are appended to; empty paths are /dev/null.
+ * `file://` URIs and plain paths that are not FIFOs are appended to; empty paths are /dev/null. With a
+ * `binary://` stdout, stdout and stderr are the pipes of a logging binary (./logbinary.ts).
  */
 import type { StdioOptions } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { classError } from "../../../libs/ttrpc/errors";
+import type { LoggingBinary } from "./logbinary";
 
 export interface StdioPaths {
   stdin: string;
   stdout: string;
   stderr: string;
   terminal: boolean;
+  /** The namespace, for a `binary://` logger's environment. */
+  namespace?: string;
 }
 
 const { O_RDONLY, O_WRONLY, O_RDWR, O_NONBLOCK, O_APPEND, O_CREAT } = fs.constants;
 
-type Target = { kind: "null" } | { kind: "fifo"; path: string } | { kind: "file"; path: string };
+type Target = { kind: "null" } | { kind: "fifo"; path: string } | { kind: "file"; path: string } | { kind: "binary"; url: URL };
 
 export function parseTarget(p: string): Target {
   if (!p) return { kind: "null" };
@@ -41,7 +45,7 @@ export function parseTarget(p: string): Target {
     const file = decodeURIComponent(u.pathname);
     if (scheme === "fifo") return { kind: "fifo", path: file };
     if (scheme === "file") return { kind: "file", path: file };
-    if (scheme === "binary") throw classError("not implemented", "binary:// log URIs are not supported by this shim");
+    if (scheme === "binary") return { kind: "binary", url: u };
     throw classError("invalid argument", `unknown STDIO scheme ${scheme}`);
   }
   let st: fs.Stats | undefined;
@@ -56,12 +60,12 @@ export function parseTarget(p: string): Target {
 
 export class ProcessIO {
   /** What to hand the runtime as fds 0, 1, 2. */
-  readonly childStdio: StdioOptions;
+  readonly childStdio: StdioOptions = [];
   private readonly held: number[] = [];
   private readonly forChild: number[] = [];
   private stdinWriter = -1;
 
-  constructor(readonly paths: StdioPaths) {
+  constructor(readonly paths: StdioPaths, private readonly logger?: LoggingBinary) {
     const stdio: (number | "ignore")[] = ["ignore", "ignore", "ignore"];
     try {
       // stdin
@@ -72,6 +76,12 @@ export class ProcessIO {
         stdio[0] = this.child(fs.openSync(inT.path, O_RDONLY));
       } else if (inT.kind === "file") {
         stdio[0] = this.child(fs.openSync(inT.path, O_RDONLY));
+      }
+      if (logger) {
+        stdio[1] = this.child(logger.stdout);
+        stdio[2] = this.child(logger.stderr);
+        this.childStdio = stdio;
+        return;
       }
       // stdout, stderr (the same target shares one fd)
       const outFd = this.openOutput(paths.stdout);
@@ -99,6 +109,7 @@ export class ProcessIO {
   private openOutput(p: string): number | undefined {
     const t = parseTarget(p);
     if (t.kind === "null") return undefined;
+    if (t.kind === "binary") throw classError("invalid argument", "a binary:// URI is taken for stdout only");
     if (t.kind === "fifo") {
       this.held.push(fs.openSync(t.path, O_RDONLY | O_NONBLOCK));
       return this.child(fs.openSync(t.path, O_WRONLY));
@@ -120,6 +131,11 @@ export class ProcessIO {
     const i = this.held.indexOf(fd);
     if (i >= 0) this.held.splice(i, 1);
     closeQuietly(fd);
+  }
+
+  /** The process is deleted: a logging binary gets SIGTERM (after it read what the process wrote). */
+  stopLogger(): void {
+    this.logger?.stop();
   }
 
   close(): void {

@@ -20,6 +20,17 @@ export interface BundleDirs {
   root: string;
 }
 
+/** The host gid that a spec's user namespace maps its gid 0 to (0 without a mapping). */
+function remappedRootGid(spec: Uint8Array): number {
+  let maps: { containerID?: number; hostID?: number }[] | undefined;
+  try {
+    maps = (JSON.parse(Buffer.from(spec).toString()) as { linux?: { gidMappings?: { containerID?: number; hostID?: number }[] } }).linux?.gidMappings;
+  } catch {
+    return 0;
+  }
+  return maps?.find((m) => (m.containerID ?? 0) === 0)?.hostID ?? 0;
+}
+
 export class Bundle {
   readonly path: string;
   readonly workdir: string;
@@ -41,6 +52,12 @@ export class Bundle {
       throw e;
     }
     try {
+      // A user-namespaced container's root (its gid 0, mapped) must reach the rootfs below the bundle.
+      const gid = remappedRootGid(spec);
+      if (gid) {
+        fs.chownSync(b.path, -1, gid);
+        fs.chmodSync(b.path, 0o710);
+      }
       fs.mkdirSync(path.join(b.path, "rootfs"), { mode: 0o711 });
       fs.rmSync(b.workdir, { recursive: true, force: true });
       fs.mkdirSync(b.workdir, { mode: 0o711 });

@@ -14,15 +14,20 @@
  *     shim = "/usr/bin/containerd-shim-runc-v2"   # any external runtime v2 shim binary
  *
  * A name with no entry resolves as containerd does: an absolute path is the binary; otherwise
- * `io.containerd.<x>.<y>` means `containerd-shim-<x>-<y>` looked up in $PATH.
+ * `io.containerd.<x>.<y>` means `containerd-shim-<x>-<y>` looked up in $PATH. The legacy v1 runtime
+ * (`io.containerd.runtime.v1.linux`) is not a v2 shim: containerd 1.6 starts `containerd-shim` for it
+ * and fails with exec's error when that is not installed; Flotilla answers the same then, and
+ * NotImplemented when it is (the v1 shim protocol is not spoken here).
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { errInvalidArgument, errNotFound } from "../../../../libs/errdefs";
+import { errInvalidArgument, errNotFound, errNotImplemented, ErrorCodes, FlotillaError } from "../../../../libs/errdefs";
 import { repoRoot } from "../../../../libs/proto";
 
 export const RUNTIME_PLUGIN = "io.containerd.runtime.v2";
 export const BUILTIN_SHIM = "flotilla";
+/** containerd 1.x's built-in v1 runtime (containerd-shim), gone from v2's shim API. */
+export const LEGACY_V1_RUNTIME = "io.containerd.runtime.v1.linux";
 
 export interface ShimCommand {
   /** argv before the shim flags: `[binary]`, or `[node, ...flags, main.js]` for Flotilla's shim. */
@@ -140,6 +145,10 @@ export class RuntimeResolver {
     if (hit) return hit;
     if (!runtime) throw errInvalidArgument("no runtime name");
     const entry = this.cfg.runtimes[runtime];
+    if (runtime === LEGACY_V1_RUNTIME && !entry) {
+      if (!lookPath("containerd-shim")) throw new FlotillaError(ErrorCodes.Unknown, 'exec: "containerd-shim": executable file not found in $PATH: unknown');
+      throw errNotImplemented(`runtime ${JSON.stringify(runtime)} (containerd-shim, the v1 shim API) is not supported; use io.containerd.runc.v2`);
+    }
     let cmd: ShimCommand;
     if (entry && entry.shim === BUILTIN_SHIM) {
       const main = builtinShimMain();
