@@ -67,7 +67,10 @@ async function heapAfterGc(stack: Stack, snapDir: string, service: ServiceName):
   return { heap: value("nodejs_heap_size_used_bytes"), external: value("nodejs_external_memory_bytes") };
 }
 
-describe("footprint: no service's heap keeps growing across repeats of a workload", () => {
+/** Threads of a process (the main thread, libuv's pool, V8's platform threads, worker threads). */
+const threads = (pid: number): number => fs.readdirSync(`/proc/${pid}/task`).length;
+
+describe("footprint: memory a workload takes is given back", () => {
   let reg: Registry;
   let stack: Stack;
   let snapDir: string;
@@ -110,6 +113,17 @@ describe("footprint: no service's heap keeps growing across repeats of a workloa
     await must(["content", "rm", digest]);
     await must(["images", "rm", "--sync", ref]);
   }
+
+  // Runs first, on the fresh stack: no layer has been applied yet.
+  it("the snapshots process ends its layer-apply worker threads once idle (a worker never collects what its last layer left)", async () => {
+    const pid = stack.pidOf("snapshots")!;
+    await sleep(1000);
+    const before = threads(pid);
+    await must(["images", "pull", "--plain-http", ref]);
+    assert.match(await must(["images", "ls", "-q"]), new RegExp(ref.replace(/[.]/g, "\\.")));
+    await waitFor("the snapshots process's apply workers to end", () => threads(pid) <= before || undefined, 20000, 200);
+    await must(["images", "rm", "--sync", ref]);
+  });
 
   it("reads every service's heap after a forced GC, three repeats after a warm-up, and none keeps growing", async () => {
     await workload(0);
