@@ -15,6 +15,7 @@ import { RpcServer, type Msg } from "../grpc/server";
 import { closeChannels } from "../grpc/client";
 import { initTracing, shutdownTracing } from "../tracing";
 import { pluginAdaptor, pluginToProto, type PluginInfo } from "./plugins";
+import { startIdleGc } from "./idle-gc";
 
 export * from "./plugins";
 
@@ -120,6 +121,7 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
   }
   const metricsPort = await metrics.listen(svcCfg.metrics_address);
   log.info({ address: svcCfg.address, metrics: metricsPort, pid: process.pid }, "serving");
+  startIdleGc();
 
   let stopping = false;
   const stop = async (signal: string): Promise<void> => {

@@ -26,8 +26,7 @@ import * as http from "node:http";
 import * as os from "node:os";
 import * as path from "node:path";
 import { startStack, sleep, waitFor, type Stack } from "../harness";
-import { startRegistry, type Registry } from "../helpers/registry";
-import { buildBusyboxImage, pushImage } from "../helpers/image";
+import { buildBusyboxImage, startRegistry, type Registry } from "../images/registry";
 import { SERVICE_NAMES, type ServiceName } from "../../libs/config";
 
 const MiB = 1024 * 1024;
@@ -48,6 +47,13 @@ function get(url: string): Promise<string> {
   });
 }
 
+/** The value of a prom-client default series (labelled only with the service) in a /metrics body. */
+function metricValue(body: string, name: string): number {
+  const m = new RegExp(`^${name}(?:\\{[^}]*\\})?\\s+([0-9.e+]+)`, "m").exec(body);
+  assert.ok(m, `/metrics has ${name}`);
+  return Number(m[1]);
+}
+
 /**
  * Bytes of V8 heap in use in `service` after a full GC (see the file comment), and of external memory
  * (ArrayBuffer and Buffer backing stores, which V8 frees with their objects: a kept Buffer shows there).
@@ -59,12 +65,7 @@ async function heapAfterGc(stack: Stack, snapDir: string, service: ServiceName):
   const file = await waitFor(`${service}'s heap snapshot`, () => fs.readdirSync(snapDir).find((f) => f.includes(`.${pid}.`) && f.endsWith(".heapsnapshot")), 60000, 50);
   const body = await get(`http://${stack.metricsAddress(service)}/metrics`);
   fs.rmSync(path.join(snapDir, file), { force: true });
-  const value = (name: string): number => {
-    const m = new RegExp(`^${name}(?:\\{[^}]*\\})?\\s+([0-9.e+]+)`, "m").exec(body);
-    assert.ok(m, `${service}'s /metrics has ${name}`);
-    return Number(m[1]);
-  };
-  return { heap: value("nodejs_heap_size_used_bytes"), external: value("nodejs_external_memory_bytes") };
+  return { heap: metricValue(body, "nodejs_heap_size_used_bytes"), external: metricValue(body, "nodejs_external_memory_bytes") };
 }
 
 /** Threads of a process (the main thread, libuv's pool, V8's platform threads, worker threads). */
@@ -78,7 +79,7 @@ describe("footprint: memory a workload takes is given back", () => {
 
   before(async () => {
     reg = await startRegistry();
-    await pushImage(reg, "footprint/busybox", "1", buildBusyboxImage());
+    await reg.push("footprint/busybox", "1", buildBusyboxImage());
     ref = `${reg.host}/footprint/busybox:1`;
     snapDir = fs.mkdtempSync(path.join(os.tmpdir(), "fp-snap-"));
     const saved = process.env.FLOTILLA_NODE_ARGS;
