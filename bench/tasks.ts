@@ -27,7 +27,7 @@ function cwdOf(pid: number): string {
 }
 
 /** The shims serving containers of `t` (Flotilla's idle warm shims excluded: they serve none). */
-function shimPidsOf(t: Target): number[] {
+export function shimPidsOf(t: Target): number[] {
   const out: number[] = [];
   for (const e of fs.readdirSync("/proc")) {
     const pid = Number(e);
@@ -45,7 +45,7 @@ function shimPidsOf(t: Target): number[] {
   return out;
 }
 
-function memKiB(pid: number): { rss: number; pss: number } {
+export function memKiB(pid: number): { rss: number; pss: number } {
   try {
     const t = fs.readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
     return { rss: Number(/^Rss:\s+(\d+)/m.exec(t)?.[1] ?? 0), pss: Number(/^Pss:\s+(\d+)/m.exec(t)?.[1] ?? 0) };

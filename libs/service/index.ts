@@ -16,6 +16,7 @@ import { closeChannels } from "../grpc/client";
 import { initTracing, shutdownTracing } from "../tracing";
 import { pluginAdaptor, pluginToProto, type PluginInfo } from "./plugins";
 import { notifyReady } from "./notify";
+import { startIdleGc } from "./idle-gc";
 
 export * from "./plugins";
 export { notifyReady } from "./notify";
@@ -129,6 +130,7 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
   const metricsPort = await metrics.listen(svcCfg.metrics_address);
   log.info({ address: svcCfg.address, metrics: metricsPort, pid: process.pid }, "serving");
   notifyReady(log);
+  startIdleGc();
 
   const stop = async (signal: string): Promise<void> => {
     if (stopping.signal.aborted) return;

@@ -21,6 +21,7 @@ interface Libc {
   umount2: Fn;
   recvmsg: Fn;
   ioctl: Fn;
+  mallocTrim: Fn;
   errno: () => number;
 }
 
@@ -55,6 +56,7 @@ function load(): Libc {
     umount2: lib.func("int umount2(const char *, int)"),
     recvmsg: lib.func("long recvmsg(int, flt_msghdr *msg, int)"),
     ioctl: lib.func("int ioctl(int, unsigned long, void *)"),
+    mallocTrim: lib.func("int malloc_trim(size_t)"),
     errno: () => koffi.errno() as number,
   };
   return libc;
@@ -76,6 +78,11 @@ export class SysError extends Error {
     this.errno = errno;
     this.code = name;
   }
+}
+
+/** Give the free memory glibc's malloc holds back to the system (what Buffers freed by a GC left). */
+export function mallocTrim(): void {
+  load().mallocTrim(0);
 }
 
 const PR_SET_CHILD_SUBREAPER = 36;

@@ -54,9 +54,17 @@ const DIGEST_RE = /^(sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128
 /** Compressed chunks in flight to a worker. */
 const WINDOW = 4;
 
+/**
+ * A worker left idle this long is ended, so that its isolate and what it kept of its last layers (heap
+ * and buffers an idle thread never collects) go back to the system; a pull's layers follow each other
+ * closer than this and reuse their workers (issue 17).
+ */
+const WORKER_IDLE_MS = 3000;
+
 interface PoolWorker {
   worker: Worker;
   busy: boolean;
+  idle?: NodeJS.Timeout;
 }
 
 class ApplyPool {
@@ -82,6 +90,7 @@ class ApplyPool {
   private acquire(): Promise<PoolWorker> {
     const free = this.workers.find((w) => !w.busy);
     if (free) {
+      clearTimeout(free.idle);
       free.busy = true;
       return Promise.resolve(free);
     }
@@ -95,8 +104,18 @@ class ApplyPool {
 
   private release(w: PoolWorker): void {
     const next = this.waiting.shift();
-    if (next) next(w);
-    else w.busy = false;
+    if (next) {
+      next(w);
+      return;
+    }
+    w.busy = false;
+    w.idle = setTimeout(() => {
+      if (w.busy) return;
+      const i = this.workers.indexOf(w);
+      if (i >= 0) this.workers.splice(i, 1);
+      void w.worker.terminate();
+    }, WORKER_IDLE_MS);
+    w.idle.unref();
   }
 
   /**
@@ -190,6 +209,7 @@ class ApplyPool {
 
   async close(): Promise<void> {
     this.closed = true;
+    for (const w of this.workers) clearTimeout(w.idle);
     await Promise.all(this.workers.filter((w) => !w.busy).map((w) => w.worker.terminate()));
   }
 }
