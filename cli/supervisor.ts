@@ -89,15 +89,39 @@ export function controlSocket(state: string): string {
   return path.join(state, "supervisor.sock");
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/** Whether something could listen on 127.0.0.1:`port` right now. */
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const a = s.address() as net.AddressInfo;
-      s.close(() => resolve(a.port));
-    });
+    s.once("error", () => resolve(false));
+    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
   });
+}
+
+/** The first port of the kernel's ephemeral range (where bind(0) and outgoing connections take theirs). */
+function ephemeralLow(): number {
+  try {
+    const lo = Number(fs.readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]);
+    return Number.isInteger(lo) && lo > 11_000 ? lo : 32_768;
+  } catch {
+    return 32_768;
+  }
+}
+
+/**
+ * A loopback TCP port free now, for a listener that binds it a little later (the embedded nats-server,
+ * the metrics and registry ports of tests). It is picked at random below the ephemeral range: a port
+ * from bind(0) is in that range, where any outgoing connection on the host may take it as its local
+ * port before the listener binds it (EADDRINUSE), and where the next bind(0) may hand it out again.
+ */
+export async function freePort(): Promise<number> {
+  const lo = 10_000;
+  const hi = ephemeralLow();
+  for (let i = 0; i < 100; i++) {
+    const port = lo + Math.floor(Math.random() * (hi - lo));
+    if (await canListen(port)) return port;
+  }
+  throw new Error(`no free port found in ${lo}-${hi - 1} on 127.0.0.1`);
 }
 
 export async function waitForPort(port: number, timeoutMs: number): Promise<void> {

@@ -10,17 +10,9 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { randomBytes } from "node:crypto";
+import { freePort } from "../../cli/supervisor";
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-    s.on("error", reject);
-  });
-}
+export { freePort };
 
 async function waitPort(port: number, ms = 15000): Promise<void> {
   const until = Date.now() + ms;
