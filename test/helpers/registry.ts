@@ -14,9 +14,9 @@ import { spawn, type ChildProcess } from "node:child_process";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as http from "node:http";
-import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
+import { freePort } from "../../cli/supervisor";
 
 export const REGISTRY_BINARY = "/usr/bin/docker-registry";
 
@@ -29,18 +29,6 @@ export interface Registry {
   dir: string;
   pid: number;
   stop(): Promise<void>;
-}
-
-/** A TCP port nobody listens on right now (on loopback). */
-export function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 export interface HttpResponse {
@@ -65,7 +53,7 @@ export function request(url: string, opts: { method?: string; headers?: Record<s
 
 export async function startRegistry(): Promise<Registry> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "flt-registry-"));
-  const port = await freeLoopbackPort();
+  const port = await freePort();
   const config = path.join(dir, "config.yml");
   fs.writeFileSync(config, [
     "version: 0.1",
