@@ -176,13 +176,17 @@ export class Supervisor {
     // Under systemd (`up` as a Type=notify unit) the readiness socket is ours: a service that saw it
     // would announce the whole unit ready as soon as it alone serves.
     const { NOTIFY_SOCKET: _ours, ...childEnv } = process.env;
+    // The services start without waiting for NATS to listen: its URL is known once its port is chosen,
+    // and a process's event bus queues what it publishes until it connects (loading a service takes
+    // far longer than NATS takes to listen). "Up" still waits for NATS below.
+    let natsListening: Promise<void> = Promise.resolve();
     if (!this.natsUrl) {
       const port = this.cfg.flotilla.nats.embedded_port || (await freePort());
       const storeDir = path.join(this.cfg.root, "nats");
       fs.mkdirSync(storeDir, { recursive: true });
       this.natsUrl = `nats://127.0.0.1:${port}`;
       this.add("nats", ["nats-server", "-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir], childEnv, this.natsUrl);
-      await waitForPort(port, 10_000);
+      natsListening = waitForPort(port, 10_000);
     }
     const env = { ...childEnv, FLOTILLA_NATS_URL: this.natsUrl };
     const root = repoRoot();
@@ -193,7 +197,7 @@ export class Supervisor {
     for (const s of order) {
       this.add(s, [process.execPath, ...nodeArgs, path.join(root, "dist", "services", s, "main.js"), ...cfgArgs], env, this.cfg.flotilla.services[s].address);
     }
-    await this.waitServing(order);
+    await Promise.all([natsListening, this.waitServing(order)]);
     if (this.stopping) return;
     this.log.info({ nats: this.natsUrl, socket: this.cfg.grpc.address, state: this.stateFile, control: controlSocket(this.cfg.state), startupMs: Math.round(performance.now()) }, "flotilla is up");
     notifyReady(this.log);
