@@ -1,7 +1,10 @@
-/** Issue 2 benchmarks: `ctr version` round trip and `ctr namespaces ls` with 1,000 namespaces. */
+/**
+ * Issue 2 benchmarks: `ctr version` round trip and `ctr namespaces ls` with 1,000 namespaces; and (issue 17,
+ * issue 19 item 10) how long each system takes from spawn to answering `ctr version`, and to stop.
+ */
 import * as grpc from "@grpc/grpc-js";
 import { encode } from "../libs/proto";
-import { report, sideBySide, median, type Row, type Target } from "./lib";
+import { report, sideBySide, median, startContainerd, startFlotilla, type Row, type Target } from "./lib";
 
 const identity = (b: Buffer): Buffer => b;
 
@@ -24,7 +27,34 @@ async function createNamespaces(t: Target, n: number): Promise<void> {
   c.close();
 }
 
+/**
+ * Start and stop a system `runs` times; the minimum of each (the machine is shared, so the least
+ * disturbed run says the most). Start: from spawning it (`flotilla up` / containerd) to its first
+ * `ctr version` answer, the wait for every process to serve included. Stop: SIGTERM until it has exited
+ * and its temporary root is removed.
+ */
+async function startStop(start: () => Promise<Target>, runs = 3): Promise<{ startMs: number; stopMs: number }> {
+  let startMs = Infinity;
+  let stopMs = Infinity;
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    const t = await start();
+    try {
+      const v = await t.ctr(["version"]);
+      if (v.code !== 0) throw new Error(`ctr version: ${v.stderr}`);
+      startMs = Math.min(startMs, performance.now() - t0);
+    } finally {
+      const t1 = performance.now();
+      await t.stop();
+      stopMs = Math.min(stopMs, performance.now() - t1);
+    }
+  }
+  return { startMs, stopMs };
+}
+
 export async function run(): Promise<Row[]> {
+  const f = await startStop(startFlotilla);
+  const c = await startStop(startContainerd);
   const res = await sideBySide(async (t) => {
     const version = await median(30, () => t.ctr(["version"]));
     const t0 = Date.now();
@@ -40,6 +70,8 @@ export async function run(): Promise<Row[]> {
     { benchmark: "ctr version (median of 30)", unit: "ms", flotilla: res.flotilla.version, containerd: res.containerd.version, lowerIsBetter: true },
     { benchmark: "create 1,000 namespaces (8 in flight)", unit: "ms", flotilla: res.flotilla.createMs, containerd: res.containerd.createMs, lowerIsBetter: true },
     { benchmark: "ctr namespaces ls, 1,000 namespaces (median of 10)", unit: "ms", flotilla: res.flotilla.nsls, containerd: res.containerd.nsls, lowerIsBetter: true },
+    { benchmark: "start: spawn to first ctr version (min of 3)", unit: "ms", flotilla: f.startMs, containerd: c.startMs, lowerIsBetter: true },
+    { benchmark: "stop: SIGTERM to exit, root removed (min of 3)", unit: "ms", flotilla: f.stopMs, containerd: c.stopMs, lowerIsBetter: true },
   ];
 }
 

@@ -13,8 +13,7 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import type { Logger } from "pino";
-import { background } from "../libs/context";
-import { RpcClient } from "../libs/grpc/client";
+import type { RpcClient } from "../libs/grpc/client";
 import { SERVICE_NAMES, type Config, type ServiceName } from "../libs/config";
 import { GATEWAY_SERVICES } from "../libs/topology";
 import { notifyReady } from "../libs/service/notify";
@@ -27,7 +26,9 @@ import { notifyReady } from "../libs/service/notify";
  * and the content process's CPU per ingested MiB. Idle processes stay as small as before.
  */
 export const SERVICE_NODE_FLAGS = ["--initial-old-space-size=64"];
-import { repoRoot } from "../libs/proto";
+
+/** The compiled services (`dist/services`, beside this file's `dist/cli`). */
+const SERVICES_DIR = path.join(__dirname, "..", "services");
 
 const MIN_BACKOFF_MS = 200;
 const MAX_BACKOFF_MS = 10_000;
@@ -75,7 +76,11 @@ export function ownHealthName(name: string): string {
 /** Ask a process's grpc.health.v1 about `service` (default overall) with a deadline; "DOWN" when it does not answer. */
 export async function healthOf(address: string, timeoutMs = 1000, service = ""): Promise<string> {
   let c = healthClients.get(address);
-  if (!c) healthClients.set(address, (c = new RpcClient(address, "grpc.health.v1.Health")));
+  // The gRPC client (protobufjs, OpenTelemetry's API, the proto set) is loaded on the first health
+  // check, once `up` has started every process, not before it spawns the first.
+  const { RpcClient: Client } = require("../libs/grpc/client") as typeof import("../libs/grpc/client");
+  const { background } = require("../libs/context") as typeof import("../libs/context");
+  if (!c) healthClients.set(address, (c = new Client(address, "grpc.health.v1.Health")));
   try {
     const r = await c.unary({ ...background(), deadline: new Date(Date.now() + timeoutMs) }, "Check", { service });
     return HEALTH_STATUS[Number(r.status ?? 0)] ?? String(r.status);
@@ -200,24 +205,27 @@ export class Supervisor {
     // Under systemd (`up` as a Type=notify unit) the readiness socket is ours: a service that saw it
     // would announce the whole unit ready as soon as it alone serves.
     const { NOTIFY_SOCKET: _ours, ...childEnv } = process.env;
+    // The services start without waiting for NATS to listen: its URL is known once its port is chosen,
+    // and a process's event bus queues what it publishes until it connects (loading a service takes
+    // far longer than NATS takes to listen). "Up" still waits for NATS below.
+    let natsListening: Promise<void> = Promise.resolve();
     if (!this.natsUrl) {
       const port = this.cfg.flotilla.nats.embedded_port || (await freePort());
       const storeDir = path.join(this.cfg.root, "nats");
       fs.mkdirSync(storeDir, { recursive: true });
       this.natsUrl = `nats://127.0.0.1:${port}`;
       this.add("nats", ["nats-server", "-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir], childEnv, this.natsUrl);
-      await waitForPort(port, 10_000);
+      natsListening = waitForPort(port, 10_000);
     }
     const env = { ...childEnv, FLOTILLA_NATS_URL: this.natsUrl };
-    const root = repoRoot();
     const cfgArgs = this.configFile ? ["--config", this.configFile] : [];
     const order: ServiceName[] = [...SERVICE_NAMES.filter((s) => s !== "gateway"), "gateway"];
     // FLOTILLA_NODE_ARGS: extra Node flags for every service process (profiling, heap limits), after ours.
     const nodeArgs = [...SERVICE_NODE_FLAGS, ...(process.env.FLOTILLA_NODE_ARGS ?? "").split(/\s+/).filter(Boolean)];
     for (const s of order) {
-      this.add(s, [process.execPath, ...nodeArgs, path.join(root, "dist", "services", s, "main.js"), ...cfgArgs], env, this.cfg.flotilla.services[s].address);
+      this.add(s, [process.execPath, ...nodeArgs, path.join(SERVICES_DIR, s, "main.js"), ...cfgArgs], env, this.cfg.flotilla.services[s].address);
     }
-    await this.waitServing(order);
+    await Promise.all([natsListening, this.waitServing(order)]);
     if (this.stopping) return;
     this.log.info({ nats: this.natsUrl, socket: this.cfg.grpc.address, state: this.stateFile, control: controlSocket(this.cfg.state), startupMs: Math.round(performance.now()) }, "flotilla is up");
     notifyReady(this.log);

@@ -4,7 +4,9 @@
  */
 import { randomFillSync } from "node:crypto";
 import { context, isSpanContextValid, propagation, trace, SpanKind, SpanStatusCode, TraceFlags, type Context, type Span, type SpanOptions, type Tracer } from "@opentelemetry/api";
-import { W3CTraceContextPropagator } from "@opentelemetry/core";
+// The propagator alone: @opentelemetry/core's index loads some 40 modules (semantic conventions, timers,
+// exporters' helpers) that a process which only propagates never uses.
+import { W3CTraceContextPropagator } from "@opentelemetry/core/build/src/trace/W3CTraceContextPropagator";
 import type { NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
 
 export { SpanKind, SpanStatusCode };
