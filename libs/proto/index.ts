@@ -52,54 +52,9 @@ export function loadRoot(dir: string = PROTO_DIR, files?: string[]): protobuf.Ro
 
 let cached: protobuf.Root | undefined;
 
-/**
- * Where the parsed proto set is kept as protobufjs JSON beside the compiled code: every process loads
- * it at start, and reading the JSON takes a third of the time parsing the .proto text does (about
- * 100 ms of CPU per process, seven processes starting at once). The first line is the key: each proto
- * file's path, size and mtime, so an edited or added file makes it stale and it is written again.
- */
-const ROOT_CACHE = path.join(__dirname, "proto-root.json");
-
-function protoSetKey(dir: string): string {
-  return JSON.stringify(listProtos(dir).map((f) => {
-    const st = fs.statSync(path.join(dir, f));
-    return [f, st.size, st.mtimeMs];
-  }));
-}
-
-function loadCachedRoot(): protobuf.Root {
-  const key = protoSetKey(PROTO_DIR);
-  try {
-    const text = fs.readFileSync(ROOT_CACHE, "utf8");
-    const nl = text.indexOf("\n");
-    if (text.slice(0, nl) === key) {
-      // Root.fromJSON without its resolveAll: the set resolved whole when the cache was written, and
-      // protobufjs resolves a type's fields (and builds its constructor) on its first use, so a process
-      // pays only for the types it uses (resolving all of them is half of the load).
-      const json = JSON.parse(text.slice(nl + 1)) as protobuf.INamespace & { options?: Record<string, unknown> };
-      const root = new protobuf.Root();
-      if (json.options) root.setOptions(json.options);
-      root.addJSON(json.nested ?? {});
-      return root;
-    }
-  } catch {
-    /* no cache yet, or unreadable: parse */
-  }
-  const root = loadRoot();
-  try {
-    // Written whole under a private name, then renamed: processes starting together never read half a file.
-    const tmp = `${ROOT_CACHE}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, key + "\n" + JSON.stringify(root.toJSON()));
-    fs.renameSync(tmp, ROOT_CACHE);
-  } catch {
-    /* a read-only install parses every time */
-  }
-  return root;
-}
-
 /** The Root with all of Flotilla's protos, loaded on first use. */
 export function protoRoot(): protobuf.Root {
-  if (!cached) cached = loadCachedRoot();
+  if (!cached) cached = loadRoot();
   return cached;
 }
 
