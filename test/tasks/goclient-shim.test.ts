@@ -241,6 +241,10 @@ describe("tasks - Go client behaviours of the shim (issue 19)", () => {
     await waitFor("the binary's SIGTERM", () => fs.existsSync(`${out}.term`) || undefined);
     await waitFor("the binary's exit", () => !alive(loggerPid) || undefined);
     for (const f of ["tty-logger-ready", "tty-logger-cmd"]) fs.rmSync(path.join(rootfs, f));
+    // A logging binary that cannot be started: no task (and the container can take one again).
+    const bad = tasks.create(ctx, { containerId: "logbintty", rootfs: [], io: { stdin: "", stdout: `binary://${dir}/missing`, stderr: "", terminal: true } });
+    await assert.rejects(bad, /failed to start binary process/);
+    assert.equal(await code(tasks.get(ctx, "logbintty")), ErrorCodes.NotFound);
     assert.equal((await stack.ctr(["c", "rm", "logbintty"])).code, 0);
   });
 
