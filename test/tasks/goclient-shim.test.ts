@@ -22,7 +22,7 @@ import { encode } from "../../libs/proto";
 import { startStack, waitFor, type Stack } from "../harness";
 import { startRegistry } from "../helpers/registry";
 import { buildBusyboxImage, pushImage } from "../helpers/image";
-import { busyboxRootfs, code, rootfsArgs, shimPids, stopStackAndCleanup } from "./helpers";
+import { alive, busyboxRootfs, code, rootfsArgs, shimPids, stopStackAndCleanup } from "./helpers";
 
 const ctx = background("default");
 
@@ -64,6 +64,15 @@ describe("tasks - Go client behaviours of the shim (issue 19)", () => {
     rootfs = busyboxRootfs(path.join(stack.dir, "rootfs"));
     tasks = new TaskServiceProxy(stack.socket);
   });
+
+  /** A logging binary: a shell script in its own directory, "$out" its first argument's value. */
+  const writeLogger = (name: string, lines: string[]): { dir: string; logger: string } => {
+    const dir = path.join(stack.dir, name);
+    fs.mkdirSync(dir);
+    const logger = path.join(dir, "logger.sh");
+    fs.writeFileSync(logger, ["#!/bin/sh", 'out="$2"', ...lines, ""].join("\n"), { mode: 0o755 });
+    return { dir, logger };
+  };
 
   after(async () => {
     closeChannels();
@@ -163,14 +172,9 @@ describe("tasks - Go client behaviours of the shim (issue 19)", () => {
   });
 
   test("binary:// log URIs: the logging binary gets stdout/stderr as fds 3 and 4, its env and args, and is ready before the container runs", async () => {
-    const dir = path.join(stack.dir, "logbin");
-    fs.mkdirSync(dir);
-    const logger = path.join(dir, "logger.sh");
     // Writes its arguments and environment, copies fds 3 and 4 to files, leaves a marker in the
     // container's rootfs, then closes fd 5 (ready). The copies do not inherit fd 5.
-    fs.writeFileSync(logger, [
-      "#!/bin/sh",
-      'out="$2"',
+    const { dir, logger } = writeLogger("logbin", [
       'echo "args=$* id=$CONTAINER_ID ns=$CONTAINER_NAMESPACE home=${HOME:-unset}" > "$out.meta"',
       'cat <&3 > "$out.stdout" 5>&- &',
       'cat <&4 > "$out.stderr" 5>&- &',
@@ -178,8 +182,7 @@ describe("tasks - Go client behaviours of the shim (issue 19)", () => {
       'echo ready > "$4/logger-ready"',
       "exec 5>&-",
       "wait",
-      "",
-    ].join("\n"), { mode: 0o755 });
+    ]);
     const out = path.join(dir, "c1");
     const uri = `binary://${logger}?out=${encodeURIComponent(out)}&rootfs=${encodeURIComponent(rootfs)}`;
     const r = await stack.ctr(["run", "--rm", "--log-uri", uri, ...rootfsArgs(rootfs), "logbin1", "sh", "-c", "cat /logger-ready; echo to-stdout; echo to-stderr >&2; exit 4"]);
@@ -193,6 +196,56 @@ describe("tasks - Go client behaviours of the shim (issue 19)", () => {
     assert.notEqual(bad.code, 0);
     assert.match(bad.stderr, /failed to start binary process/);
     await stack.ctr(["c", "rm", "logbin2"]);
+  });
+
+  test("binary:// log URIs with a terminal: the pty's whole output reaches the binary's fd 3, fd 4 reads EOF, the binary is ready before the start and stopped at the delete", async () => {
+    // Copies fd 3 to a file, notes fd 4's EOF, leaves a marker in the rootfs, closes fd 5 (ready), then
+    // stays until SIGTERM (noted in a file).
+    const { dir, logger } = writeLogger("logbin-tty", [
+      'trap \'echo term > "$out.term"; exit 0\' TERM',
+      'echo "$$ id=$CONTAINER_ID ns=$CONTAINER_NAMESPACE" > "$out.meta"',
+      'cat <&3 > "$out.stdout" 5>&- &',
+      '{ cat <&4 > "$out.stderr"; echo eof > "$out.stderr-eof"; } 5>&- &',
+      "sleep 0.3",
+      'echo ready > "$4/tty-logger-ready"',
+      "exec 5>&-",
+      "wait",
+      "while :; do sleep 0.1; done",
+    ]);
+    const out = path.join(dir, "t1");
+    const uri = `binary://${logger}?out=${encodeURIComponent(out)}&rootfs=${encodeURIComponent(rootfs)}`;
+    // ctr's -t makes the spec's process.terminal true; the task is created as the Go client does it
+    // with a terminal and a log URI (ctr itself drops the terminal when given --log-uri). The command
+    // is a script: ctr create takes a "-c" after its arguments for one of its own flags.
+    fs.writeFileSync(path.join(rootfs, "tty-logger-cmd"), "cat /tty-logger-ready; echo to-stderr >&2; seq 1 200000; exit 3\n");
+    const c = await stack.ctr(["c", "create", "-t", ...rootfsArgs(rootfs), "logbintty", "sh", "/tty-logger-cmd"]);
+    assert.equal(c.code, 0, c.stderr);
+    await tasks.create(ctx, { containerId: "logbintty", rootfs: [], io: { stdin: "", stdout: uri, stderr: uri, terminal: true } });
+    assert.equal(fs.existsSync(path.join(rootfs, "tty-logger-ready")), true, "Create returned after the binary was ready");
+    const meta = fs.readFileSync(`${out}.meta`, "utf8");
+    const m = /^(\d+) id=logbintty ns=default\n$/.exec(meta);
+    assert.ok(m, meta);
+    const loggerPid = Number(m[1]);
+    await waitFor("fd 4's EOF", () => fs.existsSync(`${out}.stderr-eof`) || undefined);
+    const waited = tasks.wait(ctx, "logbintty");
+    await tasks.start(ctx, "logbintty");
+    assert.equal((await waited).exitStatus, 3);
+    const expected = ["ready", "to-stderr", ...Array.from({ length: 200000 }, (_, i) => String(i + 1))];
+    const lines = (): string[] => fs.readFileSync(`${out}.stdout`, "utf8").split("\n").map((l) => l.replace(/\r+$/, "")).filter((l) => l !== "");
+    await waitFor("the logger's copy of the last line", () => lines().at(-1) === "200000" || undefined);
+    assert.deepEqual(lines(), expected, "the container ran after the logger was ready, and every line reached fd 3");
+    assert.equal(fs.readFileSync(`${out}.stderr`, "utf8"), "");
+    assert.equal(alive(loggerPid) && !fs.existsSync(`${out}.term`), true, "the binary runs until the delete");
+    const d = await tasks.delete(ctx, "logbintty");
+    assert.equal(d.exitStatus, 3);
+    await waitFor("the binary's SIGTERM", () => fs.existsSync(`${out}.term`) || undefined);
+    await waitFor("the binary's exit", () => !alive(loggerPid) || undefined);
+    for (const f of ["tty-logger-ready", "tty-logger-cmd"]) fs.rmSync(path.join(rootfs, f));
+    // A logging binary that cannot be started: no task (and the container can take one again).
+    const bad = tasks.create(ctx, { containerId: "logbintty", rootfs: [], io: { stdin: "", stdout: `binary://${dir}/missing`, stderr: "", terminal: true } });
+    await assert.rejects(bad, /failed to start binary process/);
+    assert.equal(await code(tasks.get(ctx, "logbintty")), ErrorCodes.NotFound);
+    assert.equal((await stack.ctr(["c", "rm", "logbintty"])).code, 0);
   });
 
   test("a host-pid container whose init dies alone: deleting the task and the container leaves no process and no record", async () => {

@@ -17,6 +17,7 @@ import * as path from "node:path";
 import * as tty from "node:tty";
 import { dupFd, receiveFd, setWinsize } from "../../../libs/sys/linux";
 import { classError } from "../../../libs/ttrpc/errors";
+import type { LoggingBinary } from "./logbinary";
 import { closeQuietly, parseTarget, type StdioPaths } from "./stdio";
 
 /** A listening console socket in a private temporary directory. */
@@ -73,7 +74,11 @@ export class ConsoleSocket {
   }
 }
 
-/** Copies between the client's FIFOs and a pty master. */
+/**
+ * Copies between the client's FIFOs and a pty master. With a logging binary (a `binary://` stdout),
+ * the output goes to the binary's stdout pipe instead, and its stderr pipe is closed at once: a
+ * terminal has one output stream, so the binary reads EOF there.
+ */
 export class ConsoleCopy {
   private readonly master: tty.ReadStream;
   private readonly out?: net.Socket;
@@ -87,11 +92,16 @@ export class ConsoleCopy {
   private waitingDrain = false;
   private closed = false;
 
-  constructor(private readonly masterFd: number, paths: StdioPaths) {
+  constructor(private readonly masterFd: number, paths: StdioPaths, logger?: LoggingBinary) {
     this.master = new tty.ReadStream(dupFd(masterFd));
     this.master.on("error", () => undefined);
     const outT = parseTarget(paths.stdout);
-    if (outT.kind === "fifo" || outT.kind === "file") {
+    if (logger) {
+      closeQuietly(logger.stderr);
+      // The socket owns the pipe's write end from here: ending it gives the binary EOF on fd 3.
+      this.out = new net.Socket({ fd: logger.stdout, readable: false, writable: true });
+      this.out.on("error", () => undefined);
+    } else if (outT.kind === "fifo" || outT.kind === "file") {
       const fd = outT.kind === "fifo"
         ? fs.openSync(outT.path, fs.constants.O_RDWR)
         : fs.openSync(outT.path, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT, 0o644);

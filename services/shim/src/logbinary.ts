@@ -3,8 +3,9 @@
  * binary named by the URI's path, its arguments the query's keys each followed by its first value,
  * with exactly two environment variables (CONTAINER_ID, CONTAINER_NAMESPACE), the read ends of the
  * container's stdout and stderr pipes as fds 3 and 4, and the write end of a ready pipe as fd 5. The
- * container is created only once the binary wrote to or closed fd 5. At the process's delete the binary
- * gets SIGTERM, and SIGKILL if it has not exited 12 seconds later.
+ * container is created only once the binary wrote to or closed fd 5. With a terminal, the console copy
+ * writes the pty's output to fd 3's pipe and closes fd 4's at once (./console.ts). At the process's
+ * delete the binary gets SIGTERM, and SIGKILL if it has not exited 12 seconds later.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import * as net from "node:net";
@@ -17,7 +18,10 @@ const TERM_GRACE_MS = 12_000;
 
 export class LoggingBinary {
   private constructor(
-    /** Write ends for the container's fds 1 and 2 (the shim closes them once the runtime has them). */
+    /**
+     * Write ends for the container's fds 1 and 2 (the shim closes them once the runtime has them), or
+     * with a terminal, the console copy's output (stdout) and nothing (stderr).
+     */
     readonly stdout: number,
     readonly stderr: number,
     private readonly child: ChildProcess,

@@ -9,7 +9,7 @@ import * as path from "node:path";
 import { classError } from "../../../libs/ttrpc/errors";
 import { ConsoleCopy, ConsoleSocket } from "./console";
 import { LoggingBinary } from "./logbinary";
-import { parseTarget, ProcessIO, type StdioPaths } from "./stdio";
+import { closeQuietly, parseTarget, ProcessIO, type StdioPaths } from "./stdio";
 import type { Reaper } from "./reaper";
 import type { Runc } from "./runc";
 
@@ -30,6 +30,8 @@ export abstract class Process {
   exitedAt?: Date;
   io?: ProcessIO;
   console?: ConsoleCopy;
+  /** The logging binary of a terminal's `binary://` stdout (the console copy writes to it). */
+  private consoleLogger?: LoggingBinary;
   /** A create or start in flight: an exit seen meanwhile is handled after it (events keep their order). */
   busy: Promise<unknown> = Promise.resolve();
   private readonly exited: Promise<Exit>;
@@ -74,11 +76,11 @@ export abstract class Process {
    */
   async openStdio(reaper?: Reaper): Promise<ConsoleSocket | undefined> {
     const out = parseTarget(this.stdio.stdout);
+    const logger = out.kind === "binary" ? await LoggingBinary.start(out.url, this.id, this.stdio.namespace ?? "", reaper) : undefined;
     if (this.stdio.terminal) {
-      if (out.kind === "binary") throw classError("not implemented", "binary:// log URIs with a terminal are not supported by this shim");
+      this.consoleLogger = logger;
       return ConsoleSocket.create();
     }
-    const logger = out.kind === "binary" ? await LoggingBinary.start(out.url, this.id, this.stdio.namespace ?? "", reaper) : undefined;
     this.io = new ProcessIO(this.stdio, logger);
     return undefined;
   }
@@ -87,7 +89,7 @@ export abstract class Process {
   async attachStdio(socket: ConsoleSocket | undefined): Promise<void> {
     if (socket) {
       const fd = await socket.receiveMaster();
-      this.console = new ConsoleCopy(fd, this.stdio);
+      this.console = new ConsoleCopy(fd, this.stdio, this.consoleLogger);
     } else {
       this.io?.afterSpawn();
     }
@@ -108,6 +110,13 @@ export abstract class Process {
     this.io?.stopLogger();
     this.io?.afterSpawn();
     this.console?.close();
+    const logger = this.consoleLogger;
+    if (logger) {
+      // Without a console copy (the runtime failed) the pipes' write ends are still the shim's.
+      if (!this.console) for (const fd of [logger.stdout, logger.stderr]) closeQuietly(fd);
+      this.consoleLogger = undefined;
+      logger.stop();
+    }
   }
 }
 
