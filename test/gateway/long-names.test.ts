@@ -14,7 +14,7 @@ import { RpcClient } from "../../libs/grpc/client";
 import type { Msg } from "../../libs/grpc/server";
 import { ContentStoreProxy } from "../../libs/clients/content";
 import { startStack, type Stack } from "../harness";
-import { handled } from "./helpers";
+import { handled, startupCollected } from "./helpers";
 import { rejectsWith, sha } from "../content/suite";
 
 const CONTENT = "containerd.services.content.v1.Content";
@@ -47,6 +47,7 @@ describe("gateway - over-long names to every method that takes one", () => {
   before(async () => {
     s = await startStack({ logLevel: "warn", metrics: true });
     gw = (service) => new RpcClient(`unix://${s.socket}`, service);
+    await startupCollected(s);
   });
   after(async () => {
     await s?.stop();
