@@ -8,7 +8,6 @@ import { mountToProto } from "../../../../libs/mount";
 
 export const SNAPSHOTS_SERVICE = "containerd.services.snapshots.v1.Snapshots";
 
-
 export function infoToProto(i: SnapshotInfo): Record<string, unknown> {
   return { name: i.name, parent: i.parent, kind: kindToWire(i.kind), created_at: toTimestamp(i.created), updated_at: toTimestamp(i.updated), labels: i.labels };
 }
