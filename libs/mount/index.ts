@@ -136,11 +136,12 @@ export function mountOne(m: Mount, target: string): void {
   let chdir: string | undefined;
   if (m.type === "overlay" && data.join(",").length >= PAGE - 512) ({ chdir, data } = compactLowerdir(data));
   const str = data.join(",");
-  if (str.length >= PAGE) {
+  const size = Buffer.byteLength(str);
+  if (size >= PAGE) {
     // Loaded here, on the error path only: the shim does not load errdefs otherwise.
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { errInvalidArgument } = require("../errdefs") as typeof import("../errdefs");
-    throw errInvalidArgument(`mount options is too long (${str.length} bytes) for ${m.type} on ${target}`);
+    throw errInvalidArgument(`mount options is too long (${size} bytes) for ${m.type} on ${target}`);
   }
   const type = m.type === "bind" || m.type === "rbind" ? "none" : m.type;
   try {
