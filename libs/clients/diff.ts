@@ -3,13 +3,12 @@ import type { CallContext } from "../context";
 import { RpcClient } from "../grpc/client";
 import { toTimestamp } from "../proto";
 import type { Applier, ApplyOptions, Comparer, Descriptor, DiffOptions } from "../core/diff";
-import type { Mount } from "../core/snapshots";
+import { mountToProto, type Mount } from "../mount";
 
 export const DIFF_SERVICE = "containerd.services.diff.v1.Diff";
 
 type Wire = Record<string, unknown>;
 
-const mountToWire = (m: Mount): Wire => ({ type: m.type, source: m.source, target: m.target ?? "", options: m.options });
 const descToWire = (d: Descriptor): Wire => ({ media_type: d.mediaType, digest: d.digest, size: d.size, annotations: d.annotations ?? {} });
 
 function descFromWire(d: Wire | null | undefined): Descriptor {
@@ -27,14 +26,14 @@ export class DiffProxy implements Applier, Comparer {
   async apply(ctx: CallContext, desc: Descriptor, mounts: Mount[], opts: ApplyOptions = {}): Promise<Descriptor> {
     const payloads: Record<string, Wire> = {};
     for (const [k, v] of Object.entries(opts.payloads ?? {})) payloads[k] = { type_url: v.typeUrl, value: Buffer.from(v.value) };
-    const r = await this.rpc.unary(ctx, "Apply", { diff: descToWire(desc), mounts: mounts.map(mountToWire), payloads, sync_fs: !!opts.syncFs });
+    const r = await this.rpc.unary(ctx, "Apply", { diff: descToWire(desc), mounts: mounts.map(mountToProto), payloads, sync_fs: !!opts.syncFs });
     return descFromWire(r.applied);
   }
 
   async compare(ctx: CallContext, lower: Mount[], upper: Mount[], opts: DiffOptions = {}): Promise<Descriptor> {
     const r = await this.rpc.unary(ctx, "Diff", {
-      left: lower.map(mountToWire),
-      right: upper.map(mountToWire),
+      left: lower.map(mountToProto),
+      right: upper.map(mountToProto),
       media_type: opts.mediaType ?? "",
       ref: opts.ref ?? "",
       labels: opts.labels ?? {},

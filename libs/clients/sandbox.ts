@@ -8,7 +8,7 @@ import type { CallContext } from "../context";
 import { RpcClient } from "../grpc/client";
 import type { Msg } from "../grpc/server";
 import { fromTimestamp, toTimestamp } from "../proto";
-import type { Mount } from "../core/snapshots";
+import { mountToProto } from "../mount";
 import { anyFromProto, anyToProto, tsOrNull } from "./containers";
 import type {
   ControllerInstance,
@@ -60,16 +60,6 @@ export function sandboxFromProto(m: Msg | null | undefined): Sandbox {
     if (a) sb.extensions[k] = a;
   }
   return sb;
-}
-
-export function mountToProto(m: Mount): Msg {
-  return { type: m.type, source: m.source, target: m.target ?? "", options: [...m.options] };
-}
-
-export function mountFromProto(m: Msg): Mount {
-  const out: Mount = { type: String(m.type ?? ""), source: String(m.source ?? ""), options: [...((m.options as string[] | undefined) ?? [])] };
-  if (m.target) out.target = String(m.target);
-  return out;
 }
 
 export function instanceToProto(i: ControllerInstance): Msg {

@@ -5,15 +5,12 @@ import { fromTimestamp, toTimestamp } from "../proto";
 import {
   kindFromWire, type Mount, type SnapshotInfo, type SnapshotOptions, type Snapshotter, type SnapshotterSet, type SnapshotUsage, type WalkFn,
 } from "../core/snapshots";
+import { mountFromProto } from "../mount";
 import { errInvalidArgument } from "../errdefs";
 
 export const SNAPSHOTS_SERVICE = "containerd.services.snapshots.v1.Snapshots";
 
 type Wire = Record<string, unknown>;
-
-function mountFromWire(m: Wire): Mount {
-  return { type: String(m.type ?? ""), source: String(m.source ?? ""), ...(m.target ? { target: String(m.target) } : {}), options: (m.options as string[]) ?? [] };
-}
 
 function infoFromWire(i: Wire | null | undefined): SnapshotInfo {
   const x = i ?? {};
@@ -51,13 +48,13 @@ export class SnapshotterProxy implements Snapshotter {
     return { size: Number(r.size ?? 0), inodes: Number(r.inodes ?? 0) };
   }
   async mounts(ctx: CallContext, key: string): Promise<Mount[]> {
-    return ((await this.rpc.unary(ctx, "Mounts", { snapshotter: this.snapshotter, key })).mounts ?? []).map(mountFromWire);
+    return ((await this.rpc.unary(ctx, "Mounts", { snapshotter: this.snapshotter, key })).mounts ?? []).map(mountFromProto);
   }
   async prepare(ctx: CallContext, key: string, parent: string, opts?: SnapshotOptions): Promise<Mount[]> {
-    return ((await this.rpc.unary(ctx, "Prepare", { snapshotter: this.snapshotter, key, parent, labels: opts?.labels ?? {} })).mounts ?? []).map(mountFromWire);
+    return ((await this.rpc.unary(ctx, "Prepare", { snapshotter: this.snapshotter, key, parent, labels: opts?.labels ?? {} })).mounts ?? []).map(mountFromProto);
   }
   async view(ctx: CallContext, key: string, parent: string, opts?: SnapshotOptions): Promise<Mount[]> {
-    return ((await this.rpc.unary(ctx, "View", { snapshotter: this.snapshotter, key, parent, labels: opts?.labels ?? {} })).mounts ?? []).map(mountFromWire);
+    return ((await this.rpc.unary(ctx, "View", { snapshotter: this.snapshotter, key, parent, labels: opts?.labels ?? {} })).mounts ?? []).map(mountFromProto);
   }
   async commit(ctx: CallContext, name: string, key: string, opts?: SnapshotOptions): Promise<void> {
     await this.rpc.unary(ctx, "Commit", { snapshotter: this.snapshotter, name, key, labels: opts?.labels ?? {} });

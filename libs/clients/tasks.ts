@@ -9,6 +9,7 @@ import { fromTimestamp } from "../proto";
 import type { TypedValue } from "../core/containers";
 import type { CreateTaskInput, Descriptor, ExitInfo, ProcessInfo, ProcessState, TaskIO, TaskMetric, TaskService, TaskStatus } from "../core/tasks";
 import { anyFromProto, anyToProto } from "./containers";
+import { mountToProto } from "../mount";
 
 export const TASKS_SERVICE = "containerd.services.tasks.v1.Tasks";
 
@@ -41,7 +42,7 @@ export class TaskServiceProxy implements TaskService {
   async create(ctx: CallContext, i: CreateTaskInput): Promise<number> {
     const r = await this.rpc.unary(ctx, "Create", {
       container_id: i.containerId,
-      rootfs: i.rootfs.map((m) => ({ type: m.type, source: m.source, target: m.target ?? "", options: m.options })),
+      rootfs: i.rootfs.map(mountToProto),
       stdin: i.io.stdin,
       stdout: i.io.stdout,
       stderr: i.io.stderr,

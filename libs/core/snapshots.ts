@@ -13,6 +13,7 @@
  */
 import type { CallContext } from "../context";
 import type { LeaseResource, LeaseResourceHolder } from "./leases";
+import type { Mount } from "../mount";
 
 export const SnapshotKinds = {
   View: "view",
@@ -39,14 +40,8 @@ export interface SnapshotUsage {
   inodes: number;
 }
 
-/** A filesystem mount, as containerd hands it around (host-mountable as given). */
-export interface Mount {
-  type: string;
-  source: string;
-  /** Only set by some callers (containerd 2.x mount manager); snapshotters leave it empty. */
-  target?: string;
-  options: string[];
-}
+/** A filesystem mount, as containerd hands it around (its home is libs/mount). */
+export type { Mount };
 
 export interface SnapshotOptions {
   labels?: Record<string, string>;

@@ -12,7 +12,7 @@ import * as path from "node:path";
 import { spawnSync } from "node:child_process";
 import { NativeBackend, snapshotsDir } from "../../services/snapshots/src/local/backends";
 import { copyTree, removeTree } from "../../services/snapshots/src/local/fsutil";
-import * as sys from "../../services/snapshots/src/local/sys";
+import * as sys from "../../libs/sys/linux";
 import { describeTree } from "./layers";
 
 const base = fs.mkdtempSync(path.join(os.tmpdir(), "flt-copy-"));

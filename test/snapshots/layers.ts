@@ -8,7 +8,7 @@ import type { CallContext } from "../../libs/context";
 import { errNotFound } from "../../libs/errdefs";
 import { TarTypes, tarEnd, tarHeader, tarPadding } from "../../services/snapshots/src/local/diff/tar";
 import { blobFile, type BlobWriter, type LayerContent } from "../../services/snapshots/src/local/diff/content";
-import * as sys from "../../services/snapshots/src/local/sys";
+import * as sys from "../../libs/sys/linux";
 
 export interface E {
   name: string;

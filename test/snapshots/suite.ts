@@ -10,7 +10,7 @@ import * as path from "node:path";
 import { background, type CallContext } from "../../libs/context";
 import { errorCode, ErrorCodes } from "../../libs/errdefs";
 import type { Mount, SnapshotInfo, Snapshotter } from "../../libs/core/snapshots";
-import { mountAll, unmountAll } from "../../services/snapshots/src/local/mount";
+import { mountAll, unmountAll } from "../../libs/mount";
 
 export interface SnapshotterFixture {
   sn: Snapshotter;

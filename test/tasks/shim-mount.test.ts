@@ -1,5 +1,5 @@
 /**
- * The shim's rootfs teardown off the hot path (services/shim/src/mount.ts detachAll): stacked mounts
+ * The shim's rootfs teardown off the hot path (libs/mount detachAll): stacked mounts
  * leave the mount tree at once, kept alive only by the returned descriptors until they are released.
  */
 import { test } from "node:test";
@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { detachAll, mountAll, releaseDetached } from "../../services/shim/src/mount";
+import { detachAll, mountAll, releaseDetached } from "../../libs/mount";
 import { mountsBelow } from "./helpers";
 
 test("shim mount - detachAll takes stacked mounts (overlay on tmpfs) off the tree; their files stay readable through the held descriptors", () => {

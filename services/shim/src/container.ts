@@ -8,7 +8,7 @@ import * as path from "node:path";
 import { classError } from "../../../libs/ttrpc/errors";
 import { cgroupOf, cgroupExists, oomKills, type CgroupInfo } from "./cgroups";
 import { deleteStopped, directCapable, startViaExecFifo } from "./direct";
-import { detachAll, mountAll, releaseDetached, unmountAll, type MountSpec } from "./mount";
+import { detachAll, mountAll, releaseDetached, unmountAll, type Mount } from "../../../libs/mount";
 import { ExecProcess, InitProcess, type Process } from "./process";
 import { killError, Runc, RuncError } from "./runc";
 import type { Reaper } from "./reaper";
@@ -17,7 +17,7 @@ import type { StdioPaths } from "./stdio";
 export interface ContainerOptions {
   id: string;
   bundle: string;
-  rootfs: MountSpec[];
+  rootfs: Mount[];
   stdio: StdioPaths;
   runc: Runc;
   noPivot: boolean;

@@ -15,13 +15,13 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { mountFromProto } from "../../../libs/mount";
 import { classError } from "../../../libs/ttrpc/errors";
 import type { ServiceDesc, UnaryHandler } from "../../../libs/ttrpc/server";
 import { cgroupOf, isLegacy, statsV1, statsV2 } from "./cgroups";
 import { Container } from "./container";
 import type { ShimLogger } from "./log";
 import * as M from "./messages";
-import type { MountSpec } from "./mount";
 import { decode, encode, type Obj, type Schema } from "./pb";
 import { nowTimestamp } from "./publisher";
 import { now } from "../../../libs/time";
@@ -144,7 +144,7 @@ export class SandboxService {
       fs.writeFileSync(path.join(bundle, "options.json"), JSON.stringify({ ...opts, binary_name: binary, root, runtime_args: runtimeArgs }), { mode: 0o600 });
       fs.rmSync(dir, { recursive: true, force: true });
       fs.mkdirSync(path.join(dir, "rootfs"), { recursive: true, mode: 0o711 });
-      const rootfs = (r.rootfs as Obj[] | undefined ?? []).map((m): MountSpec => ({ type: String(m.type), source: String(m.source), target: String(m.target ?? ""), options: (m.options as string[]) ?? [] }));
+      const rootfs = (r.rootfs as Obj[] | undefined ?? []).map(mountFromProto);
       const given = callerSpec(bundle);
       if (!rootfs.length) buildSleepRootfs(path.join(dir, "rootfs"));
       const args = rootfs.length ? (given.process?.args?.length ? given.process.args : ["/pause"]) : SLEEP_ARGS;

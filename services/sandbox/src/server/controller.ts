@@ -5,11 +5,11 @@ import {
   anyFromProto,
   instanceToProto,
   metricToProto,
-  mountFromProto,
   sandboxFromProto,
   SANDBOX_CONTROLLER_SERVICE,
   statusToProto,
 } from "../../../../libs/clients/sandbox";
+import { mountFromProto } from "../../../../libs/mount";
 import type { SandboxControllers, SandboxInput } from "../../../../libs/core/sandbox";
 
 export { SANDBOX_CONTROLLER_SERVICE };

@@ -13,7 +13,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { SnapshotKinds, type Mount, type SnapshotKind } from "../../../../libs/core/snapshots";
 import { copyTree, diskUsage, removeTree } from "./fsutil";
-import * as sys from "./sys";
+import * as sys from "../../../../libs/sys/linux";
 
 export interface SnapshotBackend {
   /** Snapshotter name: `overlayfs`, `native`. */
@@ -124,7 +124,7 @@ export class OverlayBackend implements SnapshotBackend {
       for (const d of ["lower", "upper", "work", "merged"]) fs.mkdirSync(path.join(base, d));
       const merged = path.join(base, "merged");
       sys.mount("overlay", merged, "overlay", 0, `lowerdir=${path.join(base, "lower")},upperdir=${path.join(base, "upper")},workdir=${path.join(base, "work")}`);
-      sys.umount(merged, sys.MNT_DETACH);
+      sys.unmount(merged, sys.MNT_DETACH);
     } finally {
       fs.rmSync(base, { recursive: true, force: true });
     }

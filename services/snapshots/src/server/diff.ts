@@ -3,7 +3,7 @@ import type { ServiceHandlers } from "../../../../libs/grpc/server";
 import { errInvalidArgument } from "../../../../libs/errdefs";
 import { fromTimestamp } from "../../../../libs/proto";
 import type { Applier, Comparer, Descriptor } from "../../../../libs/core/diff";
-import { mountFromProto } from "./snapshots";
+import { mountFromProto } from "../../../../libs/mount";
 
 export const DIFF_SERVICE = "containerd.services.diff.v1.Diff";
 

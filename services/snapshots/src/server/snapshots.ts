@@ -3,14 +3,10 @@ import type { Msg, ServiceHandlers } from "../../../../libs/grpc/server";
 import type { SnapshotsDB } from "../local/db";
 import { readSnapshot } from "../local/metastore";
 import { fromTimestamp, toTimestamp } from "../../../../libs/proto";
-import { kindFromWire, kindToWire, type Mount, type SnapshotInfo, type SnapshotterSet } from "../../../../libs/core/snapshots";
+import { kindFromWire, kindToWire, type SnapshotInfo, type SnapshotterSet } from "../../../../libs/core/snapshots";
+import { mountToProto } from "../../../../libs/mount";
 
 export const SNAPSHOTS_SERVICE = "containerd.services.snapshots.v1.Snapshots";
-
-export const mountToProto = (m: Mount): Record<string, unknown> => ({ type: m.type, source: m.source, target: m.target ?? "", options: m.options });
-export const mountFromProto = (m: { type?: string; source?: string; target?: string; options?: string[] }): Mount => ({
-  type: m.type ?? "", source: m.source ?? "", ...(m.target ? { target: m.target } : {}), options: m.options ?? [],
-});
 
 export function infoToProto(i: SnapshotInfo): Record<string, unknown> {
   return { name: i.name, parent: i.parent, kind: kindToWire(i.kind), created_at: toTimestamp(i.created), updated_at: toTimestamp(i.updated), labels: i.labels };

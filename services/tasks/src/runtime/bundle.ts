@@ -11,7 +11,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { validateIdentifier } from "../../../../libs/context";
 import { errAlreadyExists } from "../../../../libs/errdefs";
-import { mkfifo, unmount, MNT_DETACH } from "../../../../libs/sys/linux";
+import { mkfifo } from "../../../../libs/sys/linux";
+import { unmountAll } from "../../../../libs/mount";
 
 export interface BundleDirs {
   /** `<state>/tasks/io.containerd.runtime.v2.task` */
@@ -94,16 +95,10 @@ export class Bundle {
   /** Unmount the rootfs, then remove the bundle and its work directory (hidden rename first). */
   delete(): void {
     const rootfs = path.join(this.path, "rootfs");
-    for (let i = 0; i < 32; i++) {
-      try {
-        if (!unmount(rootfs, 0)) break;
-      } catch {
-        try {
-          unmount(rootfs, MNT_DETACH);
-        } catch {
-          break;
-        }
-      }
+    try {
+      unmountAll(rootfs);
+    } catch {
+      /* best effort: the bundle is removed all the same */
     }
     for (const dir of [this.path, this.workdir]) {
       const hidden = path.join(path.dirname(dir), `.${path.basename(dir)}.${crypto.randomBytes(4).toString("hex")}`);

@@ -22,6 +22,7 @@ import type { RuntimeResolver, ShimCommand } from "./runtimes";
 import { ShimTask } from "./shim";
 import type { WarmPool } from "./warm";
 import { fromTimestamp, now } from "../../../../libs/time";
+import { mountToProto } from "../../../../libs/mount";
 
 export interface ManagerOptions {
   dirs: BundleDirs;
@@ -162,7 +163,7 @@ export class ShimManager {
         try {
           const r = await task.call("Create", {
             bundle: bundle.path,
-            rootfs: input.rootfs.map((m) => ({ type: m.type, source: m.source, target: m.target ?? "", options: m.options })),
+            rootfs: input.rootfs.map(mountToProto),
             terminal: input.io.terminal,
             stdin: input.io.stdin,
             stdout: input.io.stdout,

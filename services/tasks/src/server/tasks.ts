@@ -4,7 +4,7 @@ import { toTimestamp } from "../../../../libs/proto";
 import { errInvalidArgument } from "../../../../libs/errdefs";
 import { anyFromProto, anyToProto } from "../../../../libs/clients/containers";
 import type { ExitInfo, ProcessState, TaskService } from "../../../../libs/core/tasks";
-import type { Mount } from "../../../../libs/core/snapshots";
+import { mountFromProto } from "../../../../libs/mount";
 
 export const TASKS_SERVICE = "containerd.services.tasks.v1.Tasks";
 
@@ -26,8 +26,6 @@ export function processToProto(p: ProcessState): Msg {
 }
 
 const exitToProto = (e: ExitInfo, id = ""): Msg => ({ id, pid: e.pid, exit_status: e.exitStatus, exited_at: ts(e.exitedAt) });
-
-const mountFromProto = (m: Msg): Mount => ({ type: String(m.type ?? ""), source: String(m.source ?? ""), ...(m.target ? { target: String(m.target) } : {}), options: (m.options as string[]) ?? [] });
 
 export function tasksHandlers(tasks: TaskService): ServiceHandlers {
   return {

@@ -10,7 +10,8 @@ import type { Msg } from "../../../../../libs/grpc/server";
 import { fromTimestamp } from "../../../../../libs/proto";
 import type { Mount } from "../../../../../libs/core/snapshots";
 import { OCI_SPEC_TYPE_URL, type TypedValue } from "../../../../../libs/core/sandbox";
-import { anyFromProto, mountToProto } from "../../../../../libs/clients/sandbox";
+import { anyFromProto } from "../../../../../libs/clients/sandbox";
+import { mountToProto } from "../../../../../libs/mount";
 import { now as nowDate } from "../../../../../libs/time";
 
 export const TaskStatus = { Unknown: 0, Created: 1, Running: 2, Stopped: 3, Paused: 4, Pausing: 5 } as const;

@@ -29,7 +29,8 @@ import {
   type SandboxMetric,
   type SandboxPlatform,
 } from "../../../../../libs/core/sandbox";
-import { anyFromProto, anyToProto, metricFromProto, mountToProto } from "../../../../../libs/clients/sandbox";
+import { anyFromProto, anyToProto, metricFromProto } from "../../../../../libs/clients/sandbox";
+import { mountToProto } from "../../../../../libs/mount";
 import { scanPrefix, type SandboxDB } from "../db";
 import { KeyedMutex } from "../../../../../libs/sync";
 import { applySandboxFields, fromStored, toStored, type StoredSandbox } from "../store";

@@ -20,7 +20,7 @@ import type { CallContext } from "../../../../../libs/context";
 import { errCanceled, errInternal, errInvalidArgument, errNotImplemented, FlotillaError, ErrorCodes } from "../../../../../libs/errdefs";
 import { LABEL_UNCOMPRESSED, LayerMediaTypes, layerCompression, type Applier, type ApplyOptions, type Comparer, type Descriptor, type DiffOptions } from "../../../../../libs/core/diff";
 import type { Mount } from "../../../../../libs/core/snapshots";
-import { isReadOnly, withTempMount } from "../mount";
+import { isReadOnly, withTempMount } from "../../../../../libs/mount";
 import type { ApplyTarget } from "./apply-engine";
 import type { ApplyJob, FromWorker, ToWorker } from "./apply-worker";
 import { writeDiff } from "./compare";
