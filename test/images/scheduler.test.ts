@@ -191,4 +191,41 @@ describe("gc - scheduler", () => {
     assert.deepEqual(col.calls[1]!.only, ["e"]);
     s.stop();
   });
+
+  it("nothing runs before start; marks made before it are collected once started", async () => {
+    const col = new FakeCollector();
+    const s = new Scheduler(cfg());
+    s.markDirty("early");
+    const waited = s.scheduleAndWait(background("early"));
+    await sleep(50);
+    assert.equal(col.calls.length, 0, "no pass without a collector");
+    s.start({ collector: col });
+    const st = await waited;
+    assert.equal(st.pass, 1);
+    s.stop();
+  });
+
+  it("start arms the earliest lease expiry, and each pass looks again", async () => {
+    const col = new FakeCollector();
+    const s = new Scheduler(cfg({ pauseThreshold: 0.5 }));
+    // As the lease store: an expired lease goes in the pass it wakes, so the next look finds the next one.
+    let next: { ns: string; at: Date } | undefined = { ns: "x", at: new Date(Date.now() + 60) };
+    const take = (): { ns: string; at: Date } | undefined => {
+      const n = next;
+      next = undefined;
+      return n;
+    };
+    s.start({ collector: col, nextExpiry: take });
+    await sleep(30);
+    assert.equal(col.calls.length, 0);
+    await sleep(150);
+    assert.equal(col.calls.length, 1, "woken at the expiry");
+    assert.deepEqual(col.calls[0]!.only, undefined, "the first pass covers everything");
+    next = { ns: "y", at: new Date(Date.now() + 50) };
+    await s.scheduleAndWait(background("z"));
+    await sleep(150);
+    assert.equal(col.calls.length, 3, "the expiry read after the pass woke another");
+    assert.deepEqual(col.calls[2]!.only, ["y"]);
+    s.stop();
+  });
 });
