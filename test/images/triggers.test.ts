@@ -67,10 +67,17 @@ describe("gc - triggers", () => {
     assert.equal(subjectsFor("p", GC_TRIGGER_TOPICS).length, 8, "every trigger topic is a valid subscription");
   });
 
-  it("an undecodable deletion event throws (the subscriber logs and ignores it)", () => {
-    const h = harness();
+  it("an undecodable deletion event wakes nothing and is reported", () => {
+    const marks: string[] = [];
+    const reported: string[] = [];
+    const route = gcTriggers(
+      { markDirty: (ns) => void marks.push(ns), markMutation: (ns) => void marks.push(ns) },
+      () => false,
+      (_err, e) => void reported.push(e.topic),
+    );
     const bad: Envelope = { timestamp: toTimestamp(new Date()), namespace: "ns1", topic: CONTENT_EVENTS.delete.topic, event: { type_url: "containerd.events.NoSuchEvent", value: Buffer.from([1]) } };
-    assert.throws(() => h.route(bad));
-    assert.deepEqual(h.marks, []);
+    route(bad);
+    assert.deepEqual(marks, []);
+    assert.deepEqual(reported, [CONTENT_EVENTS.delete.topic]);
   });
 });

@@ -73,17 +73,12 @@ export const imagesService: ServiceDefinition = {
     sc.server.addService(IMAGES_SERVICE, imagesHandlers(images));
     sc.server.addService(LEASES_SERVICE, leasesHandlers(leases));
 
-    const trigger = gcTriggers(scheduler, (ns, kind, id) => collector.sweptRecently(ns, kind, id));
-    const unsubscribe = sc.events.subscribe(
-      (env) => {
-        try {
-          trigger(env);
-        } catch (err) {
-          sc.log.debug({ err, topic: env.topic }, "ignoring an undecodable event");
-        }
-      },
-      { topics: GC_TRIGGER_TOPICS },
+    const trigger = gcTriggers(
+      scheduler,
+      (ns, kind, id) => collector.sweptRecently(ns, kind, id),
+      (err, env) => sc.log.debug({ err, topic: env.topic }, "ignoring an undecodable event"),
     );
+    const unsubscribe = sc.events.subscribe(trigger, { topics: GC_TRIGGER_TOPICS });
     // The processes of a stack start together: the first pass waits for the ones it reads (bounded; a
     // process still down then is skipped and retried as at any time).
     const ready = sources.ready(STARTUP_WAIT_MS).then((late) => {

@@ -44,16 +44,22 @@ const MUTATIONS: readonly string[] = [
 export const GC_TRIGGER_TOPICS: readonly string[] = [...DELETIONS, ...Object.keys(SWEPT_DELETIONS), ...MUTATIONS];
 
 /**
- * The event handler that routes `env` to `target`. Throws when a deletion event cannot be decoded (the
- * caller logs and ignores it).
+ * The event handler that routes `env` to `target`. A deletion event that cannot be decoded wakes
+ * nothing and goes to `undecodable` (the caller logs it).
  */
-export function gcTriggers(target: TriggerTarget, sweptRecently: SweptRecently): (env: Envelope) => void {
+export function gcTriggers(target: TriggerTarget, sweptRecently: SweptRecently, undecodable: (err: unknown, env: Envelope) => void = () => undefined): (env: Envelope) => void {
   return (env) => {
     const ns = env.namespace;
     if (DELETIONS.includes(env.topic)) return target.markDirty(ns);
     const swept = SWEPT_DELETIONS[env.topic];
     if (swept) {
-      if (!sweptRecently(ns, swept.kind, swept.id(env))) target.markDirty(ns);
+      let id: string;
+      try {
+        id = swept.id(env);
+      } catch (err) {
+        return undecodable(err, env);
+      }
+      if (!sweptRecently(ns, swept.kind, id)) target.markDirty(ns);
       return;
     }
     if (MUTATIONS.includes(env.topic)) target.markMutation(ns);
