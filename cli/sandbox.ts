@@ -12,14 +12,14 @@ import * as path from "node:path";
 import { loadConfig } from "../libs/config";
 import { background, withLease, type CallContext } from "../libs/context";
 import { causeText, errInvalidArgument, errFailedPrecondition, isNotFound } from "../libs/errdefs";
-import { closeChannels, RpcClient } from "../libs/grpc/client";
-import type { Msg } from "../libs/grpc/server";
+import { closeChannels } from "../libs/grpc/client";
 import { ContentStoreProxy } from "../libs/clients/content";
 import { ImageStoreProxy } from "../libs/clients/images";
 import { LeaseManagerProxy } from "../libs/clients/leases";
 import { SnapshotterProxy } from "../libs/clients/snapshots";
+import { ContainerStoreProxy } from "../libs/clients/containers";
 import { SandboxControllerProxy, SandboxStoreProxy } from "../libs/clients/sandbox";
-import { mountToProto } from "../libs/mount";
+import { TaskServiceProxy } from "../libs/clients/tasks";
 import { GC_LABELS } from "../libs/core/gc";
 import { DEFAULT_SANDBOX_RUNTIME, OCI_SPEC_TYPE_URL, SANDBOX_LABELS, SandboxState, SANDBOXERS, type Sandbox } from "../libs/core/sandbox";
 import { resolveImage, sandboxMemberSpec } from "../libs/sandboxrun";
@@ -356,8 +356,8 @@ export async function runCommand(argv: string[]): Promise<number> {
   const id = one(p, "name") ?? `${sandboxId.slice(0, 40)}-${crypto.randomBytes(4).toString("hex")}`;
   const snapshotterName = one(p, "snapshotter") ?? "overlayfs";
   const snapshots = SnapshotterProxy.connect(g.address, snapshotterName);
-  const containers = new RpcClient(g.address, "containerd.services.containers.v1.Containers");
-  const tasks = new RpcClient(g.address, "containerd.services.tasks.v1.Tasks");
+  const containers = new ContainerStoreProxy(g.address);
+  const tasks = new TaskServiceProxy(g.address);
   const undo: (() => Promise<unknown>)[] = [];
   const cleanup = async (): Promise<void> => {
     for (const u of undo.reverse()) await u().catch(() => undefined);
@@ -396,28 +396,29 @@ export async function runCommand(argv: string[]): Promise<number> {
       throw e;
     }
     undo.push(() => snapshots.remove(ctx, id));
-    await containers.unary(ctx, "Create", {
-      container: {
-        id,
-        image,
-        labels: { [SANDBOX_LABELS.criSandboxId]: sandboxId },
-        runtime: { name: sb.runtime.name || DEFAULT_SANDBOX_RUNTIME },
-        spec: { type_url: OCI_SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(spec)) },
-        snapshotter: snapshotterName,
-        snapshot_key: id,
-        sandbox: sandboxId,
-      },
+    await containers.create(ctx, {
+      id,
+      image,
+      labels: { [SANDBOX_LABELS.criSandboxId]: sandboxId },
+      runtime: { name: sb.runtime.name || DEFAULT_SANDBOX_RUNTIME },
+      spec: { typeUrl: OCI_SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(spec)) },
+      snapshotter: snapshotterName,
+      snapshotKey: id,
+      sandbox: sandboxId,
     });
-    undo.push(() => containers.unary(ctx, "Delete", { id }));
+    undo.push(() => containers.delete(ctx, id));
     const detach = p.flags.has("detach");
     if (!detach) fifos = openFifos(id);
-    const createReq: Msg = { container_id: id, rootfs: mounts.map(mountToProto), stdout: fifos?.stdout ?? "", stderr: fifos?.stderr ?? "" };
-    if (sb.sandboxer === SANDBOXERS.shim && st.address) Object.assign(createReq, { task_api_address: st.address, task_api_version: st.version });
-    await tasks.unary(ctx, "Create", createReq);
-    undo.push(() => tasks.unary(ctx, "Delete", { container_id: id }));
-    const waiting = detach ? undefined : tasks.unary(ctx, "Wait", { container_id: id });
+    await tasks.create(ctx, {
+      containerId: id,
+      rootfs: mounts,
+      io: { stdin: "", stdout: fifos?.stdout ?? "", stderr: fifos?.stderr ?? "", terminal: false },
+      ...(sb.sandboxer === SANDBOXERS.shim && st.address ? { taskApiAddress: st.address, taskApiVersion: st.version } : {}),
+    });
+    undo.push(() => tasks.delete(ctx, id));
+    const waiting = detach ? undefined : tasks.wait(ctx, id);
     waiting?.catch(() => undefined);
-    await tasks.unary(ctx, "Start", { container_id: id });
+    await tasks.start(ctx, id);
     if (detach) {
       out(id);
       return 0;
@@ -426,7 +427,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     await fifos!.done();
     fifos = undefined;
     if (p.flags.has("rm")) await cleanup();
-    return Number(exit.exit_status ?? 0);
+    return exit.exitStatus;
   } catch (e) {
     await cleanup();
     process.stderr.write(`flotilla: ${(e as Error).message}\n`);

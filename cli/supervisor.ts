@@ -13,7 +13,7 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import type { Logger } from "pino";
-import type { RpcClient } from "../libs/grpc/client";
+import type { HealthClient } from "../libs/clients/health";
 import { SERVICE_NAMES, type Config, type ServiceName } from "../libs/config";
 import { GATEWAY_SERVICES } from "../libs/topology";
 import { notifyReady } from "../libs/service/notify";
@@ -62,8 +62,7 @@ export interface ProcessStatus {
   state: "running" | "stopped" | "restarting";
 }
 
-const HEALTH_STATUS = ["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"];
-const healthClients = new Map<string, RpcClient>();
+const healthClients = new Map<string, HealthClient>();
 
 /**
  * The grpc.health.v1 service name that tells whether process `name` itself serves: "" (overall) for a
@@ -78,12 +77,12 @@ export async function healthOf(address: string, timeoutMs = 1000, service = ""):
   let c = healthClients.get(address);
   // The gRPC client (protobufjs, OpenTelemetry's API, the proto set) is loaded on the first health
   // check, once `up` has started every process, not before it spawns the first.
-  const { RpcClient: Client } = require("../libs/grpc/client") as typeof import("../libs/grpc/client");
+  const { HealthClient: Client, HealthStatus } = require("../libs/clients/health") as typeof import("../libs/clients/health");
   const { background } = require("../libs/context") as typeof import("../libs/context");
-  if (!c) healthClients.set(address, (c = new Client(address, "grpc.health.v1.Health")));
+  if (!c) healthClients.set(address, (c = new Client(address)));
   try {
-    const r = await c.unary({ ...background(), deadline: new Date(Date.now() + timeoutMs) }, "Check", { service });
-    return HEALTH_STATUS[Number(r.status ?? 0)] ?? String(r.status);
+    const status = await c.check({ ...background(), deadline: new Date(Date.now() + timeoutMs) }, service);
+    return HealthStatus[status] ?? String(status);
   } catch {
     return "DOWN";
   }

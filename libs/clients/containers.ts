@@ -82,6 +82,11 @@ export class ContainerStoreProxy implements ContainerStore {
     this.rpc = new RpcClient(address, CONTAINERS_SERVICE);
   }
 
+  /** Resolve once the owning process answers (a connection is up), or reject after `ms`. */
+  waitForReady(ms: number): Promise<void> {
+    return this.rpc.waitForReady(ms);
+  }
+
   async create(ctx: CallContext, c: ContainerInput): Promise<Container> {
     return containerFromProto((await this.rpc.unary(ctx, "Create", { container: containerToProto(c) })).container);
   }

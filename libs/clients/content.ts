@@ -235,6 +235,11 @@ export class ContentStoreProxy implements ContentStore {
     this.rpc = new RpcClient(address, CONTENT_SERVICE);
   }
 
+  /** Resolve once the owning process answers (a connection is up), or reject after `ms`. */
+  waitForReady(ms: number): Promise<void> {
+    return this.rpc.waitForReady(ms);
+  }
+
   async info(ctx: CallContext, digest: string): Promise<ContentInfo> {
     return infoFromProto((await this.rpc.unary(ctx, "Info", { digest })).info);
   }
@@ -252,6 +257,17 @@ export class ContentStoreProxy implements ContentStore {
 
   async delete(ctx: CallContext, digest: string): Promise<void> {
     await this.rpc.unary(ctx, "Delete", { digest });
+  }
+
+  /**
+   * The blob's bytes from `offset` (`size` 0: to the end) in one Read stream, chunk by chunk as the
+   * service sends them: for a caller that consumes a whole blob in order (readerAt asks per window).
+   */
+  async *read(ctx: CallContext, digest: string, offset = 0, size = 0): AsyncIterable<Buffer> {
+    for await (const m of this.rpc.serverStream(ctx, "Read", { digest, offset, size })) {
+      const d = m.data as Buffer | undefined;
+      if (d && d.length) yield d;
+    }
   }
 
   async readerAt(ctx: CallContext, digest: string): Promise<ContentReaderAt> {

@@ -136,6 +136,10 @@ export class SandboxStoreProxy implements SandboxStore {
   constructor(address: string) {
     this.rpc = new RpcClient(address, SANDBOX_STORE_SERVICE);
   }
+  /** Resolve once the owning process answers (a connection is up), or reject after `ms`. */
+  waitForReady(ms: number): Promise<void> {
+    return this.rpc.waitForReady(ms);
+  }
   async create(ctx: CallContext, sandbox: SandboxInput): Promise<Sandbox> {
     return sandboxFromProto((await this.rpc.unary(ctx, "Create", { sandbox: sandboxToProto(sandbox) })).sandbox);
   }

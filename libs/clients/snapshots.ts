@@ -79,6 +79,10 @@ export class SnapshotterSetProxy implements SnapshotterSet {
   constructor(address: string, private readonly known: string[] = ["overlayfs", "native"]) {
     this.rpc = new RpcClient(address, SNAPSHOTS_SERVICE);
   }
+  /** Resolve once the owning process answers (a connection is up), or reject after `ms`. */
+  waitForReady(ms: number): Promise<void> {
+    return this.rpc.waitForReady(ms);
+  }
   get(name: string): Snapshotter {
     if (!name) throw errInvalidArgument("snapshotter argument missing");
     let p = this.cache.get(name);

@@ -18,22 +18,7 @@ import { DECODE_OPTIONS, lookupService, type Type } from "../proto";
 import { SpanKind, SpanStatusCode, tracer, type Span } from "../tracing";
 import { encodeFrame, MAX_MESSAGE, type Msg } from "./server";
 import { FrameReader, FramingError, GRPC_CONTENT_TYPE, MAX_FRAME_SIZE, SESSION_MEMORY_MB, writeWithDrain } from "./wire";
-
-/** gRPC status codes (the numbers are the protocol's). */
-const Status = {
-  OK: 0,
-  CANCELLED: 1,
-  UNKNOWN: 2,
-  DEADLINE_EXCEEDED: 4,
-  PERMISSION_DENIED: 7,
-  RESOURCE_EXHAUSTED: 8,
-  UNIMPLEMENTED: 12,
-  INTERNAL: 13,
-  UNAVAILABLE: 14,
-  UNAUTHENTICATED: 16,
-} as const;
-
-const STATUS_NAMES = ["OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"];
+import { Status } from "./status";
 
 /** Receive windows (connection and stream), as on our servers. */
 const WINDOW = 16 << 20;
@@ -44,7 +29,7 @@ const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_NO_ERROR } = http2.const
 /** A gRPC status as an error (what errdefs' fromGrpc maps to a native class). */
 export class StatusError extends Error {
   constructor(readonly code: number, readonly details: string) {
-    super(`${code} ${STATUS_NAMES[code] ?? "UNKNOWN"}: ${details}`);
+    super(`${code} ${Status[code] ?? "UNKNOWN"}: ${details}`);
   }
 }
 

@@ -36,8 +36,8 @@ describe("gc - scheduler", () => {
 
   it("runs a pass over every namespace at startup", async () => {
     const col = new FakeCollector();
-    const s = new Scheduler(col, cfg({ startupDelayMs: 10 }));
-    s.start();
+    const s = new Scheduler(cfg({ startupDelayMs: 10 }));
+    s.start({ collector: col });
     await sleep(60);
     s.stop();
     assert.equal(col.calls.length, 1);
@@ -46,7 +46,8 @@ describe("gc - scheduler", () => {
 
   it("scheduleAndWait runs a pass for the namespace and resolves with its stats", async () => {
     const col = new FakeCollector();
-    const s = new Scheduler(col, cfg());
+    const s = new Scheduler(cfg());
+    s.start({ collector: col });
     const st = await s.scheduleAndWait(background("ns1"));
     assert.equal(st.pass, 1);
     assert.equal(col.calls[0]!.only, undefined, "the first pass covers everything");
@@ -59,7 +60,8 @@ describe("gc - scheduler", () => {
   it("a sync wait that arrives during a pass gets the next pass", async () => {
     const col = new FakeCollector();
     col.ms = 40;
-    const s = new Scheduler(col, cfg());
+    const s = new Scheduler(cfg());
+    s.start({ collector: col });
     const first = s.scheduleAndWait(background("a"));
     await sleep(10);
     const t = Date.now();
@@ -88,7 +90,8 @@ describe("gc - scheduler", () => {
       },
       progress: () => (phase ? { phase, only } : undefined),
     };
-    const s = new Scheduler(col, cfg());
+    const s = new Scheduler(cfg());
+    s.start({ collector: col });
     const first = s.scheduleAndWait(background("j"));
     await sleep(10); // the pass is in "start"
     const joinImages = s.scheduleAndWait(background("j"), "images");
@@ -107,7 +110,8 @@ describe("gc - scheduler", () => {
   it("deletions are debounced: one pass for a burst, later ones wait for the pause interval", async () => {
     const col = new FakeCollector();
     col.ms = 2;
-    const s = new Scheduler(col, cfg({ pauseThreshold: 0.02 }));
+    const s = new Scheduler(cfg({ pauseThreshold: 0.02 }));
+    s.start({ collector: col });
     await s.scheduleAndWait(background("x")); // sets the interval: 2ms/0.02 - 2ms = 98ms
     for (let i = 0; i < 20; i++) s.markDirty("x");
     await sleep(30);
@@ -120,7 +124,8 @@ describe("gc - scheduler", () => {
 
   it("mutations alone collect only past the threshold", async () => {
     const col = new FakeCollector();
-    const s = new Scheduler(col, cfg({ mutationThreshold: 3, pauseThreshold: 0.5 }));
+    const s = new Scheduler(cfg({ mutationThreshold: 3, pauseThreshold: 0.5 }));
+    s.start({ collector: col });
     await s.scheduleAndWait(background("m"));
     s.markMutation("m");
     s.markMutation("m");
@@ -135,7 +140,8 @@ describe("gc - scheduler", () => {
   it("a pass that skipped data is retried", async () => {
     const col = new FakeCollector();
     col.skip = true;
-    const s = new Scheduler(col, cfg({ pauseThreshold: 0.5 }));
+    const s = new Scheduler(cfg({ pauseThreshold: 0.5 }));
+    s.start({ collector: col });
     await s.scheduleAndWait(background("r"));
     col.skip = false;
     await sleep(1300);
@@ -147,7 +153,8 @@ describe("gc - scheduler", () => {
     const col = new FakeCollector();
     col.skip = true;
     col.skip = false;
-    const s = new Scheduler(col, cfg({ pauseThreshold: 0.5 }));
+    const s = new Scheduler(cfg({ pauseThreshold: 0.5 }));
+    s.start({ collector: col });
     await s.scheduleAndWait(background("r")); // the first pass covers everything
     col.skip = true;
     await s.scheduleAndWait(background("r"));
@@ -163,7 +170,8 @@ describe("gc - scheduler", () => {
   it("a failing pass rejects its waiters; the next one runs", async () => {
     const col = new FakeCollector();
     col.fail = true;
-    const s = new Scheduler(col, cfg());
+    const s = new Scheduler(cfg());
+    s.start({ collector: col });
     await assert.rejects(s.scheduleAndWait(background("f")), /boom/);
     col.fail = false;
     const st = await s.scheduleAndWait(background("f"));
@@ -173,13 +181,51 @@ describe("gc - scheduler", () => {
 
   it("a lease expiry wakes the collector for its namespace", async () => {
     const col = new FakeCollector();
-    const s = new Scheduler(col, cfg({ pauseThreshold: 0.5 }));
+    const s = new Scheduler(cfg({ pauseThreshold: 0.5 }));
+    s.start({ collector: col });
     await s.scheduleAndWait(background("e"));
     s.expiresAt("e", new Date(Date.now() + 50));
     s.expiresAt("e2", new Date(Date.now() + 5000));
     await sleep(150);
     assert.equal(col.calls.length, 2);
     assert.deepEqual(col.calls[1]!.only, ["e"]);
+    s.stop();
+  });
+
+  it("nothing runs before start; marks made before it are collected once started", async () => {
+    const col = new FakeCollector();
+    const s = new Scheduler(cfg());
+    s.markDirty("early");
+    const waited = s.scheduleAndWait(background("early"));
+    await sleep(50);
+    assert.equal(col.calls.length, 0, "no pass without a collector");
+    s.start({ collector: col });
+    const st = await waited;
+    assert.equal(st.pass, 1);
+    s.stop();
+  });
+
+  it("start arms the earliest lease expiry, and each pass looks again", async () => {
+    const col = new FakeCollector();
+    const s = new Scheduler(cfg({ pauseThreshold: 0.5 }));
+    // As the lease store: an expired lease goes in the pass it wakes, so the next look finds the next one.
+    let next: { ns: string; at: Date } | undefined = { ns: "x", at: new Date(Date.now() + 60) };
+    const take = (): { ns: string; at: Date } | undefined => {
+      const n = next;
+      next = undefined;
+      return n;
+    };
+    s.start({ collector: col, nextExpiry: take });
+    await sleep(30);
+    assert.equal(col.calls.length, 0);
+    await sleep(150);
+    assert.equal(col.calls.length, 1, "woken at the expiry");
+    assert.deepEqual(col.calls[0]!.only, undefined, "the first pass covers everything");
+    next = { ns: "y", at: new Date(Date.now() + 50) };
+    await s.scheduleAndWait(background("z"));
+    await sleep(150);
+    assert.equal(col.calls.length, 3, "the expiry read after the pass woke another");
+    assert.deepEqual(col.calls[2]!.only, ["y"]);
     s.stop();
   });
 });

@@ -11,6 +11,9 @@ import * as fs from "node:fs";
 import * as http from "node:http";
 import * as os from "node:os";
 import * as path from "node:path";
+import { background } from "../../libs/context";
+import { SnapshotterProxy } from "../../libs/clients/snapshots";
+import { GC_LABELS } from "../../libs/core/gc";
 import { startStack, sleep, waitFor, type Stack } from "../harness";
 import { buildBusyboxImage, startRegistry, type BuiltImage, type Registry } from "./registry";
 
@@ -286,6 +289,17 @@ describe("images: ctr against the stack and a registry", () => {
     assert.match(r.stderr, /namespace "busy-ns" must be empty, but it still has leases/);
     await ok(["leases", "rm", "hold"], "busy-ns");
     await ok(["namespaces", "rm", "busy-ns"]);
+  });
+
+  it("a namespace with snapshots on any loaded snapshotter cannot be deleted", async () => {
+    const ctx = background("snap-ns");
+    const native = SnapshotterProxy.connect(stack.socket, "native");
+    await native.prepare(ctx, "kept", "", { labels: { [GC_LABELS.root]: "1" } });
+    const r = await stack.ctr(["namespaces", "rm", "snap-ns"]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /namespace "snap-ns" must be empty, but it still has snapshots on "native" snapshotter/);
+    await native.remove(ctx, "kept");
+    await ok(["namespaces", "rm", "snap-ns"]);
   });
 
   it("GC metrics count what passes freed and how long they took", async () => {

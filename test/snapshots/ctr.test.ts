@@ -211,7 +211,13 @@ describe("snapshots - real ctr through the gateway", () => {
     const tree = byHand(stack, printed, (d) => describeTree(d));
     assert.deepEqual(tree.map((l) => l.split(" ")[0]), ["etc", "etc/hosts", "hosts", "new"]);
     const lower = await sn.view(ctx, "apply-lower", "applied-1", ROOT);
+    // A stale ingest under the ref the differ writes to: it starts that ingest over.
+    const stale = await content.writer(ctx, { ref: "diff-test" });
+    await stale.write(Buffer.from("stale bytes"));
+    await stale.close();
     const out = await diff.compare(ctx, lower, m2, { ref: "diff-test", labels: ROOT.labels });
+    assert.deepEqual((await content.listStatuses(ctx)).filter((st) => st.ref === "diff-test"), [], "the ingest was committed");
+    assert.ok((await content.info(ctx, out.digest)).size > 0);
     const cls = await ctr(["content", "ls"]);
     assert.match(cls, new RegExp(out.digest.replace(":", ":")));
     assert.match(cls, /containerd\.io\/uncompressed=sha256:/);

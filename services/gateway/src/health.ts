@@ -7,14 +7,10 @@
  */
 import { background } from "../../../libs/context";
 import { errNotFound } from "../../../libs/errdefs";
-import { RpcClient } from "../../../libs/grpc/client";
+import { HealthClient, HealthStatus } from "../../../libs/clients/health";
 import type { ServiceHandlers, Msg } from "../../../libs/grpc/server";
 
-export const SERVING = 1;
-export const NOT_SERVING = 2;
-export const SERVICE_UNKNOWN = 3;
-
-const HEALTH = "grpc.health.v1.Health";
+const { SERVING, NOT_SERVING, SERVICE_UNKNOWN } = HealthStatus;
 
 export interface OwnerHealthOptions {
   /** Service full name -> its owner's address. */
@@ -38,7 +34,7 @@ interface Answer {
 }
 
 export class OwnerHealth {
-  private readonly clients = new Map<string, RpcClient>();
+  private readonly clients = new Map<string, HealthClient>();
   private readonly answers = new Map<string, Answer>();
   private readonly owners: string[];
   private readonly cacheMs: number;
@@ -70,10 +66,10 @@ export class OwnerHealth {
     if (cur?.pending) return cur.pending;
     if (cur && Date.now() - cur.at < this.cacheMs) return Promise.resolve(cur.status);
     let client = this.clients.get(address);
-    if (!client) this.clients.set(address, (client = new RpcClient(address, HEALTH)));
+    if (!client) this.clients.set(address, (client = new HealthClient(address)));
     const ctx = { ...background(), deadline: new Date(Date.now() + this.deadlineMs) };
-    const pending = client.unary(ctx, "Check", { service }).then(
-      (r) => (Number(r.status) === SERVING ? SERVING : NOT_SERVING),
+    const pending = client.check(ctx, service).then(
+      (status) => (status === SERVING ? SERVING : NOT_SERVING),
       () => NOT_SERVING,
     );
     const entry: Answer = { status: cur?.status ?? NOT_SERVING, at: cur?.at ?? 0, pending };

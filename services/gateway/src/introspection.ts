@@ -9,9 +9,9 @@ import * as path from "node:path";
 import { Status as status } from "../../../libs/grpc/status";
 import { background, type CallContext } from "../../../libs/context";
 import { parseAll } from "../../../libs/filters";
-import { RpcClient } from "../../../libs/grpc/client";
+import { IntrospectionProxy } from "../../../libs/clients/introspection";
 import type { ServiceHandlers } from "../../../libs/grpc/server";
-import { INTROSPECTION_SERVICE, pluginAdaptor, pluginToProto, GRPC_PLUGIN, type PluginInfo } from "../../../libs/service";
+import { pluginAdaptor, pluginToProto, GRPC_PLUGIN, type PluginInfo } from "../../../libs/service";
 import { BACKENDS, OWNED_SERVICES, type BackendName } from "../../../libs/topology";
 
 /** Read the UUID at `file`, creating it (fsync'ed, write-then-rename) on first use. */
@@ -46,12 +46,12 @@ function grpcPluginId(service: string): string {
 
 export function introspectionHandlers(opts: { uuidFile: string; addresses: Record<BackendName, string>; ownPlugins: PluginInfo[] }): ServiceHandlers {
   const uuid = loadOrCreateUUID(opts.uuidFile);
-  const clients = Object.fromEntries(BACKENDS.map((b) => [b, new RpcClient(opts.addresses[b], INTROSPECTION_SERVICE)])) as Record<BackendName, RpcClient>;
+  const clients = Object.fromEntries(BACKENDS.map((b) => [b, new IntrospectionProxy(opts.addresses[b])])) as Record<BackendName, IntrospectionProxy>;
 
   async function pluginsOf(ctx: CallContext, b: BackendName): Promise<Record<string, unknown>[]> {
     try {
       const c: CallContext = { ...background(ctx.namespace), trace: ctx.trace, deadline: new Date(Date.now() + 5000) };
-      return ((await clients[b].unary(c, "Plugins", { filters: [] })).plugins ?? []) as Record<string, unknown>[];
+      return (await clients[b].plugins(c)).map(pluginToProto);
     } catch (e) {
       const message = `${b} service unavailable: ${(e as Error).message}`;
       return OWNED_SERVICES[b].map((s) => pluginToProto({ type: GRPC_PLUGIN, id: grpcPluginId(s), initErr: { code: status.UNAVAILABLE, message } }));

@@ -6,18 +6,18 @@
 import * as path from "node:path";
 import { GRPC_PLUGIN, type PluginInfo, type ServiceDefinition } from "../../../libs/service";
 import { pluginConfig } from "../../../libs/config";
-import { unpackAny } from "../../../libs/proto";
 import { LeaseResourceHolderProxy } from "../../../libs/clients/leases";
 import { openMetaDB } from "./local/db";
-import { LocalNamespaceStore } from "./local/namespaces";
+import { LocalNamespaceStore, namespaceNames } from "./local/namespaces";
 import { LocalImageStore } from "./local/images";
 import { LocalLeaseManager } from "./local/leases";
 import { remoteUsage } from "./local/usage";
 import { Collector } from "./local/gc/collector";
 import { MarkGate } from "./local/gc/gate";
-import { gcMetrics } from "./local/gc/metrics";
+import { gcMetrics, loggedPasses } from "./local/gc/metrics";
 import { Scheduler, schedulerConfig } from "./local/gc/scheduler";
-import { remoteSources } from "./local/gc/sources";
+import { loadedSnapshotters, remoteSources } from "./local/gc/sources";
+import { GC_TRIGGER_TOPICS, gcTriggers } from "./local/gc/triggers";
 import { namespacesHandlers } from "./server/namespaces";
 import { IMAGES_SERVICE, imagesHandlers } from "./server/images";
 import { LEASES_SERVICE, leasesHandlers } from "./server/leases";
@@ -34,30 +34,12 @@ export const imagesService: ServiceDefinition = {
     const s = sc.config.flotilla.services;
     const addresses = { content: s.content.address, snapshots: s.snapshots.address, tasks: s.tasks.address, sandbox: s.sandbox.address };
     const gcCfg = schedulerConfig(pluginConfig(sc.config, GC_PLUGIN, "scheduler"));
-    const observer = gcMetrics(sc.metrics.registry);
     const gate = new MarkGate();
-
-    let collector: Collector | undefined;
-    let leases: LocalLeaseManager | undefined;
-    const scheduler = new Scheduler({ collect: (ctx, only) => collector!.collect(ctx, only), progress: () => collector?.progress() }, gcCfg, {
-      onPass: (st) => {
-        observer.onPass(st);
-        const freed = Object.values(st.freed).reduce((a, b) => a + b, 0);
-        const level = st.skipped.length ? "warn" : freed ? "info" : "debug";
-        sc.log[level]({ pass: st.pass, ms: Math.round(st.elapsedMs * 10) / 10, freed: st.freed, phases: st.phasesMs, skipped: st.skipped.length ? st.skipped : undefined }, "garbage collected");
-      },
-      onError: (e) => {
-        observer.onError(e);
-        sc.log.error({ err: e }, "garbage collection failed");
-      },
-      afterPass: () => {
-        const next = leases?.earliestExpiry();
-        if (next) scheduler.expiresAt(next.ns, next.at);
-      },
-    });
-
+    // The scheduler comes first (the stores tell it about deletions); it runs the collector, which reads
+    // those stores, once started below.
+    const scheduler = new Scheduler(gcCfg, loggedPasses(gcMetrics(sc.metrics.registry), sc.log));
     const images = new LocalImageStore(db, sc.events, scheduler);
-    leases = new LocalLeaseManager({
+    const leases = new LocalLeaseManager({
       db,
       holders: { content: new LeaseResourceHolderProxy(addresses.content), snapshots: new LeaseResourceHolderProxy(addresses.snapshots) },
       gc: scheduler,
@@ -65,72 +47,44 @@ export const imagesService: ServiceDefinition = {
       log: sc.log,
       onExpiry: (ns, at) => scheduler.expiresAt(ns, at),
     });
-    const lm = leases;
-    const sources = remoteSources(addresses);
-    collector = new Collector({
+    const snapshotters = loadedSnapshotters(addresses.snapshots);
+    const sources = remoteSources(addresses, snapshotters);
+    const collector = new Collector({
       sources,
       gate,
       rpcTimeoutMs: gcCfg.rpcTimeoutMs,
       log: sc.log,
       stores: {
-        namespaces: () => [...new Set([...db.getKeys({ start: ["ns"], end: ["ns\0"] })].filter((k) => k.length === 2).map((k) => String(k[1])))],
+        namespaces: () => namespaceNames(db),
         images: (ns) => images.namespaceImages(ns),
-        leases: (ns) => lm.namespaceLeases(ns),
-        heldBy: (ctx, id) => lm.heldBy(ctx, id),
-        removeExpiredLease: (ctx, ns, l) => lm.removeExpired(ctx, ns, l),
-        retryForgets: (ctx) => lm.retryForgets(ctx),
+        leases: (ns) => leases.namespaceLeases(ns),
+        heldBy: (ctx, id) => leases.heldBy(ctx, id),
+        removeExpiredLease: (ctx, ns, l) => leases.removeExpired(ctx, ns, l),
+        retryForgets: (ctx) => leases.retryForgets(ctx),
       },
     });
 
-    const usage = remoteUsage(addresses, ["overlayfs", "native"]);
-    const namespaces = new LocalNamespaceStore(db, sc.events, usage, (ns) => [
+    const namespaces = new LocalNamespaceStore(db, sc.events, remoteUsage(addresses, (ctx) => snapshotters.names(ctx)), (ns) => [
       ...(images.hasImages(ns) ? ["images"] : []),
-      ...(lm.hasLeases(ns) ? ["leases"] : []),
+      ...(leases.hasLeases(ns) ? ["leases"] : []),
     ]);
 
     sc.server.addService(NAMESPACES_SERVICE, namespacesHandlers(namespaces));
     sc.server.addService(IMAGES_SERVICE, imagesHandlers(images));
-    sc.server.addService(LEASES_SERVICE, leasesHandlers(lm));
+    sc.server.addService(LEASES_SERVICE, leasesHandlers(leases));
 
-    // Deletions in other processes free what only they referenced: collect after them (but not after
-    // the collector's own deletes). Creations mark the namespace for the next pass.
-    const unsubscribe = sc.events.subscribe((env) => {
-      try {
-        const ns = env.namespace;
-        switch (env.topic) {
-          case "/containers/delete":
-          case "/sandboxes/delete":
-            scheduler.markDirty(ns);
-            break;
-          case "/content/delete": {
-            const e = unpackAny<{ digest: string }>(env.event);
-            if (!collector!.sweptRecently(ns, "content", e.digest)) scheduler.markDirty(ns);
-            break;
-          }
-          case "/snapshot/remove": {
-            const e = unpackAny<{ key: string; snapshotter: string }>(env.event);
-            if (!collector!.sweptRecently(ns, "snapshot", `${e.snapshotter}/${e.key}`)) scheduler.markDirty(ns);
-            break;
-          }
-          case "/content/create":
-          case "/snapshot/prepare":
-          case "/snapshot/commit":
-          case "/containers/create":
-          case "/containers/update":
-            scheduler.markMutation(ns);
-            break;
-        }
-      } catch (err) {
-        sc.log.debug({ err, topic: env.topic }, "ignoring an undecodable event");
-      }
-    });
+    const trigger = gcTriggers(
+      scheduler,
+      (ns, kind, id) => collector.sweptRecently(ns, kind, id),
+      (err, env) => sc.log.debug({ err, topic: env.topic }, "ignoring an undecodable event"),
+    );
+    const unsubscribe = sc.events.subscribe(trigger, { topics: GC_TRIGGER_TOPICS });
     // The processes of a stack start together: the first pass waits for the ones it reads (bounded; a
     // process still down then is skipped and retried as at any time).
-    scheduler.start(sources.ready!(STARTUP_WAIT_MS).then((late) => {
+    const ready = sources.ready(STARTUP_WAIT_MS).then((late) => {
       if (late.length) sc.log.warn({ late }, "garbage collection starts without processes that do not answer yet");
-    }));
-    const first = lm.earliestExpiry();
-    if (first) scheduler.expiresAt(first.ns, first.at);
+    });
+    scheduler.start({ collector, after: ready, nextExpiry: () => leases.earliestExpiry() });
 
     const plugins: PluginInfo[] = [
       { type: "io.containerd.metadata.v1", id: "lmdb", capabilities: [], exports: { path: path.join(sc.root, "meta.lmdb") } },

@@ -29,6 +29,11 @@ export function readNamespace(db: MetaDB, name: string): Namespace | undefined {
   return v && { name, labels: v.labels };
 }
 
+/** The names of every stored namespace. */
+export function namespaceNames(db: MetaDB): string[] {
+  return [...new Set([...db.getKeys({ start: ["ns"], end: ["ns\0"] })].filter((k) => k.length === 2).map((k) => String(k[1])))];
+}
+
 /**
  * Inside a write transaction: create the namespace if it does not exist, as containerd does on the first
  * write into a namespace (no event, like containerd's implicit bucket creation).

@@ -1,34 +1,53 @@
 /**
- * Asks the other processes whether a namespace still holds anything, through their ordinary containerd
- * List RPCs (addressed straight to the owning process, in that namespace).
+ * Asks the other processes whether a namespace still holds anything, through their clients in
+ * libs/clients (addressed straight to the owning process, in that namespace).
  */
 import { withNamespace, type CallContext } from "../../../../libs/context";
 import { isNotFound } from "../../../../libs/errdefs";
-import { RpcClient } from "../../../../libs/grpc/client";
+import { ContainerStoreProxy } from "../../../../libs/clients/containers";
+import { ContentStoreProxy } from "../../../../libs/clients/content";
+import { SandboxStoreProxy } from "../../../../libs/clients/sandbox";
+import { SnapshotterSetProxy } from "../../../../libs/clients/snapshots";
 import type { NamespaceUsage } from "./namespaces";
 
-async function nonEmptyStream(it: AsyncIterable<Record<string, unknown>>, field: string): Promise<boolean> {
-  for await (const m of it) if (((m[field] as unknown[]) ?? []).length > 0) return true;
+/** True when `walk` visits anything; the walk (and its stream) ends at the first object. */
+async function walksAny(walk: (fn: () => void) => Promise<void>): Promise<boolean> {
+  const found = new Error("found");
+  try {
+    await walk(() => {
+      throw found;
+    });
+  } catch (e) {
+    if (e === found) return true;
+    throw e;
+  }
   return false;
 }
 
-export function remoteUsage(addresses: { content: string; snapshots: string; tasks: string; sandbox: string }, snapshotters: string[]): NamespaceUsage[] {
-  const content = new RpcClient(addresses.content, "containerd.services.content.v1.Content");
-  const snapshots = new RpcClient(addresses.snapshots, "containerd.services.snapshots.v1.Snapshots");
-  const containers = new RpcClient(addresses.tasks, "containerd.services.containers.v1.Containers");
-  const sandboxes = new RpcClient(addresses.sandbox, "containerd.services.sandbox.v1.Store");
+/**
+ * `snapshotters`: the names to look in (the snapshots process's loaded snapshotters, see
+ * gc/sources' loadedSnapshotters).
+ */
+export function remoteUsage(
+  addresses: { content: string; snapshots: string; tasks: string; sandbox: string },
+  snapshotters: (ctx: CallContext) => Promise<string[]>,
+): NamespaceUsage[] {
+  const content = new ContentStoreProxy(addresses.content);
+  const snapshots = new SnapshotterSetProxy(addresses.snapshots);
+  const containers = new ContainerStoreProxy(addresses.tasks);
+  const sandboxes = new SandboxStoreProxy(addresses.sandbox);
   return [
     {
       name: "content service",
-      inUse: async (ctx: CallContext, ns: string) => ((await nonEmptyStream(content.serverStream(withNamespace(ctx, ns), "List", {}), "info")) ? ["blobs"] : []),
+      inUse: async (ctx: CallContext, ns: string) => ((await walksAny((fn) => content.walk(withNamespace(ctx, ns), fn))) ? ["blobs"] : []),
     },
     {
       name: "snapshots service",
       inUse: async (ctx: CallContext, ns: string) => {
         const out: string[] = [];
-        for (const s of snapshotters) {
+        for (const s of await snapshotters(ctx)) {
           try {
-            if (await nonEmptyStream(snapshots.serverStream(withNamespace(ctx, ns), "List", { snapshotter: s }), "info")) out.push(`snapshots on ${JSON.stringify(s)} snapshotter`);
+            if (await walksAny((fn) => snapshots.get(s).walk(withNamespace(ctx, ns), fn))) out.push(`snapshots on ${JSON.stringify(s)} snapshotter`);
           } catch (e) {
             if (!isNotFound(e)) throw e; // a snapshotter that is not loaded holds nothing
           }
@@ -38,11 +57,11 @@ export function remoteUsage(addresses: { content: string; snapshots: string; tas
     },
     {
       name: "tasks service",
-      inUse: async (ctx: CallContext, ns: string) => (((await containers.unary(withNamespace(ctx, ns), "List", {})).containers ?? []).length ? ["containers"] : []),
+      inUse: async (ctx: CallContext, ns: string) => ((await containers.list(withNamespace(ctx, ns))).length ? ["containers"] : []),
     },
     {
       name: "sandbox service",
-      inUse: async (ctx: CallContext, ns: string) => (((await sandboxes.unary(withNamespace(ctx, ns), "List", {})).list ?? []).length ? ["sandboxes"] : []),
+      inUse: async (ctx: CallContext, ns: string) => ((await sandboxes.list(withNamespace(ctx, ns))).length ? ["sandboxes"] : []),
     },
   ];
 }

@@ -1,4 +1,8 @@
-/** Prometheus metrics of the garbage collector: passes, what each freed, how long it took, what it skipped. */
+/**
+ * Prometheus metrics of the garbage collector: passes, what each freed, how long it took, what it
+ * skipped; and the log lines of each pass.
+ */
+import type { Logger } from "pino";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { GCStats } from "../../../../../libs/core/gc";
 
@@ -36,6 +40,22 @@ export function gcMetrics(registry: Registry): GCObserver {
     },
     onError() {
       passes.inc({ result: "error" });
+    },
+  };
+}
+
+/** `observer`, and a log line per pass (info when it freed anything, warn when it skipped data) or failure. */
+export function loggedPasses(observer: GCObserver, log: Logger): GCObserver {
+  return {
+    onPass(st) {
+      observer.onPass(st);
+      const freed = Object.values(st.freed).reduce((a, b) => a + b, 0);
+      const level = st.skipped.length ? "warn" : freed ? "info" : "debug";
+      log[level]({ pass: st.pass, ms: Math.round(st.elapsedMs * 10) / 10, freed: st.freed, phases: st.phasesMs, skipped: st.skipped.length ? st.skipped : undefined }, "garbage collected");
+    },
+    onError(e) {
+      observer.onError(e);
+      log.error({ err: e }, "garbage collection failed");
     },
   };
 }

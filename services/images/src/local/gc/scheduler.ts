@@ -8,7 +8,10 @@
  * - `scheduleAndWait` (a `sync` delete) runs a pass after `scheduleDelay` and resolves with the stats of
  *   the first pass that *starts* after the call.
  * - A pass after `startupDelay` (counted once the other processes answer, see `start`), over every
- *   namespace; lease expiry wakes the collector at that time.
+ *   namespace; the earliest lease expiry (`nextExpiry`, looked at again after every pass) wakes the
+ *   collector at that time.
+ * The scheduler is made before the stores that notify it, and given the collector (which reads those
+ * stores) when started: nothing runs before `start`.
  * Only the namespaces touched since the previous pass are collected (all of them at startup, after an
  * untargeted mark, and every `fullScanInterval`).
  */
@@ -66,6 +69,20 @@ export interface Collecting {
   progress?(): { only?: ReadonlySet<string>; phase: GCPhase } | undefined;
 }
 
+/** Hooks of the scheduler's owner: what to do with each pass's outcome (metrics, logs). */
+export interface SchedulerHooks {
+  onPass?(s: GCStats): void;
+  onError?(e: unknown): void;
+}
+
+export interface SchedulerStart {
+  collector: Collecting;
+  /** The startup pass comes `startupDelay` after this settles (the sources being ready). */
+  after?: Promise<unknown>;
+  /** The earliest lease expiry across namespaces, if any (the collector is woken then). */
+  nextExpiry?(): { ns: string; at: Date } | undefined;
+}
+
 interface Waiter {
   resolve(s: GCStats): void;
   reject(e: unknown): void;
@@ -98,14 +115,23 @@ export class Scheduler implements GCScheduler {
   private expiryAt?: number;
   private expiryNs = new Set<string>();
 
+  private collector?: Collecting;
+  private nextExpiry?: SchedulerStart["nextExpiry"];
+
   constructor(
-    private readonly collector: Collecting,
     private readonly cfg: SchedulerConfig = DEFAULT_SCHEDULER_CONFIG,
-    private readonly hooks: { onPass?(s: GCStats): void; onError?(e: unknown): void; afterPass?(): void } = {},
+    private readonly hooks: SchedulerHooks = {},
   ) {}
 
-  /** The startup pass comes `startupDelay` after `after` settles (the sources being ready). */
-  start(after?: Promise<unknown>): void {
+  /**
+   * Start collecting with `collector`: marks made before now are looked at, the next lease expiry is
+   * armed, and the startup pass comes `startupDelay` after `after` settles.
+   */
+  start({ collector, after, nextExpiry }: SchedulerStart): void {
+    this.collector = collector;
+    this.nextExpiry = nextExpiry;
+    this.wakeAtNextExpiry();
+    this.onEvent();
     if (this.cfg.startupDelayMs <= 0) return;
     if (!after) return this.schedule(this.cfg.startupDelayMs);
     void after.finally(() => {
@@ -140,7 +166,7 @@ export class Scheduler implements GCScheduler {
   scheduleAndWait(ctx?: CallContext, after: GCReadPhase = "images", ns?: string): Promise<GCStats> {
     const n = ns ?? ctx?.namespace;
     let p: Promise<GCStats>;
-    const run = this.collector.progress?.();
+    const run = this.collector?.progress?.();
     const readsIn: GCPhase = after === "leases" ? "leases" : "read";
     if (this.running && this.runningWaiters && run && (!run.only || (n !== undefined && run.only.has(n))) && GC_PHASES.indexOf(run.phase) < GC_PHASES.indexOf(readsIn)) {
       // The running pass covers the namespace and has not read what was just deleted: it serves.
@@ -203,8 +229,13 @@ export class Scheduler implements GCScheduler {
     this.retryTimer.unref();
   }
 
+  private wakeAtNextExpiry(): void {
+    const next = this.nextExpiry?.();
+    if (next) this.expiresAt(next.ns, next.at);
+  }
+
   private schedule(delay: number): void {
-    if (this.stopped) return;
+    if (this.stopped || !this.collector) return;
     clearTimeout(this.timer);
     this.nextCollection = Date.now() + delay;
     this.timer = setTimeout(() => void this.tick(), delay);
@@ -226,6 +257,8 @@ export class Scheduler implements GCScheduler {
 
   private async tick(): Promise<void> {
     this.nextCollection = undefined;
+    const collector = this.collector;
+    if (!collector) return;
     const c = this.cfg;
     const full = c.fullScanIntervalMs > 0 && Date.now() - this.lastFullScan >= c.fullScanIntervalMs;
     if (!this.triggered && this.lastCollection !== undefined && this.deletions === 0 && !full && (c.mutationThreshold === 0 || this.mutations < c.mutationThreshold)) {
@@ -246,7 +279,7 @@ export class Scheduler implements GCScheduler {
     this.deletions = 0;
     this.mutations = 0;
     try {
-      const stats = await this.collector.collect(undefined, all ? undefined : pending);
+      const stats = await collector.collect(undefined, all ? undefined : pending);
       if (all) this.lastFullScan = Date.now();
       // A pass that waited on an unreachable process says nothing about how long collection takes.
       if (!stats.skipped.length) {
@@ -272,7 +305,7 @@ export class Scheduler implements GCScheduler {
       this.runningWaiters = undefined;
     }
     try {
-      this.hooks.afterPass?.();
+      this.wakeAtNextExpiry();
     } catch {
       /* best effort */
     }

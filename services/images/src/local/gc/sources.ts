@@ -1,14 +1,16 @@
 /**
  * Where the collector reads objects from and deletes garbage in: the processes that own the data,
- * through their ordinary containerd RPCs (Content/List, ListStatuses, Delete, Abort; Snapshots/List,
- * Remove; Containers/List; sandbox Store/List; Introspection/Plugins for the loaded snapshotters).
+ * through their clients in libs/clients (content List, ListStatuses, Delete, Abort; snapshots List,
+ * Remove; containers List; sandbox Store List; introspection Plugins for the loaded snapshotters).
  * Every call runs in the namespace of its context. The sweep's deletes carry GC_SWEEP_HEADER.
  */
 import { withHeaders, type CallContext } from "../../../../../libs/context";
 import { isNotImplemented } from "../../../../../libs/errdefs";
-import { RpcClient } from "../../../../../libs/grpc/client";
-import type { Msg } from "../../../../../libs/grpc/server";
-import { fromTimestamp } from "../../../../../libs/proto";
+import { ContainerStoreProxy } from "../../../../../libs/clients/containers";
+import { ContentStoreProxy } from "../../../../../libs/clients/content";
+import { IntrospectionProxy } from "../../../../../libs/clients/introspection";
+import { SandboxStoreProxy } from "../../../../../libs/clients/sandbox";
+import { SnapshotterSetProxy } from "../../../../../libs/clients/snapshots";
 import { GC_SWEEP_HEADER, type GraphSnapshot } from "../../../../../libs/core/gc";
 
 export interface ContentObject {
@@ -70,17 +72,36 @@ export interface RemoteAddresses {
 }
 
 export const SNAPSHOTTER_PLUGIN = "io.containerd.snapshotter.v1";
+/** How long the list of loaded snapshotters is reused before the snapshots process is asked again. */
+const SNAPSHOTTERS_TTL_MS = 5000;
+
+/**
+ * The snapshotters the snapshots process at `address` has loaded (its introspection plugins of type
+ * io.containerd.snapshotter.v1 that initialised). They rarely change: the answer is reused for a few
+ * seconds, and `forget` drops it (a snapshots process that went down meanwhile).
+ */
+export function loadedSnapshotters(address: string): { names(ctx: CallContext): Promise<string[]>; forget(): void } {
+  const introspection = new IntrospectionProxy(address);
+  let known: { names: string[]; at: number } | undefined;
+  return {
+    async names(ctx) {
+      if (known && Date.now() - known.at < SNAPSHOTTERS_TTL_MS) return known.names;
+      const names = (await introspection.plugins(ctx, [`type==${SNAPSHOTTER_PLUGIN}`])).filter((p) => !p.initErr).map((p) => p.id);
+      known = { names, at: Date.now() };
+      return names;
+    },
+    forget() {
+      known = undefined;
+    },
+  };
+}
 
 /** The sources over the other processes' gRPC services. */
-export function remoteSources(a: RemoteAddresses): GCSources {
-  const content = new RpcClient(a.content, "containerd.services.content.v1.Content");
-  const snapshots = new RpcClient(a.snapshots, "containerd.services.snapshots.v1.Snapshots");
-  const introspection = new RpcClient(a.snapshots, "containerd.services.introspection.v1.Introspection");
-  const containers = new RpcClient(a.tasks, "containerd.services.containers.v1.Containers");
-  const sandboxes = new RpcClient(a.sandbox, "containerd.services.sandbox.v1.Store");
-  // The loaded snapshotters rarely change: asked again after a few seconds (a snapshots process that
-  // went down meanwhile fails the pass's List calls instead).
-  let known: { names: string[]; at: number } | undefined;
+export function remoteSources(a: RemoteAddresses, snapshotters = loadedSnapshotters(a.snapshots)): Required<GCSources> {
+  const content = new ContentStoreProxy(a.content);
+  const snapshots = new SnapshotterSetProxy(a.snapshots);
+  const containers = new ContainerStoreProxy(a.tasks);
+  const sandboxes = new SandboxStoreProxy(a.sandbox);
   const all = { content, snapshots, tasks: containers, sandbox: sandboxes };
   return {
     async ready(ms) {
@@ -90,61 +111,39 @@ export function remoteSources(a: RemoteAddresses): GCSources {
     content: {
       async list(ctx) {
         const out: ContentObject[] = [];
-        for await (const m of content.serverStream(ctx, "List", { filters: [] })) {
-          for (const i of (m.info as Msg[] | undefined) ?? []) out.push({ digest: String(i.digest), labels: (i.labels as Record<string, string>) ?? {} });
-        }
+        await content.walk(ctx, (i) => void out.push({ digest: i.digest, labels: i.labels }));
         return out;
       },
       async ingests(ctx) {
-        const r = await content.unary(ctx, "ListStatuses", { filters: [] });
-        return ((r.statuses as Msg[] | undefined) ?? []).map((s) => ({
-          ref: String(s.ref ?? ""),
-          expected: String(s.expected ?? ""),
-          updatedAt: fromTimestamp(s.updated_at) ?? new Date(0),
-        }));
+        return (await content.listStatuses(ctx)).map((s) => ({ ref: s.ref, expected: s.expected, updatedAt: s.updatedAt }));
       },
       async delete(ctx, digest, pass) {
-        await content.unary(withHeaders(ctx, sweepHeaders(pass)), "Delete", { digest });
+        await content.delete(withHeaders(ctx, sweepHeaders(pass)), digest);
       },
       async abort(ctx, ref, pass) {
-        await content.unary(withHeaders(ctx, sweepHeaders(pass)), "Abort", { ref });
+        await content.abort(withHeaders(ctx, sweepHeaders(pass)), ref);
       },
     },
     snapshots: {
-      async snapshotters(ctx) {
-        if (known && Date.now() - known.at < 5000) return known.names;
-        const r = await introspection.unary(ctx, "Plugins", { filters: [`type==${SNAPSHOTTER_PLUGIN}`] });
-        const names = ((r.plugins as Msg[] | undefined) ?? []).filter((p) => !p.init_err || !p.init_err.code).map((p) => String(p.id));
-        known = { names, at: Date.now() };
-        return names;
-      },
+      snapshotters: (ctx) => snapshotters.names(ctx),
       async list(ctx, snapshotter) {
         const out: GraphSnapshot[] = [];
         try {
-          for await (const m of snapshots.serverStream(ctx, "List", { snapshotter, filters: [] })) {
-            for (const i of (m.info as Msg[] | undefined) ?? []) {
-              out.push({ snapshotter, key: String(i.name), parent: String(i.parent ?? ""), labels: (i.labels as Record<string, string>) ?? {} });
-            }
-          }
+          await snapshots.get(snapshotter).walk(ctx, (i) => void out.push({ snapshotter, key: i.name, parent: i.parent, labels: i.labels }));
         } catch (e) {
-          known = undefined;
+          snapshotters.forget();
           throw e;
         }
         return out;
       },
       async remove(ctx, snapshotter, key, pass) {
-        await snapshots.unary(withHeaders(ctx, sweepHeaders(pass)), "Remove", { snapshotter, key });
+        await snapshots.get(snapshotter).remove(withHeaders(ctx, sweepHeaders(pass)), key);
       },
     },
     roots: {
       async containers(ctx) {
         try {
-          const r = await containers.unary(ctx, "List", { filters: [] });
-          return ((r.containers as Msg[] | undefined) ?? []).map((c) => ({
-            snapshotter: String(c.snapshotter ?? ""),
-            snapshotKey: String(c.snapshot_key ?? ""),
-            labels: (c.labels as Record<string, string>) ?? {},
-          }));
+          return (await containers.list(ctx)).map((c) => ({ snapshotter: c.snapshotter, snapshotKey: c.snapshotKey, labels: c.labels }));
         } catch (e) {
           if (isNotImplemented(e)) return []; // a process without the containers API holds no containers
           throw e;
@@ -152,8 +151,7 @@ export function remoteSources(a: RemoteAddresses): GCSources {
       },
       async sandboxes(ctx) {
         try {
-          const r = await sandboxes.unary(ctx, "List", { filters: [] });
-          return ((r.list as Msg[] | undefined) ?? []).map((s) => (s.labels as Record<string, string>) ?? {});
+          return (await sandboxes.list(ctx)).map((s) => s.labels);
         } catch (e) {
           if (isNotImplemented(e)) return [];
           throw e;

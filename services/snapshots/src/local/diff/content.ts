@@ -1,7 +1,7 @@
 /**
- * What the differ needs from the content service: stream a blob out, write a new blob in. Spoken
- * straight over the containerd Content wire protocol (Read stream, Write bidi), so this process does
- * not depend on the content service's code.
+ * What the differ needs from the content service: stream a blob out, write a new blob in, through the
+ * content client (libs/clients/content: a Read stream, a Write session), so this process does not
+ * depend on the content service's code.
  *
  * Co-located fast path: when the content service's blob directory is visible from this process (same
  * host or a shared volume, as `flotilla up` and the compose file set it up), a layer is read straight
@@ -14,10 +14,8 @@ import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { CallContext } from "../../../../../libs/context";
-import { errInternal, isAlreadyExists } from "../../../../../libs/errdefs";
-import { RpcClient } from "../../../../../libs/grpc/client";
-
-export const CONTENT_SERVICE = "containerd.services.content.v1.Content";
+import { isAlreadyExists } from "../../../../../libs/errdefs";
+import { ContentStoreProxy } from "../../../../../libs/clients/content";
 /** Largest data chunk in one Write request. */
 const WRITE_CHUNK = 1 << 20;
 
@@ -53,19 +51,18 @@ export function uniqueRef(prefix: string): string {
 }
 
 export class RemoteContent implements LayerContent {
-  private readonly rpc: RpcClient;
+  private readonly store: ContentStoreProxy;
 
   /** `localRoot`: the content service's root directory, when its blob files may be readable here. */
   constructor(address: string, private readonly localRoot?: string) {
-    this.rpc = new RpcClient(address, CONTENT_SERVICE);
+    this.store = new ContentStoreProxy(address);
   }
 
   async localFile(ctx: CallContext, digest: string): Promise<string | undefined> {
     if (!this.localRoot) return undefined;
     const file = blobFile(this.localRoot, digest);
     if (!file) return undefined;
-    const info = await this.rpc.unary(ctx, "Info", { digest });
-    const size = Number((info.info as Record<string, unknown> | undefined)?.size ?? -1);
+    const { size } = await this.store.info(ctx, digest);
     try {
       const st = fs.statSync(file);
       return st.isFile() && st.size === size ? file : undefined;
@@ -74,55 +71,36 @@ export class RemoteContent implements LayerContent {
     }
   }
 
-  async *read(ctx: CallContext, digest: string): AsyncIterable<Buffer> {
-    for await (const m of this.rpc.serverStream(ctx, "Read", { digest, offset: 0, size: 0 })) {
-      const d = m.data as Buffer | undefined;
-      if (d && d.length) yield d;
-    }
+  read(ctx: CallContext, digest: string): AsyncIterable<Buffer> {
+    return this.store.read(ctx, digest);
   }
 
   async writer(ctx: CallContext, ref: string): Promise<BlobWriter> {
-    const call = this.rpc.bidi(ctx, "Write");
-    const it = call.responses[Symbol.asyncIterator]();
-    const next = async (): Promise<Record<string, unknown>> => {
-      const r = await it.next();
-      if (r.done) throw errInternal("content Write stream ended early");
-      return r.value;
-    };
-    await call.send({ action: 0, ref });
-    const st = await next();
-    let offset = Number(st.offset ?? 0);
-    if (offset !== 0) {
-      call.cancel();
-      await this.rpc.unary(ctx, "Abort", { ref }).catch(() => undefined);
+    const w = await this.store.writer(ctx, { ref });
+    if ((await w.status()).offset !== 0) {
+      // A leftover ingest under this ref: start it over.
+      await w.close();
+      await this.store.abort(ctx, ref).catch(() => undefined);
       return this.writer(ctx, ref);
     }
     let done = false;
     return {
       write: async (data: Buffer) => {
-        for (let i = 0; i < data.length; i += WRITE_CHUNK) {
-          const part = data.subarray(i, i + WRITE_CHUNK);
-          await call.send({ action: 1, offset, data: part });
-          await next();
-          offset += part.length;
-        }
+        for (let i = 0; i < data.length; i += WRITE_CHUNK) await w.write(data.subarray(i, i + WRITE_CHUNK));
       },
       commit: async (size, digest, labels) => {
+        done = true;
         try {
-          await call.send({ action: 2, total: size, expected: digest, offset, labels });
-          await next();
+          await w.commit(size, digest, labels);
         } catch (e) {
           if (!isAlreadyExists(e)) throw e;
-        } finally {
-          done = true;
-          call.end();
         }
       },
       abort: async () => {
         if (done) return;
         done = true;
-        call.cancel();
-        await this.rpc.unary(ctx, "Abort", { ref }).catch(() => undefined);
+        await w.close();
+        await this.store.abort(ctx, ref).catch(() => undefined);
       },
     };
   }
