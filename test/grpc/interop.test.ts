@@ -127,6 +127,7 @@ async function rejection(p: Promise<unknown>): Promise<unknown> {
 
 describe("grpc-js clients -> our RpcServer", () => {
   let dir: string;
+  let sock: string;
   let server: RpcServer;
   let client: InteropJsClient;
   const aborts: string[] = [];
@@ -136,7 +137,7 @@ describe("grpc-js clients -> our RpcServer", () => {
   before(async () => {
     loadFixtureIntoRoot();
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "flt-interop-"));
-    const sock = path.join(dir, "ours.sock");
+    sock = path.join(dir, "ours.sock");
     server = new RpcServer({ service: "test", log: createLogger("test", "silent") });
     server.addService(SVC, {
       Unary: async (ctx: CallContext, req: Msg) => {
@@ -211,6 +212,21 @@ describe("grpc-js clients -> our RpcServer", () => {
     const { date: _date, ...own } = headers.getMap();
     assert.deepEqual(own, { "content-type": "application/grpc" });
     assert.equal(status.code, grpc.status.OK);
+    // And trailers with the status alone.
+    assert.deepEqual(status.metadata.getMap(), {});
+  });
+
+  it("a compressed request is UNIMPLEMENTED, as containerd answers it", async () => {
+    // Deliberate: only the identity encoding is spoken. containerd registers no gRPC compressor
+    // either, and neither ctr nor the Go client compresses.
+    const gz = new (jsInterop())(`unix:${sock}`, grpc.credentials.createInsecure(), { "grpc.default_compression_algorithm": grpc.compressionAlgorithms.gzip }) as unknown as InteropJsClient;
+    try {
+      const { err } = await jsUnary(gz, { text: "squeezed", data: Buffer.alloc(4096, 1) });
+      assert.equal(err?.code, grpc.status.UNIMPLEMENTED);
+      assert.match(err!.details, /compressed messages are not supported/);
+    } finally {
+      gz.close();
+    }
   });
 
   it("server stream, client stream and an interleaved bidi stream", async () => {
@@ -477,6 +493,23 @@ describe("our RpcClient -> a grpc-js server", () => {
     const cause = (err as Error).cause as StatusError;
     assert.equal(cause.code, grpc.status.NOT_FOUND);
     assertDetails(cause.statusDetails, grpc.status.NOT_FOUND, `widget "w1": not found`);
+  });
+
+  it("details pass through a Flotilla process that relays the error unchanged (grpc-js -> RpcServer -> RpcClient -> grpc-js)", async () => {
+    const relay = new RpcServer({ service: "relay", log: createLogger("test", "silent") });
+    relay.addService(SVC, { Unary: (ctx: CallContext, req: Msg) => client.unary(ctx, "Unary", req) });
+    const sock = path.join(dir, "relay.sock");
+    await relay.listen(sock);
+    const js = new (jsInterop())(`unix:${sock}`, grpc.credentials.createInsecure()) as unknown as InteropJsClient;
+    try {
+      const { err } = await jsUnary(js, { mode: "details" });
+      assert.equal(err?.code, grpc.status.NOT_FOUND);
+      assert.equal(err!.details, `widget "w1": not found`);
+      assertDetails(err!.metadata.get("grpc-status-details-bin")[0] as Buffer | undefined, grpc.status.NOT_FOUND, `widget "w1": not found`);
+    } finally {
+      js.close();
+      await relay.shutdown(100);
+    }
   });
 
   it("a method the server does not implement is NotImplemented", async () => {
