@@ -110,8 +110,8 @@ function jsUnary(c: InteropJsClient, req: Echo, md = new grpc.Metadata(), opts: 
       res = r;
     });
     call.on("metadata", (m) => (headers = m));
-    // 'status' comes after the callback.
-    call.on("status", (status) => setImmediate(() => resolve({ res, err, headers, status })));
+    // grpc-js calls back before it emits 'status'.
+    call.on("status", (status) => resolve({ res, err, headers, status }));
   });
 }
 
