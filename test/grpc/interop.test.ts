@@ -248,7 +248,7 @@ describe("grpc-js clients -> our RpcServer", () => {
     bidi.on("data", (m: Echo) => answers.push(m));
     for (let i = 0; i < 5; i++) {
       bidi.write({ text: `m${i}`, count: i });
-      await waitFor(`answer ${i}`, () => (answers.length === i + 1 ? true : undefined), 5000, 5);
+      await waitFor(`answer ${i}`, () => (answers.length === i + 1 ? true : undefined), 15000, 5);
       assert.deepEqual([answers[i]!.text, answers[i]!.count], [`M${i}`, i]);
     }
     const status = new Promise<grpc.StatusObject>((resolve) => bidi.on("status", resolve));
@@ -257,11 +257,11 @@ describe("grpc-js clients -> our RpcServer", () => {
   });
 
   it("deadline: the handler sees it and its signal aborts; the client gets DEADLINE_EXCEEDED", async () => {
-    const deadline = new Date(Date.now() + 300);
+    const deadline = new Date(Date.now() + 1500);
     const { err } = await jsUnary(client, { mode: "deadline" }, new grpc.Metadata(), { deadline });
     assert.equal(err?.code, grpc.status.DEADLINE_EXCEEDED);
     assert.ok(deadlineSeen, "the handler saw a deadline");
-    assert.ok(Math.abs(deadlineSeen.getTime() - deadline.getTime()) < 250, `deadline seen ${deadlineSeen.toISOString()} vs ${deadline.toISOString()}`);
+    assert.ok(Math.abs(deadlineSeen.getTime() - deadline.getTime()) < 1000, `deadline seen ${deadlineSeen.toISOString()} vs ${deadline.toISOString()}`);
     await waitFor("the handler's abort", () => (aborts.includes(`unary ${ErrorCodes.DeadlineExceeded}`) ? true : undefined));
   });
 
@@ -330,7 +330,7 @@ describe("our RpcClient -> a grpc-js server", () => {
           case "deadline": {
             const d = call.getDeadline(); // a Date, or milliseconds since the epoch
             deadlineSeen = d instanceof Date ? d : new Date(d);
-            const t = setTimeout(() => cb(null, {}), 5000);
+            const t = setTimeout(() => cb(null, {}), 30_000);
             call.on("cancelled", () => {
               clearTimeout(t);
               cancelled.push("unary");
@@ -440,13 +440,13 @@ describe("our RpcClient -> a grpc-js server", () => {
   });
 
   it("deadline: the server sees it; the call fails with DeadlineExceeded and the server's call is cancelled", async () => {
-    const deadline = new Date(Date.now() + 300);
+    const deadline = new Date(Date.now() + 1500);
     const t0 = Date.now();
     const err = await rejection(client.unary({ ...background(), deadline }, "Unary", { mode: "deadline" }));
     assert.equal(errorCode(err), ErrorCodes.DeadlineExceeded);
-    assert.ok(Date.now() - t0 < 3000, "failed at the deadline, not when the server answered");
+    assert.ok(Date.now() - t0 < 15_000, "failed at the deadline, not when the server would have answered (30 s)");
     assert.ok(deadlineSeen && Number.isFinite(deadlineSeen.getTime()), "grpc-js saw a deadline");
-    assert.ok(Math.abs(deadlineSeen.getTime() - deadline.getTime()) < 250, `deadline seen ${deadlineSeen.toISOString()} vs ${deadline.toISOString()}`);
+    assert.ok(Math.abs(deadlineSeen.getTime() - deadline.getTime()) < 1000, `deadline seen ${deadlineSeen.toISOString()} vs ${deadline.toISOString()}`);
     await waitFor("the server's call to be cancelled", () => (cancelled.includes("unary") ? true : undefined));
   });
 
