@@ -157,6 +157,10 @@ describe("grpc-js clients -> our RpcServer", () => {
         }
       },
       ServerStream: async (ctx: CallContext, req: Msg, send: Send) => {
+        if (req.mode === "details") {
+          for (let i = 0; i < 2; i++) await send({ text: `${req.text}-${i}`, count: i });
+          throw Object.assign(errNotFound(`widget "w1"`), { statusDetails: statusDetails(grpc.status.NOT_FOUND, `widget "w1": not found`) });
+        }
         if (req.count === 0) ctx.signal.addEventListener("abort", () => aborts.push(`stream ${errorCode(ctx.signal.reason)}`), { once: true });
         for (let i = 0; req.count === 0 || i < req.count; i++) {
           await send({ text: `${req.text}-${i}`, count: i });
@@ -298,6 +302,18 @@ describe("grpc-js clients -> our RpcServer", () => {
     assert.equal(err?.code, grpc.status.NOT_FOUND);
     assert.equal(err!.details, detailsError!.message);
     assertDetails(err!.metadata.get("grpc-status-details-bin")[0] as Buffer | undefined, grpc.status.NOT_FOUND, `widget "w1": not found`);
+
+    // The same after messages were sent: the status and its details come in the trailers.
+    const ss = client.ServerStream({ text: "d", mode: "details" });
+    const got: Echo[] = [];
+    const streamErr = await new Promise<grpc.ServiceError>((resolve) => {
+      ss.on("data", (m: Echo) => got.push(m));
+      ss.on("error", resolve);
+    });
+    assert.deepEqual(got.map((m) => m.text), ["d-0", "d-1"]);
+    assert.equal(streamErr.code, grpc.status.NOT_FOUND);
+    assert.equal(streamErr.details, `widget "w1": not found`);
+    assertDetails(streamErr.metadata.get("grpc-status-details-bin")[0] as Buffer | undefined, grpc.status.NOT_FOUND, `widget "w1": not found`);
   });
 
   it("an unknown method, or one the service does not serve, is UNIMPLEMENTED", async () => {
@@ -365,6 +381,13 @@ describe("our RpcClient -> a grpc-js server", () => {
       },
       ServerStream: (call: grpc.ServerWritableStream<Echo, Echo>) => {
         const r = call.request;
+        if (r.mode === "details") {
+          for (let i = 0; i < 2; i++) call.write({ text: `${r.text}-${i}`, count: i });
+          const md = new grpc.Metadata();
+          md.set("grpc-status-details-bin", statusDetails(grpc.status.NOT_FOUND, `widget "w1": not found`));
+          call.emit("error", { code: grpc.status.NOT_FOUND, details: `widget "w1": not found`, metadata: md });
+          return;
+        }
         if (r.count) {
           for (let i = 0; i < r.count; i++) call.write({ text: `${r.text}-${i}`, count: i });
           call.end();
@@ -493,6 +516,15 @@ describe("our RpcClient -> a grpc-js server", () => {
     const cause = (err as Error).cause as StatusError;
     assert.equal(cause.code, grpc.status.NOT_FOUND);
     assertDetails(cause.statusDetails, grpc.status.NOT_FOUND, `widget "w1": not found`);
+
+    // The same after messages were received: the messages first, then the error.
+    const got: Msg[] = [];
+    const streamErr = await rejection((async () => {
+      for await (const m of client.serverStream(background(), "ServerStream", { text: "d", mode: "details" })) got.push(m);
+    })());
+    assert.deepEqual(got.map((m) => m.text), ["d-0", "d-1"]);
+    assert.equal(errorCode(streamErr), ErrorCodes.NotFound);
+    assertDetails(((streamErr as Error).cause as StatusError).statusDetails, grpc.status.NOT_FOUND, `widget "w1": not found`);
   });
 
   it("details pass through a Flotilla process that relays the error unchanged (grpc-js -> RpcServer -> RpcClient -> grpc-js)", async () => {
