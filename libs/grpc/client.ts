@@ -26,9 +26,13 @@ const WINDOW = 16 << 20;
 const CONNECT_TIMEOUT_MS = 20000;
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_NO_ERROR } = http2.constants;
 
-/** A gRPC status as an error (what errdefs' fromGrpc maps to a native class). */
+/**
+ * A gRPC status as an error (what errdefs' fromGrpc maps to a native class, keeping this one as its
+ * `cause`). `statusDetails` holds the server's `grpc-status-details-bin` (an encoded google.rpc.Status)
+ * when it sent one.
+ */
 export class StatusError extends Error {
-  constructor(readonly code: number, readonly details: string) {
+  constructor(readonly code: number, readonly details: string, readonly statusDetails?: Buffer) {
     super(`${code} ${Status[code] ?? "UNKNOWN"}: ${details}`);
   }
 }
@@ -279,7 +283,16 @@ class Call {
   private readonly onTrailers = (t: http2.IncomingHttpHeaders): void => {
     if (this.trailerStatus !== undefined) return;
     const code = t["grpc-status"] === undefined ? Status.UNKNOWN : Number(t["grpc-status"]);
-    this.trailerStatus = code === Status.OK ? null : new StatusError(Number.isInteger(code) ? code : Status.UNKNOWN, t["grpc-status"] === undefined ? "no grpc-status in the response" : decodeMessage(t["grpc-message"]));
+    if (code === Status.OK) {
+      this.trailerStatus = null;
+      return;
+    }
+    const bin = t["grpc-status-details-bin"];
+    this.trailerStatus = new StatusError(
+      Number.isInteger(code) ? code : Status.UNKNOWN,
+      t["grpc-status"] === undefined ? "no grpc-status in the response" : decodeMessage(t["grpc-message"]),
+      typeof bin === "string" ? Buffer.from(bin, "base64") : undefined,
+    );
   };
 
   private readonly onEnd = (): void => {

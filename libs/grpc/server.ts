@@ -18,7 +18,7 @@ import type { Metrics, RpcTally } from "../metrics";
 import { DECODE_OPTIONS, lookupService, validateWire, type Type } from "../proto";
 import { SpanKind, SpanStatusCode, tracer, tracingExported, type Span } from "../tracing";
 import { createTunedServer } from "./h2-tuning";
-import { closeHttp2, FrameReader, FramingError, GRPC_CONTENT_TYPE, listenHttp2, parseGrpcTimeout, respondStatusOnly, encodeStatusMessage, writeWithDrain } from "./wire";
+import { closeHttp2, FrameReader, FramingError, GRPC_CONTENT_TYPE, listenHttp2, parseGrpcTimeout, respondStatusOnly, statusTrailers, writeWithDrain } from "./wire";
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type Msg = Record<string, any>;
@@ -146,15 +146,15 @@ class ResponseWriter {
   }
 
   /** End the call with a status (once; later calls do nothing). */
-  finish(code: number, message: string): void {
+  finish(code: number, message: string, details?: Buffer): void {
     if (this.done) return;
     this.done = true;
     const st = this.stream;
     if (st.destroyed || st.closed) return;
     if (!this.started) {
-      respondStatusOnly(st, code, message);
+      respondStatusOnly(st, code, message, details);
     } else {
-      if (code !== 0) this.trailers = { "grpc-status": String(code), "grpc-message": encodeStatusMessage(message) };
+      if (code !== 0) this.trailers = statusTrailers(code, message, details);
       st.once("wantTrailers", this.onWantTrailers);
       st.end();
     }
@@ -390,7 +390,7 @@ class ServerCall {
 
   private finish(code: number, message: string, err?: unknown): void {
     if (this.finished) return;
-    this.out.finish(code, message);
+    this.out.finish(code, message, err === undefined ? undefined : statusDetailsOf(err, code));
     this.settle(code, message, err);
   }
 
@@ -407,6 +407,18 @@ class ServerCall {
     }
     if (this.started !== undefined) this.tally!.done(code, Number(process.hrtime.bigint() - this.started) / 1e9);
   }
+}
+
+/**
+ * The encoded google.rpc.Status an error carries for `grpc-status-details-bin` with status `code`: its
+ * own `statusDetails`, or, for an error our client made from another server's status (fromGrpc keeps
+ * that as the cause) and passed on unchanged, the details that server sent with the same code.
+ */
+function statusDetailsOf(err: unknown, code: number): Buffer | undefined {
+  const own = (err as { statusDetails?: unknown } | undefined)?.statusDetails;
+  if (Buffer.isBuffer(own)) return own;
+  const cause = (err as { cause?: { code?: unknown; statusDetails?: unknown } } | undefined)?.cause;
+  return cause?.code === code && Buffer.isBuffer(cause.statusDetails) ? cause.statusDetails : undefined;
 }
 
 const ignore = (): void => undefined;

@@ -37,12 +37,19 @@ export function encodeStatusMessage(m: string): string {
   return cut.replace(/[^\x20-\x24\x26-\x7e]/gu, (c) => (c.length === 1 && c >= "\ud800" && c <= "\udfff" ? "%EF%BF%BD" : encodeURIComponent(c)));
 }
 
+/** The status fields of a trailer block (or a trailers-only answer); `details` is an encoded google.rpc.Status. */
+export function statusTrailers(code: number, message: string, details?: Buffer): http2.OutgoingHttpHeaders {
+  const t: http2.OutgoingHttpHeaders = { "grpc-status": String(code), "grpc-message": encodeStatusMessage(message) };
+  if (details) t["grpc-status-details-bin"] = details.toString("base64");
+  return t;
+}
+
 /** Answer a stream whose response has not started with a status alone, and end it. */
-export function respondStatusOnly(stream: http2.ServerHttp2Stream, code: number, message: string): void {
+export function respondStatusOnly(stream: http2.ServerHttp2Stream, code: number, message: string, details?: Buffer): void {
   if (stream.destroyed || stream.closed || stream.headersSent) return;
   try {
     stream.respond(
-      { [http2.constants.HTTP2_HEADER_STATUS]: 200, "content-type": GRPC_CONTENT_TYPE, "grpc-status": String(code), "grpc-message": encodeStatusMessage(message) },
+      { [http2.constants.HTTP2_HEADER_STATUS]: 200, "content-type": GRPC_CONTENT_TYPE, ...statusTrailers(code, message, details) },
       { endStream: true },
     );
   } catch {
