@@ -79,6 +79,32 @@ interface QueuedWrite {
 
 type AnyDB = RootDatabase<any, any>;
 
+/** A key as the services store them: an ordered-binary tuple. */
+export type Key = (string | number)[];
+
+/** Every entry whose key starts with `prefix` (compared part by part), in key order. */
+export function* scanPrefix<V = unknown>(db: AnyDB, prefix: Key): Generator<{ key: Key; value: V }> {
+  for (const { key, value } of db.getRange({ start: prefix })) {
+    const k = key as Key;
+    for (let i = 0; i < prefix.length; i++) if (k[i] !== prefix[i]) return;
+    yield { key: k, value: value as V };
+  }
+}
+
+/**
+ * Where an owner records the version of the key schema and records it publishes to readers in other
+ * processes (its `services/<owner>/public` module): a one-part key, outside every owner's key space.
+ */
+export const SCHEMA_VERSION_KEY: Key = ["schema_version"];
+
+/**
+ * Record `version` as the schema of the owner's database `db`, committed and synced before it returns
+ * (done at open, before the owner serves anything).
+ */
+export function stampSchemaVersion(db: AnyDB, version: number): void {
+  if (db.get(SCHEMA_VERSION_KEY) !== version) db.transactionSync(() => void db.put(SCHEMA_VERSION_KEY, version));
+}
+
 /** A service's metadata database: `file` under its root `dir`, msgpack values, tuple keys. */
 export function openServiceDB<K extends (string | number)[] = (string | number)[]>(dir: string, file = "meta.lmdb", readOnly = false): RootDatabase<unknown, K> {
   const p = path.join(dir, file);
@@ -150,9 +176,16 @@ export class ReadView<DB extends AnyDB> {
   private failedAt = 0;
   private checkedAt = 0;
 
-  constructor(private readonly openDB: () => DB, private readonly retryMs = 1000) {}
+  /**
+   * `schemaVersion`: read only while the database records this version of its schema (the one the
+   * reader was built against; see stampSchemaVersion), checked on the snapshot each read runs on.
+   */
+  constructor(private readonly openDB: () => DB, private readonly retryMs = 1000, private readonly schemaVersion?: number) {}
 
-  /** `fn` on a fresh snapshot, or undefined when the database cannot be opened (yet). */
+  /**
+   * `fn` on a fresh snapshot, or undefined when the database cannot be opened (yet) or records another
+   * schema version than the one asked for.
+   */
   read<T>(fn: (db: DB) => T): T | undefined {
     const now = Date.now();
     if (this.db && now - this.checkedAt >= this.retryMs) {
@@ -179,6 +212,7 @@ export class ReadView<DB extends AnyDB> {
     }
     // lmdb-js keeps a read transaction until a timer resets it: take the latest snapshot now.
     this.db.resetReadTxn();
+    if (this.schemaVersion !== undefined && this.db.get(SCHEMA_VERSION_KEY) !== this.schemaVersion) return undefined;
     return fn(this.db);
   }
 

@@ -3,10 +3,12 @@
  * Containers.Get, Images.Get and Namespaces.Get answered by the gateway give the owner's answer, field
  * for field, follow every acknowledged write at once (made through the gateway with the real `ctr`, or
  * straight to the owner), leave not-found to the owner, and are really answered without the owner (its
- * call counters do not move). With `gateway_read_views = false` every lookup reaches its owner.
+ * call counters do not move). A database recording another schema version than the gateway was built
+ * with is not read: its owner answers. With `gateway_read_views = false` every lookup reaches its owner.
  */
 import * as assert from "node:assert/strict";
 import * as crypto from "node:crypto";
+import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { background, type CallContext } from "../../libs/context";
 import { ErrorCodes } from "../../libs/errdefs";
@@ -14,6 +16,8 @@ import { RpcClient } from "../../libs/grpc/client";
 import type { Msg } from "../../libs/grpc/server";
 import { ContentStoreProxy } from "../../libs/clients/content";
 import type { ServiceName } from "../../libs/config";
+import { openServiceDB, SCHEMA_VERSION_KEY, writeTxn } from "../../libs/lmdb";
+import * as imagesPublic from "../../services/images/public";
 import { startStack, type Stack } from "../harness";
 import { handled } from "./helpers";
 
@@ -196,6 +200,45 @@ describe("gateway - lookups answered from the owners' databases", () => {
       if (c.service === NAMESPACES) assert.deepEqual(((await gw(c.service).unary(ctx, "Get", c.req)) as Msg).namespace.labels ?? {}, {});
       else assert.equal((await codeOf(gw(c.service).unary(ctx, "Get", c.req))).code, ErrorCodes.NotFound, c.service);
     }
+    await gw(CONTENT).unary(ctx, "Delete", { digest });
+  });
+
+  it("a database recording another schema version is not read: the owner answers until the versions match again", async () => {
+    const digest = await putBlob(s, ctx, Buffer.from(JSON.stringify({ schemaVersion: 2, layers: [] })));
+    const name = "example.com/views-schema:1";
+    await gw(IMAGES).unary(ctx, "Create", { image: { name, target: { media_type: "application/vnd.oci.image.manifest.v1+json", digest, size: 30 } } });
+    const gets = (): Promise<number> => handled(s, "images", IMAGES, "Get");
+    // Another build of the images process (a newer schema) records its own version.
+    const stamp = async (version: number): Promise<void> => {
+      const db = openServiceDB(path.join(s.root, "images"), imagesPublic.DB_FILE);
+      try {
+        await writeTxn(db, () => void db.put(SCHEMA_VERSION_KEY, version));
+      } finally {
+        await db.close();
+      }
+    };
+    const expected = await owner("images", IMAGES).unary(ctx, "Get", { name });
+    let before = await gets();
+    assert.deepEqual(await gw(IMAGES).unary(ctx, "Get", { name }), expected);
+    assert.equal(await gets(), before, "the view answered while the versions match");
+    try {
+      await stamp(imagesPublic.SCHEMA_VERSION + 1);
+      before = await gets();
+      assert.deepEqual(await gw(IMAGES).unary(ctx, "Get", { name }), expected);
+      // `ctr images tag` looks the source up with Images.Get.
+      const tagged = await s.ctr(["images", "tag", name, `${name}-copy`]);
+      assert.equal(tagged.code, 0, tagged.stderr);
+      assert.equal(await gets(), before + 2, "the images process answered both Gets");
+      const nsGets = await handled(s, "images", NAMESPACES, "Get");
+      await gw(NAMESPACES).unary(ctx, "Get", { name: "default" });
+      assert.equal(await handled(s, "images", NAMESPACES, "Get"), nsGets + 1, "the images process answered Namespaces.Get");
+    } finally {
+      await stamp(imagesPublic.SCHEMA_VERSION);
+    }
+    before = await gets();
+    assert.deepEqual(await gw(IMAGES).unary(ctx, "Get", { name }), expected);
+    assert.equal(await gets(), before, "the view answers again once the versions match");
+    assert.equal((await s.ctr(["images", "rm", name, `${name}-copy`])).code, 0);
     await gw(CONTENT).unary(ctx, "Delete", { digest });
   });
 });

@@ -1,7 +1,8 @@
 /**
  * libs/lmdb ReadView against a database written by another process (as the gateway reads the owners'):
  * nothing before the database exists (and no directory made for it), every acknowledged write seen by
- * the next read, and a database removed or replaced under it reopened (or no longer read).
+ * the next read, and a database removed or replaced under it reopened (or no longer read); a view
+ * asked for a schema version reads only while the database records that version.
  */
 import * as assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -9,7 +10,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { after, describe, it } from "node:test";
-import { openServiceDB, ReadView } from "../../libs/lmdb";
+import { openServiceDB, ReadView, SCHEMA_VERSION_KEY, stampSchemaVersion } from "../../libs/lmdb";
 
 const LMDB_LIB = path.join(__dirname, "..", "..", "libs", "lmdb", "index.js");
 
@@ -59,6 +60,27 @@ describe("lmdb - read views of another process's database", () => {
       assert.equal(get("b"), undefined, "a database gone is not read");
     } finally {
       view.close();
+    }
+  });
+
+  it("reads only while the database records the schema version asked for", () => {
+    const dir = path.join(tmp, "versioned");
+    const owner = openServiceDB(dir);
+    const view = new ReadView(() => openServiceDB(dir, "meta.lmdb", true), 20, 2);
+    const get = (): unknown => view.read((db) => db.get(["k", "a"]) ?? null);
+    try {
+      owner.putSync(["k", "a"], 1);
+      assert.equal(get(), undefined, "no version recorded");
+      stampSchemaVersion(owner, 1);
+      assert.equal(get(), undefined, "another version");
+      stampSchemaVersion(owner, 2);
+      assert.equal(owner.get(SCHEMA_VERSION_KEY), 2);
+      assert.equal(get(), 1, "the version asked for");
+      stampSchemaVersion(owner, 3);
+      assert.equal(get(), undefined, "a later version is not read either");
+    } finally {
+      view.close();
+      void owner.close();
     }
   });
 });

@@ -10,9 +10,9 @@
  * NLINK_CHECK_MS, so a blob gone from disk is never served.
  */
 import * as fs from "node:fs";
-import * as path from "node:path";
 import * as http2 from "node:http2";
 import { errOutOfRange, toGrpc } from "../../../libs/errdefs";
+import { blobFile } from "../../content/public";
 import { encodeStatusMessage, GRPC_CONTENT_TYPE, respondStatusOnly, writeWithDrain } from "../../../libs/grpc/wire";
 
 export const CONTENT_READ_PATH = "/containerd.services.content.v1.Content/Read";
@@ -207,7 +207,7 @@ export class DirectContentReads {
       cur.lastUsed = Date.now();
       return cur;
     }
-    const file = path.join(this.contentRoot, "blobs", "sha256", digest.slice("sha256:".length));
+    const file = blobFile(this.contentRoot, digest);
     const fd = await new Promise<number>((resolve, reject) => fs.open(file, fs.constants.O_RDONLY, (err, d) => (err ? reject(err) : resolve(d))));
     let size: number;
     try {

@@ -10,23 +10,20 @@
  * acknowledges a write only after its commit), so what it finds is what the owner would find. It
  * answers only with a record it finds, though: anything else (not found, a request it does not
  * understand, a database not there yet) is forwarded to the owner, whose errors stay its own. The
- * answer is built by the owner's own code (its adapter's `...FromView` function), so it is the same
- * message the owner would have sent.
+ * answer is built by the owner's own code (the `...FromView` decoders of the module each owner
+ * publishes, `services/<owner>/public`, which the owner uses too), so it is the same message the owner
+ * would have sent. A view answers only while the database records the SCHEMA_VERSION of the module
+ * this gateway was built with: an owner running another version is asked instead.
  */
 import type { RootDatabase } from "lmdb";
 import type { Type } from "protobufjs";
 import { type Msg, encodeFrame } from "../../../libs/grpc/server";
 import { ReadView } from "../../../libs/lmdb";
 import { DECODE_OPTIONS, lookupService, validateWire } from "../../../libs/proto";
-import { blobKey, openContentDB, type ContentDB } from "../../content/src/local/db";
-import { infoFromView } from "../../content/src/server/content";
-import { openMetaDB } from "../../images/src/local/db";
-import { imageFromView } from "../../images/src/server/images";
-import { namespaceFromView } from "../../images/src/server/namespaces";
-import { openSnapshotsDB } from "../../snapshots/src/local/db";
-import { mountsFromView, statFromView } from "../../snapshots/src/server/snapshots";
-import { openTasksDB } from "../../tasks/src/local/containers";
-import { containerFromView } from "../../tasks/src/server/containers";
+import * as content from "../../content/public";
+import * as images from "../../images/public";
+import * as snapshots from "../../snapshots/public";
+import * as tasks from "../../tasks/public";
 
 /** The roots of the owners whose databases are viewed (an owner left out is always asked). */
 export interface ViewRoots {
@@ -36,12 +33,23 @@ export interface ViewRoots {
   tasks?: string;
 }
 
+type AnyDB = RootDatabase<unknown, (string | number)[]>;
+
+/** What an owner's public module gives a view: the schema version it reads, and its read-only open. */
+interface Published<DB extends AnyDB> {
+  SCHEMA_VERSION: number;
+  openReadOnly(dir: string): DB;
+}
+
+/** A view of an owner's database under `root`, read only while it records `p`'s schema version. */
+const viewOf = <DB extends AnyDB>(p: Published<DB>, root: string): ReadView<DB> => new ReadView(() => p.openReadOnly(root), undefined, p.SCHEMA_VERSION);
+
 /** A read-only view of the content process's database under `root`. */
-export const contentView = (root: string): ReadView<ContentDB> => new ReadView(() => openContentDB(root, true));
+export const contentView = (root: string): ReadView<content.ContentDB> => viewOf(content, root);
 
 /** Whether a namespace holds a blob, by a view of the content database (for content-reads). */
-export const blobHolds = (view: ReadView<ContentDB>) => (ns: string, digest: string): boolean | undefined =>
-  view.read((db) => db.get(blobKey(ns, digest)) !== undefined);
+export const blobHolds = (view: ReadView<content.ContentDB>) => (ns: string, digest: string): boolean | undefined =>
+  view.read((db) => db.get(content.blobKey(ns, digest)) !== undefined);
 
 interface ViewMethod {
   req: Type;
@@ -55,31 +63,31 @@ export class ReadViews {
   private readonly methods = new Map<string, ViewMethod>();
   private readonly views: { close(): void }[] = [];
 
-  /** `content`: a view of the content database to use (shared with content-reads), else one is made. */
-  constructor(roots: ViewRoots, content?: ReadView<ContentDB>) {
-    const c = content ?? (roots.content !== undefined ? contentView(roots.content) : undefined);
+  /** `contentDB`: a view of the content database to use (shared with content-reads), else one is made. */
+  constructor(roots: ViewRoots, contentDB?: ReadView<content.ContentDB>) {
+    const c = contentDB ?? (roots.content !== undefined ? contentView(roots.content) : undefined);
     if (c) this.views.push(c);
-    const images = this.view(roots.images, openMetaDB);
-    const tasks = this.view(roots.tasks, openTasksDB);
-    const snapshots = this.view(roots.snapshots, openSnapshotsDB);
-    this.serve(c, "containerd.services.content.v1.Content", "Info", true, infoFromView);
-    this.serve(images, "containerd.services.images.v1.Images", "Get", true, imageFromView);
-    this.serve(images, "containerd.services.namespaces.v1.Namespaces", "Get", false, namespaceFromView);
-    this.serve(tasks, "containerd.services.containers.v1.Containers", "Get", true, containerFromView);
-    this.serve(snapshots, "containerd.services.snapshots.v1.Snapshots", "Stat", true, statFromView);
-    this.serve(snapshots, "containerd.services.snapshots.v1.Snapshots", "Mounts", true, mountsFromView);
+    const img = this.view(roots.images, images);
+    const ctr = this.view(roots.tasks, tasks);
+    const snap = this.view(roots.snapshots, snapshots);
+    this.serve(c, "containerd.services.content.v1.Content", "Info", true, content.infoFromView);
+    this.serve(img, "containerd.services.images.v1.Images", "Get", true, images.imageFromView);
+    this.serve(img, "containerd.services.namespaces.v1.Namespaces", "Get", false, images.namespaceFromView);
+    this.serve(ctr, "containerd.services.containers.v1.Containers", "Get", true, tasks.containerFromView);
+    this.serve(snap, "containerd.services.snapshots.v1.Snapshots", "Stat", true, snapshots.statFromView);
+    this.serve(snap, "containerd.services.snapshots.v1.Snapshots", "Mounts", true, snapshots.mountsFromView);
   }
 
   /** A view of the database under `dir`, or none when that owner is not viewed. */
-  private view<DB extends RootDatabase<unknown, (string | number)[]>>(dir: string | undefined, open: (dir: string, readOnly: boolean) => DB): ReadView<DB> | undefined {
+  private view<DB extends AnyDB>(dir: string | undefined, p: Published<DB>): ReadView<DB> | undefined {
     if (dir === undefined) return undefined;
-    const v = new ReadView(() => open(dir, true));
+    const v = viewOf(p, dir);
     this.views.push(v);
     return v;
   }
 
   /** Answer `service/method` with `fromView` over `view` (nothing is registered without a view). */
-  private serve<DB extends RootDatabase<unknown, (string | number)[]>>(
+  private serve<DB extends AnyDB>(
     view: ReadView<DB> | undefined,
     service: string,
     method: string,

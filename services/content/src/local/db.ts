@@ -11,22 +11,14 @@
  *   ["i", ns, nameKey(ref)]         -> IngestRecord   an unfinished write
  *   ["s", digest, ns, nameKey(ref)] -> 1              an ingest sharing the blob `digest` from another namespace
  *   ["l", ns, lease, type, nameKey(id)] -> 1 or id    a resource held by a lease (see LeaseResourceRecorder)
+ *   ["schema_version"]              -> number         the SCHEMA_VERSION of ../../public (libs/lmdb)
  */
-import type { RootDatabase } from "lmdb";
-import { isDigestedName, nameKey, openServiceDB } from "../../../../libs/lmdb";
-import type { ContentInfo } from "../../../../libs/core/content";
-import { dateFromStored } from "../../../../libs/time";
+import { isDigestedName, nameKey, openServiceDB, scanPrefix, stampSchemaVersion } from "../../../../libs/lmdb";
+import { DB_FILE, SCHEMA_VERSION, type ContentDB, type Key } from "../../public";
 
-export type Key = (string | number)[];
-export type ContentDB = RootDatabase<unknown, Key>;
-
-export interface BlobRecord {
-  size: number;
-  /** bigint nanoseconds since the epoch (a number of milliseconds in older records): see libs/time */
-  created: bigint | number;
-  updated: bigint | number;
-  labels: Record<string, string>;
-}
+// The published part of the schema (the blob records the gateway reads) lives in ../../public.
+export { blobKey, readInfo, toInfo, type BlobRecord, type ContentDB, type Key } from "../../public";
+export { scanPrefix };
 
 export interface IngestRecord {
   /** The ref, when the key holds its digest. */
@@ -45,21 +37,6 @@ export interface IngestRecord {
   expires?: number;
 }
 
-export const toInfo = (digest: string, r: BlobRecord): ContentInfo => ({
-  digest,
-  size: r.size,
-  createdAt: dateFromStored(r.created),
-  updatedAt: dateFromStored(r.updated),
-  labels: { ...r.labels },
-});
-
-/** The info of blob `digest` in namespace `ns`, if stored (also read by the gateway's view of this database). */
-export function readInfo(db: ContentDB, ns: string, digest: string): ContentInfo | undefined {
-  const r = db.get(blobKey(ns, digest)) as BlobRecord | undefined;
-  return r && toInfo(digest, r);
-}
-
-export const blobKey = (ns: string, digest: string): Key => ["b", ns, digest];
 export const ownerKey = (digest: string, ns: string): Key => ["o", digest, ns];
 export const ingestKey = (ns: string, ref: string): Key => ["i", ns, nameKey(ref)];
 export const sharedKey = (digest: string, ns: string, ref: string): Key => ["s", digest, ns, nameKey(ref)];
@@ -73,18 +50,11 @@ export const ingestRef = (key: Key, rec: IngestRecord): string => rec.ref ?? Str
 /** The resource id of an ["l", ...] entry. */
 export const leasedId = (key: Key, value: unknown): string => (typeof value === "string" ? value : String(key[4]));
 
-/** The database under `dir`; `readOnly` for a view from another process (see libs/lmdb ReadView). */
-export function openContentDB(dir: string, readOnly = false): ContentDB {
-  return openServiceDB<Key>(dir, "meta.lmdb", readOnly);
-}
-
-/** Iterate the entries whose key starts with `prefix` (compared element-wise). */
-export function* scanPrefix<V>(db: ContentDB, prefix: Key): Generator<{ key: Key; value: V }> {
-  for (const { key, value } of db.getRange({ start: prefix })) {
-    const k = key as Key;
-    for (let i = 0; i < prefix.length; i++) if (k[i] !== prefix[i]) return;
-    yield { key: k, value: value as V };
-  }
+/** The content process's database under its root `dir`, recording the schema version it publishes. */
+export function openContentDB(dir: string): ContentDB {
+  const db = openServiceDB<Key>(dir, DB_FILE);
+  stampSchemaVersion(db, SCHEMA_VERSION);
+  return db;
 }
 
 /** True when any namespace owns `digest`. */

@@ -31,6 +31,7 @@ import {
   type WriterOptions,
 } from "../../../../libs/core/content";
 import { infoAdaptor, statusAdaptor } from "./adaptors";
+import { blobFile } from "../../public";
 import { blobKey, hasOwner, heldByLease, ingestKey, ingestRecord, ingestRef, leaseKey, leaseValue, ownerKey, scanPrefix, sharedKey, toInfo, type BlobRecord, type ContentDB, type IngestRecord } from "./db";
 import { GC_SWEEP_HEADER } from "../../../../libs/core/gc";
 import { fsyncDir, readAt, statOrUndefined, unlinkIfExists } from "./files";
@@ -104,11 +105,9 @@ export class LocalContentStore implements ContentStore, WriterHost {
   private readonly active = new Map<string, LocalWriter>();
   private readonly openBlobs = new OpenBlobs();
   private readonly hot = new HotCache();
-  private readonly blobDir: string;
 
   private constructor(private readonly opts: LocalContentStoreOptions) {
     this.db = opts.db;
-    this.blobDir = path.join(opts.root, "blobs");
   }
 
   /** Open the store at `opts.root`, creating its layout and cleaning up what a crash left behind. */
@@ -138,8 +137,7 @@ export class LocalContentStore implements ContentStore, WriterHost {
   }
 
   blobPath(digest: string): string {
-    const i = digest.indexOf(":");
-    return `${this.blobDir}/${digest.slice(0, i)}/${digest.slice(i + 1)}`;
+    return blobFile(this.opts.root, digest);
   }
 
   /** The blob record of (ns, digest), through the hot cache. */

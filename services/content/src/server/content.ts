@@ -6,9 +6,9 @@ import type { CallContext } from "../../../../libs/context";
 import { errAlreadyExists, errCanceled, errInvalidArgument, errOutOfRange, FlotillaError, errorCode, isNotFound, ErrorCodes } from "../../../../libs/errdefs";
 import { type Msg, type RpcServer, type Send, type ServiceHandlers } from "../../../../libs/grpc/server";
 import { DECODE_OPTIONS, lookupType, toTimestamp, validateWire } from "../../../../libs/proto";
-import { MAX_CHUNK, isValidDigest, type ContentInfo, type ContentStore, type IngestStatus } from "../../../../libs/core/content";
+import { MAX_CHUNK, isValidDigest, type ContentStore, type IngestStatus } from "../../../../libs/core/content";
 import { CONTENT_SERVICE, infoFromProto } from "../../../../libs/clients/content";
-import { readInfo, type ContentDB } from "../local/db";
+import { infoToProto } from "../../public";
 
 export { CONTENT_SERVICE };
 
@@ -16,10 +16,6 @@ export const WriteAction = { STAT: 0, WRITE: 1, COMMIT: 2 } as const;
 
 /** Entries per List response, as containerd batches them. */
 const LIST_BATCH = 100;
-
-export function infoToProto(i: ContentInfo): Msg {
-  return { digest: i.digest, size: i.size, created_at: toTimestamp(i.createdAt), updated_at: toTimestamp(i.updatedAt), labels: i.labels };
-}
 
 export function statusToProto(s: IngestStatus): Msg {
   return {
@@ -30,16 +26,6 @@ export function statusToProto(s: IngestStatus): Msg {
     total: s.total,
     expected: s.expected,
   };
-}
-
-/**
- * Info answered from a read-only view of the content database (the gateway's, see libs/lmdb ReadView):
- * the answer when the blob is there; otherwise undefined, and the content process answers.
- */
-export function infoFromView(db: ContentDB, ns: string, req: Msg): Msg | undefined {
-  const digest = String(req.digest ?? "");
-  const info = isValidDigest(digest) ? readInfo(db, ns, digest) : undefined;
-  return info && { info: infoToProto(info) };
 }
 
 function checkDigest(d: unknown): string {

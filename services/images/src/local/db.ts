@@ -9,35 +9,20 @@
  *   ["lease", ns, id]               -> StoredLease                   leases
  *   ["lease-forget", ns, id]        -> ms                            deleted leases whose records in other
  *                                                                    processes are still to be forgotten
+ *   ["schema_version"]              -> number                        the SCHEMA_VERSION of ../../public
+ *
+ * Images and namespaces are published to readers in other processes: their keys and records are
+ * defined in ../../public.
  */
-import type { RootDatabase } from "lmdb";
-import { openServiceDB } from "../../../../libs/lmdb";
+import { openServiceDB, scanPrefix, stampSchemaVersion } from "../../../../libs/lmdb";
+import { DB_FILE, SCHEMA_VERSION, type Key, type MetaDB } from "../../public";
 
-export type MetaDB = RootDatabase<unknown, (string | number)[]>;
-export type Key = (string | number)[];
+export type { Key, MetaDB };
+export { scanPrefix };
 
-/** The database under `dir`; `readOnly` for a view from another process (see libs/lmdb ReadView). */
-export function openMetaDB(dir: string, readOnly = false): MetaDB {
-  return openServiceDB(dir, "meta.lmdb", readOnly);
-}
-
-/**
- * The range of every [...prefix, k] key (k any string). The end bound appends "\0" to the prefix's last
- * string, which sorts after every longer key with that prefix (a "\uffff" bound would miss keys whose
- * next part starts with a character outside the BMP).
- */
-function prefixRange(prefix: Key): { start: Key; end: Key } {
-  const last = prefix[prefix.length - 1];
-  return { start: [...prefix, ""], end: [...prefix.slice(0, -1), `${String(last)}\0`] };
-}
-
-/** Every [...prefix, k] entry, in key order. `prefix` ends with a string. */
-export function* scanPrefix<V>(db: MetaDB, prefix: Key): Iterable<{ key: Key; value: V }> {
-  for (const e of db.getRange(prefixRange(prefix))) if (e.key.length === prefix.length + 1) yield { key: e.key as Key, value: e.value as V };
-}
-
-/** True when anything is stored under `prefix`. */
-export function anyUnder(db: MetaDB, prefix: Key): boolean {
-  for (const _ of db.getKeys({ ...prefixRange(prefix), limit: 1 })) return true;
-  return false;
+/** The images process's database under its root `dir`, recording the schema version it publishes. */
+export function openMetaDB(dir: string): MetaDB {
+  const db = openServiceDB<Key>(dir, DB_FILE);
+  stampSchemaVersion(db, SCHEMA_VERSION);
+  return db;
 }

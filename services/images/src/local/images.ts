@@ -3,7 +3,7 @@
  * (metadata/images.go): validation, field masks, timestamps stamped by the store, events after commit,
  * and a garbage collection pass after deletions (awaited with `sync`).
  */
-import { isDigestedName, nameKey, writeTxn } from "../../../../libs/lmdb";
+import { isDigestedName, writeTxn } from "../../../../libs/lmdb";
 import { namespaceRequired, type CallContext } from "../../../../libs/context";
 import { errAlreadyExists, errInvalidArgument, errNotFound } from "../../../../libs/errdefs";
 import { compactLabels, validateLabels } from "../../../../libs/fieldmask";
@@ -13,45 +13,14 @@ import { digestProblem, IMAGE_EVENTS, type Descriptor, type Image, type ImageDel
 import type { GCScheduler } from "../../../../libs/core/gc";
 import { imageAdaptor } from "./adaptors";
 import { scanPrefix, type MetaDB } from "./db";
+import { imageKey, readImage, storedImage, toImage, type StoredImage } from "../../public";
 import { ensureNamespaceInTxn } from "./namespaces";
-import { dateFromStored, laterThan, storedTime } from "../../../../libs/time";
+import { laterThan, storedTime } from "../../../../libs/time";
 
-interface StoredImage {
-  /** The name, when the key holds its digest (see nameKey). */
-  name?: string;
-  labels: Record<string, string>;
-  target: { mediaType: string; digest: string; size: number; annotations: Record<string, string> };
-  /** bigint nanoseconds (milliseconds, a number, in older records): libs/time */
-  created: bigint | number;
-  updated: bigint | number;
-}
-
-const imageKey = (ns: string, name: string): string[] => ["img", ns, nameKey(name)];
 /** The record to store: with its name when the key holds the name's digest. */
 const withName = (name: string, s: StoredImage): StoredImage => (isDigestedName(name) ? { ...s, name } : s);
-/** The stored record of image `name`, if any. */
-function storedImage(db: MetaDB, ns: string, name: string): StoredImage | undefined {
-  const s = name ? (db.get(imageKey(ns, name)) as StoredImage | undefined) : undefined;
-  return s && (s.name ?? name) === name ? s : undefined;
-}
 /** An entry of a scan as an image (its name from the record when the key holds a digest). */
 const entryImage = (key: (string | number)[], s: StoredImage): Image => toImage(s.name ?? String(key[2]), s);
-
-function toImage(name: string, s: StoredImage): Image {
-  return {
-    name,
-    labels: { ...s.labels },
-    target: { mediaType: s.target.mediaType, digest: s.target.digest, size: s.target.size, annotations: { ...s.target.annotations } },
-    createdAt: dateFromStored(s.created),
-    updatedAt: dateFromStored(s.updated),
-  };
-}
-
-/** The image `name` of namespace `ns`, if stored (also read by the gateway's view of this database). */
-export function readImage(db: MetaDB, ns: string, name: string): Image | undefined {
-  const s = storedImage(db, ns, name);
-  return s && toImage(name, s);
-}
 
 function cleanTarget(t: Descriptor | undefined): StoredImage["target"] {
   return { mediaType: t?.mediaType ?? "", digest: t?.digest ?? "", size: Number(t?.size ?? 0), annotations: compactLabels(t?.annotations) };

@@ -6,6 +6,7 @@ import { applyMapMask, compactLabels, validateLabels } from "../../../../libs/fi
 import type { EventPublisher } from "../../../../libs/events";
 import { NAMESPACE_EVENTS, type Namespace, type NamespaceStore } from "../../../../libs/core/namespaces";
 import type { MetaDB } from "./db";
+import { namespaceKey, readNamespace, type StoredNamespace } from "../../public";
 import { storedTime } from "../../../../libs/time";
 
 /** Reports what kinds of objects (e.g. "blobs", "containers") still live in a namespace. */
@@ -13,20 +14,6 @@ export interface NamespaceUsage {
   /** The holder's name, for errors. */
   name: string;
   inUse(ctx: CallContext, ns: string): Promise<string[]>;
-}
-
-interface Stored {
-  labels: Record<string, string>;
-  /** bigint nanoseconds (milliseconds, a number, in older records): libs/time */
-  created_at: bigint | number;
-}
-
-const key = (name: string): string[] => ["ns", name];
-
-/** The namespace `name`, if stored (also read by the gateway's view of this database). */
-export function readNamespace(db: MetaDB, name: string): Namespace | undefined {
-  const v = db.get(key(name)) as Stored | undefined;
-  return v && { name, labels: v.labels };
 }
 
 /** The names of every stored namespace. */
@@ -39,7 +26,7 @@ export function namespaceNames(db: MetaDB): string[] {
  * write into a namespace (no event, like containerd's implicit bucket creation).
  */
 export function ensureNamespaceInTxn(db: MetaDB, name: string): void {
-  if (db.get(key(name)) === undefined) void db.put(key(name), { labels: {}, created_at: storedTime() } satisfies Stored);
+  if (db.get(namespaceKey(name)) === undefined) void db.put(namespaceKey(name), { labels: {}, created_at: storedTime() } satisfies StoredNamespace);
 }
 
 /** containerd's order (images, blobs, containers, snapshots), then what it does not check. */
@@ -86,7 +73,7 @@ export class LocalNamespaceStore implements NamespaceStore {
   async list(_ctx: CallContext): Promise<Namespace[]> {
     const out: Namespace[] = [];
     for (const { key: k, value } of this.db.getRange({ start: ["ns"], end: ["ns", "\uffff"] })) {
-      out.push({ name: String(k[1]), labels: (value as Stored).labels });
+      out.push({ name: String(k[1]), labels: (value as StoredNamespace).labels });
     }
     return out;
   }
@@ -95,8 +82,8 @@ export class LocalNamespaceStore implements NamespaceStore {
     this.validate(ns);
     const labels = compactLabels(ns.labels);
     const created = await writeTxn(this.db, () => {
-      if (this.db.get(key(ns.name)) !== undefined) return false;
-      void this.db.put(key(ns.name), { labels, created_at: storedTime() } satisfies Stored);
+      if (this.db.get(namespaceKey(ns.name)) !== undefined) return false;
+      void this.db.put(namespaceKey(ns.name), { labels, created_at: storedTime() } satisfies StoredNamespace);
       return true;
     });
     if (!created) throw errAlreadyExists(`namespace ${JSON.stringify(ns.name)}`);
@@ -116,10 +103,10 @@ export class LocalNamespaceStore implements NamespaceStore {
     if (bad) throw errInvalidArgument(bad);
     if (readNamespace(this.db, ns.name) === undefined) this.validate(ns); // about to create it
     const result = await writeTxn(this.db, () => {
-      const cur = this.db.get(key(ns.name)) as Stored | undefined;
+      const cur = this.db.get(namespaceKey(ns.name)) as StoredNamespace | undefined;
       if (!cur && !paths.length && !Object.keys(ns.labels).length) return {};
       const labels = paths.length ? applyMapMask("labels", cur?.labels ?? {}, ns.labels, paths) : compactLabels(ns.labels);
-      void this.db.put(key(ns.name), { labels, created_at: cur?.created_at ?? Date.now() } satisfies Stored);
+      void this.db.put(namespaceKey(ns.name), { labels, created_at: cur?.created_at ?? Date.now() } satisfies StoredNamespace);
       return labels;
     });
     await this.events.publish(this.eventCtx(ctx, ns.name), NAMESPACE_EVENTS.update.topic, NAMESPACE_EVENTS.update.type, { name: ns.name, labels: result });
@@ -127,7 +114,7 @@ export class LocalNamespaceStore implements NamespaceStore {
   }
 
   async delete(ctx: CallContext, name: string): Promise<void> {
-    if (this.db.get(key(name)) === undefined) throw errNotFound(`namespace ${JSON.stringify(name)}`);
+    if (this.db.get(namespaceKey(name)) === undefined) throw errNotFound(`namespace ${JSON.stringify(name)}`);
     const kinds: string[] = [...this.localUsage(name)];
     for (const u of this.usage) {
       try {
@@ -139,10 +126,10 @@ export class LocalNamespaceStore implements NamespaceStore {
     }
     if (kinds.length) throw errFailedPrecondition(`namespace ${JSON.stringify(name)} must be empty, but it still has ${orderKinds(kinds).join(", ")}`);
     const removed = await writeTxn(this.db, () => {
-      if (this.db.get(key(name)) === undefined) return false;
+      if (this.db.get(namespaceKey(name)) === undefined) return false;
       const local = this.localUsage(name);
       if (local.length) return local;
-      void this.db.remove(key(name));
+      void this.db.remove(namespaceKey(name));
       return true;
     });
     if (!removed) throw errNotFound(`namespace ${JSON.stringify(name)}`);

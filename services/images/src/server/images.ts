@@ -1,32 +1,16 @@
 /** gRPC adapter for containerd.services.images.v1.Images: validate, call the store, convert. */
-import type { Msg, ServiceHandlers } from "../../../../libs/grpc/server";
-import type { MetaDB } from "../local/db";
-import { readImage } from "../local/images";
+import type { ServiceHandlers } from "../../../../libs/grpc/server";
+import { imageToProto } from "../../public";
 import { errInvalidArgument } from "../../../../libs/errdefs";
-import { toTimestamp } from "../../../../libs/proto";
-import { descriptorFromProto, descriptorToProto, IMAGES_SERVICE } from "../../../../libs/clients/images";
-import type { Image, ImageInput, ImageStore } from "../../../../libs/core/images";
+import { descriptorFromProto, IMAGES_SERVICE } from "../../../../libs/clients/images";
+import type { ImageInput, ImageStore } from "../../../../libs/core/images";
 
 export { IMAGES_SERVICE };
-
-export const imageToProto = (i: Image): Record<string, unknown> => ({
-  name: i.name,
-  labels: i.labels,
-  target: descriptorToProto(i.target),
-  created_at: toTimestamp(i.createdAt),
-  updated_at: toTimestamp(i.updatedAt),
-});
 
 /** The image of a Create/Update request; times the client sends (Go's zero time) are ignored. */
 function imageFromProto(m: { name?: string; labels?: Record<string, string>; target?: Record<string, unknown> | null } | null | undefined): ImageInput {
   if (!m || !m.name) throw errInvalidArgument("Image.Name required");
   return { name: m.name, labels: m.labels ?? {}, target: descriptorFromProto(m.target) };
-}
-
-/** Get answered from a read-only view of the images database (the gateway's): the image when stored, else undefined. */
-export function imageFromView(db: MetaDB, ns: string, req: Msg): Msg | undefined {
-  const img = readImage(db, ns, String(req.name ?? ""));
-  return img && { image: imageToProto(img) };
 }
 
 export function imagesHandlers(store: ImageStore): ServiceHandlers {

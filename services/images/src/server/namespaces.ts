@@ -1,21 +1,12 @@
 /** gRPC adapter for containerd.services.namespaces.v1.Namespaces: validate, call the store, convert. */
-import type { Msg, ServiceHandlers } from "../../../../libs/grpc/server";
-import type { MetaDB } from "../local/db";
-import { readNamespace } from "../local/namespaces";
+import type { ServiceHandlers } from "../../../../libs/grpc/server";
+import { namespaceToProto as toProto } from "../../public";
 import type { Namespace, NamespaceStore } from "../../../../libs/core/namespaces";
 import { errInvalidArgument } from "../../../../libs/errdefs";
-
-const toProto = (n: Namespace): Record<string, unknown> => ({ name: n.name, labels: n.labels });
 
 function fromProto(n: { name?: string; labels?: Record<string, string> } | null | undefined): Namespace {
   if (!n) throw errInvalidArgument("namespace must be set");
   return { name: n.name ?? "", labels: n.labels ?? {} };
-}
-
-/** Get answered from a read-only view of the images database (the gateway's): the namespace when stored, else undefined. */
-export function namespaceFromView(db: MetaDB, _ns: string | undefined, req: Msg): Msg | undefined {
-  const n = req.name ? readNamespace(db, String(req.name)) : undefined;
-  return n && { namespace: toProto(n) };
 }
 
 export function namespacesHandlers(store: NamespaceStore): ServiceHandlers {

@@ -8,7 +8,7 @@
  *   ["shim", ns, id]   -> ShimRecord        shim controller state (bundle, shim address)
  */
 import type { RootDatabase } from "lmdb";
-import { openServiceDB } from "../../../../libs/lmdb";
+import { openServiceDB, scanPrefix } from "../../../../libs/lmdb";
 
 export type Key = (string | number)[];
 export type SandboxDB = RootDatabase<unknown, Key>;
@@ -17,14 +17,7 @@ export function openSandboxDB(dir: string): SandboxDB {
   return openServiceDB<Key>(dir);
 }
 
-/** Every entry whose key starts with `prefix` (compared element-wise), in key order. */
-export function* scanPrefix<V>(db: SandboxDB, prefix: Key): Generator<{ key: Key; value: V }> {
-  for (const { key, value } of db.getRange({ start: prefix })) {
-    const k = key as Key;
-    for (let i = 0; i < prefix.length; i++) if (k[i] !== prefix[i]) return;
-    yield { key: k, value: value as V };
-  }
-}
+export { scanPrefix };
 
 /** A typed value as stored (msgpack keeps the bytes). */
 export interface StoredAny {

@@ -14,6 +14,9 @@ import * as path from "node:path";
 import { SnapshotKinds, type Mount, type SnapshotKind } from "../../../../libs/core/snapshots";
 import { copyTree, diskUsage, removeTree } from "./fsutil";
 import * as sys from "../../../../libs/sys/linux";
+import { mountsOf, upperOf, type MountLayout } from "../../public";
+
+export type { MountLayout };
 
 export interface SnapshotBackend {
   /** Snapshotter name: `overlayfs`, `native`. */
@@ -31,36 +34,6 @@ export interface SnapshotBackend {
   usageDir(id: number): string;
   /** Whether usage is measured for this kind (views report zero, as containerd's do). */
   measured(kind: SnapshotKind): boolean;
-}
-
-/** How a snapshotter lays out its snapshots, which is all its mounts depend on. */
-export interface MountLayout {
-  name: "overlayfs" | "native";
-  root: string;
-  /** overlayfs: pass index=off (the kernel has the overlay index feature). */
-  indexOff?: boolean;
-}
-
-const upperOf = (root: string, id: number): string => path.join(root, "snapshots", String(id), "fs");
-
-/** The mounts of snapshot `id` of a snapshotter with this layout. */
-export function mountsOf(l: MountLayout, id: number, kind: SnapshotKind, chain: number[]): Mount[] {
-  if (l.name === "native") {
-    const source = chain.length === 0 || kind === SnapshotKinds.Active ? path.join(l.root, "snapshots", String(id)) : path.join(l.root, "snapshots", String(chain[0]!));
-    return [{ type: "bind", source, options: ["rbind", kind === SnapshotKinds.View ? "ro" : "rw"] }];
-  }
-  if (chain.length === 0) {
-    return [{ type: "bind", source: upperOf(l.root, id), options: [kind === SnapshotKinds.View ? "ro" : "rw", "rbind"] }];
-  }
-  const options: string[] = [];
-  if (l.indexOff) options.push("index=off");
-  if (kind === SnapshotKinds.Active) {
-    options.push(`workdir=${path.join(l.root, "snapshots", String(id), "work")}`, `upperdir=${upperOf(l.root, id)}`);
-  } else if (chain.length === 1) {
-    return [{ type: "bind", source: upperOf(l.root, chain[0]!), options: ["ro", "rbind"] }];
-  }
-  options.push(`lowerdir=${chain.map((p) => upperOf(l.root, p)).join(":")}`);
-  return [{ type: "overlay", source: "overlay", options }];
 }
 
 export function snapshotsDir(root: string): string {

@@ -10,40 +10,27 @@
  *   ["q", snapshotter]                     -> last id used        id sequence
  *   ["l", ns, lease, type, id]             -> created ms          lease resources (see SnapshotLeaseRecorder)
  *   ["m", snapshotter]                     -> MountLayout         a snapshotter loaded by the running process
+ *   ["schema_version"]                     -> number              the SCHEMA_VERSION of ../../public
+ *
+ * Snapshot records and mount layouts are published to readers in other processes: their keys and
+ * records are defined in ../../public.
  */
-import type { RootDatabase } from "lmdb";
-import { openServiceDB } from "../../../../libs/lmdb";
+import { openServiceDB, stampSchemaVersion } from "../../../../libs/lmdb";
+import { DB_FILE, SCHEMA_VERSION, type Key, type SnapshotsDB } from "../../public";
 export { writeTxn } from "../../../../libs/lmdb";
-
-export type Key = (string | number)[];
-export type SnapshotsDB = RootDatabase<unknown, Key>;
-
-/** Kind as stored: 1 view, 2 active, 3 committed (the wire numbers). */
-export interface SnapshotRecord {
-  id: number;
-  kind: 1 | 2 | 3;
-  parent: string;
-  /** Backend ids of the ancestors, nearest first (fixed at creation: parents can't go away). */
-  chain: number[];
-  labels: Record<string, string>;
-  /** bigint nanoseconds (milliseconds, a number, in older records): libs/time */
-  created: bigint | number;
-  updated: bigint | number;
-  /** Cached usage of a committed snapshot (immutable, computed once on demand). */
-  usage?: { size: number; inodes: number };
-}
+export { layoutKey, snapKey, type Key, type SnapshotRecord, type SnapshotsDB } from "../../public";
 
 /** Highest key element, for prefix range ends. */
 export const MAX_KEY_PART = "\u{10FFFF}";
 
-/** The database under `dir`; `readOnly` for a view from another process (see libs/lmdb ReadView). */
-export function openSnapshotsDB(dir: string, readOnly = false): SnapshotsDB {
-  return openServiceDB<Key>(dir, "metadata.lmdb", readOnly);
+/** The snapshots process's database under its root `dir`, recording the schema version it publishes. */
+export function openSnapshotsDB(dir: string): SnapshotsDB {
+  const db = openServiceDB<Key>(dir, DB_FILE);
+  stampSchemaVersion(db, SCHEMA_VERSION);
+  return db;
 }
 
-export const snapKey = (sn: string, ns: string, key: string): Key => ["s", sn, ns, key];
 export const childKey = (sn: string, ns: string, parent: string, child: string): Key => ["c", sn, ns, parent, child];
 export const idKey = (sn: string, id: number): Key => ["i", sn, id];
-export const layoutKey = (sn: string): Key => ["m", sn];
 export const seqKey = (sn: string): Key => ["q", sn];
 export const leaseKey = (ns: string, lease: string, type: string, id: string): Key => ["l", ns, lease, type, id];

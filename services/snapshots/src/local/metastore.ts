@@ -18,7 +18,8 @@ import {
   kindFromWire, kindToWire, SNAPSHOT_EVENTS, SnapshotKinds, snapshotLeaseResourceType,
   type Mount, type SnapshotInfo, type SnapshotKind, type SnapshotOptions, type Snapshotter, type SnapshotUsage, type WalkFn,
 } from "../../../../libs/core/snapshots";
-import { discard, mountsOf, OverlayBackend, removeUnknown, snapshotsDir, usageOf, type MountLayout, type SnapshotBackend } from "./backends";
+import { discard, OverlayBackend, removeUnknown, snapshotsDir, usageOf, type SnapshotBackend } from "./backends";
+import { infoOf } from "../../public";
 import { childKey, idKey, layoutKey, MAX_KEY_PART, seqKey, snapKey, writeTxn, type Key, type SnapshotRecord, type SnapshotsDB } from "./db";
 import { leaseRecordOps } from "./leases";
 import { removeTree } from "./fsutil";
@@ -28,7 +29,7 @@ import { MAX_NAME_KEY_BYTES } from "../../../../libs/lmdb";
 function checkKeyLength(what: string, key: string): void {
   if (Buffer.byteLength(key) > MAX_NAME_KEY_BYTES) throw errInvalidArgument(`${what} ${JSON.stringify(key.slice(0, 64) + "...")} is too long (more than ${MAX_NAME_KEY_BYTES} bytes)`);
 }
-import { dateFromStored, laterThan, storedTime } from "../../../../libs/time";
+import { laterThan, storedTime } from "../../../../libs/time";
 
 export interface LocalSnapshotterOptions {
   db: SnapshotsDB;
@@ -53,26 +54,9 @@ export function snapshotAdaptor(info: SnapshotInfo): Adaptor {
   };
 }
 
-function infoOf(key: string, r: SnapshotRecord): SnapshotInfo {
-  return { name: key, parent: r.parent, kind: kindFromWire(r.kind), labels: { ...r.labels }, created: dateFromStored(r.created), updated: dateFromStored(r.updated) };
-}
-
 /** A snapshotter is no longer loaded (the process started without it): views stop answering for it. */
 export async function forgetLayout(db: SnapshotsDB, sn: string): Promise<void> {
   await writeTxn(db, () => void db.remove(layoutKey(sn)));
-}
-
-/**
- * Snapshot `key` of namespace `ns` as a read view of this database finds it (the gateway's): its info,
- * and its mounts when it is active or a view, if snapshotter `sn` is loaded and the snapshot exists;
- * else undefined. The same record and layout give the same answers the snapshotter would.
- */
-export function readSnapshot(db: SnapshotsDB, sn: string, ns: string, key: string): { info: SnapshotInfo; mounts?: Mount[] } | undefined {
-  const layout = db.get(layoutKey(sn)) as MountLayout | undefined;
-  const r = layout && key ? (db.get(snapKey(sn, ns, key)) as SnapshotRecord | undefined) : undefined;
-  if (!layout || !r) return undefined;
-  const kind = kindFromWire(r.kind);
-  return { info: infoOf(key, r), ...(kind !== SnapshotKinds.Committed ? { mounts: mountsOf(layout, r.id, kind, r.chain) } : {}) };
 }
 
 export class LocalSnapshotter implements Snapshotter {

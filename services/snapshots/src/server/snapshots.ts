@@ -1,16 +1,11 @@
 /** gRPC adapter for containerd.services.snapshots.v1.Snapshots: validate, call the snapshotter, convert. */
-import type { Msg, ServiceHandlers } from "../../../../libs/grpc/server";
-import type { SnapshotsDB } from "../local/db";
-import { readSnapshot } from "../local/metastore";
-import { fromTimestamp, toTimestamp } from "../../../../libs/proto";
-import { kindFromWire, kindToWire, type SnapshotInfo, type SnapshotterSet } from "../../../../libs/core/snapshots";
+import type { ServiceHandlers } from "../../../../libs/grpc/server";
+import { infoToProto } from "../../public";
+import { fromTimestamp } from "../../../../libs/proto";
+import { kindFromWire, type SnapshotInfo, type SnapshotterSet } from "../../../../libs/core/snapshots";
 import { mountToProto } from "../../../../libs/mount";
 
 export const SNAPSHOTS_SERVICE = "containerd.services.snapshots.v1.Snapshots";
-
-export function infoToProto(i: SnapshotInfo): Record<string, unknown> {
-  return { name: i.name, parent: i.parent, kind: kindToWire(i.kind), created_at: toTimestamp(i.created), updated_at: toTimestamp(i.updated), labels: i.labels };
-}
 
 export function infoFromProto(i: Record<string, unknown> | null | undefined): SnapshotInfo {
   const x = i ?? {};
@@ -22,18 +17,6 @@ export function infoFromProto(i: Record<string, unknown> | null | undefined): Sn
     created: fromTimestamp(x.created_at as never) ?? new Date(0),
     updated: fromTimestamp(x.updated_at as never) ?? new Date(0),
   };
-}
-
-/** Stat answered from a read-only view of the snapshots database (the gateway's): the info when found, else undefined. */
-export function statFromView(db: SnapshotsDB, ns: string, req: Msg): Msg | undefined {
-  const s = readSnapshot(db, String(req.snapshotter ?? ""), ns, String(req.key ?? ""));
-  return s && { info: infoToProto(s.info) };
-}
-
-/** Mounts answered from a read-only view: the mounts of an active snapshot or view when found, else undefined. */
-export function mountsFromView(db: SnapshotsDB, ns: string, req: Msg): Msg | undefined {
-  const m = readSnapshot(db, String(req.snapshotter ?? ""), ns, String(req.key ?? ""))?.mounts;
-  return m && { mounts: m.map(mountToProto) };
 }
 
 /** containerd sends List results in blocks of 100 infos. */

@@ -3,72 +3,29 @@
  * semantics (metadata/containers.go): validation, field masks, server-stamped times, Any values kept
  * byte for byte, and /containers/* events after each commit.
  *
- * Keys: ["c", namespace, id] -> StoredContainer.
+ * Keys: ["c", namespace, id] -> StoredContainer, and ["schema_version"] -> the SCHEMA_VERSION of
+ * ../../public, where container records (published to readers in other processes) are defined.
  */
-import { openServiceDB, writeTxn } from "../../../../libs/lmdb";
-import type { RootDatabase } from "lmdb";
+import { openServiceDB, stampSchemaVersion, writeTxn } from "../../../../libs/lmdb";
 import { namespaceRequired, validateIdentifier, type CallContext } from "../../../../libs/context";
 import { causeText, errAlreadyExists, errInvalidArgument, errNotFound } from "../../../../libs/errdefs";
 import { compactLabels, validateLabels } from "../../../../libs/fieldmask";
 import { mapField, NOT_PRESENT, parseAll, present, type Adaptor } from "../../../../libs/filters";
 import type { EventPublisher } from "../../../../libs/events";
 import { CONTAINER_EVENTS, type Container, type ContainerInput, type ContainerStore, type TypedValue } from "../../../../libs/core/containers";
-import { dateFromStored, laterThan, storedTime } from "../../../../libs/time";
+import { laterThan, storedTime } from "../../../../libs/time";
+import { containerKey as key, DB_FILE, readContainer, SCHEMA_VERSION, toContainer, type Key, type StoredAny, type StoredContainer, type TasksDB } from "../../public";
 
-export type TasksDB = RootDatabase<unknown, (string | number)[]>;
+export type { TasksDB };
 
-/** The database under `dir`; `readOnly` for a view from another process (see libs/lmdb ReadView). */
-export function openTasksDB(dir: string, readOnly = false): TasksDB {
-  return openServiceDB(dir, "meta.lmdb", readOnly);
+/** The tasks process's database under its root `dir`, recording the schema version it publishes. */
+export function openTasksDB(dir: string): TasksDB {
+  const db = openServiceDB<Key>(dir, DB_FILE);
+  stampSchemaVersion(db, SCHEMA_VERSION);
+  return db;
 }
 
-interface StoredAny {
-  t: string;
-  v: Uint8Array;
-}
-
-interface StoredContainer {
-  labels: Record<string, string>;
-  image: string;
-  runtime: { name: string; options?: StoredAny };
-  spec?: StoredAny;
-  snapshotter: string;
-  snapshotKey: string;
-  extensions: Record<string, StoredAny>;
-  sandbox: string;
-  /** bigint nanoseconds (milliseconds, a number, in older records): libs/time */
-  created: bigint | number;
-  updated: bigint | number;
-}
-
-const key = (ns: string, id: string): string[] => ["c", ns, id];
 const toStored = (a: TypedValue | undefined): StoredAny | undefined => (a ? { t: a.typeUrl, v: Buffer.from(a.value) } : undefined);
-const fromStored = (a: StoredAny | undefined): TypedValue | undefined => (a ? { typeUrl: a.t, value: Buffer.from(a.v) } : undefined);
-
-/** The container `id` of namespace `ns`, if stored (also read by the gateway's view of this database). */
-export function readContainer(db: TasksDB, ns: string, id: string): Container | undefined {
-  const s = db.get(key(ns, id)) as StoredContainer | undefined;
-  return s && toContainer(id, s);
-}
-
-function toContainer(id: string, s: StoredContainer): Container {
-  const options = fromStored(s.runtime.options);
-  const spec = fromStored(s.spec);
-  return {
-    id,
-    labels: { ...s.labels },
-    image: s.image,
-    runtime: { name: s.runtime.name, ...(options ? { options } : {}) },
-    ...(spec ? { spec } : {}),
-    snapshotter: s.snapshotter,
-    snapshotKey: s.snapshotKey,
-    extensions: Object.fromEntries(Object.entries(s.extensions).map(([k, v]) => [k, fromStored(v)!])),
-    sandbox: s.sandbox,
-    createdAt: dateFromStored(s.created),
-    updatedAt: dateFromStored(s.updated),
-  };
-}
-
 /** containerd's adaptContainer: `id`, `image`, `runtime.name`, `labels.<k>` (plus `snapshotter`, `sandbox`). */
 export function containerAdaptor(c: Container): Adaptor {
   const nonEmpty = (v: string): { value: string; present: boolean } => (v ? present(v) : NOT_PRESENT);

@@ -1,17 +1,10 @@
 /** containerd.services.containers.v1.Containers as a thin adapter over a ContainerStore. */
 import { errInvalidArgument } from "../../../../libs/errdefs";
-import type { Msg, ServiceHandlers } from "../../../../libs/grpc/server";
-import { readContainer, type TasksDB } from "../local/containers";
+import type { ServiceHandlers } from "../../../../libs/grpc/server";
 import { containerInputFromProto, containerToProto } from "../../../../libs/clients/containers";
 import type { ContainerStore } from "../../../../libs/core/containers";
 
 export const CONTAINERS_SERVICE = "containerd.services.containers.v1.Containers";
-
-/** Get answered from a read-only view of the tasks database (the gateway's): the container when stored, else undefined. */
-export function containerFromView(db: TasksDB, ns: string, req: Msg): Msg | undefined {
-  const c = req.id ? readContainer(db, ns, String(req.id)) : undefined;
-  return c && { container: containerToProto(c) };
-}
 
 export function containersHandlers(store: ContainerStore): ServiceHandlers {
   return {
