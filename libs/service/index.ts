@@ -18,7 +18,7 @@ import { pluginAdaptor, pluginToProto, type PluginInfo } from "./plugins";
 import { notifyReady } from "./notify";
 import { startIdleGc } from "./idle-gc";
 
-export * from "./plugins";
+export { GRPC_PLUGIN, hostPlatform, pluginAdaptor, pluginToProto, type Platform, type PluginInfo } from "./plugins";
 export { notifyReady } from "./notify";
 
 export interface ServiceContext {
