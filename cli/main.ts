@@ -21,6 +21,8 @@ commands:
                        run a container inside a sandbox
   network ls|create|rm|inspect ...
                        the CNI networks sandboxes attach to
+  certs init DIR [--host NAME|IP]...
+                       a CA and a certificate per process for mutual TLS (openssl)
   help                 show this text
 
 global options (before or after the command):
@@ -101,6 +103,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import("./sandbox")).sandboxCommand(sub());
     case "network":
       return (await import("./network")).networkCommand(sub());
+    case "certs":
+      return (await import("./certs")).certsCommand([...globals, ...rest]);
     case "run":
       return (await import("./sandbox")).runCommand([...globals, ...rest]);
     case "health":
