@@ -32,6 +32,19 @@ export interface ServiceConfig {
   address: string;
   /** host:port for /metrics, "" disables. */
   metrics_address: string;
+  // Across hosts (mutual TLS, advertised addresses); "" = unset.
+  /** This process's certificate and key (PEM files): with `[flotilla.tls] ca`, a TCP `address` serves mutual TLS and peers are dialled with TLS. */
+  tls_cert: string;
+  tls_key: string;
+  /** Where peers dial this process; "" = `address`, an unspecified host (0.0.0.0, [::]) read as 127.0.0.1 (see dialAddress). */
+  advertise_address: string;
+}
+
+/** `[flotilla.tls]`: the CA every process verifies its peers against, and the certificate `flotilla` commands dial with. */
+export interface TlsConfig {
+  ca: string;
+  cert: string;
+  key: string;
 }
 
 export interface NatsConfig {
@@ -45,7 +58,11 @@ export interface Config {
   version: number;
   root: string;
   state: string;
-  grpc: { address: string; max_recv_message_size: number; max_send_message_size: number };
+  grpc: {
+    address: string; max_recv_message_size: number; max_send_message_size: number;
+    /** containerd's extra TCP listener of the gateway (the unix socket stays); with the three tcp_tls_* files it serves mutual TLS. */
+    tcp_address: string; tcp_tls_ca: string; tcp_tls_cert: string; tcp_tls_key: string;
+  };
   metrics: { address: string };
   debug: { level: string };
   plugins: Record<string, Record<string, unknown>>;
@@ -61,6 +78,7 @@ export interface Config {
     /** The gateway answers Content.Info and the Get lookups from read-only views of the owners' databases (same host only). */
     gateway_read_views: boolean;
     services: Record<ServiceName, ServiceConfig>;
+    tls: TlsConfig;
   };
   /** Where the config was read from, if a file. */
   source?: string;
@@ -116,7 +134,10 @@ export function fromToml(doc: Table, source?: string): Config {
   for (const name of SERVICE_NAMES) {
     const s = table(svcs, name);
     const dfltAddr = name === "gateway" ? "" : `unix://${path.join(state, `${name}.sock`)}`;
-    services[name] = { address: str(s, "address", dfltAddr), metrics_address: str(s, "metrics_address", "") };
+    services[name] = {
+      address: str(s, "address", dfltAddr), metrics_address: str(s, "metrics_address", ""),
+      tls_cert: str(s, "tls_cert", ""), tls_key: str(s, "tls_key", ""), advertise_address: str(s, "advertise_address", ""),
+    };
   }
   const grpcAddress = str(grpc, "address", path.join(state, "flotilla.sock"));
   services.gateway.address = grpcAddress;
@@ -130,6 +151,8 @@ export function fromToml(doc: Table, source?: string): Config {
       address: grpcAddress,
       max_recv_message_size: num(grpc, "max_recv_message_size", 16 * MiB),
       max_send_message_size: num(grpc, "max_send_message_size", 16 * MiB),
+      tcp_address: str(grpc, "tcp_address", ""), tcp_tls_ca: str(grpc, "tcp_tls_ca", ""),
+      tcp_tls_cert: str(grpc, "tcp_tls_cert", ""), tcp_tls_key: str(grpc, "tcp_tls_key", ""),
     },
     metrics: { address: str(metrics, "address", "") },
     debug: { level: str(debug, "level", "info") },
@@ -143,6 +166,7 @@ export function fromToml(doc: Table, source?: string): Config {
       gateway_content_reads: fl?.gateway_content_reads === undefined ? true : Boolean(fl.gateway_content_reads),
       gateway_read_views: fl?.gateway_read_views === undefined ? true : Boolean(fl.gateway_read_views),
       services,
+      tls: { ca: str(table(fl, "tls"), "ca", ""), cert: str(table(fl, "tls"), "cert", ""), key: str(table(fl, "tls"), "key", "") },
     },
     source,
   };
@@ -206,6 +230,21 @@ export function onThisHost(address: string): boolean {
   if (unixPath(address) !== undefined) return true;
   const host = grpcTarget(address).replace(/:\d+$/, "");
   return host === "localhost" || host === "[::1]" || host === "[::]" || host === "0.0.0.0" || host.startsWith("127.");
+}
+
+/**
+ * The address peers dial to reach `svc`: its `advertise_address`, else its listen address with an
+ * unspecified host (0.0.0.0, [::], none) replaced by 127.0.0.1, which reaches a listener on every
+ * interface from this host. Every process resolves a peer's address here, never from `address`.
+ */
+export function dialAddress(cfg: Config, svc: ServiceName): string {
+  const s = cfg.flotilla.services[svc];
+  if (s.advertise_address) return s.advertise_address;
+  if (unixPath(s.address) !== undefined) return s.address;
+  const t = grpcTarget(s.address);
+  const i = t.lastIndexOf(":");
+  const host = t.slice(0, i);
+  return host === "" || host === "0.0.0.0" || host === "[::]" || host === "::" ? `127.0.0.1:${t.slice(i + 1)}` : t;
 }
 
 /** The filesystem path of a unix address, or undefined for TCP. */
