@@ -14,7 +14,8 @@ import * as net from "node:net";
 import * as path from "node:path";
 import type { Logger } from "pino";
 import type { HealthClient } from "../libs/clients/health";
-import { SERVICE_NAMES, type Config, type ServiceName } from "../libs/config";
+import { dialAddress, SERVICE_NAMES, type Config, type ServiceName } from "../libs/config";
+import { setClientTls, tlsFor } from "../libs/grpc/tls";
 import { GATEWAY_SERVICES } from "../libs/topology";
 import { notifyReady } from "../libs/service/notify";
 
@@ -151,6 +152,7 @@ export class Supervisor {
 
   constructor(private readonly cfg: Config, private readonly configFile: string | undefined, private readonly log: Logger) {
     this.stateFile = path.join(cfg.state, "supervisor.json");
+    setClientTls(tlsFor(cfg)); // its health checks dial the services
   }
 
   private writeState(): void {
@@ -222,7 +224,7 @@ export class Supervisor {
     // FLOTILLA_NODE_ARGS: extra Node flags for every service process (profiling, heap limits), after ours.
     const nodeArgs = [...SERVICE_NODE_FLAGS, ...(process.env.FLOTILLA_NODE_ARGS ?? "").split(/\s+/).filter(Boolean)];
     for (const s of order) {
-      this.add(s, [process.execPath, ...nodeArgs, path.join(SERVICES_DIR, s, "main.js"), ...cfgArgs], env, this.cfg.flotilla.services[s].address);
+      this.add(s, [process.execPath, ...nodeArgs, path.join(SERVICES_DIR, s, "main.js"), ...cfgArgs], env, dialAddress(this.cfg, s));
     }
     await Promise.all([natsListening, this.waitServing(order)]);
     if (this.stopping) return;

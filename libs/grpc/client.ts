@@ -9,15 +9,14 @@
  * (REFUSED_STREAM, e.g. during its graceful shutdown) is retried once on a fresh session.
  */
 import * as http2 from "node:http2";
-import * as net from "node:net";
 import { propagation, trace } from "@opentelemetry/api";
 import { LEASE_HEADER, NAMESPACE_HEADER, type CallContext } from "../context";
 import { fromGrpc } from "../errdefs";
-import { grpcTarget, unixPath } from "../config";
+import { grpcTarget } from "../config";
 import { DECODE_OPTIONS, lookupService, type Type } from "../proto";
 import { SpanKind, SpanStatusCode, tracer, type Span } from "../tracing";
 import { encodeFrame, MAX_MESSAGE, type Msg } from "./server";
-import { FrameReader, FramingError, GRPC_CONTENT_TYPE, MAX_FRAME_SIZE, SESSION_MEMORY_MB, writeWithDrain } from "./wire";
+import { connectHttp2, FrameReader, FramingError, GRPC_CONTENT_TYPE, writeWithDrain } from "./wire";
 import { Status } from "./status";
 
 /** Receive windows (connection and stream), as on our servers. */
@@ -98,13 +97,7 @@ class Channel {
   get(): http2.ClientHttp2Session {
     const cur = this.session;
     if (cur && !cur.closed && !cur.destroyed) return cur;
-    const sock = unixPath(this.target);
-    const authority = sock ? "http://localhost" : `http://${grpcTarget(this.target)}`;
-    const s = http2.connect(authority, {
-      ...(sock ? { createConnection: () => net.connect({ path: sock }) } : {}),
-      settings: { initialWindowSize: WINDOW, enablePush: false, maxFrameSize: MAX_FRAME_SIZE },
-      maxSessionMemory: SESSION_MEMORY_MB,
-    });
+    const s = connectHttp2(this.target, WINDOW);
     const drop = (): void => {
       if (this.session === s) this.session = undefined;
     };

@@ -17,7 +17,9 @@
  * field is missing it does nothing.
  */
 import * as http2 from "node:http2";
-import { MAX_FRAME_SIZE, SESSION_MEMORY_MB } from "./wire";
+import type { Logger } from "pino";
+import { createMutualTlsServer, type TlsMaterial } from "./tls";
+import { MAX_FRAME_SIZE, SESSION_MEMORY_MB, type H2Server } from "./wire";
 
 const ROTATE_CLOSE_DELAY_MS = 2000;
 
@@ -55,11 +57,12 @@ export function tuneSession(sess: http2.ServerHttp2Session, windowBytes: number,
 
 /**
  * An HTTP/2 server for gRPC with the tuning above on every session it accepts; the sessions are kept in
- * `sessions` while open (for a graceful close).
+ * `sessions` while open (for a graceful close). With `secure`, it serves mutual TLS (see tls.ts).
  */
-export function createTunedServer(windowBytes: number, maxStreamsPerSession: number, sessions: Set<http2.Http2Session>): http2.Http2Server {
+export function createTunedServer(windowBytes: number, maxStreamsPerSession: number, sessions: Set<http2.Http2Session>, secure?: { tls: TlsMaterial; log: Logger }): H2Server {
   // No per-session memory cap: past it nghttp2 refuses every new stream; the windows bound memory.
-  const server = http2.createServer({ settings: { initialWindowSize: windowBytes, maxFrameSize: MAX_FRAME_SIZE }, maxSessionMemory: SESSION_MEMORY_MB });
+  const options: http2.ServerOptions = { settings: { initialWindowSize: windowBytes, maxFrameSize: MAX_FRAME_SIZE }, maxSessionMemory: SESSION_MEMORY_MB };
+  const server: H2Server = secure ? createMutualTlsServer(secure.tls, options, secure.log) : http2.createServer(options);
   server.on("session", (sess: http2.ServerHttp2Session) => {
     sessions.add(sess);
     sess.on("close", () => sessions.delete(sess));

@@ -18,7 +18,8 @@ import type { Metrics, RpcTally } from "../metrics";
 import { DECODE_OPTIONS, lookupService, validateWire, type Type } from "../proto";
 import { SpanKind, SpanStatusCode, tracer, tracingExported, type Span } from "../tracing";
 import { createTunedServer } from "./h2-tuning";
-import { closeHttp2, FrameReader, FramingError, GRPC_CONTENT_TYPE, listenHttp2, parseGrpcTimeout, respondStatusOnly, statusTrailers, writeWithDrain } from "./wire";
+import type { TlsMaterial } from "./tls";
+import { closeHttp2, FrameReader, FramingError, GRPC_CONTENT_TYPE, listenHttp2, parseGrpcTimeout, type H2Server, respondStatusOnly, statusTrailers, writeWithDrain } from "./wire";
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type Msg = Record<string, any>;
@@ -74,6 +75,8 @@ export interface RpcServerOptions {
   windowBytes?: number;
   /** Streams a client session may open before it is asked to reconnect (default 900; see h2-tuning). */
   maxStreamsPerSession?: number;
+  /** Serve mutual TLS (a TCP address only; see tls.ts). */
+  tls?: TlsMaterial;
 }
 
 interface Method {
@@ -424,7 +427,7 @@ function statusDetailsOf(err: unknown, code: number): Buffer | undefined {
 const ignore = (): void => undefined;
 
 export class RpcServer {
-  readonly server: http2.Http2Server;
+  readonly server: H2Server;
   readonly log: Logger;
   readonly metrics: Metrics | undefined;
   readonly serviceName: string;
@@ -440,8 +443,8 @@ export class RpcServer {
     this.serviceName = opts.service;
     this.maxMessage = opts.maxMessage ?? MAX_MESSAGE;
     const windowBytes = opts.windowBytes ?? 16 << 20;
-    this.server = createTunedServer(windowBytes, opts.maxStreamsPerSession ?? 900, this.sessions);
-    this.server.on("stream", (stream, headers) => this.onStream(stream, headers));
+    this.server = createTunedServer(windowBytes, opts.maxStreamsPerSession ?? 900, this.sessions, opts.tls && { tls: opts.tls, log: opts.log });
+    this.server.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => this.onStream(stream, headers));
   }
 
   /** Register the handlers for a service by its proto full name; methods without a handler answer Unimplemented. */

@@ -5,8 +5,10 @@
  */
 import * as fs from "node:fs";
 import * as http2 from "node:http2";
+import * as net from "node:net";
 import * as path from "node:path";
 import { grpcTarget, unixPath } from "../config";
+import { tcpConnectOptions } from "./tls";
 
 export const GRPC_CONTENT_TYPE = "application/grpc";
 
@@ -180,10 +182,25 @@ export class FrameReader {
 }
 
 /**
+ * An HTTP/2 client session to a unix or TCP address, receiving with `windowBytes` stream windows. A TCP
+ * peer is dialled with TLS when this process has a client certificate (see tls.ts).
+ */
+export function connectHttp2(address: string, windowBytes: number): http2.ClientHttp2Session {
+  const sock = unixPath(address);
+  const settings = { initialWindowSize: windowBytes, enablePush: false, maxFrameSize: MAX_FRAME_SIZE };
+  if (sock) return http2.connect("http://localhost", { createConnection: () => net.connect({ path: sock }), settings, maxSessionMemory: SESSION_MEMORY_MB });
+  const { authority, options } = tcpConnectOptions(grpcTarget(address));
+  return http2.connect(authority, { ...options, settings, maxSessionMemory: SESSION_MEMORY_MB });
+}
+
+/** A plain or a TLS HTTP/2 server. */
+export type H2Server = http2.Http2Server | http2.Http2SecureServer;
+
+/**
  * Bind an HTTP/2 server to a unix (`unix:///path`, `/path`) or TCP (`host:port`) address. A stale
  * socket file is removed first. Resolves with the TCP port (0 for unix) and the socket path, if any.
  */
-export async function listenHttp2(server: http2.Http2Server, address: string): Promise<{ port: number; socketPath?: string }> {
+export async function listenHttp2(server: H2Server, address: string): Promise<{ port: number; socketPath?: string }> {
   const sock = unixPath(address);
   const listen = (...args: unknown[]): Promise<void> =>
     new Promise<void>((resolve, reject) => {
@@ -209,7 +226,7 @@ export async function listenHttp2(server: http2.Http2Server, address: string): P
 }
 
 /** Close an HTTP/2 server gracefully: no new sessions, GOAWAY to each, destroy what is left after `graceMs`. */
-export async function closeHttp2(server: http2.Http2Server, sessions: Set<http2.Http2Session>, graceMs: number): Promise<void> {
+export async function closeHttp2(server: H2Server, sessions: Set<http2.Http2Session>, graceMs: number): Promise<void> {
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   for (const s of sessions) {
     try {

@@ -6,13 +6,14 @@
 import { Status } from "../grpc/status";
 import * as fs from "node:fs";
 import type { Logger } from "pino";
-import { configPathFromArgv, loadConfig, serviceRoot, serviceState, type Config, type ServiceName } from "../config";
+import { configPathFromArgv, loadConfig, serviceRoot, serviceState, unixPath, type Config, type ServiceName } from "../config";
 import { NatsEventBus } from "../events";
 import { createLogger } from "../log";
 import { Metrics } from "../metrics";
 import { parseAll } from "../filters";
 import { RpcServer, type Msg } from "../grpc/server";
 import { closeChannels } from "../grpc/client";
+import { setClientTls, tlsFor } from "../grpc/tls";
 import { initTracing, shutdownTracing } from "../tracing";
 import { pluginAdaptor, pluginToProto, type PluginInfo } from "./plugins";
 import { notifyReady } from "./notify";
@@ -98,7 +99,12 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
   fs.mkdirSync(root, { recursive: true, mode: 0o711 });
   fs.mkdirSync(state, { recursive: true, mode: 0o711 });
   const events = new NatsEventBus({ url: natsUrl(config), prefix: config.flotilla.events_subject_prefix, log, name: `flotilla-${def.name}` });
-  const server = new RpcServer({ service: def.name, log, metrics, maxMessage: config.grpc.max_recv_message_size });
+  // With TLS configured, this process serves its TCP address with mutual TLS and dials TCP peers with it.
+  const tls = tlsFor(config, def.name);
+  setClientTls(tls);
+  // (The gateway's own gRPC server sits behind its front, on a unix socket.)
+  const ownTls = unixPath(svcCfg.address) === undefined && def.name !== "gateway" ? tls : undefined;
+  const server = new RpcServer({ service: def.name, log, metrics, maxMessage: config.grpc.max_recv_message_size, tls: ownTls });
 
   let running: RunningService | undefined;
   const stopping = new AbortController();

@@ -1,7 +1,8 @@
 /** The gateway: the one containerd gRPC API on `[grpc] address`, routing every call to its owner. */
 import * as path from "node:path";
-import { onThisHost, serviceRoot } from "../../libs/config";
+import { dialAddress, onThisHost, serviceRoot } from "../../libs/config";
 import { DirectContentReads } from "./src/content-reads";
+import { loadTls } from "../../libs/grpc/tls";
 import { runService, internalAddress, GRPC_PLUGIN, HEALTH_SERVICE, hostPlatform, type ServiceDefinition } from "../../libs/service";
 import { BACKENDS, GATEWAY_SERVICES, OWNED_SERVICES, type BackendName } from "../../libs/topology";
 import { eventsHandlers } from "./src/events";
@@ -22,7 +23,7 @@ const GATEWAY_GRPC = [
 export const gatewayService: ServiceDefinition = {
   name: "gateway",
   async start(sc) {
-    const addresses = Object.fromEntries(BACKENDS.map((b) => [b, sc.config.flotilla.services[b].address])) as Record<BackendName, string>;
+    const addresses = Object.fromEntries(BACKENDS.map((b) => [b, dialAddress(sc.config, b)])) as Record<BackendName, string>;
     // Every call of an owned service is proxied as raw HTTP/2 to its owner; the rest reach this
     // process's own gRPC server on its internal socket.
     // Blobs are read straight from the content process's files when it runs on this host (it still
@@ -37,12 +38,15 @@ export const gatewayService: ServiceDefinition = {
     const views = sc.config.flotilla.gateway_read_views
       ? new ReadViews({ content: contentRoot, images: local("images"), snapshots: local("snapshots"), tasks: local("tasks") }, content)
       : undefined;
+    const g = sc.config.grpc;
     const routes = Object.fromEntries(BACKENDS.flatMap((b) => OWNED_SERVICES[b].map((svc) => [svc, addresses[b]])));
     const frontend = new GatewayFront({
       contentReads,
       views,
       routes,
       local: internalAddress(sc),
+      // containerd's [grpc] tcp_address: the unix socket stays, TCP is added (mutual TLS with tcp_tls_*).
+      tcp: g.tcp_address ? { address: g.tcp_address, tls: loadTls("[grpc] tcp_tls_*", g.tcp_tls_ca, g.tcp_tls_cert, g.tcp_tls_key) } : undefined,
       log: sc.log,
       metrics: sc.metrics,
     });

@@ -20,15 +20,14 @@
 import { Status } from "../../../libs/grpc/status";
 import * as fs from "node:fs";
 import * as http2 from "node:http2";
-import * as net from "node:net";
 import { context as otelContext, propagation, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
-import { unixPath, grpcTarget } from "../../../libs/config";
 import type { Metrics } from "../../../libs/metrics";
 import { methodKind, type MethodKind } from "../../../libs/grpc/server";
 import { createTunedServer } from "../../../libs/grpc/h2-tuning";
 import { CONTENT_READ_PATH, type DirectContentReads } from "./content-reads";
-import { GRPC_CONTENT_TYPE, MAX_FRAME_SIZE, SESSION_MEMORY_MB, closeHttp2, listenHttp2, respondStatusOnly } from "../../../libs/grpc/wire";
+import { GRPC_CONTENT_TYPE, closeHttp2, connectHttp2, listenHttp2, respondStatusOnly, type H2Server } from "../../../libs/grpc/wire";
+import type { TlsMaterial } from "../../../libs/grpc/tls";
 import type { ReadViews } from "./views";
 import { lookupService } from "../../../libs/proto";
 import { SpanKind, SpanStatusCode, tracer, tracingExported } from "../../../libs/tracing";
@@ -115,6 +114,8 @@ export interface FrontOptions {
   contentReads?: DirectContentReads;
   /** Answer lookups from read-only views of the owners' databases (see views). */
   views?: ReadViews;
+  /** containerd's `[grpc] tcp_address`: also serve on TCP, with mutual TLS when `tls` is given. */
+  tcp?: { address: string; tls?: TlsMaterial };
 }
 
 /** One HTTP/2 client session per backend address, replaced when it closes or is told to go away. */
@@ -124,13 +125,7 @@ class Upstreams {
   get(address: string): http2.ClientHttp2Session {
     const cur = this.sessions.get(address);
     if (cur && !cur.closed && !cur.destroyed) return cur;
-    const sock = unixPath(address);
-    const authority = sock ? "http://localhost" : `http://${grpcTarget(address)}`;
-    const s = http2.connect(authority, {
-      ...(sock ? { createConnection: () => net.connect({ path: sock }) } : {}),
-      settings: { initialWindowSize: WINDOW, enablePush: false, maxFrameSize: MAX_FRAME_SIZE },
-      maxSessionMemory: SESSION_MEMORY_MB,
-    });
+    const s = connectHttp2(address, WINDOW);
     const drop = (): void => {
       if (this.sessions.get(address) === s) this.sessions.delete(address);
     };
@@ -163,7 +158,8 @@ function statusOfReset(code: number): Status {
 }
 
 export class GatewayFront {
-  private readonly server: http2.Http2Server;
+  private readonly server: H2Server;
+  private readonly tcpServer?: H2Server;
   private readonly upstreams = new Upstreams();
   private readonly routes = new Map<string, Route>();
   private readonly localRoute: Route;
@@ -178,13 +174,20 @@ export class GatewayFront {
     }
     this.localRoute = { address: opts.local, kinds: new Map(), observe: false };
     this.server = createTunedServer(WINDOW, opts.maxStreamsPerSession ?? 500, this.sessions);
-    this.server.on("stream", (stream, headers) => {
-      const p = headers[HTTP2_HEADER_PATH];
-      if (opts.contentReads && p === CONTENT_READ_PATH) this.contentRead(opts.contentReads, stream, headers);
-      else if (opts.views && typeof p === "string" && opts.views.has(p)) this.viewCall(opts.views, p, stream, headers);
-      else this.proxy(stream, headers);
-    });
+    this.server.on("stream", this.onStream);
+    if (opts.tcp) {
+      this.tcpServer = createTunedServer(WINDOW, opts.maxStreamsPerSession ?? 500, this.sessions, opts.tcp.tls && { tls: opts.tcp.tls, log: opts.log });
+      this.tcpServer.on("stream", this.onStream);
+    }
   }
+
+  private readonly onStream = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void => {
+    const p = headers[HTTP2_HEADER_PATH];
+    const { contentReads, views } = this.opts;
+    if (contentReads && p === CONTENT_READ_PATH) this.contentRead(contentReads, stream, headers);
+    else if (views && typeof p === "string" && views.has(p)) this.viewCall(views, p, stream, headers);
+    else this.proxy(stream, headers);
+  };
 
   /** Content Read: from the blob file when the namespace holds the blob, else forwarded. */
   private contentRead(reads: DirectContentReads, down: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
@@ -467,11 +470,15 @@ export class GatewayFront {
 
   async listen(address: string): Promise<void> {
     this.boundPath = (await listenHttp2(this.server, address)).socketPath;
+    if (this.tcpServer) {
+      const { port } = await listenHttp2(this.tcpServer, this.opts.tcp!.address);
+      this.opts.log.info({ address: this.opts.tcp!.address, port, tls: !!this.opts.tcp!.tls }, "serving the containerd API on TCP too");
+    }
   }
 
   /** Stop accepting, ask every client to go away, let calls finish for up to `graceMs`, then cut. */
   async close(graceMs = 5000): Promise<void> {
-    await closeHttp2(this.server, this.sessions, graceMs);
+    await Promise.all([this.server, this.tcpServer].map((srv) => srv && closeHttp2(srv, this.sessions, graceMs)));
     this.upstreams.closeAll();
     if (this.boundPath) fs.rmSync(this.boundPath, { force: true });
   }

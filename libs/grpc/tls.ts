@@ -1,0 +1,82 @@
+/**
+ * Mutual TLS between Flotilla's processes. A process whose config names a CA (`[flotilla.tls] ca`)
+ * and its own certificate (`tls_cert`, `tls_key` under `[flotilla.services.<name>]`) serves its TCP
+ * address with TLS, asks every client for a certificate signed by that CA and refuses a handshake
+ * without one; it dials its TCP peers with TLS, presenting the same certificate. Unix sockets stay
+ * plain (their file mode guards them).
+ */
+import * as fs from "node:fs";
+import * as http2 from "node:http2";
+import type * as tls from "node:tls";
+import type { Logger } from "pino";
+import type { Config, ServiceName } from "../config";
+import { errInvalidArgument } from "../errdefs";
+
+/** PEM contents of a CA, a certificate and its key. */
+export interface TlsMaterial {
+  ca: Buffer;
+  cert: Buffer;
+  key: Buffer;
+}
+
+/** Read the three files; undefined when none is named, InvalidArgument when only some are. */
+export function loadTls(what: string, ca: string, cert: string, key: string): TlsMaterial | undefined {
+  if (!ca && !cert && !key) return undefined;
+  if (!ca || !cert || !key) throw errInvalidArgument(`${what}: TLS needs a CA, a certificate and a key (got ${[ca && "ca", cert && "cert", key && "key"].filter(Boolean).join(", ") || "none"})`);
+  const read = (f: string): Buffer => {
+    try {
+      return fs.readFileSync(f);
+    } catch (e) {
+      throw errInvalidArgument(`${what}: ${(e as Error).message}`);
+    }
+  };
+  return { ca: read(ca), cert: read(cert), key: read(key) };
+}
+
+/**
+ * What process `svc` serves and dials with, or, without `svc` (the `flotilla` command, the
+ * supervisor), the `[flotilla.tls]` client certificate, else the gateway's. Undefined when TLS is not
+ * configured.
+ */
+export function tlsFor(cfg: Config, svc?: ServiceName): TlsMaterial | undefined {
+  const t = cfg.flotilla.tls;
+  const own = svc ? cfg.flotilla.services[svc] : t.cert || t.key ? { tls_cert: t.cert, tls_key: t.key } : cfg.flotilla.services.gateway;
+  if (!own.tls_cert && !own.tls_key) return undefined;
+  return loadTls(svc ? `[flotilla.services.${svc}]` : "[flotilla.tls]", t.ca, own.tls_cert, own.tls_key);
+}
+
+let clientTls: TlsMaterial | undefined;
+
+/** Set what this process's clients present when they dial a TCP peer (undefined: plain TCP). */
+export function setClientTls(t: TlsMaterial | undefined): void {
+  clientTls = t;
+}
+
+/** The `http2.connect` authority and TLS options for a TCP target `host:port`. */
+export function tcpConnectOptions(target: string): { authority: string; options: http2.SecureClientSessionOptions } {
+  if (!clientTls) return { authority: `http://${target}`, options: {} };
+  return { authority: `https://${target}`, options: { ca: clientTls.ca, cert: clientTls.cert, key: clientTls.key, ALPNProtocols: ["h2"] } };
+}
+
+/** Why a client's handshake was refused, in words an operator reads in the log. */
+export function refusalReason(err: Error & { code?: string }): string {
+  const code = err.code ?? "";
+  const msg = err.message;
+  if (/PEER_DID_NOT_RETURN_A_CERTIFICATE|NO_CERTIFICATE/i.test(code + msg)) return "no client certificate";
+  if (/EXPIRED/i.test(code + msg)) return "client certificate expired";
+  if (/NOT_YET_VALID/i.test(code + msg)) return "client certificate not yet valid";
+  if (/UNKNOWN_CA|ISSUER|SELF_SIGNED|UNABLE_TO_VERIFY|CERTIFICATE_VERIFY_FAILED/i.test(code + msg)) return "client certificate not signed by the configured CA";
+  return msg;
+}
+
+/**
+ * An HTTP/2 server with mutual TLS: only clients with a certificate signed by the CA complete the
+ * handshake; each refusal is one warn line naming the peer and the reason.
+ */
+export function createMutualTlsServer(t: TlsMaterial, options: http2.ServerOptions, log: Logger): http2.Http2SecureServer {
+  const server = http2.createSecureServer({ ...options, ca: t.ca, cert: t.cert, key: t.key, requestCert: true, rejectUnauthorized: true, ALPNProtocols: ["h2"] });
+  server.on("tlsClientError", (err: Error & { code?: string }, sock: tls.TLSSocket) => {
+    log.warn({ peer: `${sock.remoteAddress}:${sock.remotePort}`, reason: refusalReason(err), code: err.code }, "TLS handshake refused");
+  });
+  return server;
+}
