@@ -1,5 +1,5 @@
 /** Which Flotilla process owns which containerd gRPC service. The gateway routes by this table. */
-import type { Config, ServiceName } from "../config";
+import { dialAddress, type Config, type ServiceName } from "../config";
 
 export const OWNED_SERVICES: Record<Exclude<ServiceName, "gateway">, readonly string[]> = {
   content: ["containerd.services.content.v1.Content"],
@@ -26,6 +26,7 @@ export function ownerOf(grpcService: string): BackendName | undefined {
   return undefined;
 }
 
+/** Where `svc` is dialled (its advertised address; see dialAddress in libs/config). */
 export function addressOf(cfg: Config, svc: ServiceName): string {
-  return cfg.flotilla.services[svc].address;
+  return dialAddress(cfg, svc);
 }

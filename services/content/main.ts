@@ -1,5 +1,6 @@
 /** The content process: containerd's content store (Content service), blobs on disk, metadata in LMDB. */
 import * as path from "node:path";
+import { dialAddress } from "../../libs/config";
 import { runService, GRPC_PLUGIN, type ServiceDefinition } from "../../libs/service";
 import { NamespaceEnsurer, NamespaceStoreProxy } from "../../libs/clients/namespaces";
 import { openContentDB } from "./src/local/db";
@@ -14,7 +15,7 @@ export const contentService: ServiceDefinition = {
     const db = openContentDB(sc.root);
     // The events let a namespace deleted elsewhere be created again by the next write at once (not
     // only when its cache entry expires).
-    const namespaces = new NamespaceEnsurer(new NamespaceStoreProxy(sc.config.flotilla.services.images.address), sc.events);
+    const namespaces = new NamespaceEnsurer(new NamespaceStoreProxy(dialAddress(sc.config, "images")), sc.events);
     const store = await LocalContentStore.open({
       root: sc.root,
       db,

@@ -14,7 +14,7 @@
  *   ttrpc_address = ""                  # where shims publish events (default: <grpc address>.ttrpc)
  */
 import * as path from "node:path";
-import { pluginConfig, unixPath } from "../../libs/config";
+import { dialAddress, pluginConfig, unixPath } from "../../libs/config";
 import { repoRoot } from "../../libs/proto";
 import { DEFAULT_CNI_BIN_DIRS, SYSTEM_CNI_CONF_DIR } from "../../libs/cni";
 import { runService, GRPC_PLUGIN, type PluginInfo, type ServiceDefinition } from "../../libs/service";
@@ -38,8 +38,7 @@ export const sandboxService: ServiceDefinition = {
   name: "sandbox",
   async start(sc) {
     const db = openSandboxDB(sc.root);
-    const s = sc.config.flotilla.services;
-    const namespaces = new NamespaceEnsurer(new NamespaceStoreProxy(s.images.address), sc.events);
+    const namespaces = new NamespaceEnsurer(new NamespaceStoreProxy(dialAddress(sc.config, "images")), sc.events);
     const store = new LocalSandboxStore({ db, ensureNamespace: (ctx, ns) => namespaces.ensure(ctx, ns) });
 
     const podCfg = pluginConfig(sc.config, PODSANDBOX_PLUGIN.type, PODSANDBOX_PLUGIN.id);
@@ -54,7 +53,7 @@ export const sandboxService: ServiceDefinition = {
       ...(typeof podCfg.cni_network === "string" && podCfg.cni_network ? { networkName: podCfg.cni_network } : {}),
       log: sc.log,
     });
-    const pods = new PodSandboxController({ db, tasks: new PodTasksGrpc(s.tasks.address, s.snapshots.address), networks, pauseDir, netnsDir, log: sc.log });
+    const pods = new PodSandboxController({ db, tasks: new PodTasksGrpc(dialAddress(sc.config, "tasks"), dialAddress(sc.config, "snapshots")), networks, pauseDir, netnsDir, log: sc.log });
     await pods.recover();
 
     const shimCfg = pluginConfig(sc.config, SHIM_PLUGIN.type, SHIM_PLUGIN.id);

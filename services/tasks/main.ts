@@ -5,7 +5,7 @@
  */
 import * as path from "node:path";
 import { runService, GRPC_PLUGIN, hostPlatform, type PluginInfo, type ServiceDefinition } from "../../libs/service";
-import { pluginConfig, unixPath } from "../../libs/config";
+import { dialAddress, pluginConfig, unixPath } from "../../libs/config";
 import { NamespaceEnsurer, NamespaceStoreProxy } from "../../libs/clients/namespaces";
 import { ContentStoreProxy } from "../../libs/clients/content";
 import { repoRoot, unpackAny } from "../../libs/proto";
@@ -65,7 +65,7 @@ export const tasksService: ServiceDefinition = {
     await ttrpc.listen(ttrpcAddress);
 
     const db = openTasksDB(sc.root);
-    const ensurer = new NamespaceEnsurer(new NamespaceStoreProxy(sc.config.flotilla.services.images.address), sc.events);
+    const ensurer = new NamespaceEnsurer(new NamespaceStoreProxy(dialAddress(sc.config, "images")), sc.events);
     const containers = new LocalContainerStore(db, sc.events, { ensureNamespace: (ctx, ns) => ensurer.ensure(ctx, ns) });
     const dirs = { state: path.join(sc.state, "io.containerd.runtime.v2.task"), root: path.join(sc.root, "io.containerd.runtime.v2.task") };
     const resolver = new RuntimeResolver(cfg);
@@ -98,7 +98,7 @@ export const tasksService: ServiceDefinition = {
     if (recovered.loaded || recovered.cleaned) sc.log.info(recovered, "reconnected to running shims");
     const tasks = new LocalTaskService(containers, manager, {
       checkpointDir: path.join(sc.state, "checkpoints"),
-      content: new ContentStoreProxy(sc.config.flotilla.services.content.address),
+      content: new ContentStoreProxy(dialAddress(sc.config, "content")),
     });
     try {
       warm.fill(resolver.resolve("io.containerd.runc.v2"));

@@ -1,6 +1,6 @@
 /** The transfer process: transfer.v1.Transfer and streaming.v1.Streaming (containerd v2's Transfer API). */
 import { runService, GRPC_PLUGIN, type ServiceDefinition } from "../../libs/service";
-import { pluginConfig } from "../../libs/config";
+import { dialAddress, pluginConfig } from "../../libs/config";
 import { ContentStoreProxy } from "../../libs/clients/content";
 import { DiffProxy } from "../../libs/clients/diff";
 import { ImageStoreProxy } from "../../libs/clients/images";
@@ -28,16 +28,15 @@ function transferConfig(raw: Record<string, unknown>): TransferConfig {
 export const transferService: ServiceDefinition = {
   name: "transfer",
   async start(sc) {
-    const s = sc.config.flotilla.services;
-    const content = new ContentStoreProxy(s.content.address, { writeWindow: 4 });
+    const content = new ContentStoreProxy(dialAddress(sc.config, "content"), { writeWindow: 4 });
     const config = transferConfig(pluginConfig(sc.config, TRANSFER_PLUGIN, "local"));
     const local = new LocalTransferService({
       content,
-      images: new ImageStoreProxy(s.images.address),
-      leases: new LeaseManagerProxy(s.images.address),
-      namespaces: new NamespaceStoreProxy(s.images.address),
-      snapshots: new SnapshotterSetProxy(s.snapshots.address),
-      diff: new DiffProxy(s.snapshots.address),
+      images: new ImageStoreProxy(dialAddress(sc.config, "images")),
+      leases: new LeaseManagerProxy(dialAddress(sc.config, "images")),
+      namespaces: new NamespaceStoreProxy(dialAddress(sc.config, "images")),
+      snapshots: new SnapshotterSetProxy(dialAddress(sc.config, "snapshots")),
+      diff: new DiffProxy(dialAddress(sc.config, "snapshots")),
       fetcher: new BlobFetcher(content),
       locks: new KeyedMutex(),
       config,

@@ -5,7 +5,7 @@
  */
 import * as path from "node:path";
 import { GRPC_PLUGIN, type PluginInfo, type ServiceDefinition } from "../../../libs/service";
-import { pluginConfig } from "../../../libs/config";
+import { dialAddress, pluginConfig } from "../../../libs/config";
 import { LeaseResourceHolderProxy } from "../../../libs/clients/leases";
 import { openMetaDB } from "./local/db";
 import { LocalNamespaceStore, namespaceNames } from "./local/namespaces";
@@ -31,8 +31,7 @@ export const imagesService: ServiceDefinition = {
   name: "images",
   async start(sc) {
     const db = openMetaDB(sc.root);
-    const s = sc.config.flotilla.services;
-    const addresses = { content: s.content.address, snapshots: s.snapshots.address, tasks: s.tasks.address, sandbox: s.sandbox.address };
+    const addresses = { content: dialAddress(sc.config, "content"), snapshots: dialAddress(sc.config, "snapshots"), tasks: dialAddress(sc.config, "tasks"), sandbox: dialAddress(sc.config, "sandbox") };
     const gcCfg = schedulerConfig(pluginConfig(sc.config, GC_PLUGIN, "scheduler"));
     const gate = new MarkGate();
     // The scheduler comes first (the stores tell it about deletions); it runs the collector, which reads

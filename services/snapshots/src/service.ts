@@ -15,7 +15,7 @@
  */
 import { Status } from "../../../libs/grpc/status";
 import * as path from "node:path";
-import { pluginConfig, serviceRoot } from "../../../libs/config";
+import { dialAddress, pluginConfig, serviceRoot } from "../../../libs/config";
 import { GRPC_PLUGIN, hostPlatform, type PluginInfo, type RunningService, type ServiceContext } from "../../../libs/service";
 import { NamespaceEnsurer, NamespaceStoreProxy } from "../../../libs/clients/namespaces";
 import type { Snapshotter } from "../../../libs/core/snapshots";
@@ -41,7 +41,7 @@ function str(v: unknown, dflt: string): string {
 export async function startSnapshots(sc: ServiceContext): Promise<RunningService> {
   const platform = hostPlatform();
   const db = openSnapshotsDB(sc.root);
-  const images = sc.config.flotilla.services.images.address;
+  const images = dialAddress(sc.config, "images");
   const ensurer = new NamespaceEnsurer(new NamespaceStoreProxy(images), sc.events);
   const plugins: PluginInfo[] = [];
   const loaded = new Map<string, Snapshotter>();
@@ -75,7 +75,7 @@ export async function startSnapshots(sc: ServiceContext): Promise<RunningService
   const set = new LocalSnapshotterSet(loaded);
   const walking = pluginConfig(sc.config, DIFFER_PLUGIN, "walking");
   const localContent = walking.local_content_reads === false ? undefined : str(walking.content_root, serviceRoot(sc.config, "content"));
-  const content = new RemoteContent(sc.config.flotilla.services.content.address, localContent);
+  const content = new RemoteContent(dialAddress(sc.config, "content"), localContent);
   const differ = new LocalDiffer(content, differConfig(walking), sc.log);
 
   sc.server.addService(SNAPSHOTS_SERVICE, snapshotsHandlers(set));
