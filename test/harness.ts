@@ -8,7 +8,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { background } from "../libs/context";
 import { RpcClient, closeChannels } from "../libs/grpc/client";
-import { loadConfig, type ServiceName } from "../libs/config";
+import { dialAddress, loadConfig, type ServiceName } from "../libs/config";
+import { setClientTls, tlsFor } from "../libs/grpc/tls";
 import { repoRoot } from "../libs/proto";
 import { waitAtMost } from "../libs/sync";
 
@@ -27,6 +28,8 @@ export interface StackOptions {
   logLevel?: string;
   /** `[flotilla] gateway_read_views` (default true). */
   readViews?: boolean;
+  /** More lines for the `[grpc]` table (e.g. `tcp_address = ...`). */
+  grpcToml?: string[];
 }
 
 export interface CtrResult {
@@ -145,6 +148,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     `state = ${JSON.stringify(state)}`,
     "[grpc]",
     `address = ${JSON.stringify(socket)}`,
+    ...(opts.grpcToml ?? []),
     "[debug]",
     `level = ${JSON.stringify(opts.logLevel ?? "info")}`,
     "[flotilla]",
@@ -176,7 +180,9 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     }
   };
   const pidOf = (s: string): number | undefined => readState()?.services[s] ?? undefined;
-  const address = (s: ServiceName): string => cfg.flotilla.services[s].address;
+  const address = (s: ServiceName): string => dialAddress(cfg, s);
+  // With TLS configured, this test process dials the services as `flotilla` commands do.
+  if (cfg.flotilla.tls.ca) setClientTls(tlsFor(cfg));
   const health = new Map<string, RpcClient>();
   const waitHealthy = async (s: ServiceName, timeoutMs = 60000): Promise<void> => {
     let c = health.get(s);

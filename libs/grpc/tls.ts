@@ -7,6 +7,7 @@
  */
 import * as fs from "node:fs";
 import * as http2 from "node:http2";
+import type * as net from "node:net";
 import type * as tls from "node:tls";
 import type { Logger } from "pino";
 import type { Config, ServiceName } from "../config";
@@ -59,14 +60,13 @@ export function tcpConnectOptions(target: string): { authority: string; options:
 }
 
 /** Why a client's handshake was refused, in words an operator reads in the log. */
-export function refusalReason(err: Error & { code?: string }): string {
-  const code = err.code ?? "";
-  const msg = err.message;
-  if (/PEER_DID_NOT_RETURN_A_CERTIFICATE|NO_CERTIFICATE/i.test(code + msg)) return "no client certificate";
-  if (/EXPIRED/i.test(code + msg)) return "client certificate expired";
-  if (/NOT_YET_VALID/i.test(code + msg)) return "client certificate not yet valid";
-  if (/UNKNOWN_CA|ISSUER|SELF_SIGNED|UNABLE_TO_VERIFY|CERTIFICATE_VERIFY_FAILED/i.test(code + msg)) return "client certificate not signed by the configured CA";
-  return msg;
+export function refusalReason(err: Error & { code?: string }, authorizationError?: string): string {
+  const text = `${authorizationError ?? ""} ${err.code ?? ""} ${err.message}`;
+  if (/PEER_DID_NOT_RETURN_A_CERTIFICATE|NO_CERTIFICATE/i.test(text)) return "no client certificate";
+  if (/EXPIRED/i.test(text)) return "client certificate expired";
+  if (/NOT_YET_VALID/i.test(text)) return "client certificate not yet valid";
+  if (/UNKNOWN_CA|ISSUER|SELF_SIGNED|UNABLE_TO_VERIFY|CERTIFICATE_VERIFY_FAILED/i.test(text)) return "client certificate not signed by the configured CA";
+  return authorizationError ?? err.message;
 }
 
 /**
@@ -75,8 +75,15 @@ export function refusalReason(err: Error & { code?: string }): string {
  */
 export function createMutualTlsServer(t: TlsMaterial, options: http2.ServerOptions, log: Logger): http2.Http2SecureServer {
   const server = http2.createSecureServer({ ...options, ca: t.ca, cert: t.cert, key: t.key, requestCert: true, rejectUnauthorized: true, ALPNProtocols: ["h2"] });
-  server.on("tlsClientError", (err: Error & { code?: string }, sock: tls.TLSSocket) => {
-    log.warn({ peer: `${sock.remoteAddress}:${sock.remotePort}`, reason: refusalReason(err), code: err.code }, "TLS handshake refused");
+  // A certificate that fails verification is not a handshake error to Node: it destroys the socket
+  // once the handshake is done, keeping the cause in `authorizationError`, and reports a hang-up. By
+  // then the socket has forgotten its peer, so the address is noted when the connection arrives.
+  const peers = new WeakMap<net.Socket, string>();
+  server.on("connection", (raw: net.Socket) => peers.set(raw, `${raw.remoteAddress}:${raw.remotePort}`));
+  server.on("tlsClientError", (err: Error & { code?: string }, sock: tls.TLSSocket & { _parent?: net.Socket }) => {
+    const peer = sock.remoteAddress ? `${sock.remoteAddress}:${sock.remotePort}` : (sock._parent && peers.get(sock._parent)) ?? "unknown";
+    const authz = sock.authorizationError ? String(sock.authorizationError) : undefined;
+    log.warn({ peer, reason: refusalReason(err, authz), code: authz ?? err.code }, "TLS handshake refused");
   });
   return server;
 }
