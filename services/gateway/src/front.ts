@@ -27,7 +27,7 @@ import { methodKind, type MethodKind } from "../../../libs/grpc/server";
 import { createTunedServer } from "../../../libs/grpc/h2-tuning";
 import { CONTENT_READ_PATH, type DirectContentReads } from "./content-reads";
 import { GRPC_CONTENT_TYPE, closeHttp2, connectHttp2, listenHttp2, respondStatusOnly, type H2Server } from "../../../libs/grpc/wire";
-import type { TlsMaterial } from "../../../libs/grpc/tls";
+import type { TlsMaterial } from "#libs/grpc/tls";
 import type { ReadViews } from "./views";
 import { lookupService } from "../../../libs/proto";
 import { SpanKind, SpanStatusCode, tracer, tracingExported } from "../../../libs/tracing";
