@@ -41,6 +41,11 @@ export abstract class RecordedController<R extends ControllerRecord> {
     return r;
   }
 
+  /** The record in the call's namespace; NotFound when there is none. */
+  protected recordOf(ctx: CallContext, id: string): R {
+    return this.get(namespaceRequired(ctx), id);
+  }
+
   protected async put(ns: string, id: string, r: R): Promise<void> {
     await this.db.put(recordKey(this.prefix, ns, id), r);
   }
@@ -104,7 +109,7 @@ export abstract class RecordedController<R extends ControllerRecord> {
     });
   }
 
-  /** Every record of this controller (a snapshot, so `fn` may change or remove records), for recovery. */
+  /** Every record of this controller, read at once (so the caller may change or remove records), for recovery. */
   protected records(): { ns: string; id: string; rec: R }[] {
     return [...scanPrefix<R>(this.db, [this.prefix])].map(({ key, value }) => ({ ns: String(key[1]), id: String(key[2]), rec: value }));
   }

@@ -214,8 +214,7 @@ export class PodSandboxController extends RecordedController<PodRecord> implemen
   }
 
   async platform(ctx: CallContext, id: string): Promise<SandboxPlatform> {
-    const ns = namespaceRequired(ctx);
-    this.get(ns, id);
+    this.recordOf(ctx, id);
     const p = hostPlatform();
     return { os: p.os, architecture: p.architecture, variant: p.variant ?? "" };
   }
@@ -276,8 +275,7 @@ export class PodSandboxController extends RecordedController<PodRecord> implemen
   }
 
   async status(ctx: CallContext, id: string, verbose = false): Promise<ControllerStatus> {
-    const ns = namespaceRequired(ctx);
-    const rec = this.get(ns, id);
+    const rec = this.recordOf(ctx, id);
     const state = rec.phase === "running" ? SandboxState.Ready : rec.phase === "stopped" ? SandboxState.NotReady : SandboxState.Unknown;
     const info: Record<string, string> = {
       phase: rec.phase,
@@ -311,8 +309,7 @@ export class PodSandboxController extends RecordedController<PodRecord> implemen
   }
 
   async metrics(ctx: CallContext, id: string): Promise<SandboxMetric> {
-    const ns = namespaceRequired(ctx);
-    const rec = this.get(ns, id);
+    const rec = this.recordOf(ctx, id);
     if (rec.phase !== "running") throw errFailedPrecondition(`sandbox ${JSON.stringify(id)} is not running`);
     const m = await this.o.tasks.metrics(ctx, id);
     return { timestamp: m.timestamp, id, ...(m.data ? { data: m.data } : {}) };

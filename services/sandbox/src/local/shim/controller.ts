@@ -13,7 +13,7 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import type { Logger } from "pino";
-import { background, namespaceRequired, type CallContext } from "../../../../../libs/context";
+import { background, type CallContext } from "../../../../../libs/context";
 import { causeText, errFailedPrecondition } from "../../../../../libs/errdefs";
 import { fromTimestamp } from "../../../../../libs/proto";
 import {
@@ -199,8 +199,7 @@ export class ShimSandboxController extends RecordedController<ShimRecord> implem
   }
 
   async platform(ctx: CallContext, id: string): Promise<SandboxPlatform> {
-    const ns = namespaceRequired(ctx);
-    const r = await this.call(ctx, this.get(ns, id), "Platform", { sandbox_id: id });
+    const r = await this.call(ctx, this.recordOf(ctx, id), "Platform", { sandbox_id: id });
     const p = (r.platform ?? {}) as Record<string, unknown>;
     return { os: String(p.os ?? ""), architecture: String(p.architecture ?? ""), variant: String(p.variant ?? "") };
   }
@@ -214,14 +213,12 @@ export class ShimSandboxController extends RecordedController<ShimRecord> implem
   }
 
   async wait(ctx: CallContext, id: string): Promise<SandboxExitStatus> {
-    const ns = namespaceRequired(ctx);
-    const r = await this.call(ctx, this.get(ns, id), "WaitSandbox", { sandbox_id: id });
+    const r = await this.call(ctx, this.recordOf(ctx, id), "WaitSandbox", { sandbox_id: id });
     return { exitStatus: Number(r.exit_status ?? 0), exitedAt: fromTimestamp(r.exited_at as never) ?? nowDate() };
   }
 
   async status(ctx: CallContext, id: string, verbose = false): Promise<ControllerStatus> {
-    const ns = namespaceRequired(ctx);
-    const rec = this.get(ns, id);
+    const rec = this.recordOf(ctx, id);
     const r = await this.call(ctx, rec, "SandboxStatus", { sandbox_id: id, verbose });
     const out: ControllerStatus = {
       sandboxId: id,
@@ -250,8 +247,7 @@ export class ShimSandboxController extends RecordedController<ShimRecord> implem
   }
 
   async metrics(ctx: CallContext, id: string): Promise<SandboxMetric> {
-    const ns = namespaceRequired(ctx);
-    const r = await this.call(ctx, this.get(ns, id), "SandboxMetrics", { sandbox_id: id });
+    const r = await this.call(ctx, this.recordOf(ctx, id), "SandboxMetrics", { sandbox_id: id });
     return metricFromProto(r.metrics as Record<string, unknown> | null);
   }
 
