@@ -8,6 +8,7 @@ import { RpcClient } from "../grpc/client";
 import type { Msg } from "../grpc/server";
 import { fromTimestamp, toTimestamp } from "../proto";
 import type { Container, ContainerInput, ContainerStore, TypedValue } from "../core/containers";
+import type { Sandbox } from "../core/sandbox";
 
 export const CONTAINERS_SERVICE = "containerd.services.containers.v1.Containers";
 
@@ -23,55 +24,68 @@ export function anyFromProto(m: Msg | null | undefined): TypedValue | undefined 
 /** A timestamp, or null for an unset date (the zero time). */
 export const tsOrNull = (d: Date | undefined): Msg | null => (d && d.getTime() > 0 ? toTimestamp(d) : null);
 
+/** What container and sandbox records have alike: the same fields under the same names on the wire. */
+export type RecordFields = Pick<Container & Sandbox, "runtime" | "spec" | "labels" | "extensions" | "createdAt" | "updatedAt">;
+
+export function recordFieldsToProto(r: Partial<RecordFields>): Msg {
+  return {
+    runtime: { name: r.runtime?.name ?? "", options: anyToProto(r.runtime?.options) },
+    spec: anyToProto(r.spec),
+    labels: { ...(r.labels ?? {}) },
+    created_at: tsOrNull(r.createdAt),
+    updated_at: tsOrNull(r.updatedAt),
+    extensions: Object.fromEntries(Object.entries(r.extensions ?? {}).map(([k, v]) => [k, anyToProto(v)])),
+  };
+}
+
+/**
+ * The shared fields of a container or sandbox message (unset times read as the zero time). An extension
+ * with neither type nor bytes is kept as an empty value with `keepEmptyExtensions` (containers store
+ * extensions as given), else dropped (sandboxes).
+ */
+export function recordFieldsFromProto(m: Msg | null | undefined, keepEmptyExtensions: boolean): RecordFields {
+  const options = anyFromProto(m?.runtime?.options);
+  const spec = anyFromProto(m?.spec);
+  const extensions: Record<string, TypedValue> = {};
+  for (const [k, v] of Object.entries((m?.extensions as Record<string, Msg> | undefined) ?? {})) {
+    const a = anyFromProto(v) ?? (keepEmptyExtensions ? { typeUrl: "", value: new Uint8Array() } : undefined);
+    if (a) extensions[k] = a;
+  }
+  return {
+    runtime: { name: String(m?.runtime?.name ?? ""), ...(options ? { options } : {}) },
+    ...(spec ? { spec } : {}),
+    labels: { ...((m?.labels as Record<string, string> | undefined) ?? {}) },
+    extensions,
+    createdAt: fromTimestamp(m?.created_at) ?? new Date(0),
+    updatedAt: fromTimestamp(m?.updated_at) ?? new Date(0),
+  };
+}
+
 export function containerToProto(c: ContainerInput & { createdAt?: Date; updatedAt?: Date }): Msg {
   return {
     id: c.id,
-    labels: { ...(c.labels ?? {}) },
+    ...recordFieldsToProto(c),
     image: c.image ?? "",
-    runtime: { name: c.runtime?.name ?? "", options: anyToProto(c.runtime?.options) },
-    spec: anyToProto(c.spec),
     snapshotter: c.snapshotter ?? "",
     snapshot_key: c.snapshotKey ?? "",
-    created_at: tsOrNull(c.createdAt),
-    updated_at: tsOrNull(c.updatedAt),
-    extensions: Object.fromEntries(Object.entries(c.extensions ?? {}).map(([k, v]) => [k, anyToProto(v)])),
     sandbox: c.sandbox ?? "",
   };
 }
 
 /** A request's container (times from the client are ignored: the store stamps them). */
 export function containerInputFromProto(m: Msg | null | undefined): ContainerInput {
-  const options = anyFromProto(m?.runtime?.options);
-  const spec = anyFromProto(m?.spec);
-  const ext: Record<string, TypedValue> = {};
-  for (const [k, v] of Object.entries((m?.extensions as Record<string, Msg> | undefined) ?? {})) {
-    ext[k] = anyFromProto(v) ?? { typeUrl: "", value: new Uint8Array() };
-  }
-  return {
-    id: String(m?.id ?? ""),
-    labels: { ...((m?.labels as Record<string, string> | undefined) ?? {}) },
-    image: String(m?.image ?? ""),
-    runtime: { name: String(m?.runtime?.name ?? ""), ...(options ? { options } : {}) },
-    ...(spec ? { spec } : {}),
-    snapshotter: String(m?.snapshotter ?? ""),
-    snapshotKey: String(m?.snapshot_key ?? ""),
-    extensions: ext,
-    sandbox: String(m?.sandbox ?? ""),
-  };
+  const { createdAt: _created, updatedAt: _updated, ...c } = containerFromProto(m);
+  return c;
 }
 
 export function containerFromProto(m: Msg | null | undefined): Container {
-  const i = containerInputFromProto(m);
   return {
-    ...i,
-    labels: i.labels ?? {},
-    extensions: i.extensions ?? {},
-    image: i.image ?? "",
-    snapshotter: i.snapshotter ?? "",
-    snapshotKey: i.snapshotKey ?? "",
-    sandbox: i.sandbox ?? "",
-    createdAt: fromTimestamp(m?.created_at) ?? new Date(0),
-    updatedAt: fromTimestamp(m?.updated_at) ?? new Date(0),
+    id: String(m?.id ?? ""),
+    ...recordFieldsFromProto(m, true),
+    image: String(m?.image ?? ""),
+    snapshotter: String(m?.snapshotter ?? ""),
+    snapshotKey: String(m?.snapshot_key ?? ""),
+    sandbox: String(m?.sandbox ?? ""),
   };
 }
 

@@ -9,7 +9,7 @@ import { RpcClient } from "../grpc/client";
 import type { Msg } from "../grpc/server";
 import { fromTimestamp, toTimestamp } from "../proto";
 import { mountToProto } from "../mount";
-import { anyFromProto, anyToProto, tsOrNull } from "./containers";
+import { anyFromProto, anyToProto, recordFieldsFromProto, recordFieldsToProto, tsOrNull } from "./containers";
 import type {
   ControllerInstance,
   ControllerStatus,
@@ -29,37 +29,11 @@ export const SANDBOX_CONTROLLER_SERVICE = "containerd.services.sandbox.v1.Contro
 export { anyFromProto, anyToProto };
 
 export function sandboxToProto(sb: SandboxInput & { createdAt?: Date; updatedAt?: Date }): Msg {
-  return {
-    sandbox_id: sb.id,
-    runtime: { name: sb.runtime?.name ?? "", options: anyToProto(sb.runtime?.options) },
-    spec: anyToProto(sb.spec),
-    labels: { ...(sb.labels ?? {}) },
-    created_at: tsOrNull(sb.createdAt),
-    updated_at: tsOrNull(sb.updatedAt),
-    extensions: Object.fromEntries(Object.entries(sb.extensions ?? {}).map(([k, v]) => [k, anyToProto(v)])),
-    sandboxer: sb.sandboxer ?? "",
-  };
+  return { sandbox_id: sb.id, ...recordFieldsToProto(sb), sandboxer: sb.sandboxer ?? "" };
 }
 
 export function sandboxFromProto(m: Msg | null | undefined): Sandbox {
-  const sb: Sandbox = {
-    id: String(m?.sandbox_id ?? ""),
-    runtime: { name: String(m?.runtime?.name ?? "") },
-    labels: { ...((m?.labels as Record<string, string> | undefined) ?? {}) },
-    extensions: {},
-    sandboxer: String(m?.sandboxer ?? ""),
-    createdAt: fromTimestamp(m?.created_at) ?? new Date(0),
-    updatedAt: fromTimestamp(m?.updated_at) ?? new Date(0),
-  };
-  const opts = anyFromProto(m?.runtime?.options);
-  if (opts) sb.runtime.options = opts;
-  const spec = anyFromProto(m?.spec);
-  if (spec) sb.spec = spec;
-  for (const [k, v] of Object.entries((m?.extensions as Record<string, Msg> | undefined) ?? {})) {
-    const a = anyFromProto(v);
-    if (a) sb.extensions[k] = a;
-  }
-  return sb;
+  return { id: String(m?.sandbox_id ?? ""), ...recordFieldsFromProto(m, false), sandboxer: String(m?.sandboxer ?? "") };
 }
 
 export function instanceToProto(i: ControllerInstance): Msg {

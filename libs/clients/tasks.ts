@@ -50,7 +50,8 @@ export class TaskServiceProxy implements TaskService {
       checkpoint: i.checkpoint ? { media_type: i.checkpoint.mediaType, digest: i.checkpoint.digest, size: i.checkpoint.size, annotations: i.checkpoint.annotations ?? {} } : null,
       options: anyToProto(i.options),
       runtime_path: i.runtimePath ?? "",
-      ...(i.taskApiAddress ? { task_api_address: i.taskApiAddress, task_api_version: i.taskApiVersion ?? 0 } : {}),
+      task_api_address: i.taskApiAddress ?? "",
+      task_api_version: i.taskApiVersion ?? 0,
     });
     return Number(r.pid ?? 0);
   }

@@ -12,7 +12,8 @@ import { errAlreadyExists, errFailedPrecondition, errNotFound, errNotImplemented
 import type { Mount } from "../../libs/core/snapshots";
 import type { TypedValue } from "../../libs/core/sandbox";
 import { mountsBelow } from "../../libs/cni";
-import { TaskStatus, type ContainerRecord, type ContainerSpec, type PodTasks, type TaskExit, type TaskState } from "../../services/sandbox/src/local/podsandbox/tasks";
+import { TaskStatus } from "../../libs/core/tasks";
+import type { ContainerRecord, ContainerSpec, PodTasks, TaskExit, TaskState } from "../../services/sandbox/src/local/podsandbox/tasks";
 
 export class RuncTasks implements PodTasks {
   readonly containers = new Map<string, ContainerSpec>();

@@ -27,14 +27,10 @@ import { nowTimestamp } from "./publisher";
 import { now } from "../../../libs/time";
 import type { Reaper } from "./reaper";
 import { Runc } from "./runc";
-import { sandboxProcessSpec } from "../../../libs/sandboxrun/oci-defaults";
+import { BUSYBOX_CANDIDATES, findBusybox, SANDBOX_SLEEP_ARGS, sandboxProcessSpec, writeBusyboxRootfs } from "../../../libs/sandboxrun/oci-defaults";
 
 export const SANDBOX_SERVICE = "containerd.runtime.sandbox.v1.Sandbox";
 export const OCI_SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
-
-/** Where a static busybox is looked for (the sandbox process of a sandbox without a rootfs). */
-export const BUSYBOX_CANDIDATES = ["/bin/busybox", "/usr/bin/busybox"];
-const SLEEP_ARGS = ["/bin/busybox", "sleep", "2147483647"];
 
 export interface SandboxServiceOptions {
   /** The shim's namespace (fixed by its command line). */
@@ -89,13 +85,9 @@ export function sandboxSpec(o: SandboxSpecInput): Record<string, unknown> {
 
 /** A read-only rootfs holding only a copy of the static busybox (and the mount points runc needs). */
 export function buildSleepRootfs(rootfs: string, busybox?: string): void {
-  const src = busybox ?? BUSYBOX_CANDIDATES.find((p) => fs.existsSync(p));
+  const src = findBusybox(busybox);
   if (!src) throw classError("failed precondition", `no static busybox for the sandbox process (looked at ${BUSYBOX_CANDIDATES.join(", ")}); install busybox-static or pass a rootfs`);
-  for (const d of ["bin", "proc", "sys", "dev", "etc", "tmp"]) fs.mkdirSync(path.join(rootfs, d), { recursive: true, mode: 0o755 });
-  fs.copyFileSync(src, path.join(rootfs, "bin", "busybox"));
-  fs.chmodSync(path.join(rootfs, "bin", "busybox"), 0o755);
-  fs.writeFileSync(path.join(rootfs, "etc", "passwd"), "root:x:0:0:root:/:/bin/sh\n");
-  fs.writeFileSync(path.join(rootfs, "etc", "group"), "root:x:0:\n");
+  writeBusyboxRootfs(rootfs, src);
 }
 
 /** What the caller put in the bundle's config.json (the sandbox's spec), if it is JSON. */
@@ -147,7 +139,7 @@ export class SandboxService {
       const rootfs = (r.rootfs as Obj[] | undefined ?? []).map(mountFromProto);
       const given = callerSpec(bundle);
       if (!rootfs.length) buildSleepRootfs(path.join(dir, "rootfs"));
-      const args = rootfs.length ? (given.process?.args?.length ? given.process.args : ["/pause"]) : SLEEP_ARGS;
+      const args = rootfs.length ? (given.process?.args?.length ? given.process.args : ["/pause"]) : [...SANDBOX_SLEEP_ARGS];
       const netns = String(r.netns_path ?? "");
       const spec = sandboxSpec({
         id,

@@ -7,7 +7,8 @@ import type { Logger } from "pino";
 import type { CallContext } from "../../../../../libs/context";
 import { isNotFound } from "../../../../../libs/errdefs";
 import type { SandboxExitStatus } from "../../../../../libs/core/sandbox";
-import { TaskStatus, type PodTasks } from "./tasks";
+import { TaskStatus } from "../../../../../libs/core/tasks";
+import type { PodTasks } from "./tasks";
 import { now as nowDate } from "../../../../../libs/time";
 
 export const SIGKILL = 9;
