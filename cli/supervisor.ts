@@ -63,7 +63,7 @@ export interface ProcessStatus {
 }
 
 const HEALTH_STATUS = ["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"];
-const healthClients = new Map<string, RpcClient>();
+const healthClients = new Map<string, RpcClient<"grpc.health.v1.Health">>();
 
 /**
  * The grpc.health.v1 service name that tells whether process `name` itself serves: "" (overall) for a

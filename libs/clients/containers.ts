@@ -8,10 +8,13 @@ import { RpcClient } from "../grpc/client";
 import type { Msg } from "../grpc/server";
 import { fromTimestamp, toTimestamp } from "../proto";
 import type { Container, ContainerInput, ContainerStore, TypedValue } from "../core/containers";
+import type { Input } from "../proto/types";
 
 export const CONTAINERS_SERVICE = "containerd.services.containers.v1.Containers";
 
-export function anyToProto(a: TypedValue | undefined): Msg | null {
+export function anyToProto(a: TypedValue): Input["google.protobuf.Any"];
+export function anyToProto(a: TypedValue | undefined): Input["google.protobuf.Any"] | null;
+export function anyToProto(a: TypedValue | undefined): Input["google.protobuf.Any"] | null {
   return a ? { type_url: a.typeUrl, value: Buffer.from(a.value) } : null;
 }
 
@@ -21,9 +24,9 @@ export function anyFromProto(m: Msg | null | undefined): TypedValue | undefined 
 }
 
 /** A timestamp, or null for an unset date (the zero time). */
-export const tsOrNull = (d: Date | undefined): Msg | null => (d && d.getTime() > 0 ? toTimestamp(d) : null);
+export const tsOrNull = (d: Date | undefined): Input["google.protobuf.Timestamp"] | null => (d && d.getTime() > 0 ? toTimestamp(d) : null);
 
-export function containerToProto(c: ContainerInput & { createdAt?: Date; updatedAt?: Date }): Msg {
+export function containerToProto(c: ContainerInput & { createdAt?: Date; updatedAt?: Date }): Input["containerd.services.containers.v1.Container"] {
   return {
     id: c.id,
     labels: { ...(c.labels ?? {}) },
@@ -76,7 +79,7 @@ export function containerFromProto(m: Msg | null | undefined): Container {
 }
 
 export class ContainerStoreProxy implements ContainerStore {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof CONTAINERS_SERVICE>;
 
   constructor(address: string) {
     this.rpc = new RpcClient(address, CONTAINERS_SERVICE);

@@ -46,7 +46,7 @@ function statusFromProto(m: Msg | null | undefined): IngestStatus {
 }
 
 class RemoteReaderAt implements ContentReaderAt {
-  constructor(private readonly rpc: RpcClient, private readonly ctx: CallContext, private readonly digest: string, readonly size: number) {}
+  constructor(private readonly rpc: RpcClient<typeof CONTENT_SERVICE>, private readonly ctx: CallContext, private readonly digest: string, readonly size: number) {}
 
   /** One Read call per window, as containerd's proxy does. */
   async readAt(buf: Uint8Array, position: number): Promise<number> {
@@ -229,7 +229,7 @@ export interface ContentProxyOptions {
 }
 
 export class ContentStoreProxy implements ContentStore {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof CONTENT_SERVICE>;
 
   constructor(address: string, private readonly opts: ContentProxyOptions = {}) {
     this.rpc = new RpcClient(address, CONTENT_SERVICE);

@@ -22,13 +22,14 @@ import type {
   SandboxPlatform,
   SandboxStore,
 } from "../core/sandbox";
+import type { Input } from "../proto/types";
 
 export const SANDBOX_STORE_SERVICE = "containerd.services.sandbox.v1.Store";
 export const SANDBOX_CONTROLLER_SERVICE = "containerd.services.sandbox.v1.Controller";
 
 export { anyFromProto, anyToProto };
 
-export function sandboxToProto(sb: SandboxInput & { createdAt?: Date; updatedAt?: Date }): Msg {
+export function sandboxToProto(sb: SandboxInput & { createdAt?: Date; updatedAt?: Date }): Input["containerd.types.Sandbox"] {
   return {
     sandbox_id: sb.id,
     runtime: { name: sb.runtime?.name ?? "", options: anyToProto(sb.runtime?.options) },
@@ -62,7 +63,7 @@ export function sandboxFromProto(m: Msg | null | undefined): Sandbox {
   return sb;
 }
 
-export function mountToProto(m: Mount): Msg {
+export function mountToProto(m: Mount): Input["containerd.types.Mount"] {
   return { type: m.type, source: m.source, target: m.target ?? "", options: [...m.options] };
 }
 
@@ -72,7 +73,7 @@ export function mountFromProto(m: Msg): Mount {
   return out;
 }
 
-export function instanceToProto(i: ControllerInstance): Msg {
+export function instanceToProto(i: ControllerInstance): Input["containerd.services.sandbox.v1.ControllerStartResponse"] {
   return {
     sandbox_id: i.sandboxId,
     pid: i.pid,
@@ -98,7 +99,7 @@ export function instanceFromProto(m: Msg): ControllerInstance {
   return out;
 }
 
-export function statusToProto(s: ControllerStatus): Msg {
+export function statusToProto(s: ControllerStatus): Input["containerd.services.sandbox.v1.ControllerStatusResponse"] {
   return {
     sandbox_id: s.sandboxId,
     pid: s.pid,
@@ -130,7 +131,7 @@ export function statusFromProto(m: Msg): ControllerStatus {
   return out;
 }
 
-export function metricToProto(x: SandboxMetric): Msg {
+export function metricToProto(x: SandboxMetric): Input["containerd.types.Metric"] {
   return { timestamp: toTimestamp(x.timestamp), id: x.id, data: anyToProto(x.data) };
 }
 
@@ -142,7 +143,7 @@ export function metricFromProto(m: Msg | null | undefined): SandboxMetric {
 }
 
 export class SandboxStoreProxy implements SandboxStore {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof SANDBOX_STORE_SERVICE>;
   constructor(address: string) {
     this.rpc = new RpcClient(address, SANDBOX_STORE_SERVICE);
   }
@@ -165,7 +166,7 @@ export class SandboxStoreProxy implements SandboxStore {
 
 /** One sandboxer's controller over gRPC (containerd's `client.SandboxController(name)`). */
 export class SandboxControllerProxy implements SandboxController {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof SANDBOX_CONTROLLER_SERVICE>;
   constructor(address: string, readonly sandboxer: string) {
     this.rpc = new RpcClient(address, SANDBOX_CONTROLLER_SERVICE);
   }

@@ -8,7 +8,7 @@
 import { background } from "../../../libs/context";
 import { errNotFound } from "../../../libs/errdefs";
 import { RpcClient } from "../../../libs/grpc/client";
-import type { ServiceHandlers, Msg } from "../../../libs/grpc/server";
+import { serviceHandlers, type Msg, type ServiceHandlers } from "../../../libs/grpc/server";
 
 export const SERVING = 1;
 export const NOT_SERVING = 2;
@@ -38,7 +38,7 @@ interface Answer {
 }
 
 export class OwnerHealth {
-  private readonly clients = new Map<string, RpcClient>();
+  private readonly clients = new Map<string, RpcClient<typeof HEALTH>>();
   private readonly answers = new Map<string, Answer>();
   private readonly owners: string[];
   private readonly cacheMs: number;
@@ -82,15 +82,15 @@ export class OwnerHealth {
     return pending;
   }
 
-  handlers(): ServiceHandlers {
-    return {
-      Check: async (_ctx, req: Msg) => {
+  handlers(): ServiceHandlers<typeof HEALTH> {
+    return serviceHandlers(HEALTH, {
+      Check: async (_ctx, req) => {
         const service = String(req.service ?? "");
         const s = await this.status(service);
         if (s === undefined) throw errNotFound(`service ${JSON.stringify(service)}: unknown service`);
         return { status: s };
       },
-      Watch: async (ctx, req: Msg, send) => {
+      Watch: async (ctx, req, send) => {
         const service = String(req.service ?? "");
         const stopping = this.opts.stopping;
         const signal = stopping ? AbortSignal.any([ctx.signal, stopping]) : ctx.signal;
@@ -113,6 +113,6 @@ export class OwnerHealth {
         }
         if (stopping?.aborted && !ctx.signal.aborted && last !== NOT_SERVING) await send({ status: NOT_SERVING });
       },
-    };
+    });
   }
 }

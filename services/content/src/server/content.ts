@@ -4,11 +4,12 @@
  */
 import type { CallContext } from "../../../../libs/context";
 import { errAlreadyExists, errCanceled, errInvalidArgument, errOutOfRange, FlotillaError, errorCode, isNotFound, ErrorCodes } from "../../../../libs/errdefs";
-import { type Msg, type RpcServer, type Send, type ServiceHandlers } from "../../../../libs/grpc/server";
+import { serviceHandlers, type Msg, type RpcServer, type Send, type ServiceHandlers } from "../../../../libs/grpc/server";
 import { DECODE_OPTIONS, lookupType, toTimestamp, validateWire } from "../../../../libs/proto";
 import { MAX_CHUNK, isValidDigest, type ContentInfo, type ContentStore, type IngestStatus } from "../../../../libs/core/content";
 import { CONTENT_SERVICE, infoFromProto } from "../../../../libs/clients/content";
 import { readInfo, type ContentDB } from "../local/db";
+import type { Input } from "../../../../libs/proto/types";
 
 export { CONTENT_SERVICE };
 
@@ -17,11 +18,11 @@ export const WriteAction = { STAT: 0, WRITE: 1, COMMIT: 2 } as const;
 /** Entries per List response, as containerd batches them. */
 const LIST_BATCH = 100;
 
-export function infoToProto(i: ContentInfo): Msg {
+export function infoToProto(i: ContentInfo): Input["containerd.services.content.v1.Info"] {
   return { digest: i.digest, size: i.size, created_at: toTimestamp(i.createdAt), updated_at: toTimestamp(i.updatedAt), labels: i.labels };
 }
 
-export function statusToProto(s: IngestStatus): Msg {
+export function statusToProto(s: IngestStatus): Input["containerd.services.content.v1.Status"] {
   return {
     started_at: toTimestamp(s.startedAt),
     updated_at: toTimestamp(s.updatedAt),
@@ -185,8 +186,8 @@ export function registerContentService(server: RpcServer, store: ContentStore): 
 }
 
 /** Handlers of every Content method. */
-export function contentHandlers(store: ContentStore): ServiceHandlers {
-  return {
+export function contentHandlers(store: ContentStore): ServiceHandlers<typeof CONTENT_SERVICE> {
+  return serviceHandlers(CONTENT_SERVICE, {
     Info: async (ctx, req) => ({ info: infoToProto(await store.info(ctx, checkDigest(req.digest))) }),
     Update: async (ctx, req) => {
       if (!req.info) throw errInvalidArgument("info must be set");
@@ -225,5 +226,5 @@ export function contentHandlers(store: ContentStore): ServiceHandlers {
       return {};
     },
     Write: (ctx, reqs, send) => write(store, ctx, reqs, send),
-  };
+  });
 }

@@ -1,15 +1,16 @@
 /** gRPC adapter for containerd.services.images.v1.Images: validate, call the store, convert. */
-import type { Msg, ServiceHandlers } from "../../../../libs/grpc/server";
+import { serviceHandlers, type Msg, type ServiceHandlers } from "../../../../libs/grpc/server";
 import type { MetaDB } from "../local/db";
 import { readImage } from "../local/images";
 import { errInvalidArgument } from "../../../../libs/errdefs";
 import { toTimestamp } from "../../../../libs/proto";
 import { descriptorFromProto, descriptorToProto, IMAGES_SERVICE } from "../../../../libs/clients/images";
 import type { Image, ImageInput, ImageStore } from "../../../../libs/core/images";
+import type { Input } from "../../../../libs/proto/types";
 
 export { IMAGES_SERVICE };
 
-export const imageToProto = (i: Image): Record<string, unknown> => ({
+export const imageToProto = (i: Image): Input["containerd.services.images.v1.Image"] => ({
   name: i.name,
   labels: i.labels,
   target: descriptorToProto(i.target),
@@ -29,8 +30,8 @@ export function imageFromView(db: MetaDB, ns: string, req: Msg): Msg | undefined
   return img && { image: imageToProto(img) };
 }
 
-export function imagesHandlers(store: ImageStore): ServiceHandlers {
-  return {
+export function imagesHandlers(store: ImageStore): ServiceHandlers<typeof IMAGES_SERVICE> {
+  return serviceHandlers(IMAGES_SERVICE, {
     Get: async (ctx, req) => ({ image: imageToProto(await store.get(ctx, req.name)) }),
     List: async (ctx, req) => ({ images: (await store.list(ctx, req.filters ?? [])).map(imageToProto) }),
     Create: async (ctx, req) => ({ image: imageToProto(await store.create(ctx, imageFromProto(req.image))) }),
@@ -39,5 +40,5 @@ export function imagesHandlers(store: ImageStore): ServiceHandlers {
       await store.delete(ctx, req.name, { sync: !!req.sync, ...(req.target ? { target: descriptorFromProto(req.target) } : {}) });
       return {};
     },
-  };
+  });
 }

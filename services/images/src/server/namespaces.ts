@@ -1,11 +1,13 @@
 /** gRPC adapter for containerd.services.namespaces.v1.Namespaces: validate, call the store, convert. */
-import type { Msg, ServiceHandlers } from "../../../../libs/grpc/server";
+import { serviceHandlers, type Msg, type ServiceHandlers } from "../../../../libs/grpc/server";
 import type { MetaDB } from "../local/db";
 import { readNamespace } from "../local/namespaces";
 import type { Namespace, NamespaceStore } from "../../../../libs/core/namespaces";
 import { errInvalidArgument } from "../../../../libs/errdefs";
+import { NAMESPACES_SERVICE } from "../../../../libs/clients/namespaces";
+import type { Input } from "../../../../libs/proto/types";
 
-const toProto = (n: Namespace): Record<string, unknown> => ({ name: n.name, labels: n.labels });
+const toProto = (n: Namespace): Input["containerd.services.namespaces.v1.Namespace"] => ({ name: n.name, labels: n.labels });
 
 function fromProto(n: { name?: string; labels?: Record<string, string> } | null | undefined): Namespace {
   if (!n) throw errInvalidArgument("namespace must be set");
@@ -18,8 +20,8 @@ export function namespaceFromView(db: MetaDB, _ns: string | undefined, req: Msg)
   return n && { namespace: toProto(n) };
 }
 
-export function namespacesHandlers(store: NamespaceStore): ServiceHandlers {
-  return {
+export function namespacesHandlers(store: NamespaceStore): ServiceHandlers<typeof NAMESPACES_SERVICE> {
+  return serviceHandlers(NAMESPACES_SERVICE, {
     Get: async (ctx, req) => ({ namespace: toProto(await store.get(ctx, req.name)) }),
     List: async (ctx) => ({ namespaces: (await store.list(ctx)).map(toProto) }),
     Create: async (ctx, req) => ({ namespace: toProto(await store.create(ctx, fromProto(req.namespace))) }),
@@ -28,5 +30,5 @@ export function namespacesHandlers(store: NamespaceStore): ServiceHandlers {
       await store.delete(ctx, req.name);
       return {};
     },
-  };
+  });
 }

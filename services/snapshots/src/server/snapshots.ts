@@ -1,18 +1,19 @@
 /** gRPC adapter for containerd.services.snapshots.v1.Snapshots: validate, call the snapshotter, convert. */
-import type { Msg, ServiceHandlers } from "../../../../libs/grpc/server";
+import { serviceHandlers, type Msg, type ServiceHandlers } from "../../../../libs/grpc/server";
 import type { SnapshotsDB } from "../local/db";
 import { readSnapshot } from "../local/metastore";
 import { fromTimestamp, toTimestamp } from "../../../../libs/proto";
 import { kindFromWire, kindToWire, type Mount, type SnapshotInfo, type SnapshotterSet } from "../../../../libs/core/snapshots";
+import type { Input } from "../../../../libs/proto/types";
 
 export const SNAPSHOTS_SERVICE = "containerd.services.snapshots.v1.Snapshots";
 
-export const mountToProto = (m: Mount): Record<string, unknown> => ({ type: m.type, source: m.source, target: m.target ?? "", options: m.options });
+export const mountToProto = (m: Mount): Input["containerd.types.Mount"] => ({ type: m.type, source: m.source, target: m.target ?? "", options: m.options });
 export const mountFromProto = (m: { type?: string; source?: string; target?: string; options?: string[] }): Mount => ({
   type: m.type ?? "", source: m.source ?? "", ...(m.target ? { target: m.target } : {}), options: m.options ?? [],
 });
 
-export function infoToProto(i: SnapshotInfo): Record<string, unknown> {
+export function infoToProto(i: SnapshotInfo): Input["containerd.services.snapshots.v1.Info"] {
   return { name: i.name, parent: i.parent, kind: kindToWire(i.kind), created_at: toTimestamp(i.created), updated_at: toTimestamp(i.updated), labels: i.labels };
 }
 
@@ -43,8 +44,8 @@ export function mountsFromView(db: SnapshotsDB, ns: string, req: Msg): Msg | und
 /** containerd sends List results in blocks of 100 infos. */
 const LIST_BLOCK = 100;
 
-export function snapshotsHandlers(set: SnapshotterSet): ServiceHandlers {
-  return {
+export function snapshotsHandlers(set: SnapshotterSet): ServiceHandlers<typeof SNAPSHOTS_SERVICE> {
+  return serviceHandlers(SNAPSHOTS_SERVICE, {
     Prepare: async (ctx, req) => ({ mounts: (await set.get(req.snapshotter).prepare(ctx, req.key, req.parent, { labels: req.labels })).map(mountToProto) }),
     View: async (ctx, req) => ({ mounts: (await set.get(req.snapshotter).view(ctx, req.key, req.parent, { labels: req.labels })).map(mountToProto) }),
     Mounts: async (ctx, req) => ({ mounts: (await set.get(req.snapshotter).mounts(ctx, req.key)).map(mountToProto) }),
@@ -79,5 +80,5 @@ export function snapshotsHandlers(set: SnapshotterSet): ServiceHandlers {
       await set.get(req.snapshotter).cleanup(ctx);
       return {};
     },
-  };
+  });
 }

@@ -1,6 +1,6 @@
 /** containerd.services.containers.v1.Containers as a thin adapter over a ContainerStore. */
 import { errInvalidArgument } from "../../../../libs/errdefs";
-import type { Msg, ServiceHandlers } from "../../../../libs/grpc/server";
+import { serviceHandlers, type Msg, type ServiceHandlers } from "../../../../libs/grpc/server";
 import { readContainer, type TasksDB } from "../local/containers";
 import { containerInputFromProto, containerToProto } from "../../../../libs/clients/containers";
 import type { ContainerStore } from "../../../../libs/core/containers";
@@ -13,8 +13,8 @@ export function containerFromView(db: TasksDB, ns: string, req: Msg): Msg | unde
   return c && { container: containerToProto(c) };
 }
 
-export function containersHandlers(store: ContainerStore): ServiceHandlers {
-  return {
+export function containersHandlers(store: ContainerStore): ServiceHandlers<typeof CONTAINERS_SERVICE> {
+  return serviceHandlers(CONTAINERS_SERVICE, {
     Get: async (ctx, req) => ({ container: containerToProto(await store.get(ctx, String(req.id ?? ""))) }),
     List: async (ctx, req) => ({ containers: (await store.list(ctx, req.filters ?? [])).map(containerToProto) }),
     ListStream: async (ctx, req, send) => {
@@ -33,5 +33,5 @@ export function containersHandlers(store: ContainerStore): ServiceHandlers {
       await store.delete(ctx, String(req.id ?? ""));
       return {};
     },
-  };
+  });
 }

@@ -7,7 +7,7 @@
 import type { CallContext } from "../../../../libs/context";
 import { namespaceRequired } from "../../../../libs/context";
 import { errAlreadyExists, errCanceled, errInvalidArgument, errNotFound } from "../../../../libs/errdefs";
-import type { Msg, Send, ServiceHandlers } from "../../../../libs/grpc/server";
+import { serviceHandlers, type Msg, type Send, type ServiceHandlers } from "../../../../libs/grpc/server";
 import { decode } from "../../../../libs/proto";
 import { StreamTypeUrls, type StreamManager, type StreamMessage, type TransferStream } from "../../../../libs/core/transfer";
 
@@ -104,8 +104,8 @@ export class LocalStreamManager implements StreamManager {
   }
 }
 
-export function streamingHandlers(manager: LocalStreamManager): ServiceHandlers {
-  return {
+export function streamingHandlers(manager: LocalStreamManager): ServiceHandlers<typeof STREAMING_SERVICE> {
+  return serviceHandlers(STREAMING_SERVICE, {
     Stream: async (ctx, reqs: AsyncIterable<Msg>, send) => {
       const it = reqs[Symbol.asyncIterator]();
       const first = await it.next();
@@ -120,5 +120,5 @@ export function streamingHandlers(manager: LocalStreamManager): ServiceHandlers 
       await send({ type_url: StreamTypeUrls.Empty, value: Buffer.alloc(0) });
       await stream.done();
     },
-  };
+  });
 }

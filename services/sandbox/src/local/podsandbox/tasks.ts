@@ -64,9 +64,9 @@ export interface PodTasks {
 
 
 export class PodTasksGrpc implements PodTasks {
-  private readonly containers: RpcClient;
-  private readonly tasks: RpcClient;
-  private readonly snapshots: RpcClient;
+  private readonly containers: RpcClient<"containerd.services.containers.v1.Containers">;
+  private readonly tasks: RpcClient<"containerd.services.tasks.v1.Tasks">;
+  private readonly snapshots: RpcClient<"containerd.services.snapshots.v1.Snapshots">;
 
   constructor(tasksAddress: string, snapshotsAddress: string) {
     this.containers = new RpcClient(tasksAddress, "containerd.services.containers.v1.Containers");

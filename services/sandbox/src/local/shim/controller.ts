@@ -36,6 +36,7 @@ import { applySandboxFields, fromStored, toStored, type StoredSandbox } from "..
 import { deleteShim, resolveShim, startShim, type LaunchOptions, type ShimEndpoint } from "./launcher";
 import { NAMESPACE_KEY, TtrpcClient } from "../../../../../libs/ttrpc";
 import { TypedClient } from "../../../../../libs/ttrpc/typed";
+import type { ClientRequest, ClientResponse, MethodOfKind } from "../../../../../libs/proto/types";
 import { dateFromStored, now as nowDate, storedTime } from "../../../../../libs/time";
 
 export const SHIM_SANDBOX_SERVICE = "containerd.runtime.sandbox.v1.Sandbox";
@@ -70,7 +71,7 @@ export interface ShimSandboxOptions {
 export class ShimSandboxController implements SandboxController {
   private readonly db: SandboxDB;
   private readonly locks = new KeyedMutex();
-  private readonly clients = new Map<string, Promise<TypedClient>>();
+  private readonly clients = new Map<string, Promise<TypedClient<typeof SHIM_SANDBOX_SERVICE>>>();
   private readonly logs = new Map<string, net.Socket>();
 
   constructor(private readonly o: ShimSandboxOptions) {
@@ -84,7 +85,7 @@ export class ShimSandboxController implements SandboxController {
   }
 
   /** The shim's Sandbox service, over one connection per shim address (redialled after it closes). */
-  private client(rec: ShimRecord): Promise<TypedClient> {
+  private client(rec: ShimRecord): Promise<TypedClient<typeof SHIM_SANDBOX_SERVICE>> {
     if (!rec.endpoint) throw errFailedPrecondition("sandbox shim has no address");
     if (rec.endpoint.protocol !== "ttrpc") throw errFailedPrecondition(`sandbox shim protocol ${rec.endpoint.protocol} is not supported`);
     const address = rec.endpoint.address;
@@ -97,7 +98,7 @@ export class ShimSandboxController implements SandboxController {
     return c;
   }
 
-  private async call(ctx: CallContext, rec: ShimRecord, method: string, req: Record<string, unknown>): Promise<Record<string, unknown>> {
+  private async call<M extends MethodOfKind<typeof SHIM_SANDBOX_SERVICE, "unary">>(ctx: CallContext, rec: ShimRecord, method: M, req: ClientRequest<typeof SHIM_SANDBOX_SERVICE, M>): Promise<ClientResponse<typeof SHIM_SANDBOX_SERVICE, M>> {
     const c = await this.client(rec);
     return c.call(method, req, {
       metadata: ctx.namespace ? { [NAMESPACE_KEY]: [ctx.namespace] } : {},

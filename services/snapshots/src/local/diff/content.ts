@@ -53,7 +53,7 @@ export function uniqueRef(prefix: string): string {
 }
 
 export class RemoteContent implements LayerContent {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof CONTENT_SERVICE>;
 
   /** `localRoot`: the content service's root directory, when its blob files may be readable here. */
   constructor(address: string, private readonly localRoot?: string) {
