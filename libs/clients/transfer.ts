@@ -19,7 +19,7 @@ import {
   BYTE_WINDOW, MAX_DATA_CHUNK, StreamTypeUrls, TransferTypeUrls, WINDOW_UNIT,
   type Descriptor, type ImageReferenceSpec, type Platform, type ProgressEvent, type RegistryCredentials, type StreamMessage, type TransferStream, type UnpackConfiguration,
 } from "../core/transfer";
-import type { Input } from "../proto/types";
+import type { ClientRequest, ClientResponse, Input } from "../proto/types";
 
 export const TRANSFER_SERVICE = "containerd.services.transfer.v1.Transfer";
 export const STREAMING_SERVICE = "containerd.services.streaming.v1.Streaming";
@@ -32,13 +32,15 @@ export function streamId(prefix: string): string {
   return `${prefix}-${ns}-${randomBytes(3).toString("base64url")}`;
 }
 
+type StreamCall = BidiCall<ClientRequest<typeof STREAMING_SERVICE, "Stream">, ClientResponse<typeof STREAMING_SERVICE, "Stream">>;
+
 class ClientStream implements TransferStream {
-  private readonly it: AsyncIterator<Msg>;
+  private readonly it: AsyncIterator<ClientResponse<typeof STREAMING_SERVICE, "Stream">>;
   private readonly ac = new AbortController();
   private reading: Promise<unknown> = Promise.resolve();
   private halfClosed = false;
 
-  constructor(private readonly call: BidiCall) {
+  constructor(private readonly call: StreamCall) {
     this.it = call.responses[Symbol.asyncIterator]();
   }
 

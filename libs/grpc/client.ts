@@ -56,7 +56,7 @@ interface MethodTypes {
 }
 
 /** A bidirectional call: requests `Req` out, responses `Res` in. */
-export interface BidiCall<Req = Msg, Res = Msg> {
+export interface BidiCall<Req, Res> {
   send(m: Req): Promise<void>;
   end(): void;
   cancel(): void;

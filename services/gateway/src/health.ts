@@ -8,7 +8,7 @@
 import { background } from "../../../libs/context";
 import { errNotFound } from "../../../libs/errdefs";
 import { RpcClient } from "../../../libs/grpc/client";
-import { serviceHandlers, type Msg, type ServiceHandlers } from "../../../libs/grpc/server";
+import { serviceHandlers, type ServiceHandlers } from "../../../libs/grpc/server";
 
 export const SERVING = 1;
 export const NOT_SERVING = 2;

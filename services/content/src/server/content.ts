@@ -9,7 +9,7 @@ import { DECODE_OPTIONS, lookupType, toTimestamp, validateWire } from "../../../
 import { MAX_CHUNK, isValidDigest, type ContentInfo, type ContentStore, type IngestStatus } from "../../../../libs/core/content";
 import { CONTENT_SERVICE, infoFromProto } from "../../../../libs/clients/content";
 import { readInfo, type ContentDB } from "../local/db";
-import type { Input } from "../../../../libs/proto/types";
+import type { Input, ServerRequest, ServerResponse } from "../../../../libs/proto/types";
 
 export { CONTENT_SERVICE };
 
@@ -69,7 +69,7 @@ function nextOrAbort<T>(it: AsyncIterator<T>, signal: AbortSignal): Promise<Iter
   });
 }
 
-async function write(store: ContentStore, ctx: CallContext, reqs: AsyncIterable<Msg>, send: Send): Promise<void> {
+async function write(store: ContentStore, ctx: CallContext, reqs: AsyncIterable<ServerRequest<typeof CONTENT_SERVICE, "Write">>, send: Send<ServerResponse<typeof CONTENT_SERVICE, "Write">>): Promise<void> {
   const it = reqs[Symbol.asyncIterator]();
   let r = await nextOrAbort(it, ctx.signal);
   if (r.done) return;
@@ -81,11 +81,11 @@ async function write(store: ContentStore, ctx: CallContext, reqs: AsyncIterable<
   if (expected) checkDigest(expected);
   // Opening the writer locks the ref for the whole session.
   const wr = await store.writer(ctx, { ref, total, expected });
-  let last: Msg | undefined;
+  let last: ServerResponse<typeof CONTENT_SERVICE, "Write"> | undefined;
   try {
     for (;;) {
       const ws = await wr.status();
-      const msg: Msg = { action: req.action, offset: ws.offset };
+      const msg: ServerResponse<typeof CONTENT_SERVICE, "Write"> = { action: req.action, offset: ws.offset };
       if (req.expected) {
         expected = checkDigest(req.expected);
         let exists = true;
@@ -149,7 +149,7 @@ const freeBuffers: Buffer[] = [];
 const takeBuffer = (): Buffer => freeBuffers.pop() ?? Buffer.allocUnsafe(MAX_CHUNK);
 const giveBuffer = (b: Buffer): void => void (freeBuffers.length < 8 && freeBuffers.push(b));
 
-async function read(store: ContentStore, ctx: CallContext, req: Msg, send: Send): Promise<void> {
+async function read(store: ContentStore, ctx: CallContext, req: ServerRequest<typeof CONTENT_SERVICE, "Read">, send: Send<ServerResponse<typeof CONTENT_SERVICE, "Read">>): Promise<void> {
   const digest = checkDigest(req.digest);
   const ra = await store.readerAt(ctx, digest);
   try {

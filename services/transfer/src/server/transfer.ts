@@ -154,7 +154,7 @@ class ProgressSender {
 
 export function transferHandlers(local: Transferrer, streams: StreamManager, log?: Logger): ServiceHandlers<typeof TRANSFER_SERVICE> {
   return serviceHandlers(TRANSFER_SERVICE, {
-    Transfer: async (ctx, req: Msg) => {
+    Transfer: async (ctx, req) => {
       namespaceRequired(ctx);
       const srcUrl = String(req.source?.type_url ?? "");
       const dstUrl = String(req.destination?.type_url ?? "");
