@@ -17,7 +17,7 @@ import { grpcTarget, unixPath } from "../config";
 import { DECODE_OPTIONS, lookupService, type Type } from "../proto";
 import { SpanKind, SpanStatusCode, tracer, type Span } from "../tracing";
 import { encodeFrame, MAX_MESSAGE, type Msg } from "./server";
-import type { ClientRequest, ClientResponse, MethodOfKind } from "../proto/types";
+import type { ClientRequest, ClientResponse, KnownService, MethodOfKind } from "../proto/types";
 import { FrameReader, FramingError, GRPC_CONTENT_TYPE, MAX_FRAME_SIZE, SESSION_MEMORY_MB, writeWithDrain } from "./wire";
 
 /** gRPC status codes (the numbers are the protocol's). */
@@ -432,7 +432,7 @@ export class RpcClient<S extends string> {
   private readonly channel: Channel;
   private readonly methods = new Map<string, MethodTypes>();
 
-  constructor(address: string, readonly serviceName: S) {
+  constructor(address: string, readonly serviceName: S & KnownService<S>) {
     this.channel = channelFor(address);
     const svc = lookupService(serviceName);
     for (const m of svc.methodsArray) {

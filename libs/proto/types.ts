@@ -17,6 +17,9 @@ export type Msg = Record<string, any>;
 
 export type MethodName<S extends ServiceName> = keyof Services[S] & string;
 
+/** `S` when it names a known service, or is the wide `string` (untyped); any other literal fails to compile. */
+export type KnownService<S extends string> = string extends S ? string : S extends ServiceName ? S : ServiceName;
+
 interface MethodDesc {
   request: MessageName;
   response: MessageName;

@@ -4,7 +4,7 @@
  * small (the shim) use the raw-bytes client and server directly instead.
  */
 import { DECODE_OPTIONS, lookupService, type Type } from "../proto";
-import type { CheckedHandlers, ClientRequest, ClientResponse, MethodName, MethodOfKind, Msg, ServerRequest, ServerResponse, ServiceName } from "../proto/types";
+import type { CheckedHandlers, ClientRequest, ClientResponse, KnownService, MethodName, MethodOfKind, Msg, ServerRequest, ServerResponse, ServiceName } from "../proto/types";
 import type { CallOptions, TtrpcClient } from "./client";
 import type { ServerCallContext, ServiceDesc, UnaryHandler } from "./server";
 import { classError } from "./errors";
@@ -36,7 +36,7 @@ export class TypedClient<S extends string> {
   private readonly types: Map<string, MethodTypes>;
 
   /** `wireName` is the service name sent on the wire when it differs from the proto one (v2/v3 share messages). */
-  constructor(readonly client: TtrpcClient, readonly serviceName: S, private readonly wireName: string = serviceName) {
+  constructor(readonly client: TtrpcClient, readonly serviceName: S & KnownService<S>, private readonly wireName: string = serviceName) {
     this.types = methodTypes(serviceName);
   }
 

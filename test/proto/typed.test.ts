@@ -1,7 +1,7 @@
 /**
  * The wire types generated from proto/ (scripts/gen-proto-types.js, run by `npm run build`) make a
  * wrong field name a compile error: in what a gRPC or ttrpc handler returns or sends, in what a client
- * sends, and in a method name. Each check compiles a small fixture with the repository's own tsc
+ * sends, and in a method or service name. Each check compiles a small fixture with the repository's own tsc
  * against the real libs; a correct fixture must compile, so a failure is never the fixture's setup.
  */
 import { describe, it, before, after } from "node:test";
@@ -68,6 +68,7 @@ const BAD = `
   void (await new RpcClient("unix:///nowhere", NS).unary(ctx, "Get", { name: "x" })).namespaces; // expect: namespaces
   await new RpcClient("unix:///nowhere", CONTENT).bidi(ctx, "Write").send({ action: 1, reff: "r" }); // expect: reff
   await new TypedClient(ttrpc, SANDBOX).call("StartSandbox", { sandboxid: "s" }); // expect: sandboxid
+  void new RpcClient("unix:///nowhere", "containerd.services.content.v1.Contnt"); // expect: Contnt
 `;
 
 let dir: string;
@@ -128,7 +129,7 @@ describe("proto - generated wire types", () => {
       });
       assert.ok(texts.some((t) => new RegExp(`\\b${m[1]}\\b`).test(t)), `the error on line ${line} does not name ${m[1]}:\n${texts.join("\n")}`);
     }
-    assert.equal(expected, 12);
+    assert.equal(expected, 13);
     const stray = errors.filter((e) => !seen.has(Number(/bad\.ts\((\d+),/.exec(e)![1])));
     assert.deepEqual(stray, [], "errors on lines with nothing wrong");
   });
