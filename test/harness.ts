@@ -177,7 +177,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   };
   const pidOf = (s: string): number | undefined => readState()?.services[s] ?? undefined;
   const address = (s: ServiceName): string => cfg.flotilla.services[s].address;
-  const health = new Map<string, RpcClient>();
+  const health = new Map<string, RpcClient<"grpc.health.v1.Health">>();
   const waitHealthy = async (s: ServiceName, timeoutMs = 60000): Promise<void> => {
     let c = health.get(s);
     if (!c) health.set(s, (c = new RpcClient(address(s), "grpc.health.v1.Health")));

@@ -9,10 +9,13 @@ import type { Msg } from "../grpc/server";
 import { fromTimestamp, toTimestamp } from "../proto";
 import type { Container, ContainerInput, ContainerStore, TypedValue } from "../core/containers";
 import type { Sandbox } from "../core/sandbox";
+import type { Input } from "../proto/types";
 
 export const CONTAINERS_SERVICE = "containerd.services.containers.v1.Containers";
 
-export function anyToProto(a: TypedValue | undefined): Msg | null {
+export function anyToProto(a: TypedValue): Input["google.protobuf.Any"];
+export function anyToProto(a: TypedValue | undefined): Input["google.protobuf.Any"] | null;
+export function anyToProto(a: TypedValue | undefined): Input["google.protobuf.Any"] | null {
   return a ? { type_url: a.typeUrl, value: Buffer.from(a.value) } : null;
 }
 
@@ -22,7 +25,7 @@ export function anyFromProto(m: Msg | null | undefined): TypedValue | undefined 
 }
 
 /** A timestamp, or null for an unset date (the zero time). */
-export const tsOrNull = (d: Date | undefined): Msg | null => (d && d.getTime() > 0 ? toTimestamp(d) : null);
+export const tsOrNull = (d: Date | undefined): Input["google.protobuf.Timestamp"] | null => (d && d.getTime() > 0 ? toTimestamp(d) : null);
 
 /** What container and sandbox records have alike: the same fields under the same names on the wire. */
 export type RecordFields = Pick<Container & Sandbox, "runtime" | "spec" | "labels" | "extensions" | "createdAt" | "updatedAt">;
@@ -61,7 +64,7 @@ export function recordFieldsFromProto(m: Msg | null | undefined, keepEmptyExtens
   };
 }
 
-export function containerToProto(c: ContainerInput & { createdAt?: Date; updatedAt?: Date }): Msg {
+export function containerToProto(c: ContainerInput & { createdAt?: Date; updatedAt?: Date }): Input["containerd.services.containers.v1.Container"] {
   return {
     id: c.id,
     ...recordFieldsToProto(c),
@@ -90,7 +93,7 @@ export function containerFromProto(m: Msg | null | undefined): Container {
 }
 
 export class ContainerStoreProxy implements ContainerStore {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof CONTAINERS_SERVICE>;
 
   constructor(address: string) {
     this.rpc = new RpcClient(address, CONTAINERS_SERVICE);

@@ -18,7 +18,7 @@ function descFromWire(d: Wire | null | undefined): Descriptor {
 }
 
 export class DiffProxy implements Applier, Comparer {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof DIFF_SERVICE>;
   constructor(address: string) {
     this.rpc = new RpcClient(address, DIFF_SERVICE);
   }

@@ -16,7 +16,7 @@ export enum HealthStatus {
 }
 
 export class HealthClient {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof HEALTH_SERVICE>;
 
   constructor(address: string) {
     this.rpc = new RpcClient(address, HEALTH_SERVICE);

@@ -6,7 +6,6 @@
 import type { CallContext } from "../context";
 import { RpcClient } from "../grpc/client";
 import type { Msg } from "../grpc/server";
-import { INTROSPECTION_SERVICE } from "../service";
 import type { PluginInfo } from "../service/plugins";
 
 /** A wire `containerd.services.introspection.v1.Plugin` as a PluginInfo (the inverse of pluginToProto). */
@@ -24,8 +23,10 @@ export function pluginFromProto(m: Msg): PluginInfo {
   return p;
 }
 
+export const INTROSPECTION_SERVICE = "containerd.services.introspection.v1.Introspection";
+
 export class IntrospectionProxy {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof INTROSPECTION_SERVICE>;
 
   constructor(address: string) {
     this.rpc = new RpcClient(address, INTROSPECTION_SERVICE);

@@ -26,7 +26,7 @@ const resourcesFromProto = (res: Msg): LeaseResource[] =>
   ((res.resources as Msg[] | undefined) ?? []).map((r) => ({ id: String(r.id ?? ""), type: String(r.type ?? "") }));
 
 export class LeaseManagerProxy implements LeaseManager {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof LEASES_SERVICE>;
 
   constructor(address: string) {
     this.rpc = new RpcClient(address, LEASES_SERVICE);
@@ -59,7 +59,7 @@ export class LeaseManagerProxy implements LeaseManager {
 
 /** The lease records of one owning process (content or snapshots), on that process's address. */
 export class LeaseResourceHolderProxy implements LeaseResourceHolder {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof LEASES_SERVICE>;
 
   constructor(address: string) {
     this.rpc = new RpcClient(address, LEASES_SERVICE);

@@ -8,10 +8,10 @@ import { unpackAny } from "../proto";
 
 export const NAMESPACES_SERVICE = "containerd.services.namespaces.v1.Namespaces";
 
-const fromProto = (n: { name?: string; labels?: Record<string, string> } | undefined): Namespace => ({ name: n?.name ?? "", labels: n?.labels ?? {} });
+const fromProto = (n: { name?: string; labels?: Record<string, string> } | null | undefined): Namespace => ({ name: n?.name ?? "", labels: n?.labels ?? {} });
 
 export class NamespaceStoreProxy implements NamespaceStore {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof NAMESPACES_SERVICE>;
   constructor(address: string) {
     this.rpc = new RpcClient(address, NAMESPACES_SERVICE);
   }

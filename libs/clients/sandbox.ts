@@ -22,13 +22,14 @@ import type {
   SandboxPlatform,
   SandboxStore,
 } from "../core/sandbox";
+import type { Input } from "../proto/types";
 
 export const SANDBOX_STORE_SERVICE = "containerd.services.sandbox.v1.Store";
 export const SANDBOX_CONTROLLER_SERVICE = "containerd.services.sandbox.v1.Controller";
 
 export { anyFromProto, anyToProto };
 
-export function sandboxToProto(sb: SandboxInput & { createdAt?: Date; updatedAt?: Date }): Msg {
+export function sandboxToProto(sb: SandboxInput & { createdAt?: Date; updatedAt?: Date }): Input["containerd.types.Sandbox"] {
   return { sandbox_id: sb.id, ...recordFieldsToProto(sb), sandboxer: sb.sandboxer ?? "" };
 }
 
@@ -36,7 +37,7 @@ export function sandboxFromProto(m: Msg | null | undefined): Sandbox {
   return { id: String(m?.sandbox_id ?? ""), ...recordFieldsFromProto(m, false), sandboxer: String(m?.sandboxer ?? "") };
 }
 
-export function instanceToProto(i: ControllerInstance): Msg {
+export function instanceToProto(i: ControllerInstance): Input["containerd.services.sandbox.v1.ControllerStartResponse"] {
   return {
     sandbox_id: i.sandboxId,
     pid: i.pid,
@@ -62,7 +63,7 @@ export function instanceFromProto(m: Msg): ControllerInstance {
   return out;
 }
 
-export function statusToProto(s: ControllerStatus): Msg {
+export function statusToProto(s: ControllerStatus): Input["containerd.services.sandbox.v1.ControllerStatusResponse"] {
   return {
     sandbox_id: s.sandboxId,
     pid: s.pid,
@@ -94,7 +95,7 @@ export function statusFromProto(m: Msg): ControllerStatus {
   return out;
 }
 
-export function metricToProto(x: SandboxMetric): Msg {
+export function metricToProto(x: SandboxMetric): Input["containerd.types.Metric"] {
   return { timestamp: toTimestamp(x.timestamp), id: x.id, data: anyToProto(x.data) };
 }
 
@@ -106,7 +107,7 @@ export function metricFromProto(m: Msg | null | undefined): SandboxMetric {
 }
 
 export class SandboxStoreProxy implements SandboxStore {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof SANDBOX_STORE_SERVICE>;
   constructor(address: string) {
     this.rpc = new RpcClient(address, SANDBOX_STORE_SERVICE);
   }
@@ -133,7 +134,7 @@ export class SandboxStoreProxy implements SandboxStore {
 
 /** One sandboxer's controller over gRPC (containerd's `client.SandboxController(name)`). */
 export class SandboxControllerProxy implements SandboxController {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof SANDBOX_CONTROLLER_SERVICE>;
   constructor(address: string, readonly sandboxer: string) {
     this.rpc = new RpcClient(address, SANDBOX_CONTROLLER_SERVICE);
   }

@@ -25,7 +25,7 @@ function infoFromWire(i: Wire | null | undefined): SnapshotInfo {
 }
 
 export class SnapshotterProxy implements Snapshotter {
-  constructor(private readonly rpc: RpcClient, readonly snapshotter: string) {}
+  constructor(private readonly rpc: RpcClient<typeof SNAPSHOTS_SERVICE>, readonly snapshotter: string) {}
 
   /** A proxy for `snapshotter` at `address` (a Flotilla snapshots process or the gateway). */
   static connect(address: string, snapshotter: string): SnapshotterProxy {
@@ -74,7 +74,7 @@ export class SnapshotterProxy implements Snapshotter {
 
 /** Every snapshotter name reached through one address; unknown names fail at the server (NotFound). */
 export class SnapshotterSetProxy implements SnapshotterSet {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof SNAPSHOTS_SERVICE>;
   private readonly cache = new Map<string, SnapshotterProxy>();
   constructor(address: string, private readonly known: string[] = ["overlayfs", "native"]) {
     this.rpc = new RpcClient(address, SNAPSHOTS_SERVICE);

@@ -33,7 +33,7 @@ export function processFromProto(p: Msg | null | undefined): ProcessState {
 }
 
 export class TaskServiceProxy implements TaskService {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof TASKS_SERVICE>;
 
   constructor(address: string) {
     this.rpc = new RpcClient(address, TASKS_SERVICE);

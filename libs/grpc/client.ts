@@ -17,6 +17,7 @@ import { grpcTarget, unixPath } from "../config";
 import { DECODE_OPTIONS, lookupService, type Type } from "../proto";
 import { SpanKind, SpanStatusCode, tracer, type Span } from "../tracing";
 import { encodeFrame, MAX_MESSAGE, type Msg } from "./server";
+import type { ClientRequest, ClientResponse, KnownService, MethodOfKind } from "../proto/types";
 import { FrameReader, FramingError, GRPC_CONTENT_TYPE, MAX_FRAME_SIZE, SESSION_MEMORY_MB, writeWithDrain } from "./wire";
 import { Status } from "./status";
 
@@ -43,11 +44,12 @@ interface MethodTypes {
   path: string;
 }
 
-export interface BidiCall {
-  send(m: Msg): Promise<void>;
+/** A bidirectional call: requests `Req` out, responses `Res` in. */
+export interface BidiCall<Req, Res> {
+  send(m: Req): Promise<void>;
   end(): void;
   cancel(): void;
-  responses: AsyncIterable<Msg>;
+  responses: AsyncIterable<Res>;
 }
 
 /** The gRPC status an HTTP status other than 200 means. */
@@ -419,11 +421,16 @@ class Call {
   }
 }
 
-export class RpcClient {
+/**
+ * Calls on one service. Typed by the service's full name given as a literal (a `const`): method names,
+ * request fields and response shapes are checked against proto/. `RpcClient<string>` is the untyped
+ * form, for code that does not know the service at compile time.
+ */
+export class RpcClient<S extends string> {
   private readonly channel: Channel;
   private readonly methods = new Map<string, MethodTypes>();
 
-  constructor(address: string, readonly serviceName: string) {
+  constructor(address: string, readonly serviceName: S & KnownService<S>) {
     this.channel = channelFor(address);
     const svc = lookupService(serviceName);
     for (const m of svc.methodsArray) {
@@ -465,7 +472,7 @@ export class RpcClient {
     }
   }
 
-  unary(ctx: CallContext, method: string, req: Msg): Promise<Msg> {
+  unary<M extends MethodOfKind<S, "unary">>(ctx: CallContext, method: M, req: ClientRequest<S, M>): Promise<ClientResponse<S, M>> {
     const { req: reqT, res: resT, path } = this.types(method);
     let frame: Buffer;
     try {
@@ -481,7 +488,7 @@ export class RpcClient {
         const msgs = call.take();
         if (msgs.length !== 1) return reject(fromGrpc(new StatusError(msgs.length ? Status.UNIMPLEMENTED : Status.INTERNAL, msgs.length ? "Received more than one message for a unary call" : "No message received")));
         try {
-          resolve(this.decode(resT, msgs[0]!));
+          resolve(this.decode(resT, msgs[0]!) as ClientResponse<S, M>);
         } catch (e) {
           reject(e);
         }
@@ -490,7 +497,7 @@ export class RpcClient {
     });
   }
 
-  async *serverStream(ctx: CallContext, method: string, req: Msg): AsyncIterable<Msg> {
+  async *serverStream<M extends MethodOfKind<S, "server_stream">>(ctx: CallContext, method: M, req: ClientRequest<S, M>): AsyncIterable<ClientResponse<S, M>> {
     const { req: reqT, res: resT, path } = this.types(method);
     const call = this.call(ctx, method, path, true);
     call.start(encodeFrame(reqT, req));
@@ -498,19 +505,20 @@ export class RpcClient {
       for (;;) {
         const b = await call.next();
         if (b === undefined) return;
-        yield this.decode(resT, b);
+        yield this.decode(resT, b) as ClientResponse<S, M>;
       }
     } finally {
       call.cancelWith(new StatusError(Status.CANCELLED, "Cancelled on client"));
     }
   }
 
-  bidi(ctx: CallContext, method: string): BidiCall {
+  /** A client-streaming or bidirectional call (a client stream's one response comes as the only one). */
+  bidi<M extends MethodOfKind<S, "bidi" | "client_stream">>(ctx: CallContext, method: M): BidiCall<ClientRequest<S, M>, ClientResponse<S, M>> {
     const { req: reqT, res: resT, path } = this.types(method);
     const call = this.call(ctx, method, path, false);
     call.start();
-    const decode = (b: Buffer): Msg => this.decode(resT, b);
-    async function* responses(): AsyncIterable<Msg> {
+    const decode = (b: Buffer): ClientResponse<S, M> => this.decode(resT, b) as ClientResponse<S, M>;
+    async function* responses(): AsyncIterable<ClientResponse<S, M>> {
       for (;;) {
         const b = await call.next();
         if (b === undefined) return;

@@ -16,21 +16,39 @@ import { LEASE_HEADER, NAMESPACE_HEADER, type CallContext } from "../context";
 import { errCanceled, errDeadlineExceeded, errInvalidArgument, errorCode, errResourceExhausted, ErrorCodes, toGrpc } from "../errdefs";
 import type { Metrics, RpcTally } from "../metrics";
 import { DECODE_OPTIONS, lookupService, validateWire, type Type } from "../proto";
+import type { CheckedHandlers, MethodName, Msg, ServerRequest, ServerResponse, ServiceName, Services } from "../proto/types";
 import { SpanKind, SpanStatusCode, tracer, tracingExported, type Span } from "../tracing";
 import { createTunedServer } from "./h2-tuning";
 import { closeHttp2, FrameReader, FramingError, GRPC_CONTENT_TYPE, listenHttp2, parseGrpcTimeout, respondStatusOnly, statusTrailers, writeWithDrain } from "./wire";
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type Msg = Record<string, any>;
-export type Send = (m: Msg) => Promise<void>;
+export type { Msg };
+export type Send<T = Msg> = (m: T) => Promise<void>;
 export type UnaryFn = (ctx: CallContext, req: Msg) => Promise<Msg>;
 export type ServerStreamFn = (ctx: CallContext, req: Msg, send: Send) => Promise<void>;
 export type ClientStreamFn = (ctx: CallContext, reqs: AsyncIterable<Msg>) => Promise<Msg>;
 export type BidiFn = (ctx: CallContext, reqs: AsyncIterable<Msg>, send: Send) => Promise<void>;
-/** One signature for all kinds so handlers are contextually typed; the method's kind decides what arrives. */
+/** What the server calls, whatever the kind; the method's kind decides what arrives. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type Handler = (ctx: CallContext, reqOrStream: any, send: Send) => Promise<any>;
-export type ServiceHandlers = Record<string, Handler>;
+type Handler = (ctx: CallContext, reqOrStream: any, send: Send) => Promise<any>;
+
+/** The handler of method `M` of service `S`: decoded requests in, Input messages out. */
+export type HandlerOf<S extends ServiceName, M extends MethodName<S>> = KindFn<MethodKindOf<S, M>, ServerRequest<S, M>, ServerResponse<S, M>>;
+type MethodKindOf<S extends ServiceName, M extends MethodName<S>> = Services[S][M] extends { kind: infer K } ? K : never;
+type KindFn<K, Req, Res> = K extends "unary"
+  ? (ctx: CallContext, req: Req) => Promise<Res>
+  : K extends "server_stream"
+    ? (ctx: CallContext, req: Req, send: Send<Res>) => Promise<void>
+    : K extends "client_stream"
+      ? (ctx: CallContext, reqs: AsyncIterable<Req>) => Promise<Res>
+      : (ctx: CallContext, reqs: AsyncIterable<Req>, send: Send<Res>) => Promise<void>;
+
+/** Handlers for some methods of service `S` (the others answer Unimplemented). */
+export type ServiceHandlers<S extends ServiceName> = { [M in MethodName<S>]?: HandlerOf<S, M> };
+
+/** Handlers of `S`, checked as addService checks them: for factories that build a service's handlers. */
+export function serviceHandlers<S extends ServiceName, H extends ServiceHandlers<S>>(_service: S, handlers: H & CheckedHandlers<S, H>): ServiceHandlers<S> {
+  return handlers;
+}
 
 export type MethodKind = "unary" | "server_stream" | "client_stream" | "bidi";
 
@@ -445,7 +463,15 @@ export class RpcServer {
   }
 
   /** Register the handlers for a service by its proto full name; methods without a handler answer Unimplemented. */
-  addService(fullName: string, handlers: ServiceHandlers): void {
+  addService<S extends ServiceName, H extends ServiceHandlers<S>>(fullName: S, handlers: H & CheckedHandlers<S, H>): void {
+    this.addUntypedService(fullName, handlers as Record<string, Handler | undefined>);
+  }
+
+  /**
+   * The escape hatch: register handlers for a service loaded into the proto root at run time (a test's
+   * fixture proto), which the generated types do not know. Services use `addService`.
+   */
+  addUntypedService(fullName: string, handlers: Record<string, Handler | undefined>): void {
     const svc = lookupService(fullName);
     for (const m of svc.methodsArray) {
       const fn = handlers[m.name];

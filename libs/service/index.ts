@@ -11,7 +11,7 @@ import { NatsEventBus } from "../events";
 import { createLogger } from "../log";
 import { Metrics } from "../metrics";
 import { parseAll } from "../filters";
-import { RpcServer, type Msg } from "../grpc/server";
+import { RpcServer } from "../grpc/server";
 import { closeChannels } from "../grpc/client";
 import { initTracing, shutdownTracing } from "../tracing";
 import { pluginAdaptor, pluginToProto, type PluginInfo } from "./plugins";
@@ -61,8 +61,9 @@ export interface ServiceDefinition {
   start(sc: ServiceContext): Promise<RunningService>;
 }
 
-export const HEALTH_SERVICE = "grpc.health.v1.Health";
-export const INTROSPECTION_SERVICE = "containerd.services.introspection.v1.Introspection";
+import { HEALTH_SERVICE } from "../clients/health";
+import { INTROSPECTION_SERVICE } from "../clients/introspection";
+export { HEALTH_SERVICE, INTROSPECTION_SERVICE };
 const SERVING = 1;
 const SERVICE_UNKNOWN = 3;
 
@@ -74,12 +75,12 @@ export function natsUrl(cfg: Config): string {
 export function addHealth(server: RpcServer, servedNames: () => string[]): void {
   const status = (svc: string): number => (svc === "" || servedNames().includes(svc) ? SERVING : SERVICE_UNKNOWN);
   server.addService(HEALTH_SERVICE, {
-    Check: async (_ctx, req: Msg) => {
+    Check: async (_ctx, req) => {
       const s = status(String(req.service ?? ""));
       if (s === SERVICE_UNKNOWN) throw Object.assign(new Error("unknown service"), { code: Status.NOT_FOUND, details: `service ${JSON.stringify(req.service)}: not found` });
       return { status: s };
     },
-    Watch: async (ctx, req: Msg, send) => {
+    Watch: async (ctx, req, send) => {
       await send({ status: status(String(req.service ?? "")) });
       await new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve(), { once: true }));
     },
@@ -115,7 +116,7 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
   if (!server.has(`/${INTROSPECTION_SERVICE}/Plugins`)) {
     const plugins = running.plugins;
     server.addService(INTROSPECTION_SERVICE, {
-      Plugins: async (_ctx, req: Msg) => {
+      Plugins: async (_ctx, req) => {
         const f = parseAll(req.filters as string[]);
         return { plugins: plugins.map(pluginToProto).filter((p) => f.match(pluginAdaptor(p))) };
       },

@@ -35,7 +35,7 @@ describe("the Go client's expectations: namespaces that don't exist yet, nanosec
 
   before(async () => {
     stack = await startStack({ metrics: true });
-    const clients = new Map<string, RpcClient>();
+    const clients = new Map<string, RpcClient<string>>();
     rpc = (service, method, req, ns = "default", lease) => {
       let c = clients.get(service);
       if (!c) clients.set(service, (c = new RpcClient(stack.socket, service)));

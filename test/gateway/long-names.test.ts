@@ -33,7 +33,7 @@ const TRACE = "x".repeat(100);
 describe("gateway - over-long names to every method that takes one", () => {
   let s: Stack;
   const ctx = background("default");
-  let gw: (service: string) => RpcClient;
+  let gw: (service: string) => RpcClient<string>;
   /** `ctr args` must fail with containerd's `<message>: <code>` on its last line. */
   const ctrFails = async (args: string[], code: string, message?: RegExp): Promise<void> => {
     const r = await s.ctr(args);

@@ -50,8 +50,8 @@ async function putBlob(s: Stack, ctx: CallContext, data: Buffer): Promise<string
 describe("gateway - lookups answered from the owners' databases", () => {
   let s: Stack;
   const ctx = background("default");
-  let gw: (service: string) => RpcClient;
-  let owner: (svc: ServiceName, service: string) => RpcClient;
+  let gw: (service: string) => RpcClient<string>;
+  let owner: (svc: ServiceName, service: string) => RpcClient<string>;
 
   before(async () => {
     s = await startStack({ logLevel: "warn", metrics: true });

@@ -41,7 +41,8 @@ import { startOtlpReceiver } from "../helpers/otlp";
 
 const FIXTURE = path.join(repoRoot(), "test", "fixtures", "interop.proto");
 const NO_GRPC_JS = path.join(repoRoot(), "test", "fixtures", "no-grpc-js.js");
-const SVC = "flotilla.test.interop.v1.Interop";
+/** A fixture service the generated types do not know: the untyped forms of server and client. */
+const SVC: string = "flotilla.test.interop.v1.Interop";
 const ECHO = "flotilla.test.interop.v1.Echo";
 const MiB = 1 << 20;
 
@@ -139,7 +140,7 @@ describe("grpc-js clients -> our RpcServer", () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "flt-interop-"));
     sock = path.join(dir, "ours.sock");
     server = new RpcServer({ service: "test", log: createLogger("test", "silent") });
-    server.addService(SVC, {
+    server.addUntypedService(SVC, {
       Unary: async (ctx: CallContext, req: Msg) => {
         switch (req.mode) {
           case "deadline":
@@ -329,7 +330,7 @@ describe("grpc-js clients -> our RpcServer", () => {
 describe("our RpcClient -> a grpc-js server", () => {
   let dir: string;
   let server: grpc.Server;
-  let client: RpcClient;
+  let client: RpcClient<string>;
   const cancelled: string[] = [];
   let deadlineSeen: Date | undefined;
 
@@ -529,7 +530,7 @@ describe("our RpcClient -> a grpc-js server", () => {
 
   it("details pass through a Flotilla process that relays the error unchanged (grpc-js -> RpcServer -> RpcClient -> grpc-js)", async () => {
     const relay = new RpcServer({ service: "relay", log: createLogger("test", "silent") });
-    relay.addService(SVC, { Unary: (ctx: CallContext, req: Msg) => client.unary(ctx, "Unary", req) });
+    relay.addUntypedService(SVC, { Unary: (ctx: CallContext, req: Msg) => client.unary(ctx, "Unary", req) });
     const sock = path.join(dir, "relay.sock");
     await relay.listen(sock);
     const js = new (jsInterop())(`unix:${sock}`, grpc.credentials.createInsecure()) as unknown as InteropJsClient;

@@ -121,7 +121,7 @@ describe("RpcClient - gRPC on Node's HTTP/2 client", () => {
     const parent = trace.setSpanContext(ROOT_CONTEXT, { traceId, spanId: "b7ad6b7169203331", traceFlags: 1 });
     const ctx = withHeaders(withLease(background("ns-a", { deadline, trace: parent }), "lease-1"), { "flotilla-x": "y" });
     const res = await c.unary(ctx, "Get", { name: "default" });
-    assert.equal(res.namespace.name, "default");
+    assert.equal(res.namespace?.name, "default");
     const s = seen.at(-1)!;
     assert.equal(s.ns, "ns-a");
     assert.equal(s.lease, "lease-1");
@@ -222,7 +222,7 @@ describe("RpcClient - gRPC on Node's HTTP/2 client", () => {
       for (let i = 0; i < 40; i++) await c.unary(background("ns-a"), "Get", { name: `n${i}` });
       const many = await Promise.all(Array.from({ length: 60 }, (_, i) => c.unary(background("ns-a"), "Get", { name: `c${i}` })));
       assert.equal(many.length, 60);
-      assert.equal(many[59]!.namespace.name, "c59");
+      assert.equal(many[59]!.namespace?.name, "c59");
     } finally {
       await rs.shutdown(100);
     }
@@ -233,7 +233,7 @@ describe("RpcClient - gRPC on Node's HTTP/2 client", () => {
     let rs = makeServer();
     await rs.listen(rsock);
     const c = new RpcClient(rsock, NS);
-    assert.equal((await c.unary(background("ns-a"), "Get", { name: "up" })).namespace.name, "up");
+    assert.equal((await c.unary(background("ns-a"), "Get", { name: "up" })).namespace?.name, "up");
     await rs.shutdown(100);
     const t0 = Date.now();
     await assert.rejects(c.unary(background("ns-a"), "Get", { name: "down" }), (e: Error) => errorCode(e) === ErrorCodes.Unavailable);
@@ -243,7 +243,7 @@ describe("RpcClient - gRPC on Node's HTTP/2 client", () => {
     await rs.listen(rsock);
     try {
       await c.waitForReady(5000);
-      assert.equal((await c.unary(background("ns-a"), "Get", { name: "again" })).namespace.name, "again");
+      assert.equal((await c.unary(background("ns-a"), "Get", { name: "again" })).namespace?.name, "again");
     } finally {
       await rs.shutdown(100);
     }

@@ -21,7 +21,7 @@ const NOT_SERVING = 2;
 
 describe("observability - the gateway's health follows each owner", () => {
   let s: Stack;
-  let health: RpcClient;
+  let health: RpcClient<typeof HEALTH>;
   const check = async (service: string): Promise<number> => Number((await health.unary({ ...background(), deadline: new Date(Date.now() + 5000) }, "Check", { service })).status);
 
   before(async () => {

@@ -128,7 +128,7 @@ describe("ttrpc - client and server", () => {
     });
     server.register("containerd.services.events.ttrpc.v1.Events", typedService("containerd.services.events.ttrpc.v1.Events", {
       Forward: async (_ctx, req) => {
-        if (req.envelope.topic !== "/tasks/start") throw classError("invalid argument", "topic");
+        if (req.envelope?.topic !== "/tasks/start") throw classError("invalid argument", "topic");
         return {};
       },
     }));

@@ -10,6 +10,7 @@ import type { RootDatabase } from "lmdb";
 import { openServiceDB, type Key } from "../../../libs/lmdb";
 import { isValidDigest, type ContentInfo } from "../../../libs/core/content";
 import type { Msg } from "../../../libs/grpc/server";
+import type { Input } from "../../../libs/proto/types";
 import { toTimestamp } from "../../../libs/proto";
 import { dateFromStored } from "../../../libs/time";
 
@@ -58,7 +59,7 @@ export function readInfo(db: ContentDB, ns: string, digest: string): ContentInfo
   return r && toInfo(digest, r);
 }
 
-export function infoToProto(i: ContentInfo): Msg {
+export function infoToProto(i: ContentInfo): Input["containerd.services.content.v1.Info"] {
   return { digest: i.digest, size: i.size, created_at: toTimestamp(i.createdAt), updated_at: toTimestamp(i.updatedAt), labels: i.labels };
 }
 

@@ -7,8 +7,8 @@
  */
 import { background } from "../../../libs/context";
 import { errNotFound } from "../../../libs/errdefs";
-import { HealthClient, HealthStatus } from "../../../libs/clients/health";
-import type { ServiceHandlers, Msg } from "../../../libs/grpc/server";
+import { HEALTH_SERVICE as HEALTH, HealthClient, HealthStatus } from "../../../libs/clients/health";
+import { serviceHandlers, type ServiceHandlers } from "../../../libs/grpc/server";
 
 const { SERVING, NOT_SERVING, SERVICE_UNKNOWN } = HealthStatus;
 
@@ -78,15 +78,15 @@ export class OwnerHealth {
     return pending;
   }
 
-  handlers(): ServiceHandlers {
-    return {
-      Check: async (_ctx, req: Msg) => {
+  handlers(): ServiceHandlers<typeof HEALTH> {
+    return serviceHandlers(HEALTH, {
+      Check: async (_ctx, req) => {
         const service = String(req.service ?? "");
         const s = await this.status(service);
         if (s === undefined) throw errNotFound(`service ${JSON.stringify(service)}: unknown service`);
         return { status: s };
       },
-      Watch: async (ctx, req: Msg, send) => {
+      Watch: async (ctx, req, send) => {
         const service = String(req.service ?? "");
         const stopping = this.opts.stopping;
         const signal = stopping ? AbortSignal.any([ctx.signal, stopping]) : ctx.signal;
@@ -109,6 +109,6 @@ export class OwnerHealth {
         }
         if (stopping?.aborted && !ctx.signal.aborted && last !== NOT_SERVING) await send({ status: NOT_SERVING });
       },
-    };
+    });
   }
 }

@@ -9,8 +9,8 @@ import * as path from "node:path";
 import { Status as status } from "../../../libs/grpc/status";
 import { background, type CallContext } from "../../../libs/context";
 import { parseAll } from "../../../libs/filters";
-import { IntrospectionProxy } from "../../../libs/clients/introspection";
-import type { ServiceHandlers } from "../../../libs/grpc/server";
+import { INTROSPECTION_SERVICE, IntrospectionProxy } from "../../../libs/clients/introspection";
+import { serviceHandlers, type ServiceHandlers } from "../../../libs/grpc/server";
 import { pluginAdaptor, pluginToProto, GRPC_PLUGIN, type PluginInfo } from "../../../libs/service";
 import { BACKENDS, OWNED_SERVICES, type BackendName } from "../../../libs/topology";
 
@@ -44,7 +44,7 @@ function grpcPluginId(service: string): string {
   return m[1]!;
 }
 
-export function introspectionHandlers(opts: { uuidFile: string; addresses: Record<BackendName, string>; ownPlugins: PluginInfo[] }): ServiceHandlers {
+export function introspectionHandlers(opts: { uuidFile: string; addresses: Record<BackendName, string>; ownPlugins: PluginInfo[] }): ServiceHandlers<typeof INTROSPECTION_SERVICE> {
   const uuid = loadOrCreateUUID(opts.uuidFile);
   const clients = Object.fromEntries(BACKENDS.map((b) => [b, new IntrospectionProxy(opts.addresses[b])])) as Record<BackendName, IntrospectionProxy>;
 
@@ -58,7 +58,7 @@ export function introspectionHandlers(opts: { uuidFile: string; addresses: Recor
     }
   }
 
-  return {
+  return serviceHandlers(INTROSPECTION_SERVICE, {
     Plugins: async (ctx, req) => {
       const filter = parseAll(req.filters ?? []);
       const lists = await Promise.all(BACKENDS.map((b) => pluginsOf(ctx, b)));
@@ -66,5 +66,5 @@ export function introspectionHandlers(opts: { uuidFile: string; addresses: Recor
       return { plugins: all.filter((p) => filter.match(pluginAdaptor(p))) };
     },
     Server: async () => ({ uuid, pid: process.pid, pidns: 0, deprecations: [] }),
-  };
+  });
 }

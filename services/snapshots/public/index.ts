@@ -13,6 +13,7 @@ import { openServiceDB, type Key } from "../../../libs/lmdb";
 import { kindFromWire, kindToWire, SnapshotKinds, type Mount, type SnapshotInfo, type SnapshotKind } from "../../../libs/core/snapshots";
 import { mountToProto } from "../../../libs/mount";
 import type { Msg } from "../../../libs/grpc/server";
+import type { Input } from "../../../libs/proto/types";
 import { toTimestamp } from "../../../libs/proto";
 import { dateFromStored } from "../../../libs/time";
 
@@ -98,7 +99,7 @@ export function readSnapshot(db: SnapshotsDB, sn: string, ns: string, key: strin
   return { info: infoOf(key, r), ...(kind !== SnapshotKinds.Committed ? { mounts: mountsOf(layout, r.id, kind, r.chain) } : {}) };
 }
 
-export function infoToProto(i: SnapshotInfo): Msg {
+export function infoToProto(i: SnapshotInfo): Input["containerd.services.snapshots.v1.Info"] {
   return { name: i.name, parent: i.parent, kind: kindToWire(i.kind), created_at: toTimestamp(i.created), updated_at: toTimestamp(i.updated), labels: i.labels };
 }
 

@@ -36,6 +36,7 @@ import { RecordedController, recordKey, type ControllerRecord } from "../control
 import { deleteShim, resolveShim, startShim, type LaunchOptions, type ShimEndpoint } from "./launcher";
 import { NAMESPACE_KEY, TtrpcClient } from "../../../../../libs/ttrpc";
 import { TypedClient } from "../../../../../libs/ttrpc/typed";
+import type { ClientRequest, ClientResponse, MethodOfKind } from "../../../../../libs/proto/types";
 import { dateFromStored, now as nowDate } from "../../../../../libs/time";
 
 export const SHIM_SANDBOX_SERVICE = "containerd.runtime.sandbox.v1.Sandbox";
@@ -66,7 +67,7 @@ export interface ShimSandboxOptions {
 }
 
 export class ShimSandboxController extends RecordedController<ShimRecord> implements SandboxController {
-  private readonly clients = new Map<string, Promise<TypedClient>>();
+  private readonly clients = new Map<string, Promise<TypedClient<typeof SHIM_SANDBOX_SERVICE>>>();
   private readonly logs = new Map<string, net.Socket>();
 
   constructor(private readonly o: ShimSandboxOptions) {
@@ -74,7 +75,7 @@ export class ShimSandboxController extends RecordedController<ShimRecord> implem
   }
 
   /** The shim's Sandbox service, over one connection per shim address (redialled after it closes). */
-  private client(rec: ShimRecord): Promise<TypedClient> {
+  private client(rec: ShimRecord): Promise<TypedClient<typeof SHIM_SANDBOX_SERVICE>> {
     if (!rec.endpoint) throw errFailedPrecondition("sandbox shim has no address");
     if (rec.endpoint.protocol !== "ttrpc") throw errFailedPrecondition(`sandbox shim protocol ${rec.endpoint.protocol} is not supported`);
     const address = rec.endpoint.address;
@@ -87,7 +88,7 @@ export class ShimSandboxController extends RecordedController<ShimRecord> implem
     return c;
   }
 
-  private async call(ctx: CallContext, rec: ShimRecord, method: string, req: Record<string, unknown>): Promise<Record<string, unknown>> {
+  private async call<M extends MethodOfKind<typeof SHIM_SANDBOX_SERVICE, "unary">>(ctx: CallContext, rec: ShimRecord, method: M, req: ClientRequest<typeof SHIM_SANDBOX_SERVICE, M>): Promise<ClientResponse<typeof SHIM_SANDBOX_SERVICE, M>> {
     const c = await this.client(rec);
     return c.call(method, req, {
       metadata: ctx.namespace ? { [NAMESPACE_KEY]: [ctx.namespace] } : {},
