@@ -17,6 +17,7 @@ import type { RpcClient } from "../libs/grpc/client";
 import { SERVICE_NAMES, type Config, type ServiceName } from "../libs/config";
 import { GATEWAY_SERVICES } from "../libs/topology";
 import { notifyReady } from "../libs/service/notify";
+import { checkConfig } from "./components";
 
 /**
  * Node flags every service process runs with (the systemd units and the compose file pass the same).
@@ -198,6 +199,9 @@ export class Supervisor {
   }
 
   async start(): Promise<void> {
+    // A wrong key fails here, before any process starts, with the message each process would give.
+    const ignored = checkConfig(this.cfg);
+    if (ignored.length) this.log.warn({ tables: ignored.map((t) => `plugins.${JSON.stringify(t)}`) }, "ignoring the config of plugins Flotilla does not implement");
     fs.mkdirSync(this.cfg.state, { recursive: true, mode: 0o711 });
     fs.mkdirSync(this.cfg.root, { recursive: true, mode: 0o711 });
     await this.listenControl();
