@@ -23,6 +23,7 @@ export const contentService: ServiceDefinition = {
       events: sc.events,
       ensureNamespace: (ctx, ns) => namespaces.ensure(ctx, ns),
       log: sc.log,
+      buffers: sc.buffers,
     });
     registerContentService(sc.server, store);
     sc.server.addService(LEASES_SERVICE, leaseHolderHandlers(new LocalLeaseResources(db)));

@@ -6,6 +6,7 @@ import { ImageStoreProxy } from "../../libs/clients/images";
 import { LeaseManagerProxy } from "../../libs/clients/leases";
 import { NamespaceStoreProxy } from "../../libs/clients/namespaces";
 import { SnapshotterSetProxy } from "../../libs/clients/snapshots";
+import { HttpAgents } from "../../libs/registry";
 import { DEFAULT_TRANSFER_CONFIG, type TransferConfig } from "./src/local/deps";
 import { BlobFetcher } from "./src/local/fetch";
 import { LocalTransferService } from "./src/local/service";
@@ -31,6 +32,7 @@ export const transferService: ServiceDefinition = {
     const s = sc.config.flotilla.services;
     const content = new ContentStoreProxy(s.content.address, { writeWindow: 4 });
     const config = transferConfig(sc.configOf(TRANSFER_LOCAL));
+    const agents = new HttpAgents();
     const local = new LocalTransferService({
       content,
       images: new ImageStoreProxy(s.images.address),
@@ -43,6 +45,7 @@ export const transferService: ServiceDefinition = {
       config,
       downloads: new Semaphore(config.maxConcurrentDownloads),
       uploads: new Semaphore(config.maxConcurrentUploads),
+      agents,
     });
     const streams = new LocalStreamManager();
     sc.server.addService(STREAMING_SERVICE, streamingHandlers(streams));
@@ -52,6 +55,7 @@ export const transferService: ServiceDefinition = {
       status: {
         [uriOf(TRANSFER_LOCAL)]: { exports: { max_concurrent_downloads: String(config.maxConcurrentDownloads), max_concurrent_uploaded_layers: String(config.maxConcurrentUploads) } },
       },
+      close: async () => agents.destroy(),
     };
   },
 };

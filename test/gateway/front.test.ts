@@ -17,7 +17,7 @@ import { RpcServer, type Msg, type Send } from "../../libs/grpc/server";
 import { createLogger } from "../../libs/log";
 import { Metrics } from "../../libs/metrics";
 import { GatewayFront } from "../../services/gateway/src/front";
-import { decodeReadRequest, DirectContentReads, giveFrame, NLINK_CHECK_MS, takeFrame } from "../../services/gateway/src/content-reads";
+import { decodeReadRequest, DirectContentReads, FramePool, NLINK_CHECK_MS } from "../../services/gateway/src/content-reads";
 import { lookupType } from "../../libs/proto";
 import { waitFor } from "../harness";
 
@@ -282,8 +282,9 @@ describe("gateway - content read frames", () => {
   });
 
   it("frames decode as ReadContentResponse, also after a short read", () => {
+    const frames = new FramePool();
     for (const [offset, n] of [[0, 32768], [5, 10], [7, 128], [2 ** 33 + 1, 65536], [300, 1 << 20]] as const) {
-      const f = takeFrame(offset, n);
+      const f = frames.take(offset, n);
       const data = crypto.randomBytes(n);
       data.copy(f.buf, f.dataAt);
       let b = f.bytes();
@@ -298,7 +299,7 @@ describe("gateway - content read frames", () => {
       m = resT.toObject(resT.decode(b.subarray(5)), { longs: Number }) as { offset?: number; data: Buffer };
       assert.equal(Number(m.offset ?? 0), offset);
       assert.ok(Buffer.from(m.data).equals(data.subarray(0, n >> 1)));
-      giveFrame(f);
+      frames.give(f);
     }
   });
 });
