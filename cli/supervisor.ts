@@ -13,7 +13,7 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import type { Logger } from "pino";
-import type { RpcClient } from "../libs/grpc/client";
+import type { ChannelPool, RpcClient } from "../libs/grpc/client";
 import { SERVICE_NAMES, type Config, type ServiceName } from "../libs/config";
 import { GATEWAY_SERVICES } from "../libs/topology";
 import { notifyReady } from "../libs/service/notify";
@@ -64,7 +64,6 @@ export interface ProcessStatus {
 }
 
 const HEALTH_STATUS = ["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"];
-const healthClients = new Map<string, RpcClient>();
 
 /**
  * The grpc.health.v1 service name that tells whether process `name` itself serves: "" (overall) for a
@@ -74,19 +73,31 @@ export function ownHealthName(name: string): string {
   return name === "gateway" ? GATEWAY_SERVICES[0] : "";
 }
 
-/** Ask a process's grpc.health.v1 about `service` (default overall) with a deadline; "DOWN" when it does not answer. */
-export async function healthOf(address: string, timeoutMs = 1000, service = ""): Promise<string> {
-  let c = healthClients.get(address);
-  // The gRPC client (protobufjs, OpenTelemetry's API, the proto set) is loaded on the first health
-  // check, once `up` has started every process, not before it spawns the first.
-  const { RpcClient: Client } = require("../libs/grpc/client") as typeof import("../libs/grpc/client");
-  const { background } = require("../libs/context") as typeof import("../libs/context");
-  if (!c) healthClients.set(address, (c = new Client(address, "grpc.health.v1.Health")));
-  try {
-    const r = await c.unary({ ...background(), deadline: new Date(Date.now() + timeoutMs) }, "Check", { service });
-    return HEALTH_STATUS[Number(r.status ?? 0)] ?? String(r.status);
-  } catch {
-    return "DOWN";
+/**
+ * Asks processes' grpc.health.v1 about `service` (default overall) with a deadline; "DOWN" when one
+ * does not answer. Its clients share channels of its own, closed by `close`.
+ */
+export class HealthChecks {
+  private channels: ChannelPool | undefined;
+  private readonly clients = new Map<string, RpcClient>();
+
+  async of(address: string, timeoutMs = 1000, service = ""): Promise<string> {
+    let c = this.clients.get(address);
+    // The gRPC client (protobufjs, OpenTelemetry's API, the proto set) is loaded on the first health
+    // check, once `up` has started every process, not before it spawns the first.
+    const { RpcClient: Client, ChannelPool: Pool } = require("../libs/grpc/client") as typeof import("../libs/grpc/client");
+    const { background } = require("../libs/context") as typeof import("../libs/context");
+    if (!c) this.clients.set(address, (c = new Client((this.channels ??= new Pool()).get(address), "grpc.health.v1.Health")));
+    try {
+      const r = await c.unary({ ...background(), deadline: new Date(Date.now() + timeoutMs) }, "Check", { service });
+      return HEALTH_STATUS[Number(r.status ?? 0)] ?? String(r.status);
+    } catch {
+      return "DOWN";
+    }
+  }
+
+  close(): void {
+    this.channels?.close();
   }
 }
 
@@ -150,6 +161,7 @@ export class Supervisor {
   private natsUrl = "";
   private readonly stateFile: string;
   private control?: net.Server;
+  private readonly health = new HealthChecks();
 
   constructor(private readonly cfg: Config, private readonly configFile: string | undefined, private readonly log: Logger) {
     this.stateFile = path.join(cfg.state, "supervisor.json");
@@ -243,7 +255,7 @@ export class Supervisor {
     let pending = [...order];
     let nextReport = Date.now() + 30_000;
     while (pending.length && !this.stopping) {
-      const status = await Promise.all(pending.map((s) => healthOf(this.procs.get(s)!.address, 1000, ownHealthName(s))));
+      const status = await Promise.all(pending.map((s) => this.health.of(this.procs.get(s)!.address, 1000, ownHealthName(s))));
       pending = pending.filter((_, i) => status[i] !== "SERVING");
       if (!pending.length) return;
       if (Date.now() > nextReport) {
@@ -258,7 +270,7 @@ export class Supervisor {
   async status(): Promise<ProcessStatus[]> {
     return Promise.all([...this.procs.values()].map(async (m): Promise<ProcessStatus> => {
       const pid = m.child?.pid ?? null;
-      const health = m.name === "nats" ? "-" : pid ? await healthOf(m.address, 1000, ownHealthName(m.name)) : "DOWN";
+      const health = m.name === "nats" ? "-" : pid ? await this.health.of(m.address, 1000, ownHealthName(m.name)) : "DOWN";
       return {
         name: m.name, pid, address: m.address, health, restarts: m.restarts,
         uptime: pid ? Math.round((Date.now() - m.startedAt) / 1000) : null,
@@ -294,7 +306,7 @@ export class Supervisor {
     }
     if (m.name === "nats") return;
     const until = Date.now() + 30_000;
-    while ((await healthOf(m.address, 1000, ownHealthName(m.name))) !== "SERVING") {
+    while ((await this.health.of(m.address, 1000, ownHealthName(m.name))) !== "SERVING") {
       if (Date.now() > until) throw new Error(`${m.name} does not answer SERVING after 30 s`);
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -368,6 +380,7 @@ export class Supervisor {
   async stop(graceMs = 10_000): Promise<void> {
     this.stopping = true;
     this.control?.close();
+    this.health.close();
     fs.rmSync(controlSocket(this.cfg.state), { force: true });
     for (const m of this.procs.values()) if (m.timer) clearTimeout(m.timer);
     const services = [...this.procs.values()].filter((m) => m.name !== "nats");

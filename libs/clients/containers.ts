@@ -4,7 +4,7 @@
  * travel as they are (type URL and bytes untouched).
  */
 import type { CallContext } from "../context";
-import { RpcClient } from "../grpc/client";
+import { RpcClient, type Channel } from "../grpc/client";
 import type { Msg } from "../grpc/server";
 import { fromTimestamp, toTimestamp } from "../proto";
 import type { Container, ContainerInput, ContainerStore, TypedValue } from "../core/containers";
@@ -78,8 +78,8 @@ export function containerFromProto(m: Msg | null | undefined): Container {
 export class ContainerStoreProxy implements ContainerStore {
   private readonly rpc: RpcClient;
 
-  constructor(address: string) {
-    this.rpc = new RpcClient(address, CONTAINERS_SERVICE);
+  constructor(channel: Channel) {
+    this.rpc = new RpcClient(channel, CONTAINERS_SERVICE);
   }
 
   async create(ctx: CallContext, c: ContainerInput): Promise<Container> {

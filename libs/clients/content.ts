@@ -5,7 +5,7 @@
  */
 import type { CallContext } from "../context";
 import { errFailedPrecondition, errInvalidArgument } from "../errdefs";
-import { RpcClient, type BidiCall } from "../grpc/client";
+import { RpcClient, type BidiCall, type Channel } from "../grpc/client";
 import type { Msg } from "../grpc/server";
 import { fromTimestamp } from "../proto";
 import type {
@@ -231,8 +231,8 @@ export interface ContentProxyOptions {
 export class ContentStoreProxy implements ContentStore {
   private readonly rpc: RpcClient;
 
-  constructor(address: string, private readonly opts: ContentProxyOptions = {}) {
-    this.rpc = new RpcClient(address, CONTENT_SERVICE);
+  constructor(channel: Channel, private readonly opts: ContentProxyOptions = {}) {
+    this.rpc = new RpcClient(channel, CONTENT_SERVICE);
   }
 
   async info(ctx: CallContext, digest: string): Promise<ContentInfo> {

@@ -13,7 +13,7 @@ import { Metrics } from "../metrics";
 import { parseAll } from "../filters";
 import { RpcServer, type Msg } from "../grpc/server";
 import { MessageBuffers } from "../grpc/wire";
-import { closeChannels } from "../grpc/client";
+import { ChannelPool } from "../grpc/client";
 import { initTracing, shutdownTracing } from "../tracing";
 import { pluginAdaptor, pluginToProto } from "./plugins";
 import { componentPlugins, uriOf, type Component, type ComponentStatus } from "./components";
@@ -40,6 +40,8 @@ export interface ServiceContext {
    * otherwise stay open until the grace period ends (event subscriptions) end themselves on it.
    */
   stopping: AbortSignal;
+  /** This process's gRPC channels to other processes: clients made with it share a connection per address. */
+  channels: ChannelPool;
   /** This process's buffers for large incoming messages (its gRPC server reads into them; see MessageBuffers). */
   buffers: MessageBuffers;
   /** The checked `[plugins."<type>.<id>"]` table of one of this process's components (`{}` when absent). */
@@ -116,12 +118,13 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
   fs.mkdirSync(state, { recursive: true, mode: 0o711 });
   const events = new NatsEventBus({ url: natsUrl(config), prefix: config.flotilla.events_subject_prefix, log, name: `flotilla-${def.name}` });
   const buffers = new MessageBuffers();
+  const channels = new ChannelPool();
   const server = new RpcServer({ service: def.name, log, metrics, maxMessage: config.grpc.max_recv_message_size, buffers });
 
   let running: RunningService | undefined;
   const stopping = new AbortController();
   const configOf = <C>(c: Component<C>): C => (c.config ? c.config.check(config.plugins[uriOf(c)] ?? {}, ["plugins", uriOf(c)]) : ({} as C));
-  const sc: ServiceContext = { name: def.name, config, log, metrics, server, events, root, state, stopping: stopping.signal, buffers, configOf };
+  const sc: ServiceContext = { name: def.name, config, log, metrics, server, events, root, state, stopping: stopping.signal, channels, buffers, configOf };
   try {
     running = await def.start(sc);
   } catch (e) {
@@ -164,7 +167,7 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
     await running?.close?.().catch((err: unknown) => log.error({ err }, "close failed"));
     await events.close();
     await metrics.close();
-    closeChannels();
+    channels.close();
     await shutdownTracing();
     log.info("stopped");
     process.exit(0);

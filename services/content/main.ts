@@ -16,7 +16,7 @@ export const contentService: ServiceDefinition = {
     const db = openContentDB(sc.root);
     // The events let a namespace deleted elsewhere be created again by the next write at once (not
     // only when its cache entry expires).
-    const namespaces = new NamespaceEnsurer(new NamespaceStoreProxy(sc.config.flotilla.services.images.address), sc.events);
+    const namespaces = new NamespaceEnsurer(new NamespaceStoreProxy(sc.channels.get(sc.config.flotilla.services.images.address)), sc.events);
     const store = await LocalContentStore.open({
       root: sc.root,
       db,

@@ -37,7 +37,7 @@ export const sandboxService: ServiceDefinition = {
   async start(sc) {
     const db = openSandboxDB(sc.root);
     const s = sc.config.flotilla.services;
-    const namespaces = new NamespaceEnsurer(new NamespaceStoreProxy(s.images.address), sc.events);
+    const namespaces = new NamespaceEnsurer(new NamespaceStoreProxy(sc.channels.get(s.images.address)), sc.events);
     const store = new LocalSandboxStore({ db, ensureNamespace: (ctx, ns) => namespaces.ensure(ctx, ns) });
 
     const podCfg = sc.configOf(PODSANDBOX);
@@ -52,7 +52,7 @@ export const sandboxService: ServiceDefinition = {
       ...(podCfg.cni_network ? { networkName: podCfg.cni_network } : {}),
       log: sc.log,
     });
-    const pods = new PodSandboxController({ db, tasks: new PodTasksGrpc(s.tasks.address, s.snapshots.address), networks, pauseDir, netnsDir, log: sc.log });
+    const pods = new PodSandboxController({ db, tasks: new PodTasksGrpc(s.tasks.address, s.snapshots.address, sc.channels), networks, pauseDir, netnsDir, log: sc.log });
     await pods.recover();
 
     const shimCfg = sc.configOf(SHIM_CONTROLLER);

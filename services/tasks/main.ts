@@ -65,7 +65,7 @@ export const tasksService: ServiceDefinition = {
     await ttrpc.listen(ttrpcAddress);
 
     const db = openTasksDB(sc.root);
-    const ensurer = new NamespaceEnsurer(new NamespaceStoreProxy(sc.config.flotilla.services.images.address), sc.events);
+    const ensurer = new NamespaceEnsurer(new NamespaceStoreProxy(sc.channels.get(sc.config.flotilla.services.images.address)), sc.events);
     const containers = new LocalContainerStore(db, sc.events, { ensureNamespace: (ctx, ns) => ensurer.ensure(ctx, ns) });
     const dirs = { state: path.join(sc.state, "io.containerd.runtime.v2.task"), root: path.join(sc.root, "io.containerd.runtime.v2.task") };
     const resolver = new RuntimeResolver(cfg);
@@ -98,7 +98,7 @@ export const tasksService: ServiceDefinition = {
     if (recovered.loaded || recovered.cleaned) sc.log.info(recovered, "reconnected to running shims");
     const tasks = new LocalTaskService(containers, manager, {
       checkpointDir: path.join(sc.state, "checkpoints"),
-      content: new ContentStoreProxy(sc.config.flotilla.services.content.address),
+      content: new ContentStoreProxy(sc.channels.get(sc.config.flotilla.services.content.address)),
     });
     try {
       warm.fill(resolver.resolve("io.containerd.runc.v2"));

@@ -30,16 +30,16 @@ export const transferService: ServiceDefinition = {
   components: TRANSFER_COMPONENTS,
   async start(sc) {
     const s = sc.config.flotilla.services;
-    const content = new ContentStoreProxy(s.content.address, { writeWindow: 4 });
+    const content = new ContentStoreProxy(sc.channels.get(s.content.address), { writeWindow: 4 });
     const config = transferConfig(sc.configOf(TRANSFER_LOCAL));
     const agents = new HttpAgents();
     const local = new LocalTransferService({
       content,
-      images: new ImageStoreProxy(s.images.address),
-      leases: new LeaseManagerProxy(s.images.address),
-      namespaces: new NamespaceStoreProxy(s.images.address),
-      snapshots: new SnapshotterSetProxy(s.snapshots.address),
-      diff: new DiffProxy(s.snapshots.address),
+      images: new ImageStoreProxy(sc.channels.get(s.images.address)),
+      leases: new LeaseManagerProxy(sc.channels.get(s.images.address)),
+      namespaces: new NamespaceStoreProxy(sc.channels.get(s.images.address)),
+      snapshots: new SnapshotterSetProxy(sc.channels.get(s.snapshots.address)),
+      diff: new DiffProxy(sc.channels.get(s.snapshots.address)),
       fetcher: new BlobFetcher(content),
       locks: new KeyedMutex(),
       config,

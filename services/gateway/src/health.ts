@@ -7,7 +7,7 @@
  */
 import { background } from "../../../libs/context";
 import { errNotFound } from "../../../libs/errdefs";
-import { RpcClient } from "../../../libs/grpc/client";
+import { RpcClient, type ChannelPool } from "../../../libs/grpc/client";
 import type { ServiceHandlers, Msg } from "../../../libs/grpc/server";
 
 export const SERVING = 1;
@@ -21,6 +21,8 @@ export interface OwnerHealthOptions {
   routes: Record<string, string>;
   /** Services the gateway serves itself (SERVING while it runs). */
   own: readonly string[];
+  /** The gateway's channels to the owners. */
+  channels: ChannelPool;
   /** How long one owner answer is reused (default 500 ms). */
   cacheMs?: number;
   /** The deadline of one question to an owner (default 1 s). */
@@ -70,7 +72,7 @@ export class OwnerHealth {
     if (cur?.pending) return cur.pending;
     if (cur && Date.now() - cur.at < this.cacheMs) return Promise.resolve(cur.status);
     let client = this.clients.get(address);
-    if (!client) this.clients.set(address, (client = new RpcClient(address, HEALTH)));
+    if (!client) this.clients.set(address, (client = new RpcClient(this.opts.channels.get(address), HEALTH)));
     const ctx = { ...background(), deadline: new Date(Date.now() + this.deadlineMs) };
     const pending = client.unary(ctx, "Check", { service }).then(
       (r) => (Number(r.status) === SERVING ? SERVING : NOT_SERVING),

@@ -9,7 +9,7 @@ import * as path from "node:path";
 import { Status as status } from "../../../libs/grpc/status";
 import { background, type CallContext } from "../../../libs/context";
 import { parseAll } from "../../../libs/filters";
-import { RpcClient } from "../../../libs/grpc/client";
+import { RpcClient, type ChannelPool } from "../../../libs/grpc/client";
 import type { ServiceHandlers } from "../../../libs/grpc/server";
 import { INTROSPECTION_SERVICE, pluginAdaptor, pluginToProto, GRPC_PLUGIN, type PluginInfo } from "../../../libs/service";
 import { BACKENDS, OWNED_SERVICES, type BackendName } from "../../../libs/topology";
@@ -44,9 +44,9 @@ function grpcPluginId(service: string): string {
   return m[1]!;
 }
 
-export function introspectionHandlers(opts: { uuidFile: string; addresses: Record<BackendName, string>; ownPlugins: PluginInfo[] }): ServiceHandlers {
+export function introspectionHandlers(opts: { uuidFile: string; addresses: Record<BackendName, string>; ownPlugins: PluginInfo[]; channels: ChannelPool }): ServiceHandlers {
   const uuid = loadOrCreateUUID(opts.uuidFile);
-  const clients = Object.fromEntries(BACKENDS.map((b) => [b, new RpcClient(opts.addresses[b], INTROSPECTION_SERVICE)])) as Record<BackendName, RpcClient>;
+  const clients = Object.fromEntries(BACKENDS.map((b) => [b, new RpcClient(opts.channels.get(opts.addresses[b]), INTROSPECTION_SERVICE)])) as Record<BackendName, RpcClient>;
 
   async function pluginsOf(ctx: CallContext, b: BackendName): Promise<Record<string, unknown>[]> {
     try {

@@ -59,14 +59,14 @@ export const imagesService: ServiceDefinition = {
     const images = new LocalImageStore(db, sc.events, scheduler);
     leases = new LocalLeaseManager({
       db,
-      holders: { content: new LeaseResourceHolderProxy(addresses.content), snapshots: new LeaseResourceHolderProxy(addresses.snapshots) },
+      holders: { content: new LeaseResourceHolderProxy(sc.channels.get(addresses.content)), snapshots: new LeaseResourceHolderProxy(sc.channels.get(addresses.snapshots)) },
       gc: scheduler,
       gate,
       log: sc.log,
       onExpiry: (ns, at) => scheduler.expiresAt(ns, at),
     });
     const lm = leases;
-    const sources = remoteSources(addresses);
+    const sources = remoteSources(addresses, sc.channels);
     collector = new Collector({
       sources,
       gate,
@@ -82,7 +82,7 @@ export const imagesService: ServiceDefinition = {
       },
     });
 
-    const usage = remoteUsage(addresses, ["overlayfs", "native"]);
+    const usage = remoteUsage(addresses, ["overlayfs", "native"], sc.channels);
     const namespaces = new LocalNamespaceStore(db, sc.events, usage, (ns) => [
       ...(images.hasImages(ns) ? ["images"] : []),
       ...(lm.hasLeases(ns) ? ["leases"] : []),

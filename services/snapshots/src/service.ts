@@ -36,7 +36,7 @@ export async function startSnapshots(sc: ServiceContext): Promise<RunningService
   const platform = hostPlatform();
   const db = openSnapshotsDB(sc.root);
   const images = sc.config.flotilla.services.images.address;
-  const ensurer = new NamespaceEnsurer(new NamespaceStoreProxy(images), sc.events);
+  const ensurer = new NamespaceEnsurer(new NamespaceStoreProxy(sc.channels.get(images)), sc.events);
   const status: Record<string, ComponentStatus> = {};
   const loaded = new Map<string, Snapshotter>();
   const disabled = new Set(sc.config.disabled_plugins);
@@ -70,7 +70,7 @@ export async function startSnapshots(sc: ServiceContext): Promise<RunningService
   const set = new LocalSnapshotterSet(loaded);
   const walking = sc.configOf(WALKING_DIFFER);
   const localContent = walking.local_content_reads === false ? undefined : walking.content_root || serviceRoot(sc.config, "content");
-  const content = new RemoteContent(sc.config.flotilla.services.content.address, localContent);
+  const content = new RemoteContent(sc.channels.get(sc.config.flotilla.services.content.address), localContent);
   const differ = new LocalDiffer(content, differConfig(walking), sc.log);
 
   sc.server.addService(SNAPSHOTS_SERVICE, snapshotsHandlers(set));

@@ -4,7 +4,7 @@
  */
 import { withNamespace, type CallContext } from "../../../../libs/context";
 import { isNotFound } from "../../../../libs/errdefs";
-import { RpcClient } from "../../../../libs/grpc/client";
+import { RpcClient, type ChannelPool } from "../../../../libs/grpc/client";
 import type { NamespaceUsage } from "./namespaces";
 
 async function nonEmptyStream(it: AsyncIterable<Record<string, unknown>>, field: string): Promise<boolean> {
@@ -12,11 +12,11 @@ async function nonEmptyStream(it: AsyncIterable<Record<string, unknown>>, field:
   return false;
 }
 
-export function remoteUsage(addresses: { content: string; snapshots: string; tasks: string; sandbox: string }, snapshotters: string[]): NamespaceUsage[] {
-  const content = new RpcClient(addresses.content, "containerd.services.content.v1.Content");
-  const snapshots = new RpcClient(addresses.snapshots, "containerd.services.snapshots.v1.Snapshots");
-  const containers = new RpcClient(addresses.tasks, "containerd.services.containers.v1.Containers");
-  const sandboxes = new RpcClient(addresses.sandbox, "containerd.services.sandbox.v1.Store");
+export function remoteUsage(addresses: { content: string; snapshots: string; tasks: string; sandbox: string }, snapshotters: string[], channels: ChannelPool): NamespaceUsage[] {
+  const content = new RpcClient(channels.get(addresses.content), "containerd.services.content.v1.Content");
+  const snapshots = new RpcClient(channels.get(addresses.snapshots), "containerd.services.snapshots.v1.Snapshots");
+  const containers = new RpcClient(channels.get(addresses.tasks), "containerd.services.containers.v1.Containers");
+  const sandboxes = new RpcClient(channels.get(addresses.sandbox), "containerd.services.sandbox.v1.Store");
   return [
     {
       name: "content service",

@@ -6,7 +6,7 @@
  */
 import { withHeaders, type CallContext } from "../../../../../libs/context";
 import { isNotImplemented } from "../../../../../libs/errdefs";
-import { RpcClient } from "../../../../../libs/grpc/client";
+import { RpcClient, type ChannelPool } from "../../../../../libs/grpc/client";
 import type { Msg } from "../../../../../libs/grpc/server";
 import { fromTimestamp } from "../../../../../libs/proto";
 import { GC_SWEEP_HEADER, type GraphSnapshot } from "../../../../../libs/core/gc";
@@ -72,12 +72,12 @@ export interface RemoteAddresses {
 export const SNAPSHOTTER_PLUGIN = "io.containerd.snapshotter.v1";
 
 /** The sources over the other processes' gRPC services. */
-export function remoteSources(a: RemoteAddresses): GCSources {
-  const content = new RpcClient(a.content, "containerd.services.content.v1.Content");
-  const snapshots = new RpcClient(a.snapshots, "containerd.services.snapshots.v1.Snapshots");
-  const introspection = new RpcClient(a.snapshots, "containerd.services.introspection.v1.Introspection");
-  const containers = new RpcClient(a.tasks, "containerd.services.containers.v1.Containers");
-  const sandboxes = new RpcClient(a.sandbox, "containerd.services.sandbox.v1.Store");
+export function remoteSources(a: RemoteAddresses, channels: ChannelPool): GCSources {
+  const content = new RpcClient(channels.get(a.content), "containerd.services.content.v1.Content");
+  const snapshots = new RpcClient(channels.get(a.snapshots), "containerd.services.snapshots.v1.Snapshots");
+  const introspection = new RpcClient(channels.get(a.snapshots), "containerd.services.introspection.v1.Introspection");
+  const containers = new RpcClient(channels.get(a.tasks), "containerd.services.containers.v1.Containers");
+  const sandboxes = new RpcClient(channels.get(a.sandbox), "containerd.services.sandbox.v1.Store");
   // The loaded snapshotters rarely change: asked again after a few seconds (a snapshots process that
   // went down meanwhile fails the pass's List calls instead).
   let known: { names: string[]; at: number } | undefined;

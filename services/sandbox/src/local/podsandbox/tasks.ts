@@ -5,7 +5,7 @@
  */
 import type { CallContext } from "../../../../../libs/context";
 import { errNotFound } from "../../../../../libs/errdefs";
-import { RpcClient } from "../../../../../libs/grpc/client";
+import { RpcClient, type ChannelPool } from "../../../../../libs/grpc/client";
 import type { Msg } from "../../../../../libs/grpc/server";
 import { fromTimestamp } from "../../../../../libs/proto";
 import type { Mount } from "../../../../../libs/core/snapshots";
@@ -68,10 +68,10 @@ export class PodTasksGrpc implements PodTasks {
   private readonly tasks: RpcClient;
   private readonly snapshots: RpcClient;
 
-  constructor(tasksAddress: string, snapshotsAddress: string) {
-    this.containers = new RpcClient(tasksAddress, "containerd.services.containers.v1.Containers");
-    this.tasks = new RpcClient(tasksAddress, "containerd.services.tasks.v1.Tasks");
-    this.snapshots = new RpcClient(snapshotsAddress, "containerd.services.snapshots.v1.Snapshots");
+  constructor(tasksAddress: string, snapshotsAddress: string, channels: ChannelPool) {
+    this.containers = new RpcClient(channels.get(tasksAddress), "containerd.services.containers.v1.Containers");
+    this.tasks = new RpcClient(channels.get(tasksAddress), "containerd.services.tasks.v1.Tasks");
+    this.snapshots = new RpcClient(channels.get(snapshotsAddress), "containerd.services.snapshots.v1.Snapshots");
   }
 
   async createContainer(ctx: CallContext, c: ContainerSpec): Promise<void> {

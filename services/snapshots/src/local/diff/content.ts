@@ -15,7 +15,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { CallContext } from "../../../../../libs/context";
 import { errInternal, isAlreadyExists } from "../../../../../libs/errdefs";
-import { RpcClient } from "../../../../../libs/grpc/client";
+import { RpcClient, type Channel } from "../../../../../libs/grpc/client";
 
 export const CONTENT_SERVICE = "containerd.services.content.v1.Content";
 /** Largest data chunk in one Write request. */
@@ -56,8 +56,8 @@ export class RemoteContent implements LayerContent {
   private readonly rpc: RpcClient;
 
   /** `localRoot`: the content service's root directory, when its blob files may be readable here. */
-  constructor(address: string, private readonly localRoot?: string) {
-    this.rpc = new RpcClient(address, CONTENT_SERVICE);
+  constructor(channel: Channel, private readonly localRoot?: string) {
+    this.rpc = new RpcClient(channel, CONTENT_SERVICE);
   }
 
   async localFile(ctx: CallContext, digest: string): Promise<string | undefined> {
