@@ -271,10 +271,10 @@ describe("RpcClient - gRPC on Node's HTTP/2 client", () => {
   it("a stream the server ended before this side half-closed is reset by cancel(), and the process exits", async () => {
     // Write fails on a corrupt chunk: the server sends its status while the client's side is still open.
     const script = `
-      const { RpcClient } = require(${JSON.stringify(path.join(__dirname, "../../libs/grpc/client"))});
+      const { ChannelPool, RpcClient } = require(${JSON.stringify(path.join(__dirname, "../../libs/grpc/client"))});
       const { background } = require(${JSON.stringify(path.join(__dirname, "../../libs/context"))});
       (async () => {
-        const call = new RpcClient(${JSON.stringify(sock)}, ${JSON.stringify(CONTENT)}).bidi(background("ns-a"), "Write");
+        const call = new RpcClient(new ChannelPool().get(${JSON.stringify(sock)}), ${JSON.stringify(CONTENT)}).bidi(background("ns-a"), "Write");
         await call.send({ action: 1, ref: "r", data: Buffer.from([1, 2, 4]) });
         try {
           for await (const m of call.responses) void m;
@@ -291,9 +291,9 @@ describe("RpcClient - gRPC on Node's HTTP/2 client", () => {
 
   it("an idle client does not keep its process alive", async () => {
     const script = `
-      const { RpcClient } = require(${JSON.stringify(path.join(__dirname, "../../libs/grpc/client"))});
+      const { ChannelPool, RpcClient } = require(${JSON.stringify(path.join(__dirname, "../../libs/grpc/client"))});
       const { background } = require(${JSON.stringify(path.join(__dirname, "../../libs/context"))});
-      new RpcClient(${JSON.stringify(sock)}, ${JSON.stringify(NS)}).unary(background("ns-a"), "Get", { name: "child" })
+      new RpcClient(new ChannelPool().get(${JSON.stringify(sock)}), ${JSON.stringify(NS)}).unary(background("ns-a"), "Get", { name: "child" })
         .then((r) => console.log(r.namespace.name), (e) => { console.error(e); process.exitCode = 1; });
     `;
     const { code, out } = await runScript(script);
