@@ -30,3 +30,24 @@ export const ALL_COMPONENTS: readonly Component<unknown>[] = [
 export function checkConfig(cfg: Config): string[] {
   return validatePlugins(cfg, ALL_COMPONENTS);
 }
+
+/**
+ * `flotilla config check [-c FILE]`: the check `up` makes before it starts anything, alone. Exits 0
+ * when the config would start (naming the plugin tables it would ignore), 1 with the error otherwise.
+ */
+export async function configCommand(argv: string[]): Promise<number> {
+  const { parseArgs } = await import("node:util");
+  const { configPathFromArgv, loadConfig } = await import("../libs/config");
+  try {
+    const { values: v, positionals } = parseArgs({ args: argv, allowPositionals: true, strict: true, options: { config: { type: "string", short: "c" }, address: { type: "string", short: "a" }, namespace: { type: "string", short: "n" } } });
+    if (positionals[0] !== "check" || positionals.length > 1) throw new Error("usage: flotilla config check [-c FILE]");
+    const file = v.config ?? configPathFromArgv(argv);
+    const name = file ?? "(built-in defaults)";
+    for (const t of checkConfig(loadConfig(file))) process.stdout.write(`config ${name}: ignoring [plugins.${JSON.stringify(t)}]: not a plugin of Flotilla\n`);
+    process.stdout.write(`config ${name}: ok\n`);
+    return 0;
+  } catch (e) {
+    process.stderr.write(`flotilla config: ${(e as Error).message}\n`);
+    return 1;
+  }
+}

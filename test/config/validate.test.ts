@@ -107,6 +107,13 @@ test("config: containerd's own config (`containerd config default`) is accepted;
   for (const implemented of ["io.containerd.gc.v1.scheduler", "io.containerd.runtime.v2.task", "io.containerd.snapshotter.v1.overlayfs", "io.containerd.service.v1.diff-service"]) {
     assert.ok(!ignored.includes(implemented), implemented);
   }
+  // `flotilla config check` says the same.
+  withConfig(stringifyToml(ctd), (file) => {
+    const r = spawnSync(process.execPath, [path.join(repoRoot(), "bin", "flotilla"), "config", "check", "--config", file], { encoding: "utf8", timeout: 60000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.ok(r.stdout.includes(`config ${file}: ignoring [plugins."io.containerd.grpc.v1.cri"]: not a plugin of Flotilla\n`), r.stdout);
+    assert.ok(r.stdout.endsWith(`config ${file}: ok\n`), r.stdout);
+  });
   // The shipped configurations hold no table Flotilla ignores.
   for (const f of ["deploy/flotilla.toml", "deploy/systemd/config.toml", "deploy/compose/config.toml"]) assert.deepEqual(checkConfig(loadConfig(path.join(repoRoot(), f))), [], f);
 });
@@ -124,6 +131,11 @@ test("config: `flotilla up -c BAD` fails before starting anything, the message o
     assert.equal(images.status, 1, images.stderr);
     assert.match(images.stderr, /^flotilla-images: config .*: \[plugins\."io\.containerd\.gc\.v1\.scheduler"\] pause_threshold: expected a number, got string/m);
     assert.equal(fs.existsSync(path.join(dir, "root", "images")), false, "it stopped before making its directories");
+  });
+  withConfig('[plugins."io.containerd.gc.v1.scheduler"]\npause_threshold = "0.1"', (file) => {
+    const check = spawnSync(process.execPath, [path.join(repoRoot(), "bin", "flotilla"), "config", "check", "-c", file], { encoding: "utf8", timeout: 60000 });
+    assert.equal(check.status, 1, check.stderr);
+    assert.equal(check.stderr, `flotilla config: config ${file}: [plugins."io.containerd.gc.v1.scheduler"] pause_threshold: expected a number, got string: invalid argument\n`);
   });
   withConfig('[flotilla]\ngateway_read_views = "false"', (file) => {
     const up = spawnSync(process.execPath, [path.join(repoRoot(), "bin", "flotilla"), "up", "--config", file], { encoding: "utf8", timeout: 60000 });
