@@ -132,6 +132,8 @@ export function fromToml(raw: Record<string, unknown>, source?: string): Config 
   let doc: Infer<typeof CONFIG_SCHEMA>;
   try {
     doc = CONFIG_SCHEMA.check(raw, []);
+    // A version 1 file (containerd's `[plugins.cri]`, ...) is not read at all.
+    if (doc.version !== undefined && doc.version !== 2 && doc.version !== 3) throw configError(["version"], `unsupported version ${doc.version}`);
     for (const key of Object.keys(doc.plugins ?? {})) {
       if (key.split(".").length < 4) throw configError(["plugins", key], "not a plugin URI (io.containerd.<type>.<version>.<id>)");
     }
@@ -139,7 +141,6 @@ export function fromToml(raw: Record<string, unknown>, source?: string): Config 
     throw inFile(source, e);
   }
   const version = doc.version ?? 2;
-  if (version !== 2 && version !== 3) throw inFile(source, configError(["version"], `unsupported version ${version}`));
   const root = doc.root ?? "/var/lib/flotilla";
   const state = doc.state ?? "/run/flotilla";
   const fl = doc.flotilla ?? {};

@@ -11,7 +11,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { parse as parseToml, stringify as stringifyToml } from "smol-toml";
-import { loadConfig } from "../../libs/config";
+import { fromToml, loadConfig } from "../../libs/config";
 import { repoRoot } from "../../libs/proto";
 import { checkConfig } from "../../cli/components";
 import { startStack } from "../harness";
@@ -93,6 +93,8 @@ test("config: an unknown key in a known table is an error; a plugin table of a p
   assert.equal(failure('[plugins."io.containerd.runtime.v2.task".runtimes."x.y"]\nshim = "/bin/x"\nruntime_type = "io.containerd.runc.v2"'), 'config FILE: [plugins."io.containerd.runtime.v2.task".runtimes."x.y"] runtime_type: unknown key: invalid argument');
   assert.equal(failure('[plugins."io.containerd.grpc.v1.tasks"]\nfoo = 1'), 'config FILE: [plugins."io.containerd.grpc.v1.tasks"] foo: unknown key: invalid argument');
   assert.equal(failure('[plugins.cri]\nfoo = 1'), "config FILE: [plugins] cri: not a plugin URI (io.containerd.<type>.<version>.<id>): invalid argument");
+  // containerd's version 1 layout is refused as a whole (withConfig writes version 2 first: a second one is a TOML error).
+  assert.throws(() => fromToml({ version: 1, plugins: { cri: {} } }, "/x.toml"), (e: Error) => /^config \/x\.toml: version: unsupported version 1: invalid argument$/.test(e.message));
 });
 
 test("config: containerd's own config (`containerd config default`) is accepted; the plugins Flotilla does not implement are reported", () => {
