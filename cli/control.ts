@@ -6,7 +6,7 @@
 import * as net from "node:net";
 import { parseArgs } from "node:util";
 import { configPathFromArgv, loadConfig, SERVICE_NAMES, type ServiceName } from "../libs/config";
-import { controlSocket, healthOf, ownHealthName, type ProcessStatus } from "./supervisor";
+import { controlSocket, HealthChecks, ownHealthName, type ProcessStatus } from "./supervisor";
 import { table } from "./table";
 
 interface Answer {
@@ -56,11 +56,16 @@ export async function healthCommand(argv: string[]): Promise<number> {
     const cfg = loadConfig(v.config ?? configPathFromArgv(argv));
     if (positionals.length === 0) throw new Error(`health needs a SERVICE (${SERVICE_NAMES.join(", ")})`);
     let rc = 0;
-    for (const s of positionals) {
-      if (!(SERVICE_NAMES as readonly string[]).includes(s)) throw new Error(`service ${JSON.stringify(s)}: not found`);
-      const h = await healthOf(cfg.flotilla.services[s as ServiceName].address, 3000, ownHealthName(s));
-      process.stdout.write(`${s} ${h}\n`);
-      if (h !== "SERVING") rc = 1;
+    const checks = new HealthChecks();
+    try {
+      for (const s of positionals) {
+        if (!(SERVICE_NAMES as readonly string[]).includes(s)) throw new Error(`service ${JSON.stringify(s)}: not found`);
+        const h = await checks.of(cfg.flotilla.services[s as ServiceName].address, 3000, ownHealthName(s));
+        process.stdout.write(`${s} ${h}\n`);
+        if (h !== "SERVING") rc = 1;
+      }
+    } finally {
+      checks.close();
     }
     return rc;
   } catch (e) {

@@ -7,10 +7,16 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { background } from "../libs/context";
-import { RpcClient, closeChannels } from "../libs/grpc/client";
+import { ChannelPool, RpcClient } from "../libs/grpc/client";
 import { loadConfig, type ServiceName } from "../libs/config";
 import { repoRoot } from "../libs/proto";
 import { waitAtMost } from "../libs/sync";
+
+/**
+ * The gRPC channels of a test file's process (node --test runs each file in its own): every client a
+ * test or its fixtures make goes through it, and `testChannels.close()` drops their connections.
+ */
+export const testChannels = new ChannelPool();
 
 export interface StackOptions {
   /** Use this NATS server instead of the embedded one. */
@@ -180,7 +186,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const health = new Map<string, RpcClient<"grpc.health.v1.Health">>();
   const waitHealthy = async (s: ServiceName, timeoutMs = 60000): Promise<void> => {
     let c = health.get(s);
-    if (!c) health.set(s, (c = new RpcClient(address(s), "grpc.health.v1.Health")));
+    if (!c) health.set(s, (c = new RpcClient(testChannels.get(address(s)), "grpc.health.v1.Health")));
     await waitFor(`${s} to be healthy`, async () => {
       const ctx = { ...background(), deadline: new Date(Date.now() + 1000) };
       const r = await c!.unary(ctx, "Check", { service: "" });
@@ -224,7 +230,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       }
       // Shims outlive the tasks process by design (own process group): end this stack's by PID.
       for (const pid of pidsReferring(dir)) process.kill(pid, "SIGKILL");
-      closeChannels();
+      testChannels.close();
       unmountBelow(dir);
       fs.rmSync(dir, { recursive: true, force: true });
     },

@@ -4,7 +4,7 @@
  * travel as they are (type URL and bytes untouched).
  */
 import type { CallContext } from "../context";
-import { RpcClient } from "../grpc/client";
+import { RpcClient, type Channel } from "../grpc/client";
 import type { Msg } from "../grpc/server";
 import { fromTimestamp, toTimestamp } from "../proto";
 import type { Container, ContainerInput, ContainerStore, TypedValue } from "../core/containers";
@@ -95,8 +95,8 @@ export function containerFromProto(m: Msg | null | undefined): Container {
 export class ContainerStoreProxy implements ContainerStore {
   private readonly rpc: RpcClient<typeof CONTAINERS_SERVICE>;
 
-  constructor(address: string) {
-    this.rpc = new RpcClient(address, CONTAINERS_SERVICE);
+  constructor(channel: Channel) {
+    this.rpc = new RpcClient(channel, CONTAINERS_SERVICE);
   }
 
   /** Resolve once the owning process answers (a connection is up), or reject after `ms`. */

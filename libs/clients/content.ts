@@ -5,7 +5,7 @@
  */
 import type { CallContext } from "../context";
 import { errFailedPrecondition, errInvalidArgument } from "../errdefs";
-import { RpcClient, type BidiCall } from "../grpc/client";
+import { RpcClient, type BidiCall, type Channel } from "../grpc/client";
 import type { Msg } from "../grpc/server";
 import type { ClientRequest, ClientResponse } from "../proto/types";
 import { fromTimestamp } from "../proto";
@@ -235,8 +235,8 @@ export interface ContentProxyOptions {
 export class ContentStoreProxy implements ContentStore {
   private readonly rpc: RpcClient<typeof CONTENT_SERVICE>;
 
-  constructor(address: string, private readonly opts: ContentProxyOptions = {}) {
-    this.rpc = new RpcClient(address, CONTENT_SERVICE);
+  constructor(channel: Channel, private readonly opts: ContentProxyOptions = {}) {
+    this.rpc = new RpcClient(channel, CONTENT_SERVICE);
   }
 
   /** Resolve once the owning process answers (a connection is up), or reject after `ms`. */

@@ -3,7 +3,7 @@
  * store. Errors arrive as native errdefs classes (the RpcClient maps them).
  */
 import type { CallContext } from "../context";
-import { RpcClient } from "../grpc/client";
+import { RpcClient, type Channel } from "../grpc/client";
 import type { Msg } from "../grpc/server";
 import { fromTimestamp } from "../proto";
 import type { Descriptor, Image, ImageDeleteOptions, ImageInput, ImageStore } from "../core/images";
@@ -39,8 +39,8 @@ const inputToProto = (i: ImageInput): Input["containerd.services.images.v1.Image
 export class ImageStoreProxy implements ImageStore {
   private readonly rpc: RpcClient<typeof IMAGES_SERVICE>;
 
-  constructor(address: string) {
-    this.rpc = new RpcClient(address, IMAGES_SERVICE);
+  constructor(channel: Channel) {
+    this.rpc = new RpcClient(channel, IMAGES_SERVICE);
   }
 
   async get(ctx: CallContext, name: string): Promise<Image> {

@@ -4,7 +4,7 @@
  * process runs (e.g. which snapshotters the snapshots process has).
  */
 import type { CallContext } from "../context";
-import { RpcClient } from "../grpc/client";
+import { RpcClient, type Channel } from "../grpc/client";
 import type { Msg } from "../grpc/server";
 import type { PluginInfo } from "../service/plugins";
 
@@ -28,8 +28,8 @@ export const INTROSPECTION_SERVICE = "containerd.services.introspection.v1.Intro
 export class IntrospectionProxy {
   private readonly rpc: RpcClient<typeof INTROSPECTION_SERVICE>;
 
-  constructor(address: string) {
-    this.rpc = new RpcClient(address, INTROSPECTION_SERVICE);
+  constructor(channel: Channel) {
+    this.rpc = new RpcClient(channel, INTROSPECTION_SERVICE);
   }
 
   /** The plugins matching `filters` (containerd's filter syntax, e.g. `type==io.containerd.snapshotter.v1`). */

@@ -7,7 +7,7 @@
  * Errors arrive as native errdefs classes (the RpcClient maps them).
  */
 import type { CallContext } from "../context";
-import { RpcClient } from "../grpc/client";
+import { RpcClient, type Channel } from "../grpc/client";
 import type { Msg } from "../grpc/server";
 import { fromTimestamp } from "../proto";
 import type { Lease, LeaseCreateOptions, LeaseDeleteOptions, LeaseManager, LeaseResource, LeaseResourceHolder } from "../core/leases";
@@ -28,8 +28,8 @@ const resourcesFromProto = (res: Msg): LeaseResource[] =>
 export class LeaseManagerProxy implements LeaseManager {
   private readonly rpc: RpcClient<typeof LEASES_SERVICE>;
 
-  constructor(address: string) {
-    this.rpc = new RpcClient(address, LEASES_SERVICE);
+  constructor(channel: Channel) {
+    this.rpc = new RpcClient(channel, LEASES_SERVICE);
   }
 
   async create(ctx: CallContext, opts: LeaseCreateOptions): Promise<Lease> {
@@ -61,8 +61,8 @@ export class LeaseManagerProxy implements LeaseManager {
 export class LeaseResourceHolderProxy implements LeaseResourceHolder {
   private readonly rpc: RpcClient<typeof LEASES_SERVICE>;
 
-  constructor(address: string) {
-    this.rpc = new RpcClient(address, LEASES_SERVICE);
+  constructor(channel: Channel) {
+    this.rpc = new RpcClient(channel, LEASES_SERVICE);
   }
 
   async addResource(ctx: CallContext, lease: string, resource: LeaseResource): Promise<void> {

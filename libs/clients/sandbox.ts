@@ -5,7 +5,7 @@
  * process's gRPC adapters use. Errors arrive as native errdefs classes (the RpcClient maps them).
  */
 import type { CallContext } from "../context";
-import { RpcClient } from "../grpc/client";
+import { RpcClient, type Channel } from "../grpc/client";
 import type { Msg } from "../grpc/server";
 import { fromTimestamp, toTimestamp } from "../proto";
 import { mountToProto } from "../mount";
@@ -108,8 +108,8 @@ export function metricFromProto(m: Msg | null | undefined): SandboxMetric {
 
 export class SandboxStoreProxy implements SandboxStore {
   private readonly rpc: RpcClient<typeof SANDBOX_STORE_SERVICE>;
-  constructor(address: string) {
-    this.rpc = new RpcClient(address, SANDBOX_STORE_SERVICE);
+  constructor(channel: Channel) {
+    this.rpc = new RpcClient(channel, SANDBOX_STORE_SERVICE);
   }
   /** Resolve once the owning process answers (a connection is up), or reject after `ms`. */
   waitForReady(ms: number): Promise<void> {
@@ -135,8 +135,8 @@ export class SandboxStoreProxy implements SandboxStore {
 /** One sandboxer's controller over gRPC (containerd's `client.SandboxController(name)`). */
 export class SandboxControllerProxy implements SandboxController {
   private readonly rpc: RpcClient<typeof SANDBOX_CONTROLLER_SERVICE>;
-  constructor(address: string, readonly sandboxer: string) {
-    this.rpc = new RpcClient(address, SANDBOX_CONTROLLER_SERVICE);
+  constructor(channel: Channel, readonly sandboxer: string) {
+    this.rpc = new RpcClient(channel, SANDBOX_CONTROLLER_SERVICE);
   }
   async create(ctx: CallContext, sandbox: SandboxInput, opts: SandboxCreateOptions = {}): Promise<void> {
     await this.rpc.unary(ctx, "Create", {

@@ -3,7 +3,7 @@
  * service in the tasks process. Errors arrive as native errdefs classes (the RpcClient maps them).
  */
 import type { CallContext } from "../context";
-import { RpcClient } from "../grpc/client";
+import { RpcClient, type Channel } from "../grpc/client";
 import type { Msg } from "../grpc/server";
 import { fromTimestamp } from "../proto";
 import type { TypedValue } from "../core/containers";
@@ -35,8 +35,8 @@ export function processFromProto(p: Msg | null | undefined): ProcessState {
 export class TaskServiceProxy implements TaskService {
   private readonly rpc: RpcClient<typeof TASKS_SERVICE>;
 
-  constructor(address: string) {
-    this.rpc = new RpcClient(address, TASKS_SERVICE);
+  constructor(channel: Channel) {
+    this.rpc = new RpcClient(channel, TASKS_SERVICE);
   }
 
   async create(ctx: CallContext, i: CreateTaskInput): Promise<number> {

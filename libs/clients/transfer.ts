@@ -11,7 +11,7 @@ import { randomBytes } from "node:crypto";
 import type { Readable, Writable } from "node:stream";
 import type { CallContext } from "../context";
 import { errCanceled, errFailedPrecondition } from "../errdefs";
-import { RpcClient, type BidiCall } from "../grpc/client";
+import { RpcClient, type BidiCall, type Channel } from "../grpc/client";
 import { waitAtMost } from "../sync";
 import type { Msg } from "../grpc/server";
 import { decode, encode, fromTimestamp, toTimestamp } from "../proto";
@@ -87,9 +87,9 @@ class ClientStream implements TransferStream {
 
 export type { ClientStream };
 
-/** Open a side-channel stream with `id` on the Streaming service at `address`. */
-export async function openStream(ctx: CallContext, address: string, id: string): Promise<ClientStream> {
-  const rpc = new RpcClient(address, STREAMING_SERVICE);
+/** Open a side-channel stream with `id` on the Streaming service over `channel`. */
+export async function openStream(ctx: CallContext, channel: Channel, id: string): Promise<ClientStream> {
+  const rpc = new RpcClient(channel, STREAMING_SERVICE);
   const s = new ClientStream(rpc.bidi(ctx, "Stream"));
   try {
     await s.init(id);
@@ -286,13 +286,13 @@ export interface TransferCallOptions {
 export class TransferClient {
   private readonly rpc: RpcClient<typeof TRANSFER_SERVICE>;
 
-  constructor(private readonly address: string) {
-    this.rpc = new RpcClient(address, TRANSFER_SERVICE);
+  constructor(private readonly channel: Channel) {
+    this.rpc = new RpcClient(channel, TRANSFER_SERVICE);
   }
 
   openStream(ctx: CallContext, prefix: string): Promise<ClientStream & { id: string }> {
     const id = streamId(prefix);
-    return openStream(ctx, this.address, id).then((s) => Object.assign(s, { id }));
+    return openStream(ctx, this.channel, id).then((s) => Object.assign(s, { id }));
   }
 
   /** Call Transfer with raw Any source and destination, consuming a progress stream if asked. */

@@ -89,8 +89,8 @@ export function grpcTimeout(ms: number): string {
   return `${Math.min(99999999, Math.ceil(s / 3600))}H`;
 }
 
-/** One target address: at most one live HTTP/2 session, made on demand. */
-class Channel {
+/** One target address: at most one live HTTP/2 session, made on demand (get one from a ChannelPool). */
+export class Channel {
   private session: http2.ClientHttp2Session | undefined;
   private readonly active = new Map<http2.ClientHttp2Session, number>();
 
@@ -180,22 +180,26 @@ class Channel {
   }
 }
 
-const channels = new Map<string, Channel>();
+/**
+ * The channels of one owner (a service process's context, a command, a test): one per target address,
+ * shared by every client made with it, so that the clients of a process to one address share one
+ * HTTP/2 connection.
+ */
+export class ChannelPool {
+  private readonly channels = new Map<string, Channel>();
 
-function channelFor(address: string): Channel {
-  const target = grpcTarget(address);
-  let c = channels.get(target);
-  if (!c) {
-    c = new Channel(target);
-    channels.set(target, c);
+  /** The channel to `address` (any form grpcTarget takes), made on first use. */
+  get(address: string): Channel {
+    const target = grpcTarget(address);
+    let c = this.channels.get(target);
+    if (!c) this.channels.set(target, (c = new Channel(target)));
+    return c;
   }
-  return c;
-}
 
-/** Close every channel (calls in flight finish; the next call reconnects). */
-export function closeChannels(): void {
-  for (const c of channels.values()) c.close();
-  channels.clear();
+  /** Close every channel (calls in flight finish; a client used again reconnects). */
+  close(): void {
+    for (const c of this.channels.values()) c.close();
+  }
 }
 
 /**
@@ -427,11 +431,9 @@ class Call {
  * form, for code that does not know the service at compile time.
  */
 export class RpcClient<S extends string> {
-  private readonly channel: Channel;
   private readonly methods = new Map<string, MethodTypes>();
 
-  constructor(address: string, readonly serviceName: S & KnownService<S>) {
-    this.channel = channelFor(address);
+  constructor(private readonly channel: Channel, readonly serviceName: S & KnownService<S>) {
     const svc = lookupService(serviceName);
     for (const m of svc.methodsArray) {
       m.resolve();

@@ -19,7 +19,7 @@ import { DECODE_OPTIONS, lookupService, validateWire, type Type } from "../proto
 import type { CheckedHandlers, MethodName, Msg, ServerRequest, ServerResponse, ServiceName, Services } from "../proto/types";
 import { SpanKind, SpanStatusCode, tracer, tracingExported, type Span } from "../tracing";
 import { createTunedServer } from "./h2-tuning";
-import { closeHttp2, FrameReader, FramingError, GRPC_CONTENT_TYPE, listenHttp2, parseGrpcTimeout, respondStatusOnly, statusTrailers, writeWithDrain } from "./wire";
+import { closeHttp2, FrameReader, type MessageBuffers, FramingError, GRPC_CONTENT_TYPE, listenHttp2, parseGrpcTimeout, respondStatusOnly, statusTrailers, writeWithDrain } from "./wire";
 
 export type { Msg };
 export type Send<T = Msg> = (m: T) => Promise<void>;
@@ -92,6 +92,8 @@ export interface RpcServerOptions {
   windowBytes?: number;
   /** Streams a client session may open before it is asked to reconnect (default 900; see h2-tuning). */
   maxStreamsPerSession?: number;
+  /** The process's message buffers (large requests are read into them); plain allocations without. */
+  buffers?: MessageBuffers;
 }
 
 interface Method {
@@ -182,8 +184,8 @@ class ResponseWriter {
 }
 
 /** Decoded request messages, read with flow control: the stream pauses while too many wait. */
-function requestMessages(stream: http2.ServerHttp2Stream, t: Type, maxMessage: number, tally: RpcTally | undefined): AsyncIterable<Msg> {
-  const reader = new FrameReader(maxMessage);
+function requestMessages(stream: http2.ServerHttp2Stream, t: Type, maxMessage: number, tally: RpcTally | undefined, buffers: MessageBuffers | undefined): AsyncIterable<Msg> {
+  const reader = new FrameReader(maxMessage, buffers);
   const queue: Buffer[] = [];
   let ended = false;
   let failure: unknown;
@@ -324,12 +326,12 @@ class ServerCall {
   start(): void {
     const k = this.m.kind;
     if (k === "unary" || k === "server_stream") {
-      this.reader = new FrameReader(this.srv.maxMessage);
+      this.reader = new FrameReader(this.srv.maxMessage, this.srv.buffers);
       this.stream.on("data", this.onData);
       this.stream.on("end", this.onEnd);
       return;
     }
-    const reqs = requestMessages(this.stream, this.m.req, this.srv.maxMessage, this.tally);
+    const reqs = requestMessages(this.stream, this.m.req, this.srv.maxMessage, this.tally, this.srv.buffers);
     this.run(async () => {
       if (k === "client_stream") {
         const res = await (this.m.fn as ClientStreamFn)(this.ctx, reqs);
@@ -447,6 +449,8 @@ export class RpcServer {
   readonly metrics: Metrics | undefined;
   readonly serviceName: string;
   readonly maxMessage: number;
+  /** Where large request messages are read into (see MessageBuffers); plain allocations without. */
+  readonly buffers: MessageBuffers | undefined;
   private readonly methods = new Map<string, Method>();
   private readonly sessions = new Set<http2.Http2Session>();
   private boundPath?: string;
@@ -457,6 +461,7 @@ export class RpcServer {
     this.metrics = opts.metrics;
     this.serviceName = opts.service;
     this.maxMessage = opts.maxMessage ?? MAX_MESSAGE;
+    this.buffers = opts.buffers;
     const windowBytes = opts.windowBytes ?? 16 << 20;
     this.server = createTunedServer(windowBytes, opts.maxStreamsPerSession ?? 900, this.sessions);
     this.server.on("stream", (stream, headers) => this.onStream(stream, headers));

@@ -32,11 +32,11 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { background, withHeaders, type CallContext } from "../../libs/context";
 import { errNotFound, ErrorCodes, errorCode } from "../../libs/errdefs";
-import { closeChannels, RpcClient, type StatusError } from "../../libs/grpc/client";
+import { RpcClient, type StatusError } from "../../libs/grpc/client";
 import { RpcServer, type Msg, type Send } from "../../libs/grpc/server";
 import { createLogger } from "../../libs/log";
 import { decode, encode, protoRoot, repoRoot } from "../../libs/proto";
-import { sleep, startStack, waitFor, type Stack } from "../harness";
+import { sleep, startStack, testChannels, waitFor, type Stack } from "../harness";
 import { startOtlpReceiver } from "../helpers/otlp";
 
 const FIXTURE = path.join(repoRoot(), "test", "fixtures", "interop.proto");
@@ -417,11 +417,11 @@ describe("our RpcClient -> a grpc-js server", () => {
       // Missing: grpc-js answers UNIMPLEMENTED for a method without an implementation.
     });
     await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${sock}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())));
-    client = new RpcClient(`unix://${sock}`, SVC);
+    client = new RpcClient(testChannels.get(`unix://${sock}`), SVC);
   });
 
   after(async () => {
-    closeChannels();
+    testChannels.close();
     await new Promise<void>((resolve) => server?.tryShutdown(() => resolve()));
     server?.forceShutdown();
     fs.rmSync(dir, { recursive: true, force: true });

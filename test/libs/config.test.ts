@@ -66,9 +66,11 @@ test("identifiers, topics and NATS subjects", () => {
 test("deploy/flotilla.toml loads, and its task runtime table is what the tasks process runs by default", async () => {
   const { repoRoot } = await import("../../libs/proto");
   const { runtimesConfig } = await import("../../services/tasks/src/runtime/runtimes");
+  const { RUNTIME_TASK } = await import("../../services/tasks/components");
   const cfg = loadConfig(path.join(repoRoot(), "deploy", "flotilla.toml"));
   const state = path.join(cfg.state, "tasks");
-  assert.deepEqual(runtimesConfig(pluginConfig(cfg, "io.containerd.runtime.v2", "task"), state), runtimesConfig({}, state));
+  const table = RUNTIME_TASK.config.check(pluginConfig(cfg, "io.containerd.runtime.v2", "task"), ["plugins", "io.containerd.runtime.v2.task"]);
+  assert.deepEqual(runtimesConfig(table, state), runtimesConfig({}, state));
 });
 
 test("config: which service addresses are on this host (the gateway's read views and blob reads need it)", () => {

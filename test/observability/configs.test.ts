@@ -27,7 +27,7 @@ test("[flotilla] otlp_protocol: http/protobuf (the default) or http/json, nothin
     };
     assert.equal(load(""), "http/protobuf");
     assert.equal(load('otlp_protocol = "http/json"'), "http/json");
-    assert.throws(() => load('otlp_protocol = "grpc"'), /otlp_protocol "grpc": must be one of http\/protobuf, http\/json/);
+    assert.throws(() => load('otlp_protocol = "grpc"'), /\[flotilla\] otlp_protocol: expected one of "http\/protobuf", "http\/json", got "grpc"/);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -13,7 +13,7 @@ import { background } from "../../libs/context";
 import { ErrorCodes } from "../../libs/errdefs";
 import { RpcClient } from "../../libs/grpc/client";
 import { OWNED_SERVICES } from "../../libs/topology";
-import { startStack, waitFor, type Stack } from "../harness";
+import { startStack, waitFor, type Stack, testChannels } from "../harness";
 
 const HEALTH = "grpc.health.v1.Health";
 const SERVING = 1;
@@ -26,7 +26,7 @@ describe("observability - the gateway's health follows each owner", () => {
 
   before(async () => {
     s = await startStack();
-    health = new RpcClient(s.socket, HEALTH);
+    health = new RpcClient(testChannels.get(s.socket), HEALTH);
   });
   after(async () => {
     await s?.stop();

@@ -15,6 +15,7 @@ import { ControllerRegistry } from "../../services/sandbox/src/local/controllers
 import { SANDBOX_STORE_SERVICE, storeHandlers } from "../../services/sandbox/src/server/store";
 import { SANDBOX_CONTROLLER_SERVICE, controllerHandlers } from "../../services/sandbox/src/server/controller";
 import type { StoreFixture } from "./store-suite";
+import { testChannels } from "../harness";
 
 export interface RecordedEvent {
   topic: string;
@@ -93,5 +94,5 @@ export async function serveSandbox(controllers: Record<string, SandboxController
 
 export async function proxyStoreFixture(): Promise<StoreFixture> {
   const s = await serveSandbox();
-  return { store: new SandboxStoreProxy(s.address), ensured: () => s.local.ensured, cleanup: () => s.close() };
+  return { store: new SandboxStoreProxy(testChannels.get(s.address)), ensured: () => s.local.ensured, cleanup: () => s.close() };
 }

@@ -12,6 +12,7 @@ import { LocalSnapshotter } from "../../services/snapshots/src/local/metastore";
 import { LocalSnapshotterSet } from "../../services/snapshots/src/local/set";
 import { SNAPSHOTS_SERVICE, snapshotsHandlers } from "../../services/snapshots/src/server/snapshots";
 import type { SnapshotterFixture } from "./suite";
+import { testChannels } from "../harness";
 
 export type BackendName = "overlayfs" | "native";
 
@@ -54,7 +55,7 @@ export async function proxyFixture(backend: BackendName): Promise<SnapshotterFix
   const sock = path.join(local.root, "snapshots.sock");
   await server.listen(`unix://${sock}`);
   return {
-    sn: SnapshotterProxy.connect(`unix://${sock}`, backend),
+    sn: SnapshotterProxy.connect(testChannels.get(`unix://${sock}`), backend),
     events: local.events,
     close: async () => {
       await server.shutdown(1000);

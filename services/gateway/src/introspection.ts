@@ -12,6 +12,7 @@ import { parseAll } from "../../../libs/filters";
 import { INTROSPECTION_SERVICE, IntrospectionProxy } from "../../../libs/clients/introspection";
 import { serviceHandlers, type ServiceHandlers } from "../../../libs/grpc/server";
 import { pluginAdaptor, pluginToProto, GRPC_PLUGIN, type PluginInfo } from "../../../libs/service";
+import type { ChannelPool } from "../../../libs/grpc/client";
 import { BACKENDS, OWNED_SERVICES, type BackendName } from "../../../libs/topology";
 
 /** Read the UUID at `file`, creating it (fsync'ed, write-then-rename) on first use. */
@@ -44,9 +45,9 @@ function grpcPluginId(service: string): string {
   return m[1]!;
 }
 
-export function introspectionHandlers(opts: { uuidFile: string; addresses: Record<BackendName, string>; ownPlugins: PluginInfo[] }): ServiceHandlers<typeof INTROSPECTION_SERVICE> {
+export function introspectionHandlers(opts: { uuidFile: string; addresses: Record<BackendName, string>; ownPlugins: PluginInfo[]; channels: ChannelPool }): ServiceHandlers<typeof INTROSPECTION_SERVICE> {
   const uuid = loadOrCreateUUID(opts.uuidFile);
-  const clients = Object.fromEntries(BACKENDS.map((b) => [b, new IntrospectionProxy(opts.addresses[b])])) as Record<BackendName, IntrospectionProxy>;
+  const clients = Object.fromEntries(BACKENDS.map((b) => [b, new IntrospectionProxy(opts.channels.get(opts.addresses[b]))])) as Record<BackendName, IntrospectionProxy>;
 
   async function pluginsOf(ctx: CallContext, b: BackendName): Promise<Record<string, unknown>[]> {
     try {

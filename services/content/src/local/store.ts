@@ -18,6 +18,7 @@ import { errAlreadyExists, errInvalidArgument, errNotFound, errFailedPreconditio
 import { applyMapMask, compactLabels, validateLabels } from "../../../../libs/fieldmask";
 import { parseAll } from "../../../../libs/filters";
 import type { EventPublisher } from "../../../../libs/events";
+import type { MessageBuffers } from "../../../../libs/grpc/wire";
 import {
   CONTENT_EVENTS,
   LEASE_RESOURCE_CONTENT,
@@ -53,6 +54,8 @@ export interface LocalContentStoreOptions {
   /** Called before the first write in a namespace (containerd creates namespaces on first write). */
   ensureNamespace?: (ctx: CallContext, ns: string) => Promise<void>;
   log?: Logger;
+  /** The process's message buffers: a written message's buffer goes back to them. */
+  buffers?: MessageBuffers;
 }
 
 function checkDigest(d: string): void {
@@ -105,6 +108,10 @@ export class LocalContentStore implements ContentStore, WriterHost {
   private readonly active = new Map<string, LocalWriter>();
   private readonly openBlobs = new OpenBlobs();
   private readonly hot = new HotCache();
+
+  get buffers(): MessageBuffers | undefined {
+    return this.opts.buffers;
+  }
 
   private constructor(private readonly opts: LocalContentStoreOptions) {
     this.db = opts.db;

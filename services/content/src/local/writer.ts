@@ -13,7 +13,7 @@ import type { ContentWriter, IngestStatus } from "../../../../libs/core/content"
 import { closeFile, fdatasyncFile, fstatFile, fsyncFile, ftruncateFile, openFile, readAt } from "./files";
 import { writeAllSync } from "../../../../libs/sys/pagecache";
 import type { IngestRecord } from "./db";
-import { releaseMessageBuffer } from "../../../../libs/grpc/wire";
+import type { MessageBuffers } from "../../../../libs/grpc/wire";
 import { dateFromNanos, dateFromStored, nowNanos } from "../../../../libs/time";
 
 /** Start writing back to disk every this many bytes, so the fsync at commit has only the tail left. */
@@ -30,6 +30,8 @@ export interface WriterHost {
   commitShared(w: LocalWriter, labels: Record<string, string> | undefined): Promise<void>;
   /** The writer is done with its ref (lock released). */
   release(w: LocalWriter): void;
+  /** Where received messages come from: a written one's buffer goes back there. */
+  readonly buffers?: MessageBuffers | undefined;
 }
 
 /** sha256 of the first `size` bytes of an open file. */
@@ -171,7 +173,7 @@ export class LocalWriter implements ContentWriter {
       this.failure ??= e as Error;
     } finally {
       // Copied (or failed): a received message's buffer can serve the next one.
-      releaseMessageBuffer(data);
+      this.host.buffers?.release(data);
     }
     if (this.failure) throw this.failure;
     return this.offset;

@@ -5,6 +5,7 @@
  */
 import type { CallContext } from "../../../../../libs/context";
 import { errNotFound } from "../../../../../libs/errdefs";
+import type { ChannelPool } from "../../../../../libs/grpc/client";
 import type { Mount } from "../../../../../libs/core/snapshots";
 import { OCI_SPEC_TYPE_URL, type Container } from "../../../../../libs/core/containers";
 import type { ExitInfo, ProcessState, TaskMetric } from "../../../../../libs/core/tasks";
@@ -51,10 +52,10 @@ export class PodTasksGrpc implements PodTasks {
   private readonly tasks: TaskServiceProxy;
   private readonly snapshots: SnapshotterSetProxy;
 
-  constructor(tasksAddress: string, snapshotsAddress: string) {
-    this.containers = new ContainerStoreProxy(tasksAddress);
-    this.tasks = new TaskServiceProxy(tasksAddress);
-    this.snapshots = new SnapshotterSetProxy(snapshotsAddress);
+  constructor(tasksAddress: string, snapshotsAddress: string, channels: ChannelPool) {
+    this.containers = new ContainerStoreProxy(channels.get(tasksAddress));
+    this.tasks = new TaskServiceProxy(channels.get(tasksAddress));
+    this.snapshots = new SnapshotterSetProxy(channels.get(snapshotsAddress));
   }
 
   async createContainer(ctx: CallContext, c: ContainerSpec): Promise<void> {
