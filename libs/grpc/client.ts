@@ -346,6 +346,7 @@ class Call {
   };
 
   /** The stream events this call listens to, and its handlers. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the listener type of Node's EventEmitter.on
   private listeners(): [string, (...args: any[]) => void][] {
     return [["response", this.onResponse], ["trailers", this.onTrailers], ["data", this.onData], ["end", this.onEnd], ["error", this.onError], ["close", this.onClose]];
   }
