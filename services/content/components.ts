@@ -1,6 +1,6 @@
 /** The content process's components (config schemas and what `ctr plugins ls` shows). */
-import { component } from "../../libs/service/components";
-import { GRPC_PLUGIN } from "../../libs/service/plugins";
+import { component } from "#libs/service/components";
+import { GRPC_PLUGIN } from "#libs/service/plugins";
 
 export const CONTENT_STORE = component({ type: "io.containerd.content.v1", id: "content" });
 

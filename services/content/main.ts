@@ -1,13 +1,13 @@
 /** The content process: containerd's content store (Content service), blobs on disk, metadata in LMDB. */
 import * as path from "node:path";
-import { runService, uriOf, type ServiceDefinition } from "../../libs/service";
+import { runService, uriOf, type ServiceDefinition } from "#libs/service";
 import { CONTENT_COMPONENTS, CONTENT_STORE } from "./components";
-import { NamespaceEnsurer, NamespaceStoreProxy } from "../../libs/clients/namespaces";
+import { NamespaceEnsurer, NamespaceStoreProxy } from "#libs/clients/namespaces";
 import { openContentDB } from "./src/local/db";
 import { LocalLeaseResources } from "./src/local/leases";
 import { LocalContentStore } from "./src/local/store";
 import { CONTENT_SERVICE, registerContentService } from "./src/server/content";
-import { LEASES_SERVICE, leaseHolderHandlers } from "../../libs/leaseholder";
+import { LEASES_SERVICE, leaseHolderHandlers } from "#libs/leaseholder";
 
 export const contentService: ServiceDefinition = {
   name: "content",

@@ -1,6 +1,6 @@
 /** The gateway's own components (config schemas and what `ctr plugins ls` shows). */
-import { component } from "../../libs/service/components";
-import { GRPC_PLUGIN, hostPlatform } from "../../libs/service/plugins";
+import { component } from "#libs/service/components";
+import { GRPC_PLUGIN, hostPlatform } from "#libs/service/plugins";
 
 export const EVENT_EXCHANGE = component({ type: "io.containerd.event.v1", id: "exchange" });
 

@@ -1,10 +1,10 @@
 /** The gateway: the one containerd gRPC API on `[grpc] address`, routing every call to its owner. */
 import * as path from "node:path";
-import { onThisHost, serviceRoot } from "../../libs/config";
+import { onThisHost, serviceRoot } from "#libs/config";
 import { DirectContentReads } from "./src/content-reads";
-import { runService, internalAddress, componentPlugins, uriOf, HEALTH_SERVICE, type ServiceDefinition } from "../../libs/service";
+import { runService, internalAddress, componentPlugins, uriOf, HEALTH_SERVICE, type ServiceDefinition } from "#libs/service";
 import { EVENT_EXCHANGE, GATEWAY_COMPONENTS } from "./components";
-import { BACKENDS, GATEWAY_SERVICES, OWNED_SERVICES, type BackendName } from "../../libs/topology";
+import { BACKENDS, GATEWAY_SERVICES, OWNED_SERVICES, type BackendName } from "#libs/topology";
 import { eventsHandlers } from "./src/events";
 import { introspectionHandlers } from "./src/introspection";
 import { GatewayFront } from "./src/front";

@@ -1,6 +1,6 @@
 /** The images process's components (config schemas and what `ctr plugins ls` shows). */
-import { component } from "../../libs/service/components";
-import { GRPC_PLUGIN } from "../../libs/service/plugins";
+import { component } from "#libs/service/components";
+import { GRPC_PLUGIN } from "#libs/service/plugins";
 import { SCHEDULER_CONFIG_SCHEMA } from "./src/local/gc/scheduler";
 
 export const GC_PLUGIN = "io.containerd.gc.v1";

@@ -1,7 +1,7 @@
 /** The sandbox process's components (config schemas and what `ctr plugins ls` shows). */
-import { schema } from "../../libs/config";
-import { component } from "../../libs/service/components";
-import { GRPC_PLUGIN } from "../../libs/service/plugins";
+import { schema } from "#libs/config";
+import { component } from "#libs/service/components";
+import { GRPC_PLUGIN } from "#libs/service/plugins";
 
 /** `[plugins."io.containerd.podsandbox.controller.v1.podsandbox"]`: the CNI networks of pod sandboxes. */
 export const PODSANDBOX = component({

@@ -14,12 +14,12 @@
  *   ttrpc_address = ""                  # where shims publish events (default: <grpc address>.ttrpc)
  */
 import * as path from "node:path";
-import { unixPath } from "../../libs/config";
-import { repoRoot } from "../../libs/proto";
-import { DEFAULT_CNI_BIN_DIRS, SYSTEM_CNI_CONF_DIR } from "../../libs/cni";
-import { runService, uriOf, type ComponentStatus, type ServiceDefinition } from "../../libs/service";
+import { unixPath } from "#libs/config";
+import { repoRoot } from "#libs/proto";
+import { DEFAULT_CNI_BIN_DIRS, SYSTEM_CNI_CONF_DIR } from "#libs/cni";
+import { runService, uriOf, type ComponentStatus, type ServiceDefinition } from "#libs/service";
 import { PODSANDBOX, SANDBOX_COMPONENTS, SANDBOX_STORE, SHIM_CONTROLLER } from "./components";
-import { NamespaceEnsurer, NamespaceStoreProxy } from "../../libs/clients/namespaces";
+import { NamespaceEnsurer, NamespaceStoreProxy } from "#libs/clients/namespaces";
 import { openSandboxDB } from "./src/local/db";
 import { LocalSandboxStore } from "./src/local/store";
 import { ControllerRegistry } from "./src/local/controllers";

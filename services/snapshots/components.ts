@@ -1,7 +1,7 @@
 /** The snapshots process's components (config schemas and what `ctr plugins ls` shows). */
-import { schema } from "../../libs/config";
-import { component } from "../../libs/service/components";
-import { GRPC_PLUGIN } from "../../libs/service/plugins";
+import { schema } from "#libs/config";
+import { component } from "#libs/service/components";
+import { GRPC_PLUGIN } from "#libs/service/plugins";
 
 export const SNAPSHOTTER_PLUGIN = "io.containerd.snapshotter.v1";
 export const DIFFER_PLUGIN = "io.containerd.differ.v1";

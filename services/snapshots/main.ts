@@ -1,5 +1,5 @@
 /** The snapshots process: containerd.services.snapshots.v1.Snapshots and containerd.services.diff.v1.Diff. */
-import { runService, type ServiceDefinition } from "../../libs/service";
+import { runService, type ServiceDefinition } from "#libs/service";
 import { startSnapshots } from "./src/service";
 import { SNAPSHOTS_COMPONENTS } from "./components";
 

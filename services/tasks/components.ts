@@ -1,7 +1,7 @@
 /** The tasks process's components (config schemas and what `ctr plugins ls` shows). */
-import { schema } from "../../libs/config";
-import { component } from "../../libs/service/components";
-import { GRPC_PLUGIN, hostPlatform } from "../../libs/service/plugins";
+import { schema } from "#libs/config";
+import { component } from "#libs/service/components";
+import { GRPC_PLUGIN, hostPlatform } from "#libs/service/plugins";
 
 export const RUNTIME_PLUGIN = "io.containerd.runtime.v2";
 export const SERVICE_PLUGIN = "io.containerd.service.v1";

@@ -4,23 +4,23 @@
  * socket shims forward their task events to (`<gateway socket>.ttrpc`), which go out on NATS.
  */
 import * as path from "node:path";
-import { runService, uriOf, type ComponentStatus, type ServiceDefinition } from "../../libs/service";
-import { unixPath } from "../../libs/config";
-import { NamespaceEnsurer, NamespaceStoreProxy } from "../../libs/clients/namespaces";
-import { ContentStoreProxy } from "../../libs/clients/content";
-import { repoRoot, unpackAny } from "../../libs/proto";
-import { TtrpcServer } from "../../libs/ttrpc";
-import { typedService } from "../../libs/ttrpc/typed";
-import type { Envelope } from "../../libs/events";
-import { background } from "../../libs/context";
+import { runService, uriOf, type ComponentStatus, type ServiceDefinition } from "#libs/service";
+import { unixPath } from "#libs/config";
+import { NamespaceEnsurer, NamespaceStoreProxy } from "#libs/clients/namespaces";
+import { ContentStoreProxy } from "#libs/clients/content";
+import { repoRoot, unpackAny } from "#libs/proto";
+import { TtrpcServer } from "#libs/ttrpc";
+import { typedService } from "#libs/ttrpc/typed";
+import type { Envelope } from "#libs/events";
+import { background } from "#libs/context";
 import { LocalContainerStore, openTasksDB } from "./src/local/containers";
 import { LocalTaskService } from "./src/local/tasks";
 import { ShimManager } from "./src/runtime/manager";
 import { ForwardedDeletes } from "./src/runtime/forwarded";
-import { TASK_EVENTS } from "../../libs/core/tasks";
+import { TASK_EVENTS } from "#libs/core/tasks";
 import { WarmPool } from "./src/runtime/warm";
 import { registerContainerMetrics } from "./src/metrics";
-import { tracingEnv } from "../../libs/tracing";
+import { tracingEnv } from "#libs/tracing";
 import { RuntimeResolver, runtimesConfig } from "./src/runtime/runtimes";
 import { RUNTIME_SHIM, RUNTIME_TASK, TASKS_COMPONENTS, CONTAINERS_METADATA, TTRPC_EVENTS } from "./components";
 import { CONTAINERS_SERVICE, containersHandlers } from "./src/server/containers";

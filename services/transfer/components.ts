@@ -1,7 +1,7 @@
 /** The transfer process's components (config schemas and what `ctr plugins ls` shows). */
-import { schema } from "../../libs/config";
-import { component } from "../../libs/service/components";
-import { GRPC_PLUGIN } from "../../libs/service/plugins";
+import { schema } from "#libs/config";
+import { component } from "#libs/service/components";
+import { GRPC_PLUGIN } from "#libs/service/plugins";
 
 export const TRANSFER_PLUGIN = "io.containerd.transfer.v1";
 

@@ -1,12 +1,12 @@
 /** The transfer process: transfer.v1.Transfer and streaming.v1.Streaming (containerd v2's Transfer API). */
-import { runService, uriOf, type ConfigOf, type ServiceDefinition } from "../../libs/service";
-import { ContentStoreProxy } from "../../libs/clients/content";
-import { DiffProxy } from "../../libs/clients/diff";
-import { ImageStoreProxy } from "../../libs/clients/images";
-import { LeaseManagerProxy } from "../../libs/clients/leases";
-import { NamespaceStoreProxy } from "../../libs/clients/namespaces";
-import { SnapshotterSetProxy } from "../../libs/clients/snapshots";
-import { HttpAgents } from "../../libs/registry";
+import { runService, uriOf, type ConfigOf, type ServiceDefinition } from "#libs/service";
+import { ContentStoreProxy } from "#libs/clients/content";
+import { DiffProxy } from "#libs/clients/diff";
+import { ImageStoreProxy } from "#libs/clients/images";
+import { LeaseManagerProxy } from "#libs/clients/leases";
+import { NamespaceStoreProxy } from "#libs/clients/namespaces";
+import { SnapshotterSetProxy } from "#libs/clients/snapshots";
+import { HttpAgents } from "#libs/registry";
 import { DEFAULT_TRANSFER_CONFIG, type TransferConfig } from "./src/local/deps";
 import { BlobFetcher } from "./src/local/fetch";
 import { LocalTransferService } from "./src/local/service";

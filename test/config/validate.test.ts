@@ -11,9 +11,9 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { parse as parseToml, stringify as stringifyToml } from "smol-toml";
-import { fromToml, loadConfig } from "../../libs/config";
-import { repoRoot } from "../../libs/proto";
-import { checkConfig } from "../../cli/components";
+import { fromToml, loadConfig } from "#libs/config";
+import { repoRoot } from "#libs/proto";
+import { checkConfig } from "#cli/components";
 import { startStack } from "../harness";
 
 function withConfig<T>(toml: string, fn: (file: string, dir: string) => T): T {

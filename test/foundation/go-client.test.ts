@@ -16,8 +16,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { startStack, waitFor, sleep, type Stack, testChannels } from "../harness";
 import { flotillaOk } from "../helpers/flotilla";
-import { RpcClient } from "../../libs/grpc/client";
-import { background } from "../../libs/context";
+import { RpcClient } from "#libs/grpc/client";
+import { background } from "#libs/context";
 import { busyboxRootfs, EventsWatcher, rootfsArgs, stopStackAndCleanup } from "../tasks/helpers";
 
 type Ts = { seconds?: number; nanos?: number } | null | undefined;

@@ -8,11 +8,11 @@
  */
 import * as assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { background, withLease } from "../../libs/context";
-import { ErrorCodes, type ErrorCode } from "../../libs/errdefs";
-import { RpcClient } from "../../libs/grpc/client";
-import type { Msg } from "../../libs/grpc/server";
-import { ContentStoreProxy } from "../../libs/clients/content";
+import { background, withLease } from "#libs/context";
+import { ErrorCodes, type ErrorCode } from "#libs/errdefs";
+import { RpcClient } from "#libs/grpc/client";
+import type { Msg } from "#libs/grpc/server";
+import { ContentStoreProxy } from "#libs/clients/content";
 import { startStack, type Stack, testChannels } from "../harness";
 import { handled, startupCollected } from "./helpers";
 import { rejectsWith, sha } from "../content/suite";

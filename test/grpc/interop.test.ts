@@ -30,12 +30,12 @@ import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { background, withHeaders, type CallContext } from "../../libs/context";
-import { errNotFound, ErrorCodes, errorCode } from "../../libs/errdefs";
-import { RpcClient, type StatusError } from "../../libs/grpc/client";
-import { RpcServer, type Msg, type Send } from "../../libs/grpc/server";
-import { createLogger } from "../../libs/log";
-import { decode, encode, protoRoot, repoRoot } from "../../libs/proto";
+import { background, withHeaders, type CallContext } from "#libs/context";
+import { errNotFound, ErrorCodes, errorCode } from "#libs/errdefs";
+import { RpcClient, type StatusError } from "#libs/grpc/client";
+import { RpcServer, type Msg, type Send } from "#libs/grpc/server";
+import { createLogger } from "#libs/log";
+import { decode, encode, protoRoot, repoRoot } from "#libs/proto";
 import { sleep, startStack, testChannels, waitFor, type Stack } from "../harness";
 import { startOtlpReceiver } from "../helpers/otlp";
 

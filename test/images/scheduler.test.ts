@@ -1,9 +1,9 @@
 /** The GC scheduler: startup pass, debounced passes after deletions, sync waits, namespaces, retries. */
 import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { background } from "../../libs/context";
-import type { GCStats } from "../../libs/core/gc";
-import { Scheduler, schedulerConfig as fromChecked, SCHEDULER_CONFIG_SCHEMA, DEFAULT_SCHEDULER_CONFIG, type SchedulerConfig } from "../../services/images/src/local/gc/scheduler";
+import { background } from "#libs/context";
+import type { GCStats } from "#libs/core/gc";
+import { Scheduler, schedulerConfig as fromChecked, SCHEDULER_CONFIG_SCHEMA, DEFAULT_SCHEDULER_CONFIG, type SchedulerConfig } from "#services/images/src/local/gc/scheduler";
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

@@ -11,9 +11,9 @@ import * as fs from "node:fs";
 import * as http from "node:http";
 import * as os from "node:os";
 import * as path from "node:path";
-import { background } from "../../libs/context";
-import { SnapshotterProxy } from "../../libs/clients/snapshots";
-import { GC_LABELS } from "../../libs/core/gc";
+import { background } from "#libs/context";
+import { SnapshotterProxy } from "#libs/clients/snapshots";
+import { GC_LABELS } from "#libs/core/gc";
 import { startStack, sleep, testChannels, waitFor, type Stack } from "../harness";
 import { buildBusyboxImage, startRegistry, type BuiltImage, type Registry } from "./registry";
 

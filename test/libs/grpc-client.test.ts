@@ -11,12 +11,12 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { ROOT_CONTEXT, trace } from "@opentelemetry/api";
-import { background, withHeaders, withLease, type CallContext } from "../../libs/context";
-import { errNotFound, ErrorCodes, errorCode } from "../../libs/errdefs";
-import { grpcTimeout, RpcClient } from "../../libs/grpc/client";
-import { RpcServer, type Msg, type Send } from "../../libs/grpc/server";
-import { createLogger } from "../../libs/log";
-import { initTracing } from "../../libs/tracing";
+import { background, withHeaders, withLease, type CallContext } from "#libs/context";
+import { errNotFound, ErrorCodes, errorCode } from "#libs/errdefs";
+import { grpcTimeout, RpcClient } from "#libs/grpc/client";
+import { RpcServer, type Msg, type Send } from "#libs/grpc/server";
+import { createLogger } from "#libs/log";
+import { initTracing } from "#libs/tracing";
 import { waitFor, testChannels } from "../harness";
 
 const NS = "containerd.services.namespaces.v1.Namespaces";

@@ -10,12 +10,12 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
-import type { CallContext } from "../../libs/context";
-import { ErrorCodes } from "../../libs/errdefs";
-import { RpcServer, encodeFrame, type Msg } from "../../libs/grpc/server";
-import { FrameReader, MessageBuffers } from "../../libs/grpc/wire";
-import { createLogger } from "../../libs/log";
-import { decode, encode, lookupType } from "../../libs/proto";
+import type { CallContext } from "#libs/context";
+import { ErrorCodes } from "#libs/errdefs";
+import { RpcServer, encodeFrame, type Msg } from "#libs/grpc/server";
+import { FrameReader, MessageBuffers } from "#libs/grpc/wire";
+import { createLogger } from "#libs/log";
+import { decode, encode, lookupType } from "#libs/proto";
 import { waitFor } from "../harness";
 
 const NS = "containerd.services.namespaces.v1.Namespaces";

@@ -4,8 +4,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { test } from "node:test";
-import { loadConfig, SERVICE_NAMES } from "../../libs/config";
-import { repoRoot } from "../../libs/proto";
+import { loadConfig, SERVICE_NAMES } from "#libs/config";
+import { repoRoot } from "#libs/proto";
 
 for (const file of ["deploy/flotilla.toml", "deploy/systemd/config.toml", "deploy/compose/config.toml"]) {
   test(`${file}: a metrics_address for every process`, () => {

@@ -9,10 +9,10 @@ import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { background } from "../../libs/context";
-import { ErrorCodes } from "../../libs/errdefs";
-import { RpcClient } from "../../libs/grpc/client";
-import { OWNED_SERVICES } from "../../libs/topology";
+import { background } from "#libs/context";
+import { ErrorCodes } from "#libs/errdefs";
+import { RpcClient } from "#libs/grpc/client";
+import { OWNED_SERVICES } from "#libs/topology";
 import { startStack, waitFor, type Stack, testChannels } from "../harness";
 
 const HEALTH = "grpc.health.v1.Health";

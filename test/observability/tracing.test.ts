@@ -6,8 +6,8 @@
 import * as assert from "node:assert/strict";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { background } from "../../libs/context";
-import { RpcClient } from "../../libs/grpc/client";
+import { background } from "#libs/context";
+import { RpcClient } from "#libs/grpc/client";
 import { startOtlpReceiver, type ReceivedSpan } from "../helpers/otlp";
 import { sleep, startStack, waitFor, type Stack, testChannels } from "../harness";
 import { busyboxRootfs, rootfsArgs, stopStackAndCleanup } from "../tasks/helpers";

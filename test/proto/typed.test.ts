@@ -10,7 +10,7 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { repoRoot } from "../../libs/proto";
+import { repoRoot } from "#libs/proto";
 
 const ROOT = repoRoot();
 const TSC = path.join(ROOT, "node_modules", "typescript", "bin", "tsc");

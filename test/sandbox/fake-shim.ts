@@ -12,9 +12,9 @@ import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { decode, encode, toTimestamp } from "../../libs/proto";
-import { classError, TtrpcServer } from "../../libs/ttrpc";
-import { typedService } from "../../libs/ttrpc/typed";
+import { decode, encode, toTimestamp } from "#libs/proto";
+import { classError, TtrpcServer } from "#libs/ttrpc";
+import { typedService } from "#libs/ttrpc/typed";
 
 function flag(args: string[], name: string): string {
   const i = args.indexOf(name);

@@ -8,12 +8,12 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { background } from "../../libs/context";
-import { RpcClient } from "../../libs/grpc/client";
-import { ContentStoreProxy } from "../../libs/clients/content";
-import { DiffProxy } from "../../libs/clients/diff";
-import { SnapshotterProxy } from "../../libs/clients/snapshots";
-import { LayerMediaTypes } from "../../libs/core/diff";
+import { background } from "#libs/context";
+import { RpcClient } from "#libs/grpc/client";
+import { ContentStoreProxy } from "#libs/clients/content";
+import { DiffProxy } from "#libs/clients/diff";
+import { SnapshotterProxy } from "#libs/clients/snapshots";
+import { LayerMediaTypes } from "#libs/core/diff";
 import { startStack, waitFor, sleep, type Stack, testChannels } from "../harness";
 import { describeTree, dir, file, gzip, sha256, symlink, tarOf, whiteout } from "./layers";
 

@@ -9,15 +9,15 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as zlib from "node:zlib";
-import { background } from "../../libs/context";
-import { RpcClient } from "../../libs/grpc/client";
-import { TRANSFER_SERVICE, imageStoreAny, openStream } from "../../libs/clients/transfer";
-import { sha256 } from "../../libs/oci";
+import { background } from "#libs/context";
+import { RpcClient } from "#libs/grpc/client";
+import { TRANSFER_SERVICE, imageStoreAny, openStream } from "#libs/clients/transfer";
+import { sha256 } from "#libs/oci";
 import { startStack, waitFor, type Stack, testChannels } from "../harness";
 import { flotilla, spawnFlotilla, type FlotillaResult } from "../helpers/flotilla";
 import { buildImage, busyboxLayer, dataLayer, pushImage, type BuiltImage } from "./images";
 import { startFrontProxy, startRegistry, type FrontProxy, type TestRegistry } from "./registry";
-import { TAR_END, tarFile } from "../../services/transfer/src/local/tar";
+import { TAR_END, tarFile } from "#services/transfer/src/local/tar";
 
 /** `bin/flotilla images SUB -a SOCK ARGS...` (fails after 120 s rather than hang). */
 function flt(stack: Stack, args: string[], env: NodeJS.ProcessEnv = {}): Promise<FlotillaResult> {

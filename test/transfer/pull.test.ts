@@ -1,10 +1,10 @@
 /** Transfer pull end to end: a real docker-registry, the whole stack, checked with the real ctr. */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { background } from "../../libs/context";
-import { TransferClient } from "../../libs/clients/transfer";
-import type { ProgressEvent } from "../../libs/core/transfer";
-import { chainIds, hostPlatform } from "../../libs/oci";
+import { background } from "#libs/context";
+import { TransferClient } from "#libs/clients/transfer";
+import type { ProgressEvent } from "#libs/core/transfer";
+import { chainIds, hostPlatform } from "#libs/oci";
 import { startStack, type Stack, testChannels } from "../harness";
 import { buildImage, busyboxLayer, dataLayer, pushImage, type BuiltImage } from "./images";
 import { startRegistry, type TestRegistry } from "./registry";

@@ -5,9 +5,9 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { background } from "../../libs/context";
-import { TransferClient } from "../../libs/clients/transfer";
-import { hostPlatform } from "../../libs/oci";
+import { background } from "#libs/context";
+import { TransferClient } from "#libs/clients/transfer";
+import { hostPlatform } from "#libs/oci";
 import { startStack, waitFor, type Stack, testChannels } from "../harness";
 import { spawnFlotilla } from "../helpers/flotilla";
 import { buildImage, busyboxLayer, dataLayer, pushImage, type BuiltImage } from "./images";

@@ -7,12 +7,12 @@
  */
 import * as path from "node:path";
 import type { RootDatabase } from "lmdb";
-import { openServiceDB, type Key } from "../../../libs/lmdb";
-import { isValidDigest, type ContentInfo } from "../../../libs/core/content";
-import type { Msg } from "../../../libs/grpc/server";
-import type { Input } from "../../../libs/proto/types";
-import { toTimestamp } from "../../../libs/proto";
-import { dateFromStored } from "../../../libs/time";
+import { openServiceDB, type Key } from "#libs/lmdb";
+import { isValidDigest, type ContentInfo } from "#libs/core/content";
+import type { Msg } from "#libs/grpc/server";
+import type { Input } from "#libs/proto/types";
+import { toTimestamp } from "#libs/proto";
+import { dateFromStored } from "#libs/time";
 
 /** The version of what this module reads and decodes; the content process records it in its database. */
 export const SCHEMA_VERSION = 1;

@@ -11,9 +11,9 @@
  */
 import * as fs from "node:fs";
 import * as http2 from "node:http2";
-import { errOutOfRange, toGrpc } from "../../../libs/errdefs";
-import { blobFile } from "../../content/public";
-import { encodeStatusMessage, GRPC_CONTENT_TYPE, respondStatusOnly, writeWithDrain } from "../../../libs/grpc/wire";
+import { errOutOfRange, toGrpc } from "#libs/errdefs";
+import { blobFile } from "#services/content/public";
+import { encodeStatusMessage, GRPC_CONTENT_TYPE, respondStatusOnly, writeWithDrain } from "#libs/grpc/wire";
 
 export const CONTENT_READ_PATH = "/containerd.services.content.v1.Content/Read";
 const CHUNK = 1 << 20;

@@ -3,12 +3,12 @@
  * Subscribe streams every envelope on the bus (all namespaces, as containerd does) through the
  * client's filters (`namespace`, `topic`, `event.<field>`).
  */
-import type { Adaptor } from "../../../libs/filters";
-import { NOT_PRESENT, parseAll, present } from "../../../libs/filters";
-import { errInvalidArgument, errResourceExhausted, errUnavailable } from "../../../libs/errdefs";
-import type { Envelope, NatsEventBus } from "../../../libs/events";
-import { serviceHandlers, type ServiceHandlers } from "../../../libs/grpc/server";
-import { anyType, DECODE_OPTIONS } from "../../../libs/proto";
+import type { Adaptor } from "#libs/filters";
+import { NOT_PRESENT, parseAll, present } from "#libs/filters";
+import { errInvalidArgument, errResourceExhausted, errUnavailable } from "#libs/errdefs";
+import type { Envelope, NatsEventBus } from "#libs/events";
+import { serviceHandlers, type ServiceHandlers } from "#libs/grpc/server";
+import { anyType, DECODE_OPTIONS } from "#libs/proto";
 
 /** containerd's Envelope.Field: namespace, topic, and the event's string and bool fields. */
 export function envelopeAdaptor(env: Envelope): Adaptor {

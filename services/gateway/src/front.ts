@@ -17,21 +17,21 @@
  * metrics only for the calls answered here (views, content reads): a forwarded call is counted by its
  * owner, so sums across processes count each call once.
  */
-import { Status } from "../../../libs/grpc/status";
+import { Status } from "#libs/grpc/status";
 import * as fs from "node:fs";
 import * as http2 from "node:http2";
 import * as net from "node:net";
 import { context as otelContext, propagation, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
-import { unixPath, grpcTarget } from "../../../libs/config";
-import type { Metrics } from "../../../libs/metrics";
-import { methodKind, type MethodKind } from "../../../libs/grpc/server";
-import { createTunedServer } from "../../../libs/grpc/h2-tuning";
+import { unixPath, grpcTarget } from "#libs/config";
+import type { Metrics } from "#libs/metrics";
+import { methodKind, type MethodKind } from "#libs/grpc/server";
+import { createTunedServer } from "#libs/grpc/h2-tuning";
 import { CONTENT_READ_PATH, type DirectContentReads } from "./content-reads";
-import { GRPC_CONTENT_TYPE, MAX_FRAME_SIZE, SESSION_MEMORY_MB, closeHttp2, listenHttp2, respondStatusOnly } from "../../../libs/grpc/wire";
+import { GRPC_CONTENT_TYPE, MAX_FRAME_SIZE, SESSION_MEMORY_MB, closeHttp2, listenHttp2, respondStatusOnly } from "#libs/grpc/wire";
 import type { ReadViews } from "./views";
-import { lookupService } from "../../../libs/proto";
-import { SpanKind, SpanStatusCode, tracer, tracingExported } from "../../../libs/tracing";
+import { lookupService } from "#libs/proto";
+import { SpanKind, SpanStatusCode, tracer, tracingExported } from "#libs/tracing";
 
 const {
   HTTP2_HEADER_PATH,

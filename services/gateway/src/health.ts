@@ -5,11 +5,11 @@
  * answer or does not serve that service. The overall "" service is SERVING only while every owner
  * is. Watch follows an owner going down and coming back.
  */
-import { background } from "../../../libs/context";
-import { errNotFound } from "../../../libs/errdefs";
-import { HEALTH_SERVICE as HEALTH, HealthClient, HealthStatus } from "../../../libs/clients/health";
-import { serviceHandlers, type ServiceHandlers } from "../../../libs/grpc/server";
-import type { ChannelPool } from "../../../libs/grpc/client";
+import { background } from "#libs/context";
+import { errNotFound } from "#libs/errdefs";
+import { HEALTH_SERVICE as HEALTH, HealthClient, HealthStatus } from "#libs/clients/health";
+import { serviceHandlers, type ServiceHandlers } from "#libs/grpc/server";
+import type { ChannelPool } from "#libs/grpc/client";
 
 const { SERVING, NOT_SERVING, SERVICE_UNKNOWN } = HealthStatus;
 

@@ -6,14 +6,14 @@
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { Status as status } from "../../../libs/grpc/status";
-import { background, type CallContext } from "../../../libs/context";
-import { parseAll } from "../../../libs/filters";
-import { INTROSPECTION_SERVICE, IntrospectionProxy } from "../../../libs/clients/introspection";
-import { serviceHandlers, type ServiceHandlers } from "../../../libs/grpc/server";
-import { pluginAdaptor, pluginToProto, GRPC_PLUGIN, type PluginInfo } from "../../../libs/service";
-import type { ChannelPool } from "../../../libs/grpc/client";
-import { BACKENDS, OWNED_SERVICES, type BackendName } from "../../../libs/topology";
+import { Status as status } from "#libs/grpc/status";
+import { background, type CallContext } from "#libs/context";
+import { parseAll } from "#libs/filters";
+import { INTROSPECTION_SERVICE, IntrospectionProxy } from "#libs/clients/introspection";
+import { serviceHandlers, type ServiceHandlers } from "#libs/grpc/server";
+import { pluginAdaptor, pluginToProto, GRPC_PLUGIN, type PluginInfo } from "#libs/service";
+import type { ChannelPool } from "#libs/grpc/client";
+import { BACKENDS, OWNED_SERVICES, type BackendName } from "#libs/topology";
 
 /** Read the UUID at `file`, creating it (fsync'ed, write-then-rename) on first use. */
 export function loadOrCreateUUID(file: string): string {

@@ -6,14 +6,14 @@
  * ReadView); a change to anything here that an older reader would misread takes a new version.
  */
 import type { RootDatabase } from "lmdb";
-import { nameKey, openServiceDB, type Key } from "../../../libs/lmdb";
-import type { Image } from "../../../libs/core/images";
-import type { Namespace } from "../../../libs/core/namespaces";
-import { descriptorToProto } from "../../../libs/clients/images";
-import type { Msg } from "../../../libs/grpc/server";
-import type { Input } from "../../../libs/proto/types";
-import { toTimestamp } from "../../../libs/proto";
-import { dateFromStored } from "../../../libs/time";
+import { nameKey, openServiceDB, type Key } from "#libs/lmdb";
+import type { Image } from "#libs/core/images";
+import type { Namespace } from "#libs/core/namespaces";
+import { descriptorToProto } from "#libs/clients/images";
+import type { Msg } from "#libs/grpc/server";
+import type { Input } from "#libs/proto/types";
+import { toTimestamp } from "#libs/proto";
+import { dateFromStored } from "#libs/time";
 
 /** The version of what this module reads and decodes; the images process records it in its database. */
 export const SCHEMA_VERSION = 1;

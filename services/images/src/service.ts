@@ -4,9 +4,9 @@
  * holds data.
  */
 import * as path from "node:path";
-import { uriOf, type ComponentStatus, type ServiceDefinition } from "../../../libs/service";
+import { uriOf, type ComponentStatus, type ServiceDefinition } from "#libs/service";
 import { GC_SCHEDULER, IMAGES_COMPONENTS, METADATA } from "../components";
-import { LeaseResourceHolderProxy } from "../../../libs/clients/leases";
+import { LeaseResourceHolderProxy } from "#libs/clients/leases";
 import { openMetaDB } from "./local/db";
 import { LocalNamespaceStore, namespaceNames } from "./local/namespaces";
 import { LocalImageStore } from "./local/images";

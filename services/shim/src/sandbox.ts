@@ -15,20 +15,20 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { mountFromProto } from "../../../libs/mount";
-import { classError } from "../../../libs/ttrpc/errors";
-import type { ServiceDesc, UnaryHandler } from "../../../libs/ttrpc/server";
+import { mountFromProto } from "#libs/mount";
+import { classError } from "#libs/ttrpc/errors";
+import type { ServiceDesc, UnaryHandler } from "#libs/ttrpc/server";
 import { cgroupOf, isLegacy, statsV1, statsV2 } from "./cgroups";
 import { Container } from "./container";
 import type { ShimLogger } from "./log";
 import * as M from "./messages";
 import { decode, encode, type Obj, type Schema } from "./pb";
-import type { MethodName, ServerRequest, ServerResponse } from "../../../libs/proto/types";
+import type { MethodName, ServerRequest, ServerResponse } from "#libs/proto/types";
 import { nowTimestamp } from "./publisher";
-import { now } from "../../../libs/time";
+import { now } from "#libs/time";
 import type { Reaper } from "./reaper";
 import { Runc } from "./runc";
-import { BUSYBOX_CANDIDATES, findBusybox, SANDBOX_SLEEP_ARGS, sandboxProcessSpec, writeBusyboxRootfs } from "../../../libs/sandboxrun/oci-defaults";
+import { BUSYBOX_CANDIDATES, findBusybox, SANDBOX_SLEEP_ARGS, sandboxProcessSpec, writeBusyboxRootfs } from "#libs/sandboxrun/oci-defaults";
 
 export const SANDBOX_SERVICE = "containerd.runtime.sandbox.v1.Sandbox";
 export const OCI_SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec";

@@ -6,8 +6,8 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { classError } from "../../../libs/ttrpc/errors";
-import type { ServiceDesc, UnaryHandler } from "../../../libs/ttrpc/server";
+import { classError } from "#libs/ttrpc/errors";
+import type { ServiceDesc, UnaryHandler } from "#libs/ttrpc/server";
 import { Container } from "./container";
 import { isLegacy, joinCgroup, statsV1, statsV2 } from "./cgroups";
 import { decode, encode, type Obj, type Schema } from "./pb";
@@ -17,7 +17,7 @@ import { STATUS_CODE, type Process } from "./process";
 import type { Reaper } from "./reaper";
 import { Runc } from "./runc";
 import type { ShimLogger } from "./log";
-import type { MethodName, ServerRequest, ServerResponse } from "../../../libs/proto/types";
+import type { MethodName, ServerRequest, ServerResponse } from "#libs/proto/types";
 
 export interface ServiceOptions {
   namespace: string;

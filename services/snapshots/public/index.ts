@@ -9,13 +9,13 @@
  */
 import * as path from "node:path";
 import type { RootDatabase } from "lmdb";
-import { openServiceDB, type Key } from "../../../libs/lmdb";
-import { kindFromWire, kindToWire, SnapshotKinds, type Mount, type SnapshotInfo, type SnapshotKind } from "../../../libs/core/snapshots";
-import { mountToProto } from "../../../libs/mount";
-import type { Msg } from "../../../libs/grpc/server";
-import type { Input } from "../../../libs/proto/types";
-import { toTimestamp } from "../../../libs/proto";
-import { dateFromStored } from "../../../libs/time";
+import { openServiceDB, type Key } from "#libs/lmdb";
+import { kindFromWire, kindToWire, SnapshotKinds, type Mount, type SnapshotInfo, type SnapshotKind } from "#libs/core/snapshots";
+import { mountToProto } from "#libs/mount";
+import type { Msg } from "#libs/grpc/server";
+import type { Input } from "#libs/proto/types";
+import { toTimestamp } from "#libs/proto";
+import { dateFromStored } from "#libs/time";
 
 /** The version of what this module reads and decodes; the snapshots process records it in its database. */
 export const SCHEMA_VERSION = 1;

@@ -13,13 +13,13 @@
  *     local_content_reads = true             # read layer blobs straight from the content service's files
  *     content_root = "<root>/content"        #   when visible here (checked by size and digest; else gRPC)
  */
-import { Status } from "../../../libs/grpc/status";
+import { Status } from "#libs/grpc/status";
 import * as path from "node:path";
-import { serviceRoot } from "../../../libs/config";
-import { hostPlatform, uriOf, type ComponentStatus, type RunningService, type ServiceContext } from "../../../libs/service";
+import { serviceRoot } from "#libs/config";
+import { hostPlatform, uriOf, type ComponentStatus, type RunningService, type ServiceContext } from "#libs/service";
 import { NATIVE, OVERLAYFS, WALKING_DIFFER } from "../components";
-import { NamespaceEnsurer, NamespaceStoreProxy } from "../../../libs/clients/namespaces";
-import type { Snapshotter } from "../../../libs/core/snapshots";
+import { NamespaceEnsurer, NamespaceStoreProxy } from "#libs/clients/namespaces";
+import type { Snapshotter } from "#libs/core/snapshots";
 import { NativeBackend, OverlayBackend, type SnapshotBackend } from "./local/backends";
 import { openSnapshotsDB } from "./local/db";
 import { LocalSnapshotLeaseRecorder } from "./local/leases";
@@ -28,7 +28,7 @@ import { LocalSnapshotterSet } from "./local/set";
 import { LocalDiffer, differConfig } from "./local/diff/differ";
 import { RemoteContent } from "./local/diff/content";
 import { DIFF_SERVICE, diffHandlers } from "./server/diff";
-import { LEASES_SERVICE, leaseHolderHandlers } from "../../../libs/leaseholder";
+import { LEASES_SERVICE, leaseHolderHandlers } from "#libs/leaseholder";
 import { SNAPSHOTS_SERVICE, snapshotsHandlers } from "./server/snapshots";
 
 

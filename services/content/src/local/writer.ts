@@ -7,14 +7,14 @@
 import * as crypto from "node:crypto";
 import { mkdir } from "node:fs/promises";
 import * as path from "node:path";
-import type { CallContext } from "../../../../libs/context";
-import { errFailedPrecondition, errNotFound } from "../../../../libs/errdefs";
-import type { ContentWriter, IngestStatus } from "../../../../libs/core/content";
+import type { CallContext } from "#libs/context";
+import { errFailedPrecondition, errNotFound } from "#libs/errdefs";
+import type { ContentWriter, IngestStatus } from "#libs/core/content";
 import { closeFile, fdatasyncFile, fstatFile, fsyncFile, ftruncateFile, openFile, readAt } from "./files";
-import { writeAllSync } from "../../../../libs/sys/pagecache";
+import { writeAllSync } from "#libs/sys/pagecache";
 import type { IngestRecord } from "./db";
-import type { MessageBuffers } from "../../../../libs/grpc/wire";
-import { dateFromNanos, dateFromStored, nowNanos } from "../../../../libs/time";
+import type { MessageBuffers } from "#libs/grpc/wire";
+import { dateFromNanos, dateFromStored, nowNanos } from "#libs/time";
 
 /** Start writing back to disk every this many bytes, so the fsync at commit has only the tail left. */
 const FLUSH_EVERY = 32 << 20;

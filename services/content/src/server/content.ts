@@ -2,14 +2,14 @@
  * gRPC adapter for containerd.services.content.v1.Content: validate, call the ContentStore, convert.
  * The Write loop is containerd's contentserver protocol (STAT / WRITE / COMMIT over one bidi stream).
  */
-import type { CallContext } from "../../../../libs/context";
-import { errAlreadyExists, errCanceled, errInvalidArgument, errOutOfRange, FlotillaError, errorCode, isNotFound, ErrorCodes } from "../../../../libs/errdefs";
-import { serviceHandlers, type Msg, type RpcServer, type Send, type ServiceHandlers } from "../../../../libs/grpc/server";
-import { DECODE_OPTIONS, lookupType, toTimestamp, validateWire } from "../../../../libs/proto";
-import { MAX_CHUNK, isValidDigest, type ContentStore, type IngestStatus } from "../../../../libs/core/content";
-import { CONTENT_SERVICE, infoFromProto } from "../../../../libs/clients/content";
+import type { CallContext } from "#libs/context";
+import { errAlreadyExists, errCanceled, errInvalidArgument, errOutOfRange, FlotillaError, errorCode, isNotFound, ErrorCodes } from "#libs/errdefs";
+import { serviceHandlers, type Msg, type RpcServer, type Send, type ServiceHandlers } from "#libs/grpc/server";
+import { DECODE_OPTIONS, lookupType, toTimestamp, validateWire } from "#libs/proto";
+import { MAX_CHUNK, isValidDigest, type ContentStore, type IngestStatus } from "#libs/core/content";
+import { CONTENT_SERVICE, infoFromProto } from "#libs/clients/content";
 import { infoToProto } from "../../public";
-import type { Input, ServerRequest, ServerResponse } from "../../../../libs/proto/types";
+import type { Input, ServerRequest, ServerResponse } from "#libs/proto/types";
 
 export { CONTENT_SERVICE };
 

@@ -2,13 +2,13 @@
  * Asks the other processes whether a namespace still holds anything, through their clients in
  * libs/clients (addressed straight to the owning process, in that namespace).
  */
-import { withNamespace, type CallContext } from "../../../../libs/context";
-import { isNotFound } from "../../../../libs/errdefs";
-import { ContainerStoreProxy } from "../../../../libs/clients/containers";
-import { ContentStoreProxy } from "../../../../libs/clients/content";
-import { SandboxStoreProxy } from "../../../../libs/clients/sandbox";
-import { SnapshotterSetProxy } from "../../../../libs/clients/snapshots";
-import type { ChannelPool } from "../../../../libs/grpc/client";
+import { withNamespace, type CallContext } from "#libs/context";
+import { isNotFound } from "#libs/errdefs";
+import { ContainerStoreProxy } from "#libs/clients/containers";
+import { ContentStoreProxy } from "#libs/clients/content";
+import { SandboxStoreProxy } from "#libs/clients/sandbox";
+import { SnapshotterSetProxy } from "#libs/clients/snapshots";
+import type { ChannelPool } from "#libs/grpc/client";
 import type { NamespaceUsage } from "./namespaces";
 
 /** True when `walk` visits anything; the walk (and its stream) ends at the first object. */

@@ -1,9 +1,9 @@
 /** gRPC adapter for containerd.services.images.v1.Images: validate, call the store, convert. */
-import { serviceHandlers, type ServiceHandlers } from "../../../../libs/grpc/server";
+import { serviceHandlers, type ServiceHandlers } from "#libs/grpc/server";
 import { imageToProto } from "../../public";
-import { errInvalidArgument } from "../../../../libs/errdefs";
-import { descriptorFromProto, IMAGES_SERVICE } from "../../../../libs/clients/images";
-import type { ImageInput, ImageStore } from "../../../../libs/core/images";
+import { errInvalidArgument } from "#libs/errdefs";
+import { descriptorFromProto, IMAGES_SERVICE } from "#libs/clients/images";
+import type { ImageInput, ImageStore } from "#libs/core/images";
 
 export { IMAGES_SERVICE };
 

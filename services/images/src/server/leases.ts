@@ -1,10 +1,10 @@
 /** gRPC adapter for containerd.services.leases.v1.Leases: validate, call the lease manager, convert. */
-import { serviceHandlers, type ServiceHandlers } from "../../../../libs/grpc/server";
-import { errInvalidArgument } from "../../../../libs/errdefs";
-import { toTimestamp } from "../../../../libs/proto";
-import { LEASES_SERVICE } from "../../../../libs/clients/leases";
-import type { Lease, LeaseManager, LeaseResource } from "../../../../libs/core/leases";
-import type { Input } from "../../../../libs/proto/types";
+import { serviceHandlers, type ServiceHandlers } from "#libs/grpc/server";
+import { errInvalidArgument } from "#libs/errdefs";
+import { toTimestamp } from "#libs/proto";
+import { LEASES_SERVICE } from "#libs/clients/leases";
+import type { Lease, LeaseManager, LeaseResource } from "#libs/core/leases";
+import type { Input } from "#libs/proto/types";
 
 export { LEASES_SERVICE };
 

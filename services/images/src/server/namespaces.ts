@@ -1,10 +1,10 @@
 /** gRPC adapter for containerd.services.namespaces.v1.Namespaces: validate, call the store, convert. */
-import { serviceHandlers, type ServiceHandlers } from "../../../../libs/grpc/server";
+import { serviceHandlers, type ServiceHandlers } from "#libs/grpc/server";
 import { namespaceToProto as toProto } from "../../public";
-import type { Namespace, NamespaceStore } from "../../../../libs/core/namespaces";
-import { errInvalidArgument } from "../../../../libs/errdefs";
-import { NAMESPACES_SERVICE } from "../../../../libs/clients/namespaces";
-import type { Input } from "../../../../libs/proto/types";
+import type { Namespace, NamespaceStore } from "#libs/core/namespaces";
+import { errInvalidArgument } from "#libs/errdefs";
+import { NAMESPACES_SERVICE } from "#libs/clients/namespaces";
+import type { Input } from "#libs/proto/types";
 
 function fromProto(n: { name?: string; labels?: Record<string, string> } | null | undefined): Namespace {
   if (!n) throw errInvalidArgument("namespace must be set");

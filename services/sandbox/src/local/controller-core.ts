@@ -5,11 +5,11 @@
  * Update of the controller's copy; the scan of the records after a restart. What a sandbox is (a pause
  * container through the tasks process, a shim's sandbox process) stays in each controller.
  */
-import { namespaceRequired, validateIdentifier, type CallContext } from "../../../../libs/context";
-import { causeText, errAlreadyExists, errFailedPrecondition, errInvalidArgument, errNotFound } from "../../../../libs/errdefs";
-import { DEFAULT_SANDBOX_RUNTIME, type Sandbox, type SandboxInput } from "../../../../libs/core/sandbox";
-import { KeyedMutex } from "../../../../libs/sync";
-import { now as nowDate, storedTime } from "../../../../libs/time";
+import { namespaceRequired, validateIdentifier, type CallContext } from "#libs/context";
+import { causeText, errAlreadyExists, errFailedPrecondition, errInvalidArgument, errNotFound } from "#libs/errdefs";
+import { DEFAULT_SANDBOX_RUNTIME, type Sandbox, type SandboxInput } from "#libs/core/sandbox";
+import { KeyedMutex } from "#libs/sync";
+import { now as nowDate, storedTime } from "#libs/time";
 import { scanPrefix, type SandboxDB } from "./db";
 import { applySandboxFields, fromStored, toStored, type StoredSandbox } from "./store";
 

@@ -1,6 +1,6 @@
 /** gRPC adapter for containerd.services.sandbox.v1.Controller: pick the controller by `sandboxer`, call it, convert. */
-import { serviceHandlers, type Msg, type ServiceHandlers } from "../../../../libs/grpc/server";
-import { toTimestamp } from "../../../../libs/proto";
+import { serviceHandlers, type Msg, type ServiceHandlers } from "#libs/grpc/server";
+import { toTimestamp } from "#libs/proto";
 import {
   anyFromProto,
   instanceToProto,
@@ -8,9 +8,9 @@ import {
   sandboxFromProto,
   SANDBOX_CONTROLLER_SERVICE,
   statusToProto,
-} from "../../../../libs/clients/sandbox";
-import { mountFromProto } from "../../../../libs/mount";
-import type { SandboxControllers, SandboxInput } from "../../../../libs/core/sandbox";
+} from "#libs/clients/sandbox";
+import { mountFromProto } from "#libs/mount";
+import type { SandboxControllers, SandboxInput } from "#libs/core/sandbox";
 
 export { SANDBOX_CONTROLLER_SERVICE };
 

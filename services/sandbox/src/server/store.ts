@@ -1,8 +1,8 @@
 /** gRPC adapter for containerd.services.sandbox.v1.Store: validate, call the store, convert. */
-import { serviceHandlers, type ServiceHandlers } from "../../../../libs/grpc/server";
-import { errInvalidArgument } from "../../../../libs/errdefs";
-import { sandboxFromProto, sandboxToProto, SANDBOX_STORE_SERVICE } from "../../../../libs/clients/sandbox";
-import type { SandboxStore } from "../../../../libs/core/sandbox";
+import { serviceHandlers, type ServiceHandlers } from "#libs/grpc/server";
+import { errInvalidArgument } from "#libs/errdefs";
+import { sandboxFromProto, sandboxToProto, SANDBOX_STORE_SERVICE } from "#libs/clients/sandbox";
+import type { SandboxStore } from "#libs/core/sandbox";
 
 export { SANDBOX_STORE_SERVICE };
 

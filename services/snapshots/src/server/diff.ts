@@ -1,10 +1,10 @@
 /** gRPC adapter for containerd.services.diff.v1.Diff: validate, call the differ, convert. */
-import { serviceHandlers, type ServiceHandlers } from "../../../../libs/grpc/server";
-import { errInvalidArgument } from "../../../../libs/errdefs";
-import { fromTimestamp } from "../../../../libs/proto";
-import type { Applier, Comparer, Descriptor } from "../../../../libs/core/diff";
-import { mountFromProto } from "../../../../libs/mount";
-import type { Input } from "../../../../libs/proto/types";
+import { serviceHandlers, type ServiceHandlers } from "#libs/grpc/server";
+import { errInvalidArgument } from "#libs/errdefs";
+import { fromTimestamp } from "#libs/proto";
+import type { Applier, Comparer, Descriptor } from "#libs/core/diff";
+import { mountFromProto } from "#libs/mount";
+import type { Input } from "#libs/proto/types";
 
 export const DIFF_SERVICE = "containerd.services.diff.v1.Diff";
 

@@ -1,9 +1,9 @@
 /** gRPC adapter for containerd.services.snapshots.v1.Snapshots: validate, call the snapshotter, convert. */
-import { serviceHandlers, type ServiceHandlers } from "../../../../libs/grpc/server";
+import { serviceHandlers, type ServiceHandlers } from "#libs/grpc/server";
 import { infoToProto } from "../../public";
-import { fromTimestamp } from "../../../../libs/proto";
-import { kindFromWire, type SnapshotInfo, type SnapshotterSet } from "../../../../libs/core/snapshots";
-import { mountToProto } from "../../../../libs/mount";
+import { fromTimestamp } from "#libs/proto";
+import { kindFromWire, type SnapshotInfo, type SnapshotterSet } from "#libs/core/snapshots";
+import { mountToProto } from "#libs/mount";
 
 export const SNAPSHOTS_SERVICE = "containerd.services.snapshots.v1.Snapshots";
 

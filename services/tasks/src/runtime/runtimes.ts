@@ -21,9 +21,9 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { errInvalidArgument, errNotFound, errNotImplemented, ErrorCodes, FlotillaError } from "../../../../libs/errdefs";
-import { repoRoot } from "../../../../libs/proto";
-import type { ConfigOf } from "../../../../libs/service/components";
+import { errInvalidArgument, errNotFound, errNotImplemented, ErrorCodes, FlotillaError } from "#libs/errdefs";
+import { repoRoot } from "#libs/proto";
+import type { ConfigOf } from "#libs/service/components";
 import type { RUNTIME_TASK } from "../../components";
 
 export { RUNTIME_PLUGIN } from "../../components";

@@ -6,10 +6,10 @@
 import * as fs from "node:fs";
 import * as net from "node:net";
 import type { Logger } from "pino";
-import { isNotImplemented } from "../../../../libs/errdefs";
-import { TtrpcClient, NAMESPACE_KEY } from "../../../../libs/ttrpc";
-import { TypedClient } from "../../../../libs/ttrpc/typed";
-import type { ClientRequest, ClientResponse, MethodOfKind } from "../../../../libs/proto/types";
+import { isNotImplemented } from "#libs/errdefs";
+import { TtrpcClient, NAMESPACE_KEY } from "#libs/ttrpc";
+import { TypedClient } from "#libs/ttrpc/typed";
+import type { ClientRequest, ClientResponse, MethodOfKind } from "#libs/proto/types";
 import type { Bundle } from "./bundle";
 import type { BootstrapResult } from "./binary";
 import type { ShimCommand } from "./runtimes";

@@ -1,8 +1,8 @@
 /** containerd.services.containers.v1.Containers as a thin adapter over a ContainerStore. */
-import { errInvalidArgument } from "../../../../libs/errdefs";
-import { serviceHandlers, type ServiceHandlers } from "../../../../libs/grpc/server";
-import { containerInputFromProto, containerToProto } from "../../../../libs/clients/containers";
-import type { ContainerStore } from "../../../../libs/core/containers";
+import { errInvalidArgument } from "#libs/errdefs";
+import { serviceHandlers, type ServiceHandlers } from "#libs/grpc/server";
+import { containerInputFromProto, containerToProto } from "#libs/clients/containers";
+import type { ContainerStore } from "#libs/core/containers";
 
 export const CONTAINERS_SERVICE = "containerd.services.containers.v1.Containers";
 

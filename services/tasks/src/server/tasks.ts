@@ -1,11 +1,11 @@
 /** containerd.services.tasks.v1.Tasks as a thin adapter over a TaskService. */
-import { serviceHandlers, type Msg, type ServiceHandlers } from "../../../../libs/grpc/server";
-import { toTimestamp } from "../../../../libs/proto";
-import { errInvalidArgument } from "../../../../libs/errdefs";
-import { anyFromProto, anyToProto } from "../../../../libs/clients/containers";
-import type { ExitInfo, ProcessState, TaskService } from "../../../../libs/core/tasks";
-import { mountFromProto } from "../../../../libs/mount";
-import type { Input } from "../../../../libs/proto/types";
+import { serviceHandlers, type Msg, type ServiceHandlers } from "#libs/grpc/server";
+import { toTimestamp } from "#libs/proto";
+import { errInvalidArgument } from "#libs/errdefs";
+import { anyFromProto, anyToProto } from "#libs/clients/containers";
+import type { ExitInfo, ProcessState, TaskService } from "#libs/core/tasks";
+import { mountFromProto } from "#libs/mount";
+import type { Input } from "#libs/proto/types";
 
 export const TASKS_SERVICE = "containerd.services.tasks.v1.Tasks";
 

@@ -1,11 +1,11 @@
 /** What the transferrers use: the other processes' stores (proxies in production) and shared state. */
-import type { ContentStore } from "../../../../libs/core/content";
-import type { ImageStore } from "../../../../libs/core/images";
-import type { LeaseManager } from "../../../../libs/core/leases";
-import type { RegistryResolverSpec } from "../../../../libs/core/transfer";
-import { causeText, errorCode, ErrorCodes, FlotillaError, errFailedPrecondition, errInvalidArgument, errNotFound, errUnauthenticated, errUnavailable } from "../../../../libs/errdefs";
-import { OciFormatError } from "../../../../libs/oci";
-import { HostsConfigError, ReferenceError, RegistryClient, RegistryError, type HttpAgents } from "../../../../libs/registry";
+import type { ContentStore } from "#libs/core/content";
+import type { ImageStore } from "#libs/core/images";
+import type { LeaseManager } from "#libs/core/leases";
+import type { RegistryResolverSpec } from "#libs/core/transfer";
+import { causeText, errorCode, ErrorCodes, FlotillaError, errFailedPrecondition, errInvalidArgument, errNotFound, errUnauthenticated, errUnavailable } from "#libs/errdefs";
+import { OciFormatError } from "#libs/oci";
+import { HostsConfigError, ReferenceError, RegistryClient, RegistryError, type HttpAgents } from "#libs/registry";
 import type { BlobFetcher } from "./fetch";
 import type { UnpackDeps } from "./unpack";
 import type { Semaphore } from "./util";

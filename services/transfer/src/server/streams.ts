@@ -4,13 +4,13 @@
  * `Empty`, and kept until its consumer closes it (the RPC then ends OK) or the client goes away.
  * Streams nobody claims within `unclaimedMs` are closed, so an abandoned client leaks nothing.
  */
-import type { CallContext } from "../../../../libs/context";
-import { namespaceRequired } from "../../../../libs/context";
-import { errAlreadyExists, errCanceled, errInvalidArgument, errNotFound } from "../../../../libs/errdefs";
-import { serviceHandlers, type Send, type ServiceHandlers } from "../../../../libs/grpc/server";
-import type { Decoded, Input } from "../../../../libs/proto/types";
-import { decode } from "../../../../libs/proto";
-import { StreamTypeUrls, type StreamManager, type StreamMessage, type TransferStream } from "../../../../libs/core/transfer";
+import type { CallContext } from "#libs/context";
+import { namespaceRequired } from "#libs/context";
+import { errAlreadyExists, errCanceled, errInvalidArgument, errNotFound } from "#libs/errdefs";
+import { serviceHandlers, type Send, type ServiceHandlers } from "#libs/grpc/server";
+import type { Decoded, Input } from "#libs/proto/types";
+import { decode } from "#libs/proto";
+import { StreamTypeUrls, type StreamManager, type StreamMessage, type TransferStream } from "#libs/core/transfer";
 
 export const STREAMING_SERVICE = "containerd.services.streaming.v1.Streaming";
 

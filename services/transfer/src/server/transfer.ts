@@ -3,18 +3,18 @@
  * their exact (bare) type URL, the stream ids they carry are bound to registered streams, and the local
  * transferrer runs the pair. Unknown types or pairs answer Unimplemented with containerd's message.
  */
-import { Status as GrpcStatus } from "../../../../libs/grpc/status";
+import { Status as GrpcStatus } from "#libs/grpc/status";
 import type { Logger } from "pino";
-import type { CallContext } from "../../../../libs/context";
-import { namespaceRequired } from "../../../../libs/context";
-import { authResponseFromProto, platformFromProto, progressToProto, sendBytes } from "../../../../libs/clients/transfer";
-import { errCanceled, isNotImplemented } from "../../../../libs/errdefs";
-import { serviceHandlers, type Msg, type ServiceHandlers } from "../../../../libs/grpc/server";
-import { decode, encode } from "../../../../libs/proto";
+import type { CallContext } from "#libs/context";
+import { namespaceRequired } from "#libs/context";
+import { authResponseFromProto, platformFromProto, progressToProto, sendBytes } from "#libs/clients/transfer";
+import { errCanceled, isNotImplemented } from "#libs/errdefs";
+import { serviceHandlers, type Msg, type ServiceHandlers } from "#libs/grpc/server";
+import { decode, encode } from "#libs/proto";
 import {
   StreamTypeUrls, TransferTypeUrls,
   type ProgressEvent, type RegistryCredentials, type StreamManager, type TransferObject, type Transferrer, type TransferStream,
-} from "../../../../libs/core/transfer";
+} from "#libs/core/transfer";
 
 export const TRANSFER_SERVICE = "containerd.services.transfer.v1.Transfer";
 

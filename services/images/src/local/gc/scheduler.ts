@@ -15,9 +15,9 @@
  * Only the namespaces touched since the previous pass are collected (all of them at startup, after an
  * untargeted mark, and every `fullScanInterval`).
  */
-import type { CallContext } from "../../../../../libs/context";
-import { schema, type Infer } from "../../../../../libs/config";
-import { GC_PHASES, type GCPhase, type GCReadPhase, type GCScheduler, type GCStats } from "../../../../../libs/core/gc";
+import type { CallContext } from "#libs/context";
+import { schema, type Infer } from "#libs/config";
+import { GC_PHASES, type GCPhase, type GCReadPhase, type GCScheduler, type GCStats } from "#libs/core/gc";
 
 export interface SchedulerConfig {
   pauseThreshold: number;

@@ -4,15 +4,15 @@
  * Remove; containers List; sandbox Store List; introspection Plugins for the loaded snapshotters).
  * Every call runs in the namespace of its context. The sweep's deletes carry GC_SWEEP_HEADER.
  */
-import { withHeaders, type CallContext } from "../../../../../libs/context";
-import { isNotImplemented } from "../../../../../libs/errdefs";
-import { ContainerStoreProxy } from "../../../../../libs/clients/containers";
-import { ContentStoreProxy } from "../../../../../libs/clients/content";
-import { IntrospectionProxy } from "../../../../../libs/clients/introspection";
-import { SandboxStoreProxy } from "../../../../../libs/clients/sandbox";
-import { SnapshotterSetProxy } from "../../../../../libs/clients/snapshots";
-import type { ChannelPool } from "../../../../../libs/grpc/client";
-import { GC_SWEEP_HEADER, type GraphSnapshot } from "../../../../../libs/core/gc";
+import { withHeaders, type CallContext } from "#libs/context";
+import { isNotImplemented } from "#libs/errdefs";
+import { ContainerStoreProxy } from "#libs/clients/containers";
+import { ContentStoreProxy } from "#libs/clients/content";
+import { IntrospectionProxy } from "#libs/clients/introspection";
+import { SandboxStoreProxy } from "#libs/clients/sandbox";
+import { SnapshotterSetProxy } from "#libs/clients/snapshots";
+import type { ChannelPool } from "#libs/grpc/client";
+import { GC_SWEEP_HEADER, type GraphSnapshot } from "#libs/core/gc";
 
 export interface ContentObject {
   digest: string;

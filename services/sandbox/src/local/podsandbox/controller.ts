@@ -11,10 +11,10 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Logger } from "pino";
-import { background, namespaceRequired, type CallContext } from "../../../../../libs/context";
-import { causeText, errCanceled, errFailedPrecondition, isNotFound } from "../../../../../libs/errdefs";
-import { hostPlatform } from "../../../../../libs/service/plugins";
-import { listNetns, removeNetns } from "../../../../../libs/cni";
+import { background, namespaceRequired, type CallContext } from "#libs/context";
+import { causeText, errCanceled, errFailedPrecondition, isNotFound } from "#libs/errdefs";
+import { hostPlatform } from "#libs/service/plugins";
+import { listNetns, removeNetns } from "#libs/cni";
 import {
   SANDBOX_LABELS,
   SANDBOXERS,
@@ -27,16 +27,16 @@ import {
   type SandboxInput,
   type SandboxMetric,
   type SandboxPlatform,
-} from "../../../../../libs/core/sandbox";
+} from "#libs/core/sandbox";
 import type { SandboxDB } from "../db";
 import { fromStored, toStored } from "../store";
 import { RecordedController, recordKey, type ControllerRecord } from "../controller-core";
 import type { PodNetworks, PodNetworkState } from "./network";
 import { ensurePauseRootfs, pauseRootfsMount, pauseSpec, sandboxHostname } from "./pause";
 import { exitWithin, LOST_EXIT, removeMembers, removePause, SIGKILL, stopMembers } from "./members";
-import { TaskStatus } from "../../../../../libs/core/tasks";
+import { TaskStatus } from "#libs/core/tasks";
 import type { PodTasks } from "./tasks";
-import { dateFromStored, now as nowDate, storedTime } from "../../../../../libs/time";
+import { dateFromStored, now as nowDate, storedTime } from "#libs/time";
 
 export type PodPhase = "creating" | "created" | "starting" | "running" | "stopped";
 

@@ -5,10 +5,10 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { errFailedPrecondition } from "../../../../../libs/errdefs";
-import type { Mount } from "../../../../../libs/core/snapshots";
-import { SANDBOX_LABELS } from "../../../../../libs/core/sandbox";
-import { BUSYBOX_CANDIDATES, findBusybox, SANDBOX_SLEEP_ARGS, sandboxProcessSpec, writeBusyboxRootfs } from "../../../../../libs/sandboxrun/oci-defaults";
+import { errFailedPrecondition } from "#libs/errdefs";
+import type { Mount } from "#libs/core/snapshots";
+import { SANDBOX_LABELS } from "#libs/core/sandbox";
+import { BUSYBOX_CANDIDATES, findBusybox, SANDBOX_SLEEP_ARGS, sandboxProcessSpec, writeBusyboxRootfs } from "#libs/sandboxrun/oci-defaults";
 
 /**
  * Build (once) the shared pause rootfs under `dir`: /bin/busybox plus the mount points runc needs,

@@ -3,16 +3,16 @@
  * process, and its implementation over their clients in libs/clients (containerd's Containers, Tasks
  * and Snapshots APIs, the same requests any containerd client sends).
  */
-import type { CallContext } from "../../../../../libs/context";
-import { errNotFound } from "../../../../../libs/errdefs";
-import type { ChannelPool } from "../../../../../libs/grpc/client";
-import type { Mount } from "../../../../../libs/core/snapshots";
-import { OCI_SPEC_TYPE_URL, type Container } from "../../../../../libs/core/containers";
-import type { ExitInfo, ProcessState, TaskMetric } from "../../../../../libs/core/tasks";
-import { ContainerStoreProxy } from "../../../../../libs/clients/containers";
-import { TaskServiceProxy } from "../../../../../libs/clients/tasks";
-import { SnapshotterSetProxy } from "../../../../../libs/clients/snapshots";
-import { now as nowDate } from "../../../../../libs/time";
+import type { CallContext } from "#libs/context";
+import { errNotFound } from "#libs/errdefs";
+import type { ChannelPool } from "#libs/grpc/client";
+import type { Mount } from "#libs/core/snapshots";
+import { OCI_SPEC_TYPE_URL, type Container } from "#libs/core/containers";
+import type { ExitInfo, ProcessState, TaskMetric } from "#libs/core/tasks";
+import { ContainerStoreProxy } from "#libs/clients/containers";
+import { TaskServiceProxy } from "#libs/clients/tasks";
+import { SnapshotterSetProxy } from "#libs/clients/snapshots";
+import { now as nowDate } from "#libs/time";
 
 export interface ContainerSpec extends Pick<Container, "id" | "labels" | "sandbox"> {
   /** The runtime name. */

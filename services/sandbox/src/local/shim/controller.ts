@@ -13,9 +13,9 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import type { Logger } from "pino";
-import { background, type CallContext } from "../../../../../libs/context";
-import { causeText, errFailedPrecondition } from "../../../../../libs/errdefs";
-import { fromTimestamp } from "../../../../../libs/proto";
+import { background, type CallContext } from "#libs/context";
+import { causeText, errFailedPrecondition } from "#libs/errdefs";
+import { fromTimestamp } from "#libs/proto";
 import {
   OCI_SPEC_TYPE_URL,
   SANDBOXERS,
@@ -27,17 +27,17 @@ import {
   type SandboxInput,
   type SandboxMetric,
   type SandboxPlatform,
-} from "../../../../../libs/core/sandbox";
-import { anyFromProto, anyToProto, metricFromProto } from "../../../../../libs/clients/sandbox";
-import { mountToProto } from "../../../../../libs/mount";
+} from "#libs/core/sandbox";
+import { anyFromProto, anyToProto, metricFromProto } from "#libs/clients/sandbox";
+import { mountToProto } from "#libs/mount";
 import type { SandboxDB } from "../db";
 import { fromStored, toStored } from "../store";
 import { RecordedController, recordKey, type ControllerRecord } from "../controller-core";
 import { deleteShim, resolveShim, startShim, type LaunchOptions, type ShimEndpoint } from "./launcher";
-import { NAMESPACE_KEY, TtrpcClient } from "../../../../../libs/ttrpc";
-import { TypedClient } from "../../../../../libs/ttrpc/typed";
-import type { ClientRequest, ClientResponse, MethodOfKind } from "../../../../../libs/proto/types";
-import { dateFromStored, now as nowDate } from "../../../../../libs/time";
+import { NAMESPACE_KEY, TtrpcClient } from "#libs/ttrpc";
+import { TypedClient } from "#libs/ttrpc/typed";
+import type { ClientRequest, ClientResponse, MethodOfKind } from "#libs/proto/types";
+import { dateFromStored, now as nowDate } from "#libs/time";
 
 export const SHIM_SANDBOX_SERVICE = "containerd.runtime.sandbox.v1.Sandbox";
 

@@ -13,10 +13,10 @@
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { CallContext } from "../../../../../libs/context";
-import { isAlreadyExists } from "../../../../../libs/errdefs";
-import { ContentStoreProxy } from "../../../../../libs/clients/content";
-import type { Channel } from "../../../../../libs/grpc/client";
+import type { CallContext } from "#libs/context";
+import { isAlreadyExists } from "#libs/errdefs";
+import { ContentStoreProxy } from "#libs/clients/content";
+import type { Channel } from "#libs/grpc/client";
 /** Largest data chunk in one Write request. */
 const WRITE_CHUNK = 1 << 20;
 
