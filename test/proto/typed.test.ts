@@ -18,12 +18,13 @@ const TSC = path.join(ROOT, "node_modules", "typescript", "bin", "tsc");
 /** Imports and set-up every fixture shares (absolute paths to the libs' sources). */
 const PRELUDE = `
 import { RpcServer, serviceHandlers } from ${JSON.stringify(path.join(ROOT, "libs/grpc/server"))};
-import { RpcClient } from ${JSON.stringify(path.join(ROOT, "libs/grpc/client"))};
+import { RpcClient, type Channel } from ${JSON.stringify(path.join(ROOT, "libs/grpc/client"))};
 import { typedService, TypedClient } from ${JSON.stringify(path.join(ROOT, "libs/ttrpc/typed"))};
 import type { TtrpcClient } from ${JSON.stringify(path.join(ROOT, "libs/ttrpc/client"))};
 import { background } from ${JSON.stringify(path.join(ROOT, "libs/context"))};
 declare const server: RpcServer;
 declare const ttrpc: TtrpcClient;
+declare const nowhere: Channel;
 const NS = "containerd.services.namespaces.v1.Namespaces";
 const CONTENT = "containerd.services.content.v1.Content";
 const SANDBOX = "containerd.runtime.sandbox.v1.Sandbox";
@@ -42,15 +43,15 @@ const GOOD = `
   });
   serviceHandlers(CONTENT, { Info: async (_ctx, req) => ({ info: { digest: req.digest, size: 1 } }) });
   typedService(SANDBOX, { PingSandbox: async () => ({}), StartSandbox: async () => ({ pid: 1 }) });
-  const c = new RpcClient("unix:///nowhere", NS);
+  const c = new RpcClient(nowhere, NS);
   const r = await c.unary(ctx, "Get", { name: "x" });
   const name: string | undefined = r.namespace?.name;
-  for await (const m of new RpcClient("unix:///nowhere", CONTENT).serverStream(ctx, "Read", { digest: "d", offset: 0 })) void m.data.length;
-  const w = new RpcClient("unix:///nowhere", CONTENT).bidi(ctx, "Write");
+  for await (const m of new RpcClient(nowhere, CONTENT).serverStream(ctx, "Read", { digest: "d", offset: 0 })) void m.data.length;
+  const w = new RpcClient(nowhere, CONTENT).bidi(ctx, "Write");
   await w.send({ action: 1, ref: "r", total: "12" });
   const t = await new TypedClient(ttrpc, SANDBOX).call("StartSandbox", { sandbox_id: "s" });
   void [name, t.pid];
-  const untyped = new RpcClient<string>("unix:///nowhere", "any.Service");
+  const untyped = new RpcClient<string>(nowhere, "any.Service");
   void untyped.unary(ctx, "Anything", { whatever: 1 });
 `;
 
@@ -63,12 +64,12 @@ const BAD = `
   server.addService(NS, { Get: async (_ctx, req) => ({ namespace: { name: req.nam } }) }); // expect: nam
   serviceHandlers(CONTENT, { Info: async () => ({ info: { digest: "d", sise: 1 } }) }); // expect: sise
   typedService(SANDBOX, { StartSandbox: async () => ({ pid: 1, started: true }) }); // expect: started
-  await new RpcClient("unix:///nowhere", NS).unary(ctx, "Get", { nmae: "x" }); // expect: nmae
-  await new RpcClient("unix:///nowhere", NS).unary(ctx, "Gte", { name: "x" }); // expect: Gte
-  void (await new RpcClient("unix:///nowhere", NS).unary(ctx, "Get", { name: "x" })).namespaces; // expect: namespaces
-  await new RpcClient("unix:///nowhere", CONTENT).bidi(ctx, "Write").send({ action: 1, reff: "r" }); // expect: reff
+  await new RpcClient(nowhere, NS).unary(ctx, "Get", { nmae: "x" }); // expect: nmae
+  await new RpcClient(nowhere, NS).unary(ctx, "Gte", { name: "x" }); // expect: Gte
+  void (await new RpcClient(nowhere, NS).unary(ctx, "Get", { name: "x" })).namespaces; // expect: namespaces
+  await new RpcClient(nowhere, CONTENT).bidi(ctx, "Write").send({ action: 1, reff: "r" }); // expect: reff
   await new TypedClient(ttrpc, SANDBOX).call("StartSandbox", { sandboxid: "s" }); // expect: sandboxid
-  void new RpcClient("unix:///nowhere", "containerd.services.content.v1.Contnt"); // expect: Contnt
+  void new RpcClient(nowhere, "containerd.services.content.v1.Contnt"); // expect: Contnt
 `;
 
 let dir: string;
