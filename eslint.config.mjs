@@ -21,8 +21,11 @@ const libsZones = [
   { target: "./libs", from: "./services", message: "libs must not depend on a service: move the shared piece into libs." },
   { target: "./libs", from: "./cli", message: "libs must not depend on the cli." },
 ];
-// The cli talks to the services over gRPC (libs/clients) and starts them by path; it imports no service file.
-const cliZones = services.map((o) => ({ target: "./cli", from: `./services/${o}`, except: ["./public"], message: PUBLIC_ONLY }));
+// The cli talks to the services over gRPC (libs/clients) and starts them by path. Besides the public read
+// modules it reads each service's declared components (services/<name>/components.ts: plugin ids and config
+// schemas), so `flotilla up` and `flotilla config check` validate every process's tables before starting any.
+const CLI_ONLY = "The cli imports of a service only services/<name>/public and services/<name>/components (or goes through libs/clients).";
+const cliZones = services.map((o) => ({ target: "./cli", from: `./services/${o}`, except: ["./public", "./components.ts"], message: CLI_ONLY }));
 
 const DEEP = "Use a path alias (#libs/..., #services/..., #cli/..., #test/...) instead of climbing three or more folders.";
 

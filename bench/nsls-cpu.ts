@@ -6,7 +6,7 @@
  */
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
-import { startStack } from "../test/harness";
+import { startStack, testChannels } from "../test/harness";
 import { RpcClient } from "../libs/grpc/client";
 import { background } from "../libs/context";
 
@@ -26,7 +26,7 @@ async function main(): Promise<void> {
   const runs = arg("--runs", 5);
   const stack = await startStack({ logLevel: "warn" });
   try {
-    const ns = new RpcClient(stack.socket, "containerd.services.namespaces.v1.Namespaces");
+    const ns = new RpcClient(testChannels.get(stack.socket), "containerd.services.namespaces.v1.Namespaces");
     for (let i = 0; i < n; i += 8) {
       await Promise.all(Array.from({ length: Math.min(8, n - i) }, (_, k) => ns.unary(background("default"), "Create", { namespace: { name: `bench-${i + k}`, labels: { i: String(i + k) } } })));
     }

@@ -18,13 +18,14 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { background } from "../libs/context";
-import { RpcClient, closeChannels } from "../libs/grpc/client";
+import { RpcClient } from "../libs/grpc/client";
 import { RpcServer, type Msg } from "../libs/grpc/server";
 import { createLogger } from "../libs/log";
 import { Metrics } from "../libs/metrics";
 import { encode } from "../libs/proto";
 import { initTracing } from "../libs/tracing";
 import { GatewayFront } from "../services/gateway/src/front";
+import { testChannels } from "../test/harness";
 
 const NS = "containerd.services.namespaces.v1.Namespaces";
 const CONTENT = "containerd.services.content.v1.Content";
@@ -157,13 +158,13 @@ async function main(): Promise<void> {
     if (want("front")) await measure("content Info, through the front", pids, n, () => rawCalls(`${dir}/front.sock`, `/${CONTENT}/Info`, info, n));
     if (!want("client")) return;
     initTracing("client", "");
-    const rc = new RpcClient(`unix://${dir}/owner.sock`, CONTENT);
+    const rc = new RpcClient(testChannels.get(`unix://${dir}/owner.sock`), CONTENT);
     const ctx = background("default");
     for (let i = 0; i < 500; i++) await rc.unary(ctx, "Info", { digest: DIGEST });
     await measure("content Info, RpcClient direct", { owner: pids.owner }, n, async () => {
       for (let i = 0; i < n; i++) await rc.unary(ctx, "Info", { digest: DIGEST });
     });
-    closeChannels();
+    testChannels.close();
   } finally {
     for (const c of [owner, front, ...(floor ? [floor] : [])]) {
       const gone = new Promise((r) => c.once("exit", r));

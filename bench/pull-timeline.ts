@@ -10,11 +10,10 @@
 import * as fs from "node:fs";
 import { background } from "../libs/context";
 import { TransferClient } from "../libs/clients/transfer";
-import { closeChannels } from "../libs/grpc/client";
 import { hostPlatform } from "../libs/oci";
 import { buildImage, pushImage } from "../test/transfer/images";
 import { startRegistry } from "../test/transfer/registry";
-import { startStack } from "../test/harness";
+import { startStack, testChannels } from "../test/harness";
 import { bigLayer, manyFilesLayer } from "./transfer";
 
 /** CPU seconds (user + system, or system only) a process has used so far. */
@@ -40,7 +39,7 @@ async function main(runs: number): Promise<void> {
     const dl = arg("--downloads");
     const f = await startStack({ logLevel: "warn", extraToml: dl ? `[plugins."io.containerd.transfer.v1.local"]\nmax_concurrent_downloads = ${dl}` : undefined });
     try {
-      const client = new TransferClient(f.socket);
+      const client = new TransferClient(testChannels.get(f.socket));
       const totals: number[] = [];
       for (let r = 0; r < runs; r++) {
         if (trace) fs.writeFileSync(trace, "");
@@ -86,7 +85,7 @@ async function main(runs: number): Promise<void> {
       await f.stop();
     }
   } finally {
-    closeChannels();
+    testChannels.close();
     await reg.stop();
   }
 }

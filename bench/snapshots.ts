@@ -16,12 +16,12 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { background, type CallContext } from "../libs/context";
-import { closeChannels, RpcClient } from "../libs/grpc/client";
+import { RpcClient } from "../libs/grpc/client";
 import { DiffProxy } from "../libs/clients/diff";
 import { SnapshotterProxy } from "../libs/clients/snapshots";
 import { LayerMediaTypes, type Descriptor } from "../libs/core/diff";
 import { RemoteContent } from "../services/snapshots/src/local/diff/content";
-import { startStack, waitFor } from "../test/harness";
+import { startStack, waitFor, testChannels } from "../test/harness";
 import { file, gzip, sha256, tarOf, type E } from "../test/snapshots/layers";
 
 interface Target {
@@ -54,7 +54,7 @@ async function startContainerd(): Promise<Target> {
   fs.closeSync(log);
   await waitFor("containerd socket", () => (fs.existsSync(socket) ? true : undefined), 20000);
   const ctx = background("bench");
-  const leases = new RpcClient(socket, "containerd.services.leases.v1.Leases");
+  const leases = new RpcClient(testChannels.get(socket), "containerd.services.leases.v1.Leases");
   await waitFor("containerd ready", async () => ((await leases.unary(ctx, "Create", { id: `bench-${Date.now()}`, labels: {} })).lease ? true : undefined), 20000);
   const lease = await benchLease(socket);
   return {
@@ -77,7 +77,7 @@ async function startContainerd(): Promise<Target> {
 
 /** Everything the benchmark creates lives under one lease, so neither side's garbage collector takes it. */
 async function benchLease(socket: string): Promise<string> {
-  const leases = new RpcClient(socket, "containerd.services.leases.v1.Leases");
+  const leases = new RpcClient(testChannels.get(socket), "containerd.services.leases.v1.Leases");
   const id = `bench-lease-${Date.now()}`;
   await leases.unary(background("bench"), "Create", { id, labels: {} });
   return id;
@@ -91,7 +91,7 @@ async function startFlotilla(): Promise<Target> {
 }
 
 async function chainOps(t: Target, snapshotter: string, tag: string): Promise<number> {
-  const sn = SnapshotterProxy.connect(t.socket, snapshotter);
+  const sn = SnapshotterProxy.connect(testChannels.get(t.socket), snapshotter);
   let parent = "";
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < 100; i++) {
@@ -105,7 +105,7 @@ async function chainOps(t: Target, snapshotter: string, tag: string): Promise<nu
 }
 
 async function upload(t: Target, blobs: Buffer[]): Promise<Descriptor[]> {
-  const content = new RemoteContent(t.socket);
+  const content = new RemoteContent(testChannels.get(t.socket));
   const out: Descriptor[] = [];
   for (const [i, b] of blobs.entries()) {
     const w = await content.writer(t.ctx, `bench-${Date.now()}-${i}`);
@@ -118,8 +118,8 @@ async function upload(t: Target, blobs: Buffer[]): Promise<Descriptor[]> {
 }
 
 async function unpack(t: Target, layers: Descriptor[], tag: string): Promise<number> {
-  const sn = SnapshotterProxy.connect(t.socket, "overlayfs");
-  const diff = new DiffProxy(t.socket);
+  const sn = SnapshotterProxy.connect(testChannels.get(t.socket), "overlayfs");
+  const diff = new DiffProxy(testChannels.get(t.socket));
   let parent = "";
   const t0 = process.hrtime.bigint();
   for (const [i, d] of layers.entries()) {
@@ -178,7 +178,7 @@ async function main(): Promise<void> {
     }
   } finally {
     for (const t of targets) await t.stop();
-    closeChannels();
+    testChannels.close();
   }
   const c = samples.containerd!;
   const f = samples.flotilla!;

@@ -14,13 +14,12 @@ import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import { background } from "../libs/context";
 import { TransferClient } from "../libs/clients/transfer";
-import { closeChannels } from "../libs/grpc/client";
 import { hostPlatform } from "../libs/oci";
 import { buildImage, pushImage } from "../test/transfer/images";
 import { startRegistry } from "../test/transfer/registry";
 import { TAR_END, tarFile, tarHeader } from "../services/transfer/src/local/tar";
 import { report, startContainerd, startFlotilla, type Row, type Target } from "./lib";
-import { startStack } from "../test/harness";
+import { startStack, testChannels } from "../test/harness";
 
 /** `size` bytes that gzip to about half: random halves interleaved with zeros. */
 function halfCompressible(size: number): Buffer {
@@ -87,7 +86,7 @@ interface Sample {
 
 /** One timed pull from nothing (the image is removed and collected afterwards). */
 function puller(t: Target, ref: string): () => Promise<Sample> {
-  const client = new TransferClient(t.socket);
+  const client = new TransferClient(testChannels.get(t.socket));
   return async (): Promise<Sample> => {
     const cpu0 = serverCpu(t);
     const self0 = process.cpuUsage();
@@ -160,7 +159,7 @@ export async function run(runs = 5, downloads?: number): Promise<Row[]> {
       await c?.stop();
     }
   } finally {
-    closeChannels();
+    testChannels.close();
     await reg.stop();
   }
 }

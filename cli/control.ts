@@ -6,8 +6,8 @@
 import * as net from "node:net";
 import { parseArgs } from "node:util";
 import { configPathFromArgv, dialAddress, loadConfig, SERVICE_NAMES, type ServiceName } from "../libs/config";
-import { setClientTls, tlsFor } from "../libs/grpc/tls";
-import { controlSocket, healthOf, ownHealthName, type ProcessStatus } from "./supervisor";
+import { tlsFor } from "../libs/grpc/tls";
+import { controlSocket, HealthChecks, ownHealthName, type ProcessStatus } from "./supervisor";
 import { table } from "./table";
 
 interface Answer {
@@ -55,14 +55,18 @@ export async function healthCommand(argv: string[]): Promise<number> {
   try {
     const { values: v, positionals } = parseArgs({ args: argv, allowPositionals: true, strict: true, options: { config: { type: "string", short: "c" }, address: { type: "string", short: "a" }, namespace: { type: "string", short: "n" } } });
     const cfg = loadConfig(v.config ?? configPathFromArgv(argv));
-    setClientTls(tlsFor(cfg));
     if (positionals.length === 0) throw new Error(`health needs a SERVICE (${SERVICE_NAMES.join(", ")})`);
     let rc = 0;
-    for (const s of positionals) {
-      if (!(SERVICE_NAMES as readonly string[]).includes(s)) throw new Error(`service ${JSON.stringify(s)}: not found`);
-      const h = await healthOf(dialAddress(cfg, s as ServiceName), 3000, ownHealthName(s));
-      process.stdout.write(`${s} ${h}\n`);
-      if (h !== "SERVING") rc = 1;
+    const checks = new HealthChecks(tlsFor(cfg));
+    try {
+      for (const s of positionals) {
+        if (!(SERVICE_NAMES as readonly string[]).includes(s)) throw new Error(`service ${JSON.stringify(s)}: not found`);
+        const h = await checks.of(dialAddress(cfg, s as ServiceName), 3000, ownHealthName(s));
+        process.stdout.write(`${s} ${h}\n`);
+        if (h !== "SERVING") rc = 1;
+      }
+    } finally {
+      checks.close();
     }
     return rc;
   } catch (e) {

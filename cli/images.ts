@@ -5,7 +5,7 @@
 import * as fs from "node:fs";
 import { parseArgs } from "node:util";
 import { background } from "../libs/context";
-import { closeChannels } from "../libs/grpc/client";
+import { ChannelPool } from "../libs/grpc/client";
 import { loadConfig, configPathFromArgv } from "../libs/config";
 import { TransferClient, type RegistryOptions } from "../libs/clients/transfer";
 import type { ProgressEvent, RegistryCredentials } from "../libs/core/transfer";
@@ -233,7 +233,8 @@ function unpacks(v: Values, ps: Platform[]): { platform: Platform; snapshotter: 
 }
 
 async function run(sub: string, v: Values, pos: string[], argv: string[]): Promise<number> {
-  const client = new TransferClient(address(v, argv));
+  const channels = new ChannelPool();
+  const client = new TransferClient(channels.get(address(v, argv)));
   const ctx = background(v.namespace ?? process.env.CONTAINERD_NAMESPACE ?? "default");
   const tty = !!(process.stdout as NodeJS.WriteStream).isTTY && !v.plain;
   const view = new ProgressView(sub === "export" && (pos[0] === "-" || !pos[0]) ? process.stderr : process.stdout, tty && !(sub === "export" && pos[0] === "-"));
@@ -294,7 +295,7 @@ async function run(sub: string, v: Values, pos: string[], argv: string[]): Promi
         for (const dst of dsts) {
           if (!v.force) {
             const { ImageStoreProxy } = await import("../libs/clients/images");
-            const exists = await new ImageStoreProxy(address(v, argv)).get(c, dst).then(() => true, () => false);
+            const exists = await new ImageStoreProxy(channels.get(address(v, argv))).get(c, dst).then(() => true, () => false);
             if (exists) throw new Error(`image "${dst}": already exists`);
           }
           await client.tag(c, src!, dst);
@@ -314,7 +315,7 @@ async function run(sub: string, v: Values, pos: string[], argv: string[]): Promi
     return 1;
   } finally {
     process.off("SIGINT", onSig);
-    closeChannels();
+    channels.close();
   }
 }
 

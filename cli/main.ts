@@ -21,6 +21,7 @@ commands:
                        run a container inside a sandbox
   network ls|create|rm|inspect ...
                        the CNI networks sandboxes attach to
+  config check         check the config as \`up\` does before it starts anything
   certs init DIR [--host NAME|IP]...
                        a CA and a certificate per process for mutual TLS (openssl)
   help                 show this text
@@ -109,6 +110,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import("./sandbox")).runCommand([...globals, ...rest]);
     case "health":
       return (await import("./control")).healthCommand([...globals, ...rest]);
+    case "config":
+      return (await import("./components")).configCommand([...globals, ...rest]);
     case "ps":
     case "stop":
     case "start":

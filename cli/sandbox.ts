@@ -12,7 +12,7 @@ import * as path from "node:path";
 import { loadConfig } from "../libs/config";
 import { background, withLease, type CallContext } from "../libs/context";
 import { causeText, errInvalidArgument, errFailedPrecondition, isNotFound } from "../libs/errdefs";
-import { closeChannels } from "../libs/grpc/client";
+import { ChannelPool } from "../libs/grpc/client";
 import { ContentStoreProxy } from "../libs/clients/content";
 import { ImageStoreProxy } from "../libs/clients/images";
 import { LeaseManagerProxy } from "../libs/clients/leases";
@@ -48,6 +48,8 @@ const RUN_USAGE = `usage: flotilla run --sandbox ID [-d] [--rm] [--name NAME] [-
 interface Globals {
   address: string;
   namespace: string;
+  /** The command's gRPC channels (closed when it ends). */
+  channels: ChannelPool;
 }
 
 interface Parsed {
@@ -61,7 +63,7 @@ interface Parsed {
  * A small argv parser: `valued` options take the next word (or `--x=v`), `flagNames` take none. With
  * `stopAtPositional`, everything from the `stopAfter`-th positional on is kept verbatim (a command line).
  */
-function parse(argv: string[], valued: Record<string, string>, flagNames: Record<string, string>, stopAfter = Infinity): Parsed {
+function parse(argv: string[], valued: Record<string, string>, flagNames: Record<string, string>, stopAfter = Infinity, channels = new ChannelPool()): Parsed {
   const v: Record<string, string> = { "-a": "address", "--address": "address", "-n": "namespace", "--namespace": "namespace", "-c": "config", "--config": "config", ...valued };
   const opts = new Map<string, string[]>();
   const flags = new Set<string>();
@@ -93,7 +95,7 @@ function parse(argv: string[], valued: Record<string, string>, flagNames: Record
   const config = opts.get("config")?.at(-1) ?? process.env.FLOTILLA_CONFIG;
   const address = opts.get("address")?.at(-1) ?? process.env.FLOTILLA_ADDRESS ?? process.env.CONTAINERD_ADDRESS ?? loadConfig(config || undefined).grpc.address;
   const namespace = opts.get("namespace")?.at(-1) ?? process.env.CONTAINERD_NAMESPACE ?? "default";
-  return { globals: { address, namespace }, opts, flags, positionals };
+  return { globals: { address, namespace, channels }, opts, flags, positionals };
 }
 
 const one = (p: Parsed, k: string): string | undefined => p.opts.get(k)?.at(-1);
@@ -125,10 +127,10 @@ class Clients {
   readonly store: SandboxStoreProxy;
   constructor(readonly g: Globals) {
     this.ctx = background(g.namespace);
-    this.store = new SandboxStoreProxy(g.address);
+    this.store = new SandboxStoreProxy(g.channels.get(g.address));
   }
   controller(sandboxer: string): SandboxControllerProxy {
-    return new SandboxControllerProxy(this.g.address, sandboxer);
+    return new SandboxControllerProxy(this.g.channels.get(this.g.address), sandboxer);
   }
 }
 
@@ -274,20 +276,22 @@ async function sandboxRm(p: Parsed): Promise<number> {
 /** `flotilla sandbox ...`; resolves with the exit code. */
 export async function sandboxCommand(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
+  const channels = new ChannelPool();
+  const parseWith = (args: string[], valued: Record<string, string>, flagNames: Record<string, string>): Parsed => parse(args, valued, flagNames, Infinity, channels);
   try {
     switch (cmd) {
       case "run":
-        return await sandboxRun(parse(rest, { "--network": "network", "-p": "publish", "--publish": "publish", "--label": "label", "-l": "label", "--hostname": "hostname", "--runtime": "runtime", "--sandboxer": "sandboxer" }, {}));
+        return await sandboxRun(parseWith(rest, { "--network": "network", "-p": "publish", "--publish": "publish", "--label": "label", "-l": "label", "--hostname": "hostname", "--runtime": "runtime", "--sandboxer": "sandboxer" }, {}));
       case "ls":
       case "list":
-        return await sandboxLs(parse(rest, {}, { "-q": "quiet", "--quiet": "quiet" }));
+        return await sandboxLs(parseWith(rest, {}, { "-q": "quiet", "--quiet": "quiet" }));
       case "inspect":
-        return await sandboxInspect(parse(rest, {}, {}));
+        return await sandboxInspect(parseWith(rest, {}, {}));
       case "stop":
-        return await sandboxStop(parse(rest, { "-t": "timeout", "--timeout": "timeout" }, {}));
+        return await sandboxStop(parseWith(rest, { "-t": "timeout", "--timeout": "timeout" }, {}));
       case "rm":
       case "remove":
-        return await sandboxRm(parse(rest, {}, { "-f": "force", "--force": "force" }));
+        return await sandboxRm(parseWith(rest, {}, { "-f": "force", "--force": "force" }));
       case undefined:
       case "help":
       case "--help":
@@ -302,7 +306,7 @@ export async function sandboxCommand(argv: string[]): Promise<number> {
     process.stderr.write(`flotilla: ${(e as Error).message}\n`);
     return 1;
   } finally {
-    closeChannels();
+    channels.close();
   }
 }
 
@@ -355,15 +359,15 @@ export async function runCommand(argv: string[]): Promise<number> {
   let ctx = background(g.namespace);
   const id = one(p, "name") ?? `${sandboxId.slice(0, 40)}-${crypto.randomBytes(4).toString("hex")}`;
   const snapshotterName = one(p, "snapshotter") ?? "overlayfs";
-  const snapshots = SnapshotterProxy.connect(g.address, snapshotterName);
-  const containers = new ContainerStoreProxy(g.address);
-  const tasks = new TaskServiceProxy(g.address);
+  const snapshots = SnapshotterProxy.connect(g.channels.get(g.address), snapshotterName);
+  const containers = new ContainerStoreProxy(g.channels.get(g.address));
+  const tasks = new TaskServiceProxy(g.channels.get(g.address));
   const undo: (() => Promise<unknown>)[] = [];
   const cleanup = async (): Promise<void> => {
     for (const u of undo.reverse()) await u().catch(() => undefined);
   };
   let fifos: ReturnType<typeof openFifos> | undefined;
-  const leases = new LeaseManagerProxy(g.address);
+  const leases = new LeaseManagerProxy(g.channels.get(g.address));
   let lease: string | undefined;
   try {
     // As ctr does: everything made for the member is held by a lease until the command ends. The
@@ -372,10 +376,10 @@ export async function runCommand(argv: string[]): Promise<number> {
     const expire = new Date(Date.now() + 24 * 3600 * 1000).toISOString().replace(/\.\d+Z$/, "Z");
     lease = (await leases.create(ctx, { id: `flotilla-run-${crypto.randomBytes(8).toString("hex")}`, labels: { [GC_LABELS.expire]: expire } })).id;
     ctx = withLease(ctx, lease);
-    const sb = await new SandboxStoreProxy(g.address).get(ctx, sandboxId);
-    const st = await new SandboxControllerProxy(g.address, sb.sandboxer).status(ctx, sandboxId);
+    const sb = await new SandboxStoreProxy(g.channels.get(g.address)).get(ctx, sandboxId);
+    const st = await new SandboxControllerProxy(g.channels.get(g.address), sb.sandboxer).status(ctx, sandboxId);
     if (st.state !== SandboxState.Ready) throw errFailedPrecondition(`sandbox ${JSON.stringify(sandboxId)} is not ready (${st.state})`);
-    const img = await resolveImage(ctx, new ImageStoreProxy(g.address), new ContentStoreProxy(g.address), image);
+    const img = await resolveImage(ctx, new ImageStoreProxy(g.channels.get(g.address)), new ContentStoreProxy(g.channels.get(g.address)), image);
     const args = cmd.length ? cmd : [...img.entrypoint, ...img.cmd];
     const spec = sandboxMemberSpec({
       namespace: g.namespace,
@@ -435,6 +439,6 @@ export async function runCommand(argv: string[]): Promise<number> {
   } finally {
     await fifos?.done();
     if (lease) await leases.delete(withLease(ctx, undefined), lease).catch(() => undefined);
-    closeChannels();
+    g.channels.close();
   }
 }

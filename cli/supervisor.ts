@@ -14,10 +14,12 @@ import * as net from "node:net";
 import * as path from "node:path";
 import type { Logger } from "pino";
 import type { HealthClient } from "../libs/clients/health";
+import type { ChannelPool } from "../libs/grpc/client";
 import { dialAddress, SERVICE_NAMES, type Config, type ServiceName } from "../libs/config";
-import { setClientTls, tlsFor } from "../libs/grpc/tls";
+import { tlsFor, type TlsMaterial } from "../libs/grpc/tls";
 import { GATEWAY_SERVICES } from "../libs/topology";
 import { notifyReady } from "../libs/service/notify";
+import { checkConfig } from "./components";
 
 /**
  * Node flags every service process runs with (the systemd units and the compose file pass the same).
@@ -63,7 +65,6 @@ export interface ProcessStatus {
   state: "running" | "stopped" | "restarting";
 }
 
-const healthClients = new Map<string, HealthClient>();
 
 /**
  * The grpc.health.v1 service name that tells whether process `name` itself serves: "" (overall) for a
@@ -73,19 +74,35 @@ export function ownHealthName(name: string): string {
   return name === "gateway" ? GATEWAY_SERVICES[0] : "";
 }
 
-/** Ask a process's grpc.health.v1 about `service` (default overall) with a deadline; "DOWN" when it does not answer. */
-export async function healthOf(address: string, timeoutMs = 1000, service = ""): Promise<string> {
-  let c = healthClients.get(address);
-  // The gRPC client (protobufjs, OpenTelemetry's API, the proto set) is loaded on the first health
-  // check, once `up` has started every process, not before it spawns the first.
-  const { HealthClient: Client, HealthStatus } = require("../libs/clients/health") as typeof import("../libs/clients/health");
-  const { background } = require("../libs/context") as typeof import("../libs/context");
-  if (!c) healthClients.set(address, (c = new Client(address)));
-  try {
-    const status = await c.check({ ...background(), deadline: new Date(Date.now() + timeoutMs) }, service);
-    return HealthStatus[status] ?? String(status);
-  } catch {
-    return "DOWN";
+/**
+ * Asks processes' grpc.health.v1 about `service` (default overall) with a deadline; "DOWN" when one
+ * does not answer. Its clients share channels of its own, closed by `close`.
+ */
+export class HealthChecks {
+  private channels: ChannelPool | undefined;
+  private readonly clients = new Map<string, HealthClient>();
+
+  /** With `tls` (the `[flotilla.tls]` client certificate), processes on TCP are asked over mutual TLS. */
+  constructor(private readonly tls?: TlsMaterial) {}
+
+  async of(address: string, timeoutMs = 1000, service = ""): Promise<string> {
+    let c = this.clients.get(address);
+    // The gRPC client (protobufjs, OpenTelemetry's API, the proto set) is loaded on the first health
+    // check, once `up` has started every process, not before it spawns the first.
+    const { HealthClient: Client, HealthStatus } = require("../libs/clients/health") as typeof import("../libs/clients/health");
+    const { ChannelPool: Pool } = require("../libs/grpc/client") as typeof import("../libs/grpc/client");
+    const { background } = require("../libs/context") as typeof import("../libs/context");
+    if (!c) this.clients.set(address, (c = new Client((this.channels ??= new Pool(this.tls)).get(address))));
+    try {
+      const status = await c.check({ ...background(), deadline: new Date(Date.now() + timeoutMs) }, service);
+      return HealthStatus[status] ?? String(status);
+    } catch {
+      return "DOWN";
+    }
+  }
+
+  close(): void {
+    this.channels?.close();
   }
 }
 
@@ -149,10 +166,11 @@ export class Supervisor {
   private natsUrl = "";
   private readonly stateFile: string;
   private control?: net.Server;
+  private readonly health: HealthChecks;
 
   constructor(private readonly cfg: Config, private readonly configFile: string | undefined, private readonly log: Logger) {
     this.stateFile = path.join(cfg.state, "supervisor.json");
-    setClientTls(tlsFor(cfg)); // its health checks dial the services
+    this.health = new HealthChecks(tlsFor(cfg)); // its health checks dial the services
   }
 
   private writeState(): void {
@@ -199,6 +217,9 @@ export class Supervisor {
   }
 
   async start(): Promise<void> {
+    // A wrong key fails here, before any process starts, with the message each process would give.
+    const ignored = checkConfig(this.cfg);
+    if (ignored.length) this.log.warn({ tables: ignored.map((t) => `plugins.${JSON.stringify(t)}`) }, "ignoring the config of plugins Flotilla does not implement");
     fs.mkdirSync(this.cfg.state, { recursive: true, mode: 0o711 });
     fs.mkdirSync(this.cfg.root, { recursive: true, mode: 0o711 });
     await this.listenControl();
@@ -240,7 +261,7 @@ export class Supervisor {
     let pending = [...order];
     let nextReport = Date.now() + 30_000;
     while (pending.length && !this.stopping) {
-      const status = await Promise.all(pending.map((s) => healthOf(this.procs.get(s)!.address, 1000, ownHealthName(s))));
+      const status = await Promise.all(pending.map((s) => this.health.of(this.procs.get(s)!.address, 1000, ownHealthName(s))));
       pending = pending.filter((_, i) => status[i] !== "SERVING");
       if (!pending.length) return;
       if (Date.now() > nextReport) {
@@ -255,7 +276,7 @@ export class Supervisor {
   async status(): Promise<ProcessStatus[]> {
     return Promise.all([...this.procs.values()].map(async (m): Promise<ProcessStatus> => {
       const pid = m.child?.pid ?? null;
-      const health = m.name === "nats" ? "-" : pid ? await healthOf(m.address, 1000, ownHealthName(m.name)) : "DOWN";
+      const health = m.name === "nats" ? "-" : pid ? await this.health.of(m.address, 1000, ownHealthName(m.name)) : "DOWN";
       return {
         name: m.name, pid, address: m.address, health, restarts: m.restarts,
         uptime: pid ? Math.round((Date.now() - m.startedAt) / 1000) : null,
@@ -291,7 +312,7 @@ export class Supervisor {
     }
     if (m.name === "nats") return;
     const until = Date.now() + 30_000;
-    while ((await healthOf(m.address, 1000, ownHealthName(m.name))) !== "SERVING") {
+    while ((await this.health.of(m.address, 1000, ownHealthName(m.name))) !== "SERVING") {
       if (Date.now() > until) throw new Error(`${m.name} does not answer SERVING after 30 s`);
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -365,6 +386,7 @@ export class Supervisor {
   async stop(graceMs = 10_000): Promise<void> {
     this.stopping = true;
     this.control?.close();
+    this.health.close();
     fs.rmSync(controlSocket(this.cfg.state), { force: true });
     for (const m of this.procs.values()) if (m.timer) clearTimeout(m.timer);
     const services = [...this.procs.values()].filter((m) => m.name !== "nats");

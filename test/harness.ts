@@ -7,11 +7,17 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { background } from "../libs/context";
-import { RpcClient, closeChannels } from "../libs/grpc/client";
+import { ChannelPool, RpcClient } from "../libs/grpc/client";
 import { dialAddress, loadConfig, type ServiceName } from "../libs/config";
-import { setClientTls, tlsFor } from "../libs/grpc/tls";
+import { tlsFor } from "../libs/grpc/tls";
 import { repoRoot } from "../libs/proto";
 import { waitAtMost } from "../libs/sync";
+
+/**
+ * The gRPC channels of a test file's process (node --test runs each file in its own): every client a
+ * test or its fixtures make goes through it, and `testChannels.close()` drops their connections.
+ */
+export const testChannels = new ChannelPool();
 
 export interface StackOptions {
   /** Use this NATS server instead of the embedded one. */
@@ -181,12 +187,12 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   };
   const pidOf = (s: string): number | undefined => readState()?.services[s] ?? undefined;
   const address = (s: ServiceName): string => dialAddress(cfg, s);
-  // With TLS configured, this test process dials the services as `flotilla` commands do.
-  if (cfg.flotilla.tls.ca) setClientTls(tlsFor(cfg));
-  const health = new Map<string, RpcClient>();
+  // With TLS configured, this test process dials the services as `flotilla` commands do (its own pool).
+  const channels = cfg.flotilla.tls.ca ? new ChannelPool(tlsFor(cfg)) : testChannels;
+  const health = new Map<string, RpcClient<"grpc.health.v1.Health">>();
   const waitHealthy = async (s: ServiceName, timeoutMs = 60000): Promise<void> => {
     let c = health.get(s);
-    if (!c) health.set(s, (c = new RpcClient(address(s), "grpc.health.v1.Health")));
+    if (!c) health.set(s, (c = new RpcClient(channels.get(address(s)), "grpc.health.v1.Health")));
     await waitFor(`${s} to be healthy`, async () => {
       const ctx = { ...background(), deadline: new Date(Date.now() + 1000) };
       const r = await c!.unary(ctx, "Check", { service: "" });
@@ -230,7 +236,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       }
       // Shims outlive the tasks process by design (own process group): end this stack's by PID.
       for (const pid of pidsReferring(dir)) process.kill(pid, "SIGKILL");
-      closeChannels();
+      channels.close();
       unmountBelow(dir);
       fs.rmSync(dir, { recursive: true, force: true });
     },

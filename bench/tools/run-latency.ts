@@ -6,9 +6,9 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { startContainerd, startFlotilla, type Target } from "../lib";
-import { startRegistry } from "../../test/helpers/registry";
-import { buildBusyboxImage, pushImage } from "../../test/helpers/image";
-import { busyboxRootfs } from "../../test/tasks/helpers";
+import { startRegistry } from "#test/helpers/registry";
+import { buildBusyboxImage, pushImage } from "#test/helpers/image";
+import { busyboxRootfs } from "#test/tasks/helpers";
 
 const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 

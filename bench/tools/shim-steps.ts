@@ -7,11 +7,11 @@ import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { TtrpcClient, NAMESPACE_KEY } from "../../libs/ttrpc";
-import { TypedClient } from "../../libs/ttrpc/typed";
-import { mkfifo } from "../../libs/sys/linux";
-import { busyboxRootfs } from "../../test/tasks/helpers";
-import { repoRoot } from "../../libs/proto";
+import { TtrpcClient, NAMESPACE_KEY } from "#libs/ttrpc";
+import { TypedClient } from "#libs/ttrpc/typed";
+import { mkfifo } from "#libs/sys/linux";
+import { busyboxRootfs } from "#test/tasks/helpers";
+import { repoRoot } from "#libs/proto";
 
 const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 

@@ -8,10 +8,10 @@ import * as fs from "node:fs";
 import * as http from "node:http";
 import * as os from "node:os";
 import * as path from "node:path";
-import { startStack } from "../../test/harness";
-import { startRegistry } from "../../test/helpers/registry";
-import { buildBusyboxImage, pushImage } from "../../test/helpers/image";
-import { busyboxRootfs } from "../../test/tasks/helpers";
+import { startStack } from "#test/harness";
+import { startRegistry } from "#test/helpers/registry";
+import { buildBusyboxImage, pushImage } from "#test/helpers/image";
+import { busyboxRootfs } from "#test/tasks/helpers";
 
 interface S { service: string; name: string; kind: number; start: number; end: number; trace: string }
 

@@ -4,14 +4,18 @@
  * travel as they are (type URL and bytes untouched).
  */
 import type { CallContext } from "../context";
-import { RpcClient } from "../grpc/client";
+import { RpcClient, type Channel } from "../grpc/client";
 import type { Msg } from "../grpc/server";
 import { fromTimestamp, toTimestamp } from "../proto";
 import type { Container, ContainerInput, ContainerStore, TypedValue } from "../core/containers";
+import type { Sandbox } from "../core/sandbox";
+import type { Input } from "../proto/types";
 
 export const CONTAINERS_SERVICE = "containerd.services.containers.v1.Containers";
 
-export function anyToProto(a: TypedValue | undefined): Msg | null {
+export function anyToProto(a: TypedValue): Input["google.protobuf.Any"];
+export function anyToProto(a: TypedValue | undefined): Input["google.protobuf.Any"] | null;
+export function anyToProto(a: TypedValue | undefined): Input["google.protobuf.Any"] | null {
   return a ? { type_url: a.typeUrl, value: Buffer.from(a.value) } : null;
 }
 
@@ -21,65 +25,78 @@ export function anyFromProto(m: Msg | null | undefined): TypedValue | undefined 
 }
 
 /** A timestamp, or null for an unset date (the zero time). */
-export const tsOrNull = (d: Date | undefined): Msg | null => (d && d.getTime() > 0 ? toTimestamp(d) : null);
+export const tsOrNull = (d: Date | undefined): Input["google.protobuf.Timestamp"] | null => (d && d.getTime() > 0 ? toTimestamp(d) : null);
 
-export function containerToProto(c: ContainerInput & { createdAt?: Date; updatedAt?: Date }): Msg {
+/** What container and sandbox records have alike: the same fields under the same names on the wire. */
+export type RecordFields = Pick<Container & Sandbox, "runtime" | "spec" | "labels" | "extensions" | "createdAt" | "updatedAt">;
+
+export function recordFieldsToProto(r: Partial<RecordFields>): Msg {
+  return {
+    runtime: { name: r.runtime?.name ?? "", options: anyToProto(r.runtime?.options) },
+    spec: anyToProto(r.spec),
+    labels: { ...(r.labels ?? {}) },
+    created_at: tsOrNull(r.createdAt),
+    updated_at: tsOrNull(r.updatedAt),
+    extensions: Object.fromEntries(Object.entries(r.extensions ?? {}).map(([k, v]) => [k, anyToProto(v)])),
+  };
+}
+
+/**
+ * The shared fields of a container or sandbox message (unset times read as the zero time). An extension
+ * with neither type nor bytes is kept as an empty value with `keepEmptyExtensions` (containers store
+ * extensions as given), else dropped (sandboxes).
+ */
+export function recordFieldsFromProto(m: Msg | null | undefined, keepEmptyExtensions: boolean): RecordFields {
+  const options = anyFromProto(m?.runtime?.options);
+  const spec = anyFromProto(m?.spec);
+  const extensions: Record<string, TypedValue> = {};
+  for (const [k, v] of Object.entries((m?.extensions as Record<string, Msg> | undefined) ?? {})) {
+    const a = anyFromProto(v) ?? (keepEmptyExtensions ? { typeUrl: "", value: new Uint8Array() } : undefined);
+    if (a) extensions[k] = a;
+  }
+  return {
+    runtime: { name: String(m?.runtime?.name ?? ""), ...(options ? { options } : {}) },
+    ...(spec ? { spec } : {}),
+    labels: { ...((m?.labels as Record<string, string> | undefined) ?? {}) },
+    extensions,
+    createdAt: fromTimestamp(m?.created_at) ?? new Date(0),
+    updatedAt: fromTimestamp(m?.updated_at) ?? new Date(0),
+  };
+}
+
+export function containerToProto(c: ContainerInput & { createdAt?: Date; updatedAt?: Date }): Input["containerd.services.containers.v1.Container"] {
   return {
     id: c.id,
-    labels: { ...(c.labels ?? {}) },
+    ...recordFieldsToProto(c),
     image: c.image ?? "",
-    runtime: { name: c.runtime?.name ?? "", options: anyToProto(c.runtime?.options) },
-    spec: anyToProto(c.spec),
     snapshotter: c.snapshotter ?? "",
     snapshot_key: c.snapshotKey ?? "",
-    created_at: tsOrNull(c.createdAt),
-    updated_at: tsOrNull(c.updatedAt),
-    extensions: Object.fromEntries(Object.entries(c.extensions ?? {}).map(([k, v]) => [k, anyToProto(v)])),
     sandbox: c.sandbox ?? "",
   };
 }
 
 /** A request's container (times from the client are ignored: the store stamps them). */
 export function containerInputFromProto(m: Msg | null | undefined): ContainerInput {
-  const options = anyFromProto(m?.runtime?.options);
-  const spec = anyFromProto(m?.spec);
-  const ext: Record<string, TypedValue> = {};
-  for (const [k, v] of Object.entries((m?.extensions as Record<string, Msg> | undefined) ?? {})) {
-    ext[k] = anyFromProto(v) ?? { typeUrl: "", value: new Uint8Array() };
-  }
+  const { createdAt: _created, updatedAt: _updated, ...c } = containerFromProto(m);
+  return c;
+}
+
+export function containerFromProto(m: Msg | null | undefined): Container {
   return {
     id: String(m?.id ?? ""),
-    labels: { ...((m?.labels as Record<string, string> | undefined) ?? {}) },
+    ...recordFieldsFromProto(m, true),
     image: String(m?.image ?? ""),
-    runtime: { name: String(m?.runtime?.name ?? ""), ...(options ? { options } : {}) },
-    ...(spec ? { spec } : {}),
     snapshotter: String(m?.snapshotter ?? ""),
     snapshotKey: String(m?.snapshot_key ?? ""),
-    extensions: ext,
     sandbox: String(m?.sandbox ?? ""),
   };
 }
 
-export function containerFromProto(m: Msg | null | undefined): Container {
-  const i = containerInputFromProto(m);
-  return {
-    ...i,
-    labels: i.labels ?? {},
-    extensions: i.extensions ?? {},
-    image: i.image ?? "",
-    snapshotter: i.snapshotter ?? "",
-    snapshotKey: i.snapshotKey ?? "",
-    sandbox: i.sandbox ?? "",
-    createdAt: fromTimestamp(m?.created_at) ?? new Date(0),
-    updatedAt: fromTimestamp(m?.updated_at) ?? new Date(0),
-  };
-}
-
 export class ContainerStoreProxy implements ContainerStore {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof CONTAINERS_SERVICE>;
 
-  constructor(address: string) {
-    this.rpc = new RpcClient(address, CONTAINERS_SERVICE);
+  constructor(channel: Channel) {
+    this.rpc = new RpcClient(channel, CONTAINERS_SERVICE);
   }
 
   /** Resolve once the owning process answers (a connection is up), or reject after `ms`. */

@@ -5,8 +5,9 @@
  */
 import type { CallContext } from "../context";
 import { errFailedPrecondition, errInvalidArgument } from "../errdefs";
-import { RpcClient, type BidiCall } from "../grpc/client";
+import { RpcClient, type BidiCall, type Channel } from "../grpc/client";
 import type { Msg } from "../grpc/server";
+import type { ClientRequest, ClientResponse } from "../proto/types";
 import { fromTimestamp } from "../proto";
 import type {
   ContentInfo,
@@ -46,7 +47,7 @@ function statusFromProto(m: Msg | null | undefined): IngestStatus {
 }
 
 class RemoteReaderAt implements ContentReaderAt {
-  constructor(private readonly rpc: RpcClient, private readonly ctx: CallContext, private readonly digest: string, readonly size: number) {}
+  constructor(private readonly rpc: RpcClient<typeof CONTENT_SERVICE>, private readonly ctx: CallContext, private readonly digest: string, readonly size: number) {}
 
   /** One Read call per window, as containerd's proxy does. */
   async readAt(buf: Uint8Array, position: number): Promise<number> {
@@ -66,21 +67,24 @@ class RemoteReaderAt implements ContentReaderAt {
   async close(): Promise<void> {}
 }
 
+type WriteRequest = ClientRequest<typeof CONTENT_SERVICE, "Write">;
+type WriteResponse = ClientResponse<typeof CONTENT_SERVICE, "Write">;
+
 class RemoteWriter implements ContentWriter {
-  private readonly responses: AsyncIterator<Msg>;
+  private readonly responses: AsyncIterator<WriteResponse>;
   private offset = 0;
   private dgst = "";
   private closed = false;
   /** Offsets the server should answer for the writes sent but not yet acknowledged, oldest first. */
   private readonly unacked: number[] = [];
-  private opening?: Msg;
+  private opening?: WriteResponse;
 
   /** `window`: writes that may be in flight before write() waits for the oldest acknowledgement. */
-  constructor(private readonly call: BidiCall, readonly ref: string, private readonly window = 1) {
+  constructor(private readonly call: BidiCall<WriteRequest, WriteResponse>, readonly ref: string, private readonly window = 1) {
     this.responses = call.responses[Symbol.asyncIterator]();
   }
 
-  private async next(): Promise<Msg> {
+  private async next(): Promise<WriteResponse> {
     const r = await this.responses.next();
     if (r.done) throw errFailedPrecondition(`write stream for ref ${JSON.stringify(this.ref)} ended early`);
     if (r.value.digest) this.dgst = String(r.value.digest);
@@ -103,7 +107,7 @@ class RemoteWriter implements ContentWriter {
   }
 
   /** One request, one response (the protocol is synchronous, as in containerd's remote writer). */
-  async roundTrip(req: Msg): Promise<Msg> {
+  async roundTrip(req: WriteRequest): Promise<WriteResponse> {
     if (this.closed) throw errFailedPrecondition(`writer for ref ${JSON.stringify(this.ref)} is closed`);
     if (req.action !== STAT) this.opening = undefined;
     await this.settle(0);
@@ -125,7 +129,7 @@ class RemoteWriter implements ContentWriter {
     return this.statusOf(await this.roundTrip({ action: STAT }));
   }
 
-  private statusOf(r: Msg): IngestStatus {
+  private statusOf(r: WriteResponse): IngestStatus {
     this.offset = Number(r.offset ?? 0);
     return {
       ref: this.ref,
@@ -143,7 +147,7 @@ class RemoteWriter implements ContentWriter {
   }
 
   /** The opening STAT's answer: where writing continues, and status() until anything is written. */
-  opened(r: Msg): void {
+  opened(r: WriteResponse): void {
     this.offset = Number(r.offset ?? 0);
     this.opening = r;
   }
@@ -229,10 +233,10 @@ export interface ContentProxyOptions {
 }
 
 export class ContentStoreProxy implements ContentStore {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof CONTENT_SERVICE>;
 
-  constructor(address: string, private readonly opts: ContentProxyOptions = {}) {
-    this.rpc = new RpcClient(address, CONTENT_SERVICE);
+  constructor(channel: Channel, private readonly opts: ContentProxyOptions = {}) {
+    this.rpc = new RpcClient(channel, CONTENT_SERVICE);
   }
 
   /** Resolve once the owning process answers (a connection is up), or reject after `ms`. */

@@ -1,6 +1,6 @@
 /** Applier and Comparer over gRPC (containerd.services.diff.v1.Diff). */
 import type { CallContext } from "../context";
-import { RpcClient } from "../grpc/client";
+import { RpcClient, type Channel } from "../grpc/client";
 import { toTimestamp } from "../proto";
 import type { Applier, ApplyOptions, Comparer, Descriptor, DiffOptions } from "../core/diff";
 import { mountToProto, type Mount } from "../mount";
@@ -18,9 +18,9 @@ function descFromWire(d: Wire | null | undefined): Descriptor {
 }
 
 export class DiffProxy implements Applier, Comparer {
-  private readonly rpc: RpcClient;
-  constructor(address: string) {
-    this.rpc = new RpcClient(address, DIFF_SERVICE);
+  private readonly rpc: RpcClient<typeof DIFF_SERVICE>;
+  constructor(channel: Channel) {
+    this.rpc = new RpcClient(channel, DIFF_SERVICE);
   }
 
   async apply(ctx: CallContext, desc: Descriptor, mounts: Mount[], opts: ApplyOptions = {}): Promise<Descriptor> {

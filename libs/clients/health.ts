@@ -3,7 +3,7 @@
  * as a whole). The statuses are the protocol's numbers.
  */
 import type { CallContext } from "../context";
-import { RpcClient } from "../grpc/client";
+import { RpcClient, type Channel } from "../grpc/client";
 
 export const HEALTH_SERVICE = "grpc.health.v1.Health";
 
@@ -16,10 +16,10 @@ export enum HealthStatus {
 }
 
 export class HealthClient {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof HEALTH_SERVICE>;
 
-  constructor(address: string) {
-    this.rpc = new RpcClient(address, HEALTH_SERVICE);
+  constructor(channel: Channel) {
+    this.rpc = new RpcClient(channel, HEALTH_SERVICE);
   }
 
   /** The status of `service` as the process answers it (errors as the call's: Unavailable, DeadlineExceeded, NotFound). */

@@ -3,14 +3,15 @@
  * store. Errors arrive as native errdefs classes (the RpcClient maps them).
  */
 import type { CallContext } from "../context";
-import { RpcClient } from "../grpc/client";
+import { RpcClient, type Channel } from "../grpc/client";
 import type { Msg } from "../grpc/server";
 import { fromTimestamp } from "../proto";
 import type { Descriptor, Image, ImageDeleteOptions, ImageInput, ImageStore } from "../core/images";
+import type { Input } from "../proto/types";
 
 export const IMAGES_SERVICE = "containerd.services.images.v1.Images";
 
-export function descriptorToProto(d: Descriptor): Msg {
+export function descriptorToProto(d: Descriptor): Input["containerd.types.Descriptor"] {
   return { media_type: d.mediaType, digest: d.digest, size: d.size, annotations: d.annotations ?? {} };
 }
 
@@ -33,13 +34,13 @@ export function imageFromProto(m: Msg | null | undefined): Image {
   };
 }
 
-const inputToProto = (i: ImageInput): Msg => ({ name: i.name, labels: i.labels ?? {}, target: descriptorToProto(i.target) });
+const inputToProto = (i: ImageInput): Input["containerd.services.images.v1.Image"] => ({ name: i.name, labels: i.labels ?? {}, target: descriptorToProto(i.target) });
 
 export class ImageStoreProxy implements ImageStore {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof IMAGES_SERVICE>;
 
-  constructor(address: string) {
-    this.rpc = new RpcClient(address, IMAGES_SERVICE);
+  constructor(channel: Channel) {
+    this.rpc = new RpcClient(channel, IMAGES_SERVICE);
   }
 
   async get(ctx: CallContext, name: string): Promise<Image> {

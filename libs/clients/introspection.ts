@@ -4,9 +4,8 @@
  * process runs (e.g. which snapshotters the snapshots process has).
  */
 import type { CallContext } from "../context";
-import { RpcClient } from "../grpc/client";
+import { RpcClient, type Channel } from "../grpc/client";
 import type { Msg } from "../grpc/server";
-import { INTROSPECTION_SERVICE } from "../service";
 import type { PluginInfo } from "../service/plugins";
 
 /** A wire `containerd.services.introspection.v1.Plugin` as a PluginInfo (the inverse of pluginToProto). */
@@ -24,11 +23,13 @@ export function pluginFromProto(m: Msg): PluginInfo {
   return p;
 }
 
-export class IntrospectionProxy {
-  private readonly rpc: RpcClient;
+export const INTROSPECTION_SERVICE = "containerd.services.introspection.v1.Introspection";
 
-  constructor(address: string) {
-    this.rpc = new RpcClient(address, INTROSPECTION_SERVICE);
+export class IntrospectionProxy {
+  private readonly rpc: RpcClient<typeof INTROSPECTION_SERVICE>;
+
+  constructor(channel: Channel) {
+    this.rpc = new RpcClient(channel, INTROSPECTION_SERVICE);
   }
 
   /** The plugins matching `filters` (containerd's filter syntax, e.g. `type==io.containerd.snapshotter.v1`). */

@@ -7,7 +7,7 @@
  * Errors arrive as native errdefs classes (the RpcClient maps them).
  */
 import type { CallContext } from "../context";
-import { RpcClient } from "../grpc/client";
+import { RpcClient, type Channel } from "../grpc/client";
 import type { Msg } from "../grpc/server";
 import { fromTimestamp } from "../proto";
 import type { Lease, LeaseCreateOptions, LeaseDeleteOptions, LeaseManager, LeaseResource, LeaseResourceHolder } from "../core/leases";
@@ -26,10 +26,10 @@ const resourcesFromProto = (res: Msg): LeaseResource[] =>
   ((res.resources as Msg[] | undefined) ?? []).map((r) => ({ id: String(r.id ?? ""), type: String(r.type ?? "") }));
 
 export class LeaseManagerProxy implements LeaseManager {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof LEASES_SERVICE>;
 
-  constructor(address: string) {
-    this.rpc = new RpcClient(address, LEASES_SERVICE);
+  constructor(channel: Channel) {
+    this.rpc = new RpcClient(channel, LEASES_SERVICE);
   }
 
   async create(ctx: CallContext, opts: LeaseCreateOptions): Promise<Lease> {
@@ -59,10 +59,10 @@ export class LeaseManagerProxy implements LeaseManager {
 
 /** The lease records of one owning process (content or snapshots), on that process's address. */
 export class LeaseResourceHolderProxy implements LeaseResourceHolder {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof LEASES_SERVICE>;
 
-  constructor(address: string) {
-    this.rpc = new RpcClient(address, LEASES_SERVICE);
+  constructor(channel: Channel) {
+    this.rpc = new RpcClient(channel, LEASES_SERVICE);
   }
 
   async addResource(ctx: CallContext, lease: string, resource: LeaseResource): Promise<void> {

@@ -1,19 +1,19 @@
 /** NamespaceStore over gRPC: callers cannot tell it from the local store. */
 import { isAlreadyExists } from "../errdefs";
 import { withNamespace, type CallContext } from "../context";
-import { RpcClient } from "../grpc/client";
+import { RpcClient, type Channel } from "../grpc/client";
 import { NAMESPACE_EVENTS, type Namespace, type NamespaceStore } from "../core/namespaces";
 import type { EventSubscriber } from "../events";
 import { unpackAny } from "../proto";
 
 export const NAMESPACES_SERVICE = "containerd.services.namespaces.v1.Namespaces";
 
-const fromProto = (n: { name?: string; labels?: Record<string, string> } | undefined): Namespace => ({ name: n?.name ?? "", labels: n?.labels ?? {} });
+const fromProto = (n: { name?: string; labels?: Record<string, string> } | null | undefined): Namespace => ({ name: n?.name ?? "", labels: n?.labels ?? {} });
 
 export class NamespaceStoreProxy implements NamespaceStore {
-  private readonly rpc: RpcClient;
-  constructor(address: string) {
-    this.rpc = new RpcClient(address, NAMESPACES_SERVICE);
+  private readonly rpc: RpcClient<typeof NAMESPACES_SERVICE>;
+  constructor(channel: Channel) {
+    this.rpc = new RpcClient(channel, NAMESPACES_SERVICE);
   }
   async get(ctx: CallContext, name: string): Promise<Namespace> {
     return fromProto((await this.rpc.unary(ctx, "Get", { name })).namespace);

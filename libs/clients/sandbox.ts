@@ -5,11 +5,11 @@
  * process's gRPC adapters use. Errors arrive as native errdefs classes (the RpcClient maps them).
  */
 import type { CallContext } from "../context";
-import { RpcClient } from "../grpc/client";
+import { RpcClient, type Channel } from "../grpc/client";
 import type { Msg } from "../grpc/server";
 import { fromTimestamp, toTimestamp } from "../proto";
 import { mountToProto } from "../mount";
-import { anyFromProto, anyToProto, tsOrNull } from "./containers";
+import { anyFromProto, anyToProto, recordFieldsFromProto, recordFieldsToProto, tsOrNull } from "./containers";
 import type {
   ControllerInstance,
   ControllerStatus,
@@ -22,47 +22,22 @@ import type {
   SandboxPlatform,
   SandboxStore,
 } from "../core/sandbox";
+import type { Input } from "../proto/types";
 
 export const SANDBOX_STORE_SERVICE = "containerd.services.sandbox.v1.Store";
 export const SANDBOX_CONTROLLER_SERVICE = "containerd.services.sandbox.v1.Controller";
 
 export { anyFromProto, anyToProto };
 
-export function sandboxToProto(sb: SandboxInput & { createdAt?: Date; updatedAt?: Date }): Msg {
-  return {
-    sandbox_id: sb.id,
-    runtime: { name: sb.runtime?.name ?? "", options: anyToProto(sb.runtime?.options) },
-    spec: anyToProto(sb.spec),
-    labels: { ...(sb.labels ?? {}) },
-    created_at: tsOrNull(sb.createdAt),
-    updated_at: tsOrNull(sb.updatedAt),
-    extensions: Object.fromEntries(Object.entries(sb.extensions ?? {}).map(([k, v]) => [k, anyToProto(v)])),
-    sandboxer: sb.sandboxer ?? "",
-  };
+export function sandboxToProto(sb: SandboxInput & { createdAt?: Date; updatedAt?: Date }): Input["containerd.types.Sandbox"] {
+  return { sandbox_id: sb.id, ...recordFieldsToProto(sb), sandboxer: sb.sandboxer ?? "" };
 }
 
 export function sandboxFromProto(m: Msg | null | undefined): Sandbox {
-  const sb: Sandbox = {
-    id: String(m?.sandbox_id ?? ""),
-    runtime: { name: String(m?.runtime?.name ?? "") },
-    labels: { ...((m?.labels as Record<string, string> | undefined) ?? {}) },
-    extensions: {},
-    sandboxer: String(m?.sandboxer ?? ""),
-    createdAt: fromTimestamp(m?.created_at) ?? new Date(0),
-    updatedAt: fromTimestamp(m?.updated_at) ?? new Date(0),
-  };
-  const opts = anyFromProto(m?.runtime?.options);
-  if (opts) sb.runtime.options = opts;
-  const spec = anyFromProto(m?.spec);
-  if (spec) sb.spec = spec;
-  for (const [k, v] of Object.entries((m?.extensions as Record<string, Msg> | undefined) ?? {})) {
-    const a = anyFromProto(v);
-    if (a) sb.extensions[k] = a;
-  }
-  return sb;
+  return { id: String(m?.sandbox_id ?? ""), ...recordFieldsFromProto(m, false), sandboxer: String(m?.sandboxer ?? "") };
 }
 
-export function instanceToProto(i: ControllerInstance): Msg {
+export function instanceToProto(i: ControllerInstance): Input["containerd.services.sandbox.v1.ControllerStartResponse"] {
   return {
     sandbox_id: i.sandboxId,
     pid: i.pid,
@@ -88,7 +63,7 @@ export function instanceFromProto(m: Msg): ControllerInstance {
   return out;
 }
 
-export function statusToProto(s: ControllerStatus): Msg {
+export function statusToProto(s: ControllerStatus): Input["containerd.services.sandbox.v1.ControllerStatusResponse"] {
   return {
     sandbox_id: s.sandboxId,
     pid: s.pid,
@@ -120,7 +95,7 @@ export function statusFromProto(m: Msg): ControllerStatus {
   return out;
 }
 
-export function metricToProto(x: SandboxMetric): Msg {
+export function metricToProto(x: SandboxMetric): Input["containerd.types.Metric"] {
   return { timestamp: toTimestamp(x.timestamp), id: x.id, data: anyToProto(x.data) };
 }
 
@@ -132,9 +107,9 @@ export function metricFromProto(m: Msg | null | undefined): SandboxMetric {
 }
 
 export class SandboxStoreProxy implements SandboxStore {
-  private readonly rpc: RpcClient;
-  constructor(address: string) {
-    this.rpc = new RpcClient(address, SANDBOX_STORE_SERVICE);
+  private readonly rpc: RpcClient<typeof SANDBOX_STORE_SERVICE>;
+  constructor(channel: Channel) {
+    this.rpc = new RpcClient(channel, SANDBOX_STORE_SERVICE);
   }
   /** Resolve once the owning process answers (a connection is up), or reject after `ms`. */
   waitForReady(ms: number): Promise<void> {
@@ -159,9 +134,9 @@ export class SandboxStoreProxy implements SandboxStore {
 
 /** One sandboxer's controller over gRPC (containerd's `client.SandboxController(name)`). */
 export class SandboxControllerProxy implements SandboxController {
-  private readonly rpc: RpcClient;
-  constructor(address: string, readonly sandboxer: string) {
-    this.rpc = new RpcClient(address, SANDBOX_CONTROLLER_SERVICE);
+  private readonly rpc: RpcClient<typeof SANDBOX_CONTROLLER_SERVICE>;
+  constructor(channel: Channel, readonly sandboxer: string) {
+    this.rpc = new RpcClient(channel, SANDBOX_CONTROLLER_SERVICE);
   }
   async create(ctx: CallContext, sandbox: SandboxInput, opts: SandboxCreateOptions = {}): Promise<void> {
     await this.rpc.unary(ctx, "Create", {

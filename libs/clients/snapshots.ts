@@ -1,6 +1,6 @@
 /** Snapshotter over gRPC (containerd.services.snapshots.v1.Snapshots): callers cannot tell it from a local one. */
 import type { CallContext } from "../context";
-import { RpcClient } from "../grpc/client";
+import { RpcClient, type Channel } from "../grpc/client";
 import { fromTimestamp, toTimestamp } from "../proto";
 import {
   kindFromWire, type Mount, type SnapshotInfo, type SnapshotOptions, type Snapshotter, type SnapshotterSet, type SnapshotUsage, type WalkFn,
@@ -25,11 +25,11 @@ function infoFromWire(i: Wire | null | undefined): SnapshotInfo {
 }
 
 export class SnapshotterProxy implements Snapshotter {
-  constructor(private readonly rpc: RpcClient, readonly snapshotter: string) {}
+  constructor(private readonly rpc: RpcClient<typeof SNAPSHOTS_SERVICE>, readonly snapshotter: string) {}
 
   /** A proxy for `snapshotter` at `address` (a Flotilla snapshots process or the gateway). */
-  static connect(address: string, snapshotter: string): SnapshotterProxy {
-    return new SnapshotterProxy(new RpcClient(address, SNAPSHOTS_SERVICE), snapshotter);
+  static connect(channel: Channel, snapshotter: string): SnapshotterProxy {
+    return new SnapshotterProxy(new RpcClient(channel, SNAPSHOTS_SERVICE), snapshotter);
   }
 
   async stat(ctx: CallContext, key: string): Promise<SnapshotInfo> {
@@ -74,10 +74,10 @@ export class SnapshotterProxy implements Snapshotter {
 
 /** Every snapshotter name reached through one address; unknown names fail at the server (NotFound). */
 export class SnapshotterSetProxy implements SnapshotterSet {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof SNAPSHOTS_SERVICE>;
   private readonly cache = new Map<string, SnapshotterProxy>();
-  constructor(address: string, private readonly known: string[] = ["overlayfs", "native"]) {
-    this.rpc = new RpcClient(address, SNAPSHOTS_SERVICE);
+  constructor(channel: Channel, private readonly known: string[] = ["overlayfs", "native"]) {
+    this.rpc = new RpcClient(channel, SNAPSHOTS_SERVICE);
   }
   /** Resolve once the owning process answers (a connection is up), or reject after `ms`. */
   waitForReady(ms: number): Promise<void> {

@@ -3,7 +3,7 @@
  * service in the tasks process. Errors arrive as native errdefs classes (the RpcClient maps them).
  */
 import type { CallContext } from "../context";
-import { RpcClient } from "../grpc/client";
+import { RpcClient, type Channel } from "../grpc/client";
 import type { Msg } from "../grpc/server";
 import { fromTimestamp } from "../proto";
 import type { TypedValue } from "../core/containers";
@@ -33,10 +33,10 @@ export function processFromProto(p: Msg | null | undefined): ProcessState {
 }
 
 export class TaskServiceProxy implements TaskService {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof TASKS_SERVICE>;
 
-  constructor(address: string) {
-    this.rpc = new RpcClient(address, TASKS_SERVICE);
+  constructor(channel: Channel) {
+    this.rpc = new RpcClient(channel, TASKS_SERVICE);
   }
 
   async create(ctx: CallContext, i: CreateTaskInput): Promise<number> {
@@ -50,7 +50,8 @@ export class TaskServiceProxy implements TaskService {
       checkpoint: i.checkpoint ? { media_type: i.checkpoint.mediaType, digest: i.checkpoint.digest, size: i.checkpoint.size, annotations: i.checkpoint.annotations ?? {} } : null,
       options: anyToProto(i.options),
       runtime_path: i.runtimePath ?? "",
-      ...(i.taskApiAddress ? { task_api_address: i.taskApiAddress, task_api_version: i.taskApiVersion ?? 0 } : {}),
+      task_api_address: i.taskApiAddress ?? "",
+      task_api_version: i.taskApiVersion ?? 0,
     });
     return Number(r.pid ?? 0);
   }

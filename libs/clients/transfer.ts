@@ -11,7 +11,7 @@ import { randomBytes } from "node:crypto";
 import type { Readable, Writable } from "node:stream";
 import type { CallContext } from "../context";
 import { errCanceled, errFailedPrecondition } from "../errdefs";
-import { RpcClient, type BidiCall } from "../grpc/client";
+import { RpcClient, type BidiCall, type Channel } from "../grpc/client";
 import { waitAtMost } from "../sync";
 import type { Msg } from "../grpc/server";
 import { decode, encode, fromTimestamp, toTimestamp } from "../proto";
@@ -19,6 +19,7 @@ import {
   BYTE_WINDOW, MAX_DATA_CHUNK, StreamTypeUrls, TransferTypeUrls, WINDOW_UNIT,
   type Descriptor, type ImageReferenceSpec, type Platform, type ProgressEvent, type RegistryCredentials, type StreamMessage, type TransferStream, type UnpackConfiguration,
 } from "../core/transfer";
+import type { ClientRequest, ClientResponse, Input } from "../proto/types";
 
 export const TRANSFER_SERVICE = "containerd.services.transfer.v1.Transfer";
 export const STREAMING_SERVICE = "containerd.services.streaming.v1.Streaming";
@@ -31,13 +32,15 @@ export function streamId(prefix: string): string {
   return `${prefix}-${ns}-${randomBytes(3).toString("base64url")}`;
 }
 
+type StreamCall = BidiCall<ClientRequest<typeof STREAMING_SERVICE, "Stream">, ClientResponse<typeof STREAMING_SERVICE, "Stream">>;
+
 class ClientStream implements TransferStream {
-  private readonly it: AsyncIterator<Msg>;
+  private readonly it: AsyncIterator<ClientResponse<typeof STREAMING_SERVICE, "Stream">>;
   private readonly ac = new AbortController();
   private reading: Promise<unknown> = Promise.resolve();
   private halfClosed = false;
 
-  constructor(private readonly call: BidiCall) {
+  constructor(private readonly call: StreamCall) {
     this.it = call.responses[Symbol.asyncIterator]();
   }
 
@@ -84,9 +87,9 @@ class ClientStream implements TransferStream {
 
 export type { ClientStream };
 
-/** Open a side-channel stream with `id` on the Streaming service at `address`. */
-export async function openStream(ctx: CallContext, address: string, id: string): Promise<ClientStream> {
-  const rpc = new RpcClient(address, STREAMING_SERVICE);
+/** Open a side-channel stream with `id` on the Streaming service over `channel`. */
+export async function openStream(ctx: CallContext, channel: Channel, id: string): Promise<ClientStream> {
+  const rpc = new RpcClient(channel, STREAMING_SERVICE);
   const s = new ClientStream(rpc.bidi(ctx, "Stream"));
   try {
     await s.init(id);
@@ -181,7 +184,7 @@ export async function serveCredentials(stream: TransferStream, fn: (req: { host:
 
 const AUTH_TYPES = { none: 0, credentials: 1, refresh: 2, header: 3 } as const;
 
-export function authResponseToProto(c: RegistryCredentials | undefined): Record<string, unknown> {
+export function authResponseToProto(c: RegistryCredentials | undefined): Input["containerd.types.transfer.AuthResponse"] {
   if (!c) return { authType: 0 };
   return { authType: AUTH_TYPES[c.type], secret: c.secret ?? "", username: c.username ?? "", ...(c.expireAt ? { expire_at: toTimestamp(c.expireAt) } : {}) };
 }
@@ -192,7 +195,7 @@ export function authResponseFromProto(m: { authType?: number; secret?: string; u
   return { type, ...(m.username ? { username: m.username } : {}), ...(m.secret ? { secret: m.secret } : {}), ...(exp && exp.getTime() > 0 ? { expireAt: exp } : {}) };
 }
 
-export function platformToProto(p: Platform): Record<string, unknown> {
+export function platformToProto(p: Platform): Input["containerd.types.Platform"] {
   return { os: p.os, architecture: p.architecture, variant: p.variant ?? "", os_version: p.osVersion ?? "", os_features: p.osFeatures ?? [] };
 }
 
@@ -205,11 +208,11 @@ export function platformFromProto(m: Msg | null | undefined): Platform {
   };
 }
 
-export function descriptorToProto(d: Descriptor): Record<string, unknown> {
+export function descriptorToProto(d: Descriptor): Input["containerd.types.Descriptor"] {
   return { media_type: d.mediaType, digest: d.digest, size: d.size, annotations: d.annotations ?? {} };
 }
 
-export function progressToProto(p: ProgressEvent): Record<string, unknown> {
+export function progressToProto(p: ProgressEvent): Input["containerd.types.transfer.Progress"] {
   return { event: p.event, name: p.name ?? "", parents: p.parents ?? [], progress: p.progress ?? 0, total: p.total ?? 0, ...(p.desc ? { desc: descriptorToProto(p.desc) } : {}) };
 }
 
@@ -281,15 +284,15 @@ export interface TransferCallOptions {
 
 /** The Transfer API at `address` (the gateway's socket, or the transfer process). */
 export class TransferClient {
-  private readonly rpc: RpcClient;
+  private readonly rpc: RpcClient<typeof TRANSFER_SERVICE>;
 
-  constructor(private readonly address: string) {
-    this.rpc = new RpcClient(address, TRANSFER_SERVICE);
+  constructor(private readonly channel: Channel) {
+    this.rpc = new RpcClient(channel, TRANSFER_SERVICE);
   }
 
   openStream(ctx: CallContext, prefix: string): Promise<ClientStream & { id: string }> {
     const id = streamId(prefix);
-    return openStream(ctx, this.address, id).then((s) => Object.assign(s, { id }));
+    return openStream(ctx, this.channel, id).then((s) => Object.assign(s, { id }));
   }
 
   /** Call Transfer with raw Any source and destination, consuming a progress stream if asked. */

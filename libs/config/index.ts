@@ -22,7 +22,10 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { parse as parseToml } from "smol-toml";
-import { errInvalidArgument } from "../errdefs";
+import { causeText, errInvalidArgument, type FlotillaError } from "../errdefs";
+import { configError, schema, type Infer, type Schema } from "./schema";
+
+export { schema, configError, parseDuration, type Infer, type Schema } from "./schema";
 
 export const SERVICE_NAMES = ["content", "snapshots", "images", "tasks", "transfer", "sandbox", "gateway"] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];
@@ -89,84 +92,118 @@ const MiB = 1024 * 1024;
 export const OTLP_PROTOCOLS = ["http/protobuf", "http/json"] as const;
 export type OtlpProtocol = (typeof OTLP_PROTOCOLS)[number];
 
-function otlpProtocol(v: string): OtlpProtocol {
-  if (!(OTLP_PROTOCOLS as readonly string[]).includes(v)) throw errInvalidArgument(`[flotilla] otlp_protocol ${JSON.stringify(v)}: must be one of ${OTLP_PROTOCOLS.join(", ")}`);
-  return v as OtlpProtocol;
+const str = schema.string;
+const int = schema.int;
+const strings = schema.strings;
+
+/** One process's `[flotilla.services.<name>]`. */
+const SERVICE_TABLE = schema.table({ address: str(), metrics_address: str(), tls_cert: str(), tls_key: str(), advertise_address: str() });
+
+/**
+ * The top level: containerd's keys (every one of them, so that a containerd config works as it is;
+ * those Flotilla does not use are accepted and ignored, as containerd ignores what it does not know
+ * inside a plugin table) and the `[flotilla]` table. Plugin tables are checked against the schemas of
+ * the components that read them (validatePlugins).
+ */
+export const CONFIG_SCHEMA = schema.table({
+  version: int(),
+  root: str(),
+  state: str(),
+  temp: str(),
+  plugin_dir: str(),
+  grpc: schema.table({
+    address: str(), tcp_address: str(), tcp_tls_ca: str(), tcp_tls_cert: str(), tcp_tls_key: str(),
+    uid: int(), gid: int(), max_recv_message_size: int({ min: 1 }), max_send_message_size: int({ min: 1 }),
+  }),
+  ttrpc: schema.table({ address: str(), uid: int(), gid: int() }),
+  debug: schema.table({ address: str(), uid: int(), gid: int(), level: str(), format: str() }),
+  metrics: schema.table({ address: str(), grpc_histogram: schema.bool() }),
+  disabled_plugins: strings(),
+  required_plugins: strings(),
+  plugins: schema.map(schema.map({ expected: "any value", check: (v) => v })),
+  oom_score: int(),
+  cgroup: schema.table({ path: str() }),
+  proxy_plugins: schema.map(schema.table({ type: str(), address: str(), platform: str() })),
+  timeouts: schema.map(str()),
+  imports: strings(),
+  stream_processors: schema.map(schema.table({ accepts: strings(), returns: str(), path: str(), args: strings(), env: strings() })),
+  flotilla: schema.table({
+    /** Older spelling of [flotilla.nats] url. */
+    nats_url: str(),
+    nats: schema.table({ url: str(), embedded_port: int({ min: 0, max: 65535 }) }),
+    events_subject_prefix: str(),
+    otlp_endpoint: str(),
+    otlp_protocol: schema.oneOf(OTLP_PROTOCOLS),
+    gateway_content_reads: schema.bool(),
+    gateway_read_views: schema.bool(),
+    services: schema.table(Object.fromEntries(SERVICE_NAMES.map((n) => [n, SERVICE_TABLE])) as Record<ServiceName, typeof SERVICE_TABLE>),
+    tls: schema.table({ ca: str(), cert: str(), key: str() }),
+  }),
+});
+
+/** A config file's error: `config <file>: <what>`, with what the schema said. */
+function inFile(source: string | undefined, err: unknown): FlotillaError {
+  return errInvalidArgument(`config${source ? ` ${source}` : ""}: ${causeText(err)}`, { cause: err });
 }
 
-type Table = Record<string, unknown>;
-const isTable = (v: unknown): v is Table => !!v && typeof v === "object" && !Array.isArray(v) && !(v instanceof Date);
-
-function str(t: Table | undefined, key: string, dflt: string): string {
-  const v = t?.[key];
-  if (v === undefined) return dflt;
-  if (typeof v !== "string") throw errInvalidArgument(`config: ${key} must be a string`);
-  return v;
-}
-function num(t: Table | undefined, key: string, dflt: number): number {
-  const v = t?.[key];
-  if (v === undefined) return dflt;
-  if (typeof v === "bigint") return Number(v);
-  if (typeof v !== "number") throw errInvalidArgument(`config: ${key} must be a number`);
-  return v;
-}
-function table(t: Table | undefined, key: string): Table | undefined {
-  const v = t?.[key];
-  if (v === undefined) return undefined;
-  if (!isTable(v)) throw errInvalidArgument(`config: [${key}] must be a table`);
-  return v;
-}
-
-/** Build a full config from a parsed TOML document, filling defaults. */
-export function fromToml(doc: Table, source?: string): Config {
-  const version = num(doc, "version", 2);
-  if (version !== 2 && version !== 3) throw errInvalidArgument(`config: unsupported version ${version}`);
-  const root = str(doc, "root", "/var/lib/flotilla");
-  const state = str(doc, "state", "/run/flotilla");
-  const grpc = table(doc, "grpc");
-  const metrics = table(doc, "metrics");
-  const debug = table(doc, "debug");
-  const plugins = table(doc, "plugins") ?? {};
-  const fl = table(doc, "flotilla");
-  const nats = table(fl, "nats");
-  const svcs = table(fl, "services");
+/** Build a full config from a parsed TOML document, filling defaults (a key of a wrong type or unknown is an error). */
+export function fromToml(raw: Record<string, unknown>, source?: string): Config {
+  let doc: Infer<typeof CONFIG_SCHEMA>;
+  try {
+    doc = CONFIG_SCHEMA.check(raw, []);
+    // A version 1 file (containerd's `[plugins.cri]`, ...) is not read at all.
+    if (doc.version !== undefined && doc.version !== 2 && doc.version !== 3) throw configError(["version"], `unsupported version ${doc.version}`);
+    for (const key of Object.keys(doc.plugins ?? {})) {
+      if (key.split(".").length < 4) throw configError(["plugins", key], "not a plugin URI (io.containerd.<type>.<version>.<id>)");
+    }
+  } catch (e) {
+    throw inFile(source, e);
+  }
+  const version = doc.version ?? 2;
+  const root = doc.root ?? "/var/lib/flotilla";
+  const state = doc.state ?? "/run/flotilla";
+  const fl = doc.flotilla ?? {};
   const services = {} as Record<ServiceName, ServiceConfig>;
   for (const name of SERVICE_NAMES) {
-    const s = table(svcs, name);
+    const s = fl.services?.[name];
     const dfltAddr = name === "gateway" ? "" : `unix://${path.join(state, `${name}.sock`)}`;
     services[name] = {
-      address: str(s, "address", dfltAddr), metrics_address: str(s, "metrics_address", ""),
-      tls_cert: str(s, "tls_cert", ""), tls_key: str(s, "tls_key", ""), advertise_address: str(s, "advertise_address", ""),
+      address: s?.address ?? dfltAddr, metrics_address: s?.metrics_address ?? "",
+      tls_cert: s?.tls_cert ?? "", tls_key: s?.tls_key ?? "", advertise_address: s?.advertise_address ?? "",
     };
   }
-  const grpcAddress = str(grpc, "address", path.join(state, "flotilla.sock"));
+  const grpcAddress = doc.grpc?.address ?? path.join(state, "flotilla.sock");
   services.gateway.address = grpcAddress;
-  if (!services.gateway.metrics_address) services.gateway.metrics_address = str(metrics, "address", "");
-  const disabled = doc["disabled_plugins"];
+  if (!services.gateway.metrics_address) services.gateway.metrics_address = doc.metrics?.address ?? "";
+  const env = process.env;
+  const otlpProtocol = fl.otlp_protocol ?? (env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL || env.OTEL_EXPORTER_OTLP_PROTOCOL || "http/protobuf");
+  if (!(OTLP_PROTOCOLS as readonly string[]).includes(otlpProtocol)) {
+    throw errInvalidArgument(`OTEL_EXPORTER_OTLP_PROTOCOL ${JSON.stringify(otlpProtocol)}: must be one of ${OTLP_PROTOCOLS.join(", ")}`);
+  }
   return {
     version,
     root,
     state,
     grpc: {
       address: grpcAddress,
-      max_recv_message_size: num(grpc, "max_recv_message_size", 16 * MiB),
-      max_send_message_size: num(grpc, "max_send_message_size", 16 * MiB),
-      tcp_address: str(grpc, "tcp_address", ""), tcp_tls_ca: str(grpc, "tcp_tls_ca", ""),
-      tcp_tls_cert: str(grpc, "tcp_tls_cert", ""), tcp_tls_key: str(grpc, "tcp_tls_key", ""),
+      max_recv_message_size: doc.grpc?.max_recv_message_size ?? 16 * MiB,
+      max_send_message_size: doc.grpc?.max_send_message_size ?? 16 * MiB,
+      tcp_address: doc.grpc?.tcp_address ?? "", tcp_tls_ca: doc.grpc?.tcp_tls_ca ?? "",
+      tcp_tls_cert: doc.grpc?.tcp_tls_cert ?? "", tcp_tls_key: doc.grpc?.tcp_tls_key ?? "",
     },
-    metrics: { address: str(metrics, "address", "") },
-    debug: { level: str(debug, "level", "info") },
-    plugins: Object.fromEntries(Object.entries(plugins).filter(([, v]) => isTable(v))) as Record<string, Record<string, unknown>>,
-    disabled_plugins: Array.isArray(disabled) ? disabled.map(String) : [],
+    metrics: { address: doc.metrics?.address ?? "" },
+    debug: { level: doc.debug?.level ?? "info" },
+    plugins: (doc.plugins ?? {}) as Record<string, Record<string, unknown>>,
+    disabled_plugins: doc.disabled_plugins ?? [],
     flotilla: {
-      nats: { url: str(nats, "url", str(fl, "nats_url", "")), embedded_port: num(nats, "embedded_port", 0) },
-      events_subject_prefix: str(fl, "events_subject_prefix", "flotilla.events"),
-      otlp_endpoint: str(fl, "otlp_endpoint", process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? ""),
-      otlp_protocol: otlpProtocol(str(fl, "otlp_protocol", process.env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL || process.env.OTEL_EXPORTER_OTLP_PROTOCOL || "http/protobuf")),
-      gateway_content_reads: fl?.gateway_content_reads === undefined ? true : Boolean(fl.gateway_content_reads),
-      gateway_read_views: fl?.gateway_read_views === undefined ? true : Boolean(fl.gateway_read_views),
+      nats: { url: fl.nats?.url ?? fl.nats_url ?? "", embedded_port: fl.nats?.embedded_port ?? 0 },
+      events_subject_prefix: fl.events_subject_prefix ?? "flotilla.events",
+      otlp_endpoint: fl.otlp_endpoint ?? env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? "",
+      otlp_protocol: otlpProtocol as OtlpProtocol,
+      gateway_content_reads: fl.gateway_content_reads ?? true,
+      gateway_read_views: fl.gateway_read_views ?? true,
       services,
-      tls: { ca: str(table(fl, "tls"), "ca", ""), cert: str(table(fl, "tls"), "cert", ""), key: str(table(fl, "tls"), "key", "") },
+      tls: { ca: fl.tls?.ca ?? "", cert: fl.tls?.cert ?? "", key: fl.tls?.key ?? "" },
     },
     source,
   };
@@ -180,13 +217,44 @@ export function loadConfig(file?: string): Config {
   } catch (e) {
     throw errInvalidArgument(`config ${file}: ${(e as Error).message}`);
   }
-  let doc: Table;
+  let doc: Record<string, unknown>;
   try {
-    doc = parseToml(text) as Table;
+    doc = parseToml(text) as Record<string, unknown>;
   } catch (e) {
     throw errInvalidArgument(`config ${file}: ${(e as Error).message}`);
   }
   return fromToml(doc, path.resolve(file));
+}
+
+/** A plugin as the config knows it: `[plugins."<type>.<id>"]`, read against `config` when it has one. */
+export interface PluginConfigDecl {
+  type: string;
+  id: string;
+  /** The plugin's table; absent: the plugin takes no configuration (any key in its table is an error). */
+  config?: Schema<unknown>;
+}
+
+/** No configuration: an empty table is all a plugin without a schema accepts. */
+const NO_CONFIG = schema.table({});
+
+/**
+ * Check the plugin tables of `plugins` (each against its schema; an error names the key). Returns the
+ * tables of the config that none of them implements (containerd's CRI tables, ...), which are ignored.
+ */
+export function validatePlugins(cfg: Config, plugins: readonly PluginConfigDecl[]): string[] {
+  const known = new Set<string>();
+  for (const p of plugins) {
+    const uri = `${p.type}.${p.id}`;
+    known.add(uri);
+    const t = cfg.plugins[uri];
+    if (t === undefined) continue;
+    try {
+      (p.config ?? NO_CONFIG).check(t, ["plugins", uri]);
+    } catch (e) {
+      throw inFile(cfg.source, e);
+    }
+  }
+  return Object.keys(cfg.plugins).filter((k) => !known.has(k));
 }
 
 /** Per-service directory under `root` (persistent) and `state` (runtime). */

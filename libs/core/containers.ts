@@ -9,8 +9,7 @@
  * Every method takes the call context first and requires a namespace (FailedPrecondition without one).
  * No runtime dependencies: types, constants and pure helpers only.
  */
-import type { CallContext } from "../context";
-import type { TypedValue } from "./sandbox";
+import type { MetadataStore, TypedValue } from "./sandbox";
 
 export type { TypedValue };
 
@@ -57,22 +56,11 @@ export const CONTAINER_EVENTS = {
 export const OCI_SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 export const OCI_PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 
-export interface ContainerStore {
-  /**
-   * InvalidArgument for a bad id, oversized labels, an empty runtime name, a missing spec, a snapshot
-   * key without a snapshotter, or an empty extension key; AlreadyExists when the id is taken.
-   */
-  create(ctx: CallContext, c: ContainerInput): Promise<Container>;
-  /**
-   * `fields`: `labels`, `labels.<k>`, `spec`, `extensions`, `extensions.<k>`, `image`, `snapshotkey`;
-   * none means all five, and then the runtime name and snapshotter must not change (InvalidArgument).
-   * An unknown field is InvalidArgument; NotFound when absent.
-   */
-  update(ctx: CallContext, c: ContainerInput, fields?: readonly string[]): Promise<Container>;
-  /** NotFound when absent. */
-  get(ctx: CallContext, id: string): Promise<Container>;
-  /** Containers matching any of `filters` (`id`, `image`, `runtime.name`, `snapshotter`, `labels.<k>`, ...), by id. */
-  list(ctx: CallContext, filters?: readonly string[]): Promise<Container[]>;
-  /** NotFound when absent. */
-  delete(ctx: CallContext, id: string): Promise<void>;
-}
+/**
+ * Container records. `create`: InvalidArgument for a bad id, oversized labels, an empty runtime name,
+ * a missing spec, a snapshot key without a snapshotter, or an empty extension key. `update` fields:
+ * `labels`, `labels.<k>`, `spec`, `extensions`, `extensions.<k>`, `image`, `snapshotkey`; none means
+ * all five, and then the runtime name and snapshotter must not change (InvalidArgument); an unknown
+ * field is InvalidArgument. `list` filters: `id`, `image`, `runtime.name`, `snapshotter`, `labels.<k>`, ...
+ */
+export type ContainerStore = MetadataStore<Container, ContainerInput>;

@@ -22,6 +22,20 @@ export interface TypedValue {
   value: Uint8Array;
 }
 
+/**
+ * A namespaced metadata store of records by id (containerd's containers and sandbox stores). Every
+ * method requires a namespace; `get`, `update` and `delete` are NotFound when the id is absent, `create`
+ * AlreadyExists when it is taken. `fields` of `update` names what to change, none meaning every
+ * updatable field; `list` returns the records matching any of `filters`, by id.
+ */
+export interface MetadataStore<R, I> {
+  create(ctx: CallContext, input: I): Promise<R>;
+  update(ctx: CallContext, input: I, fields?: readonly string[]): Promise<R>;
+  get(ctx: CallContext, id: string): Promise<R>;
+  list(ctx: CallContext, filters?: readonly string[]): Promise<R[]>;
+  delete(ctx: CallContext, id: string): Promise<void>;
+}
+
 export interface SandboxRuntime {
   /** e.g. `io.containerd.runc.v2`. */
   name: string;
@@ -52,24 +66,13 @@ export type SandboxInput = Omit<Sandbox, "createdAt" | "updatedAt" | "labels" | 
 /** The fields `update` accepts (plus `labels.<k>` and `extensions.<k>`). */
 export const SANDBOX_UPDATE_FIELDS = ["labels", "extensions", "spec", "runtime"] as const;
 
-export interface SandboxStore {
-  /**
-   * InvalidArgument for a bad id, an empty runtime name or oversized labels; AlreadyExists when the id
-   * is taken in the namespace.
-   */
-  create(ctx: CallContext, sandbox: SandboxInput): Promise<Sandbox>;
-  /**
-   * `fields`: `labels`, `labels.<k>`, `extensions`, `extensions.<k>`, `spec`, `runtime`; none means all
-   * four (and then the runtime name must not change). Other fields: InvalidArgument. NotFound when absent.
-   */
-  update(ctx: CallContext, sandbox: SandboxInput, fields?: readonly string[]): Promise<Sandbox>;
-  /** NotFound when absent. */
-  get(ctx: CallContext, id: string): Promise<Sandbox>;
-  /** Sandboxes of the namespace matching any of `filters` (`id`, `sandboxer`, `runtime.name`, `labels.<k>`, `extensions.<k>`), by id. */
-  list(ctx: CallContext, filters?: readonly string[]): Promise<Sandbox[]>;
-  /** NotFound when absent. */
-  delete(ctx: CallContext, id: string): Promise<void>;
-}
+/**
+ * Sandbox records. `create`: InvalidArgument for a bad id, an empty runtime name or oversized labels.
+ * `update` fields: `labels`, `labels.<k>`, `extensions`, `extensions.<k>`, `spec`, `runtime`; none
+ * means all four (and then the runtime name must not change); other fields are InvalidArgument.
+ * `list` filters: `id`, `sandboxer`, `runtime.name`, `labels.<k>`, `extensions.<k>`.
+ */
+export type SandboxStore = MetadataStore<Sandbox, SandboxInput>;
 
 /** Controller.Create's options beyond the sandbox record. */
 export interface SandboxCreateOptions {

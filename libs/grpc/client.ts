@@ -16,6 +16,8 @@ import { grpcTarget } from "../config";
 import { DECODE_OPTIONS, lookupService, type Type } from "../proto";
 import { SpanKind, SpanStatusCode, tracer, type Span } from "../tracing";
 import { encodeFrame, MAX_MESSAGE, type Msg } from "./server";
+import type { ClientRequest, ClientResponse, KnownService, MethodOfKind } from "../proto/types";
+import type { TlsMaterial } from "./tls";
 import { connectHttp2, FrameReader, FramingError, GRPC_CONTENT_TYPE, writeWithDrain } from "./wire";
 import { Status } from "./status";
 
@@ -42,11 +44,12 @@ interface MethodTypes {
   path: string;
 }
 
-export interface BidiCall {
-  send(m: Msg): Promise<void>;
+/** A bidirectional call: requests `Req` out, responses `Res` in. */
+export interface BidiCall<Req, Res> {
+  send(m: Req): Promise<void>;
   end(): void;
   cancel(): void;
-  responses: AsyncIterable<Msg>;
+  responses: AsyncIterable<Res>;
 }
 
 /** The gRPC status an HTTP status other than 200 means. */
@@ -86,18 +89,19 @@ export function grpcTimeout(ms: number): string {
   return `${Math.min(99999999, Math.ceil(s / 3600))}H`;
 }
 
-/** One target address: at most one live HTTP/2 session, made on demand. */
-class Channel {
+/** One target address: at most one live HTTP/2 session, made on demand (get one from a ChannelPool). */
+export class Channel {
   private session: http2.ClientHttp2Session | undefined;
   private readonly active = new Map<http2.ClientHttp2Session, number>();
 
-  constructor(readonly target: string) {}
+  /** With `tls`, a TCP target is dialled with TLS, presenting that certificate. */
+  constructor(readonly target: string, private readonly tls?: TlsMaterial) {}
 
   /** The live session, connecting if there is none. */
   get(): http2.ClientHttp2Session {
     const cur = this.session;
     if (cur && !cur.closed && !cur.destroyed) return cur;
-    const s = connectHttp2(this.target, WINDOW);
+    const s = connectHttp2(this.target, WINDOW, this.tls);
     const drop = (): void => {
       if (this.session === s) this.session = undefined;
     };
@@ -171,22 +175,29 @@ class Channel {
   }
 }
 
-const channels = new Map<string, Channel>();
+/**
+ * The channels of one owner (a service process's context, a command, a test): one per target address,
+ * shared by every client made with it, so that the clients of a process to one address share one
+ * HTTP/2 connection.
+ */
+export class ChannelPool {
+  private readonly channels = new Map<string, Channel>();
 
-function channelFor(address: string): Channel {
-  const target = grpcTarget(address);
-  let c = channels.get(target);
-  if (!c) {
-    c = new Channel(target);
-    channels.set(target, c);
+  /** With `tls` (this process's certificate and the CA), every TCP peer is dialled with mutual TLS; unix sockets stay plain. */
+  constructor(readonly tls?: TlsMaterial) {}
+
+  /** The channel to `address` (any form grpcTarget takes), made on first use. */
+  get(address: string): Channel {
+    const target = grpcTarget(address);
+    let c = this.channels.get(target);
+    if (!c) this.channels.set(target, (c = new Channel(target, this.tls)));
+    return c;
   }
-  return c;
-}
 
-/** Close every channel (calls in flight finish; the next call reconnects). */
-export function closeChannels(): void {
-  for (const c of channels.values()) c.close();
-  channels.clear();
+  /** Close every channel (calls in flight finish; a client used again reconnects). */
+  close(): void {
+    for (const c of this.channels.values()) c.close();
+  }
 }
 
 /**
@@ -333,6 +344,7 @@ class Call {
   };
 
   /** The stream events this call listens to, and its handlers. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the listener type of Node's EventEmitter.on
   private listeners(): [string, (...args: any[]) => void][] {
     return [["response", this.onResponse], ["trailers", this.onTrailers], ["data", this.onData], ["end", this.onEnd], ["error", this.onError], ["close", this.onClose]];
   }
@@ -412,12 +424,15 @@ class Call {
   }
 }
 
-export class RpcClient {
-  private readonly channel: Channel;
+/**
+ * Calls on one service. Typed by the service's full name given as a literal (a `const`): method names,
+ * request fields and response shapes are checked against proto/. `RpcClient<string>` is the untyped
+ * form, for code that does not know the service at compile time.
+ */
+export class RpcClient<S extends string> {
   private readonly methods = new Map<string, MethodTypes>();
 
-  constructor(address: string, readonly serviceName: string) {
-    this.channel = channelFor(address);
+  constructor(private readonly channel: Channel, readonly serviceName: S & KnownService<S>) {
     const svc = lookupService(serviceName);
     for (const m of svc.methodsArray) {
       m.resolve();
@@ -458,7 +473,7 @@ export class RpcClient {
     }
   }
 
-  unary(ctx: CallContext, method: string, req: Msg): Promise<Msg> {
+  unary<M extends MethodOfKind<S, "unary">>(ctx: CallContext, method: M, req: ClientRequest<S, M>): Promise<ClientResponse<S, M>> {
     const { req: reqT, res: resT, path } = this.types(method);
     let frame: Buffer;
     try {
@@ -474,7 +489,7 @@ export class RpcClient {
         const msgs = call.take();
         if (msgs.length !== 1) return reject(fromGrpc(new StatusError(msgs.length ? Status.UNIMPLEMENTED : Status.INTERNAL, msgs.length ? "Received more than one message for a unary call" : "No message received")));
         try {
-          resolve(this.decode(resT, msgs[0]!));
+          resolve(this.decode(resT, msgs[0]!) as ClientResponse<S, M>);
         } catch (e) {
           reject(e);
         }
@@ -483,7 +498,7 @@ export class RpcClient {
     });
   }
 
-  async *serverStream(ctx: CallContext, method: string, req: Msg): AsyncIterable<Msg> {
+  async *serverStream<M extends MethodOfKind<S, "server_stream">>(ctx: CallContext, method: M, req: ClientRequest<S, M>): AsyncIterable<ClientResponse<S, M>> {
     const { req: reqT, res: resT, path } = this.types(method);
     const call = this.call(ctx, method, path, true);
     call.start(encodeFrame(reqT, req));
@@ -491,19 +506,20 @@ export class RpcClient {
       for (;;) {
         const b = await call.next();
         if (b === undefined) return;
-        yield this.decode(resT, b);
+        yield this.decode(resT, b) as ClientResponse<S, M>;
       }
     } finally {
       call.cancelWith(new StatusError(Status.CANCELLED, "Cancelled on client"));
     }
   }
 
-  bidi(ctx: CallContext, method: string): BidiCall {
+  /** A client-streaming or bidirectional call (a client stream's one response comes as the only one). */
+  bidi<M extends MethodOfKind<S, "bidi" | "client_stream">>(ctx: CallContext, method: M): BidiCall<ClientRequest<S, M>, ClientResponse<S, M>> {
     const { req: reqT, res: resT, path } = this.types(method);
     const call = this.call(ctx, method, path, false);
     call.start();
-    const decode = (b: Buffer): Msg => this.decode(resT, b);
-    async function* responses(): AsyncIterable<Msg> {
+    const decode = (b: Buffer): ClientResponse<S, M> => this.decode(resT, b) as ClientResponse<S, M>;
+    async function* responses(): AsyncIterable<ClientResponse<S, M>> {
       for (;;) {
         const b = await call.next();
         if (b === undefined) return;

@@ -16,22 +16,40 @@ import { LEASE_HEADER, NAMESPACE_HEADER, type CallContext } from "../context";
 import { errCanceled, errDeadlineExceeded, errInvalidArgument, errorCode, errResourceExhausted, ErrorCodes, toGrpc } from "../errdefs";
 import type { Metrics, RpcTally } from "../metrics";
 import { DECODE_OPTIONS, lookupService, validateWire, type Type } from "../proto";
+import type { CheckedHandlers, MethodName, Msg, ServerRequest, ServerResponse, ServiceName, Services } from "../proto/types";
 import { SpanKind, SpanStatusCode, tracer, tracingExported, type Span } from "../tracing";
 import { createTunedServer } from "./h2-tuning";
 import type { TlsMaterial } from "./tls";
-import { closeHttp2, FrameReader, FramingError, GRPC_CONTENT_TYPE, listenHttp2, parseGrpcTimeout, type H2Server, respondStatusOnly, statusTrailers, writeWithDrain } from "./wire";
+import { closeHttp2, FrameReader, type MessageBuffers, FramingError, GRPC_CONTENT_TYPE, listenHttp2, parseGrpcTimeout, type H2Server, respondStatusOnly, statusTrailers, writeWithDrain } from "./wire";
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type Msg = Record<string, any>;
-export type Send = (m: Msg) => Promise<void>;
+export type { Msg };
+export type Send<T = Msg> = (m: T) => Promise<void>;
 export type UnaryFn = (ctx: CallContext, req: Msg) => Promise<Msg>;
 export type ServerStreamFn = (ctx: CallContext, req: Msg, send: Send) => Promise<void>;
 export type ClientStreamFn = (ctx: CallContext, reqs: AsyncIterable<Msg>) => Promise<Msg>;
 export type BidiFn = (ctx: CallContext, reqs: AsyncIterable<Msg>, send: Send) => Promise<void>;
-/** One signature for all kinds so handlers are contextually typed; the method's kind decides what arrives. */
+/** What the server calls, whatever the kind; the method's kind decides what arrives. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type Handler = (ctx: CallContext, reqOrStream: any, send: Send) => Promise<any>;
-export type ServiceHandlers = Record<string, Handler>;
+type Handler = (ctx: CallContext, reqOrStream: any, send: Send) => Promise<any>;
+
+/** The handler of method `M` of service `S`: decoded requests in, Input messages out. */
+export type HandlerOf<S extends ServiceName, M extends MethodName<S>> = KindFn<MethodKindOf<S, M>, ServerRequest<S, M>, ServerResponse<S, M>>;
+type MethodKindOf<S extends ServiceName, M extends MethodName<S>> = Services[S][M] extends { kind: infer K } ? K : never;
+type KindFn<K, Req, Res> = K extends "unary"
+  ? (ctx: CallContext, req: Req) => Promise<Res>
+  : K extends "server_stream"
+    ? (ctx: CallContext, req: Req, send: Send<Res>) => Promise<void>
+    : K extends "client_stream"
+      ? (ctx: CallContext, reqs: AsyncIterable<Req>) => Promise<Res>
+      : (ctx: CallContext, reqs: AsyncIterable<Req>, send: Send<Res>) => Promise<void>;
+
+/** Handlers for some methods of service `S` (the others answer Unimplemented). */
+export type ServiceHandlers<S extends ServiceName> = { [M in MethodName<S>]?: HandlerOf<S, M> };
+
+/** Handlers of `S`, checked as addService checks them: for factories that build a service's handlers. */
+export function serviceHandlers<S extends ServiceName, H extends ServiceHandlers<S>>(_service: S, handlers: H & CheckedHandlers<S, H>): ServiceHandlers<S> {
+  return handlers;
+}
 
 export type MethodKind = "unary" | "server_stream" | "client_stream" | "bidi";
 
@@ -75,6 +93,8 @@ export interface RpcServerOptions {
   windowBytes?: number;
   /** Streams a client session may open before it is asked to reconnect (default 900; see h2-tuning). */
   maxStreamsPerSession?: number;
+  /** The process's message buffers (large requests are read into them); plain allocations without. */
+  buffers?: MessageBuffers;
   /** Serve mutual TLS (a TCP address only; see tls.ts). */
   tls?: TlsMaterial;
 }
@@ -167,8 +187,8 @@ class ResponseWriter {
 }
 
 /** Decoded request messages, read with flow control: the stream pauses while too many wait. */
-function requestMessages(stream: http2.ServerHttp2Stream, t: Type, maxMessage: number, tally: RpcTally | undefined): AsyncIterable<Msg> {
-  const reader = new FrameReader(maxMessage);
+function requestMessages(stream: http2.ServerHttp2Stream, t: Type, maxMessage: number, tally: RpcTally | undefined, buffers: MessageBuffers | undefined): AsyncIterable<Msg> {
+  const reader = new FrameReader(maxMessage, buffers);
   const queue: Buffer[] = [];
   let ended = false;
   let failure: unknown;
@@ -309,12 +329,12 @@ class ServerCall {
   start(): void {
     const k = this.m.kind;
     if (k === "unary" || k === "server_stream") {
-      this.reader = new FrameReader(this.srv.maxMessage);
+      this.reader = new FrameReader(this.srv.maxMessage, this.srv.buffers);
       this.stream.on("data", this.onData);
       this.stream.on("end", this.onEnd);
       return;
     }
-    const reqs = requestMessages(this.stream, this.m.req, this.srv.maxMessage, this.tally);
+    const reqs = requestMessages(this.stream, this.m.req, this.srv.maxMessage, this.tally, this.srv.buffers);
     this.run(async () => {
       if (k === "client_stream") {
         const res = await (this.m.fn as ClientStreamFn)(this.ctx, reqs);
@@ -432,6 +452,8 @@ export class RpcServer {
   readonly metrics: Metrics | undefined;
   readonly serviceName: string;
   readonly maxMessage: number;
+  /** Where large request messages are read into (see MessageBuffers); plain allocations without. */
+  readonly buffers: MessageBuffers | undefined;
   private readonly methods = new Map<string, Method>();
   private readonly sessions = new Set<http2.Http2Session>();
   private boundPath?: string;
@@ -442,13 +464,22 @@ export class RpcServer {
     this.metrics = opts.metrics;
     this.serviceName = opts.service;
     this.maxMessage = opts.maxMessage ?? MAX_MESSAGE;
+    this.buffers = opts.buffers;
     const windowBytes = opts.windowBytes ?? 16 << 20;
     this.server = createTunedServer(windowBytes, opts.maxStreamsPerSession ?? 900, this.sessions, opts.tls && { tls: opts.tls, log: opts.log });
     this.server.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => this.onStream(stream, headers));
   }
 
   /** Register the handlers for a service by its proto full name; methods without a handler answer Unimplemented. */
-  addService(fullName: string, handlers: ServiceHandlers): void {
+  addService<S extends ServiceName, H extends ServiceHandlers<S>>(fullName: S, handlers: H & CheckedHandlers<S, H>): void {
+    this.addUntypedService(fullName, handlers as Record<string, Handler | undefined>);
+  }
+
+  /**
+   * The escape hatch: register handlers for a service loaded into the proto root at run time (a test's
+   * fixture proto), which the generated types do not know. Services use `addService`.
+   */
+  addUntypedService(fullName: string, handlers: Record<string, Handler | undefined>): void {
     const svc = lookupService(fullName);
     for (const m of svc.methodsArray) {
       const fn = handlers[m.name];

@@ -46,15 +46,8 @@ export function tlsFor(cfg: Config, svc?: ServiceName): TlsMaterial | undefined 
   return loadTls(svc ? `[flotilla.services.${svc}]` : "[flotilla.tls]", t.ca, own.tls_cert, own.tls_key);
 }
 
-let clientTls: TlsMaterial | undefined;
-
-/** Set what this process's clients present when they dial a TCP peer (undefined: plain TCP). */
-export function setClientTls(t: TlsMaterial | undefined): void {
-  clientTls = t;
-}
-
-/** The `http2.connect` authority and TLS options for a TCP target `host:port`. */
-export function tcpConnectOptions(target: string): { authority: string; options: http2.SecureClientSessionOptions } {
+/** The `http2.connect` authority and options for a TCP target `host:port`: TLS presenting `clientTls` when given, else plain. */
+export function tcpConnectOptions(target: string, clientTls?: TlsMaterial): { authority: string; options: http2.SecureClientSessionOptions } {
   if (!clientTls) return { authority: `http://${target}`, options: {} };
   return { authority: `https://${target}`, options: { ca: clientTls.ca, cert: clientTls.cert, key: clientTls.key, ALPNProtocols: ["h2"] } };
 }

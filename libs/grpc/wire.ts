@@ -8,7 +8,7 @@ import * as http2 from "node:http2";
 import * as net from "node:net";
 import * as path from "node:path";
 import { grpcTarget, unixPath } from "../config";
-import { tcpConnectOptions } from "./tls";
+import { tcpConnectOptions, type TlsMaterial } from "./tls";
 
 export const GRPC_CONTENT_TYPE = "application/grpc";
 
@@ -80,37 +80,41 @@ export function framePrefix(length: number): Buffer {
  * Reusable buffers for large incoming messages. A message that spans several DATA chunks is copied
  * into one buffer; at 1 MiB a message (ctr's content Write) a fresh allocation each time makes the
  * collector run every few dozen MiB. A consumer that knows it is done with every view of a message
- * (the content writer, once the bytes are on disk) hands it back with `releaseMessageBuffer`; a
- * message never handed back is simply collected.
+ * (the content writer, once the bytes are on disk) hands it back with `release`; a message never
+ * handed back is simply collected. One per process (the service context's `buffers`), shared by its
+ * gRPC server and what consumes its messages.
  */
 const POOL_MIN = 64 * 1024;
 const POOL_CLASS = 64 * 1024;
 const POOL_MAX_BYTES = 16 * 1024 * 1024;
-const outstanding = new WeakSet<ArrayBufferLike>();
-const freeByClass = new Map<number, Buffer[]>();
-let pooledBytes = 0;
 
-export function takeMessageBuffer(n: number): Buffer {
-  if (n < POOL_MIN) return Buffer.allocUnsafe(n);
-  const cls = Math.ceil(n / POOL_CLASS) * POOL_CLASS;
-  const free = freeByClass.get(cls);
-  let b = free?.pop();
-  if (b) pooledBytes -= cls;
-  else b = Buffer.allocUnsafeSlow(cls);
-  outstanding.add(b.buffer);
-  return b.subarray(0, n);
-}
+export class MessageBuffers {
+  private readonly outstanding = new WeakSet<ArrayBufferLike>();
+  private readonly freeByClass = new Map<number, Buffer[]>();
+  private pooledBytes = 0;
 
-/** Hand back the pooled buffer under `view` (no effect for any other buffer, or a second time). */
-export function releaseMessageBuffer(view: Uint8Array): void {
-  const ab = view.buffer;
-  if (!outstanding.delete(ab)) return;
-  const cls = ab.byteLength;
-  if (pooledBytes + cls > POOL_MAX_BYTES) return;
-  let free = freeByClass.get(cls);
-  if (!free) freeByClass.set(cls, (free = []));
-  free.push(Buffer.from(ab, 0, cls));
-  pooledBytes += cls;
+  take(n: number): Buffer {
+    if (n < POOL_MIN) return Buffer.allocUnsafe(n);
+    const cls = Math.ceil(n / POOL_CLASS) * POOL_CLASS;
+    const free = this.freeByClass.get(cls);
+    let b = free?.pop();
+    if (b) this.pooledBytes -= cls;
+    else b = Buffer.allocUnsafeSlow(cls);
+    this.outstanding.add(b.buffer);
+    return b.subarray(0, n);
+  }
+
+  /** Hand back the pooled buffer under `view` (no effect for any other buffer, or a second time). */
+  release(view: Uint8Array): void {
+    const ab = view.buffer;
+    if (!this.outstanding.delete(ab)) return;
+    const cls = ab.byteLength;
+    if (this.pooledBytes + cls > POOL_MAX_BYTES) return;
+    let free = this.freeByClass.get(cls);
+    if (!free) this.freeByClass.set(cls, (free = []));
+    free.push(Buffer.from(ab, 0, cls));
+    this.pooledBytes += cls;
+  }
 }
 
 export class FramingError extends Error {
@@ -128,7 +132,8 @@ export class FrameReader {
   private len = 0;
   private need = -1;
 
-  constructor(private readonly maxMessage: number) {}
+  /** `buffers`: where a message spanning chunks is copied to (a plain allocation without). */
+  constructor(private readonly maxMessage: number, private readonly buffers?: MessageBuffers) {}
 
   push(chunk: Buffer): Buffer[] {
     if (chunk.length) {
@@ -162,7 +167,7 @@ export class FrameReader {
       else this.chunks[0] = first.subarray(n);
       return first.subarray(0, n);
     }
-    const out = takeMessageBuffer(n);
+    const out = this.buffers ? this.buffers.take(n) : Buffer.allocUnsafe(n);
     let off = 0;
     while (off < n) {
       const c = this.chunks[0]!;
@@ -183,13 +188,13 @@ export class FrameReader {
 
 /**
  * An HTTP/2 client session to a unix or TCP address, receiving with `windowBytes` stream windows. A TCP
- * peer is dialled with TLS when this process has a client certificate (see tls.ts).
+ * peer is dialled with TLS when `tls` (a client certificate and the CA) is given (see tls.ts).
  */
-export function connectHttp2(address: string, windowBytes: number): http2.ClientHttp2Session {
+export function connectHttp2(address: string, windowBytes: number, tls?: TlsMaterial): http2.ClientHttp2Session {
   const sock = unixPath(address);
   const settings = { initialWindowSize: windowBytes, enablePush: false, maxFrameSize: MAX_FRAME_SIZE };
   if (sock) return http2.connect("http://localhost", { createConnection: () => net.connect({ path: sock }), settings, maxSessionMemory: SESSION_MEMORY_MB });
-  const { authority, options } = tcpConnectOptions(grpcTarget(address));
+  const { authority, options } = tcpConnectOptions(grpcTarget(address), tls);
   return http2.connect(authority, { ...options, settings, maxSessionMemory: SESSION_MEMORY_MB });
 }
 

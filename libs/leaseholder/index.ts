@@ -5,11 +5,13 @@
  * garbage collection, calls these through LeaseResourceHolderProxy; the gateway routes the public
  * Leases service to the images process, never here.
  */
-import type { ServiceHandlers } from "../grpc/server";
+import { serviceHandlers, type ServiceHandlers } from "../grpc/server";
 import { errInvalidArgument } from "../errdefs";
 import type { LeaseResource, LeaseResourceHolder } from "../core/leases";
 
-export { LEASES_SERVICE } from "../clients/leases";
+import { LEASES_SERVICE } from "../clients/leases";
+
+export { LEASES_SERVICE };
 
 function resource(m: { id?: string; type?: string } | null | undefined): LeaseResource {
   if (!m) throw errInvalidArgument("resource must be set");
@@ -17,8 +19,8 @@ function resource(m: { id?: string; type?: string } | null | undefined): LeaseRe
 }
 
 /** Handlers for `holder`, the process's own lease records (which validates the resource types it keeps). */
-export function leaseHolderHandlers(holder: LeaseResourceHolder): ServiceHandlers {
-  return {
+export function leaseHolderHandlers(holder: LeaseResourceHolder): ServiceHandlers<typeof LEASES_SERVICE> {
+  return serviceHandlers(LEASES_SERVICE, {
     AddResource: async (ctx, req) => {
       await holder.addResource(ctx, req.id, resource(req.resource));
       return {};
@@ -32,5 +34,5 @@ export function leaseHolderHandlers(holder: LeaseResourceHolder): ServiceHandler
       await holder.deleteLease(ctx, req.id);
       return {};
     },
-  };
+  });
 }

@@ -4,7 +4,7 @@
  * with a refresh token). Credentials are asked for once per host through a callback, so the transfer
  * service can ask its client over the auth stream.
  */
-import { backoffMs, DEFAULT_RETRY, HttpError, isRetryableError, isRetryableStatus, readBody, send, sleep, type HttpResponse } from "./http";
+import { backoffMs, DEFAULT_RETRY, HttpError, type HttpAgents, isRetryableError, isRetryableStatus, readBody, send, sleep, type HttpResponse } from "./http";
 
 export const AuthTypes = { None: "none", Credentials: "credentials", Refresh: "refresh", Header: "header" } as const;
 export type AuthType = (typeof AuthTypes)[keyof typeof AuthTypes];
@@ -116,6 +116,8 @@ export interface AuthorizerOptions {
   skipVerify?: boolean;
   userAgent?: string;
   debug?: (line: string) => void;
+  /** Connections to the token servers. */
+  agents: HttpAgents;
 }
 
 const basic = (user: string, secret: string): string => "Basic " + Buffer.from(`${user}:${secret}`).toString("base64");
@@ -220,7 +222,7 @@ export class Authorizer {
     for (let attempt = 1; ; attempt++) {
       let res: HttpResponse;
       try {
-        res = await send({ ...req, signal, skipVerify: this.opts.skipVerify });
+        res = await send({ ...req, signal, skipVerify: this.opts.skipVerify, agents: this.opts.agents });
       } catch (e) {
         if (attempt < DEFAULT_RETRY.attempts && isRetryableError(e)) {
           await sleep(backoffMs(DEFAULT_RETRY, attempt), signal);

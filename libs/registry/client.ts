@@ -10,7 +10,7 @@ import { Readable } from "node:stream";
 import { isIndexType, isManifestType, isSchema1, MediaTypes, type OciDescriptor } from "../oci";
 import { Authorizer, repositoryScope, UnauthorizedError, type CredentialsFn } from "./auth";
 import { configureHosts, type HostCapability, type RegistryHost } from "./hosts";
-import { backoffMs, DEFAULT_RETRY, discard, HttpError, isRetryableError, isRetryableStatus, readBody, send, sleep, type HttpResponse, type RetryPolicy } from "./http";
+import { backoffMs, DEFAULT_RETRY, discard, HttpAgents, HttpError, isRetryableError, isRetryableStatus, readBody, send, sleep, type HttpResponse, type RetryPolicy } from "./http";
 import { formatReference, objectOf, parseReference, type Reference } from "./reference";
 
 export interface RegistryClientOptions {
@@ -21,6 +21,8 @@ export interface RegistryClientOptions {
   headers?: Record<string, string>;
   credentials?: CredentialsFn;
   retry?: RetryPolicy;
+  /** Keep-alive connections shared with other clients (the transfer process's); else the client's own. */
+  agents?: HttpAgents;
   userAgent?: string;
   /** Receives one line per HTTP exchange (http_debug). */
   debug?: (line: string) => void;
@@ -61,11 +63,13 @@ export class RegistryClient {
   private readonly auth: Authorizer;
   private readonly retry: RetryPolicy;
   private readonly ca = new Map<RegistryHost, Buffer[]>();
+  private readonly agents: HttpAgents;
 
   constructor(private readonly opts: RegistryClientOptions) {
     this.ref = parseReference(opts.reference);
     this.hosts = configureHosts(this.ref.domain, { hostDir: opts.hostDir, defaultScheme: opts.defaultScheme, headers: opts.headers });
-    this.auth = new Authorizer({ credentials: opts.credentials, reference: opts.reference, userAgent: opts.userAgent, debug: opts.debug, skipVerify: this.hosts.some((h) => h.skipVerify) });
+    this.agents = opts.agents ?? new HttpAgents();
+    this.auth = new Authorizer({ credentials: opts.credentials, reference: opts.reference, userAgent: opts.userAgent, debug: opts.debug, skipVerify: this.hosts.some((h) => h.skipVerify), agents: this.agents });
     this.retry = opts.retry ?? DEFAULT_RETRY;
   }
 
@@ -101,7 +105,7 @@ export class RegistryClient {
       if (authz) headers.authorization = authz;
       let res: HttpResponse;
       try {
-        res = await send({ method: r.method, url, headers, body: r.body, contentLength: r.contentLength, signal: r.signal, skipVerify: host.skipVerify, ca: this.caFor(host) });
+        res = await send({ method: r.method, url, headers, body: r.body, contentLength: r.contentLength, signal: r.signal, skipVerify: host.skipVerify, ca: this.caFor(host), agents: this.agents });
       } catch (e) {
         this.opts.debug?.(`${r.method} ${url} -> ${(e as Error).message}`);
         if (attempt < this.retry.attempts && isRetryableError(e) && !r.signal?.aborted) {

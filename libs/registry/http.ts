@@ -19,6 +19,8 @@ export interface HttpRequest {
   ca?: Buffer[];
   /** Follow 301/302/303/307/308 (default true). */
   followRedirects?: boolean;
+  /** The connections to use. */
+  agents: HttpAgents;
 }
 
 export interface HttpResponse {
@@ -40,21 +42,33 @@ export const DEFAULT_RETRY: RetryPolicy = { attempts: 5, baseMs: 200, maxMs: 500
 export const IDLE_TIMEOUT_MS = 60_000;
 const MAX_REDIRECTS = 10;
 
-const httpAgent = new http.Agent({ keepAlive: true, maxSockets: 32, maxFreeSockets: 16 });
-const httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 32, maxFreeSockets: 16 });
-const insecureAgent = new https.Agent({ keepAlive: true, maxSockets: 32, maxFreeSockets: 16, rejectUnauthorized: false });
-const caAgents = new Map<string, https.Agent>();
+/**
+ * Keep-alive connections to registries: one agent per kind (plain, TLS, TLS unverified, TLS with a
+ * given CA set). The transfer process keeps one for all its transfers; a client given none makes its own.
+ */
+export class HttpAgents {
+  private readonly http = new http.Agent({ keepAlive: true, maxSockets: 32, maxFreeSockets: 16 });
+  private readonly https = new https.Agent({ keepAlive: true, maxSockets: 32, maxFreeSockets: 16 });
+  private readonly insecure = new https.Agent({ keepAlive: true, maxSockets: 32, maxFreeSockets: 16, rejectUnauthorized: false });
+  private readonly byCa = new Map<string, https.Agent>();
 
-function agentFor(url: URL, req: HttpRequest): http.Agent {
-  if (url.protocol === "http:") return httpAgent;
-  if (req.skipVerify) return insecureAgent;
-  if (req.ca?.length) {
-    const key = req.ca.map((b) => b.toString("base64").slice(0, 64)).join("|");
-    let a = caAgents.get(key);
-    if (!a) caAgents.set(key, (a = new https.Agent({ keepAlive: true, maxSockets: 32, ca: req.ca })));
-    return a;
+  for(url: URL, req: Pick<HttpRequest, "skipVerify" | "ca">): http.Agent {
+    if (url.protocol === "http:") return this.http;
+    if (req.skipVerify) return this.insecure;
+    if (req.ca?.length) {
+      const key = req.ca.map((b) => b.toString("base64").slice(0, 64)).join("|");
+      let a = this.byCa.get(key);
+      if (!a) this.byCa.set(key, (a = new https.Agent({ keepAlive: true, maxSockets: 32, ca: req.ca })));
+      return a;
+    }
+    return this.https;
   }
-  return httpsAgent;
+
+  /** Close the idle connections (those in use close when their response ends). */
+  destroy(): void {
+    for (const a of [this.http, this.https, this.insecure, ...this.byCa.values()]) a.destroy();
+    this.byCa.clear();
+  }
 }
 
 export class HttpError extends Error {
@@ -89,7 +103,7 @@ function once(req: HttpRequest, url: URL): Promise<HttpResponse> {
     const headers: Record<string, string> = { ...(req.headers ?? {}) };
     if (req.contentLength !== undefined) headers["content-length"] = String(req.contentLength);
     else if (Buffer.isBuffer(req.body)) headers["content-length"] = String(req.body.length);
-    const r = mod.request(url, { method: req.method, headers, agent: agentFor(url, req) });
+    const r = mod.request(url, { method: req.method, headers, agent: req.agents.for(url, req) });
     let settled = false;
     const onAbort = (): void => {
       r.destroy(abortError(req.signal!));

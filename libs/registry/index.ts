@@ -9,4 +9,4 @@ export { parseReference, normalizeReference, formatReference, locator, objectOf,
 export { configureHosts, HostsConfigError } from "./hosts";
 export { AuthTypes, parseChallenges, repositoryScope, UnauthorizedError } from "./auth";
 export { RegistryClient, RegistryError, MANIFEST_ACCEPT, sniffMediaType, verify } from "./client";
-export { DEFAULT_RETRY, backoffMs, isRetryableError, isRetryableStatus, HttpError } from "./http";
+export { DEFAULT_RETRY, backoffMs, isRetryableError, isRetryableStatus, HttpAgents, HttpError } from "./http";

@@ -5,7 +5,7 @@
  */
 import { errInvalidArgument } from "../errdefs";
 import { SANDBOX_LABELS } from "../core/sandbox";
-import { defaultMounts, MASKED_PATHS, READONLY_PATHS } from "./oci-defaults";
+import { containerSpec } from "./oci-defaults";
 
 export interface SandboxMemberSpecOptions {
   namespace: string;
@@ -40,31 +40,20 @@ export function sandboxMemberSpec(o: SandboxMemberSpecOptions): Record<string, u
   const namespaces: Record<string, unknown>[] = [{ type: "pid" }, { type: "mount" }, { type: "ipc", path: ns("ipc") }];
   if (o.netns) namespaces.push({ type: "uts", path: ns("uts") }, { type: "network", path: o.netns });
   const env = o.env.some((e) => e.startsWith("PATH=")) ? o.env : [DEFAULT_ENV, ...o.env];
-  return {
-    ociVersion: "1.0.2-dev",
-    process: {
-      terminal: !!o.terminal,
-      user: parseUser(o.user),
-      args: o.args,
-      env,
-      cwd: o.cwd || "/",
-      capabilities: { bounding: CAPS, effective: CAPS, permitted: CAPS },
-      rlimits: [{ type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 }],
-      noNewPrivileges: true,
-    },
-    root: { path: "rootfs", readonly: !!o.readonlyRootfs },
-    mounts: defaultMounts(),
+  return containerSpec({
+    args: o.args,
+    env,
+    cwd: o.cwd,
+    user: parseUser(o.user),
+    terminal: !!o.terminal,
+    capabilities: CAPS,
+    readonlyRootfs: !!o.readonlyRootfs,
     annotations: {
       [SANDBOX_LABELS.criContainerType]: "container",
       [SANDBOX_LABELS.criSandboxId]: o.sandboxId,
       [SANDBOX_LABELS.runcGroup]: o.sandboxId,
     },
-    linux: {
-      resources: { devices: [{ allow: false, access: "rwm" }] },
-      cgroupsPath: `/${o.namespace}/${o.id}`,
-      namespaces,
-      maskedPaths: [...MASKED_PATHS],
-      readonlyPaths: [...READONLY_PATHS],
-    },
-  };
+    cgroupsPath: `/${o.namespace}/${o.id}`,
+    namespaces,
+  });
 }

@@ -6,20 +6,23 @@
 import { Status } from "../grpc/status";
 import * as fs from "node:fs";
 import type { Logger } from "pino";
-import { configPathFromArgv, loadConfig, serviceRoot, serviceState, unixPath, type Config, type ServiceName } from "../config";
+import { configPathFromArgv, loadConfig, serviceRoot, serviceState, unixPath, validatePlugins, type Config, type ServiceName } from "../config";
 import { NatsEventBus } from "../events";
 import { createLogger } from "../log";
 import { Metrics } from "../metrics";
 import { parseAll } from "../filters";
-import { RpcServer, type Msg } from "../grpc/server";
-import { closeChannels } from "../grpc/client";
-import { setClientTls, tlsFor } from "../grpc/tls";
+import { RpcServer } from "../grpc/server";
+import { MessageBuffers } from "../grpc/wire";
+import { ChannelPool } from "../grpc/client";
+import { tlsFor } from "../grpc/tls";
 import { initTracing, shutdownTracing } from "../tracing";
-import { pluginAdaptor, pluginToProto, type PluginInfo } from "./plugins";
+import { pluginAdaptor, pluginToProto } from "./plugins";
+import { componentPlugins, uriOf, type Component, type ComponentStatus } from "./components";
 import { notifyReady } from "./notify";
 import { startIdleGc } from "./idle-gc";
 
 export { GRPC_PLUGIN, hostPlatform, pluginAdaptor, pluginToProto, type Platform, type PluginInfo } from "./plugins";
+export { component, componentPlugins, uriOf, type Component, type ComponentStatus, type ConfigOf } from "./components";
 export { notifyReady } from "./notify";
 
 export interface ServiceContext {
@@ -38,10 +41,17 @@ export interface ServiceContext {
    * otherwise stay open until the grace period ends (event subscriptions) end themselves on it.
    */
   stopping: AbortSignal;
+  /** This process's gRPC channels to other processes: clients made with it share a connection per address. */
+  channels: ChannelPool;
+  /** This process's buffers for large incoming messages (its gRPC server reads into them; see MessageBuffers). */
+  buffers: MessageBuffers;
+  /** The checked `[plugins."<type>.<id>"]` table of one of this process's components (`{}` when absent). */
+  configOf<C>(c: Component<C>): C;
 }
 
 export interface RunningService {
-  plugins: PluginInfo[];
+  /** What start made of each component, by `type.id` (exports, an init error, disabled); see componentPlugins. */
+  status?: Record<string, ComponentStatus>;
   /** gRPC service names this process serves (reported SERVING by its health service). */
   grpcServices: string[];
   /**
@@ -59,11 +69,14 @@ export function internalAddress(sc: Pick<ServiceContext, "state">): string {
 
 export interface ServiceDefinition {
   name: ServiceName;
+  /** This process's components, in the order `ctr plugins ls` shows them. */
+  components: readonly Component<unknown>[];
   start(sc: ServiceContext): Promise<RunningService>;
 }
 
-export const HEALTH_SERVICE = "grpc.health.v1.Health";
-export const INTROSPECTION_SERVICE = "containerd.services.introspection.v1.Introspection";
+import { HEALTH_SERVICE } from "../clients/health";
+import { INTROSPECTION_SERVICE } from "../clients/introspection";
+export { HEALTH_SERVICE, INTROSPECTION_SERVICE };
 const SERVING = 1;
 const SERVICE_UNKNOWN = 3;
 
@@ -75,12 +88,12 @@ export function natsUrl(cfg: Config): string {
 export function addHealth(server: RpcServer, servedNames: () => string[]): void {
   const status = (svc: string): number => (svc === "" || servedNames().includes(svc) ? SERVING : SERVICE_UNKNOWN);
   server.addService(HEALTH_SERVICE, {
-    Check: async (_ctx, req: Msg) => {
+    Check: async (_ctx, req) => {
       const s = status(String(req.service ?? ""));
       if (s === SERVICE_UNKNOWN) throw Object.assign(new Error("unknown service"), { code: Status.NOT_FOUND, details: `service ${JSON.stringify(req.service)}: not found` });
       return { status: s };
     },
-    Watch: async (ctx, req: Msg, send) => {
+    Watch: async (ctx, req, send) => {
       await send({ status: status(String(req.service ?? "")) });
       await new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve(), { once: true }));
     },
@@ -89,7 +102,14 @@ export function addHealth(server: RpcServer, servedNames: () => string[]): void 
 
 /** Run a service process until SIGTERM/SIGINT. */
 export async function runService(def: ServiceDefinition, argv: readonly string[] = process.argv.slice(2)): Promise<void> {
-  const config = loadConfig(configPathFromArgv(argv));
+  let config: Config;
+  try {
+    config = loadConfig(configPathFromArgv(argv));
+    validatePlugins(config, def.components);
+  } catch (e) {
+    process.stderr.write(`flotilla-${def.name}: ${(e as Error).message}\n`);
+    process.exit(1);
+  }
   const log = createLogger(def.name, config.debug.level);
   const metrics = new Metrics(def.name);
   initTracing(def.name, config.flotilla.otlp_endpoint, { protocol: config.flotilla.otlp_protocol });
@@ -99,16 +119,18 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
   fs.mkdirSync(root, { recursive: true, mode: 0o711 });
   fs.mkdirSync(state, { recursive: true, mode: 0o711 });
   const events = new NatsEventBus({ url: natsUrl(config), prefix: config.flotilla.events_subject_prefix, log, name: `flotilla-${def.name}` });
-  // With TLS configured, this process serves its TCP address with mutual TLS and dials TCP peers with it.
+  const buffers = new MessageBuffers();
+  // With TLS configured, this process serves its TCP address with mutual TLS and its channels dial TCP peers with it.
   const tls = tlsFor(config, def.name);
-  setClientTls(tls);
+  const channels = new ChannelPool(tls);
   // (The gateway's own gRPC server sits behind its front, on a unix socket.)
   const ownTls = unixPath(svcCfg.address) === undefined && def.name !== "gateway" ? tls : undefined;
-  const server = new RpcServer({ service: def.name, log, metrics, maxMessage: config.grpc.max_recv_message_size, tls: ownTls });
+  const server = new RpcServer({ service: def.name, log, metrics, maxMessage: config.grpc.max_recv_message_size, buffers, tls: ownTls });
 
   let running: RunningService | undefined;
   const stopping = new AbortController();
-  const sc: ServiceContext = { name: def.name, config, log, metrics, server, events, root, state, stopping: stopping.signal };
+  const configOf = <C>(c: Component<C>): C => (c.config ? c.config.check(config.plugins[uriOf(c)] ?? {}, ["plugins", uriOf(c)]) : ({} as C));
+  const sc: ServiceContext = { name: def.name, config, log, metrics, server, events, root, state, stopping: stopping.signal, channels, buffers, configOf };
   try {
     running = await def.start(sc);
   } catch (e) {
@@ -119,9 +141,9 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
   if (!server.has(`/${HEALTH_SERVICE}/Check`)) addHealth(server, () => running?.grpcServices ?? []);
   // Each process answers Introspection/Plugins for its own plugins; the gateway serves the merged view.
   if (!server.has(`/${INTROSPECTION_SERVICE}/Plugins`)) {
-    const plugins = running.plugins;
+    const plugins = componentPlugins(def.components, running.status);
     server.addService(INTROSPECTION_SERVICE, {
-      Plugins: async (_ctx, req: Msg) => {
+      Plugins: async (_ctx, req) => {
         const f = parseAll(req.filters as string[]);
         return { plugins: plugins.map(pluginToProto).filter((p) => f.match(pluginAdaptor(p))) };
       },
@@ -151,27 +173,11 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
     await running?.close?.().catch((err: unknown) => log.error({ err }, "close failed"));
     await events.close();
     await metrics.close();
-    closeChannels();
+    channels.close();
     await shutdownTracing();
     log.info("stopped");
     process.exit(0);
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
-}
-
-/**
- * A process whose containerd API is not built yet: it runs, answers health and lists its plugins with
- * an init error saying so (ctr shows them as `error`), and its RPCs answer Unimplemented.
- */
-export function notYetImplemented(name: ServiceName, plugins: { type: string; id: string }[]): ServiceDefinition {
-  return {
-    name,
-    async start() {
-      return {
-        grpcServices: [],
-        plugins: plugins.map((p) => ({ ...p, initErr: { code: Status.UNIMPLEMENTED, message: `${p.id}: not implemented in this Flotilla build` } })),
-      };
-    },
-  };
 }

@@ -1,5 +1,6 @@
 /** Plugin descriptions as containerd's introspection service reports them, and their filter adaptor. */
 import { NOT_PRESENT, present, type Adaptor } from "../filters";
+import type { Input } from "../proto/types";
 
 export interface Platform {
   os: string;
@@ -26,7 +27,7 @@ export function hostPlatform(): Platform {
   return { os: process.platform, architecture: arch, variant: arch === "arm64" ? "v8" : "" };
 }
 
-export function pluginToProto(p: PluginInfo): Record<string, unknown> {
+export function pluginToProto(p: PluginInfo): Input["containerd.services.introspection.v1.Plugin"] {
   return {
     type: p.type,
     id: p.id,

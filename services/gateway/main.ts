@@ -1,10 +1,11 @@
 /** The gateway: the one containerd gRPC API on `[grpc] address`, routing every call to its owner. */
 import * as path from "node:path";
-import { dialAddress, onThisHost, serviceRoot } from "../../libs/config";
+import { dialAddress, onThisHost, serviceRoot } from "#libs/config";
 import { DirectContentReads } from "./src/content-reads";
-import { loadTls } from "../../libs/grpc/tls";
-import { runService, internalAddress, GRPC_PLUGIN, HEALTH_SERVICE, hostPlatform, type ServiceDefinition } from "../../libs/service";
-import { BACKENDS, GATEWAY_SERVICES, OWNED_SERVICES, type BackendName } from "../../libs/topology";
+import { loadTls } from "#libs/grpc/tls";
+import { runService, internalAddress, componentPlugins, uriOf, HEALTH_SERVICE, type ServiceDefinition } from "#libs/service";
+import { EVENT_EXCHANGE, GATEWAY_COMPONENTS } from "./components";
+import { BACKENDS, GATEWAY_SERVICES, OWNED_SERVICES, type BackendName } from "#libs/topology";
 import { eventsHandlers } from "./src/events";
 import { introspectionHandlers } from "./src/introspection";
 import { GatewayFront } from "./src/front";
@@ -22,6 +23,7 @@ const GATEWAY_GRPC = [
 
 export const gatewayService: ServiceDefinition = {
   name: "gateway",
+  components: GATEWAY_COMPONENTS,
   async start(sc) {
     const addresses = Object.fromEntries(BACKENDS.map((b) => [b, dialAddress(sc.config, b)])) as Record<BackendName, string>;
     // Every call of an owned service is proxied as raw HTTP/2 to its owner; the rest reach this
@@ -47,6 +49,7 @@ export const gatewayService: ServiceDefinition = {
       local: internalAddress(sc),
       // containerd's [grpc] tcp_address: the unix socket stays, TCP is added (mutual TLS with tcp_tls_*).
       tcp: g.tcp_address ? { address: g.tcp_address, tls: loadTls("[grpc] tcp_tls_*", g.tcp_tls_ca, g.tcp_tls_cert, g.tcp_tls_key) } : undefined,
+      upstreamTls: sc.channels.tls,
       log: sc.log,
       metrics: sc.metrics,
     });
@@ -55,19 +58,14 @@ export const gatewayService: ServiceDefinition = {
       views?.close();
       content?.close();
     };
-    const ownPlugins = [
-      { type: "io.containerd.event.v1", id: "exchange", exports: { transport: "nats", subjects: `${sc.config.flotilla.events_subject_prefix}.<namespace>.<topic>` } },
-      { type: GRPC_PLUGIN, id: "version" },
-      { type: GRPC_PLUGIN, id: "introspection", platforms: [hostPlatform()] },
-      { type: GRPC_PLUGIN, id: "events", requires: ["io.containerd.event.v1"] },
-      { type: GRPC_PLUGIN, id: "healthcheck" },
-    ];
+    const status = { [uriOf(EVENT_EXCHANGE)]: { exports: { transport: "nats", subjects: `${sc.config.flotilla.events_subject_prefix}.<namespace>.<topic>` } } };
+    const ownPlugins = componentPlugins(GATEWAY_COMPONENTS, status);
     sc.server.addService("containerd.services.version.v1.Version", { Version: async () => ({ version: VERSION, revision: REVISION }) });
-    sc.server.addService("containerd.services.introspection.v1.Introspection", introspectionHandlers({ uuidFile: path.join(sc.root, "uuid"), addresses, ownPlugins }));
+    sc.server.addService("containerd.services.introspection.v1.Introspection", introspectionHandlers({ uuidFile: path.join(sc.root, "uuid"), addresses, ownPlugins, channels: sc.channels }));
     sc.server.addService("containerd.services.events.v1.Events", eventsHandlers(sc.events, sc.stopping));
     // Health per service from its owner's own answer (see src/health.ts).
-    sc.server.addService(HEALTH_SERVICE, new OwnerHealth({ routes, own: GATEWAY_SERVICES, stopping: sc.stopping }).handlers());
-    return { grpcServices: [...GATEWAY_GRPC, ...BACKENDS.flatMap((b) => OWNED_SERVICES[b])], plugins: ownPlugins, frontend, close };
+    sc.server.addService(HEALTH_SERVICE, new OwnerHealth({ routes, own: GATEWAY_SERVICES, stopping: sc.stopping, channels: sc.channels }).handlers());
+    return { grpcServices: [...GATEWAY_GRPC, ...BACKENDS.flatMap((b) => OWNED_SERVICES[b])], status, frontend, close };
   },
 };
 

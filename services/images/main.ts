@@ -1,5 +1,5 @@
 /** The images process: the metadata owner (namespaces, images, leases) and the garbage collector. */
-import { runService } from "../../libs/service";
+import { runService } from "#libs/service";
 import { imagesService } from "./src/service";
 
 export { imagesService };

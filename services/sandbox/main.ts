@@ -14,11 +14,12 @@
  *   ttrpc_address = ""                  # where shims publish events (default: <grpc address>.ttrpc)
  */
 import * as path from "node:path";
-import { dialAddress, pluginConfig, unixPath } from "../../libs/config";
-import { repoRoot } from "../../libs/proto";
-import { DEFAULT_CNI_BIN_DIRS, SYSTEM_CNI_CONF_DIR } from "../../libs/cni";
-import { runService, GRPC_PLUGIN, type PluginInfo, type ServiceDefinition } from "../../libs/service";
-import { NamespaceEnsurer, NamespaceStoreProxy } from "../../libs/clients/namespaces";
+import { dialAddress, unixPath } from "#libs/config";
+import { repoRoot } from "#libs/proto";
+import { DEFAULT_CNI_BIN_DIRS, SYSTEM_CNI_CONF_DIR } from "#libs/cni";
+import { runService, uriOf, type ComponentStatus, type ServiceDefinition } from "#libs/service";
+import { PODSANDBOX, SANDBOX_COMPONENTS, SANDBOX_STORE, SHIM_CONTROLLER } from "./components";
+import { NamespaceEnsurer, NamespaceStoreProxy } from "#libs/clients/namespaces";
 import { openSandboxDB } from "./src/local/db";
 import { LocalSandboxStore } from "./src/local/store";
 import { ControllerRegistry } from "./src/local/controllers";
@@ -29,41 +30,38 @@ import { ShimSandboxController } from "./src/local/shim/controller";
 import { SANDBOX_STORE_SERVICE, storeHandlers } from "./src/server/store";
 import { SANDBOX_CONTROLLER_SERVICE, controllerHandlers } from "./src/server/controller";
 
-export const PODSANDBOX_PLUGIN = { type: "io.containerd.podsandbox.controller.v1", id: "podsandbox" } as const;
-export const SHIM_PLUGIN = { type: "io.containerd.sandbox.controller.v1", id: "shim" } as const;
-
-const strings = (v: unknown, dflt: string[]): string[] => (typeof v === "string" ? [v] : Array.isArray(v) ? v.map(String) : dflt);
 
 export const sandboxService: ServiceDefinition = {
   name: "sandbox",
+  components: SANDBOX_COMPONENTS,
   async start(sc) {
     const db = openSandboxDB(sc.root);
-    const namespaces = new NamespaceEnsurer(new NamespaceStoreProxy(dialAddress(sc.config, "images")), sc.events);
+    const namespaces = new NamespaceEnsurer(new NamespaceStoreProxy(sc.channels.get(dialAddress(sc.config, "images"))), sc.events);
     const store = new LocalSandboxStore({ db, ensureNamespace: (ctx, ns) => namespaces.ensure(ctx, ns) });
 
-    const podCfg = pluginConfig(sc.config, PODSANDBOX_PLUGIN.type, PODSANDBOX_PLUGIN.id);
+    const podCfg = sc.configOf(PODSANDBOX);
     const { pauseDir, netnsDir } = podSandboxDirs(sc.root, sc.state);
-    const confDir = typeof podCfg.cni_conf_dir === "string" ? podCfg.cni_conf_dir : SYSTEM_CNI_CONF_DIR;
-    const binDirs = strings(podCfg.cni_bin_dir, DEFAULT_CNI_BIN_DIRS);
+    const confDir = podCfg.cni_conf_dir ?? SYSTEM_CNI_CONF_DIR;
+    const binDirs = podCfg.cni_bin_dir ?? DEFAULT_CNI_BIN_DIRS;
     const networks = new PodNetworks({
       confDir,
       binDirs,
       defaultRoot: sc.config.root,
       netnsDir,
-      ...(typeof podCfg.cni_network === "string" && podCfg.cni_network ? { networkName: podCfg.cni_network } : {}),
+      ...(podCfg.cni_network ? { networkName: podCfg.cni_network } : {}),
       log: sc.log,
     });
-    const pods = new PodSandboxController({ db, tasks: new PodTasksGrpc(dialAddress(sc.config, "tasks"), dialAddress(sc.config, "snapshots")), networks, pauseDir, netnsDir, log: sc.log });
+    const pods = new PodSandboxController({ db, tasks: new PodTasksGrpc(dialAddress(sc.config, "tasks"), dialAddress(sc.config, "snapshots"), sc.channels), networks, pauseDir, netnsDir, log: sc.log });
     await pods.recover();
 
-    const shimCfg = pluginConfig(sc.config, SHIM_PLUGIN.type, SHIM_PLUGIN.id);
+    const shimCfg = sc.configOf(SHIM_CONTROLLER);
     const grpcAddress = unixPath(sc.config.grpc.address) ?? sc.config.grpc.address;
     const shims = new ShimSandboxController({
       db,
       state: path.join(sc.state, "shim"),
-      shimDirs: strings(shimCfg.shim_dirs, [path.join(repoRoot(), "bin")]),
+      shimDirs: shimCfg.shim_dirs ?? [path.join(repoRoot(), "bin")],
       grpcAddress,
-      ttrpcAddress: typeof shimCfg.ttrpc_address === "string" && shimCfg.ttrpc_address ? shimCfg.ttrpc_address : `${grpcAddress}.ttrpc`,
+      ttrpcAddress: shimCfg.ttrpc_address || `${grpcAddress}.ttrpc`,
       log: sc.log,
       debug: sc.config.debug.level === "debug" || sc.config.debug.level === "trace",
       // Flotilla's shim (io.containerd.flotilla.v2) keeps its runc state and sockets under ours.
@@ -74,16 +72,13 @@ export const sandboxService: ServiceDefinition = {
     const controllers = new ControllerRegistry({ podsandbox: pods, shim: shims }, sc.events);
     sc.server.addService(SANDBOX_STORE_SERVICE, storeHandlers(store));
     sc.server.addService(SANDBOX_CONTROLLER_SERVICE, controllerHandlers(controllers));
-    const plugins: PluginInfo[] = [
-      { type: "io.containerd.sandbox.store.v1", id: "local", requires: ["io.containerd.metadata.v1"], exports: { path: path.join(sc.root, "meta.lmdb") } },
-      { ...PODSANDBOX_PLUGIN, requires: ["io.containerd.event.v1"], exports: { cni_conf_dir: confDir, cni_bin_dir: binDirs.join(":"), netns_dir: netnsDir } },
-      { ...SHIM_PLUGIN, requires: ["io.containerd.event.v1"] },
-      { type: GRPC_PLUGIN, id: "sandboxes", requires: ["io.containerd.sandbox.store.v1"] },
-      { type: GRPC_PLUGIN, id: "sandbox-controllers", requires: ["io.containerd.podsandbox.controller.v1", "io.containerd.sandbox.controller.v1"] },
-    ];
+    const status: Record<string, ComponentStatus> = {
+      [uriOf(SANDBOX_STORE)]: { exports: { path: path.join(sc.root, "meta.lmdb") } },
+      [uriOf(PODSANDBOX)]: { exports: { cni_conf_dir: confDir, cni_bin_dir: binDirs.join(":"), netns_dir: netnsDir } },
+    };
     return {
       grpcServices: [SANDBOX_STORE_SERVICE, SANDBOX_CONTROLLER_SERVICE],
-      plugins,
+      status,
       close: async () => {
         namespaces.close();
         pods.close();

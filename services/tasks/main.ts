@@ -4,30 +4,29 @@
  * socket shims forward their task events to (`<gateway socket>.ttrpc`), which go out on NATS.
  */
 import * as path from "node:path";
-import { runService, GRPC_PLUGIN, hostPlatform, type PluginInfo, type ServiceDefinition } from "../../libs/service";
-import { dialAddress, pluginConfig, unixPath } from "../../libs/config";
-import { NamespaceEnsurer, NamespaceStoreProxy } from "../../libs/clients/namespaces";
-import { ContentStoreProxy } from "../../libs/clients/content";
-import { repoRoot, unpackAny } from "../../libs/proto";
-import { TtrpcServer } from "../../libs/ttrpc";
-import { typedService } from "../../libs/ttrpc/typed";
-import type { Envelope } from "../../libs/events";
-import { background } from "../../libs/context";
+import { runService, uriOf, type ComponentStatus, type ServiceDefinition } from "#libs/service";
+import { dialAddress, unixPath } from "#libs/config";
+import { NamespaceEnsurer, NamespaceStoreProxy } from "#libs/clients/namespaces";
+import { ContentStoreProxy } from "#libs/clients/content";
+import { repoRoot, unpackAny } from "#libs/proto";
+import { TtrpcServer } from "#libs/ttrpc";
+import { typedService } from "#libs/ttrpc/typed";
+import type { Envelope } from "#libs/events";
+import { background } from "#libs/context";
 import { LocalContainerStore, openTasksDB } from "./src/local/containers";
 import { LocalTaskService } from "./src/local/tasks";
 import { ShimManager } from "./src/runtime/manager";
 import { ForwardedDeletes } from "./src/runtime/forwarded";
-import { TASK_EVENTS } from "../../libs/core/tasks";
+import { TASK_EVENTS } from "#libs/core/tasks";
 import { WarmPool } from "./src/runtime/warm";
 import { registerContainerMetrics } from "./src/metrics";
-import { tracingEnv } from "../../libs/tracing";
-import { RuntimeResolver, runtimesConfig, RUNTIME_PLUGIN } from "./src/runtime/runtimes";
+import { tracingEnv } from "#libs/tracing";
+import { RuntimeResolver, runtimesConfig } from "./src/runtime/runtimes";
+import { RUNTIME_SHIM, RUNTIME_TASK, TASKS_COMPONENTS, CONTAINERS_METADATA, TTRPC_EVENTS } from "./components";
 import { CONTAINERS_SERVICE, containersHandlers } from "./src/server/containers";
 import { TASKS_SERVICE, tasksHandlers } from "./src/server/tasks";
 
 const TTRPC_EVENTS_SERVICE = "containerd.services.events.ttrpc.v1.Events";
-const TTRPC_PLUGIN = "io.containerd.ttrpc.v1";
-const SERVICE_PLUGIN = "io.containerd.service.v1";
 
 /** Where shims forward events: `<gateway unix socket>.ttrpc` (containerd's convention), else under our state. */
 export function ttrpcAddressFor(grpcAddress: string, state: string, configured?: string): string {
@@ -38,12 +37,13 @@ export function ttrpcAddressFor(grpcAddress: string, state: string, configured?:
 
 export const tasksService: ServiceDefinition = {
   name: "tasks",
+  components: TASKS_COMPONENTS,
   async start(sc) {
     // Shims (started from here, warm or not, with this environment) export their spans where we do.
     Object.assign(process.env, tracingEnv(sc.config.flotilla.otlp_endpoint, sc.config.flotilla.otlp_protocol));
-    const rawCfg = pluginConfig(sc.config, RUNTIME_PLUGIN, "task");
+    const rawCfg = sc.configOf(RUNTIME_TASK);
     const cfg = runtimesConfig(rawCfg, sc.state);
-    const ttrpcAddress = ttrpcAddressFor(sc.config.grpc.address, sc.state, typeof rawCfg.ttrpc_address === "string" ? rawCfg.ttrpc_address : undefined);
+    const ttrpcAddress = ttrpcAddressFor(sc.config.grpc.address, sc.state, rawCfg.ttrpc_address);
 
     // Events from shims: validated and forwarded to NATS as-is.
     const forwardedDeletes = new ForwardedDeletes();
@@ -65,7 +65,7 @@ export const tasksService: ServiceDefinition = {
     await ttrpc.listen(ttrpcAddress);
 
     const db = openTasksDB(sc.root);
-    const ensurer = new NamespaceEnsurer(new NamespaceStoreProxy(dialAddress(sc.config, "images")), sc.events);
+    const ensurer = new NamespaceEnsurer(new NamespaceStoreProxy(sc.channels.get(dialAddress(sc.config, "images"))), sc.events);
     const containers = new LocalContainerStore(db, sc.events, { ensureNamespace: (ctx, ns) => ensurer.ensure(ctx, ns) });
     const dirs = { state: path.join(sc.state, "io.containerd.runtime.v2.task"), root: path.join(sc.root, "io.containerd.runtime.v2.task") };
     const resolver = new RuntimeResolver(cfg);
@@ -98,7 +98,7 @@ export const tasksService: ServiceDefinition = {
     if (recovered.loaded || recovered.cleaned) sc.log.info(recovered, "reconnected to running shims");
     const tasks = new LocalTaskService(containers, manager, {
       checkpointDir: path.join(sc.state, "checkpoints"),
-      content: new ContentStoreProxy(dialAddress(sc.config, "content")),
+      content: new ContentStoreProxy(sc.channels.get(dialAddress(sc.config, "content"))),
     });
     try {
       warm.fill(resolver.resolve("io.containerd.runc.v2"));
@@ -117,20 +117,14 @@ export const tasksService: ServiceDefinition = {
     sc.server.addService(CONTAINERS_SERVICE, containersHandlers(containers));
     sc.server.addService(TASKS_SERVICE, tasksHandlers(tasks));
 
-    const platforms = [hostPlatform()];
-    const plugins: PluginInfo[] = [
-      { type: "io.containerd.metadata.v1", id: "lmdb-containers", exports: { path: path.join(sc.root, "meta.lmdb") } },
-      { type: `${RUNTIME_PLUGIN}`, id: "shim", requires: ["io.containerd.metadata.v1", "io.containerd.event.v1"], platforms, exports: { root: dirs.root, state: dirs.state } },
-      { type: `${RUNTIME_PLUGIN}`, id: "task", requires: [`${RUNTIME_PLUGIN}`], platforms },
-      { type: SERVICE_PLUGIN, id: "containers-service", requires: ["io.containerd.metadata.v1"] },
-      { type: SERVICE_PLUGIN, id: "tasks-service", requires: [`${RUNTIME_PLUGIN}`, "io.containerd.metadata.v1"] },
-      { type: GRPC_PLUGIN, id: "containers", requires: [SERVICE_PLUGIN] },
-      { type: GRPC_PLUGIN, id: "tasks", requires: [SERVICE_PLUGIN] },
-      { type: TTRPC_PLUGIN, id: "events", requires: ["io.containerd.event.v1"], exports: { address: ttrpcAddress } },
-    ];
+    const status: Record<string, ComponentStatus> = {
+      [uriOf(CONTAINERS_METADATA)]: { exports: { path: path.join(sc.root, "meta.lmdb") } },
+      [uriOf(RUNTIME_SHIM)]: { exports: { root: dirs.root, state: dirs.state } },
+      [uriOf(TTRPC_EVENTS)]: { exports: { address: ttrpcAddress } },
+    };
     return {
       grpcServices: [CONTAINERS_SERVICE, TASKS_SERVICE],
-      plugins,
+      status,
       close: async () => {
         manager.close();
         ensurer.close();

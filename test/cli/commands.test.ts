@@ -11,12 +11,12 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { repoRoot } from "../../libs/proto";
+import { repoRoot } from "#libs/proto";
 import { runCtr, sleep, startStack, waitFor, type Stack } from "../harness";
 import { flotilla, flotillaOk, spawnFlotilla } from "../helpers/flotilla";
 import { buildImage, busyboxLayer, pushImage } from "../transfer/images";
 import { startRegistry, type TestRegistry } from "../transfer/registry";
-import type { ProcessStatus } from "../../cli/supervisor";
+import type { ProcessStatus } from "#cli/supervisor";
 
 /**
  * Receives sd_notify datagrams on argv[1] as systemd does (SO_PASSCRED: the sender's PID), prints one

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { confFiles, DEFAULT_NETWORK, listNetns } from "../../libs/cni";
+import { confFiles, DEFAULT_NETWORK, listNetns } from "#libs/cni";
 import { startStack, type Stack } from "../harness";
 import { flotilla, flotillaOk } from "../helpers/flotilla";
 import { buildBusyboxImage, startRegistry, type Registry } from "../images/registry";

@@ -2,20 +2,20 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import type { CallContext } from "../../libs/context";
-import type { EventPublisher, Envelope } from "../../libs/events";
-import type { AnyMsg } from "../../libs/proto";
-import { createLogger } from "../../libs/log";
-import { RpcServer } from "../../libs/grpc/server";
-import { closeChannels } from "../../libs/grpc/client";
-import { ContentStoreProxy, type ContentProxyOptions } from "../../libs/clients/content";
-import { LeaseResourceHolderProxy } from "../../libs/clients/leases";
-import { openContentDB, type ContentDB } from "../../services/content/src/local/db";
-import { LocalLeaseResources } from "../../services/content/src/local/leases";
-import { LocalContentStore } from "../../services/content/src/local/store";
-import { registerContentService } from "../../services/content/src/server/content";
-import { LEASES_SERVICE, leaseHolderHandlers } from "../../libs/leaseholder";
+import type { CallContext } from "#libs/context";
+import type { EventPublisher, Envelope } from "#libs/events";
+import type { AnyMsg } from "#libs/proto";
+import { createLogger } from "#libs/log";
+import { RpcServer } from "#libs/grpc/server";
+import { ContentStoreProxy, type ContentProxyOptions } from "#libs/clients/content";
+import { LeaseResourceHolderProxy } from "#libs/clients/leases";
+import { openContentDB, type ContentDB } from "#services/content/src/local/db";
+import { LocalLeaseResources } from "#services/content/src/local/leases";
+import { LocalContentStore } from "#services/content/src/local/store";
+import { registerContentService } from "#services/content/src/server/content";
+import { LEASES_SERVICE, leaseHolderHandlers } from "#libs/leaseholder";
 import type { SuiteFixture } from "./suite";
+import { testChannels } from "../harness";
 
 export interface RecordedEvent {
   topic: string;
@@ -76,11 +76,11 @@ export async function proxyFixture(opts: ContentProxyOptions = {}): Promise<Suit
   const sock = path.join(l.root, "content.sock");
   await server.listen(`unix://${sock}`);
   return {
-    store: new ContentStoreProxy(`unix://${sock}`, opts),
-    leases: new LeaseResourceHolderProxy(`unix://${sock}`),
+    store: new ContentStoreProxy(testChannels.get(`unix://${sock}`), opts),
+    leases: new LeaseResourceHolderProxy(testChannels.get(`unix://${sock}`)),
     events: () => l.events.events,
     cleanup: async () => {
-      closeChannels();
+      testChannels.close();
       await server.shutdown(1000);
       await l.close();
       fs.rmSync(l.root, { recursive: true, force: true });

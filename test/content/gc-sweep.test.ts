@@ -5,9 +5,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import { background, withHeaders, withLease } from "../../libs/context";
-import { GC_SWEEP_HEADER } from "../../libs/core/gc";
-import { ErrorCodes } from "../../libs/errdefs";
+import { background, withHeaders, withLease } from "#libs/context";
+import { GC_SWEEP_HEADER } from "#libs/core/gc";
+import { ErrorCodes } from "#libs/errdefs";
 import { openLocal } from "./fixtures";
 import { putBlob, randomBlob, rejectsWith } from "./suite";
 

@@ -3,8 +3,8 @@ import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, it } from "node:test";
-import { background } from "../../libs/context";
-import { ErrorCodes } from "../../libs/errdefs";
+import { background } from "#libs/context";
+import { ErrorCodes } from "#libs/errdefs";
 import { contentSuite, putBlob, readAll, rejectsWith, sha } from "./suite";
 import { localFixture, openLocal } from "./fixtures";
 

@@ -4,21 +4,22 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { encode } from "../../libs/proto";
-import { background } from "../../libs/context";
-import { closeChannels, RpcClient } from "../../libs/grpc/client";
-import { createLogger } from "../../libs/log";
-import { RpcServer } from "../../libs/grpc/server";
-import { CONTENT_SERVICE, registerContentService } from "../../services/content/src/server/content";
+import { encode } from "#libs/proto";
+import { background } from "#libs/context";
+import { RpcClient } from "#libs/grpc/client";
+import { createLogger } from "#libs/log";
+import { RpcServer } from "#libs/grpc/server";
+import { CONTENT_SERVICE, registerContentService } from "#services/content/src/server/content";
 import { contentSuite, putBlob } from "./suite";
 import { openLocal, proxyFixture } from "./fixtures";
+import { testChannels } from "../harness";
 
 contentSuite("proxy over gRPC", proxyFixture);
 // As the transfer process uses it: writes sent ahead of their acknowledgements.
 contentSuite("proxy over gRPC with a write window", () => proxyFixture({ writeWindow: 4 }));
 
 describe("content gRPC - wire behaviour", () => {
-  after(() => closeChannels());
+  after(() => testChannels.close());
 
   it("Read streams bounded chunks with absolute offsets, honours offset and size, and rejects reads past the end", async () => {
     const l = await openLocal();
@@ -30,7 +31,7 @@ describe("content gRPC - wire behaviour", () => {
       const ctx = background("default");
       const data = crypto.randomBytes(3 * 1024 * 1024 + 100);
       const d = await putBlob(l.store, ctx, "r", data);
-      const rpc = new RpcClient(`unix://${sock}`, CONTENT_SERVICE);
+      const rpc = new RpcClient(testChannels.get(`unix://${sock}`), CONTENT_SERVICE);
       const read = async (req: Record<string, unknown>): Promise<{ offset: number; data: Buffer }[]> => {
         const out: { offset: number; data: Buffer }[] = [];
         for await (const m of rpc.serverStream(ctx, "Read", { digest: d, ...req })) out.push({ offset: Number(m.offset), data: m.data as Buffer });
@@ -57,7 +58,7 @@ describe("content gRPC - wire behaviour", () => {
       assert.deepEqual(res[1], res[2]);
       assert.equal(res[1]!.offset, 3);
     } finally {
-      closeChannels();
+      testChannels.close();
       await server.shutdown(1000);
       await l.close();
       fs.rmSync(l.root, { recursive: true, force: true });
@@ -101,7 +102,7 @@ describe("content gRPC - wire behaviour", () => {
       assert.ok(sessions >= 4, `${sessions} sessions for 400 calls`);
     } finally {
       client.close();
-      closeChannels();
+      testChannels.close();
       await server.shutdown(1000);
       await l.close();
       fs.rmSync(l.root, { recursive: true, force: true });

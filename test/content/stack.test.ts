@@ -10,14 +10,14 @@ import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { background } from "../../libs/context";
-import { ErrorCodes } from "../../libs/errdefs";
-import { RpcClient } from "../../libs/grpc/client";
-import { NatsEventBus, type Envelope } from "../../libs/events";
-import { createLogger } from "../../libs/log";
-import { decode } from "../../libs/proto";
-import { ContentStoreProxy } from "../../libs/clients/content";
-import { startStack, waitFor, sleep, type CtrResult, type Stack } from "../harness";
+import { background } from "#libs/context";
+import { ErrorCodes } from "#libs/errdefs";
+import { RpcClient } from "#libs/grpc/client";
+import { NatsEventBus, type Envelope } from "#libs/events";
+import { createLogger } from "#libs/log";
+import { decode } from "#libs/proto";
+import { ContentStoreProxy } from "#libs/clients/content";
+import { startStack, waitFor, sleep, type CtrResult, type Stack, testChannels } from "../harness";
 import { startRegistry, type Registry } from "../helpers/registry";
 import { buildBusyboxImage, pushImage, type BuiltImage } from "../helpers/image";
 import { rejectsWith } from "./suite";
@@ -197,7 +197,7 @@ describe("content - ctr against the stack", () => {
     assert.match(r.stdout, /bad-digest/, "the failed ingest stays, resumable");
 
     const ctx = background("default");
-    const store = new ContentStoreProxy(s.socket);
+    const store = new ContentStoreProxy(testChannels.get(s.socket));
     await store.abort(ctx, "bad-digest");
     await store.abort(ctx, "bad-size");
     await rejectsWith(store.abort(ctx, "no-such-ref"), ErrorCodes.NotFound, /reference no-such-ref: not found/);
@@ -206,7 +206,7 @@ describe("content - ctr against the stack", () => {
     await rejectsWith(store.delete(ctx, "not-a-digest"), ErrorCodes.InvalidArgument);
 
     // A WRITE at the wrong offset is OutOfRange and writes nothing.
-    const rpc = new RpcClient(s.socket, "containerd.services.content.v1.Content");
+    const rpc = new RpcClient(testChannels.get(s.socket), "containerd.services.content.v1.Content");
     const call = rpc.bidi(ctx, "Write");
     const it = call.responses[Symbol.asyncIterator]();
     await call.send({ action: 0, ref: "bad-offset" });
@@ -220,7 +220,7 @@ describe("content - ctr against the stack", () => {
 
   it("a second writer on a locked ref is Unavailable", async () => {
     const ctx = background("default");
-    const store = new ContentStoreProxy(s.socket);
+    const store = new ContentStoreProxy(testChannels.get(s.socket));
     const w = await store.writer(ctx, { ref: "locked-ref" });
     try {
       await rejectsWith(store.writer(ctx, { ref: "locked-ref" }), ErrorCodes.Unavailable, /ref locked-ref locked/);
@@ -305,7 +305,7 @@ describe("content - ctr against the stack", () => {
     fs.closeSync(fd);
     const digest = "sha256:" + h.digest("hex");
     const ctx = background("default");
-    const store = new ContentStoreProxy(s.socket);
+    const store = new ContentStoreProxy(testChannels.get(s.socket));
 
     const first = ctrFromFile(s, ["content", "ingest", "--expected-digest", digest, "large-ref"], file);
     await waitFor("the ingest to be under way", async () => {

@@ -5,9 +5,9 @@
 import * as assert from "node:assert/strict";
 import * as crypto from "node:crypto";
 import { after, before, describe, it } from "node:test";
-import { background, type CallContext } from "../../libs/context";
-import { ErrorCodes, errorCode, type ErrorCode } from "../../libs/errdefs";
-import type { ContentStore, LeaseResourceRecorder } from "../../libs/core/content";
+import { background, type CallContext } from "#libs/context";
+import { ErrorCodes, errorCode, type ErrorCode } from "#libs/errdefs";
+import type { ContentStore, LeaseResourceRecorder } from "#libs/core/content";
 
 export interface SuiteFixture {
   store: ContentStore;

@@ -14,7 +14,7 @@ import * as path from "node:path";
 import { runCommand, startStack, sleep, unmountBelow, waitFor, type CtrResult, type Stack } from "../harness";
 import { buildBusyboxImage, tar } from "../helpers/image";
 import { alive, deleteRuncContainers, stopStackAndCleanup } from "../tasks/helpers";
-import { repoRoot } from "../../libs/proto";
+import { repoRoot } from "#libs/proto";
 
 const DOCKERD = "/usr/sbin/dockerd";
 const DOCKER = "/usr/bin/docker"; // Debian's client, the same version as the daemon

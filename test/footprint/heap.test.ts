@@ -27,7 +27,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { startStack, sleep, waitFor, type Stack } from "../harness";
 import { buildBusyboxImage, startRegistry, type Registry } from "../images/registry";
-import { SERVICE_NAMES, type ServiceName } from "../../libs/config";
+import { SERVICE_NAMES, type ServiceName } from "#libs/config";
 
 const MiB = 1024 * 1024;
 /** Allowed growth from repeat 2 to repeat 3. */

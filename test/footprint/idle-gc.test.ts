@@ -5,7 +5,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as v8 from "node:v8";
-import { startIdleGc } from "../../libs/service/idle-gc";
+import { startIdleGc } from "#libs/service/idle-gc";
 import { sleep, waitFor } from "../harness";
 
 const MiB = 1024 * 1024;

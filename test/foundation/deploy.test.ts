@@ -9,9 +9,9 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { parse } from "yaml";
-import { loadConfig, SERVICE_NAMES } from "../../libs/config";
-import { repoRoot } from "../../libs/proto";
-import { SERVICE_NODE_FLAGS } from "../../cli/supervisor";
+import { loadConfig, SERVICE_NAMES } from "#libs/config";
+import { repoRoot } from "#libs/proto";
+import { SERVICE_NODE_FLAGS } from "#cli/supervisor";
 
 const ROOT = repoRoot();
 const TOP_LEVEL = new Set(["version", "services", "volumes", "networks", "configs", "secrets"]);

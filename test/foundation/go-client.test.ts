@@ -14,10 +14,10 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { startStack, waitFor, sleep, type Stack } from "../harness";
+import { startStack, waitFor, sleep, type Stack, testChannels } from "../harness";
 import { flotillaOk } from "../helpers/flotilla";
-import { RpcClient } from "../../libs/grpc/client";
-import { background } from "../../libs/context";
+import { RpcClient } from "#libs/grpc/client";
+import { background } from "#libs/context";
 import { busyboxRootfs, EventsWatcher, rootfsArgs, stopStackAndCleanup } from "../tasks/helpers";
 
 type Ts = { seconds?: number; nanos?: number } | null | undefined;
@@ -35,10 +35,10 @@ describe("the Go client's expectations: namespaces that don't exist yet, nanosec
 
   before(async () => {
     stack = await startStack({ metrics: true });
-    const clients = new Map<string, RpcClient>();
+    const clients = new Map<string, RpcClient<string>>();
     rpc = (service, method, req, ns = "default", lease) => {
       let c = clients.get(service);
-      if (!c) clients.set(service, (c = new RpcClient(stack.socket, service)));
+      if (!c) clients.set(service, (c = new RpcClient(testChannels.get(stack.socket), service)));
       return c.unary(background(ns, lease ? { lease } : {}), method, req) as Promise<Record<string, any>>;
     };
   });
@@ -76,7 +76,7 @@ describe("the Go client's expectations: namespaces that don't exist yet, nanosec
   });
 
   test("writer status and committed blobs keep nanoseconds (Content.Write, Status, Info)", async () => {
-    const client = new RpcClient(stack.socket, "containerd.services.content.v1.Content");
+    const client = new RpcClient(testChannels.get(stack.socket), "containerd.services.content.v1.Content");
     const call = client.bidi(background("default"), "Write");
     const responses = call.responses[Symbol.asyncIterator]();
     await call.send({ action: 1, ref: "nanos-ref", total: 10, offset: 0, data: Buffer.from("hello") });

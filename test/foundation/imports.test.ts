@@ -7,18 +7,20 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { repoRoot } from "../../libs/proto";
+import { repoRoot } from "#libs/proto";
 
 const ROOT = repoRoot();
 const SPECIFIER = /(?:\bfrom\s*|\bimport\s*\(\s*|\brequire\s*\(\s*|^\s*import\s+)"([^"]+)"/gm;
 
-/** Every relative import of the .ts files under `top`: importing file and imported path, both relative to the repo. */
+/** Every relative or aliased (`#libs/...`, `#services/...`) import of the .ts files under `top`: importing file and imported path, both relative to the repo. */
 function imports(top: string): { from: string; to: string }[] {
   const out: { from: string; to: string }[] = [];
   const dir = path.join(ROOT, top);
   for (const f of fs.readdirSync(dir, { recursive: true, encoding: "utf8" }).filter((n) => n.endsWith(".ts")).map((n) => path.join(dir, n))) {
     for (const m of fs.readFileSync(f, "utf8").matchAll(SPECIFIER)) {
-      if (m[1]!.startsWith(".")) out.push({ from: path.relative(ROOT, f), to: path.relative(ROOT, path.resolve(path.dirname(f), m[1]!)) });
+      const spec = m[1]!;
+      if (spec.startsWith(".")) out.push({ from: path.relative(ROOT, f), to: path.relative(ROOT, path.resolve(path.dirname(f), spec)) });
+      else if (spec.startsWith("#")) out.push({ from: path.relative(ROOT, f), to: path.normalize(spec.slice(1)) });
     }
   }
   return out;

@@ -7,9 +7,9 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import { connect, type NatsConnection } from "nats";
-import { decodeEnvelope, type Envelope } from "../../libs/events";
-import { decode, encode } from "../../libs/proto";
-import { grpcTarget } from "../../libs/config";
+import { decodeEnvelope, type Envelope } from "#libs/events";
+import { decode, encode } from "#libs/proto";
+import { grpcTarget } from "#libs/config";
 import { startNats, startStack, waitFor, sleep, type Stack } from "../harness";
 import { startOtlpReceiver, type ReceivedSpan } from "../helpers/otlp";
 

@@ -10,16 +10,16 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { background, withHeaders, type CallContext } from "../../libs/context";
-import { errNotFound, ErrorCodes } from "../../libs/errdefs";
-import { RpcClient, closeChannels } from "../../libs/grpc/client";
-import { RpcServer, type Msg, type Send } from "../../libs/grpc/server";
-import { createLogger } from "../../libs/log";
-import { Metrics } from "../../libs/metrics";
-import { GatewayFront } from "../../services/gateway/src/front";
-import { decodeReadRequest, DirectContentReads, giveFrame, NLINK_CHECK_MS, takeFrame } from "../../services/gateway/src/content-reads";
-import { lookupType } from "../../libs/proto";
-import { waitFor } from "../harness";
+import { background, withHeaders, type CallContext } from "#libs/context";
+import { errNotFound, ErrorCodes } from "#libs/errdefs";
+import { RpcClient } from "#libs/grpc/client";
+import { RpcServer, type Msg, type Send } from "#libs/grpc/server";
+import { createLogger } from "#libs/log";
+import { Metrics } from "#libs/metrics";
+import { GatewayFront } from "#services/gateway/src/front";
+import { decodeReadRequest, DirectContentReads, FramePool, NLINK_CHECK_MS } from "#services/gateway/src/content-reads";
+import { lookupType } from "#libs/proto";
+import { waitFor, testChannels } from "../harness";
 
 const NS = "containerd.services.namespaces.v1.Namespaces";
 const CONTENT = "containerd.services.content.v1.Content";
@@ -88,7 +88,7 @@ describe("gateway - HTTP/2 proxy", () => {
   });
 
   after(async () => {
-    closeChannels();
+    testChannels.close();
     await front?.close(1000);
     await owner?.shutdown(1000);
     await local?.shutdown(1000);
@@ -96,7 +96,7 @@ describe("gateway - HTTP/2 proxy", () => {
   });
 
   it("forwards a unary call with its metadata and deadline, and the answer unchanged", async () => {
-    const c = new RpcClient(gw, NS);
+    const c = new RpcClient(testChannels.get(gw), NS);
     const deadline = new Date(Date.now() + 30000);
     const res = await c.unary(withHeaders(background("ns-a", { deadline }), { "flotilla-test": "yes" }), "Get", { name: "default" });
     assert.deepEqual(res.namespace, { name: "default", labels: { via: "owner" } });
@@ -107,7 +107,7 @@ describe("gateway - HTTP/2 proxy", () => {
   });
 
   it("passes an error status and its message through", async () => {
-    const c = new RpcClient(gw, NS);
+    const c = new RpcClient(testChannels.get(gw), NS);
     await assert.rejects(c.unary(background("ns-a"), "Get", { name: "nope" }), (e: Error & { code?: string }) => {
       assert.equal(e.code, ErrorCodes.NotFound);
       assert.match(e.message, /namespace "nope": not found/);
@@ -116,7 +116,7 @@ describe("gateway - HTTP/2 proxy", () => {
   });
 
   it("streams a large response with flow control, byte for byte", async () => {
-    const c = new RpcClient(gw, CONTENT);
+    const c = new RpcClient(testChannels.get(gw), CONTENT);
     const size = 24 * 1024 * 1024 + 17;
     let got = 0;
     let ok = true;
@@ -130,7 +130,7 @@ describe("gateway - HTTP/2 proxy", () => {
   });
 
   it("carries a bidirectional stream both ways until the client half-closes", async () => {
-    const c = new RpcClient(gw, CONTENT);
+    const c = new RpcClient(testChannels.get(gw), CONTENT);
     const call = c.bidi(background("ns-a"), "Write");
     const offsets: number[] = [];
     const reading = (async () => {
@@ -144,7 +144,7 @@ describe("gateway - HTTP/2 proxy", () => {
   });
 
   it("a client's cancel reaches the owner", async () => {
-    const c = new RpcClient(gw, CONTENT);
+    const c = new RpcClient(testChannels.get(gw), CONTENT);
     const ac = new AbortController();
     const before = readAborted;
     let n = 0;
@@ -159,7 +159,7 @@ describe("gateway - HTTP/2 proxy", () => {
   });
 
   it("an owner that is down answers Unavailable; nobody's path answers Unimplemented from the gateway itself", async () => {
-    const img = new RpcClient(gw, "containerd.services.images.v1.Images");
+    const img = new RpcClient(testChannels.get(gw), "containerd.services.images.v1.Images");
     await assert.rejects(img.unary(background("ns-a"), "Get", { name: "x" }), (e: Error & { code?: string }) => e.code === ErrorCodes.Unavailable);
     const raw = new grpc.Client(gw.replace("unix://", "unix:"), grpc.credentials.createInsecure());
     const err = await new Promise<grpc.ServiceError | null>((resolve) =>
@@ -167,7 +167,7 @@ describe("gateway - HTTP/2 proxy", () => {
     );
     raw.close();
     assert.equal(err?.code, grpc.status.UNIMPLEMENTED);
-    const v = await new RpcClient(gw, VERSION).unary(background(), "Version", {});
+    const v = await new RpcClient(testChannels.get(gw), VERSION).unary(background(), "Version", {});
     assert.equal(v.version, "front-test", "the gateway's own services are served behind the proxy");
   });
 
@@ -217,7 +217,7 @@ describe("gateway - content reads from the blob files", () => {
   });
 
   after(async () => {
-    closeChannels();
+    testChannels.close();
     reads?.close();
     await front?.close(1000);
     await owner?.shutdown(1000);
@@ -226,7 +226,7 @@ describe("gateway - content reads from the blob files", () => {
 
   const readAll = async (ns: string, offset: number, size: number): Promise<Buffer> => {
     const parts: Buffer[] = [];
-    for await (const m of new RpcClient(gw, CONTENT).serverStream(background(ns), "Read", { digest, offset, size })) parts.push(m.data as Buffer);
+    for await (const m of new RpcClient(testChannels.get(gw), CONTENT).serverStream(background(ns), "Read", { digest, offset, size })) parts.push(m.data as Buffer);
     return Buffer.concat(parts);
   };
 
@@ -282,8 +282,9 @@ describe("gateway - content read frames", () => {
   });
 
   it("frames decode as ReadContentResponse, also after a short read", () => {
+    const frames = new FramePool();
     for (const [offset, n] of [[0, 32768], [5, 10], [7, 128], [2 ** 33 + 1, 65536], [300, 1 << 20]] as const) {
-      const f = takeFrame(offset, n);
+      const f = frames.take(offset, n);
       const data = crypto.randomBytes(n);
       data.copy(f.buf, f.dataAt);
       let b = f.bytes();
@@ -298,7 +299,7 @@ describe("gateway - content read frames", () => {
       m = resT.toObject(resT.decode(b.subarray(5)), { longs: Number }) as { offset?: number; data: Buffer };
       assert.equal(Number(m.offset ?? 0), offset);
       assert.ok(Buffer.from(m.data).equals(data.subarray(0, n >> 1)));
-      giveFrame(f);
+      frames.give(f);
     }
   });
 });

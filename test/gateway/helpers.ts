@@ -2,7 +2,7 @@
  * Helpers of the gateway tests.
  */
 import * as http from "node:http";
-import type { ServiceName } from "../../libs/config";
+import type { ServiceName } from "#libs/config";
 import type { Stack } from "../harness";
 
 /** The sum of a metric's samples in a process's Prometheus metrics whose labels include every one of `labels`. */

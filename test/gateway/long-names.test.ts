@@ -8,12 +8,12 @@
  */
 import * as assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { background, withLease } from "../../libs/context";
-import { ErrorCodes, type ErrorCode } from "../../libs/errdefs";
-import { RpcClient } from "../../libs/grpc/client";
-import type { Msg } from "../../libs/grpc/server";
-import { ContentStoreProxy } from "../../libs/clients/content";
-import { startStack, type Stack } from "../harness";
+import { background, withLease } from "#libs/context";
+import { ErrorCodes, type ErrorCode } from "#libs/errdefs";
+import { RpcClient } from "#libs/grpc/client";
+import type { Msg } from "#libs/grpc/server";
+import { ContentStoreProxy } from "#libs/clients/content";
+import { startStack, type Stack, testChannels } from "../harness";
 import { handled, startupCollected } from "./helpers";
 import { rejectsWith, sha } from "../content/suite";
 
@@ -33,7 +33,7 @@ const TRACE = "x".repeat(100);
 describe("gateway - over-long names to every method that takes one", () => {
   let s: Stack;
   const ctx = background("default");
-  let gw: (service: string) => RpcClient;
+  let gw: (service: string) => RpcClient<string>;
   /** `ctr args` must fail with containerd's `<message>: <code>` on its last line. */
   const ctrFails = async (args: string[], code: string, message?: RegExp): Promise<void> => {
     const r = await s.ctr(args);
@@ -46,7 +46,7 @@ describe("gateway - over-long names to every method that takes one", () => {
 
   before(async () => {
     s = await startStack({ logLevel: "warn", metrics: true });
-    gw = (service) => new RpcClient(`unix://${s.socket}`, service);
+    gw = (service) => new RpcClient(testChannels.get(`unix://${s.socket}`), service);
     await startupCollected(s);
   });
   after(async () => {
@@ -66,7 +66,7 @@ describe("gateway - over-long names to every method that takes one", () => {
     // An unfinished write under that ref, held by a lease: listed with its whole ref (as the lease's
     // resource too), its status read, then aborted.
     const lease = String(((await gw(LEASES).unary(ctx, "Create", { id: "long-names-lease" })).lease as Msg).id);
-    const w = await new ContentStoreProxy(s.socket).writer(withLease(ctx, lease), { ref: LONG, total: 10 });
+    const w = await new ContentStoreProxy(testChannels.get(s.socket)).writer(withLease(ctx, lease), { ref: LONG, total: 10 });
     await w.write(Buffer.from("12345"));
     const held = ((await gw(LEASES).unary(ctx, "ListResources", { id: lease })).resources as Msg[]).map((x) => `${x.type}/${x.id}`);
     assert.deepEqual(held, [`ingests/${LONG}`]);

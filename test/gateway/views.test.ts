@@ -10,15 +10,15 @@ import * as assert from "node:assert/strict";
 import * as crypto from "node:crypto";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { background, type CallContext } from "../../libs/context";
-import { ErrorCodes } from "../../libs/errdefs";
-import { RpcClient } from "../../libs/grpc/client";
-import type { Msg } from "../../libs/grpc/server";
-import { ContentStoreProxy } from "../../libs/clients/content";
-import type { ServiceName } from "../../libs/config";
-import { openServiceDB, SCHEMA_VERSION_KEY, writeTxn } from "../../libs/lmdb";
-import * as imagesPublic from "../../services/images/public";
-import { startStack, type Stack } from "../harness";
+import { background, type CallContext } from "#libs/context";
+import { ErrorCodes } from "#libs/errdefs";
+import { RpcClient } from "#libs/grpc/client";
+import type { Msg } from "#libs/grpc/server";
+import { ContentStoreProxy } from "#libs/clients/content";
+import type { ServiceName } from "#libs/config";
+import { openServiceDB, SCHEMA_VERSION_KEY, writeTxn } from "#libs/lmdb";
+import * as imagesPublic from "#services/images/public";
+import { startStack, type Stack, testChannels } from "../harness";
 import { handled } from "./helpers";
 
 const CONTENT = "containerd.services.content.v1.Content";
@@ -39,7 +39,7 @@ async function codeOf(p: Promise<unknown>): Promise<{ code: string; message: str
 
 async function putBlob(s: Stack, ctx: CallContext, data: Buffer): Promise<string> {
   const digest = "sha256:" + crypto.createHash("sha256").update(data).digest("hex");
-  const content = new ContentStoreProxy(s.socket);
+  const content = new ContentStoreProxy(testChannels.get(s.socket));
   const w = await content.writer(ctx, { ref: `views-${digest.slice(7, 19)}`, total: data.length, expected: digest });
   // A blob another namespace holds is shared (the writer starts at its end), as in containerd.
   if ((await w.status()).offset === 0) await w.write(data);
@@ -50,13 +50,13 @@ async function putBlob(s: Stack, ctx: CallContext, data: Buffer): Promise<string
 describe("gateway - lookups answered from the owners' databases", () => {
   let s: Stack;
   const ctx = background("default");
-  let gw: (service: string) => RpcClient;
-  let owner: (svc: ServiceName, service: string) => RpcClient;
+  let gw: (service: string) => RpcClient<string>;
+  let owner: (svc: ServiceName, service: string) => RpcClient<string>;
 
   before(async () => {
     s = await startStack({ logLevel: "warn", metrics: true });
-    gw = (service) => new RpcClient(`unix://${s.socket}`, service);
-    owner = (svc, service) => new RpcClient(s.address(svc), service);
+    gw = (service) => new RpcClient(testChannels.get(`unix://${s.socket}`), service);
+    owner = (svc, service) => new RpcClient(testChannels.get(s.address(svc)), service);
   });
   after(async () => {
     await s?.stop();
@@ -256,8 +256,8 @@ describe("gateway - read views turned off", () => {
     const ctx = background("default");
     const digest = await putBlob(s, ctx, crypto.randomBytes(512));
     const before = await handled(s, "content", CONTENT, "Info");
-    for (let i = 0; i < 3; i++) await new RpcClient(`unix://${s.socket}`, CONTENT).unary(ctx, "Info", { digest });
+    for (let i = 0; i < 3; i++) await new RpcClient(testChannels.get(`unix://${s.socket}`), CONTENT).unary(ctx, "Info", { digest });
     assert.equal(await handled(s, "content", CONTENT, "Info"), before + 3);
-    await new RpcClient(`unix://${s.socket}`, CONTENT).unary(ctx, "Delete", { digest });
+    await new RpcClient(testChannels.get(`unix://${s.socket}`), CONTENT).unary(ctx, "Delete", { digest });
   });
 });

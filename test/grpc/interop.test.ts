@@ -30,18 +30,19 @@ import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { background, withHeaders, type CallContext } from "../../libs/context";
-import { errNotFound, ErrorCodes, errorCode } from "../../libs/errdefs";
-import { closeChannels, RpcClient, type StatusError } from "../../libs/grpc/client";
-import { RpcServer, type Msg, type Send } from "../../libs/grpc/server";
-import { createLogger } from "../../libs/log";
-import { decode, encode, protoRoot, repoRoot } from "../../libs/proto";
-import { sleep, startStack, waitFor, type Stack } from "../harness";
+import { background, withHeaders, type CallContext } from "#libs/context";
+import { errNotFound, ErrorCodes, errorCode } from "#libs/errdefs";
+import { RpcClient, type StatusError } from "#libs/grpc/client";
+import { RpcServer, type Msg, type Send } from "#libs/grpc/server";
+import { createLogger } from "#libs/log";
+import { decode, encode, protoRoot, repoRoot } from "#libs/proto";
+import { sleep, startStack, testChannels, waitFor, type Stack } from "../harness";
 import { startOtlpReceiver } from "../helpers/otlp";
 
 const FIXTURE = path.join(repoRoot(), "test", "fixtures", "interop.proto");
 const NO_GRPC_JS = path.join(repoRoot(), "test", "fixtures", "no-grpc-js.js");
-const SVC = "flotilla.test.interop.v1.Interop";
+/** A fixture service the generated types do not know: the untyped forms of server and client. */
+const SVC: string = "flotilla.test.interop.v1.Interop";
 const ECHO = "flotilla.test.interop.v1.Echo";
 const MiB = 1 << 20;
 
@@ -139,7 +140,7 @@ describe("grpc-js clients -> our RpcServer", () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "flt-interop-"));
     sock = path.join(dir, "ours.sock");
     server = new RpcServer({ service: "test", log: createLogger("test", "silent") });
-    server.addService(SVC, {
+    server.addUntypedService(SVC, {
       Unary: async (ctx: CallContext, req: Msg) => {
         switch (req.mode) {
           case "deadline":
@@ -329,7 +330,7 @@ describe("grpc-js clients -> our RpcServer", () => {
 describe("our RpcClient -> a grpc-js server", () => {
   let dir: string;
   let server: grpc.Server;
-  let client: RpcClient;
+  let client: RpcClient<string>;
   const cancelled: string[] = [];
   let deadlineSeen: Date | undefined;
 
@@ -416,11 +417,11 @@ describe("our RpcClient -> a grpc-js server", () => {
       // Missing: grpc-js answers UNIMPLEMENTED for a method without an implementation.
     });
     await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${sock}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())));
-    client = new RpcClient(`unix://${sock}`, SVC);
+    client = new RpcClient(testChannels.get(`unix://${sock}`), SVC);
   });
 
   after(async () => {
-    closeChannels();
+    testChannels.close();
     await new Promise<void>((resolve) => server?.tryShutdown(() => resolve()));
     server?.forceShutdown();
     fs.rmSync(dir, { recursive: true, force: true });
@@ -529,7 +530,7 @@ describe("our RpcClient -> a grpc-js server", () => {
 
   it("details pass through a Flotilla process that relays the error unchanged (grpc-js -> RpcServer -> RpcClient -> grpc-js)", async () => {
     const relay = new RpcServer({ service: "relay", log: createLogger("test", "silent") });
-    relay.addService(SVC, { Unary: (ctx: CallContext, req: Msg) => client.unary(ctx, "Unary", req) });
+    relay.addUntypedService(SVC, { Unary: (ctx: CallContext, req: Msg) => client.unary(ctx, "Unary", req) });
     const sock = path.join(dir, "relay.sock");
     await relay.listen(sock);
     const js = new (jsInterop())(`unix:${sock}`, grpc.credentials.createInsecure()) as unknown as InteropJsClient;

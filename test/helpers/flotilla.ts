@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess, type StdioOptions } from "node:child_process";
 import * as path from "node:path";
-import { repoRoot } from "../../libs/proto";
+import { repoRoot } from "#libs/proto";
 
 export const FLOTILLA = path.join(repoRoot(), "bin", "flotilla");
 

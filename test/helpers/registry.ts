@@ -16,7 +16,7 @@ import * as fs from "node:fs";
 import * as http from "node:http";
 import * as os from "node:os";
 import * as path from "node:path";
-import { freePort } from "../../cli/supervisor";
+import { freePort } from "#cli/supervisor";
 
 export const REGISTRY_BINARY = "/usr/bin/docker-registry";
 

@@ -6,24 +6,25 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { namespaceRequired, type CallContext } from "../../libs/context";
-import type { EventPublisher, Envelope } from "../../libs/events";
-import type { AnyMsg } from "../../libs/proto";
-import { createLogger } from "../../libs/log";
-import { RpcServer } from "../../libs/grpc/server";
-import { ImageStoreProxy } from "../../libs/clients/images";
-import { LeaseManagerProxy, LeaseResourceHolderProxy } from "../../libs/clients/leases";
-import type { GCScheduler, GCStats } from "../../libs/core/gc";
-import type { LeaseResource, LeaseResourceHolder } from "../../libs/core/leases";
-import { openMetaDB, type MetaDB } from "../../services/images/src/local/db";
-import { LocalImageStore } from "../../services/images/src/local/images";
-import { LocalLeaseManager } from "../../services/images/src/local/leases";
-import { MarkGate } from "../../services/images/src/local/gc/gate";
-import { IMAGES_SERVICE, imagesHandlers } from "../../services/images/src/server/images";
-import { LEASES_SERVICE, leasesHandlers } from "../../services/images/src/server/leases";
-import { leaseHolderHandlers } from "../../libs/leaseholder";
+import { namespaceRequired, type CallContext } from "#libs/context";
+import type { EventPublisher, Envelope } from "#libs/events";
+import type { AnyMsg } from "#libs/proto";
+import { createLogger } from "#libs/log";
+import { RpcServer } from "#libs/grpc/server";
+import { ImageStoreProxy } from "#libs/clients/images";
+import { LeaseManagerProxy, LeaseResourceHolderProxy } from "#libs/clients/leases";
+import type { GCScheduler, GCStats } from "#libs/core/gc";
+import type { LeaseResource, LeaseResourceHolder } from "#libs/core/leases";
+import { openMetaDB, type MetaDB } from "#services/images/src/local/db";
+import { LocalImageStore } from "#services/images/src/local/images";
+import { LocalLeaseManager } from "#services/images/src/local/leases";
+import { MarkGate } from "#services/images/src/local/gc/gate";
+import { IMAGES_SERVICE, imagesHandlers } from "#services/images/src/server/images";
+import { LEASES_SERVICE, leasesHandlers } from "#services/images/src/server/leases";
+import { leaseHolderHandlers } from "#libs/leaseholder";
 import type { ImageSuiteFixture } from "./suite";
 import type { LeaseSuiteFixture } from "./lease-suite";
+import { testChannels } from "../harness";
 
 export interface RecordedEvent {
   topic: string;
@@ -165,7 +166,7 @@ async function proxyMeta(): Promise<{ m: LocalMeta; images: ImageStoreProxy; lea
   const gc = new CountingGC();
   const gate = new MarkGate();
   const localImages = new LocalImageStore(db, events, gc);
-  const localLeases = new LocalLeaseManager({ db, holders: { content: new LeaseResourceHolderProxy(contentAddr), snapshots: new LeaseResourceHolderProxy(snapshotsAddr) }, gc, gate });
+  const localLeases = new LocalLeaseManager({ db, holders: { content: new LeaseResourceHolderProxy(testChannels.get(contentAddr)), snapshots: new LeaseResourceHolderProxy(testChannels.get(snapshotsAddr)) }, gc, gate });
   const addr = await serve("images", (s) => {
     s.addService(IMAGES_SERVICE, imagesHandlers(localImages));
     s.addService(LEASES_SERVICE, leasesHandlers(localLeases));
@@ -173,8 +174,8 @@ async function proxyMeta(): Promise<{ m: LocalMeta; images: ImageStoreProxy; lea
   const m: LocalMeta = { dir, db, events, gc, images: localImages, leases: localLeases, content, snapshots, gate, close: async () => undefined };
   return {
     m,
-    images: new ImageStoreProxy(addr),
-    leases: new LeaseManagerProxy(addr),
+    images: new ImageStoreProxy(testChannels.get(addr)),
+    leases: new LeaseManagerProxy(testChannels.get(addr)),
     content,
     snapshots,
     stop: async () => {

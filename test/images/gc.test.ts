@@ -5,11 +5,11 @@
  */
 import * as assert from "node:assert/strict";
 import { beforeEach, afterEach, describe, it } from "node:test";
-import { background, type CallContext } from "../../libs/context";
-import { errFailedPrecondition, errNotFound, errUnavailable } from "../../libs/errdefs";
-import { emptyGraph, labelRefs, leaseExpiry, markReachable, snapshotNode, contentNode, type GraphSnapshot } from "../../libs/core/gc";
-import { Collector } from "../../services/images/src/local/gc/collector";
-import type { ContainerObject, GCSources, IngestObject } from "../../services/images/src/local/gc/sources";
+import { background, type CallContext } from "#libs/context";
+import { errFailedPrecondition, errNotFound, errUnavailable } from "#libs/errdefs";
+import { emptyGraph, labelRefs, leaseExpiry, markReachable, snapshotNode, contentNode, type GraphSnapshot } from "#libs/core/gc";
+import { Collector } from "#services/images/src/local/gc/collector";
+import type { ContainerObject, GCSources, IngestObject } from "#services/images/src/local/gc/sources";
 import { openLocalMeta, type LocalMeta } from "./fixtures";
 import { dgst, target } from "./suite";
 

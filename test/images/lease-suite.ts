@@ -5,9 +5,9 @@
  */
 import * as assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { background, withLease, type CallContext } from "../../libs/context";
-import { ErrorCodes } from "../../libs/errdefs";
-import type { LeaseManager } from "../../libs/core/leases";
+import { background, withLease, type CallContext } from "#libs/context";
+import { ErrorCodes } from "#libs/errdefs";
+import type { LeaseManager } from "#libs/core/leases";
 import { rejectsWith } from "../content/suite";
 import type { MemoryHolder } from "./fixtures";
 

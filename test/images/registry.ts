@@ -9,7 +9,7 @@ import * as http from "node:http";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as zlib from "node:zlib";
-import { freePort } from "../../cli/supervisor";
+import { freePort } from "#cli/supervisor";
 import { waitFor } from "../harness";
 
 export const MT = {

@@ -1,9 +1,9 @@
 /** The GC scheduler: startup pass, debounced passes after deletions, sync waits, namespaces, retries. */
 import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { background } from "../../libs/context";
-import type { GCStats } from "../../libs/core/gc";
-import { Scheduler, schedulerConfig, DEFAULT_SCHEDULER_CONFIG, type SchedulerConfig } from "../../services/images/src/local/gc/scheduler";
+import { background } from "#libs/context";
+import type { GCStats } from "#libs/core/gc";
+import { Scheduler, schedulerConfig as fromChecked, SCHEDULER_CONFIG_SCHEMA, DEFAULT_SCHEDULER_CONFIG, type SchedulerConfig } from "#services/images/src/local/gc/scheduler";
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -21,6 +21,7 @@ class FakeCollector {
   }
 }
 
+const schedulerConfig = (t: Record<string, unknown>): SchedulerConfig => fromChecked(SCHEDULER_CONFIG_SCHEMA.check(t, ["plugins", "io.containerd.gc.v1.scheduler"]));
 const cfg = (o: Partial<SchedulerConfig> = {}): SchedulerConfig => ({ ...DEFAULT_SCHEDULER_CONFIG, startupDelayMs: 0, fullScanIntervalMs: 0, ...o });
 
 describe("gc - scheduler", () => {
@@ -31,7 +32,8 @@ describe("gc - scheduler", () => {
     assert.equal(c.mutationThreshold, 7);
     assert.equal(c.scheduleDelayMs, 250);
     assert.equal(c.startupDelayMs, 1000);
-    assert.throws(() => schedulerConfig({ schedule_delay: "soon" }));
+    assert.throws(() => schedulerConfig({ schedule_delay: "soon" }), /\[plugins\."io\.containerd\.gc\.v1\.scheduler"\] schedule_delay: expected a duration/);
+    assert.throws(() => schedulerConfig({ pause_threshold: "0.1" }), /pause_threshold: expected a number, got string/);
   });
 
   it("runs a pass over every namespace at startup", async () => {

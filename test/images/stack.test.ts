@@ -11,10 +11,10 @@ import * as fs from "node:fs";
 import * as http from "node:http";
 import * as os from "node:os";
 import * as path from "node:path";
-import { background } from "../../libs/context";
-import { SnapshotterProxy } from "../../libs/clients/snapshots";
-import { GC_LABELS } from "../../libs/core/gc";
-import { startStack, sleep, waitFor, type Stack } from "../harness";
+import { background } from "#libs/context";
+import { SnapshotterProxy } from "#libs/clients/snapshots";
+import { GC_LABELS } from "#libs/core/gc";
+import { startStack, sleep, testChannels, waitFor, type Stack } from "../harness";
 import { buildBusyboxImage, startRegistry, type BuiltImage, type Registry } from "./registry";
 
 const hex = (d: string): string => d.slice("sha256:".length);
@@ -293,7 +293,7 @@ describe("images: ctr against the stack and a registry", () => {
 
   it("a namespace with snapshots on any loaded snapshotter cannot be deleted", async () => {
     const ctx = background("snap-ns");
-    const native = SnapshotterProxy.connect(stack.socket, "native");
+    const native = SnapshotterProxy.connect(testChannels.get(stack.socket), "native");
     await native.prepare(ctx, "kept", "", { labels: { [GC_LABELS.root]: "1" } });
     const r = await stack.ctr(["namespaces", "rm", "snap-ns"]);
     assert.notEqual(r.code, 0);

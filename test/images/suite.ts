@@ -4,9 +4,9 @@
  */
 import * as assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { background, type CallContext } from "../../libs/context";
-import { ErrorCodes } from "../../libs/errdefs";
-import type { Descriptor, ImageStore } from "../../libs/core/images";
+import { background, type CallContext } from "#libs/context";
+import { ErrorCodes } from "#libs/errdefs";
+import type { Descriptor, ImageStore } from "#libs/core/images";
 import { rejectsWith } from "../content/suite";
 
 export interface ImageSuiteFixture {

@@ -1,14 +1,14 @@
 /** What wakes the garbage collector: events from the other processes routed to the scheduler. */
 import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { CONTAINER_EVENTS } from "../../libs/core/containers";
-import { CONTENT_EVENTS } from "../../libs/core/content";
-import { IMAGE_EVENTS } from "../../libs/core/images";
-import { SNAPSHOT_EVENTS } from "../../libs/core/snapshots";
-import { TASK_EVENTS } from "../../libs/core/tasks";
-import { subjectsFor, type Envelope } from "../../libs/events";
-import { packAny, toTimestamp } from "../../libs/proto";
-import { GC_TRIGGER_TOPICS, gcTriggers } from "../../services/images/src/local/gc/triggers";
+import { CONTAINER_EVENTS } from "#libs/core/containers";
+import { CONTENT_EVENTS } from "#libs/core/content";
+import { IMAGE_EVENTS } from "#libs/core/images";
+import { SNAPSHOT_EVENTS } from "#libs/core/snapshots";
+import { TASK_EVENTS } from "#libs/core/tasks";
+import { subjectsFor, type Envelope } from "#libs/events";
+import { packAny, toTimestamp } from "#libs/proto";
+import { GC_TRIGGER_TOPICS, gcTriggers } from "#services/images/src/local/gc/triggers";
 
 const env = (topic: string, type: string, event: Record<string, unknown>, namespace = "ns1"): Envelope => ({
   timestamp: toTimestamp(new Date()),

@@ -3,10 +3,10 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { fromToml, grpcTarget, loadConfig, onThisHost, pluginConfig, unixPath } from "../../libs/config";
-import { applyMapMask, validateLabels } from "../../libs/fieldmask";
-import { subjectFor, validateTopic } from "../../libs/events";
-import { validateIdentifier } from "../../libs/context";
+import { fromToml, grpcTarget, loadConfig, onThisHost, pluginConfig, unixPath } from "#libs/config";
+import { applyMapMask, validateLabels } from "#libs/fieldmask";
+import { subjectFor, validateTopic } from "#libs/events";
+import { validateIdentifier } from "#libs/context";
 
 test("containerd-style TOML with a [flotilla] table", () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cfg-"));
@@ -64,11 +64,13 @@ test("identifiers, topics and NATS subjects", () => {
 });
 
 test("deploy/flotilla.toml loads, and its task runtime table is what the tasks process runs by default", async () => {
-  const { repoRoot } = await import("../../libs/proto");
-  const { runtimesConfig } = await import("../../services/tasks/src/runtime/runtimes");
+  const { repoRoot } = await import("#libs/proto");
+  const { runtimesConfig } = await import("#services/tasks/src/runtime/runtimes");
+  const { RUNTIME_TASK } = await import("#services/tasks/components");
   const cfg = loadConfig(path.join(repoRoot(), "deploy", "flotilla.toml"));
   const state = path.join(cfg.state, "tasks");
-  assert.deepEqual(runtimesConfig(pluginConfig(cfg, "io.containerd.runtime.v2", "task"), state), runtimesConfig({}, state));
+  const table = RUNTIME_TASK.config.check(pluginConfig(cfg, "io.containerd.runtime.v2", "task"), ["plugins", "io.containerd.runtime.v2.task"]);
+  assert.deepEqual(runtimesConfig(table, state), runtimesConfig({}, state));
 });
 
 test("config: which service addresses are on this host (the gateway's read views and blob reads need it)", () => {

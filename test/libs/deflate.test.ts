@@ -3,7 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as crypto from "node:crypto";
 import * as zlib from "node:zlib";
-import { gunzipWhole, gzipTrailerSize, haveLibdeflate } from "../../libs/sys/deflate";
+import { gunzipWhole, gzipTrailerSize, haveLibdeflate } from "#libs/sys/deflate";
 
 test("libdeflate: a gzip member inflates to the same bytes zlib gives; what it cannot take is said", () => {
   assert.ok(haveLibdeflate(), "libdeflate.so.0 loads (scripts/install-deps.sh installs libdeflate0)");

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { status } from "@grpc/grpc-js";
-import { causeText, errConflict, errFailedPrecondition, errNotFound, errUnavailable, fromGrpc, toGrpc, ErrorCodes, errorCode } from "../../libs/errdefs";
+import { causeText, errConflict, errFailedPrecondition, errNotFound, errUnavailable, fromGrpc, toGrpc, ErrorCodes, errorCode } from "#libs/errdefs";
 
 test("messages are shaped like containerd's", () => {
   assert.equal(errNotFound('image "x"').message, 'image "x": not found');

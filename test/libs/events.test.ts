@@ -1,10 +1,10 @@
 /** The NATS event bus: envelopes published by one process reach subscribers, all topics or only some. */
 import * as assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { background, withNamespace } from "../../libs/context";
-import { NatsEventBus, subjectsFor, type Envelope } from "../../libs/events";
-import { createLogger } from "../../libs/log";
-import { unpackAny } from "../../libs/proto";
+import { background, withNamespace } from "#libs/context";
+import { NatsEventBus, subjectsFor, type Envelope } from "#libs/events";
+import { createLogger } from "#libs/log";
+import { unpackAny } from "#libs/proto";
 import { startNats, waitFor } from "../harness";
 
 describe("events - NATS bus with topic-filtered subscriptions", () => {

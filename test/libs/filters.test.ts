@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { parse, parseAll, mapField, NOT_PRESENT, present, type Adaptor } from "../../libs/filters";
+import { parse, parseAll, mapField, NOT_PRESENT, present, type Adaptor } from "#libs/filters";
 
 const obj: Adaptor = (fp) => {
   const labels: Record<string, string> = { "com.example/x": "y", foo: "bar", empty: "" };

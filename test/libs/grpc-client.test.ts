@@ -11,13 +11,13 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { ROOT_CONTEXT, trace } from "@opentelemetry/api";
-import { background, withHeaders, withLease, type CallContext } from "../../libs/context";
-import { errNotFound, ErrorCodes, errorCode } from "../../libs/errdefs";
-import { closeChannels, grpcTimeout, RpcClient } from "../../libs/grpc/client";
-import { RpcServer, type Msg, type Send } from "../../libs/grpc/server";
-import { createLogger } from "../../libs/log";
-import { initTracing } from "../../libs/tracing";
-import { waitFor } from "../harness";
+import { background, withHeaders, withLease, type CallContext } from "#libs/context";
+import { errNotFound, ErrorCodes, errorCode } from "#libs/errdefs";
+import { grpcTimeout, RpcClient } from "#libs/grpc/client";
+import { RpcServer, type Msg, type Send } from "#libs/grpc/server";
+import { createLogger } from "#libs/log";
+import { initTracing } from "#libs/tracing";
+import { waitFor, testChannels } from "../harness";
 
 const NS = "containerd.services.namespaces.v1.Namespaces";
 const CONTENT = "containerd.services.content.v1.Content";
@@ -109,19 +109,19 @@ describe("RpcClient - gRPC on Node's HTTP/2 client", () => {
   });
 
   after(async () => {
-    closeChannels();
+    testChannels.close();
     await server?.shutdown(100);
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
   it("carries namespace, lease, flotilla headers, deadline and trace context; answers come back decoded", async () => {
-    const c = new RpcClient(sock, NS);
+    const c = new RpcClient(testChannels.get(sock), NS);
     const deadline = new Date(Date.now() + 60000);
     const traceId = "0af7651916cd43dd8448eb211c80319c";
     const parent = trace.setSpanContext(ROOT_CONTEXT, { traceId, spanId: "b7ad6b7169203331", traceFlags: 1 });
     const ctx = withHeaders(withLease(background("ns-a", { deadline, trace: parent }), "lease-1"), { "flotilla-x": "y" });
     const res = await c.unary(ctx, "Get", { name: "default" });
-    assert.equal(res.namespace.name, "default");
+    assert.equal(res.namespace?.name, "default");
     const s = seen.at(-1)!;
     assert.equal(s.ns, "ns-a");
     assert.equal(s.lease, "lease-1");
@@ -131,18 +131,18 @@ describe("RpcClient - gRPC on Node's HTTP/2 client", () => {
   });
 
   it("maps a status to its errdefs class with the server's message", async () => {
-    const c = new RpcClient(sock, NS);
+    const c = new RpcClient(testChannels.get(sock), NS);
     await assert.rejects(c.unary(background("ns-a"), "Get", { name: "missing" }), (e: Error) => {
       assert.equal(errorCode(e), ErrorCodes.NotFound);
       assert.match(e.message, /namespace "missing": not found/);
       return true;
     });
-    const unknown = new RpcClient(sock, "containerd.services.images.v1.Images");
+    const unknown = new RpcClient(testChannels.get(sock), "containerd.services.images.v1.Images");
     await assert.rejects(unknown.unary(background("ns-a"), "Get", { name: "x" }), (e: Error) => errorCode(e) === ErrorCodes.NotImplemented);
   });
 
   it("a deadline aborts the handler and fails the call with DeadlineExceeded; a past deadline never leaves", async () => {
-    const c = new RpcClient(sock, NS);
+    const c = new RpcClient(testChannels.get(sock), NS);
     const before = aborted.length;
     await assert.rejects(c.unary(background("ns-a", { deadline: new Date(Date.now() + 100) }), "Get", { name: "slow" }), (e: Error) => errorCode(e) === ErrorCodes.DeadlineExceeded);
     await waitFor("the handler to see its deadline", () => (aborted.length > before ? true : undefined), 5000);
@@ -155,7 +155,7 @@ describe("RpcClient - gRPC on Node's HTTP/2 client", () => {
   });
 
   it("cancelling the context cancels the call on both sides", async () => {
-    const c = new RpcClient(sock, NS);
+    const c = new RpcClient(testChannels.get(sock), NS);
     const ac = new AbortController();
     const before = aborted.length;
     const p = c.unary(background("ns-a", { signal: ac.signal }), "Get", { name: "slow" });
@@ -169,7 +169,7 @@ describe("RpcClient - gRPC on Node's HTTP/2 client", () => {
   });
 
   it("leaving a server stream early cancels it on the server", async () => {
-    const c = new RpcClient(sock, CONTENT);
+    const c = new RpcClient(testChannels.get(sock), CONTENT);
     const before = aborted.length;
     let n = 0;
     for await (const _m of c.serverStream(background("ns-a"), "Read", { digest: "sha256:" + "0".repeat(64), size: 0 })) {
@@ -179,7 +179,7 @@ describe("RpcClient - gRPC on Node's HTTP/2 client", () => {
   });
 
   it("streams a large response to a slow reader with flow control, byte for byte", async () => {
-    const c = new RpcClient(sock, CONTENT);
+    const c = new RpcClient(testChannels.get(sock), CONTENT);
     const size = 40 * 1024 * 1024 + 3;
     let got = 0;
     let ok = true;
@@ -195,7 +195,7 @@ describe("RpcClient - gRPC on Node's HTTP/2 client", () => {
   });
 
   it("carries a bidirectional stream with large messages both ways", async () => {
-    const c = new RpcClient(sock, CONTENT);
+    const c = new RpcClient(testChannels.get(sock), CONTENT);
     const call = c.bidi(background("ns-a"), "Write");
     const offsets: number[] = [];
     const reading = (async () => {
@@ -218,11 +218,11 @@ describe("RpcClient - gRPC on Node's HTTP/2 client", () => {
     const rs = makeServer(5);
     await rs.listen(rsock);
     try {
-      const c = new RpcClient(rsock, NS);
+      const c = new RpcClient(testChannels.get(rsock), NS);
       for (let i = 0; i < 40; i++) await c.unary(background("ns-a"), "Get", { name: `n${i}` });
       const many = await Promise.all(Array.from({ length: 60 }, (_, i) => c.unary(background("ns-a"), "Get", { name: `c${i}` })));
       assert.equal(many.length, 60);
-      assert.equal(many[59]!.namespace.name, "c59");
+      assert.equal(many[59]!.namespace?.name, "c59");
     } finally {
       await rs.shutdown(100);
     }
@@ -232,8 +232,8 @@ describe("RpcClient - gRPC on Node's HTTP/2 client", () => {
     const rsock = `unix://${path.join(dir, "restart.sock")}`;
     let rs = makeServer();
     await rs.listen(rsock);
-    const c = new RpcClient(rsock, NS);
-    assert.equal((await c.unary(background("ns-a"), "Get", { name: "up" })).namespace.name, "up");
+    const c = new RpcClient(testChannels.get(rsock), NS);
+    assert.equal((await c.unary(background("ns-a"), "Get", { name: "up" })).namespace?.name, "up");
     await rs.shutdown(100);
     const t0 = Date.now();
     await assert.rejects(c.unary(background("ns-a"), "Get", { name: "down" }), (e: Error) => errorCode(e) === ErrorCodes.Unavailable);
@@ -243,7 +243,7 @@ describe("RpcClient - gRPC on Node's HTTP/2 client", () => {
     await rs.listen(rsock);
     try {
       await c.waitForReady(5000);
-      assert.equal((await c.unary(background("ns-a"), "Get", { name: "again" })).namespace.name, "again");
+      assert.equal((await c.unary(background("ns-a"), "Get", { name: "again" })).namespace?.name, "again");
     } finally {
       await rs.shutdown(100);
     }
@@ -253,7 +253,7 @@ describe("RpcClient - gRPC on Node's HTTP/2 client", () => {
     const rsock = `unix://${path.join(dir, "drain.sock")}`;
     const rs = makeServer();
     await rs.listen(rsock);
-    const c = new RpcClient(rsock, CONTENT);
+    const c = new RpcClient(testChannels.get(rsock), CONTENT);
     const size = 8 * 1024 * 1024;
     const reading = (async () => {
       let got = 0;
@@ -271,10 +271,10 @@ describe("RpcClient - gRPC on Node's HTTP/2 client", () => {
   it("a stream the server ended before this side half-closed is reset by cancel(), and the process exits", async () => {
     // Write fails on a corrupt chunk: the server sends its status while the client's side is still open.
     const script = `
-      const { RpcClient } = require(${JSON.stringify(path.join(__dirname, "../../libs/grpc/client"))});
+      const { ChannelPool, RpcClient } = require(${JSON.stringify(path.join(__dirname, "../../libs/grpc/client"))});
       const { background } = require(${JSON.stringify(path.join(__dirname, "../../libs/context"))});
       (async () => {
-        const call = new RpcClient(${JSON.stringify(sock)}, ${JSON.stringify(CONTENT)}).bidi(background("ns-a"), "Write");
+        const call = new RpcClient(new ChannelPool().get(${JSON.stringify(sock)}), ${JSON.stringify(CONTENT)}).bidi(background("ns-a"), "Write");
         await call.send({ action: 1, ref: "r", data: Buffer.from([1, 2, 4]) });
         try {
           for await (const m of call.responses) void m;
@@ -291,9 +291,9 @@ describe("RpcClient - gRPC on Node's HTTP/2 client", () => {
 
   it("an idle client does not keep its process alive", async () => {
     const script = `
-      const { RpcClient } = require(${JSON.stringify(path.join(__dirname, "../../libs/grpc/client"))});
+      const { ChannelPool, RpcClient } = require(${JSON.stringify(path.join(__dirname, "../../libs/grpc/client"))});
       const { background } = require(${JSON.stringify(path.join(__dirname, "../../libs/context"))});
-      new RpcClient(${JSON.stringify(sock)}, ${JSON.stringify(NS)}).unary(background("ns-a"), "Get", { name: "child" })
+      new RpcClient(new ChannelPool().get(${JSON.stringify(sock)}), ${JSON.stringify(NS)}).unary(background("ns-a"), "Get", { name: "child" })
         .then((r) => console.log(r.namespace.name), (e) => { console.error(e); process.exitCode = 1; });
     `;
     const { code, out } = await runScript(script);

@@ -10,12 +10,12 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
-import type { CallContext } from "../../libs/context";
-import { ErrorCodes } from "../../libs/errdefs";
-import { RpcServer, encodeFrame, type Msg } from "../../libs/grpc/server";
-import { FrameReader, releaseMessageBuffer, takeMessageBuffer } from "../../libs/grpc/wire";
-import { createLogger } from "../../libs/log";
-import { decode, encode, lookupType } from "../../libs/proto";
+import type { CallContext } from "#libs/context";
+import { ErrorCodes } from "#libs/errdefs";
+import { RpcServer, encodeFrame, type Msg } from "#libs/grpc/server";
+import { FrameReader, MessageBuffers } from "#libs/grpc/wire";
+import { createLogger } from "#libs/log";
+import { decode, encode, lookupType } from "#libs/proto";
 import { waitFor } from "../harness";
 
 const NS = "containerd.services.namespaces.v1.Namespaces";
@@ -179,7 +179,8 @@ describe("RpcServer - unary calls on the wire", () => {
 
 describe("FrameReader - pooled message buffers", () => {
   it("a message spanning chunks arrives whole; its buffer, handed back, serves the next one", () => {
-    const reader = new FrameReader(4 << 20);
+    const buffers = new MessageBuffers();
+    const reader = new FrameReader(4 << 20, buffers);
     const body = Buffer.alloc(1 << 20, 7);
     const frame = Buffer.concat([Buffer.from([0, 0, 0x10, 0, 0]), body]);
     const got: Buffer[] = [];
@@ -187,12 +188,16 @@ describe("FrameReader - pooled message buffers", () => {
     assert.equal(got.length, 1);
     assert.ok(got[0]!.equals(body));
     const first = got[0]!.buffer;
-    releaseMessageBuffer(got[0]!.subarray(10, 20)); // any view of it
-    releaseMessageBuffer(got[0]!); // a second time: no effect
-    const next = takeMessageBuffer(1 << 20);
+    buffers.release(got[0]!.subarray(10, 20)); // any view of it
+    buffers.release(got[0]!); // a second time: no effect
+    const next = buffers.take(1 << 20);
     assert.equal(next.buffer, first, "the released buffer is reused");
-    assert.notEqual(takeMessageBuffer(1 << 20).buffer, first, "and handed out once");
-    releaseMessageBuffer(Buffer.alloc(1 << 20)); // not from the pool: ignored
-    assert.equal(takeMessageBuffer(100).length, 100, "small messages are plain allocations");
+    assert.notEqual(buffers.take(1 << 20).buffer, first, "and handed out once");
+    buffers.release(Buffer.alloc(1 << 20)); // not from the pool: ignored
+    assert.equal(buffers.take(100).length, 100, "small messages are plain allocations");
+    const other = new MessageBuffers();
+    other.release(next); // not its own: ignored there
+    buffers.release(next);
+    assert.equal(buffers.take(1 << 20).buffer, first, "a buffer goes back to the pool it came from");
   });
 });

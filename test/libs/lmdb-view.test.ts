@@ -10,7 +10,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { after, describe, it } from "node:test";
-import { openServiceDB, ReadView, SCHEMA_VERSION_KEY, stampSchemaVersion } from "../../libs/lmdb";
+import { openServiceDB, ReadView, SCHEMA_VERSION_KEY, stampSchemaVersion } from "#libs/lmdb";
 
 const LMDB_LIB = path.join(__dirname, "..", "..", "libs", "lmdb", "index.js");
 

@@ -1,8 +1,8 @@
 /** Per-RPC metrics: counted as plain numbers, exposed as Prometheus counter and histogram series. */
 import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { Metrics } from "../../libs/metrics";
-import { GO_CODE_NAMES, Status } from "../../libs/grpc/status";
+import { Metrics } from "#libs/metrics";
+import { GO_CODE_NAMES, Status } from "#libs/grpc/status";
 
 describe("metrics - per-RPC counter and histogram", () => {
   it("counts calls by code and exposes cumulative buckets, sum and count per method", async () => {

@@ -8,10 +8,10 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { errorCode } from "../../libs/errdefs";
-import { mountsBelow } from "../../libs/cni/netns";
-import { compactLowerdir, mountAll, mountFromProto, mountToProto, parseOptions, unmountAll, type Mount } from "../../libs/mount";
-import { MountFlags as F } from "../../libs/sys/linux";
+import { errorCode } from "#libs/errdefs";
+import { mountsBelow } from "#libs/cni/netns";
+import { compactLowerdir, mountAll, mountFromProto, mountToProto, parseOptions, unmountAll, type Mount } from "#libs/mount";
+import { MountFlags as F } from "#libs/sys/linux";
 
 function tempDir(t: { after(fn: () => void): void }): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "flt-mount-"));

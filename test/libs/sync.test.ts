@@ -1,6 +1,6 @@
 import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { KeyedMutex, waitAtMost } from "../../libs/sync";
+import { KeyedMutex, waitAtMost } from "#libs/sync";
 
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 

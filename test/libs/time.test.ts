@@ -1,8 +1,8 @@
 /** libs/time: the one converter between Dates, Timestamps and stored times keeps nanoseconds. */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { dateFromStored, fromTimestamp, nanosOf, nowNanos, storedTime, toTimestamp } from "../../libs/time";
-import { decode, encode } from "../../libs/proto";
+import { dateFromStored, fromTimestamp, nanosOf, nowNanos, storedTime, toTimestamp } from "#libs/time";
+import { decode, encode } from "#libs/proto";
 
 test("a Timestamp goes through a Date, a stored time and the wire without losing a nanosecond", () => {
   const ts = { seconds: 1_765_000_000, nanos: 486_271_227 };

@@ -1,7 +1,7 @@
 import * as assert from "node:assert/strict";
 import { test } from "node:test";
 import { trace } from "@opentelemetry/api";
-import { extractFromHeaders, initTracing, injectIntoHeaders, tracer, type HeaderCarrier } from "../../libs/tracing";
+import { extractFromHeaders, initTracing, injectIntoHeaders, tracer, type HeaderCarrier } from "#libs/tracing";
 
 /** Request headers as a carrier (what gRPC metadata and NATS headers both are). */
 function headers(init: Record<string, string> = {}): HeaderCarrier & { map: Map<string, string> } {

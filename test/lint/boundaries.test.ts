@@ -8,7 +8,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as path from "node:path";
 import { ESLint, type Linter } from "eslint";
-import { repoRoot } from "../../libs/proto";
+import { repoRoot } from "#libs/proto";
 
 const ROOT = repoRoot();
 const eslint = new ESLint({ cwd: ROOT });

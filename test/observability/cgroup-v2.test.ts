@@ -10,7 +10,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { test } from "node:test";
 import { Registry } from "prom-client";
-import { cgroupMounts, registerContainerMetrics, V1_FAMILIES, V2_FAMILIES } from "../../services/tasks/src/metrics";
+import { cgroupMounts, registerContainerMetrics, V1_FAMILIES, V2_FAMILIES } from "#services/tasks/src/metrics";
 
 const FILES: Record<string, string> = {
   "cpu.stat": "usage_usec 123456\nuser_usec 100000\nsystem_usec 23456\nnr_periods 7\nnr_throttled 2\nthrottled_usec 900\n",

@@ -4,8 +4,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { test } from "node:test";
-import { loadConfig, SERVICE_NAMES } from "../../libs/config";
-import { repoRoot } from "../../libs/proto";
+import { loadConfig, SERVICE_NAMES } from "#libs/config";
+import { repoRoot } from "#libs/proto";
 
 for (const file of ["deploy/flotilla.toml", "deploy/systemd/config.toml", "deploy/compose/config.toml"]) {
   test(`${file}: a metrics_address for every process`, () => {
@@ -27,7 +27,7 @@ test("[flotilla] otlp_protocol: http/protobuf (the default) or http/json, nothin
     };
     assert.equal(load(""), "http/protobuf");
     assert.equal(load('otlp_protocol = "http/json"'), "http/json");
-    assert.throws(() => load('otlp_protocol = "grpc"'), /otlp_protocol "grpc": must be one of http\/protobuf, http\/json/);
+    assert.throws(() => load('otlp_protocol = "grpc"'), /\[flotilla\] otlp_protocol: expected one of "http\/protobuf", "http\/json", got "grpc"/);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

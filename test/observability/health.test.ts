@@ -9,11 +9,11 @@ import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { background } from "../../libs/context";
-import { ErrorCodes } from "../../libs/errdefs";
-import { RpcClient } from "../../libs/grpc/client";
-import { OWNED_SERVICES } from "../../libs/topology";
-import { startStack, waitFor, type Stack } from "../harness";
+import { background } from "#libs/context";
+import { ErrorCodes } from "#libs/errdefs";
+import { RpcClient } from "#libs/grpc/client";
+import { OWNED_SERVICES } from "#libs/topology";
+import { startStack, waitFor, type Stack, testChannels } from "../harness";
 
 const HEALTH = "grpc.health.v1.Health";
 const SERVING = 1;
@@ -21,12 +21,12 @@ const NOT_SERVING = 2;
 
 describe("observability - the gateway's health follows each owner", () => {
   let s: Stack;
-  let health: RpcClient;
+  let health: RpcClient<typeof HEALTH>;
   const check = async (service: string): Promise<number> => Number((await health.unary({ ...background(), deadline: new Date(Date.now() + 5000) }, "Check", { service })).status);
 
   before(async () => {
     s = await startStack();
-    health = new RpcClient(s.socket, HEALTH);
+    health = new RpcClient(testChannels.get(s.socket), HEALTH);
   });
   after(async () => {
     await s?.stop();

@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as http from "node:http";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
-import type { ServiceName } from "../../libs/config";
+import type { ServiceName } from "#libs/config";
 import { startStack, waitFor, type Stack } from "../harness";
 import { busyboxRootfs, rootfsArgs, stopStackAndCleanup, waitTaskStatus } from "../tasks/helpers";
 

@@ -6,10 +6,10 @@
 import * as assert from "node:assert/strict";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { background } from "../../libs/context";
-import { RpcClient } from "../../libs/grpc/client";
+import { background } from "#libs/context";
+import { RpcClient } from "#libs/grpc/client";
 import { startOtlpReceiver, type ReceivedSpan } from "../helpers/otlp";
-import { sleep, startStack, waitFor, type Stack } from "../harness";
+import { sleep, startStack, waitFor, type Stack, testChannels } from "../harness";
 import { busyboxRootfs, rootfsArgs, stopStackAndCleanup } from "../tasks/helpers";
 
 const SERVER = 2;
@@ -56,7 +56,7 @@ describe("observability - a ctr run trace reaches runc (OTLP protobuf)", () => {
 
   it("client spans carry rpc.grpc.status_code", async () => {
     // The gateway's Health asks the owner with a gRPC client call: a client span with the owner's status.
-    const health = new RpcClient(s.socket, "grpc.health.v1.Health");
+    const health = new RpcClient(testChannels.get(s.socket), "grpc.health.v1.Health");
     await sleep(600); // past the gateway's brief reuse of an owner's answer
     const before = new Set(otlp.spans.map((x) => x.spanId));
     assert.equal((await health.unary(background(), "Check", { service: "containerd.services.leases.v1.Leases" })).status, 1);

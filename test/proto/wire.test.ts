@@ -14,7 +14,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as protobuf from "protobufjs";
-import { PROTO_DIR, encode, lookupService, lookupType, protoRoot } from "../../libs/proto";
+import { PROTO_DIR, encode, lookupService, lookupType, protoRoot } from "#libs/proto";
 
 // ---------------------------------------------------------------------------------------------
 // Upstream sources (Debian gocode tree)

@@ -3,10 +3,10 @@ import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, describe, it } from "node:test";
-import { ErrorCodes } from "../../libs/errdefs";
-import { isMounted, listNetns } from "../../libs/cni";
-import { createLogger } from "../../libs/log";
-import { PodNetworks } from "../../services/sandbox/src/local/podsandbox/network";
+import { ErrorCodes } from "#libs/errdefs";
+import { isMounted, listNetns } from "#libs/cni";
+import { createLogger } from "#libs/log";
+import { PodNetworks } from "#services/sandbox/src/local/podsandbox/network";
 import { addrsIn, makeTestNet, pings, type TestNet } from "./net-helpers";
 import { rejectsWith } from "./store-suite";
 

@@ -12,9 +12,9 @@ import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { decode, encode, toTimestamp } from "../../libs/proto";
-import { classError, TtrpcServer } from "../../libs/ttrpc";
-import { typedService, type TypedHandler } from "../../libs/ttrpc/typed";
+import { decode, encode, toTimestamp } from "#libs/proto";
+import { classError, TtrpcServer } from "#libs/ttrpc";
+import { typedService } from "#libs/ttrpc/typed";
 
 function flag(args: string[], name: string): string {
   const i = args.indexOf(name);
@@ -59,15 +59,15 @@ function serve(sock: string): void {
   const exitWaiters: (() => void)[] = [];
   let created = false;
   const createdAt = new Date();
-  type Handler = (req: Record<string, unknown>) => Promise<Record<string, unknown>> | Record<string, unknown>;
-  const handlers: Record<string, Handler> = {
-    CreateSandbox: (req) => {
+  const server = new TtrpcServer();
+  const handlers = typedService("containerd.runtime.sandbox.v1.Sandbox", {
+    CreateSandbox: async (_ctx, req) => {
       if (created) throw classError("already exists", `sandbox ${req.sandbox_id}`);
       if (!fs.existsSync(String(req.bundle_path))) throw classError("invalid argument", "bundle missing");
       created = true;
       return {};
     },
-    StartSandbox: () => {
+    StartSandbox: async () => {
       if (!created) throw classError("failed precondition", "sandbox not created");
       proc = spawn("sleep", ["1000"], { stdio: "ignore" });
       proc.on("exit", (code, signal) => {
@@ -76,7 +76,7 @@ function serve(sock: string): void {
       });
       return { pid: proc.pid, created_at: toTimestamp(createdAt) };
     },
-    Platform: () => ({ platform: { os: "linux", architecture: "fake64" } }),
+    Platform: async () => ({ platform: { os: "linux", architecture: "fake64" } }),
     StopSandbox: async () => {
       if (proc && !exit) {
         proc.kill("SIGKILL");
@@ -88,7 +88,7 @@ function serve(sock: string): void {
       if (!exit) await new Promise<void>((r) => exitWaiters.push(r));
       return { exit_status: exit!.status, exited_at: toTimestamp(exit!.at) };
     },
-    SandboxStatus: (req) => ({
+    SandboxStatus: async (_ctx, req) => ({
       sandbox_id: req.sandbox_id,
       pid: proc && !exit ? proc.pid : 0,
       state: proc && !exit ? "SANDBOX_READY" : "SANDBOX_NOTREADY",
@@ -96,8 +96,8 @@ function serve(sock: string): void {
       created_at: toTimestamp(createdAt),
       ...(exit ? { exited_at: toTimestamp(exit.at) } : {}),
     }),
-    PingSandbox: () => ({}),
-    ShutdownSandbox: () => {
+    PingSandbox: async () => ({}),
+    ShutdownSandbox: async () => {
       proc?.kill("SIGKILL");
       setTimeout(() => {
         fs.rmSync(sock, { force: true });
@@ -105,12 +105,9 @@ function serve(sock: string): void {
       }, 50);
       return {};
     },
-    SandboxMetrics: (req) => ({ metrics: { timestamp: toTimestamp(), id: req.sandbox_id, data: { type_url: "fake.Metrics", value: Buffer.from("m") } } }),
-  };
-  const server = new TtrpcServer();
-  const typed: Record<string, TypedHandler> = {};
-  for (const [name, h] of Object.entries(handlers)) typed[name] = async (_ctx, req) => h(req);
-  server.register("containerd.runtime.sandbox.v1.Sandbox", typedService("containerd.runtime.sandbox.v1.Sandbox", typed));
+    SandboxMetrics: async (_ctx, req) => ({ metrics: { timestamp: toTimestamp(), id: req.sandbox_id, data: { type_url: "fake.Metrics", value: Buffer.from("m") } } }),
+  });
+  server.register("containerd.runtime.sandbox.v1.Sandbox", handlers);
   void server.listen(sock);
 }
 

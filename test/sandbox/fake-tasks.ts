@@ -1,13 +1,14 @@
 /** An in-memory stand-in for the tasks process (containers and tasks), for podsandbox controller tests. */
-import type { CallContext } from "../../libs/context";
-import { errAlreadyExists, errFailedPrecondition, errNotFound, errUnavailable } from "../../libs/errdefs";
-import type { Mount } from "../../libs/core/snapshots";
-import type { TypedValue } from "../../libs/core/sandbox";
-import { TaskStatus, type ContainerRecord, type ContainerSpec, type PodTasks, type TaskExit, type TaskState } from "../../services/sandbox/src/local/podsandbox/tasks";
+import type { CallContext } from "#libs/context";
+import { errAlreadyExists, errFailedPrecondition, errNotFound, errUnavailable } from "#libs/errdefs";
+import type { Mount } from "#libs/core/snapshots";
+import type { TypedValue } from "#libs/core/sandbox";
+import { TaskStatus } from "#libs/core/tasks";
+import type { ContainerRecord, ContainerSpec, PodTasks, TaskExit, TaskState } from "#services/sandbox/src/local/podsandbox/tasks";
 
 interface FakeTask {
   pid: number;
-  status: number;
+  status: TaskStatus;
   exit?: TaskExit;
   waiters: { resolve: (e: TaskExit) => void; reject: (e: unknown) => void }[];
   rootfs: Mount[];

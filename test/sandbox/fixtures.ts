@@ -2,19 +2,20 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import type { CallContext } from "../../libs/context";
-import type { EventPublisher, Envelope } from "../../libs/events";
-import type { AnyMsg } from "../../libs/proto";
-import { createLogger } from "../../libs/log";
-import { RpcServer } from "../../libs/grpc/server";
-import { SandboxStoreProxy } from "../../libs/clients/sandbox";
-import type { SandboxController } from "../../libs/core/sandbox";
-import { openSandboxDB, type SandboxDB } from "../../services/sandbox/src/local/db";
-import { LocalSandboxStore } from "../../services/sandbox/src/local/store";
-import { ControllerRegistry } from "../../services/sandbox/src/local/controllers";
-import { SANDBOX_STORE_SERVICE, storeHandlers } from "../../services/sandbox/src/server/store";
-import { SANDBOX_CONTROLLER_SERVICE, controllerHandlers } from "../../services/sandbox/src/server/controller";
+import type { CallContext } from "#libs/context";
+import type { EventPublisher, Envelope } from "#libs/events";
+import type { AnyMsg } from "#libs/proto";
+import { createLogger } from "#libs/log";
+import { RpcServer } from "#libs/grpc/server";
+import { SandboxStoreProxy } from "#libs/clients/sandbox";
+import type { SandboxController } from "#libs/core/sandbox";
+import { openSandboxDB, type SandboxDB } from "#services/sandbox/src/local/db";
+import { LocalSandboxStore } from "#services/sandbox/src/local/store";
+import { ControllerRegistry } from "#services/sandbox/src/local/controllers";
+import { SANDBOX_STORE_SERVICE, storeHandlers } from "#services/sandbox/src/server/store";
+import { SANDBOX_CONTROLLER_SERVICE, controllerHandlers } from "#services/sandbox/src/server/controller";
 import type { StoreFixture } from "./store-suite";
+import { testChannels } from "../harness";
 
 export interface RecordedEvent {
   topic: string;
@@ -93,5 +94,5 @@ export async function serveSandbox(controllers: Record<string, SandboxController
 
 export async function proxyStoreFixture(): Promise<StoreFixture> {
   const s = await serveSandbox();
-  return { store: new SandboxStoreProxy(s.address), ensured: () => s.local.ensured, cleanup: () => s.close() };
+  return { store: new SandboxStoreProxy(testChannels.get(s.address)), ensured: () => s.local.ensured, cleanup: () => s.close() };
 }

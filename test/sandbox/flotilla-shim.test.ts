@@ -10,21 +10,21 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { background } from "../../libs/context";
-import { ErrorCodes } from "../../libs/errdefs";
-import { closeChannels } from "../../libs/grpc/client";
-import { createLogger } from "../../libs/log";
-import { repoRoot } from "../../libs/proto";
-import { NAMESPACE_KEY, TtrpcClient, TtrpcServer } from "../../libs/ttrpc";
-import { TypedClient, typedService } from "../../libs/ttrpc/typed";
-import { SandboxControllerProxy } from "../../libs/clients/sandbox";
-import { ShimSandboxController, shimKey, type ShimRecord } from "../../services/sandbox/src/local/shim/controller";
-import { shimBinaryName } from "../../services/sandbox/src/local/shim/launcher";
-import { DEFAULT_NODE_OPTIONS } from "../../services/tasks/src/runtime/runtimes";
-import { goArch } from "../../services/shim/src/sandbox";
+import { background } from "#libs/context";
+import { ErrorCodes } from "#libs/errdefs";
+import { createLogger } from "#libs/log";
+import { repoRoot } from "#libs/proto";
+import { NAMESPACE_KEY, TtrpcClient, TtrpcServer } from "#libs/ttrpc";
+import { TypedClient, typedService } from "#libs/ttrpc/typed";
+import { SandboxControllerProxy } from "#libs/clients/sandbox";
+import { ShimSandboxController, shimKey, type ShimRecord } from "#services/sandbox/src/local/shim/controller";
+import { shimBinaryName } from "#services/sandbox/src/local/shim/launcher";
+import { DEFAULT_NODE_OPTIONS } from "#services/tasks/src/runtime/runtimes";
+import { goArch } from "#services/shim/src/sandbox";
 import { busyboxRootfs, runcContainers, deleteRuncContainers, alive, mountsBelow } from "../tasks/helpers";
 import { serveSandbox, type ServedSandbox } from "./fixtures";
 import { rejectsWith } from "./store-suite";
+import { testChannels } from "../harness";
 
 const log = createLogger("flotilla-shim-sandbox-test", "silent");
 const RUNTIME = "io.containerd.flotilla.v2";
@@ -117,14 +117,14 @@ describe("shim sandboxer with Flotilla's shim (real runc)", () => {
       ttrpcAddress: path.join(dir, "daemon.sock.ttrpc"),
       log,
     });
-    ctl = new SandboxControllerProxy(served.address, "shim");
+    ctl = new SandboxControllerProxy(testChannels.get(served.address), "shim");
   });
 
   after(async () => {
     shims.close();
     await served.close();
     await events.close();
-    closeChannels();
+    testChannels.close();
     deleteRuncContainers([runcRoot()]);
     for (const m of mountsBelow(dir).sort((a, b) => b.length - a.length)) spawnSync("umount", ["-l", m]);
     fs.rmSync(dir, { recursive: true, force: true });

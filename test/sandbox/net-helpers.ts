@@ -8,7 +8,7 @@ import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { mountsBelow } from "../../libs/cni";
+import { mountsBelow } from "#libs/cni";
 
 export interface TestNet {
   dir: string;

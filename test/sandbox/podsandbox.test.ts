@@ -6,20 +6,20 @@ import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { background } from "../../libs/context";
-import { ErrorCodes } from "../../libs/errdefs";
-import { closeChannels } from "../../libs/grpc/client";
-import { createLogger } from "../../libs/log";
-import { createNetns, isMounted, listNetns } from "../../libs/cni";
-import { SandboxControllerProxy, SandboxStoreProxy } from "../../libs/clients/sandbox";
-import { SandboxState, type SandboxController } from "../../libs/core/sandbox";
-import { PodSandboxController, podKey, type PodRecord } from "../../services/sandbox/src/local/podsandbox/controller";
-import { PodNetworks } from "../../services/sandbox/src/local/podsandbox/network";
-import { toStored } from "../../services/sandbox/src/local/store";
+import { background } from "#libs/context";
+import { ErrorCodes } from "#libs/errdefs";
+import { createLogger } from "#libs/log";
+import { createNetns, isMounted, listNetns } from "#libs/cni";
+import { SandboxControllerProxy, SandboxStoreProxy } from "#libs/clients/sandbox";
+import { SandboxState, type SandboxController } from "#libs/core/sandbox";
+import { PodSandboxController, podKey, type PodRecord } from "#services/sandbox/src/local/podsandbox/controller";
+import { PodNetworks } from "#services/sandbox/src/local/podsandbox/network";
+import { toStored } from "#services/sandbox/src/local/store";
 import { FakeTasks } from "./fake-tasks";
 import { serveSandbox, type ServedSandbox } from "./fixtures";
 import { makeTestNet, pings, type TestNet } from "./net-helpers";
 import { rejectsWith } from "./store-suite";
+import { testChannels } from "../harness";
 
 const log = createLogger("podsandbox-test", "silent");
 const BIN = ["/usr/lib/cni"];
@@ -63,19 +63,19 @@ describe("podsandbox", () => {
     };
     served = await serveSandbox({ podsandbox: current });
     pods = makeController(tasks);
-    ctl = new SandboxControllerProxy(served.address, "podsandbox");
-    store = new SandboxStoreProxy(served.address);
+    ctl = new SandboxControllerProxy(testChannels.get(served.address), "podsandbox");
+    store = new SandboxStoreProxy(testChannels.get(served.address));
   });
   after(async () => {
     pods.close();
     await served.close();
-    closeChannels();
+    testChannels.close();
     net.cleanup();
   });
 
   it("podsandbox - an empty sandboxer is InvalidArgument, an unknown one NotFound", async () => {
-    await rejectsWith(new SandboxControllerProxy(served.address, "").status(ctx, "x"), ErrorCodes.InvalidArgument, /sandbox controller name can not be empty/);
-    await rejectsWith(new SandboxControllerProxy(served.address, "nope").create(ctx, { id: "x", runtime: { name: "r" } }), ErrorCodes.NotFound, /nope/);
+    await rejectsWith(new SandboxControllerProxy(testChannels.get(served.address), "").status(ctx, "x"), ErrorCodes.InvalidArgument, /sandbox controller name can not be empty/);
+    await rejectsWith(new SandboxControllerProxy(testChannels.get(served.address), "nope").create(ctx, { id: "x", runtime: { name: "r" } }), ErrorCodes.NotFound, /nope/);
     await rejectsWith(ctl.status(ctx, "missing"), ErrorCodes.NotFound);
     await rejectsWith(ctl.start(ctx, "missing"), ErrorCodes.NotFound);
     await rejectsWith(ctl.status(background(), "x"), ErrorCodes.FailedPrecondition);

@@ -7,12 +7,13 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { CallContext } from "../../libs/context";
-import { errAlreadyExists, errFailedPrecondition, errNotFound, errNotImplemented } from "../../libs/errdefs";
-import type { Mount } from "../../libs/core/snapshots";
-import type { TypedValue } from "../../libs/core/sandbox";
-import { mountsBelow } from "../../libs/cni";
-import { TaskStatus, type ContainerRecord, type ContainerSpec, type PodTasks, type TaskExit, type TaskState } from "../../services/sandbox/src/local/podsandbox/tasks";
+import type { CallContext } from "#libs/context";
+import { errAlreadyExists, errFailedPrecondition, errNotFound, errNotImplemented } from "#libs/errdefs";
+import type { Mount } from "#libs/core/snapshots";
+import type { TypedValue } from "#libs/core/sandbox";
+import { mountsBelow } from "#libs/cni";
+import { TaskStatus } from "#libs/core/tasks";
+import type { ContainerRecord, ContainerSpec, PodTasks, TaskExit, TaskState } from "#services/sandbox/src/local/podsandbox/tasks";
 
 export class RuncTasks implements PodTasks {
   readonly containers = new Map<string, ContainerSpec>();

@@ -7,17 +7,17 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { background } from "../../libs/context";
-import { ErrorCodes } from "../../libs/errdefs";
-import { closeChannels } from "../../libs/grpc/client";
-import { createLogger } from "../../libs/log";
-import { SandboxControllerProxy } from "../../libs/clients/sandbox";
-import type { SandboxController } from "../../libs/core/sandbox";
-import { ShimSandboxController, shimKey, type ShimRecord } from "../../services/sandbox/src/local/shim/controller";
-import { parseStartOutput, shimBinaryName } from "../../services/sandbox/src/local/shim/launcher";
-import { encode } from "../../libs/proto";
+import { background } from "#libs/context";
+import { ErrorCodes } from "#libs/errdefs";
+import { createLogger } from "#libs/log";
+import { SandboxControllerProxy } from "#libs/clients/sandbox";
+import type { SandboxController } from "#libs/core/sandbox";
+import { ShimSandboxController, shimKey, type ShimRecord } from "#services/sandbox/src/local/shim/controller";
+import { parseStartOutput, shimBinaryName } from "#services/sandbox/src/local/shim/launcher";
+import { encode } from "#libs/proto";
 import { serveSandbox, type ServedSandbox } from "./fixtures";
 import { rejectsWith } from "./store-suite";
+import { testChannels } from "../harness";
 
 const log = createLogger("shim-test", "silent");
 const RUNTIME = "io.containerd.flttest.v1";
@@ -58,12 +58,12 @@ describe("shim sandboxer", () => {
     };
     served = await serveSandbox({ shim: current });
     shims = make();
-    ctl = new SandboxControllerProxy(served.address, "shim");
+    ctl = new SandboxControllerProxy(testChannels.get(served.address), "shim");
   });
   after(async () => {
     shims.close();
     await served.close();
-    closeChannels();
+    testChannels.close();
     fs.rmSync(dir, { recursive: true, force: true });
   });
 

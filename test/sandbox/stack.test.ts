@@ -10,16 +10,16 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { background } from "../../libs/context";
-import { ErrorCodes } from "../../libs/errdefs";
-import { SandboxControllerProxy, SandboxStoreProxy } from "../../libs/clients/sandbox";
-import { listNetns } from "../../libs/cni";
-import { ContentStoreProxy } from "../../libs/clients/content";
-import { ImageStoreProxy } from "../../libs/clients/images";
-import { SnapshotterProxy } from "../../libs/clients/snapshots";
-import { resolveImage } from "../../libs/sandboxrun";
+import { background } from "#libs/context";
+import { ErrorCodes } from "#libs/errdefs";
+import { SandboxControllerProxy, SandboxStoreProxy } from "#libs/clients/sandbox";
+import { listNetns } from "#libs/cni";
+import { ContentStoreProxy } from "#libs/clients/content";
+import { ImageStoreProxy } from "#libs/clients/images";
+import { SnapshotterProxy } from "#libs/clients/snapshots";
+import { resolveImage } from "#libs/sandboxrun";
 import { flotilla as runFlotilla, type FlotillaResult } from "../helpers/flotilla";
-import { startStack, waitFor, type Stack } from "../harness";
+import { startStack, waitFor, type Stack, testChannels } from "../harness";
 import { buildBusyboxImage, startRegistry, type Registry } from "../images/registry";
 import { makeTestNet, pings, type TestNet } from "./net-helpers";
 import { rejectsWith } from "./store-suite";
@@ -94,7 +94,7 @@ describe("sandbox: the stack, the CLI and real CNI", () => {
     ]) {
       assert.match(r.stdout, new RegExp(`${type.replace(/\./g, "\\.")}\\s+${id}\\s+-\\s+ok`), `${type} ${id}`);
     }
-    const store = new SandboxStoreProxy(stack.socket);
+    const store = new SandboxStoreProxy(testChannels.get(stack.socket));
     await store.create(ctx, { id: "rec-only", runtime: { name: "io.containerd.runc.v2" }, labels: { a: "b" } });
     assert.deepEqual((await store.list(ctx, ["labels.a==b"])).map((s) => s.id), ["rec-only"]);
     const ns = await stack.ctr(["namespaces", "rm", "default"]);
@@ -104,8 +104,8 @@ describe("sandbox: the stack, the CLI and real CNI", () => {
   });
 
   it("sandbox - bad input: unknown sandboxer NotFound, empty InvalidArgument, broken CNI config leaves nothing", async () => {
-    await rejectsWith(new SandboxControllerProxy(stack.socket, "").create(ctx, { id: "x", runtime: { name: "r" } }), ErrorCodes.InvalidArgument);
-    await rejectsWith(new SandboxControllerProxy(stack.socket, "no-such").create(ctx, { id: "x", runtime: { name: "r" } }), ErrorCodes.NotFound);
+    await rejectsWith(new SandboxControllerProxy(testChannels.get(stack.socket), "").create(ctx, { id: "x", runtime: { name: "r" } }), ErrorCodes.InvalidArgument);
+    await rejectsWith(new SandboxControllerProxy(testChannels.get(stack.socket), "no-such").create(ctx, { id: "x", runtime: { name: "r" } }), ErrorCodes.NotFound);
     const bad = await flotilla(stack, ["sandbox", "run", "--sandboxer", "no-such", "badsb"]);
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /failed to get sandbox controller by no-such: not found/);
@@ -128,10 +128,10 @@ describe("sandbox: the stack, the CLI and real CNI", () => {
   it("sandbox - run resolves a pulled image to its unpacked snapshot and process defaults through the gateway", async () => {
     const pull = await stack.ctr(["images", "pull", "--plain-http", image], { timeoutMs: 120000 });
     assert.equal(pull.code, 0, pull.stderr);
-    const img = await resolveImage(ctx, new ImageStoreProxy(stack.socket), new ContentStoreProxy(stack.socket), image);
+    const img = await resolveImage(ctx, new ImageStoreProxy(testChannels.get(stack.socket)), new ContentStoreProxy(testChannels.get(stack.socket)), image);
     assert.deepEqual(img.cmd, ["/bin/sh"]);
     assert.deepEqual(img.env, ["PATH=/bin"]);
-    const info = await SnapshotterProxy.connect(stack.socket, "overlayfs").stat(ctx, img.chainId);
+    const info = await SnapshotterProxy.connect(testChannels.get(stack.socket), "overlayfs").stat(ctx, img.chainId);
     assert.equal(info.kind, "committed");
     const r = await flotilla(stack, ["run", "--sandbox", "nosuch", image, "true"]);
     assert.equal(r.code, 1);

@@ -4,9 +4,9 @@
  */
 import * as assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { background } from "../../libs/context";
-import { ErrorCodes, errorCode, type ErrorCode } from "../../libs/errdefs";
-import type { SandboxStore } from "../../libs/core/sandbox";
+import { background } from "#libs/context";
+import { ErrorCodes, errorCode, type ErrorCode } from "#libs/errdefs";
+import type { SandboxStore } from "#libs/core/sandbox";
 
 export interface StoreFixture {
   store: SandboxStore;

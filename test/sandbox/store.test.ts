@@ -1,8 +1,8 @@
 import { after } from "node:test";
-import { closeChannels } from "../../libs/grpc/client";
 import { sandboxStoreSuite } from "./store-suite";
 import { localStoreFixture, proxyStoreFixture } from "./fixtures";
+import { testChannels } from "../harness";
 
 sandboxStoreSuite("local", localStoreFixture);
 sandboxStoreSuite("proxy over gRPC", proxyStoreFixture);
-after(() => closeChannels());
+after(() => testChannels.close());

@@ -8,13 +8,13 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { background } from "../../libs/context";
-import { closeChannels, RpcClient } from "../../libs/grpc/client";
-import { ContentStoreProxy } from "../../libs/clients/content";
-import { DiffProxy } from "../../libs/clients/diff";
-import { SnapshotterProxy } from "../../libs/clients/snapshots";
-import { LayerMediaTypes } from "../../libs/core/diff";
-import { startStack, waitFor, sleep, type Stack } from "../harness";
+import { background } from "#libs/context";
+import { RpcClient } from "#libs/grpc/client";
+import { ContentStoreProxy } from "#libs/clients/content";
+import { DiffProxy } from "#libs/clients/diff";
+import { SnapshotterProxy } from "#libs/clients/snapshots";
+import { LayerMediaTypes } from "#libs/core/diff";
+import { startStack, waitFor, sleep, type Stack, testChannels } from "../harness";
 import { describeTree, dir, file, gzip, sha256, symlink, tarOf, whiteout } from "./layers";
 
 let mntSeq = 0;
@@ -52,7 +52,7 @@ describe("snapshots - real ctr through the gateway", () => {
     await stack.waitHealthy("snapshots");
   });
   after(async () => {
-    closeChannels();
+    testChannels.close();
     await stack?.stop();
   });
 
@@ -125,7 +125,7 @@ describe("snapshots - real ctr through the gateway", () => {
   });
 
   test("a 40-deep chain: the printed mount command mounts by hand", async () => {
-    const sn = SnapshotterProxy.connect(stack.socket, "overlayfs");
+    const sn = SnapshotterProxy.connect(testChannels.get(stack.socket), "overlayfs");
     const ctx = background("chain");
     let parent = "";
     for (let i = 0; i < 40; i++) {
@@ -155,7 +155,7 @@ describe("snapshots - real ctr through the gateway", () => {
   });
 
   test("crash safety: kill -9 in the middle of a burst of prepares and removes leaves no orphan directory", async () => {
-    const sn = SnapshotterProxy.connect(stack.address("snapshots"), "overlayfs");
+    const sn = SnapshotterProxy.connect(testChannels.get(stack.address("snapshots")), "overlayfs");
     const ctx = background("burst");
     const ops: Promise<unknown>[] = [];
     for (let i = 0; i < 300; i++) {
@@ -171,7 +171,7 @@ describe("snapshots - real ctr through the gateway", () => {
     const known = new Set<string>();
     await waitFor("listing after restart", async () => {
       for (const ns of ["burst", "default", "chain"]) {
-        await SnapshotterProxy.connect(stack.address("snapshots"), "overlayfs").walk(background(ns), () => void known.add(ns));
+        await SnapshotterProxy.connect(testChannels.get(stack.address("snapshots")), "overlayfs").walk(background(ns), () => void known.add(ns));
       }
       return true;
     });
@@ -189,15 +189,15 @@ describe("snapshots - real ctr through the gateway", () => {
     const ctx = background("default");
     // `ctr content ingest` sets no gc.root (as in containerd), so a collection triggered by an earlier
     // test's removals could take the blob before Apply reads it: ingest through the API with the label.
-    const content = new ContentStoreProxy(stack.socket);
+    const content = new ContentStoreProxy(testChannels.get(stack.socket));
     const put = async (data: Buffer, ref: string, d: string): Promise<void> => {
       const w = await content.writer(ctx, { ref, total: data.length, expected: d });
       await w.write(data);
       await w.commit(data.length, d, ROOT.labels);
     };
     await put(blob, "layer-1", digest);
-    const sn = SnapshotterProxy.connect(stack.socket, "overlayfs");
-    const diff = new DiffProxy(stack.socket);
+    const sn = SnapshotterProxy.connect(testChannels.get(stack.socket), "overlayfs");
+    const diff = new DiffProxy(testChannels.get(stack.socket));
     const m = await sn.prepare(ctx, "apply-1", "", ROOT);
     const applied = await diff.apply(ctx, { mediaType: LayerMediaTypes.DockerTarGzip, digest, size: blob.length }, m);
     assert.equal(applied.digest, sha256(layer));
@@ -231,12 +231,12 @@ describe("snapshots - real ctr through the gateway", () => {
   });
 
   test("leases: snapshots prepared under containerd-lease are recorded as the lease's resources", async () => {
-    const sn = SnapshotterProxy.connect(stack.socket, "native");
-    await new RpcClient(stack.socket, "containerd.services.leases.v1.Leases").unary(background("default"), "Create", { id: "lease-1", labels: {} });
+    const sn = SnapshotterProxy.connect(testChannels.get(stack.socket), "native");
+    await new RpcClient(testChannels.get(stack.socket), "containerd.services.leases.v1.Leases").unary(background("default"), "Create", { id: "lease-1", labels: {} });
     const ctx = background("default", { lease: "lease-1" });
     await sn.prepare(ctx, "leased-w", "");
     await sn.commit(ctx, "leased", "leased-w");
-    const leases = new RpcClient(stack.address("snapshots"), "containerd.services.leases.v1.Leases");
+    const leases = new RpcClient(testChannels.get(stack.address("snapshots")), "containerd.services.leases.v1.Leases");
     const res = await leases.unary(background("default"), "ListResources", { id: "lease-1" });
     assert.deepEqual(res.resources, [{ id: "leased", type: "snapshots/native" }]);
     await sn.remove(background("default"), "leased");

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { openSnapshotsDB, writeTxn } from "../../services/snapshots/src/local/db";
+import { openSnapshotsDB, writeTxn } from "#services/snapshots/src/local/db";
 
 const base = fs.mkdtempSync(path.join(os.tmpdir(), "flt-sdb-"));
 after(() => fs.rmSync(base, { recursive: true, force: true }));

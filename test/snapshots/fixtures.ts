@@ -3,15 +3,16 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import pino from "pino";
-import { RpcServer } from "../../libs/grpc/server";
-import { SnapshotterProxy } from "../../libs/clients/snapshots";
-import type { CallContext } from "../../libs/context";
-import { NativeBackend, OverlayBackend } from "../../services/snapshots/src/local/backends";
-import { openSnapshotsDB, type SnapshotsDB } from "../../services/snapshots/src/local/db";
-import { LocalSnapshotter } from "../../services/snapshots/src/local/metastore";
-import { LocalSnapshotterSet } from "../../services/snapshots/src/local/set";
-import { SNAPSHOTS_SERVICE, snapshotsHandlers } from "../../services/snapshots/src/server/snapshots";
+import { RpcServer } from "#libs/grpc/server";
+import { SnapshotterProxy } from "#libs/clients/snapshots";
+import type { CallContext } from "#libs/context";
+import { NativeBackend, OverlayBackend } from "#services/snapshots/src/local/backends";
+import { openSnapshotsDB, type SnapshotsDB } from "#services/snapshots/src/local/db";
+import { LocalSnapshotter } from "#services/snapshots/src/local/metastore";
+import { LocalSnapshotterSet } from "#services/snapshots/src/local/set";
+import { SNAPSHOTS_SERVICE, snapshotsHandlers } from "#services/snapshots/src/server/snapshots";
 import type { SnapshotterFixture } from "./suite";
+import { testChannels } from "../harness";
 
 export type BackendName = "overlayfs" | "native";
 
@@ -54,7 +55,7 @@ export async function proxyFixture(backend: BackendName): Promise<SnapshotterFix
   const sock = path.join(local.root, "snapshots.sock");
   await server.listen(`unix://${sock}`);
   return {
-    sn: SnapshotterProxy.connect(`unix://${sock}`, backend),
+    sn: SnapshotterProxy.connect(testChannels.get(`unix://${sock}`), backend),
     events: local.events,
     close: async () => {
       await server.shutdown(1000);

@@ -10,9 +10,9 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { spawnSync } from "node:child_process";
-import { NativeBackend, snapshotsDir } from "../../services/snapshots/src/local/backends";
-import { copyTree, removeTree } from "../../services/snapshots/src/local/fsutil";
-import * as sys from "../../libs/sys/linux";
+import { NativeBackend, snapshotsDir } from "#services/snapshots/src/local/backends";
+import { copyTree, removeTree } from "#services/snapshots/src/local/fsutil";
+import * as sys from "#libs/sys/linux";
 import { describeTree } from "./layers";
 
 const base = fs.mkdtempSync(path.join(os.tmpdir(), "flt-copy-"));

@@ -4,11 +4,11 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as zlib from "node:zlib";
-import type { CallContext } from "../../libs/context";
-import { errNotFound } from "../../libs/errdefs";
-import { TarTypes, tarEnd, tarHeader, tarPadding } from "../../services/snapshots/src/local/diff/tar";
-import { blobFile, type BlobWriter, type LayerContent } from "../../services/snapshots/src/local/diff/content";
-import * as sys from "../../libs/sys/linux";
+import type { CallContext } from "#libs/context";
+import { errNotFound } from "#libs/errdefs";
+import { TarTypes, tarEnd, tarHeader, tarPadding } from "#services/snapshots/src/local/diff/tar";
+import { blobFile, type BlobWriter, type LayerContent } from "#services/snapshots/src/local/diff/content";
+import * as sys from "#libs/sys/linux";
 
 export interface E {
   name: string;

@@ -1,8 +1,8 @@
 import { after } from "node:test";
 import { snapshotterSuite } from "./suite";
 import { localFixture } from "./fixtures";
-import { closeChannels } from "../../libs/grpc/client";
+import { testChannels } from "../harness";
 
 snapshotterSuite("local overlayfs", () => localFixture("overlayfs"));
 snapshotterSuite("local native", () => localFixture("native"));
-after(() => closeChannels());
+after(() => testChannels.close());

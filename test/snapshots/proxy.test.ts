@@ -1,8 +1,8 @@
 import { after } from "node:test";
 import { snapshotterSuite } from "./suite";
 import { proxyFixture } from "./fixtures";
-import { closeChannels } from "../../libs/grpc/client";
+import { testChannels } from "../harness";
 
 snapshotterSuite("proxy over gRPC (overlayfs)", () => proxyFixture("overlayfs"));
 snapshotterSuite("proxy over gRPC (native)", () => proxyFixture("native"));
-after(() => closeChannels());
+after(() => testChannels.close());

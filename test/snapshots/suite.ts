@@ -7,10 +7,10 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { background, type CallContext } from "../../libs/context";
-import { errorCode, ErrorCodes } from "../../libs/errdefs";
-import type { Mount, SnapshotInfo, Snapshotter } from "../../libs/core/snapshots";
-import { mountAll, unmountAll } from "../../libs/mount";
+import { background, type CallContext } from "#libs/context";
+import { errorCode, ErrorCodes } from "#libs/errdefs";
+import type { Mount, SnapshotInfo, Snapshotter } from "#libs/core/snapshots";
+import { mountAll, unmountAll } from "#libs/mount";
 
 export interface SnapshotterFixture {
   sn: Snapshotter;

@@ -10,17 +10,16 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { background } from "../../libs/context";
-import { ErrorCodes } from "../../libs/errdefs";
-import { closeChannels } from "../../libs/grpc/client";
-import { encode, decode } from "../../libs/proto";
-import { ContainerStoreProxy } from "../../libs/clients/containers";
-import { ContentStoreProxy } from "../../libs/clients/content";
-import { TaskServiceProxy } from "../../libs/clients/tasks";
-import { OCI_PROCESS_TYPE_URL, OCI_SPEC_TYPE_URL } from "../../libs/core/containers";
-import { TaskStatus } from "../../libs/core/tasks";
-import { mkfifo } from "../../libs/sys/linux";
-import { startStack, type Stack } from "../harness";
+import { background } from "#libs/context";
+import { ErrorCodes } from "#libs/errdefs";
+import { encode, decode } from "#libs/proto";
+import { ContainerStoreProxy } from "#libs/clients/containers";
+import { ContentStoreProxy } from "#libs/clients/content";
+import { TaskServiceProxy } from "#libs/clients/tasks";
+import { OCI_PROCESS_TYPE_URL, OCI_SPEC_TYPE_URL } from "#libs/core/containers";
+import { TaskStatus } from "#libs/core/tasks";
+import { mkfifo } from "#libs/sys/linux";
+import { startStack, type Stack, testChannels } from "../harness";
 import { busyboxRootfs, code, EventsWatcher, rootfsArgs, shimPids, stopStackAndCleanup, waitTaskStatus } from "./helpers";
 
 const ctx = background("api");
@@ -79,15 +78,15 @@ describe("tasks - the APIs through the gateway (shims started with `shim start`)
     rootfs = busyboxRootfs(path.join(stack.dir, "rootfs"));
     fifoDir = path.join(stack.dir, "fifo");
     fs.mkdirSync(fifoDir);
-    containers = new ContainerStoreProxy(stack.socket);
-    tasks = new TaskServiceProxy(stack.socket);
+    containers = new ContainerStoreProxy(testChannels.get(stack.socket));
+    tasks = new TaskServiceProxy(testChannels.get(stack.socket));
     assert.ok(fs.existsSync(DEBIAN_SHIM), `${DEBIAN_SHIM} is installed (Debian package containerd)`);
     events = new EventsWatcher(stack, [`namespace==${debNs}`]);
     await events.ready();
   });
 
   after(async () => {
-    closeChannels();
+    testChannels.close();
     events?.stop();
     // Debian's shim keeps runc state under /run/containerd/runc/<namespace>.
     await stopStackAndCleanup(stack, [{ root: "/run/containerd/runc", ids: ["deb1", "deb2", "deb3"] }]);
@@ -224,7 +223,7 @@ describe("tasks - the APIs through the gateway (shims started with `shim start`)
       assert.match(res.message, /OCI runtime checkpoint failed: .*criu/i, res.message);
     } else {
       assert.deepEqual(res.map((d) => d.mediaType), ["application/vnd.containerd.container.criu.checkpoint.criu.tar", "application/vnd.containerd.container.checkpoint.config.v1+proto"]);
-      const content = new ContentStoreProxy(stack.socket);
+      const content = new ContentStoreProxy(testChannels.get(stack.socket));
       for (const d of res) assert.equal((await content.info(ctx, d.digest)).size, d.size);
     }
     const dumps = path.join(stack.state, "tasks", "checkpoints");

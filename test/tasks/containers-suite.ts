@@ -5,9 +5,9 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { background } from "../../libs/context";
-import { ErrorCodes } from "../../libs/errdefs";
-import { OCI_SPEC_TYPE_URL, type ContainerInput, type ContainerStore } from "../../libs/core/containers";
+import { background } from "#libs/context";
+import { ErrorCodes } from "#libs/errdefs";
+import { OCI_SPEC_TYPE_URL, type ContainerInput, type ContainerStore } from "#libs/core/containers";
 import { code } from "./helpers";
 
 export interface RecordedEvent {

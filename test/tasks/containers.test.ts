@@ -3,16 +3,16 @@ import { after } from "node:test";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { closeChannels } from "../../libs/grpc/client";
-import { RpcServer } from "../../libs/grpc/server";
-import { createLogger } from "../../libs/log";
-import { unpackAny, type AnyMsg } from "../../libs/proto";
-import type { CallContext } from "../../libs/context";
-import type { Envelope, EventPublisher } from "../../libs/events";
-import { ContainerStoreProxy } from "../../libs/clients/containers";
-import { LocalContainerStore, openTasksDB } from "../../services/tasks/src/local/containers";
-import { CONTAINERS_SERVICE, containersHandlers } from "../../services/tasks/src/server/containers";
+import { RpcServer } from "#libs/grpc/server";
+import { createLogger } from "#libs/log";
+import { unpackAny, type AnyMsg } from "#libs/proto";
+import type { CallContext } from "#libs/context";
+import type { Envelope, EventPublisher } from "#libs/events";
+import { ContainerStoreProxy } from "#libs/clients/containers";
+import { LocalContainerStore, openTasksDB } from "#services/tasks/src/local/containers";
+import { CONTAINERS_SERVICE, containersHandlers } from "#services/tasks/src/server/containers";
 import { containersSuite, type RecordedEvent, type SuiteFixture } from "./containers-suite";
+import { testChannels } from "../harness";
 
 class Recorder implements EventPublisher {
   readonly events: RecordedEvent[] = [];
@@ -53,7 +53,7 @@ containersSuite("proxy over gRPC", async (): Promise<SuiteFixture> => {
   const addr = `unix://${path.join(l.dir, "tasks.sock")}`;
   await server.listen(addr);
   return {
-    store: new ContainerStoreProxy(addr),
+    store: new ContainerStoreProxy(testChannels.get(addr)),
     events: l.events.events,
     cleanup: async () => {
       await server.shutdown(1000);
@@ -63,4 +63,4 @@ containersSuite("proxy over gRPC", async (): Promise<SuiteFixture> => {
   };
 });
 
-after(() => closeChannels());
+after(() => testChannels.close());

@@ -1,7 +1,7 @@
 /** The task manager's wait for a shim's forwarded /tasks/delete (services/tasks/src/runtime/forwarded). */
 import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { ForwardedDeletes } from "../../services/tasks/src/runtime/forwarded";
+import { ForwardedDeletes } from "#services/tasks/src/runtime/forwarded";
 
 describe("tasks - forwarded /tasks/delete", () => {
   it("an event forwarded before or during the wait ends it; another task's does not", async () => {

@@ -11,15 +11,14 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import * as tty from "node:tty";
-import { background } from "../../libs/context";
-import { ErrorCodes } from "../../libs/errdefs";
-import { closeChannels } from "../../libs/grpc/client";
-import { TaskServiceProxy } from "../../libs/clients/tasks";
-import { ContainerStoreProxy } from "../../libs/clients/containers";
-import { OCI_PROCESS_TYPE_URL, OCI_SPEC_TYPE_URL } from "../../libs/core/containers";
-import { mkfifo, openPty } from "../../libs/sys/linux";
-import { encode } from "../../libs/proto";
-import { startStack, waitFor, type Stack } from "../harness";
+import { background } from "#libs/context";
+import { ErrorCodes } from "#libs/errdefs";
+import { TaskServiceProxy } from "#libs/clients/tasks";
+import { ContainerStoreProxy } from "#libs/clients/containers";
+import { OCI_PROCESS_TYPE_URL, OCI_SPEC_TYPE_URL } from "#libs/core/containers";
+import { mkfifo, openPty } from "#libs/sys/linux";
+import { encode } from "#libs/proto";
+import { startStack, waitFor, type Stack, testChannels } from "../harness";
 import { startRegistry } from "../helpers/registry";
 import { buildBusyboxImage, pushImage } from "../helpers/image";
 import { alive, busyboxRootfs, code, rootfsArgs, shimPids, stopStackAndCleanup } from "./helpers";
@@ -62,7 +61,7 @@ describe("tasks - Go client behaviours of the shim (issue 19)", () => {
   before(async () => {
     stack = await startStack();
     rootfs = busyboxRootfs(path.join(stack.dir, "rootfs"));
-    tasks = new TaskServiceProxy(stack.socket);
+    tasks = new TaskServiceProxy(testChannels.get(stack.socket));
   });
 
   /** A logging binary: a shell script in its own directory, "$out" its first argument's value. */
@@ -75,7 +74,7 @@ describe("tasks - Go client behaviours of the shim (issue 19)", () => {
   };
 
   after(async () => {
-    closeChannels();
+    testChannels.close();
     await stopStackAndCleanup(stack);
     for (const d of cgroupDirs) fs.rmdirSync(d);
     // runc removes the host-pid container's cgroup, not its parent (/goclient).
@@ -258,7 +257,7 @@ describe("tasks - Go client behaviours of the shim (issue 19)", () => {
       mounts: [{ destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] }],
       linux: { cgroupsPath: "/goclient/hostpid1", namespaces: [{ type: "ipc" }, { type: "uts" }, { type: "mount" }] },
     };
-    await new ContainerStoreProxy(stack.socket).create(ctx, { id: "hostpid1", runtime: { name: "io.containerd.runc.v2" }, spec: { typeUrl: OCI_SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(spec)) } });
+    await new ContainerStoreProxy(testChannels.get(stack.socket)).create(ctx, { id: "hostpid1", runtime: { name: "io.containerd.runc.v2" }, spec: { typeUrl: OCI_SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(spec)) } });
     await tasks.create(ctx, { containerId: "hostpid1", rootfs: [], io: { stdin: "", stdout: "", stderr: "", terminal: false } });
     await tasks.start(ctx, "hostpid1");
     const initPid = (await tasks.get(ctx, "hostpid1")).pid;
@@ -303,7 +302,7 @@ describe("tasks - Go client behaviours of the shim (issue 19)", () => {
     cgroupDirs.push(...dirs);
     const options = { typeUrl: "containerd.runc.v1.Options", value: encode("containerd.runc.v1.Options", { shim_cgroup: rel }) };
     const spec = { ociVersion: "1.0.2-dev", process: { user: { uid: 0, gid: 0 }, args: ["sleep", "1000"], env: ["PATH=/bin"], cwd: "/" }, root: { path: rootfs }, mounts: [{ destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] }], linux: { namespaces: [{ type: "pid" }, { type: "mount" }] } };
-    await new ContainerStoreProxy(stack.socket).create(ctx, { id: "shimcg1", runtime: { name: "io.containerd.runc.v2", options }, spec: { typeUrl: OCI_SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(spec)) } });
+    await new ContainerStoreProxy(testChannels.get(stack.socket)).create(ctx, { id: "shimcg1", runtime: { name: "io.containerd.runc.v2", options }, spec: { typeUrl: OCI_SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(spec)) } });
     await tasks.create(ctx, { containerId: "shimcg1", rootfs: [], io: { stdin: "", stdout: "", stderr: "", terminal: false } });
     const shims = shimPids(stack);
     for (const d of dirs) {

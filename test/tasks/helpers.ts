@@ -5,7 +5,7 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { errorCode } from "../../libs/errdefs";
+import { errorCode } from "#libs/errdefs";
 import { sleep, waitFor, type Stack } from "../harness";
 
 export const BUSYBOX = "/bin/busybox";

@@ -5,9 +5,9 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { DECODE_OPTIONS, lookupType } from "../../libs/proto";
-import { decode, encode, type Obj, type Schema } from "../../services/shim/src/pb";
-import { ALL } from "../../services/shim/src/messages";
+import { DECODE_OPTIONS, lookupType } from "#libs/proto";
+import { decode, encode, type Obj, type Schema } from "#services/shim/src/pb";
+import { ALL } from "#services/shim/src/messages";
 
 const SCALAR_TYPES: Record<string, string[]> = {
   string: ["string"], bytes: ["bytes"], bool: ["bool"], uint32: ["uint32"], int32: ["int32"],

@@ -9,8 +9,8 @@ import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { deleteStopped, directCapable, startViaExecFifo } from "../../services/shim/src/direct";
-import { mkfifo } from "../../libs/sys/linux";
+import { deleteStopped, directCapable, startViaExecFifo } from "#services/shim/src/direct";
+import { mkfifo } from "#libs/sys/linux";
 import { busyboxRootfs } from "./helpers";
 
 function runcState(root: string, id: string): { status: string } | undefined {

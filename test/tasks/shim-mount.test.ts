@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { detachAll, mountAll, releaseDetached } from "../../libs/mount";
+import { detachAll, mountAll, releaseDetached } from "#libs/mount";
 import { mountsBelow } from "./helpers";
 
 test("shim mount - detachAll takes stacked mounts (overlay on tmpfs) off the tree; their files stay readable through the held descriptors", () => {

@@ -10,7 +10,7 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { status as GrpcStatus } from "@grpc/grpc-js";
-import { errNotFound, errorCode, ErrorCodes, fromGrpc, toGrpc } from "../../libs/errdefs";
+import { errNotFound, errorCode, ErrorCodes, fromGrpc, toGrpc } from "#libs/errdefs";
 import {
   Code,
   encodeFrame,
@@ -23,11 +23,11 @@ import {
   isClosedError,
   NAMESPACE_KEY,
   type ServerCallContext,
-} from "../../libs/ttrpc";
-import { decodeRequest, decodeResponse, encodeRequest, encodeResponse } from "../../libs/ttrpc/wire";
-import { errorClasses } from "../../libs/ttrpc/errors";
-import { TypedClient, typedService } from "../../libs/ttrpc/typed";
-import { encode, decode } from "../../libs/proto";
+} from "#libs/ttrpc";
+import { decodeRequest, decodeResponse, encodeRequest, encodeResponse } from "#libs/ttrpc/wire";
+import { errorClasses } from "#libs/ttrpc/errors";
+import { TypedClient, typedService } from "#libs/ttrpc/typed";
+import { encode, decode } from "#libs/proto";
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ""), "hex");
 
@@ -128,7 +128,7 @@ describe("ttrpc - client and server", () => {
     });
     server.register("containerd.services.events.ttrpc.v1.Events", typedService("containerd.services.events.ttrpc.v1.Events", {
       Forward: async (_ctx, req) => {
-        if (req.envelope.topic !== "/tasks/start") throw classError("invalid argument", "topic");
+        if (req.envelope?.topic !== "/tasks/start") throw classError("invalid argument", "topic");
         return {};
       },
     }));

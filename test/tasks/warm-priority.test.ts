@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
-import { setShimPriority, WARM_NICE } from "../../services/tasks/src/runtime/warm";
+import { setShimPriority, WARM_NICE } from "#services/tasks/src/runtime/warm";
 
 const autogroupNice = (pid: number): number | undefined => {
   try {

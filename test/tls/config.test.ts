@@ -1,8 +1,8 @@
 /** The across-hosts config keys (issue 15): TLS files, advertised addresses, the gateway's TCP listener. */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { dialAddress, fromToml } from "../../libs/config";
-import { tlsFor } from "../../libs/grpc/tls";
+import { dialAddress, fromToml } from "#libs/config";
+import { tlsFor } from "#libs/grpc/tls";
 
 test("config: [flotilla.tls], per-service tls_cert/tls_key/advertise_address and [grpc] tcp_* are read; unset means plain, as before", () => {
   const plain = fromToml({});

@@ -9,15 +9,15 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as zlib from "node:zlib";
-import { background } from "../../libs/context";
-import { RpcClient } from "../../libs/grpc/client";
-import { TRANSFER_SERVICE, imageStoreAny, openStream } from "../../libs/clients/transfer";
-import { sha256 } from "../../libs/oci";
-import { startStack, waitFor, type Stack } from "../harness";
+import { background } from "#libs/context";
+import { RpcClient } from "#libs/grpc/client";
+import { TRANSFER_SERVICE, imageStoreAny, openStream } from "#libs/clients/transfer";
+import { sha256 } from "#libs/oci";
+import { startStack, waitFor, type Stack, testChannels } from "../harness";
 import { flotilla, spawnFlotilla, type FlotillaResult } from "../helpers/flotilla";
 import { buildImage, busyboxLayer, dataLayer, pushImage, type BuiltImage } from "./images";
 import { startFrontProxy, startRegistry, type FrontProxy, type TestRegistry } from "./registry";
-import { TAR_END, tarFile } from "../../services/transfer/src/local/tar";
+import { TAR_END, tarFile } from "#services/transfer/src/local/tar";
 
 /** `bin/flotilla images SUB -a SOCK ARGS...` (fails after 120 s rather than hang). */
 function flt(stack: Stack, args: string[], env: NodeJS.ProcessEnv = {}): Promise<FlotillaResult> {
@@ -188,14 +188,14 @@ describe("transfer - cli", () => {
 
   it("bad input fails cleanly", async () => {
     // unknown type URL: Unimplemented with containerd's message
-    const rpc = new RpcClient(stack.socket, TRANSFER_SERVICE);
+    const rpc = new RpcClient(testChannels.get(stack.socket), TRANSFER_SERVICE);
     await assert.rejects(
       rpc.unary(background("default"), "Transfer", { source: { type_url: "example.com/Nope", value: Buffer.alloc(0) }, destination: imageStoreAny({ name: "x" }) }),
       (e: Error & { code?: string }) => e.code === "not implemented" && e.message.includes("method Transfer not implemented for example.com/Nope to containerd.types.transfer.ImageStore"),
     );
     // streams: a duplicate id is AlreadyExists, an unknown one NotFound
-    const s1 = await openStream(background("default"), stack.socket, "dup-stream");
-    await assert.rejects(openStream(background("default"), stack.socket, "dup-stream"), (e: Error & { code?: string }) => e.code === "already exists");
+    const s1 = await openStream(background("default"), testChannels.get(stack.socket), "dup-stream");
+    await assert.rejects(openStream(background("default"), testChannels.get(stack.socket), "dup-stream"), (e: Error & { code?: string }) => e.code === "already exists");
     await s1.close();
     await assert.rejects(
       rpc.unary(background("default"), "Transfer", { source: imageStoreAny({ name: "x" }), destination: imageStoreAny({ name: "y" }), options: { progress_stream: "no-such-stream" } }),

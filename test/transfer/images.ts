@@ -3,9 +3,9 @@ import * as fs from "node:fs";
 import * as zlib from "node:zlib";
 import { Readable } from "node:stream";
 import { randomBytes } from "node:crypto";
-import { MediaTypes, sha256, type OciDescriptor } from "../../libs/oci";
-import { RegistryClient, type CredentialsFn } from "../../libs/registry";
-import { TAR_END, tarFile, tarHeader } from "../../services/transfer/src/local/tar";
+import { MediaTypes, sha256, type OciDescriptor } from "#libs/oci";
+import { RegistryClient, type CredentialsFn } from "#libs/registry";
+import { TAR_END, tarFile, tarHeader } from "#services/transfer/src/local/tar";
 
 export interface Blob {
   desc: OciDescriptor;

@@ -1,11 +1,11 @@
 /** Transfer pull end to end: a real docker-registry, the whole stack, checked with the real ctr. */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { background } from "../../libs/context";
-import { TransferClient } from "../../libs/clients/transfer";
-import type { ProgressEvent } from "../../libs/core/transfer";
-import { chainIds, hostPlatform } from "../../libs/oci";
-import { startStack, type Stack } from "../harness";
+import { background } from "#libs/context";
+import { TransferClient } from "#libs/clients/transfer";
+import type { ProgressEvent } from "#libs/core/transfer";
+import { chainIds, hostPlatform } from "#libs/oci";
+import { startStack, type Stack, testChannels } from "../harness";
 import { buildImage, busyboxLayer, dataLayer, pushImage, type BuiltImage } from "./images";
 import { startRegistry, type TestRegistry } from "./registry";
 
@@ -37,7 +37,7 @@ describe("transfer - pull", () => {
     [stack, reg] = await Promise.all([startStack(), startRegistry()]);
     img = buildImage([busyboxLayer(), dataLayer("data", 20, 4096)], { index: true });
     ref = await pushImage(reg.host, "test/busybox", "latest", img);
-    client = new TransferClient(stack.socket);
+    client = new TransferClient(testChannels.get(stack.socket));
   });
   after(async () => {
     await stack?.stop();

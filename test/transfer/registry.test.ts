@@ -5,7 +5,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { createHash } from "node:crypto";
-import { RegistryClient, RegistryError, parseChallenges, normalizeReference, formatReference, configureHosts } from "../../libs/registry";
+import { RegistryClient, RegistryError, parseChallenges, normalizeReference, formatReference, configureHosts } from "#libs/registry";
 import { buildImage, busyboxLayer, dataLayer, pushImage, type BuiltImage } from "./images";
 import { startFrontProxy, startRegistry, type FrontProxy, type TestRegistry } from "./registry";
 

@@ -10,7 +10,7 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { randomBytes } from "node:crypto";
-import { freePort } from "../../cli/supervisor";
+import { freePort } from "#cli/supervisor";
 
 export { freePort };
 

@@ -5,10 +5,10 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { background } from "../../libs/context";
-import { TransferClient } from "../../libs/clients/transfer";
-import { hostPlatform } from "../../libs/oci";
-import { startStack, waitFor, type Stack } from "../harness";
+import { background } from "#libs/context";
+import { TransferClient } from "#libs/clients/transfer";
+import { hostPlatform } from "#libs/oci";
+import { startStack, waitFor, type Stack, testChannels } from "../harness";
 import { spawnFlotilla } from "../helpers/flotilla";
 import { buildImage, busyboxLayer, dataLayer, pushImage, type BuiltImage } from "./images";
 import { startFrontProxy, startRegistry, type FrontProxy, type TestRegistry } from "./registry";
@@ -52,7 +52,7 @@ describe("transfer - robustness", () => {
     assert.match(active.stdout, new RegExp(`layer-${layer.desc.digest}`), "the partial ingest survived");
     proxy.faults = {};
     proxy.log.length = 0;
-    await new TransferClient(stack.socket).pull(background("default"), ref, { platforms: [hostPlatform()], unpacks: [{ platform: hostPlatform(), snapshotter: "" }] });
+    await new TransferClient(testChannels.get(stack.socket)).pull(background("default"), ref, { platforms: [hostPlatform()], unpacks: [{ platform: hostPlatform(), snapshotter: "" }] });
     const gets = proxy.log.filter((l) => l.includes(`blobs/${layer.desc.digest}`));
     assert.equal(gets.length, 1, gets.join("\n"));
     const resumedAt = Number(/range=bytes=(\d+)-/.exec(gets[0]!)?.[1] ?? 0);
@@ -79,7 +79,7 @@ describe("transfer - robustness", () => {
     await pushImage(reg.host, "test/b", "1", b);
     proxy.faults = { throttleBlobs: 16 << 20 };
     proxy.log.length = 0;
-    const c = new TransferClient(stack.socket);
+    const c = new TransferClient(testChannels.get(stack.socket));
     const opts = { platforms: [hostPlatform()], unpacks: [{ platform: hostPlatform(), snapshotter: "overlayfs" }] };
     await Promise.all([
       c.pull(background("default"), `${proxy.host}/test/a:1`, opts),

@@ -5,11 +5,11 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { childrenLabels, chainIds, MediaTypes, normalizePlatform, parsePlatform, platformMatcher, refKey, sha256 } from "../../libs/oci";
-import { readTar, TAR_END, tarFile, tarHeader, TarFormatError } from "../../services/transfer/src/local/tar";
-import { importName } from "../../services/transfer/src/local/import";
-import { familiarName, ociRefName } from "../../services/transfer/src/local/export";
-import { WriteLanes } from "../../services/transfer/src/local/lanes";
+import { childrenLabels, chainIds, MediaTypes, normalizePlatform, parsePlatform, platformMatcher, refKey, sha256 } from "#libs/oci";
+import { readTar, TAR_END, tarFile, tarHeader, TarFormatError } from "#services/transfer/src/local/tar";
+import { importName } from "#services/transfer/src/local/import";
+import { familiarName, ociRefName } from "#services/transfer/src/local/export";
+import { WriteLanes } from "#services/transfer/src/local/lanes";
 
 async function* chunked(b: Buffer, size: number): AsyncGenerator<Buffer> {
   for (let i = 0; i < b.length; i += size) yield b.subarray(i, i + size);

@@ -7,11 +7,12 @@
  */
 import * as path from "node:path";
 import type { RootDatabase } from "lmdb";
-import { openServiceDB, type Key } from "../../../libs/lmdb";
-import { isValidDigest, type ContentInfo } from "../../../libs/core/content";
-import type { Msg } from "../../../libs/grpc/server";
-import { toTimestamp } from "../../../libs/proto";
-import { dateFromStored } from "../../../libs/time";
+import { openServiceDB, type Key } from "#libs/lmdb";
+import { isValidDigest, type ContentInfo } from "#libs/core/content";
+import type { Msg } from "#libs/grpc/server";
+import type { Input } from "#libs/proto/types";
+import { toTimestamp } from "#libs/proto";
+import { dateFromStored } from "#libs/time";
 
 /** The version of what this module reads and decodes; the content process records it in its database. */
 export const SCHEMA_VERSION = 1;
@@ -58,7 +59,7 @@ export function readInfo(db: ContentDB, ns: string, digest: string): ContentInfo
   return r && toInfo(digest, r);
 }
 
-export function infoToProto(i: ContentInfo): Msg {
+export function infoToProto(i: ContentInfo): Input["containerd.services.content.v1.Info"] {
   return { digest: i.digest, size: i.size, created_at: toTimestamp(i.createdAt), updated_at: toTimestamp(i.updatedAt), labels: i.labels };
 }
 

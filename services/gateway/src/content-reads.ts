@@ -11,9 +11,9 @@
  */
 import * as fs from "node:fs";
 import * as http2 from "node:http2";
-import { errOutOfRange, toGrpc } from "../../../libs/errdefs";
-import { blobFile } from "../../content/public";
-import { encodeStatusMessage, GRPC_CONTENT_TYPE, respondStatusOnly, writeWithDrain } from "../../../libs/grpc/wire";
+import { errOutOfRange, toGrpc } from "#libs/errdefs";
+import { blobFile } from "#services/content/public";
+import { encodeStatusMessage, GRPC_CONTENT_TYPE, respondStatusOnly, writeWithDrain } from "#libs/grpc/wire";
 
 export const CONTENT_READ_PATH = "/containerd.services.content.v1.Content/Read";
 const CHUNK = 1 << 20;
@@ -36,7 +36,6 @@ const POOLED_DATA = 64 * 1024;
 /** gRPC prefix (5) + offset tag and varint (11) + data tag and length varint (6). */
 const FRAME_HEAD_MAX = 22;
 const POOL_MAX = 32;
-const pool: Buffer[] = [];
 
 /** One ReadContentResponse{offset, data} as a length-prefixed gRPC frame, data read in place. */
 export class Frame {
@@ -95,25 +94,30 @@ function writeHead(buf: Buffer, start: number, dataAt: number, dataLen: number):
   buf.writeUInt32BE(dataAt + dataLen - start - 5, start + 1);
 }
 
-export function takeFrame(offset: number, dataLen: number): Frame {
-  const head = 5 + (offset > 0 ? 1 + varintLen(offset) : 0) + 1 + varintLen(dataLen);
-  const pooled = dataLen <= POOLED_DATA;
-  const buf = pooled ? pool.pop() ?? Buffer.allocUnsafe(POOLED_DATA + FRAME_HEAD_MAX) : Buffer.allocUnsafe(head + dataLen);
-  let p = 0;
-  buf[p++] = 0;
-  buf.writeUInt32BE(head - 5 + dataLen, 1);
-  p = 5;
-  if (offset > 0) {
-    buf[p++] = 0x08;
-    p = putVarint(buf, p, offset, varintLen(offset));
-  }
-  buf[p++] = 0x12;
-  p = putVarint(buf, p, dataLen, varintLen(dataLen));
-  return new Frame(buf, 0, p, dataLen, pooled);
-}
+/** Frame buffers for reuse (DirectContentReads keeps one for its calls). */
+export class FramePool {
+  private readonly free: Buffer[] = [];
 
-export function giveFrame(f: Frame): void {
-  if (f.pooled && pool.length < POOL_MAX) pool.push(f.buf);
+  take(offset: number, dataLen: number): Frame {
+    const head = 5 + (offset > 0 ? 1 + varintLen(offset) : 0) + 1 + varintLen(dataLen);
+    const pooled = dataLen <= POOLED_DATA;
+    const buf = pooled ? this.free.pop() ?? Buffer.allocUnsafe(POOLED_DATA + FRAME_HEAD_MAX) : Buffer.allocUnsafe(head + dataLen);
+    let p = 0;
+    buf[p++] = 0;
+    buf.writeUInt32BE(head - 5 + dataLen, 1);
+    p = 5;
+    if (offset > 0) {
+      buf[p++] = 0x08;
+      p = putVarint(buf, p, offset, varintLen(offset));
+    }
+    buf[p++] = 0x12;
+    p = putVarint(buf, p, dataLen, varintLen(dataLen));
+    return new Frame(buf, 0, p, dataLen, pooled);
+  }
+
+  give(f: Frame): void {
+    if (f.pooled && this.free.length < POOL_MAX) this.free.push(f.buf);
+  }
 }
 
 /**
@@ -165,6 +169,8 @@ export interface ReadRequest {
 export type BlobHolds = (ns: string, digest: string) => boolean | undefined;
 
 export class DirectContentReads {
+  /** Frame buffers of this process's reads, reused call after call. */
+  private readonly frames = new FramePool();
   private readonly fds = new Map<string, OpenFd>();
   private readonly sweeper: NodeJS.Timeout;
 
@@ -271,12 +277,12 @@ export class DirectContentReads {
       while (size > 0) {
         if (down.destroyed || down.closed) return { code: 1, message: "call canceled by client", messages };
         const n = Math.min(CHUNK, size);
-        const frame = takeFrame(offset, n);
+        const frame = this.frames.take(offset, n);
         // A blob's bytes come from the page cache almost always: a synchronous pread of at most 1 MiB
         // costs less than the thread-pool round trip of an asynchronous one. Read straight into the frame.
         const bytesRead = fs.readSync(f.fd, frame.buf, frame.dataAt, n, offset);
         if (bytesRead === 0) {
-          giveFrame(frame);
+          this.frames.give(frame);
           break;
         }
         if (bytesRead < n) frame.shrink(bytesRead);
@@ -303,10 +309,10 @@ export class DirectContentReads {
         if (final) {
           const fr = final;
           // Back to the pool once written out ('finish' is not emitted for a stream cut short).
-          down.once("finish", () => giveFrame(fr));
+          down.once("finish", () => this.frames.give(fr));
           down.end(fr.bytes());
         } else down.end();
-      } else if (final) giveFrame(final);
+      } else if (final) this.frames.give(final);
       return status;
     } finally {
       this.release(f);

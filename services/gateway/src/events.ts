@@ -3,12 +3,12 @@
  * Subscribe streams every envelope on the bus (all namespaces, as containerd does) through the
  * client's filters (`namespace`, `topic`, `event.<field>`).
  */
-import type { Adaptor } from "../../../libs/filters";
-import { NOT_PRESENT, parseAll, present } from "../../../libs/filters";
-import { errInvalidArgument, errResourceExhausted, errUnavailable } from "../../../libs/errdefs";
-import type { Envelope, NatsEventBus } from "../../../libs/events";
-import type { ServiceHandlers } from "../../../libs/grpc/server";
-import { anyType, DECODE_OPTIONS } from "../../../libs/proto";
+import type { Adaptor } from "#libs/filters";
+import { NOT_PRESENT, parseAll, present } from "#libs/filters";
+import { errInvalidArgument, errResourceExhausted, errUnavailable } from "#libs/errdefs";
+import type { Envelope, NatsEventBus } from "#libs/events";
+import { serviceHandlers, type ServiceHandlers } from "#libs/grpc/server";
+import { anyType, DECODE_OPTIONS } from "#libs/proto";
 
 /** containerd's Envelope.Field: namespace, topic, and the event's string and bool fields. */
 export function envelopeAdaptor(env: Envelope): Adaptor {
@@ -39,12 +39,14 @@ export function envelopeAdaptor(env: Envelope): Adaptor {
 
 const MAX_BACKLOG = 10000;
 
+export const EVENTS_SERVICE = "containerd.services.events.v1.Events";
+
 /**
  * `stopping` ends every open Subscribe with Unavailable when the gateway stops (as containerd's clients
  * see when it goes away), so they cannot hold its stop up; they subscribe again once it is back.
  */
-export function eventsHandlers(bus: NatsEventBus, stopping?: AbortSignal): ServiceHandlers {
-  return {
+export function eventsHandlers(bus: NatsEventBus, stopping?: AbortSignal): ServiceHandlers<typeof EVENTS_SERVICE> {
+  return serviceHandlers(EVENTS_SERVICE, {
     Publish: async (ctx, req) => {
       if (!req.event) throw errInvalidArgument("event must be set");
       await bus.publishAny(ctx, req.topic ?? "", req.event);
@@ -88,5 +90,5 @@ export function eventsHandlers(bus: NatsEventBus, stopping?: AbortSignal): Servi
         if (onStop) stopping?.removeEventListener("abort", onStop);
       }
     },
-  };
+  });
 }

@@ -17,20 +17,20 @@
  * metrics only for the calls answered here (views, content reads): a forwarded call is counted by its
  * owner, so sums across processes count each call once.
  */
-import { Status } from "../../../libs/grpc/status";
+import { Status } from "#libs/grpc/status";
 import * as fs from "node:fs";
 import * as http2 from "node:http2";
 import { context as otelContext, propagation, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
-import type { Metrics } from "../../../libs/metrics";
-import { methodKind, type MethodKind } from "../../../libs/grpc/server";
-import { createTunedServer } from "../../../libs/grpc/h2-tuning";
+import type { Metrics } from "#libs/metrics";
+import { methodKind, type MethodKind } from "#libs/grpc/server";
+import { createTunedServer } from "#libs/grpc/h2-tuning";
 import { CONTENT_READ_PATH, type DirectContentReads } from "./content-reads";
-import { GRPC_CONTENT_TYPE, closeHttp2, connectHttp2, listenHttp2, respondStatusOnly, type H2Server } from "../../../libs/grpc/wire";
+import { GRPC_CONTENT_TYPE, closeHttp2, connectHttp2, listenHttp2, respondStatusOnly, type H2Server } from "#libs/grpc/wire";
 import type { TlsMaterial } from "#libs/grpc/tls";
 import type { ReadViews } from "./views";
-import { lookupService } from "../../../libs/proto";
-import { SpanKind, SpanStatusCode, tracer, tracingExported } from "../../../libs/tracing";
+import { lookupService } from "#libs/proto";
+import { SpanKind, SpanStatusCode, tracer, tracingExported } from "#libs/tracing";
 
 const {
   HTTP2_HEADER_PATH,
@@ -116,16 +116,20 @@ export interface FrontOptions {
   views?: ReadViews;
   /** containerd's `[grpc] tcp_address`: also serve on TCP, with mutual TLS when `tls` is given. */
   tcp?: { address: string; tls?: TlsMaterial };
+  /** The gateway's client certificate: owners on TCP are dialled with mutual TLS (the process's ChannelPool's). */
+  upstreamTls?: TlsMaterial;
 }
 
 /** One HTTP/2 client session per backend address, replaced when it closes or is told to go away. */
 class Upstreams {
   private readonly sessions = new Map<string, http2.ClientHttp2Session>();
 
+  constructor(private readonly tls?: TlsMaterial) {}
+
   get(address: string): http2.ClientHttp2Session {
     const cur = this.sessions.get(address);
     if (cur && !cur.closed && !cur.destroyed) return cur;
-    const s = connectHttp2(address, WINDOW);
+    const s = connectHttp2(address, WINDOW, this.tls);
     const drop = (): void => {
       if (this.sessions.get(address) === s) this.sessions.delete(address);
     };
@@ -160,13 +164,14 @@ function statusOfReset(code: number): Status {
 export class GatewayFront {
   private readonly server: H2Server;
   private readonly tcpServer?: H2Server;
-  private readonly upstreams = new Upstreams();
+  private readonly upstreams: Upstreams;
   private readonly routes = new Map<string, Route>();
   private readonly localRoute: Route;
   private readonly sessions = new Set<http2.Http2Session>();
   private boundPath?: string;
 
   constructor(private readonly opts: FrontOptions) {
+    this.upstreams = new Upstreams(opts.upstreamTls);
     for (const [svc, address] of Object.entries(opts.routes)) {
       const kinds = new Map<string, MethodKind>();
       for (const m of lookupService(svc).methodsArray) kinds.set(m.name, methodKind(m.requestStream, m.responseStream));

@@ -5,10 +5,11 @@
  * answer or does not serve that service. The overall "" service is SERVING only while every owner
  * is. Watch follows an owner going down and coming back.
  */
-import { background } from "../../../libs/context";
-import { errNotFound } from "../../../libs/errdefs";
-import { HealthClient, HealthStatus } from "../../../libs/clients/health";
-import type { ServiceHandlers, Msg } from "../../../libs/grpc/server";
+import { background } from "#libs/context";
+import { errNotFound } from "#libs/errdefs";
+import { HEALTH_SERVICE as HEALTH, HealthClient, HealthStatus } from "#libs/clients/health";
+import { serviceHandlers, type ServiceHandlers } from "#libs/grpc/server";
+import type { ChannelPool } from "#libs/grpc/client";
 
 const { SERVING, NOT_SERVING, SERVICE_UNKNOWN } = HealthStatus;
 
@@ -17,6 +18,8 @@ export interface OwnerHealthOptions {
   routes: Record<string, string>;
   /** Services the gateway serves itself (SERVING while it runs). */
   own: readonly string[];
+  /** The gateway's channels to the owners. */
+  channels: ChannelPool;
   /** How long one owner answer is reused (default 500 ms). */
   cacheMs?: number;
   /** The deadline of one question to an owner (default 1 s). */
@@ -66,7 +69,7 @@ export class OwnerHealth {
     if (cur?.pending) return cur.pending;
     if (cur && Date.now() - cur.at < this.cacheMs) return Promise.resolve(cur.status);
     let client = this.clients.get(address);
-    if (!client) this.clients.set(address, (client = new HealthClient(address)));
+    if (!client) this.clients.set(address, (client = new HealthClient(this.opts.channels.get(address))));
     const ctx = { ...background(), deadline: new Date(Date.now() + this.deadlineMs) };
     const pending = client.check(ctx, service).then(
       (status) => (status === SERVING ? SERVING : NOT_SERVING),
@@ -78,15 +81,15 @@ export class OwnerHealth {
     return pending;
   }
 
-  handlers(): ServiceHandlers {
-    return {
-      Check: async (_ctx, req: Msg) => {
+  handlers(): ServiceHandlers<typeof HEALTH> {
+    return serviceHandlers(HEALTH, {
+      Check: async (_ctx, req) => {
         const service = String(req.service ?? "");
         const s = await this.status(service);
         if (s === undefined) throw errNotFound(`service ${JSON.stringify(service)}: unknown service`);
         return { status: s };
       },
-      Watch: async (ctx, req: Msg, send) => {
+      Watch: async (ctx, req, send) => {
         const service = String(req.service ?? "");
         const stopping = this.opts.stopping;
         const signal = stopping ? AbortSignal.any([ctx.signal, stopping]) : ctx.signal;
@@ -109,6 +112,6 @@ export class OwnerHealth {
         }
         if (stopping?.aborted && !ctx.signal.aborted && last !== NOT_SERVING) await send({ status: NOT_SERVING });
       },
-    };
+    });
   }
 }

@@ -6,13 +6,14 @@
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { Status as status } from "../../../libs/grpc/status";
-import { background, type CallContext } from "../../../libs/context";
-import { parseAll } from "../../../libs/filters";
-import { IntrospectionProxy } from "../../../libs/clients/introspection";
-import type { ServiceHandlers } from "../../../libs/grpc/server";
-import { pluginAdaptor, pluginToProto, GRPC_PLUGIN, type PluginInfo } from "../../../libs/service";
-import { BACKENDS, OWNED_SERVICES, type BackendName } from "../../../libs/topology";
+import { Status as status } from "#libs/grpc/status";
+import { background, type CallContext } from "#libs/context";
+import { parseAll } from "#libs/filters";
+import { INTROSPECTION_SERVICE, IntrospectionProxy } from "#libs/clients/introspection";
+import { serviceHandlers, type ServiceHandlers } from "#libs/grpc/server";
+import { pluginAdaptor, pluginToProto, GRPC_PLUGIN, type PluginInfo } from "#libs/service";
+import type { ChannelPool } from "#libs/grpc/client";
+import { BACKENDS, OWNED_SERVICES, type BackendName } from "#libs/topology";
 
 /** Read the UUID at `file`, creating it (fsync'ed, write-then-rename) on first use. */
 export function loadOrCreateUUID(file: string): string {
@@ -44,9 +45,9 @@ function grpcPluginId(service: string): string {
   return m[1]!;
 }
 
-export function introspectionHandlers(opts: { uuidFile: string; addresses: Record<BackendName, string>; ownPlugins: PluginInfo[] }): ServiceHandlers {
+export function introspectionHandlers(opts: { uuidFile: string; addresses: Record<BackendName, string>; ownPlugins: PluginInfo[]; channels: ChannelPool }): ServiceHandlers<typeof INTROSPECTION_SERVICE> {
   const uuid = loadOrCreateUUID(opts.uuidFile);
-  const clients = Object.fromEntries(BACKENDS.map((b) => [b, new IntrospectionProxy(opts.addresses[b])])) as Record<BackendName, IntrospectionProxy>;
+  const clients = Object.fromEntries(BACKENDS.map((b) => [b, new IntrospectionProxy(opts.channels.get(opts.addresses[b]))])) as Record<BackendName, IntrospectionProxy>;
 
   async function pluginsOf(ctx: CallContext, b: BackendName): Promise<Record<string, unknown>[]> {
     try {
@@ -58,7 +59,7 @@ export function introspectionHandlers(opts: { uuidFile: string; addresses: Recor
     }
   }
 
-  return {
+  return serviceHandlers(INTROSPECTION_SERVICE, {
     Plugins: async (ctx, req) => {
       const filter = parseAll(req.filters ?? []);
       const lists = await Promise.all(BACKENDS.map((b) => pluginsOf(ctx, b)));
@@ -66,5 +67,5 @@ export function introspectionHandlers(opts: { uuidFile: string; addresses: Recor
       return { plugins: all.filter((p) => filter.match(pluginAdaptor(p))) };
     },
     Server: async () => ({ uuid, pid: process.pid, pidns: 0, deprecations: [] }),
-  };
+  });
 }

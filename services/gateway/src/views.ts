@@ -17,13 +17,13 @@
  */
 import type { RootDatabase } from "lmdb";
 import type { Type } from "protobufjs";
-import { type Msg, encodeFrame } from "../../../libs/grpc/server";
-import { ReadView } from "../../../libs/lmdb";
-import { DECODE_OPTIONS, lookupService, validateWire } from "../../../libs/proto";
-import * as content from "../../content/public";
-import * as images from "../../images/public";
-import * as snapshots from "../../snapshots/public";
-import * as tasks from "../../tasks/public";
+import { type Msg, encodeFrame } from "#libs/grpc/server";
+import { ReadView } from "#libs/lmdb";
+import { DECODE_OPTIONS, lookupService, validateWire } from "#libs/proto";
+import * as content from "#services/content/public";
+import * as images from "#services/images/public";
+import * as snapshots from "#services/snapshots/public";
+import * as tasks from "#services/tasks/public";
 
 /** The roots of the owners whose databases are viewed (an owner left out is always asked). */
 export interface ViewRoots {

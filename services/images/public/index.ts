@@ -6,13 +6,14 @@
  * ReadView); a change to anything here that an older reader would misread takes a new version.
  */
 import type { RootDatabase } from "lmdb";
-import { nameKey, openServiceDB, type Key } from "../../../libs/lmdb";
-import type { Image } from "../../../libs/core/images";
-import type { Namespace } from "../../../libs/core/namespaces";
-import { descriptorToProto } from "../../../libs/clients/images";
-import type { Msg } from "../../../libs/grpc/server";
-import { toTimestamp } from "../../../libs/proto";
-import { dateFromStored } from "../../../libs/time";
+import { nameKey, openServiceDB, type Key } from "#libs/lmdb";
+import type { Image } from "#libs/core/images";
+import type { Namespace } from "#libs/core/namespaces";
+import { descriptorToProto } from "#libs/clients/images";
+import type { Msg } from "#libs/grpc/server";
+import type { Input } from "#libs/proto/types";
+import { toTimestamp } from "#libs/proto";
+import { dateFromStored } from "#libs/time";
 
 /** The version of what this module reads and decodes; the images process records it in its database. */
 export const SCHEMA_VERSION = 1;
@@ -77,7 +78,7 @@ export function readNamespace(db: MetaDB, name: string): Namespace | undefined {
   return v && { name, labels: v.labels };
 }
 
-export const imageToProto = (i: Image): Msg => ({
+export const imageToProto = (i: Image): Input["containerd.services.images.v1.Image"] => ({
   name: i.name,
   labels: i.labels,
   target: descriptorToProto(i.target),
@@ -85,7 +86,7 @@ export const imageToProto = (i: Image): Msg => ({
   updated_at: toTimestamp(i.updatedAt),
 });
 
-export const namespaceToProto = (n: Namespace): Msg => ({ name: n.name, labels: n.labels });
+export const namespaceToProto = (n: Namespace): Input["containerd.services.namespaces.v1.Namespace"] => ({ name: n.name, labels: n.labels });
 
 /** Images.Get from a read-only view of the database: the image when stored, else undefined (the owner answers). */
 export function imageFromView(db: MetaDB, ns: string, req: Msg): Msg | undefined {

@@ -4,9 +4,10 @@
  * holds data.
  */
 import * as path from "node:path";
-import { GRPC_PLUGIN, type PluginInfo, type ServiceDefinition } from "../../../libs/service";
-import { dialAddress, pluginConfig } from "../../../libs/config";
-import { LeaseResourceHolderProxy } from "../../../libs/clients/leases";
+import { dialAddress } from "#libs/config";
+import { uriOf, type ComponentStatus, type ServiceDefinition } from "#libs/service";
+import { GC_SCHEDULER, IMAGES_COMPONENTS, METADATA } from "../components";
+import { LeaseResourceHolderProxy } from "#libs/clients/leases";
 import { openMetaDB } from "./local/db";
 import { LocalNamespaceStore, namespaceNames } from "./local/namespaces";
 import { LocalImageStore } from "./local/images";
@@ -23,16 +24,16 @@ import { IMAGES_SERVICE, imagesHandlers } from "./server/images";
 import { LEASES_SERVICE, leasesHandlers } from "./server/leases";
 
 const NAMESPACES_SERVICE = "containerd.services.namespaces.v1.Namespaces";
-const GC_PLUGIN = "io.containerd.gc.v1";
 /** How long the first collection waits for the processes it reads from. */
 const STARTUP_WAIT_MS = 30_000;
 
 export const imagesService: ServiceDefinition = {
   name: "images",
+  components: IMAGES_COMPONENTS,
   async start(sc) {
     const db = openMetaDB(sc.root);
     const addresses = { content: dialAddress(sc.config, "content"), snapshots: dialAddress(sc.config, "snapshots"), tasks: dialAddress(sc.config, "tasks"), sandbox: dialAddress(sc.config, "sandbox") };
-    const gcCfg = schedulerConfig(pluginConfig(sc.config, GC_PLUGIN, "scheduler"));
+    const gcCfg = schedulerConfig(sc.configOf(GC_SCHEDULER));
     const gate = new MarkGate();
     // The scheduler comes first (the stores tell it about deletions); it runs the collector, which reads
     // those stores, once started below.
@@ -40,14 +41,14 @@ export const imagesService: ServiceDefinition = {
     const images = new LocalImageStore(db, sc.events, scheduler);
     const leases = new LocalLeaseManager({
       db,
-      holders: { content: new LeaseResourceHolderProxy(addresses.content), snapshots: new LeaseResourceHolderProxy(addresses.snapshots) },
+      holders: { content: new LeaseResourceHolderProxy(sc.channels.get(addresses.content)), snapshots: new LeaseResourceHolderProxy(sc.channels.get(addresses.snapshots)) },
       gc: scheduler,
       gate,
       log: sc.log,
       onExpiry: (ns, at) => scheduler.expiresAt(ns, at),
     });
-    const snapshotters = loadedSnapshotters(addresses.snapshots);
-    const sources = remoteSources(addresses, snapshotters);
+    const snapshotters = loadedSnapshotters(addresses.snapshots, sc.channels);
+    const sources = remoteSources(addresses, sc.channels, snapshotters);
     const collector = new Collector({
       sources,
       gate,
@@ -63,7 +64,7 @@ export const imagesService: ServiceDefinition = {
       },
     });
 
-    const namespaces = new LocalNamespaceStore(db, sc.events, remoteUsage(addresses, (ctx) => snapshotters.names(ctx)), (ns) => [
+    const namespaces = new LocalNamespaceStore(db, sc.events, remoteUsage(addresses, (ctx) => snapshotters.names(ctx), sc.channels), (ns) => [
       ...(images.hasImages(ns) ? ["images"] : []),
       ...(leases.hasLeases(ns) ? ["leases"] : []),
     ]);
@@ -85,12 +86,9 @@ export const imagesService: ServiceDefinition = {
     });
     scheduler.start({ collector, after: ready, nextExpiry: () => leases.earliestExpiry() });
 
-    const plugins: PluginInfo[] = [
-      { type: "io.containerd.metadata.v1", id: "lmdb", capabilities: [], exports: { path: path.join(sc.root, "meta.lmdb") } },
-      {
-        type: GC_PLUGIN,
-        id: "scheduler",
-        requires: ["io.containerd.metadata.v1"],
+    const status: Record<string, ComponentStatus> = {
+      [uriOf(METADATA)]: { exports: { path: path.join(sc.root, "meta.lmdb") } },
+      [uriOf(GC_SCHEDULER)]: {
         exports: {
           PauseThreshold: String(gcCfg.pauseThreshold),
           DeletionThreshold: String(gcCfg.deletionThreshold),
@@ -98,17 +96,10 @@ export const imagesService: ServiceDefinition = {
           ScheduleDelay: `${gcCfg.scheduleDelayMs}ms`,
         },
       },
-      { type: "io.containerd.lease.v1", id: "manager", requires: ["io.containerd.metadata.v1"] },
-      { type: "io.containerd.service.v1", id: "images-service", requires: ["io.containerd.metadata.v1", GC_PLUGIN] },
-      { type: "io.containerd.service.v1", id: "leases-service", requires: ["io.containerd.lease.v1", GC_PLUGIN] },
-      { type: "io.containerd.service.v1", id: "namespaces-service", requires: ["io.containerd.metadata.v1"] },
-      { type: GRPC_PLUGIN, id: "images", requires: ["io.containerd.service.v1"] },
-      { type: GRPC_PLUGIN, id: "leases", requires: ["io.containerd.service.v1"] },
-      { type: GRPC_PLUGIN, id: "namespaces", requires: ["io.containerd.service.v1"] },
-    ];
+    };
     return {
       grpcServices: [NAMESPACES_SERVICE, IMAGES_SERVICE, LEASES_SERVICE],
-      plugins,
+      status,
       close: async () => {
         unsubscribe();
         scheduler.stop();

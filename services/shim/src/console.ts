@@ -15,8 +15,8 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as tty from "node:tty";
-import { dupFd, receiveFd, setWinsize } from "../../../libs/sys/linux";
-import { classError } from "../../../libs/ttrpc/errors";
+import { dupFd, receiveFd, setWinsize } from "#libs/sys/linux";
+import { classError } from "#libs/ttrpc/errors";
 import type { LoggingBinary } from "./logbinary";
 import { closeQuietly, parseTarget, type StdioPaths } from "./stdio";
 

@@ -5,10 +5,10 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { classError } from "../../../libs/ttrpc/errors";
+import { classError } from "#libs/ttrpc/errors";
 import { cgroupOf, cgroupExists, oomKills, type CgroupInfo } from "./cgroups";
 import { deleteStopped, directCapable, startViaExecFifo } from "./direct";
-import { detachAll, mountAll, releaseDetached, unmountAll, type Mount } from "../../../libs/mount";
+import { detachAll, mountAll, releaseDetached, unmountAll, type Mount } from "#libs/mount";
 import { ExecProcess, InitProcess, type Process } from "./process";
 import { killError, Runc, RuncError } from "./runc";
 import type { Reaper } from "./reaper";

@@ -10,7 +10,7 @@ import { encode } from "./pb";
 import { DeleteResponse } from "./messages";
 import { nowTimestamp } from "./publisher";
 import { Runc } from "./runc";
-import { unmountAll } from "../../../libs/mount";
+import { unmountAll } from "#libs/mount";
 
 export async function del(flags: ShimFlags): Promise<void> {
   const bundle = flags.bundle || process.cwd();

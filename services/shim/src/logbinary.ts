@@ -9,8 +9,8 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import * as net from "node:net";
-import { pipe } from "../../../libs/sys/linux";
-import { classError } from "../../../libs/ttrpc/errors";
+import { pipe } from "#libs/sys/linux";
+import { classError } from "#libs/ttrpc/errors";
 import type { Reaper } from "./reaper";
 import { closeQuietly } from "./stdio";
 

@@ -6,7 +6,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { classError } from "../../../libs/ttrpc/errors";
+import { classError } from "#libs/ttrpc/errors";
 import { ConsoleCopy, ConsoleSocket } from "./console";
 import { LoggingBinary } from "./logbinary";
 import { closeQuietly, parseTarget, ProcessIO, type StdioPaths } from "./stdio";

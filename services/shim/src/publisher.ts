@@ -4,11 +4,11 @@
  * connection is dialled lazily and redialled after failures; each event is retried up to 5 times with
  * a growing pause (1 s x attempt), then dropped; at most 2048 events wait.
  */
-import { TtrpcClient, NAMESPACE_KEY } from "../../../libs/ttrpc/client";
+import { TtrpcClient, NAMESPACE_KEY } from "#libs/ttrpc/client";
 import { encode, type Obj, type Schema } from "./pb";
 import { Envelope, ForwardRequest } from "./messages";
 import type { ShimLogger } from "./log";
-import { toTimestamp, type Timestamp } from "../../../libs/time";
+import { toTimestamp, type Timestamp } from "#libs/time";
 
 const SERVICE = "containerd.services.events.ttrpc.v1.Events";
 const MAX_QUEUE = 2048;

@@ -6,8 +6,8 @@
  * the shim are reaped by pid too, after checking they are not libuv's.
  */
 import * as fs from "node:fs";
-import { reapPid } from "../../../libs/sys/linux";
-import { now } from "../../../libs/time";
+import { reapPid } from "#libs/sys/linux";
+import { now } from "#libs/time";
 
 export type ExitHandler = (exitStatus: number, exitedAt: Date) => void;
 

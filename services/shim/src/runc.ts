@@ -6,7 +6,7 @@
 import { spawn, type StdioOptions } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { classError } from "../../../libs/ttrpc/errors";
+import { classError } from "#libs/ttrpc/errors";
 import type { Reaper } from "./reaper";
 
 export interface RuncOptions {

@@ -15,26 +15,23 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { mountFromProto } from "../../../libs/mount";
-import { classError } from "../../../libs/ttrpc/errors";
-import type { ServiceDesc, UnaryHandler } from "../../../libs/ttrpc/server";
+import { mountFromProto } from "#libs/mount";
+import { classError } from "#libs/ttrpc/errors";
+import type { ServiceDesc, UnaryHandler } from "#libs/ttrpc/server";
 import { cgroupOf, isLegacy, statsV1, statsV2 } from "./cgroups";
 import { Container } from "./container";
 import type { ShimLogger } from "./log";
 import * as M from "./messages";
 import { decode, encode, type Obj, type Schema } from "./pb";
+import type { MethodName, ServerRequest, ServerResponse } from "#libs/proto/types";
 import { nowTimestamp } from "./publisher";
-import { now } from "../../../libs/time";
+import { now } from "#libs/time";
 import type { Reaper } from "./reaper";
 import { Runc } from "./runc";
-import { sandboxProcessSpec } from "../../../libs/sandboxrun/oci-defaults";
+import { BUSYBOX_CANDIDATES, findBusybox, SANDBOX_SLEEP_ARGS, sandboxProcessSpec, writeBusyboxRootfs } from "#libs/sandboxrun/oci-defaults";
 
 export const SANDBOX_SERVICE = "containerd.runtime.sandbox.v1.Sandbox";
 export const OCI_SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
-
-/** Where a static busybox is looked for (the sandbox process of a sandbox without a rootfs). */
-export const BUSYBOX_CANDIDATES = ["/bin/busybox", "/usr/bin/busybox"];
-const SLEEP_ARGS = ["/bin/busybox", "sleep", "2147483647"];
 
 export interface SandboxServiceOptions {
   /** The shim's namespace (fixed by its command line). */
@@ -89,13 +86,9 @@ export function sandboxSpec(o: SandboxSpecInput): Record<string, unknown> {
 
 /** A read-only rootfs holding only a copy of the static busybox (and the mount points runc needs). */
 export function buildSleepRootfs(rootfs: string, busybox?: string): void {
-  const src = busybox ?? BUSYBOX_CANDIDATES.find((p) => fs.existsSync(p));
+  const src = findBusybox(busybox);
   if (!src) throw classError("failed precondition", `no static busybox for the sandbox process (looked at ${BUSYBOX_CANDIDATES.join(", ")}); install busybox-static or pass a rootfs`);
-  for (const d of ["bin", "proc", "sys", "dev", "etc", "tmp"]) fs.mkdirSync(path.join(rootfs, d), { recursive: true, mode: 0o755 });
-  fs.copyFileSync(src, path.join(rootfs, "bin", "busybox"));
-  fs.chmodSync(path.join(rootfs, "bin", "busybox"), 0o755);
-  fs.writeFileSync(path.join(rootfs, "etc", "passwd"), "root:x:0:0:root:/:/bin/sh\n");
-  fs.writeFileSync(path.join(rootfs, "etc", "group"), "root:x:0:\n");
+  writeBusyboxRootfs(rootfs, src);
 }
 
 /** What the caller put in the bundle's config.json (the sandbox's spec), if it is JSON. */
@@ -106,6 +99,11 @@ function callerSpec(bundle: string): { hostname?: string; process?: { args?: str
     return {};
   }
 }
+
+/** The sandbox API's messages, as the codec in ./pb decodes them and encodes them. */
+type SandboxApi = typeof SANDBOX_SERVICE;
+type Req<K extends MethodName<SandboxApi>> = ServerRequest<SandboxApi, K>;
+type Res<K extends MethodName<SandboxApi>> = ServerResponse<SandboxApi, K>;
 
 const ts = (d: Date | undefined): Obj | null => (d ? nowTimestamp(d) : null);
 
@@ -122,7 +120,7 @@ export class SandboxService {
     return s;
   }
 
-  async create(r: Obj): Promise<Obj> {
+  async create(r: Req<"CreateSandbox">): Promise<Res<"CreateSandbox">> {
     const id = String(r.sandbox_id ?? "");
     const bundle = String(r.bundle_path ?? "");
     if (!id) throw classError("invalid argument", "sandbox id is required");
@@ -147,7 +145,7 @@ export class SandboxService {
       const rootfs = (r.rootfs as Obj[] | undefined ?? []).map(mountFromProto);
       const given = callerSpec(bundle);
       if (!rootfs.length) buildSleepRootfs(path.join(dir, "rootfs"));
-      const args = rootfs.length ? (given.process?.args?.length ? given.process.args : ["/pause"]) : SLEEP_ARGS;
+      const args = rootfs.length ? (given.process?.args?.length ? given.process.args : ["/pause"]) : [...SANDBOX_SLEEP_ARGS];
       const netns = String(r.netns_path ?? "");
       const spec = sandboxSpec({
         id,
@@ -179,7 +177,7 @@ export class SandboxService {
     }
   }
 
-  async start(r: Obj): Promise<Obj> {
+  async start(r: Req<"StartSandbox">): Promise<Res<"StartSandbox">> {
     const s = this.get(r.sandbox_id);
     const p = s.container.init;
     const starting = s.container.start();
@@ -189,12 +187,12 @@ export class SandboxService {
     return { pid, created_at: ts(s.createdAt), spec: { type_url: OCI_SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(s.spec)) } };
   }
 
-  platform(r: Obj): Obj {
+  platform(r: Req<"Platform">): Res<"Platform"> {
     this.get(r.sandbox_id);
     return { platform: { os: "linux", architecture: goArch(), variant: process.arch === "arm64" ? "v8" : "" } };
   }
 
-  async stop(r: Obj): Promise<Obj> {
+  async stop(r: Req<"StopSandbox">): Promise<Res<"StopSandbox">> {
     const s = this.get(r.sandbox_id);
     // The pod's containers go first (they are the ones that may hold on to the sandbox's namespaces).
     await Promise.all([...this.o.containers()].map(async (c) => {
@@ -218,13 +216,13 @@ export class SandboxService {
     return {};
   }
 
-  async wait(r: Obj): Promise<Obj> {
+  async wait(r: Req<"WaitSandbox">): Promise<Res<"WaitSandbox">> {
     const s = this.get(r.sandbox_id);
     const e = await s.container.init.wait();
     return { exit_status: e.status, exited_at: ts(e.at) };
   }
 
-  status(r: Obj): Obj {
+  status(r: Req<"SandboxStatus">): Res<"SandboxStatus"> {
     const s = this.get(r.sandbox_id);
     const p = s.container.init;
     const info: Record<string, string> = { status: p.status };
@@ -240,12 +238,12 @@ export class SandboxService {
     };
   }
 
-  ping(r: Obj): Obj {
+  ping(r: Req<"PingSandbox">): Res<"PingSandbox"> {
     this.get(r.sandbox_id);
     return {};
   }
 
-  async shutdown(r: Obj): Promise<Obj> {
+  async shutdown(r: Req<"ShutdownSandbox">): Promise<Res<"ShutdownSandbox">> {
     const s = this.get(r.sandbox_id);
     const c = s.container;
     if (!c.init.hasExited && c.init.status !== "created") {
@@ -261,7 +259,7 @@ export class SandboxService {
     return {};
   }
 
-  metrics(r: Obj): Obj {
+  metrics(r: Req<"SandboxMetrics">): Res<"SandboxMetrics"> {
     const s = this.get(r.sandbox_id);
     const cg = s.container.cgroup ?? (s.container.init.pid && !s.container.init.hasExited ? cgroupOf(s.container.init.pid) : undefined);
     if (!cg) throw classError("not found", `sandbox ${s.id} has no cgroup`);
@@ -273,18 +271,18 @@ export class SandboxService {
 
   /** ttrpc handlers of containerd.runtime.sandbox.v1.Sandbox. */
   descriptor(): ServiceDesc {
-    const h = (req: Schema, res: Schema, fn: (r: Obj) => Obj | Promise<Obj>): UnaryHandler => async (_ctx, payload) => encode(res, await fn(decode(req, payload)));
+    const h = <K extends MethodName<SandboxApi>>(req: Schema, res: Schema, fn: (r: Req<K>) => Res<K> | Promise<Res<K>>): UnaryHandler => async (_ctx, payload) => encode(res, await fn(decode(req, payload) as Req<K>));
     return {
       methods: {
-        CreateSandbox: h(M.CreateSandboxRequest, M.CreateSandboxResponse, (r) => this.create(r)),
-        StartSandbox: h(M.StartSandboxRequest, M.StartSandboxResponse, (r) => this.start(r)),
-        Platform: h(M.PlatformRequest, M.PlatformResponse, (r) => this.platform(r)),
-        StopSandbox: h(M.StopSandboxRequest, M.StopSandboxResponse, (r) => this.stop(r)),
-        WaitSandbox: h(M.WaitSandboxRequest, M.WaitSandboxResponse, (r) => this.wait(r)),
-        SandboxStatus: h(M.SandboxStatusRequest, M.SandboxStatusResponse, (r) => this.status(r)),
-        PingSandbox: h(M.PingRequest, M.PingResponse, (r) => this.ping(r)),
-        ShutdownSandbox: h(M.ShutdownSandboxRequest, M.ShutdownSandboxResponse, (r) => this.shutdown(r)),
-        SandboxMetrics: h(M.SandboxMetricsRequest, M.SandboxMetricsResponse, (r) => this.metrics(r)),
+        CreateSandbox: h<"CreateSandbox">(M.CreateSandboxRequest, M.CreateSandboxResponse, (r) => this.create(r)),
+        StartSandbox: h<"StartSandbox">(M.StartSandboxRequest, M.StartSandboxResponse, (r) => this.start(r)),
+        Platform: h<"Platform">(M.PlatformRequest, M.PlatformResponse, (r) => this.platform(r)),
+        StopSandbox: h<"StopSandbox">(M.StopSandboxRequest, M.StopSandboxResponse, (r) => this.stop(r)),
+        WaitSandbox: h<"WaitSandbox">(M.WaitSandboxRequest, M.WaitSandboxResponse, (r) => this.wait(r)),
+        SandboxStatus: h<"SandboxStatus">(M.SandboxStatusRequest, M.SandboxStatusResponse, (r) => this.status(r)),
+        PingSandbox: h<"PingSandbox">(M.PingRequest, M.PingResponse, (r) => this.ping(r)),
+        ShutdownSandbox: h<"ShutdownSandbox">(M.ShutdownSandboxRequest, M.ShutdownSandboxResponse, (r) => this.shutdown(r)),
+        SandboxMetrics: h<"SandboxMetrics">(M.SandboxMetricsRequest, M.SandboxMetricsResponse, (r) => this.metrics(r)),
       },
     };
   }

@@ -6,8 +6,8 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { classError } from "../../../libs/ttrpc/errors";
-import type { ServiceDesc, UnaryHandler } from "../../../libs/ttrpc/server";
+import { classError } from "#libs/ttrpc/errors";
+import type { ServiceDesc, UnaryHandler } from "#libs/ttrpc/server";
 import { Container } from "./container";
 import { isLegacy, joinCgroup, statsV1, statsV2 } from "./cgroups";
 import { decode, encode, type Obj, type Schema } from "./pb";
@@ -17,6 +17,7 @@ import { STATUS_CODE, type Process } from "./process";
 import type { Reaper } from "./reaper";
 import { Runc } from "./runc";
 import type { ShimLogger } from "./log";
+import type { MethodName, ServerRequest, ServerResponse } from "#libs/proto/types";
 
 export interface ServiceOptions {
   namespace: string;
@@ -35,6 +36,11 @@ export interface ServiceOptions {
   /** Every Create: the newest bundle (the shim logs to its FIFO from now on). */
   onBundle?: (bundle: string, id: string) => void;
 }
+
+/** The task API's messages, as the codec in ./pb decodes them and encodes them (v2 has the same ones as v3). */
+type TaskApi = "containerd.task.v3.Task";
+type Req<K extends MethodName<TaskApi>> = ServerRequest<TaskApi, K>;
+type Res<K extends MethodName<TaskApi>> = ServerResponse<TaskApi, K>;
 
 const ts = (d: Date | undefined): Obj | null => (d ? nowTimestamp(d) : null);
 
@@ -64,7 +70,7 @@ export class TaskService {
     this.publish("/tasks/oom", M.TaskOOM, { container_id: c.id });
   };
 
-  async create(r: Obj, callNamespace?: string): Promise<Obj> {
+  async create(r: Req<"Create">, callNamespace?: string): Promise<Res<"Create">> {
     const t0 = performance.now();
     const id = String(r.id);
     if (this.containers.has(id)) throw classError("already exists", `container ${id}`);
@@ -127,7 +133,7 @@ export class TaskService {
     return { pid };
   }
 
-  async start(r: Obj): Promise<Obj> {
+  async start(r: Req<"Start">): Promise<Res<"Start">> {
     const c = this.get(r.id);
     if (!r.exec_id) {
       const t0 = performance.now();
@@ -151,7 +157,7 @@ export class TaskService {
     return { pid: await starting };
   }
 
-  async delete(r: Obj): Promise<Obj> {
+  async delete(r: Req<"Delete">): Promise<Res<"Delete">> {
     const c = this.get(r.id);
     if (r.exec_id) {
       const p = await c.deleteExec(r.exec_id);
@@ -165,7 +171,7 @@ export class TaskService {
     return { pid: p.pid, exit_status: p.exitStatus, exited_at: ts(p.exitedAt) };
   }
 
-  async exec(r: Obj): Promise<Obj> {
+  async exec(r: Req<"Exec">): Promise<Res<"Exec">> {
     const c = this.get(r.id);
     const execId = String(r.exec_id);
     c.reserveExec(execId);
@@ -181,7 +187,7 @@ export class TaskService {
     return {};
   }
 
-  async state(r: Obj): Promise<Obj> {
+  async state(r: Req<"State">): Promise<Res<"State">> {
     const c = this.get(r.id);
     const p = c.process(r.exec_id);
     return {
@@ -199,26 +205,26 @@ export class TaskService {
     };
   }
 
-  async kill(r: Obj): Promise<Obj> {
+  async kill(r: Req<"Kill">): Promise<Res<"Kill">> {
     await this.get(r.id).kill(r.exec_id, r.signal, r.all);
     return {};
   }
 
-  async pause(r: Obj): Promise<Obj> {
+  async pause(r: Req<"Pause">): Promise<Res<"Pause">> {
     const c = this.get(r.id);
     await c.pause();
     this.publish("/tasks/paused", M.TaskPaused, { container_id: c.id });
     return {};
   }
 
-  async resume(r: Obj): Promise<Obj> {
+  async resume(r: Req<"Resume">): Promise<Res<"Resume">> {
     const c = this.get(r.id);
     await c.resume();
     this.publish("/tasks/resumed", M.TaskResumed, { container_id: c.id });
     return {};
   }
 
-  async pids(r: Obj): Promise<Obj> {
+  async pids(r: Req<"Pids">): Promise<Res<"Pids">> {
     const c = this.get(r.id);
     let pids: number[];
     try {
@@ -235,20 +241,20 @@ export class TaskService {
     };
   }
 
-  async closeIO(r: Obj): Promise<Obj> {
+  async closeIO(r: Req<"CloseIO">): Promise<Res<"CloseIO">> {
     const p = this.get(r.id).process(r.exec_id);
     if (r.stdin) p.closeStdin();
     return {};
   }
 
-  async resizePty(r: Obj): Promise<Obj> {
+  async resizePty(r: Req<"ResizePty">): Promise<Res<"ResizePty">> {
     const p = this.get(r.id).process(r.exec_id);
     if (p.status === "stopped" || p.status === "deleted") throw classError("failed precondition", "cannot resize a stopped container");
     p.resize(r.width, r.height);
     return {};
   }
 
-  async update(r: Obj): Promise<Obj> {
+  async update(r: Req<"Update">): Promise<Res<"Update">> {
     const c = this.get(r.id);
     // containerd's init states allow Update when created, running or paused.
     const st = c.init.status;
@@ -261,7 +267,7 @@ export class TaskService {
     return {};
   }
 
-  async checkpoint(r: Obj): Promise<Obj> {
+  async checkpoint(r: Req<"Checkpoint">): Promise<Res<"Checkpoint">> {
     const c = this.get(r.id);
     const o = r.options?.type_url ? decode(M.CheckpointOptions, r.options.value) : decode(M.CheckpointOptions, Buffer.alloc(0));
     if (c.init.status !== "running" && c.init.status !== "paused") throw classError("failed precondition", `cannot checkpoint a ${c.init.status} process`);
@@ -284,13 +290,13 @@ export class TaskService {
     return {};
   }
 
-  async wait(r: Obj): Promise<Obj> {
+  async wait(r: Req<"Wait">): Promise<Res<"Wait">> {
     const p = this.get(r.id).process(r.exec_id);
     const e = await p.wait();
     return { exit_status: e.status, exited_at: ts(e.at) };
   }
 
-  async stats(r: Obj): Promise<Obj> {
+  async stats(r: Req<"Stats">): Promise<Res<"Stats">> {
     const c = this.get(r.id);
     if (!c.cgroup) throw classError("not found", "cgroup does not exist");
     const legacy = isLegacy();
@@ -299,38 +305,38 @@ export class TaskService {
     return { stats: { type_url: schema.name, value: encode(schema, data) } };
   }
 
-  async connect(r: Obj): Promise<Obj> {
+  async connect(r: Req<"Connect">): Promise<Res<"Connect">> {
     const c = this.containers.get(r.id);
     return { shim_pid: process.pid, task_pid: c?.init.pid ?? 0, version: "" };
   }
 
-  async shutdown(): Promise<Obj> {
+  async shutdown(): Promise<Res<"Shutdown">> {
     if (this.containers.size === 0) setImmediate(() => this.o.onShutdown());
     return {};
   }
 
   /** ttrpc handlers for the service (the same for v2 and v3). */
   descriptor(): ServiceDesc {
-    const h = (req: Schema, res: Schema, fn: (r: Obj) => Promise<Obj>): UnaryHandler => async (_ctx, payload) => encode(res, await fn(decode(req, payload)));
+    const h = <K extends MethodName<TaskApi>>(req: Schema, res: Schema, fn: (r: Req<K>) => Promise<Res<K>>): UnaryHandler => async (_ctx, payload) => encode(res, await fn(decode(req, payload) as Req<K>));
     return {
       methods: {
-        State: h(M.StateRequest, M.StateResponse, (r) => this.state(r)),
-        Create: async (ctx, payload) => encode(M.CreateTaskResponse, await this.create(decode(M.CreateTaskRequest, payload), ctx.namespace)),
-        Start: h(M.StartRequest, M.StartResponse, (r) => this.start(r)),
-        Delete: h(M.DeleteRequest, M.DeleteResponse, (r) => this.delete(r)),
-        Pids: h(M.PidsRequest, M.PidsResponse, (r) => this.pids(r)),
-        Pause: h(M.PauseRequest, M.Empty, (r) => this.pause(r)),
-        Resume: h(M.ResumeRequest, M.Empty, (r) => this.resume(r)),
-        Checkpoint: h(M.CheckpointTaskRequest, M.Empty, (r) => this.checkpoint(r)),
-        Kill: h(M.KillRequest, M.Empty, (r) => this.kill(r)),
-        Exec: h(M.ExecProcessRequest, M.Empty, (r) => this.exec(r)),
-        ResizePty: h(M.ResizePtyRequest, M.Empty, (r) => this.resizePty(r)),
-        CloseIO: h(M.CloseIORequest, M.Empty, (r) => this.closeIO(r)),
-        Update: h(M.UpdateTaskRequest, M.Empty, (r) => this.update(r)),
-        Wait: h(M.WaitRequest, M.WaitResponse, (r) => this.wait(r)),
-        Stats: h(M.StatsRequest, M.StatsResponse, (r) => this.stats(r)),
-        Connect: h(M.ConnectRequest, M.ConnectResponse, (r) => this.connect(r)),
-        Shutdown: h(M.ShutdownRequest, M.Empty, () => this.shutdown()),
+        State: h<"State">(M.StateRequest, M.StateResponse, (r) => this.state(r)),
+        Create: async (ctx, payload) => encode(M.CreateTaskResponse, await this.create(decode(M.CreateTaskRequest, payload) as Req<"Create">, ctx.namespace)),
+        Start: h<"Start">(M.StartRequest, M.StartResponse, (r) => this.start(r)),
+        Delete: h<"Delete">(M.DeleteRequest, M.DeleteResponse, (r) => this.delete(r)),
+        Pids: h<"Pids">(M.PidsRequest, M.PidsResponse, (r) => this.pids(r)),
+        Pause: h<"Pause">(M.PauseRequest, M.Empty, (r) => this.pause(r)),
+        Resume: h<"Resume">(M.ResumeRequest, M.Empty, (r) => this.resume(r)),
+        Checkpoint: h<"Checkpoint">(M.CheckpointTaskRequest, M.Empty, (r) => this.checkpoint(r)),
+        Kill: h<"Kill">(M.KillRequest, M.Empty, (r) => this.kill(r)),
+        Exec: h<"Exec">(M.ExecProcessRequest, M.Empty, (r) => this.exec(r)),
+        ResizePty: h<"ResizePty">(M.ResizePtyRequest, M.Empty, (r) => this.resizePty(r)),
+        CloseIO: h<"CloseIO">(M.CloseIORequest, M.Empty, (r) => this.closeIO(r)),
+        Update: h<"Update">(M.UpdateTaskRequest, M.Empty, (r) => this.update(r)),
+        Wait: h<"Wait">(M.WaitRequest, M.WaitResponse, (r) => this.wait(r)),
+        Stats: h<"Stats">(M.StatsRequest, M.StatsResponse, (r) => this.stats(r)),
+        Connect: h<"Connect">(M.ConnectRequest, M.ConnectResponse, (r) => this.connect(r)),
+        Shutdown: h<"Shutdown">(M.ShutdownRequest, M.Empty, () => this.shutdown()),
       },
     };
   }

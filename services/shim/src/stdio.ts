@@ -16,7 +16,7 @@
 import type { StdioOptions } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { classError } from "../../../libs/ttrpc/errors";
+import { classError } from "#libs/ttrpc/errors";
 import type { LoggingBinary } from "./logbinary";
 
 export interface StdioPaths {

@@ -5,8 +5,8 @@
  * kill, delete, ...) a client span under it, so the trace of `ctr run` reaches runc.
  */
 import { context } from "@opentelemetry/api";
-import { SpanKind, SpanStatusCode, shutdownTracing, tracer, tracingFromEnv } from "../../../libs/tracing";
-import { ttrpcServerSpans } from "../../../libs/tracing/ttrpc";
+import { SpanKind, SpanStatusCode, shutdownTracing, tracer, tracingFromEnv } from "#libs/tracing";
+import { ttrpcServerSpans } from "#libs/tracing/ttrpc";
 import { traceRuntime } from "./runc";
 
 export function startTracing(): void {

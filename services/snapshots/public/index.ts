@@ -9,12 +9,13 @@
  */
 import * as path from "node:path";
 import type { RootDatabase } from "lmdb";
-import { openServiceDB, type Key } from "../../../libs/lmdb";
-import { kindFromWire, kindToWire, SnapshotKinds, type Mount, type SnapshotInfo, type SnapshotKind } from "../../../libs/core/snapshots";
-import { mountToProto } from "../../../libs/mount";
-import type { Msg } from "../../../libs/grpc/server";
-import { toTimestamp } from "../../../libs/proto";
-import { dateFromStored } from "../../../libs/time";
+import { openServiceDB, type Key } from "#libs/lmdb";
+import { kindFromWire, kindToWire, SnapshotKinds, type Mount, type SnapshotInfo, type SnapshotKind } from "#libs/core/snapshots";
+import { mountToProto } from "#libs/mount";
+import type { Msg } from "#libs/grpc/server";
+import type { Input } from "#libs/proto/types";
+import { toTimestamp } from "#libs/proto";
+import { dateFromStored } from "#libs/time";
 
 /** The version of what this module reads and decodes; the snapshots process records it in its database. */
 export const SCHEMA_VERSION = 1;
@@ -98,7 +99,7 @@ export function readSnapshot(db: SnapshotsDB, sn: string, ns: string, key: strin
   return { info: infoOf(key, r), ...(kind !== SnapshotKinds.Committed ? { mounts: mountsOf(layout, r.id, kind, r.chain) } : {}) };
 }
 
-export function infoToProto(i: SnapshotInfo): Msg {
+export function infoToProto(i: SnapshotInfo): Input["containerd.services.snapshots.v1.Info"] {
   return { name: i.name, parent: i.parent, kind: kindToWire(i.kind), created_at: toTimestamp(i.created), updated_at: toTimestamp(i.updated), labels: i.labels };
 }
 

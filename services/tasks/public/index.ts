@@ -6,11 +6,11 @@
  * to anything here that an older reader would misread takes a new version.
  */
 import type { RootDatabase } from "lmdb";
-import { openServiceDB, type Key } from "../../../libs/lmdb";
-import type { Container, TypedValue } from "../../../libs/core/containers";
-import { containerToProto } from "../../../libs/clients/containers";
-import type { Msg } from "../../../libs/grpc/server";
-import { dateFromStored } from "../../../libs/time";
+import { openServiceDB, type Key } from "#libs/lmdb";
+import type { Container, TypedValue } from "#libs/core/containers";
+import { containerToProto } from "#libs/clients/containers";
+import type { Msg } from "#libs/grpc/server";
+import { dateFromStored } from "#libs/time";
 
 /** The version of what this module reads and decodes; the tasks process records it in its database. */
 export const SCHEMA_VERSION = 1;

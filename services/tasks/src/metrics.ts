@@ -11,7 +11,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Registry } from "prom-client";
-import { registerGaugeFamilies, type GaugeSample } from "../../../libs/metrics";
+import { registerGaugeFamilies, type GaugeSample } from "#libs/metrics";
 
 /** The tasks a scrape covers: namespace, container id, and a way to learn the init pid (0 when none). */
 export interface TaskSource {

@@ -1,6 +1,6 @@
 /** Filter adaptors: content infos (`digest`, `size`, `labels.<key>`) and ingest statuses (`ref`). */
-import { mapField, NOT_PRESENT, present, type Adaptor } from "../../../../libs/filters";
-import type { ContentInfo, IngestStatus } from "../../../../libs/core/content";
+import { mapField, NOT_PRESENT, present, type Adaptor } from "#libs/filters";
+import type { ContentInfo, IngestStatus } from "#libs/core/content";
 
 export function infoAdaptor(info: ContentInfo): Adaptor {
   return (fp) => {

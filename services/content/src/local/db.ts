@@ -13,7 +13,7 @@
  *   ["l", ns, lease, type, nameKey(id)] -> 1 or id    a resource held by a lease (see LeaseResourceRecorder)
  *   ["schema_version"]              -> number         the SCHEMA_VERSION of ../../public (libs/lmdb)
  */
-import { isDigestedName, nameKey, openServiceDB, scanPrefix, stampSchemaVersion } from "../../../../libs/lmdb";
+import { isDigestedName, nameKey, openServiceDB, scanPrefix, stampSchemaVersion } from "#libs/lmdb";
 import { DB_FILE, SCHEMA_VERSION, type ContentDB, type Key } from "../../public";
 
 // The published part of the schema (the blob records the gateway reads) lives in ../../public.

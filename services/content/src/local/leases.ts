@@ -1,14 +1,14 @@
 /** LeaseResourceRecorder on the content process's LMDB: what each lease holds, per namespace. */
-import { writeTxn } from "../../../../libs/lmdb";
-import { namespaceRequired, type CallContext } from "../../../../libs/context";
-import { errInvalidArgument } from "../../../../libs/errdefs";
+import { writeTxn } from "#libs/lmdb";
+import { namespaceRequired, type CallContext } from "#libs/context";
+import { errInvalidArgument } from "#libs/errdefs";
 import {
   LEASE_RESOURCE_CONTENT,
   LEASE_RESOURCE_INGESTS,
   isValidDigest,
   type LeaseResource,
   type LeaseResourceRecorder,
-} from "../../../../libs/core/content";
+} from "#libs/core/content";
 import { blobKey, ingestKey, leasedId, leaseKey, leaseValue, scanPrefix, type ContentDB } from "./db";
 
 function validate(lease: string, r: LeaseResource): void {

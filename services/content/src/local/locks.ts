@@ -1,5 +1,5 @@
 /** In-process locks: one writer per ingest ref (per-digest serialisation is libs/sync's KeyedMutex). */
-import { errUnavailable } from "../../../../libs/errdefs";
+import { errUnavailable } from "#libs/errdefs";
 
 /** Refs held by open writers. containerd's local store keeps the same in-process table. */
 export class RefLocks {

@@ -8,16 +8,17 @@
  * only once the LMDB transaction recording it is committed (and synced: see libs/lmdb writeTxn). Whatever a crash leaves between
  * the two steps (a file nobody owns, an ingest directory with no record) is removed at start.
  */
-import { writeTxn } from "../../../../libs/lmdb";
+import { writeTxn } from "#libs/lmdb";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Logger } from "pino";
-import { namespaceRequired, type CallContext } from "../../../../libs/context";
-import { errAlreadyExists, errInvalidArgument, errNotFound, errFailedPrecondition } from "../../../../libs/errdefs";
-import { applyMapMask, compactLabels, validateLabels } from "../../../../libs/fieldmask";
-import { parseAll } from "../../../../libs/filters";
-import type { EventPublisher } from "../../../../libs/events";
+import { namespaceRequired, type CallContext } from "#libs/context";
+import { errAlreadyExists, errInvalidArgument, errNotFound, errFailedPrecondition } from "#libs/errdefs";
+import { applyMapMask, compactLabels, validateLabels } from "#libs/fieldmask";
+import { parseAll } from "#libs/filters";
+import type { EventPublisher } from "#libs/events";
+import type { MessageBuffers } from "#libs/grpc/wire";
 import {
   CONTENT_EVENTS,
   LEASE_RESOURCE_CONTENT,
@@ -29,18 +30,18 @@ import {
   type ContentWriter,
   type IngestStatus,
   type WriterOptions,
-} from "../../../../libs/core/content";
+} from "#libs/core/content";
 import { infoAdaptor, statusAdaptor } from "./adaptors";
 import { blobFile } from "../../public";
 import { blobKey, hasOwner, heldByLease, ingestKey, ingestRecord, ingestRef, leaseKey, leaseValue, ownerKey, scanPrefix, sharedKey, toInfo, type BlobRecord, type ContentDB, type IngestRecord } from "./db";
-import { GC_SWEEP_HEADER } from "../../../../libs/core/gc";
+import { GC_SWEEP_HEADER } from "#libs/core/gc";
 import { fsyncDir, readAt, statOrUndefined, unlinkIfExists } from "./files";
 import { OpenBlobs, type OpenBlob } from "./open-blobs";
 import { HotCache } from "./hot-cache";
 import { RefLocks } from "./locks";
-import { KeyedMutex } from "../../../../libs/sync";
+import { KeyedMutex } from "#libs/sync";
 import { LocalWriter, type WriterHost } from "./writer";
-import { dateFromNanos, dateFromStored, storedTime } from "../../../../libs/time";
+import { dateFromNanos, dateFromStored, storedTime } from "#libs/time";
 
 const DAY = 24 * 3600 * 1000;
 
@@ -53,6 +54,8 @@ export interface LocalContentStoreOptions {
   /** Called before the first write in a namespace (containerd creates namespaces on first write). */
   ensureNamespace?: (ctx: CallContext, ns: string) => Promise<void>;
   log?: Logger;
+  /** The process's message buffers: a written message's buffer goes back to them. */
+  buffers?: MessageBuffers;
 }
 
 function checkDigest(d: string): void {
@@ -105,6 +108,10 @@ export class LocalContentStore implements ContentStore, WriterHost {
   private readonly active = new Map<string, LocalWriter>();
   private readonly openBlobs = new OpenBlobs();
   private readonly hot = new HotCache();
+
+  get buffers(): MessageBuffers | undefined {
+    return this.opts.buffers;
+  }
 
   private constructor(private readonly opts: LocalContentStoreOptions) {
     this.db = opts.db;

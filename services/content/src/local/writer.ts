@@ -7,14 +7,14 @@
 import * as crypto from "node:crypto";
 import { mkdir } from "node:fs/promises";
 import * as path from "node:path";
-import type { CallContext } from "../../../../libs/context";
-import { errFailedPrecondition, errNotFound } from "../../../../libs/errdefs";
-import type { ContentWriter, IngestStatus } from "../../../../libs/core/content";
+import type { CallContext } from "#libs/context";
+import { errFailedPrecondition, errNotFound } from "#libs/errdefs";
+import type { ContentWriter, IngestStatus } from "#libs/core/content";
 import { closeFile, fdatasyncFile, fstatFile, fsyncFile, ftruncateFile, openFile, readAt } from "./files";
-import { writeAllSync } from "../../../../libs/sys/pagecache";
+import { writeAllSync } from "#libs/sys/pagecache";
 import type { IngestRecord } from "./db";
-import { releaseMessageBuffer } from "../../../../libs/grpc/wire";
-import { dateFromNanos, dateFromStored, nowNanos } from "../../../../libs/time";
+import type { MessageBuffers } from "#libs/grpc/wire";
+import { dateFromNanos, dateFromStored, nowNanos } from "#libs/time";
 
 /** Start writing back to disk every this many bytes, so the fsync at commit has only the tail left. */
 const FLUSH_EVERY = 32 << 20;
@@ -30,6 +30,8 @@ export interface WriterHost {
   commitShared(w: LocalWriter, labels: Record<string, string> | undefined): Promise<void>;
   /** The writer is done with its ref (lock released). */
   release(w: LocalWriter): void;
+  /** Where received messages come from: a written one's buffer goes back there. */
+  readonly buffers?: MessageBuffers | undefined;
 }
 
 /** sha256 of the first `size` bytes of an open file. */
@@ -171,7 +173,7 @@ export class LocalWriter implements ContentWriter {
       this.failure ??= e as Error;
     } finally {
       // Copied (or failed): a received message's buffer can serve the next one.
-      releaseMessageBuffer(data);
+      this.host.buffers?.release(data);
     }
     if (this.failure) throw this.failure;
     return this.offset;

@@ -2,13 +2,14 @@
  * gRPC adapter for containerd.services.content.v1.Content: validate, call the ContentStore, convert.
  * The Write loop is containerd's contentserver protocol (STAT / WRITE / COMMIT over one bidi stream).
  */
-import type { CallContext } from "../../../../libs/context";
-import { errAlreadyExists, errCanceled, errInvalidArgument, errOutOfRange, FlotillaError, errorCode, isNotFound, ErrorCodes } from "../../../../libs/errdefs";
-import { type Msg, type RpcServer, type Send, type ServiceHandlers } from "../../../../libs/grpc/server";
-import { DECODE_OPTIONS, lookupType, toTimestamp, validateWire } from "../../../../libs/proto";
-import { MAX_CHUNK, isValidDigest, type ContentStore, type IngestStatus } from "../../../../libs/core/content";
-import { CONTENT_SERVICE, infoFromProto } from "../../../../libs/clients/content";
+import type { CallContext } from "#libs/context";
+import { errAlreadyExists, errCanceled, errInvalidArgument, errOutOfRange, FlotillaError, errorCode, isNotFound, ErrorCodes } from "#libs/errdefs";
+import { serviceHandlers, type Msg, type RpcServer, type Send, type ServiceHandlers } from "#libs/grpc/server";
+import { DECODE_OPTIONS, lookupType, toTimestamp, validateWire } from "#libs/proto";
+import { MAX_CHUNK, isValidDigest, type ContentStore, type IngestStatus } from "#libs/core/content";
+import { CONTENT_SERVICE, infoFromProto } from "#libs/clients/content";
 import { infoToProto } from "../../public";
+import type { Input, ServerRequest, ServerResponse } from "#libs/proto/types";
 
 export { CONTENT_SERVICE };
 
@@ -17,7 +18,7 @@ export const WriteAction = { STAT: 0, WRITE: 1, COMMIT: 2 } as const;
 /** Entries per List response, as containerd batches them. */
 const LIST_BATCH = 100;
 
-export function statusToProto(s: IngestStatus): Msg {
+export function statusToProto(s: IngestStatus): Input["containerd.services.content.v1.Status"] {
   return {
     started_at: toTimestamp(s.startedAt),
     updated_at: toTimestamp(s.updatedAt),
@@ -54,7 +55,7 @@ function nextOrAbort<T>(it: AsyncIterator<T>, signal: AbortSignal): Promise<Iter
   });
 }
 
-async function write(store: ContentStore, ctx: CallContext, reqs: AsyncIterable<Msg>, send: Send): Promise<void> {
+async function write(store: ContentStore, ctx: CallContext, reqs: AsyncIterable<ServerRequest<typeof CONTENT_SERVICE, "Write">>, send: Send<ServerResponse<typeof CONTENT_SERVICE, "Write">>): Promise<void> {
   const it = reqs[Symbol.asyncIterator]();
   let r = await nextOrAbort(it, ctx.signal);
   if (r.done) return;
@@ -66,11 +67,11 @@ async function write(store: ContentStore, ctx: CallContext, reqs: AsyncIterable<
   if (expected) checkDigest(expected);
   // Opening the writer locks the ref for the whole session.
   const wr = await store.writer(ctx, { ref, total, expected });
-  let last: Msg | undefined;
+  let last: ServerResponse<typeof CONTENT_SERVICE, "Write"> | undefined;
   try {
     for (;;) {
       const ws = await wr.status();
-      const msg: Msg = { action: req.action, offset: ws.offset };
+      const msg: ServerResponse<typeof CONTENT_SERVICE, "Write"> = { action: req.action, offset: ws.offset };
       if (req.expected) {
         expected = checkDigest(req.expected);
         let exists = true;
@@ -134,7 +135,7 @@ const freeBuffers: Buffer[] = [];
 const takeBuffer = (): Buffer => freeBuffers.pop() ?? Buffer.allocUnsafe(MAX_CHUNK);
 const giveBuffer = (b: Buffer): void => void (freeBuffers.length < 8 && freeBuffers.push(b));
 
-async function read(store: ContentStore, ctx: CallContext, req: Msg, send: Send): Promise<void> {
+async function read(store: ContentStore, ctx: CallContext, req: ServerRequest<typeof CONTENT_SERVICE, "Read">, send: Send<ServerResponse<typeof CONTENT_SERVICE, "Read">>): Promise<void> {
   const digest = checkDigest(req.digest);
   const ra = await store.readerAt(ctx, digest);
   try {
@@ -171,8 +172,8 @@ export function registerContentService(server: RpcServer, store: ContentStore): 
 }
 
 /** Handlers of every Content method. */
-export function contentHandlers(store: ContentStore): ServiceHandlers {
-  return {
+export function contentHandlers(store: ContentStore): ServiceHandlers<typeof CONTENT_SERVICE> {
+  return serviceHandlers(CONTENT_SERVICE, {
     Info: async (ctx, req) => ({ info: infoToProto(await store.info(ctx, checkDigest(req.digest))) }),
     Update: async (ctx, req) => {
       if (!req.info) throw errInvalidArgument("info must be set");
@@ -211,5 +212,5 @@ export function contentHandlers(store: ContentStore): ServiceHandlers {
       return {};
     },
     Write: (ctx, reqs, send) => write(store, ctx, reqs, send),
-  };
+  });
 }

@@ -1,7 +1,7 @@
 /** Filter adaptors: images (`name`, `target.digest`, `target.mediatype`, `labels.<k>`, `annotations.<k>`) and leases (`id`, `labels.<k>`). */
-import { mapField, NOT_PRESENT, present, type Adaptor } from "../../../../libs/filters";
-import type { Image } from "../../../../libs/core/images";
-import type { Lease } from "../../../../libs/core/leases";
+import { mapField, NOT_PRESENT, present, type Adaptor } from "#libs/filters";
+import type { Image } from "#libs/core/images";
+import type { Lease } from "#libs/core/leases";
 
 const nonEmpty = (v: string): { value: string; present: boolean } => (v ? present(v) : NOT_PRESENT);
 

@@ -14,7 +14,7 @@
  * Images and namespaces are published to readers in other processes: their keys and records are
  * defined in ../../public.
  */
-import { openServiceDB, scanPrefix, stampSchemaVersion } from "../../../../libs/lmdb";
+import { openServiceDB, scanPrefix, stampSchemaVersion } from "#libs/lmdb";
 import { DB_FILE, SCHEMA_VERSION, type Key, type MetaDB } from "../../public";
 
 export type { Key, MetaDB };

@@ -3,19 +3,19 @@
  * (metadata/images.go): validation, field masks, timestamps stamped by the store, events after commit,
  * and a garbage collection pass after deletions (awaited with `sync`).
  */
-import { isDigestedName, writeTxn } from "../../../../libs/lmdb";
-import { namespaceRequired, type CallContext } from "../../../../libs/context";
-import { errAlreadyExists, errInvalidArgument, errNotFound } from "../../../../libs/errdefs";
-import { compactLabels, validateLabels } from "../../../../libs/fieldmask";
-import { parseAll } from "../../../../libs/filters";
-import type { EventPublisher } from "../../../../libs/events";
-import { digestProblem, IMAGE_EVENTS, type Descriptor, type Image, type ImageDeleteOptions, type ImageInput, type ImageStore } from "../../../../libs/core/images";
-import type { GCScheduler } from "../../../../libs/core/gc";
+import { isDigestedName, writeTxn } from "#libs/lmdb";
+import { namespaceRequired, type CallContext } from "#libs/context";
+import { errAlreadyExists, errInvalidArgument, errNotFound } from "#libs/errdefs";
+import { compactLabels, validateLabels } from "#libs/fieldmask";
+import { parseAll } from "#libs/filters";
+import type { EventPublisher } from "#libs/events";
+import { digestProblem, IMAGE_EVENTS, type Descriptor, type Image, type ImageDeleteOptions, type ImageInput, type ImageStore } from "#libs/core/images";
+import type { GCScheduler } from "#libs/core/gc";
 import { imageAdaptor } from "./adaptors";
 import { scanPrefix, type MetaDB } from "./db";
 import { imageKey, readImage, storedImage, toImage, type StoredImage } from "../../public";
 import { ensureNamespaceInTxn } from "./namespaces";
-import { laterThan, storedTime } from "../../../../libs/time";
+import { laterThan, storedTime } from "#libs/time";
 
 /** The record to store: with its name when the key holds the name's digest. */
 const withName = (name: string, s: StoredImage): StoredImage => (isDigestedName(name) ? { ...s, name } : s);

@@ -4,14 +4,14 @@
  * snapshots: `snapshots/<snapshotter>`), reached as LeaseResourceHolders. Deleting a lease forgets its
  * records there too (retried by the collector while a holder is unreachable).
  */
-import { keyFits, MAX_NAME_KEY_BYTES, writeTxn } from "../../../../libs/lmdb";
+import { keyFits, MAX_NAME_KEY_BYTES, writeTxn } from "#libs/lmdb";
 import * as crypto from "node:crypto";
-import { namespaceRequired, type CallContext } from "../../../../libs/context";
-import { errAlreadyExists, errInvalidArgument, errNotFound, errNotImplemented, isNotImplemented } from "../../../../libs/errdefs";
-import { compactLabels, validateLabels } from "../../../../libs/fieldmask";
-import { parseAll } from "../../../../libs/filters";
+import { namespaceRequired, type CallContext } from "#libs/context";
+import { errAlreadyExists, errInvalidArgument, errNotFound, errNotImplemented, isNotImplemented } from "#libs/errdefs";
+import { compactLabels, validateLabels } from "#libs/fieldmask";
+import { parseAll } from "#libs/filters";
 import type { Logger } from "pino";
-import { leaseExpiry, type GCScheduler } from "../../../../libs/core/gc";
+import { leaseExpiry, type GCScheduler } from "#libs/core/gc";
 import {
   checkLeaseResource,
   leaseResourceHolderKind,
@@ -22,13 +22,13 @@ import {
   type LeaseManager,
   type LeaseResource,
   type LeaseResourceHolder,
-} from "../../../../libs/core/leases";
+} from "#libs/core/leases";
 import { leaseAdaptor } from "./adaptors";
 import { scanPrefix, type MetaDB } from "./db";
 import { ensureNamespaceInTxn } from "./namespaces";
 import type { MarkGate } from "./gc/gate";
-import { KeyedMutex } from "../../../../libs/sync";
-import { dateFromStored, nanosOf, storedNanos, storedTime } from "../../../../libs/time";
+import { KeyedMutex } from "#libs/sync";
+import { dateFromStored, nanosOf, storedNanos, storedTime } from "#libs/time";
 
 interface StoredLease {
   labels: Record<string, string>;

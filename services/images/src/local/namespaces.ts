@@ -1,13 +1,13 @@
 /** The local NamespaceStore, kept in the images process's LMDB database. */
-import { writeTxn } from "../../../../libs/lmdb";
-import { validateIdentifier, type CallContext } from "../../../../libs/context";
-import { causeText, errAlreadyExists, errFailedPrecondition, errInvalidArgument, errNotFound, errUnavailable, isNotImplemented } from "../../../../libs/errdefs";
-import { applyMapMask, compactLabels, validateLabels } from "../../../../libs/fieldmask";
-import type { EventPublisher } from "../../../../libs/events";
-import { NAMESPACE_EVENTS, type Namespace, type NamespaceStore } from "../../../../libs/core/namespaces";
+import { writeTxn } from "#libs/lmdb";
+import { validateIdentifier, type CallContext } from "#libs/context";
+import { causeText, errAlreadyExists, errFailedPrecondition, errInvalidArgument, errNotFound, errUnavailable, isNotImplemented } from "#libs/errdefs";
+import { applyMapMask, compactLabels, validateLabels } from "#libs/fieldmask";
+import type { EventPublisher } from "#libs/events";
+import { NAMESPACE_EVENTS, type Namespace, type NamespaceStore } from "#libs/core/namespaces";
 import type { MetaDB } from "./db";
 import { namespaceKey, readNamespace, type StoredNamespace } from "../../public";
-import { storedTime } from "../../../../libs/time";
+import { storedTime } from "#libs/time";
 
 /** Reports what kinds of objects (e.g. "blobs", "containers") still live in a namespace. */
 export interface NamespaceUsage {

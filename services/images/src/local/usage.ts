@@ -2,12 +2,13 @@
  * Asks the other processes whether a namespace still holds anything, through their clients in
  * libs/clients (addressed straight to the owning process, in that namespace).
  */
-import { withNamespace, type CallContext } from "../../../../libs/context";
-import { isNotFound } from "../../../../libs/errdefs";
-import { ContainerStoreProxy } from "../../../../libs/clients/containers";
-import { ContentStoreProxy } from "../../../../libs/clients/content";
-import { SandboxStoreProxy } from "../../../../libs/clients/sandbox";
-import { SnapshotterSetProxy } from "../../../../libs/clients/snapshots";
+import { withNamespace, type CallContext } from "#libs/context";
+import { isNotFound } from "#libs/errdefs";
+import { ContainerStoreProxy } from "#libs/clients/containers";
+import { ContentStoreProxy } from "#libs/clients/content";
+import { SandboxStoreProxy } from "#libs/clients/sandbox";
+import { SnapshotterSetProxy } from "#libs/clients/snapshots";
+import type { ChannelPool } from "#libs/grpc/client";
 import type { NamespaceUsage } from "./namespaces";
 
 /** True when `walk` visits anything; the walk (and its stream) ends at the first object. */
@@ -31,11 +32,12 @@ async function walksAny(walk: (fn: () => void) => Promise<void>): Promise<boolea
 export function remoteUsage(
   addresses: { content: string; snapshots: string; tasks: string; sandbox: string },
   snapshotters: (ctx: CallContext) => Promise<string[]>,
+  channels: ChannelPool,
 ): NamespaceUsage[] {
-  const content = new ContentStoreProxy(addresses.content);
-  const snapshots = new SnapshotterSetProxy(addresses.snapshots);
-  const containers = new ContainerStoreProxy(addresses.tasks);
-  const sandboxes = new SandboxStoreProxy(addresses.sandbox);
+  const content = new ContentStoreProxy(channels.get(addresses.content));
+  const snapshots = new SnapshotterSetProxy(channels.get(addresses.snapshots));
+  const containers = new ContainerStoreProxy(channels.get(addresses.tasks));
+  const sandboxes = new SandboxStoreProxy(channels.get(addresses.sandbox));
   return [
     {
       name: "content service",

@@ -1,9 +1,9 @@
 /** gRPC adapter for containerd.services.images.v1.Images: validate, call the store, convert. */
-import type { ServiceHandlers } from "../../../../libs/grpc/server";
+import { serviceHandlers, type ServiceHandlers } from "#libs/grpc/server";
 import { imageToProto } from "../../public";
-import { errInvalidArgument } from "../../../../libs/errdefs";
-import { descriptorFromProto, IMAGES_SERVICE } from "../../../../libs/clients/images";
-import type { ImageInput, ImageStore } from "../../../../libs/core/images";
+import { errInvalidArgument } from "#libs/errdefs";
+import { descriptorFromProto, IMAGES_SERVICE } from "#libs/clients/images";
+import type { ImageInput, ImageStore } from "#libs/core/images";
 
 export { IMAGES_SERVICE };
 
@@ -13,8 +13,8 @@ function imageFromProto(m: { name?: string; labels?: Record<string, string>; tar
   return { name: m.name, labels: m.labels ?? {}, target: descriptorFromProto(m.target) };
 }
 
-export function imagesHandlers(store: ImageStore): ServiceHandlers {
-  return {
+export function imagesHandlers(store: ImageStore): ServiceHandlers<typeof IMAGES_SERVICE> {
+  return serviceHandlers(IMAGES_SERVICE, {
     Get: async (ctx, req) => ({ image: imageToProto(await store.get(ctx, req.name)) }),
     List: async (ctx, req) => ({ images: (await store.list(ctx, req.filters ?? [])).map(imageToProto) }),
     Create: async (ctx, req) => ({ image: imageToProto(await store.create(ctx, imageFromProto(req.image))) }),
@@ -23,5 +23,5 @@ export function imagesHandlers(store: ImageStore): ServiceHandlers {
       await store.delete(ctx, req.name, { sync: !!req.sync, ...(req.target ? { target: descriptorFromProto(req.target) } : {}) });
       return {};
     },
-  };
+  });
 }

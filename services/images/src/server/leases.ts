@@ -1,21 +1,22 @@
 /** gRPC adapter for containerd.services.leases.v1.Leases: validate, call the lease manager, convert. */
-import type { ServiceHandlers } from "../../../../libs/grpc/server";
-import { errInvalidArgument } from "../../../../libs/errdefs";
-import { toTimestamp } from "../../../../libs/proto";
-import { LEASES_SERVICE } from "../../../../libs/clients/leases";
-import type { Lease, LeaseManager, LeaseResource } from "../../../../libs/core/leases";
+import { serviceHandlers, type ServiceHandlers } from "#libs/grpc/server";
+import { errInvalidArgument } from "#libs/errdefs";
+import { toTimestamp } from "#libs/proto";
+import { LEASES_SERVICE } from "#libs/clients/leases";
+import type { Lease, LeaseManager, LeaseResource } from "#libs/core/leases";
+import type { Input } from "#libs/proto/types";
 
 export { LEASES_SERVICE };
 
-const leaseToProto = (l: Lease): Record<string, unknown> => ({ id: l.id, created_at: toTimestamp(l.createdAt), labels: l.labels });
+const leaseToProto = (l: Lease): Input["containerd.services.leases.v1.Lease"] => ({ id: l.id, created_at: toTimestamp(l.createdAt), labels: l.labels });
 
 function resourceFromProto(r: { id?: string; type?: string } | null | undefined): LeaseResource {
   if (!r) throw errInvalidArgument("resource must be set");
   return { id: r.id ?? "", type: r.type ?? "" };
 }
 
-export function leasesHandlers(lm: LeaseManager): ServiceHandlers {
-  return {
+export function leasesHandlers(lm: LeaseManager): ServiceHandlers<typeof LEASES_SERVICE> {
+  return serviceHandlers(LEASES_SERVICE, {
     Create: async (ctx, req) => ({ lease: leaseToProto(await lm.create(ctx, { id: req.id ?? "", labels: req.labels ?? {} })) }),
     Delete: async (ctx, req) => {
       await lm.delete(ctx, req.id ?? "", { sync: !!req.sync });
@@ -31,5 +32,5 @@ export function leasesHandlers(lm: LeaseManager): ServiceHandlers {
       return {};
     },
     ListResources: async (ctx, req) => ({ resources: await lm.listResources(ctx, req.id ?? "") }),
-  };
+  });
 }

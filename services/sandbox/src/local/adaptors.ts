@@ -1,6 +1,6 @@
 /** Filter adaptor for sandbox records: `id`, `sandboxer`, `runtime.name`, `labels.<k>`, `extensions.<k>` (presence). */
-import { mapField, NOT_PRESENT, present, type Adaptor } from "../../../../libs/filters";
-import type { Sandbox } from "../../../../libs/core/sandbox";
+import { mapField, NOT_PRESENT, present, type Adaptor } from "#libs/filters";
+import type { Sandbox } from "#libs/core/sandbox";
 
 export function sandboxAdaptor(sb: Sandbox): Adaptor {
   return (fp) => {

@@ -3,10 +3,10 @@
  * InvalidArgument, unknown: NotFound, as containerd's controller service), each wrapped so that a
  * successful Create, Start or Wait publishes /sandboxes/create, /sandboxes/start or /sandboxes/exit.
  */
-import { namespaceRequired, type CallContext } from "../../../../libs/context";
-import { errInvalidArgument, errNotFound } from "../../../../libs/errdefs";
-import type { EventPublisher } from "../../../../libs/events";
-import { toTimestamp } from "../../../../libs/proto";
+import { namespaceRequired, type CallContext } from "#libs/context";
+import { errInvalidArgument, errNotFound } from "#libs/errdefs";
+import type { EventPublisher } from "#libs/events";
+import { toTimestamp } from "#libs/proto";
 import {
   SANDBOX_EVENTS,
   type ControllerInstance,
@@ -18,7 +18,7 @@ import {
   type SandboxInput,
   type SandboxMetric,
   type SandboxPlatform,
-} from "../../../../libs/core/sandbox";
+} from "#libs/core/sandbox";
 
 /** A controller that publishes containerd's sandbox events after its successful calls. */
 class EventingController implements SandboxController {

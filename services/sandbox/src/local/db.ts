@@ -8,7 +8,7 @@
  *   ["shim", ns, id]   -> ShimRecord        shim controller state (bundle, shim address)
  */
 import type { RootDatabase } from "lmdb";
-import { openServiceDB, scanPrefix } from "../../../../libs/lmdb";
+import { openServiceDB, scanPrefix } from "#libs/lmdb";
 
 export type Key = (string | number)[];
 export type SandboxDB = RootDatabase<unknown, Key>;

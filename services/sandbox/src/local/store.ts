@@ -1,12 +1,12 @@
 /** The local SandboxStore: sandbox records in the sandbox process's LMDB database, per namespace. */
-import { namespaceRequired, validateIdentifier, type CallContext } from "../../../../libs/context";
-import { causeText, errAlreadyExists, errInvalidArgument, errNotFound } from "../../../../libs/errdefs";
-import { applyMapMask, compactLabels, validateLabels } from "../../../../libs/fieldmask";
-import { parseAll } from "../../../../libs/filters";
-import type { Sandbox, SandboxInput, SandboxStore, TypedValue } from "../../../../libs/core/sandbox";
+import { namespaceRequired, validateIdentifier, type CallContext } from "#libs/context";
+import { causeText, errAlreadyExists, errInvalidArgument, errNotFound } from "#libs/errdefs";
+import { applyMapMask, compactLabels, validateLabels } from "#libs/fieldmask";
+import { parseAll } from "#libs/filters";
+import type { Sandbox, SandboxInput, SandboxStore, TypedValue } from "#libs/core/sandbox";
 import { sandboxAdaptor } from "./adaptors";
 import { scanPrefix, type SandboxDB, type StoredAny } from "./db";
-import { dateFromNanos, dateFromStored, laterThan, now as nowDate, storedTime } from "../../../../libs/time";
+import { dateFromNanos, dateFromStored, laterThan, now as nowDate, storedTime } from "#libs/time";
 
 export interface StoredSandbox {
   runtime: { name: string; options?: StoredAny };

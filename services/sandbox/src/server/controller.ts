@@ -1,6 +1,6 @@
 /** gRPC adapter for containerd.services.sandbox.v1.Controller: pick the controller by `sandboxer`, call it, convert. */
-import type { Msg, ServiceHandlers } from "../../../../libs/grpc/server";
-import { toTimestamp } from "../../../../libs/proto";
+import { serviceHandlers, type Msg, type ServiceHandlers } from "#libs/grpc/server";
+import { toTimestamp } from "#libs/proto";
 import {
   anyFromProto,
   instanceToProto,
@@ -8,14 +8,14 @@ import {
   sandboxFromProto,
   SANDBOX_CONTROLLER_SERVICE,
   statusToProto,
-} from "../../../../libs/clients/sandbox";
-import { mountFromProto } from "../../../../libs/mount";
-import type { SandboxControllers, SandboxInput } from "../../../../libs/core/sandbox";
+} from "#libs/clients/sandbox";
+import { mountFromProto } from "#libs/mount";
+import type { SandboxControllers, SandboxInput } from "#libs/core/sandbox";
 
 export { SANDBOX_CONTROLLER_SERVICE };
 
-export function controllerHandlers(controllers: SandboxControllers): ServiceHandlers {
-  return {
+export function controllerHandlers(controllers: SandboxControllers): ServiceHandlers<typeof SANDBOX_CONTROLLER_SERVICE> {
+  return serviceHandlers(SANDBOX_CONTROLLER_SERVICE, {
     Create: async (ctx, req) => {
       const ctrl = controllers.get(req.sandboxer);
       const sandbox: SandboxInput = req.sandbox ? { ...sandboxFromProto(req.sandbox), id: req.sandbox_id || req.sandbox.sandbox_id } : { id: req.sandbox_id, runtime: { name: "" } };
@@ -52,5 +52,5 @@ export function controllerHandlers(controllers: SandboxControllers): ServiceHand
       await controllers.get(req.sandboxer).update(ctx, req.sandbox_id, { ...sandbox, id: req.sandbox_id }, req.fields ?? []);
       return {};
     },
-  };
+  });
 }

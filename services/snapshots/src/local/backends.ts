@@ -11,9 +11,9 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { SnapshotKinds, type Mount, type SnapshotKind } from "../../../../libs/core/snapshots";
+import { SnapshotKinds, type Mount, type SnapshotKind } from "#libs/core/snapshots";
 import { copyTree, diskUsage, removeTree } from "./fsutil";
-import * as sys from "../../../../libs/sys/linux";
+import * as sys from "#libs/sys/linux";
 import { mountsOf, upperOf, type MountLayout } from "../../public";
 
 export type { MountLayout };

@@ -15,9 +15,9 @@
  * Snapshot records and mount layouts are published to readers in other processes: their keys and
  * records are defined in ../../public.
  */
-import { openServiceDB, stampSchemaVersion } from "../../../../libs/lmdb";
+import { openServiceDB, stampSchemaVersion } from "#libs/lmdb";
 import { DB_FILE, SCHEMA_VERSION, type Key, type SnapshotsDB } from "../../public";
-export { writeTxn } from "../../../../libs/lmdb";
+export { writeTxn } from "#libs/lmdb";
 export { layoutKey, snapKey, type Key, type SnapshotRecord, type SnapshotsDB } from "../../public";
 
 /** Highest key element, for prefix range ends. */

@@ -2,8 +2,8 @@
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { SnapshotUsage } from "../../../../libs/core/snapshots";
-import * as sys from "../../../../libs/sys/linux";
+import type { SnapshotUsage } from "#libs/core/snapshots";
+import * as sys from "#libs/sys/linux";
 
 /**
  * Disk usage of a tree as containerd's fs.DiskUsage counts it: every inode once (hard links count

@@ -5,9 +5,9 @@
  *   ["l", ns, lease, type, id] -> created ms     what a lease holds
  *   ["r", ns, type, id, lease] -> 1               which leases hold a resource (to forget it on remove)
  */
-import { namespaceRequired, type CallContext } from "../../../../libs/context";
-import { errInvalidArgument } from "../../../../libs/errdefs";
-import type { LeaseResource, SnapshotLeaseRecorder } from "../../../../libs/core/snapshots";
+import { namespaceRequired, type CallContext } from "#libs/context";
+import { errInvalidArgument } from "#libs/errdefs";
+import type { LeaseResource, SnapshotLeaseRecorder } from "#libs/core/snapshots";
 import { leaseKey, MAX_KEY_PART, writeTxn, type SnapshotsDB } from "./db";
 
 const reverseKey = (ns: string, type: string, id: string, lease: string): (string | number)[] => ["r", ns, type, id, lease];

@@ -6,30 +6,30 @@
  * rename that makes a staged directory the snapshot's (see backends.ts), so a crash leaves at worst
  * an unreferenced directory that `reconcile` removes at start-up.
  */
-import { GC_SWEEP_HEADER } from "../../../../libs/core/gc";
+import { GC_SWEEP_HEADER } from "#libs/core/gc";
 import * as fs from "node:fs";
 import type { Logger } from "pino";
-import { namespaceRequired, type CallContext } from "../../../../libs/context";
-import { errAlreadyExists, errFailedPrecondition, errInvalidArgument, errNotFound } from "../../../../libs/errdefs";
-import { applyMapMask, compactLabels, validateLabels } from "../../../../libs/fieldmask";
-import { mapField, NOT_PRESENT, parseAll, present, type Adaptor } from "../../../../libs/filters";
-import type { EventPublisher } from "../../../../libs/events";
+import { namespaceRequired, type CallContext } from "#libs/context";
+import { errAlreadyExists, errFailedPrecondition, errInvalidArgument, errNotFound } from "#libs/errdefs";
+import { applyMapMask, compactLabels, validateLabels } from "#libs/fieldmask";
+import { mapField, NOT_PRESENT, parseAll, present, type Adaptor } from "#libs/filters";
+import type { EventPublisher } from "#libs/events";
 import {
   kindFromWire, kindToWire, SNAPSHOT_EVENTS, SnapshotKinds, snapshotLeaseResourceType,
   type Mount, type SnapshotInfo, type SnapshotKind, type SnapshotOptions, type Snapshotter, type SnapshotUsage, type WalkFn,
-} from "../../../../libs/core/snapshots";
+} from "#libs/core/snapshots";
 import { discard, OverlayBackend, removeUnknown, snapshotsDir, usageOf, type SnapshotBackend } from "./backends";
 import { infoOf } from "../../public";
 import { childKey, idKey, layoutKey, MAX_KEY_PART, seqKey, snapKey, writeTxn, type Key, type SnapshotRecord, type SnapshotsDB } from "./db";
 import { leaseRecordOps } from "./leases";
 import { removeTree } from "./fsutil";
-import { MAX_NAME_KEY_BYTES } from "../../../../libs/lmdb";
+import { MAX_NAME_KEY_BYTES } from "#libs/lmdb";
 
 /** A new snapshot's key or name must fit in the keys that hold it (with its parent's, in the children index). */
 function checkKeyLength(what: string, key: string): void {
   if (Buffer.byteLength(key) > MAX_NAME_KEY_BYTES) throw errInvalidArgument(`${what} ${JSON.stringify(key.slice(0, 64) + "...")} is too long (more than ${MAX_NAME_KEY_BYTES} bytes)`);
 }
-import { laterThan, storedTime } from "../../../../libs/time";
+import { laterThan, storedTime } from "#libs/time";
 
 export interface LocalSnapshotterOptions {
   db: SnapshotsDB;

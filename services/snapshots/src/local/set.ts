@@ -1,6 +1,6 @@
 /** The snapshotters of this process by name. */
-import { errInvalidArgument, errNotFound } from "../../../../libs/errdefs";
-import type { Snapshotter, SnapshotterSet } from "../../../../libs/core/snapshots";
+import { errInvalidArgument, errNotFound } from "#libs/errdefs";
+import type { Snapshotter, SnapshotterSet } from "#libs/core/snapshots";
 
 export class LocalSnapshotterSet implements SnapshotterSet {
   constructor(private readonly byName: Map<string, Snapshotter>) {}

@@ -1,9 +1,9 @@
 /** gRPC adapter for containerd.services.snapshots.v1.Snapshots: validate, call the snapshotter, convert. */
-import type { ServiceHandlers } from "../../../../libs/grpc/server";
+import { serviceHandlers, type ServiceHandlers } from "#libs/grpc/server";
 import { infoToProto } from "../../public";
-import { fromTimestamp } from "../../../../libs/proto";
-import { kindFromWire, type SnapshotInfo, type SnapshotterSet } from "../../../../libs/core/snapshots";
-import { mountToProto } from "../../../../libs/mount";
+import { fromTimestamp } from "#libs/proto";
+import { kindFromWire, type SnapshotInfo, type SnapshotterSet } from "#libs/core/snapshots";
+import { mountToProto } from "#libs/mount";
 
 export const SNAPSHOTS_SERVICE = "containerd.services.snapshots.v1.Snapshots";
 
@@ -22,8 +22,8 @@ export function infoFromProto(i: Record<string, unknown> | null | undefined): Sn
 /** containerd sends List results in blocks of 100 infos. */
 const LIST_BLOCK = 100;
 
-export function snapshotsHandlers(set: SnapshotterSet): ServiceHandlers {
-  return {
+export function snapshotsHandlers(set: SnapshotterSet): ServiceHandlers<typeof SNAPSHOTS_SERVICE> {
+  return serviceHandlers(SNAPSHOTS_SERVICE, {
     Prepare: async (ctx, req) => ({ mounts: (await set.get(req.snapshotter).prepare(ctx, req.key, req.parent, { labels: req.labels })).map(mountToProto) }),
     View: async (ctx, req) => ({ mounts: (await set.get(req.snapshotter).view(ctx, req.key, req.parent, { labels: req.labels })).map(mountToProto) }),
     Mounts: async (ctx, req) => ({ mounts: (await set.get(req.snapshotter).mounts(ctx, req.key)).map(mountToProto) }),
@@ -58,5 +58,5 @@ export function snapshotsHandlers(set: SnapshotterSet): ServiceHandlers {
       await set.get(req.snapshotter).cleanup(ctx);
       return {};
     },
-  };
+  });
 }

@@ -8,11 +8,11 @@
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { CallContext } from "../../../../libs/context";
-import { isAlreadyExists } from "../../../../libs/errdefs";
-import { encode } from "../../../../libs/proto";
-import type { ContentStore } from "../../../../libs/core/content";
-import type { Descriptor } from "../../../../libs/core/tasks";
+import type { CallContext } from "#libs/context";
+import { isAlreadyExists } from "#libs/errdefs";
+import { encode } from "#libs/proto";
+import type { ContentStore } from "#libs/core/content";
+import type { Descriptor } from "#libs/core/tasks";
 
 export const MEDIA_TYPE_CHECKPOINT = "application/vnd.containerd.container.criu.checkpoint.criu.tar";
 export const MEDIA_TYPE_CHECKPOINT_CONFIG = "application/vnd.containerd.container.checkpoint.config.v1+proto";

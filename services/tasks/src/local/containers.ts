@@ -6,14 +6,14 @@
  * Keys: ["c", namespace, id] -> StoredContainer, and ["schema_version"] -> the SCHEMA_VERSION of
  * ../../public, where container records (published to readers in other processes) are defined.
  */
-import { openServiceDB, stampSchemaVersion, writeTxn } from "../../../../libs/lmdb";
-import { namespaceRequired, validateIdentifier, type CallContext } from "../../../../libs/context";
-import { causeText, errAlreadyExists, errInvalidArgument, errNotFound } from "../../../../libs/errdefs";
-import { compactLabels, validateLabels } from "../../../../libs/fieldmask";
-import { mapField, NOT_PRESENT, parseAll, present, type Adaptor } from "../../../../libs/filters";
-import type { EventPublisher } from "../../../../libs/events";
-import { CONTAINER_EVENTS, type Container, type ContainerInput, type ContainerStore, type TypedValue } from "../../../../libs/core/containers";
-import { laterThan, storedTime } from "../../../../libs/time";
+import { openServiceDB, stampSchemaVersion, writeTxn } from "#libs/lmdb";
+import { namespaceRequired, validateIdentifier, type CallContext } from "#libs/context";
+import { causeText, errAlreadyExists, errInvalidArgument, errNotFound } from "#libs/errdefs";
+import { compactLabels, validateLabels } from "#libs/fieldmask";
+import { mapField, NOT_PRESENT, parseAll, present, type Adaptor } from "#libs/filters";
+import type { EventPublisher } from "#libs/events";
+import { CONTAINER_EVENTS, type Container, type ContainerInput, type ContainerStore, type TypedValue } from "#libs/core/containers";
+import { laterThan, storedTime } from "#libs/time";
 import { containerKey as key, DB_FILE, readContainer, SCHEMA_VERSION, toContainer, type Key, type StoredAny, type StoredContainer, type TasksDB } from "../../public";
 
 export type { TasksDB };

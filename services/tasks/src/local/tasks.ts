@@ -3,13 +3,13 @@
  * store, then its task in the runtime v2 manager, then talks to the shim. Wait cut off by a dying
  * shim answers with the exit its cleanup recorded.
  */
-import { namespaceRequired, validateIdentifier, type CallContext } from "../../../../libs/context";
-import { causeText, errInvalidArgument, errNotFound, errNotImplemented, isNotFound } from "../../../../libs/errdefs";
-import { parseAll, NOT_PRESENT, present } from "../../../../libs/filters";
-import { fromTimestamp } from "../../../../libs/proto";
-import { isClosedError } from "../../../../libs/ttrpc";
-import type { Msg } from "../../../../libs/ttrpc/typed";
-import type { ContainerStore, TypedValue } from "../../../../libs/core/containers";
+import { namespaceRequired, validateIdentifier, type CallContext } from "#libs/context";
+import { causeText, errInvalidArgument, errNotFound, errNotImplemented, isNotFound } from "#libs/errdefs";
+import { parseAll, NOT_PRESENT, present } from "#libs/filters";
+import { fromTimestamp } from "#libs/proto";
+import { isClosedError } from "#libs/ttrpc";
+import type { Msg } from "#libs/ttrpc/typed";
+import type { ContainerStore, TypedValue } from "#libs/core/containers";
 import {
   TaskStatus,
   type CreateTaskInput,
@@ -20,16 +20,16 @@ import {
   type TaskIO,
   type TaskMetric,
   type TaskService,
-} from "../../../../libs/core/tasks";
+} from "#libs/core/tasks";
 import type { ShimManager } from "../runtime/manager";
-import type { ContentStore } from "../../../../libs/core/content";
-import { decode } from "../../../../libs/proto";
+import type { ContentStore } from "#libs/core/content";
+import { decode } from "#libs/proto";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { MEDIA_TYPE_CHECKPOINT, MEDIA_TYPE_CHECKPOINT_CONFIG, specBlob, tarDirectory, writeBlob } from "./checkpoint";
 import type { ShimTask } from "../runtime/shim";
-import { now } from "../../../../libs/time";
+import { now } from "#libs/time";
 
 const anyOf = (m: Msg | null | undefined): TypedValue | undefined =>
   m && (m.type_url || (m.value as Uint8Array | undefined)?.length) ? { typeUrl: String(m.type_url), value: Buffer.from(m.value ?? []) } : undefined;

@@ -5,11 +5,11 @@
  * their own process group, with containerd's environment.
  */
 import { spawn } from "node:child_process";
-import { errDeadlineExceeded, errNotImplemented, ErrorCodes, FlotillaError } from "../../../../libs/errdefs";
-import { decode, encode } from "../../../../libs/proto";
-import type { TypedValue } from "../../../../libs/core/containers";
+import { errDeadlineExceeded, errNotImplemented, ErrorCodes, FlotillaError } from "#libs/errdefs";
+import { decode, encode } from "#libs/proto";
+import type { TypedValue } from "#libs/core/containers";
 import type { ShimCommand } from "./runtimes";
-import { fromTimestamp, now } from "../../../../libs/time";
+import { fromTimestamp, now } from "#libs/time";
 
 export interface ShimEnv {
   namespace: string;

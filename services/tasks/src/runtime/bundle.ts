@@ -9,10 +9,10 @@
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { validateIdentifier } from "../../../../libs/context";
-import { errAlreadyExists } from "../../../../libs/errdefs";
-import { mkfifo } from "../../../../libs/sys/linux";
-import { unmountAll } from "../../../../libs/mount";
+import { validateIdentifier } from "#libs/context";
+import { errAlreadyExists } from "#libs/errdefs";
+import { mkfifo } from "#libs/sys/linux";
+import { unmountAll } from "#libs/mount";
 
 export interface BundleDirs {
   /** `<state>/tasks/io.containerd.runtime.v2.task` */

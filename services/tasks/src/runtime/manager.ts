@@ -8,21 +8,21 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Logger } from "pino";
-import { namespaceRequired, background, type CallContext } from "../../../../libs/context";
-import { errAlreadyExists, errorCode, ErrorCodes, FlotillaError, isNotFound } from "../../../../libs/errdefs";
-import { isClosedError } from "../../../../libs/ttrpc";
-import type { EventPublisher } from "../../../../libs/events";
+import { namespaceRequired, background, type CallContext } from "#libs/context";
+import { errAlreadyExists, errorCode, ErrorCodes, FlotillaError, isNotFound } from "#libs/errdefs";
+import { isClosedError } from "#libs/ttrpc";
+import type { EventPublisher } from "#libs/events";
 import type { ForwardedDeletes } from "./forwarded";
-import { toTimestamp } from "../../../../libs/proto";
-import type { Container } from "../../../../libs/core/containers";
-import { TASK_EVENTS, type CreateTaskInput, type ExitInfo } from "../../../../libs/core/tasks";
+import { toTimestamp } from "#libs/proto";
+import type { Container } from "#libs/core/containers";
+import { TASK_EVENTS, type CreateTaskInput, type ExitInfo } from "#libs/core/tasks";
 import { Bundle, listBundles, type BundleDirs } from "./bundle";
 import { shimDelete, shimStart, type BootstrapResult, type ShimEnv } from "./binary";
 import type { RuntimeResolver, ShimCommand } from "./runtimes";
 import { ShimTask } from "./shim";
 import type { WarmPool } from "./warm";
-import { fromTimestamp, now } from "../../../../libs/time";
-import { mountToProto } from "../../../../libs/mount";
+import { fromTimestamp, now } from "#libs/time";
+import { mountToProto } from "#libs/mount";
 
 export interface ManagerOptions {
   dirs: BundleDirs;

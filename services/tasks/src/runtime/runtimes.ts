@@ -21,10 +21,12 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { errInvalidArgument, errNotFound, errNotImplemented, ErrorCodes, FlotillaError } from "../../../../libs/errdefs";
-import { repoRoot } from "../../../../libs/proto";
+import { errInvalidArgument, errNotFound, errNotImplemented, ErrorCodes, FlotillaError } from "#libs/errdefs";
+import { repoRoot } from "#libs/proto";
+import type { ConfigOf } from "#libs/service/components";
+import type { RUNTIME_TASK } from "../../components";
 
-export const RUNTIME_PLUGIN = "io.containerd.runtime.v2";
+export { RUNTIME_PLUGIN } from "../../components";
 export const BUILTIN_SHIM = "flotilla";
 /** containerd 1.x's built-in v1 runtime (containerd-shim), gone from v2's shim API. */
 export const LEGACY_V1_RUNTIME = "io.containerd.runtime.v1.linux";
@@ -70,41 +72,23 @@ const DEFAULT_RUNTIMES: Record<string, RuntimeEntry> = {
   "io.containerd.flotilla.v2": { shim: BUILTIN_SHIM, runtimeBinary: "runc" },
 };
 
-export function runtimesConfig(raw: Record<string, unknown>, state: string): RuntimesConfig {
-  const str = (k: string): string => {
-    const v = raw[k];
-    if (v === undefined) return "";
-    if (typeof v !== "string") throw errInvalidArgument(`config: ${RUNTIME_PLUGIN}.task ${k} must be a string`);
-    return v;
-  };
+/** The runtimes from the checked `[plugins."io.containerd.runtime.v2.task"]` table, defaults for what it leaves out. */
+export function runtimesConfig(raw: ConfigOf<typeof RUNTIME_TASK>, state: string): RuntimesConfig {
   const runtimes: Record<string, RuntimeEntry> = { ...DEFAULT_RUNTIMES };
-  const table = raw.runtimes;
-  if (table !== undefined) {
-    if (!table || typeof table !== "object") throw errInvalidArgument(`config: ${RUNTIME_PLUGIN}.task runtimes must be a table`);
-    for (const [name, v] of Object.entries(table as Record<string, unknown>)) {
-      const e = v as Record<string, unknown>;
-      if (!e || typeof e !== "object" || typeof e.shim !== "string") throw errInvalidArgument(`config: runtime ${JSON.stringify(name)} needs a shim (a path or "${BUILTIN_SHIM}")`);
-      if (e.runtime_args !== undefined && (!Array.isArray(e.runtime_args) || e.runtime_args.some((a) => typeof a !== "string"))) {
-        throw errInvalidArgument(`config: runtime ${JSON.stringify(name)} runtime_args must be a list of strings`);
-      }
-      runtimes[name] = {
-        shim: e.shim,
-        ...(typeof e.runtime_binary === "string" ? { runtimeBinary: e.runtime_binary } : {}),
-        ...(Array.isArray(e.runtime_args) ? { runtimeArgs: e.runtime_args as string[] } : {}),
-      };
-    }
+  for (const [name, e] of Object.entries(raw.runtimes ?? {})) {
+    if (e.shim === undefined) throw errInvalidArgument(`config: runtime ${JSON.stringify(name)} needs a shim (a path or "${BUILTIN_SHIM}")`);
+    runtimes[name] = {
+      shim: e.shim,
+      ...(e.runtime_binary !== undefined ? { runtimeBinary: e.runtime_binary } : {}),
+      ...(e.runtime_args !== undefined ? { runtimeArgs: e.runtime_args } : {}),
+    };
   }
-  const nodeOptions = Array.isArray(raw.shim_node_options) ? raw.shim_node_options.map(String) : DEFAULT_NODE_OPTIONS;
-  const warm = raw.warm_shims === undefined ? DEFAULT_WARM_SHIMS : Number(raw.warm_shims);
-  if (!Number.isInteger(warm) || warm < 0 || warm > 16) throw errInvalidArgument(`config: ${RUNTIME_PLUGIN}.task warm_shims must be an integer from 0 to 16`);
-  const group = raw.shim_group_size === undefined ? 1 : Number(raw.shim_group_size);
-  if (!Number.isInteger(group) || group < 1 || group > 1024) throw errInvalidArgument(`config: ${RUNTIME_PLUGIN}.task shim_group_size must be an integer from 1 to 1024`);
   return {
-    warmShims: warm,
-    shimGroupSize: group,
-    socketDir: str("socket_dir") || path.join(state, "s"),
-    runcRoot: str("runc_root") || path.join(state, "runc"),
-    nodeOptions,
+    warmShims: raw.warm_shims ?? DEFAULT_WARM_SHIMS,
+    shimGroupSize: raw.shim_group_size ?? 1,
+    socketDir: raw.socket_dir || path.join(state, "s"),
+    runcRoot: raw.runc_root || path.join(state, "runc"),
+    nodeOptions: raw.shim_node_options ?? DEFAULT_NODE_OPTIONS,
     runtimes,
   };
 }

@@ -6,15 +6,18 @@
 import * as fs from "node:fs";
 import * as net from "node:net";
 import type { Logger } from "pino";
-import { isNotImplemented } from "../../../../libs/errdefs";
-import { TtrpcClient, NAMESPACE_KEY } from "../../../../libs/ttrpc";
-import { TypedClient, type Msg } from "../../../../libs/ttrpc/typed";
+import { isNotImplemented } from "#libs/errdefs";
+import { TtrpcClient, NAMESPACE_KEY } from "#libs/ttrpc";
+import { TypedClient } from "#libs/ttrpc/typed";
+import type { ClientRequest, ClientResponse, MethodOfKind } from "#libs/proto/types";
 import type { Bundle } from "./bundle";
 import type { BootstrapResult } from "./binary";
 import type { ShimCommand } from "./runtimes";
 
 export const TASK_V2 = "containerd.task.v2.Task";
 export const TASK_V3 = "containerd.task.v3.Task";
+/** The messages of the shim task API (v3; v2 has the same ones under another package). */
+type TaskApi = typeof TASK_V3;
 
 /** Copies the shim's log FIFO (JSON lines or text) into the tasks process's log. */
 export class ShimLog {
@@ -73,7 +76,7 @@ export class ShimTask {
     readonly bundle: Bundle,
     readonly cmd: ShimCommand,
     readonly client: TtrpcClient,
-    private task: TypedClient,
+    private task: TypedClient<TaskApi>,
     readonly version: 2 | 3,
     readonly shimLog: ShimLog,
   ) {}
@@ -110,8 +113,9 @@ export class ShimTask {
     try {
       const md = { [NAMESPACE_KEY]: [ns] };
       let version: 2 | 3 = 2;
-      let task = new TypedClient(client, TASK_V2);
-      let resp: Msg | undefined;
+      // v2 and v3 share their messages (only the package differs): one typed client, two wire names.
+      let task = new TypedClient(client, TASK_V3, TASK_V2);
+      let resp: ClientResponse<TaskApi, "Connect"> | undefined;
       if (boot.version >= 3) {
         const v3 = new TypedClient(client, TASK_V3);
         try {
@@ -135,8 +139,9 @@ export class ShimTask {
     }
   }
 
-  call(method: string, req: Msg, timeoutMs?: number, signal?: AbortSignal): Promise<Msg> {
-    return this.task.call(method, { id: this.id, ...req }, { timeoutMs, signal, metadata: { [NAMESPACE_KEY]: [this.namespace] } });
+  /** Call the shim's task API for this task (its id is filled in). */
+  call<M extends MethodOfKind<TaskApi, "unary">>(method: M, req: Omit<ClientRequest<TaskApi, M>, "id">, timeoutMs?: number, signal?: AbortSignal): Promise<ClientResponse<TaskApi, M>> {
+    return this.task.call(method, { id: this.id, ...req } as ClientRequest<TaskApi, M>, { timeoutMs, signal, metadata: { [NAMESPACE_KEY]: [this.namespace] } });
   }
 
   /** Close the connection on purpose. */

@@ -14,7 +14,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import type { Logger } from "pino";
-import { TtrpcClient } from "../../../../libs/ttrpc";
+import { TtrpcClient } from "#libs/ttrpc";
 import type { ShimCommand } from "./runtimes";
 
 export interface WarmShim {

@@ -1,13 +1,13 @@
 /** containerd.services.containers.v1.Containers as a thin adapter over a ContainerStore. */
-import { errInvalidArgument } from "../../../../libs/errdefs";
-import type { ServiceHandlers } from "../../../../libs/grpc/server";
-import { containerInputFromProto, containerToProto } from "../../../../libs/clients/containers";
-import type { ContainerStore } from "../../../../libs/core/containers";
+import { errInvalidArgument } from "#libs/errdefs";
+import { serviceHandlers, type ServiceHandlers } from "#libs/grpc/server";
+import { containerInputFromProto, containerToProto } from "#libs/clients/containers";
+import type { ContainerStore } from "#libs/core/containers";
 
 export const CONTAINERS_SERVICE = "containerd.services.containers.v1.Containers";
 
-export function containersHandlers(store: ContainerStore): ServiceHandlers {
-  return {
+export function containersHandlers(store: ContainerStore): ServiceHandlers<typeof CONTAINERS_SERVICE> {
+  return serviceHandlers(CONTAINERS_SERVICE, {
     Get: async (ctx, req) => ({ container: containerToProto(await store.get(ctx, String(req.id ?? ""))) }),
     List: async (ctx, req) => ({ containers: (await store.list(ctx, req.filters ?? [])).map(containerToProto) }),
     ListStream: async (ctx, req, send) => {
@@ -26,5 +26,5 @@ export function containersHandlers(store: ContainerStore): ServiceHandlers {
       await store.delete(ctx, String(req.id ?? ""));
       return {};
     },
-  };
+  });
 }

@@ -1,16 +1,17 @@
 /** containerd.services.tasks.v1.Tasks as a thin adapter over a TaskService. */
-import type { ServiceHandlers, Msg } from "../../../../libs/grpc/server";
-import { toTimestamp } from "../../../../libs/proto";
-import { errInvalidArgument } from "../../../../libs/errdefs";
-import { anyFromProto, anyToProto } from "../../../../libs/clients/containers";
-import type { ExitInfo, ProcessState, TaskService } from "../../../../libs/core/tasks";
-import { mountFromProto } from "../../../../libs/mount";
+import { serviceHandlers, type Msg, type ServiceHandlers } from "#libs/grpc/server";
+import { toTimestamp } from "#libs/proto";
+import { errInvalidArgument } from "#libs/errdefs";
+import { anyFromProto, anyToProto } from "#libs/clients/containers";
+import type { ExitInfo, ProcessState, TaskService } from "#libs/core/tasks";
+import { mountFromProto } from "#libs/mount";
+import type { Input } from "#libs/proto/types";
 
 export const TASKS_SERVICE = "containerd.services.tasks.v1.Tasks";
 
-const ts = (d: Date | undefined): Msg | null => (d && d.getTime() > 0 ? toTimestamp(d) : null);
+const ts = (d: Date | undefined): Input["google.protobuf.Timestamp"] | null => (d && d.getTime() > 0 ? toTimestamp(d) : null);
 
-export function processToProto(p: ProcessState): Msg {
+export function processToProto(p: ProcessState): Input["containerd.v1.types.Process"] {
   return {
     container_id: "",
     id: p.id,
@@ -25,10 +26,10 @@ export function processToProto(p: ProcessState): Msg {
   };
 }
 
-const exitToProto = (e: ExitInfo, id = ""): Msg => ({ id, pid: e.pid, exit_status: e.exitStatus, exited_at: ts(e.exitedAt) });
+const exitToProto = (e: ExitInfo, id = ""): Input["containerd.services.tasks.v1.DeleteResponse"] => ({ id, pid: e.pid, exit_status: e.exitStatus, exited_at: ts(e.exitedAt) });
 
-export function tasksHandlers(tasks: TaskService): ServiceHandlers {
-  return {
+export function tasksHandlers(tasks: TaskService): ServiceHandlers<typeof TASKS_SERVICE> {
+  return serviceHandlers(TASKS_SERVICE, {
     Create: async (ctx, req) => {
       if (!req.container_id) throw errInvalidArgument("container id must be set");
       const options = anyFromProto(req.options);
@@ -93,5 +94,5 @@ export function tasksHandlers(tasks: TaskService): ServiceHandlers {
       const e = await tasks.wait(ctx, req.container_id, req.exec_id ?? "");
       return { exit_status: e.exitStatus, exited_at: ts(e.exitedAt) };
     },
-  };
+  });
 }

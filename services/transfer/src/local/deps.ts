@@ -1,11 +1,11 @@
 /** What the transferrers use: the other processes' stores (proxies in production) and shared state. */
-import type { ContentStore } from "../../../../libs/core/content";
-import type { ImageStore } from "../../../../libs/core/images";
-import type { LeaseManager } from "../../../../libs/core/leases";
-import type { RegistryResolverSpec } from "../../../../libs/core/transfer";
-import { causeText, errorCode, ErrorCodes, FlotillaError, errFailedPrecondition, errInvalidArgument, errNotFound, errUnauthenticated, errUnavailable } from "../../../../libs/errdefs";
-import { OciFormatError } from "../../../../libs/oci";
-import { HostsConfigError, ReferenceError, RegistryClient, RegistryError } from "../../../../libs/registry";
+import type { ContentStore } from "#libs/core/content";
+import type { ImageStore } from "#libs/core/images";
+import type { LeaseManager } from "#libs/core/leases";
+import type { RegistryResolverSpec } from "#libs/core/transfer";
+import { causeText, errorCode, ErrorCodes, FlotillaError, errFailedPrecondition, errInvalidArgument, errNotFound, errUnauthenticated, errUnavailable } from "#libs/errdefs";
+import { OciFormatError } from "#libs/oci";
+import { HostsConfigError, ReferenceError, RegistryClient, RegistryError, type HttpAgents } from "#libs/registry";
 import type { BlobFetcher } from "./fetch";
 import type { UnpackDeps } from "./unpack";
 import type { Semaphore } from "./util";
@@ -26,6 +26,8 @@ export interface TransferDeps extends UnpackDeps {
   /** Shared by every transfer of the process, as containerd's download/upload limiters. */
   downloads: Semaphore;
   uploads: Semaphore;
+  /** Keep-alive connections to registries, shared by every transfer of the process. */
+  agents: HttpAgents;
 }
 
 export function registryClient(deps: TransferDeps, reference: string, r: RegistryResolverSpec): RegistryClient {
@@ -38,6 +40,7 @@ export function registryClient(deps: TransferDeps, reference: string, r: Registr
       credentials: r.credentials,
       userAgent: deps.config.userAgent,
       debug: r.httpDebug && r.logs ? r.logs : undefined,
+      agents: deps.agents,
     });
   } catch (e) {
     throw toNative(e);

@@ -5,16 +5,16 @@
  * a Docker-compatible `manifest.json` unless skipped, and `oci-layout`. Entries are in name order, as
  * containerd writes them.
  */
-import type { CallContext } from "../../../../libs/context";
-import { sendBytes } from "../../../../libs/clients/transfer";
-import type { Descriptor } from "../../../../libs/core/images";
-import type { ExportStreamSpec, ImageStoreSpec, ProgressFn } from "../../../../libs/core/transfer";
-import { ProgressEvents } from "../../../../libs/core/transfer";
-import { errInvalidArgument } from "../../../../libs/errdefs";
+import type { CallContext } from "#libs/context";
+import { sendBytes } from "#libs/clients/transfer";
+import type { Descriptor } from "#libs/core/images";
+import type { ExportStreamSpec, ImageStoreSpec, ProgressFn } from "#libs/core/transfer";
+import { ProgressEvents } from "#libs/core/transfer";
+import { errInvalidArgument } from "#libs/errdefs";
 import {
   Annotations, hostPlatform, isIndexType, isManifestType, isNonDistributable, MediaTypes, parseIndex, parseManifest, platformMatcher, refKey, type OciDescriptor,
-} from "../../../../libs/oci";
-import { parseReference } from "../../../../libs/registry";
+} from "#libs/oci";
+import { parseReference } from "#libs/registry";
 import type { TransferDeps } from "./deps";
 import { ProgressTracker } from "./progress";
 import { TAR_END, tarFile, tarHeader, tarPadding } from "./tar";

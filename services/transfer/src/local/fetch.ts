@@ -4,13 +4,13 @@
  * committed (AlreadyExists in the same namespace, a data-less shared commit in another). An ingest
  * left by an earlier, interrupted transfer is resumed from its offset with a Range request.
  */
-import type { CallContext } from "../../../../libs/context";
-import type { ContentStore, ContentWriter } from "../../../../libs/core/content";
-import { MAX_CHUNK } from "../../../../libs/core/content";
-import { causeText, errFailedPrecondition, isAlreadyExists, isFailedPrecondition, isUnavailable } from "../../../../libs/errdefs";
-import type { OciDescriptor } from "../../../../libs/oci";
-import { verify, type RegistryClient } from "../../../../libs/registry";
-import { sleep } from "../../../../libs/registry/http";
+import type { CallContext } from "#libs/context";
+import type { ContentStore, ContentWriter } from "#libs/core/content";
+import { MAX_CHUNK } from "#libs/core/content";
+import { causeText, errFailedPrecondition, isAlreadyExists, isFailedPrecondition, isUnavailable } from "#libs/errdefs";
+import type { OciDescriptor } from "#libs/oci";
+import { verify, type RegistryClient } from "#libs/registry";
+import { sleep } from "#libs/registry/http";
 import type { Lane } from "./lanes";
 
 export interface FetchResult {

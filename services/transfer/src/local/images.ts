@@ -1,9 +1,9 @@
 /** Image records for a transfer destination (ImageStore): the name, extra references, create-or-replace. */
-import type { CallContext } from "../../../../libs/context";
-import type { Descriptor } from "../../../../libs/core/images";
-import type { ImageStoreSpec } from "../../../../libs/core/transfer";
-import { isAlreadyExists } from "../../../../libs/errdefs";
-import type { OciDescriptor } from "../../../../libs/oci";
+import type { CallContext } from "#libs/context";
+import type { Descriptor } from "#libs/core/images";
+import type { ImageStoreSpec } from "#libs/core/transfer";
+import { isAlreadyExists } from "#libs/errdefs";
+import type { OciDescriptor } from "#libs/oci";
 import type { TransferDeps } from "./deps";
 
 export function targetOf(d: OciDescriptor): Descriptor {

@@ -8,18 +8,18 @@
  */
 import { Readable } from "node:stream";
 import * as zlib from "node:zlib";
-import type { CallContext } from "../../../../libs/context";
-import { receiveBytes, sendBytes } from "../../../../libs/clients/transfer";
-import type { ContentStore } from "../../../../libs/core/content";
-import { MAX_CHUNK } from "../../../../libs/core/content";
-import type { ExportStreamSpec, ImageStoreSpec, ImportStreamSpec, ProgressFn } from "../../../../libs/core/transfer";
-import { ProgressEvents } from "../../../../libs/core/transfer";
-import { causeText, errInvalidArgument, isAlreadyExists, isFailedPrecondition, isNotFound } from "../../../../libs/errdefs";
+import type { CallContext } from "#libs/context";
+import { receiveBytes, sendBytes } from "#libs/clients/transfer";
+import type { ContentStore } from "#libs/core/content";
+import { MAX_CHUNK } from "#libs/core/content";
+import type { ExportStreamSpec, ImageStoreSpec, ImportStreamSpec, ProgressFn } from "#libs/core/transfer";
+import { ProgressEvents } from "#libs/core/transfer";
+import { causeText, errInvalidArgument, isAlreadyExists, isFailedPrecondition, isNotFound } from "#libs/errdefs";
 import {
   Annotations, childrenLabels, isIndexType, isManifestType, MediaTypes, parseConfig, parseIndex, parseManifest, platformMatcher, platformRank, sha256,
   type OciDescriptor, type Platform,
-} from "../../../../libs/oci";
-import { formatReference, normalizeReference, parseReference } from "../../../../libs/registry";
+} from "#libs/oci";
+import { formatReference, normalizeReference, parseReference } from "#libs/registry";
 import { settleAll, toNative, type TransferDeps } from "./deps";
 import { openWriter } from "./fetch";
 import { targetOf } from "./images";

@@ -3,8 +3,8 @@
  * as containerd's Progress events ("waiting", a byte-count state such as "downloading", "complete",
  * "already exists", ...). Byte updates are throttled per job.
  */
-import type { Descriptor, ProgressEvent, ProgressFn } from "../../../../libs/core/transfer";
-import { refKey, type OciDescriptor } from "../../../../libs/oci";
+import type { Descriptor, ProgressEvent, ProgressFn } from "#libs/core/transfer";
+import { refKey, type OciDescriptor } from "#libs/oci";
 
 export const BYTES_INTERVAL_MS = 200;
 

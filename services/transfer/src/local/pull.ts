@@ -12,15 +12,15 @@
  *   parent is unpacked;
  * - then the image record (Create, or Update on AlreadyExists) for the name and extra references.
  */
-import type { CallContext } from "../../../../libs/context";
-import { errNotFound } from "../../../../libs/errdefs";
-import type { ImageStoreSpec, OCIRegistrySpec, Platform, ProgressFn } from "../../../../libs/core/transfer";
-import { ProgressEvents } from "../../../../libs/core/transfer";
+import type { CallContext } from "#libs/context";
+import { errNotFound } from "#libs/errdefs";
+import type { ImageStoreSpec, OCIRegistrySpec, Platform, ProgressFn } from "#libs/core/transfer";
+import { ProgressEvents } from "#libs/core/transfer";
 import {
   childrenLabels, isIndexType, isLayerType, isManifestType, Labels, normalizePlatform, parseConfig, parseIndex, parseManifest, platformMatcher, platformRank, refKey,
   type OciDescriptor,
-} from "../../../../libs/oci";
-import type { RegistryClient } from "../../../../libs/registry";
+} from "#libs/oci";
+import type { RegistryClient } from "#libs/registry";
 import { registryClient, settleAll, toNative, type TransferDeps } from "./deps";
 import type { FetchResult } from "./fetch";
 import { storeImages } from "./images";

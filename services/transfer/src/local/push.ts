@@ -4,12 +4,12 @@
  * `maxConcurrentUploads` at a time, manifests go by digest and the root by the reference's tag.
  */
 import { Readable } from "node:stream";
-import type { CallContext } from "../../../../libs/context";
-import type { ImageStoreSpec, OCIRegistrySpec, ProgressFn } from "../../../../libs/core/transfer";
-import { ProgressEvents } from "../../../../libs/core/transfer";
-import { errInvalidArgument } from "../../../../libs/errdefs";
-import { isIndexType, isManifestType, Labels, parseIndex, parseManifest, platformMatcher, refKey, type OciDescriptor } from "../../../../libs/oci";
-import { objectOf } from "../../../../libs/registry";
+import type { CallContext } from "#libs/context";
+import type { ImageStoreSpec, OCIRegistrySpec, ProgressFn } from "#libs/core/transfer";
+import { ProgressEvents } from "#libs/core/transfer";
+import { errInvalidArgument } from "#libs/errdefs";
+import { isIndexType, isManifestType, Labels, parseIndex, parseManifest, platformMatcher, refKey, type OciDescriptor } from "#libs/oci";
+import { objectOf } from "#libs/registry";
 import { registryClient, settleAll, toNative, type TransferDeps } from "./deps";
 import { ProgressTracker } from "./progress";
 import { blobChunks, readBlob } from "./util";

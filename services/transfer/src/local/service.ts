@@ -3,12 +3,12 @@
  * to pull, push, tag, import, export or a raw archive copy, each under a lease (the caller's, or a
  * temporary one expiring in 24 h that is deleted when the transfer ends).
  */
-import type { CallContext } from "../../../../libs/context";
-import { namespaceRequired } from "../../../../libs/context";
-import { errNotImplemented } from "../../../../libs/errdefs";
-import { TRANSFER_LEASE_LABEL, type TransferObject, type TransferOptions, type Transferrer } from "../../../../libs/core/transfer";
-import { LEASE_RESOURCE_INGESTS } from "../../../../libs/core/content";
-import { Labels } from "../../../../libs/oci";
+import type { CallContext } from "#libs/context";
+import { namespaceRequired } from "#libs/context";
+import { errNotImplemented } from "#libs/errdefs";
+import { TRANSFER_LEASE_LABEL, type TransferObject, type TransferOptions, type Transferrer } from "#libs/core/transfer";
+import { LEASE_RESOURCE_INGESTS } from "#libs/core/content";
+import { Labels } from "#libs/oci";
 import type { TransferDeps } from "./deps";
 import { exportArchive } from "./export";
 import { copyArchive, importArchive } from "./import";

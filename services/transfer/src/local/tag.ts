@@ -1,7 +1,7 @@
 /** Tag (ImageStore -> ImageStore): the source image's target stored under the destination's names. */
-import type { CallContext } from "../../../../libs/context";
-import type { ImageStoreSpec, ProgressFn } from "../../../../libs/core/transfer";
-import { errInvalidArgument } from "../../../../libs/errdefs";
+import type { CallContext } from "#libs/context";
+import type { ImageStoreSpec, ProgressFn } from "#libs/core/transfer";
+import { errInvalidArgument } from "#libs/errdefs";
 import type { TransferDeps } from "./deps";
 import { imageNames, putImage } from "./images";
 

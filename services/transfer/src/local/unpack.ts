@@ -8,13 +8,13 @@
  * `containerd.io/gc.ref.snapshot.<snapshotter>`; all labels are set before the unpack resolves.
  * Work on one chain ID is serialised across transfers in this process.
  */
-import type { CallContext } from "../../../../libs/context";
-import type { ContentStore } from "../../../../libs/core/content";
-import type { Applier } from "../../../../libs/core/diff";
-import type { NamespaceStore } from "../../../../libs/core/namespaces";
-import type { Mount, SnapshotterSet } from "../../../../libs/core/snapshots";
-import { causeText, errFailedPrecondition, errInvalidArgument, isAlreadyExists, isNotFound } from "../../../../libs/errdefs";
-import { chainIds, Labels, type ImageConfig, type OciDescriptor } from "../../../../libs/oci";
+import type { CallContext } from "#libs/context";
+import type { ContentStore } from "#libs/core/content";
+import type { Applier } from "#libs/core/diff";
+import type { NamespaceStore } from "#libs/core/namespaces";
+import type { Mount, SnapshotterSet } from "#libs/core/snapshots";
+import { causeText, errFailedPrecondition, errInvalidArgument, isAlreadyExists, isNotFound } from "#libs/errdefs";
+import { chainIds, Labels, type ImageConfig, type OciDescriptor } from "#libs/oci";
 import type { ProgressTracker } from "./progress";
 import { settleAll } from "./deps";
 import { KeyedMutex, uniquePart } from "./util";

@@ -1,8 +1,8 @@
 /** Small concurrency and content helpers for the transferrers. */
 import { randomBytes } from "node:crypto";
-import type { CallContext } from "../../../../libs/context";
-import type { ContentStore } from "../../../../libs/core/content";
-import { errInvalidArgument } from "../../../../libs/errdefs";
+import type { CallContext } from "#libs/context";
+import type { ContentStore } from "#libs/core/content";
+import { errInvalidArgument } from "#libs/errdefs";
 
 /** A counting semaphore; waiters are served in arrival order. */
 export class Semaphore {
@@ -24,7 +24,7 @@ export class Semaphore {
 }
 
 /** Serialises work per key (e.g. one unpack per chain ID at a time). */
-export { KeyedMutex } from "../../../../libs/sync";
+export { KeyedMutex } from "#libs/sync";
 
 /** containerd's uniquePart for unpack keys: `<nanosecond>-<base64url of 3 random bytes>`. */
 export function uniquePart(): string {

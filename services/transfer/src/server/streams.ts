@@ -4,12 +4,13 @@
  * `Empty`, and kept until its consumer closes it (the RPC then ends OK) or the client goes away.
  * Streams nobody claims within `unclaimedMs` are closed, so an abandoned client leaks nothing.
  */
-import type { CallContext } from "../../../../libs/context";
-import { namespaceRequired } from "../../../../libs/context";
-import { errAlreadyExists, errCanceled, errInvalidArgument, errNotFound } from "../../../../libs/errdefs";
-import type { Msg, Send, ServiceHandlers } from "../../../../libs/grpc/server";
-import { decode } from "../../../../libs/proto";
-import { StreamTypeUrls, type StreamManager, type StreamMessage, type TransferStream } from "../../../../libs/core/transfer";
+import type { CallContext } from "#libs/context";
+import { namespaceRequired } from "#libs/context";
+import { errAlreadyExists, errCanceled, errInvalidArgument, errNotFound } from "#libs/errdefs";
+import { serviceHandlers, type Send, type ServiceHandlers } from "#libs/grpc/server";
+import type { Decoded, Input } from "#libs/proto/types";
+import { decode } from "#libs/proto";
+import { StreamTypeUrls, type StreamManager, type StreamMessage, type TransferStream } from "#libs/core/transfer";
 
 export const STREAMING_SERVICE = "containerd.services.streaming.v1.Streaming";
 
@@ -22,7 +23,7 @@ export class CallStream implements TransferStream {
   private eof = false;
   claimed = false;
 
-  constructor(private readonly it: AsyncIterator<Msg>, private readonly sendFn: Send, callSignal: AbortSignal) {
+  constructor(private readonly it: AsyncIterator<Decoded["google.protobuf.Any"]>, private readonly sendFn: Send<Input["google.protobuf.Any"]>, callSignal: AbortSignal) {
     this.finished = new Promise((r) => (this.finish = r));
     const onAbort = (): void => {
       this.ac.abort(errCanceled("stream closed by the client"));
@@ -104,9 +105,9 @@ export class LocalStreamManager implements StreamManager {
   }
 }
 
-export function streamingHandlers(manager: LocalStreamManager): ServiceHandlers {
-  return {
-    Stream: async (ctx, reqs: AsyncIterable<Msg>, send) => {
+export function streamingHandlers(manager: LocalStreamManager): ServiceHandlers<typeof STREAMING_SERVICE> {
+  return serviceHandlers(STREAMING_SERVICE, {
+    Stream: async (ctx, reqs, send) => {
       const it = reqs[Symbol.asyncIterator]();
       const first = await it.next();
       if (first.done) return;
@@ -120,5 +121,5 @@ export function streamingHandlers(manager: LocalStreamManager): ServiceHandlers 
       await send({ type_url: StreamTypeUrls.Empty, value: Buffer.alloc(0) });
       await stream.done();
     },
-  };
+  });
 }

@@ -3,18 +3,18 @@
  * their exact (bare) type URL, the stream ids they carry are bound to registered streams, and the local
  * transferrer runs the pair. Unknown types or pairs answer Unimplemented with containerd's message.
  */
-import { Status as GrpcStatus } from "../../../../libs/grpc/status";
+import { Status as GrpcStatus } from "#libs/grpc/status";
 import type { Logger } from "pino";
-import type { CallContext } from "../../../../libs/context";
-import { namespaceRequired } from "../../../../libs/context";
-import { authResponseFromProto, platformFromProto, progressToProto, sendBytes } from "../../../../libs/clients/transfer";
-import { errCanceled, isNotImplemented } from "../../../../libs/errdefs";
-import type { Msg, ServiceHandlers } from "../../../../libs/grpc/server";
-import { decode, encode } from "../../../../libs/proto";
+import type { CallContext } from "#libs/context";
+import { namespaceRequired } from "#libs/context";
+import { authResponseFromProto, platformFromProto, progressToProto, sendBytes } from "#libs/clients/transfer";
+import { errCanceled, isNotImplemented } from "#libs/errdefs";
+import { serviceHandlers, type Msg, type ServiceHandlers } from "#libs/grpc/server";
+import { decode, encode } from "#libs/proto";
 import {
   StreamTypeUrls, TransferTypeUrls,
   type ProgressEvent, type RegistryCredentials, type StreamManager, type TransferObject, type Transferrer, type TransferStream,
-} from "../../../../libs/core/transfer";
+} from "#libs/core/transfer";
 
 export const TRANSFER_SERVICE = "containerd.services.transfer.v1.Transfer";
 
@@ -152,9 +152,9 @@ class ProgressSender {
   }
 }
 
-export function transferHandlers(local: Transferrer, streams: StreamManager, log?: Logger): ServiceHandlers {
-  return {
-    Transfer: async (ctx, req: Msg) => {
+export function transferHandlers(local: Transferrer, streams: StreamManager, log?: Logger): ServiceHandlers<typeof TRANSFER_SERVICE> {
+  return serviceHandlers(TRANSFER_SERVICE, {
+    Transfer: async (ctx, req) => {
       namespaceRequired(ctx);
       const srcUrl = String(req.source?.type_url ?? "");
       const dstUrl = String(req.destination?.type_url ?? "");
@@ -195,5 +195,5 @@ export function transferHandlers(local: Transferrer, streams: StreamManager, log
         for (const s of opened) await s.close().catch(() => undefined);
       }
     },
-  };
+  });
 }

@@ -17,8 +17,8 @@
  * that namespace's data (never guess).
  */
 import type { Logger } from "pino";
-import { background, type CallContext } from "../../../../../libs/context";
-import { causeText, isFailedPrecondition, isNotFound } from "../../../../../libs/errdefs";
+import { background, type CallContext } from "#libs/context";
+import { causeText, isFailedPrecondition, isNotFound } from "#libs/errdefs";
 import {
   contentNode,
   emptyGraph,
@@ -31,9 +31,9 @@ import {
   type GCStats,
   type GraphSnapshot,
   type NamespaceGraph,
-} from "../../../../../libs/core/gc";
-import type { Image } from "../../../../../libs/core/images";
-import type { Lease, LeaseResource } from "../../../../../libs/core/leases";
+} from "#libs/core/gc";
+import type { Image } from "#libs/core/images";
+import type { Lease, LeaseResource } from "#libs/core/leases";
 import type { MarkGate } from "./gate";
 import type { ContainerObject, ContentObject, GCSources, IngestObject } from "./sources";
 

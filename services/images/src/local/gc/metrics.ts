@@ -4,7 +4,7 @@
  */
 import type { Logger } from "pino";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-import type { GCStats } from "../../../../../libs/core/gc";
+import type { GCStats } from "#libs/core/gc";
 
 export interface GCObserver {
   onPass(s: GCStats): void;

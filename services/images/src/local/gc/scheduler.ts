@@ -15,8 +15,9 @@
  * Only the namespaces touched since the previous pass are collected (all of them at startup, after an
  * untargeted mark, and every `fullScanInterval`).
  */
-import type { CallContext } from "../../../../../libs/context";
-import { GC_PHASES, type GCPhase, type GCReadPhase, type GCScheduler, type GCStats } from "../../../../../libs/core/gc";
+import type { CallContext } from "#libs/context";
+import { schema, type Infer } from "#libs/config";
+import { GC_PHASES, type GCPhase, type GCReadPhase, type GCScheduler, type GCStats } from "#libs/core/gc";
 
 export interface SchedulerConfig {
   pauseThreshold: number;
@@ -40,26 +41,31 @@ export const DEFAULT_SCHEDULER_CONFIG: SchedulerConfig = {
   rpcTimeoutMs: 30000,
 };
 
-/** Parse containerd's `[plugins."io.containerd.gc.v1.scheduler"]` table (durations like "100ms", "1s"). */
-export function schedulerConfig(t: Record<string, unknown>): SchedulerConfig {
-  const dur = (v: unknown, d: number): number => {
-    if (v === undefined) return d;
-    if (typeof v === "number" || typeof v === "bigint") return Number(v);
-    const m = /^(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)$/.exec(String(v).trim());
-    if (!m) throw new Error(`gc scheduler: bad duration ${JSON.stringify(v)}`);
-    const unit = { ns: 1e-6, us: 1e-3, "µs": 1e-3, ms: 1, s: 1000, m: 60000, h: 3600000 }[m[2] as "ms"];
-    return Number(m[1]) * unit;
-  };
-  const num = (v: unknown, d: number): number => (v === undefined ? d : Number(v));
+/**
+ * containerd's `[plugins."io.containerd.gc.v1.scheduler"]` table (durations as Go writes them: "100ms",
+ * "1s"), plus Flotilla's full_scan_interval and rpc_timeout.
+ */
+export const SCHEDULER_CONFIG_SCHEMA = schema.table({
+  pause_threshold: schema.number(),
+  deletion_threshold: schema.int(),
+  mutation_threshold: schema.int(),
+  schedule_delay: schema.duration(),
+  startup_delay: schema.duration(),
+  full_scan_interval: schema.duration(),
+  rpc_timeout: schema.duration(),
+});
+
+/** The scheduler's settings from its checked table, defaults for what it leaves out. */
+export function schedulerConfig(t: Infer<typeof SCHEDULER_CONFIG_SCHEMA>): SchedulerConfig {
   const c = DEFAULT_SCHEDULER_CONFIG;
   return {
-    pauseThreshold: Math.min(0.5, Math.max(0, num(t.pause_threshold, c.pauseThreshold))),
-    deletionThreshold: num(t.deletion_threshold, c.deletionThreshold),
-    mutationThreshold: Math.max(0, num(t.mutation_threshold, c.mutationThreshold)),
-    scheduleDelayMs: Math.max(0, dur(t.schedule_delay, c.scheduleDelayMs)),
-    startupDelayMs: Math.max(0, dur(t.startup_delay, c.startupDelayMs)),
-    fullScanIntervalMs: Math.max(0, dur(t.full_scan_interval, c.fullScanIntervalMs)),
-    rpcTimeoutMs: Math.max(1, dur(t.rpc_timeout, c.rpcTimeoutMs)),
+    pauseThreshold: Math.min(0.5, Math.max(0, t.pause_threshold ?? c.pauseThreshold)),
+    deletionThreshold: t.deletion_threshold ?? c.deletionThreshold,
+    mutationThreshold: Math.max(0, t.mutation_threshold ?? c.mutationThreshold),
+    scheduleDelayMs: Math.max(0, t.schedule_delay ?? c.scheduleDelayMs),
+    startupDelayMs: Math.max(0, t.startup_delay ?? c.startupDelayMs),
+    fullScanIntervalMs: Math.max(0, t.full_scan_interval ?? c.fullScanIntervalMs),
+    rpcTimeoutMs: Math.max(1, t.rpc_timeout ?? c.rpcTimeoutMs),
   };
 }
 

@@ -4,14 +4,15 @@
  * Remove; containers List; sandbox Store List; introspection Plugins for the loaded snapshotters).
  * Every call runs in the namespace of its context. The sweep's deletes carry GC_SWEEP_HEADER.
  */
-import { withHeaders, type CallContext } from "../../../../../libs/context";
-import { isNotImplemented } from "../../../../../libs/errdefs";
-import { ContainerStoreProxy } from "../../../../../libs/clients/containers";
-import { ContentStoreProxy } from "../../../../../libs/clients/content";
-import { IntrospectionProxy } from "../../../../../libs/clients/introspection";
-import { SandboxStoreProxy } from "../../../../../libs/clients/sandbox";
-import { SnapshotterSetProxy } from "../../../../../libs/clients/snapshots";
-import { GC_SWEEP_HEADER, type GraphSnapshot } from "../../../../../libs/core/gc";
+import { withHeaders, type CallContext } from "#libs/context";
+import { isNotImplemented } from "#libs/errdefs";
+import { ContainerStoreProxy } from "#libs/clients/containers";
+import { ContentStoreProxy } from "#libs/clients/content";
+import { IntrospectionProxy } from "#libs/clients/introspection";
+import { SandboxStoreProxy } from "#libs/clients/sandbox";
+import { SnapshotterSetProxy } from "#libs/clients/snapshots";
+import type { ChannelPool } from "#libs/grpc/client";
+import { GC_SWEEP_HEADER, type GraphSnapshot } from "#libs/core/gc";
 
 export interface ContentObject {
   digest: string;
@@ -80,8 +81,8 @@ const SNAPSHOTTERS_TTL_MS = 5000;
  * io.containerd.snapshotter.v1 that initialised). They rarely change: the answer is reused for a few
  * seconds, and `forget` drops it (a snapshots process that went down meanwhile).
  */
-export function loadedSnapshotters(address: string): { names(ctx: CallContext): Promise<string[]>; forget(): void } {
-  const introspection = new IntrospectionProxy(address);
+export function loadedSnapshotters(address: string, channels: ChannelPool): { names(ctx: CallContext): Promise<string[]>; forget(): void } {
+  const introspection = new IntrospectionProxy(channels.get(address));
   let known: { names: string[]; at: number } | undefined;
   return {
     async names(ctx) {
@@ -97,11 +98,11 @@ export function loadedSnapshotters(address: string): { names(ctx: CallContext): 
 }
 
 /** The sources over the other processes' gRPC services. */
-export function remoteSources(a: RemoteAddresses, snapshotters = loadedSnapshotters(a.snapshots)): Required<GCSources> {
-  const content = new ContentStoreProxy(a.content);
-  const snapshots = new SnapshotterSetProxy(a.snapshots);
-  const containers = new ContainerStoreProxy(a.tasks);
-  const sandboxes = new SandboxStoreProxy(a.sandbox);
+export function remoteSources(a: RemoteAddresses, channels: ChannelPool, snapshotters = loadedSnapshotters(a.snapshots, channels)): Required<GCSources> {
+  const content = new ContentStoreProxy(channels.get(a.content));
+  const snapshots = new SnapshotterSetProxy(channels.get(a.snapshots));
+  const containers = new ContainerStoreProxy(channels.get(a.tasks));
+  const sandboxes = new SandboxStoreProxy(channels.get(a.sandbox));
   const all = { content, snapshots, tasks: containers, sandbox: sandboxes };
   return {
     async ready(ms) {

@@ -3,11 +3,11 @@
  * they schedule a pass (but not the collector's own deletes, which it recognises). Creations and
  * updates mark the namespace for the next pass (they count towards the mutation threshold).
  */
-import { CONTAINER_EVENTS } from "../../../../../libs/core/containers";
-import { CONTENT_EVENTS } from "../../../../../libs/core/content";
-import { SNAPSHOT_EVENTS } from "../../../../../libs/core/snapshots";
-import type { Envelope } from "../../../../../libs/events";
-import { unpackAny } from "../../../../../libs/proto";
+import { CONTAINER_EVENTS } from "#libs/core/containers";
+import { CONTENT_EVENTS } from "#libs/core/content";
+import { SNAPSHOT_EVENTS } from "#libs/core/snapshots";
+import type { Envelope } from "#libs/events";
+import { unpackAny } from "#libs/proto";
 
 /** What a trigger does to the scheduler. */
 export interface TriggerTarget {

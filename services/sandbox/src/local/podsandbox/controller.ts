@@ -11,44 +11,41 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Logger } from "pino";
-import { background, namespaceRequired, validateIdentifier, type CallContext } from "../../../../../libs/context";
-import { causeText, errAlreadyExists, errCanceled, errFailedPrecondition, errInvalidArgument, errNotFound, isNotFound } from "../../../../../libs/errdefs";
-import { hostPlatform } from "../../../../../libs/service/plugins";
-import { listNetns, removeNetns } from "../../../../../libs/cni";
+import { background, namespaceRequired, type CallContext } from "#libs/context";
+import { causeText, errCanceled, errFailedPrecondition, isNotFound } from "#libs/errdefs";
+import { hostPlatform } from "#libs/service/plugins";
+import { listNetns, removeNetns } from "#libs/cni";
 import {
-  DEFAULT_SANDBOX_RUNTIME,
   SANDBOX_LABELS,
+  SANDBOXERS,
   SandboxState,
   type ControllerInstance,
   type ControllerStatus,
-  type Sandbox,
   type SandboxController,
   type SandboxCreateOptions,
   type SandboxExitStatus,
   type SandboxInput,
   type SandboxMetric,
   type SandboxPlatform,
-} from "../../../../../libs/core/sandbox";
-import { scanPrefix, type SandboxDB } from "../db";
-import { KeyedMutex } from "../../../../../libs/sync";
-import { applySandboxFields, fromStored, toStored, type StoredSandbox } from "../store";
+} from "#libs/core/sandbox";
+import type { SandboxDB } from "../db";
+import { fromStored, toStored } from "../store";
+import { RecordedController, recordKey, type ControllerRecord } from "../controller-core";
 import type { PodNetworks, PodNetworkState } from "./network";
 import { ensurePauseRootfs, pauseRootfsMount, pauseSpec, sandboxHostname } from "./pause";
 import { exitWithin, LOST_EXIT, removeMembers, removePause, SIGKILL, stopMembers } from "./members";
-import { TaskStatus, type PodTasks } from "./tasks";
-import { dateFromStored, now as nowDate, storedTime } from "../../../../../libs/time";
+import { TaskStatus } from "#libs/core/tasks";
+import type { PodTasks } from "./tasks";
+import { dateFromStored, now as nowDate, storedTime } from "#libs/time";
 
 export type PodPhase = "creating" | "created" | "starting" | "running" | "stopped";
 
-export interface PodRecord {
+export interface PodRecord extends ControllerRecord {
   phase: PodPhase;
-  sandbox: StoredSandbox;
   network: PodNetworkState;
   /** True once the network has been torn down (after stop). */
   networkDown?: boolean;
   annotations: Record<string, string>;
-  /** bigint nanoseconds (milliseconds, a number, in older records): libs/time */
-  created: bigint | number;
   pid?: number;
   /** Epoch milliseconds. */
   started?: number;
@@ -57,7 +54,8 @@ export interface PodRecord {
   exited?: bigint | number;
 }
 
-export const podKey = (ns: string, id: string): string[] => ["pod", ns, id];
+const POD_PREFIX = "pod";
+export const podKey = (ns: string, id: string): string[] => recordKey(POD_PREFIX, ns, id);
 
 
 export interface PodSandboxOptions {
@@ -78,25 +76,13 @@ interface Waiter {
   resolve: (s: SandboxExitStatus) => void;
 }
 
-export class PodSandboxController implements SandboxController {
-  private readonly db: SandboxDB;
-  private readonly locks = new KeyedMutex();
+export class PodSandboxController extends RecordedController<PodRecord> implements SandboxController {
   private readonly waiters = new Map<string, Waiter>();
   private readonly monitors = new Set<string>();
   private closed = false;
 
   constructor(private readonly o: PodSandboxOptions) {
-    this.db = o.db;
-  }
-
-  private get(ns: string, id: string): PodRecord {
-    const r = this.db.get(podKey(ns, id)) as PodRecord | undefined;
-    if (!r) throw errNotFound(`sandbox ${JSON.stringify(id)}`);
-    return r;
-  }
-
-  private async put(ns: string, id: string, r: PodRecord): Promise<void> {
-    await this.db.put(podKey(ns, id), r);
+    super(o.db, POD_PREFIX, SANDBOXERS.podsandbox);
   }
 
   private waiter(ns: string, id: string): Waiter {
@@ -119,34 +105,16 @@ export class PodSandboxController implements SandboxController {
   }
 
   async create(ctx: CallContext, input: SandboxInput, opts: SandboxCreateOptions = {}): Promise<void> {
-    const ns = namespaceRequired(ctx);
-    const id = input.id;
-    try {
-      validateIdentifier(id);
-    } catch (e) {
-      throw errInvalidArgument(`invalid sandbox ID: ${causeText(e)}`);
-    }
-    await this.locks.run(`${ns}/${id}`, async () => {
-      if (this.db.get(podKey(ns, id)) !== undefined) throw errAlreadyExists(`sandbox ${JSON.stringify(id)}`);
+    await this.createRecord(ctx, input, async (ns, sandbox, created) => {
+      const id = sandbox.id;
       const annotations = { ...(opts.annotations ?? {}) };
       const plan = this.o.networks.plan(ns, id, annotations, opts.netnsPath ?? "");
-      const now = nowDate();
-      const sandbox: Sandbox = {
-        id,
-        runtime: { name: input.runtime?.name || DEFAULT_SANDBOX_RUNTIME, ...(input.runtime?.options ? { options: input.runtime.options } : {}) },
-        ...(input.spec ? { spec: input.spec } : {}),
-        labels: { ...(input.labels ?? {}) },
-        extensions: { ...(input.extensions ?? {}) },
-        sandboxer: input.sandboxer || "podsandbox",
-        createdAt: now,
-        updatedAt: now,
-      };
-      const rec: PodRecord = { phase: "creating", sandbox: toStored(sandbox), network: plan, annotations, created: storedTime(now) };
+      const rec: PodRecord = { phase: "creating", sandbox: toStored(sandbox), network: plan, annotations, created };
       await this.put(ns, id, rec);
       try {
         rec.network = await this.o.networks.setup(plan, id);
       } catch (e) {
-        await this.db.remove(podKey(ns, id));
+        await this.remove(ns, id);
         throw e;
       }
       rec.phase = "created";
@@ -155,10 +123,8 @@ export class PodSandboxController implements SandboxController {
   }
 
   async start(ctx: CallContext, id: string): Promise<ControllerInstance> {
-    const ns = namespaceRequired(ctx);
-    return this.locks.run(`${ns}/${id}`, async () => {
-      const rec = this.get(ns, id);
-      if (rec.phase !== "created") throw errFailedPrecondition(`sandbox ${JSON.stringify(id)} is ${rec.phase === "running" ? "already running" : rec.phase}, not created`);
+    return this.withRecord(ctx, id, async (ns, rec) => {
+      this.requireCreated(id, rec);
       rec.phase = "starting";
       await this.put(ns, id, rec);
       const sandbox = fromStored(id, rec.sandbox);
@@ -212,7 +178,7 @@ export class PodSandboxController implements SandboxController {
     void (async () => {
       let delay = 200;
       while (!this.closed) {
-        const rec = this.db.get(podKey(ns, id)) as PodRecord | undefined;
+        const rec = this.find(ns, id);
         if (!rec || rec.phase !== "running") break;
         let exit: SandboxExitStatus | undefined;
         try {
@@ -237,31 +203,27 @@ export class PodSandboxController implements SandboxController {
   }
 
   private async recordExit(ns: string, id: string, exit: SandboxExitStatus): Promise<void> {
-    const rec = this.db.get(podKey(ns, id)) as PodRecord | undefined;
+    const rec = this.find(ns, id);
     if (rec && rec.phase !== "stopped") {
       rec.phase = "stopped";
       rec.exitStatus = exit.exitStatus;
       rec.exited = storedTime(exit.exitedAt);
       await this.put(ns, id, rec);
     }
-    const r = rec ?? undefined;
-    this.exited(ns, id, { exitStatus: r?.exitStatus ?? exit.exitStatus, exitedAt: r?.exited ? dateFromStored(r.exited) : exit.exitedAt });
+    this.exited(ns, id, { exitStatus: rec?.exitStatus ?? exit.exitStatus, exitedAt: rec?.exited ? dateFromStored(rec.exited) : exit.exitedAt });
   }
 
   async platform(ctx: CallContext, id: string): Promise<SandboxPlatform> {
-    const ns = namespaceRequired(ctx);
-    this.get(ns, id);
+    this.recordOf(ctx, id);
     const p = hostPlatform();
     return { os: p.os, architecture: p.architecture, variant: p.variant ?? "" };
   }
 
   async stop(ctx: CallContext, id: string, opts: { timeoutSecs?: number } = {}): Promise<void> {
-    const ns = namespaceRequired(ctx);
-    await this.locks.run(`${ns}/${id}`, () => this.doStop(ctx, ns, id, (opts.timeoutSecs ?? 0) * 1000));
+    await this.withRecord(ctx, id, (ns, rec) => this.doStop(ctx, ns, id, rec, (opts.timeoutSecs ?? 0) * 1000));
   }
 
-  private async doStop(ctx: CallContext, ns: string, id: string, graceMs: number): Promise<void> {
-    const rec = this.get(ns, id);
+  private async doStop(ctx: CallContext, ns: string, id: string, rec: PodRecord, graceMs: number): Promise<void> {
     // Containers can join only a running sandbox: one that never ran has none to stop.
     if (rec.started) await stopMembers(this.o.tasks, ctx, id, graceMs, this.o.killWaitMs ?? 10000);
     if (rec.phase === "running" || rec.phase === "starting") {
@@ -299,7 +261,7 @@ export class PodSandboxController implements SandboxController {
   async wait(ctx: CallContext, id: string): Promise<SandboxExitStatus> {
     const ns = namespaceRequired(ctx);
     const rec = this.get(ns, id);
-    if (rec.phase === "stopped") return { exitStatus: rec.exitStatus ?? 0, exitedAt: rec.exited !== undefined ? dateFromStored(rec.exited) : nowDate() };
+    if (rec.phase === "stopped") return recordedExit(rec);
     const w = this.waiter(ns, id);
     return new Promise((resolve, reject) => {
       const onAbort = (): void => reject(errCanceled(`wait for sandbox ${JSON.stringify(id)}`));
@@ -313,8 +275,7 @@ export class PodSandboxController implements SandboxController {
   }
 
   async status(ctx: CallContext, id: string, verbose = false): Promise<ControllerStatus> {
-    const ns = namespaceRequired(ctx);
-    const rec = this.get(ns, id);
+    const rec = this.recordOf(ctx, id);
     const state = rec.phase === "running" ? SandboxState.Ready : rec.phase === "stopped" ? SandboxState.NotReady : SandboxState.Unknown;
     const info: Record<string, string> = {
       phase: rec.phase,
@@ -331,41 +292,27 @@ export class PodSandboxController implements SandboxController {
   }
 
   async shutdown(ctx: CallContext, id: string): Promise<void> {
-    const ns = namespaceRequired(ctx);
-    await this.locks.run(`${ns}/${id}`, async () => {
-      const rec = this.get(ns, id);
-      if (rec.phase !== "stopped" || !rec.networkDown) await this.doStop(ctx, ns, id, 0);
+    await this.withRecord(ctx, id, async (ns, rec) => {
+      if (rec.phase !== "stopped" || !rec.networkDown) await this.doStop(ctx, ns, id, rec, 0);
       if (!rec.started) {
         // Never ran: at most a leftover of a failed start in the tasks process, removed if it can be.
         await removePause(this.o.tasks, ctx, id).catch((err: unknown) => this.o.log.warn({ err: causeText(err), sandbox: id }, "removing the pause container of a sandbox that never ran"));
-        await this.db.remove(podKey(ns, id));
+        await this.remove(ns, id);
         this.exited(ns, id, { exitStatus: 0, exitedAt: nowDate() });
         return;
       }
       await removeMembers(this.o.tasks, ctx, id, this.o.log);
       await removePause(this.o.tasks, ctx, id);
-      await this.db.remove(podKey(ns, id));
-      this.exited(ns, id, { exitStatus: rec.exitStatus ?? 0, exitedAt: rec.exited !== undefined ? dateFromStored(rec.exited) : nowDate() });
+      await this.remove(ns, id);
+      this.exited(ns, id, recordedExit(rec));
     });
   }
 
   async metrics(ctx: CallContext, id: string): Promise<SandboxMetric> {
-    const ns = namespaceRequired(ctx);
-    const rec = this.get(ns, id);
+    const rec = this.recordOf(ctx, id);
     if (rec.phase !== "running") throw errFailedPrecondition(`sandbox ${JSON.stringify(id)} is not running`);
     const m = await this.o.tasks.metrics(ctx, id);
     return { timestamp: m.timestamp, id, ...(m.data ? { data: m.data } : {}) };
-  }
-
-  async update(ctx: CallContext, id: string, sandbox: SandboxInput, fields: readonly string[] = []): Promise<void> {
-    const ns = namespaceRequired(ctx);
-    await this.locks.run(`${ns}/${id}`, async () => {
-      const rec = this.get(ns, id);
-      const next = applySandboxFields(fromStored(id, rec.sandbox), { ...sandbox, id }, fields);
-      next.updatedAt = nowDate();
-      rec.sandbox = toStored(next);
-      await this.put(ns, id, rec);
-    });
   }
 
   /**
@@ -374,15 +321,12 @@ export class PodSandboxController implements SandboxController {
    */
   async recover(): Promise<void> {
     const referenced = new Set<string>();
-    for (const { key, value } of [...scanPrefix<PodRecord>(this.db, ["pod"])]) {
-      const ns = String(key[1]);
-      const id = String(key[2]);
-      const rec = value;
+    for (const { ns, id, rec } of this.records()) {
       if (rec.phase === "creating") {
         this.o.log.info({ sandbox: id, namespace: ns }, "undoing an interrupted sandbox create");
         try {
           await this.o.networks.teardown(rec.network, id);
-          await this.db.remove(podKey(ns, id));
+          await this.remove(ns, id);
         } catch (err) {
           this.o.log.warn({ err, sandbox: id }, "tearing down the network of an interrupted create; will retry at the next start");
           if (rec.network.owned) referenced.add(rec.network.netns);
@@ -405,8 +349,8 @@ export class PodSandboxController implements SandboxController {
     const ctx = background(ns);
     for (let delay = 200; !this.closed; delay = Math.min(delay * 2, 2000)) {
       try {
-        await this.locks.run(`${ns}/${id}`, async () => {
-          const rec = this.db.get(podKey(ns, id)) as PodRecord | undefined;
+        await this.locked(ns, id, async () => {
+          const rec = this.find(ns, id);
           if (!rec || rec.phase !== "starting") return;
           let st;
           try {
@@ -438,6 +382,11 @@ export class PodSandboxController implements SandboxController {
   close(): void {
     this.closed = true;
   }
+}
+
+/** The exit a stopped sandbox's record holds. */
+function recordedExit(rec: PodRecord): SandboxExitStatus {
+  return { exitStatus: rec.exitStatus ?? 0, exitedAt: rec.exited !== undefined ? dateFromStored(rec.exited) : nowDate() };
 }
 
 /** Create the directories the controller uses. */

@@ -4,11 +4,12 @@
  * shutting it down removes them with their tasks and snapshots.
  */
 import type { Logger } from "pino";
-import type { CallContext } from "../../../../../libs/context";
-import { isNotFound } from "../../../../../libs/errdefs";
-import type { SandboxExitStatus } from "../../../../../libs/core/sandbox";
-import { TaskStatus, type PodTasks } from "./tasks";
-import { now as nowDate } from "../../../../../libs/time";
+import type { CallContext } from "#libs/context";
+import { isNotFound } from "#libs/errdefs";
+import type { SandboxExitStatus } from "#libs/core/sandbox";
+import { TaskStatus } from "#libs/core/tasks";
+import type { PodTasks } from "./tasks";
+import { now as nowDate } from "#libs/time";
 
 export const SIGKILL = 9;
 export const SIGTERM = 15;

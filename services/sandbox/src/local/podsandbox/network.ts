@@ -7,7 +7,7 @@
 import * as crypto from "node:crypto";
 import * as path from "node:path";
 import type { Logger } from "pino";
-import { errInvalidArgument } from "../../../../../libs/errdefs";
+import { errInvalidArgument } from "#libs/errdefs";
 import {
   addNetwork,
   checkPlugins,
@@ -21,8 +21,8 @@ import {
   type Attachment,
   type CniResult,
   type NetworkConfList,
-} from "../../../../../libs/cni";
-import { SANDBOX_LABELS } from "../../../../../libs/core/sandbox";
+} from "#libs/cni";
+import { SANDBOX_LABELS } from "#libs/core/sandbox";
 
 export type NetworkMode = "cni" | "none" | "host";
 

@@ -5,16 +5,10 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { errFailedPrecondition } from "../../../../../libs/errdefs";
-import type { Mount } from "../../../../../libs/core/snapshots";
-import { SANDBOX_LABELS } from "../../../../../libs/core/sandbox";
-import { sandboxProcessSpec } from "../../../../../libs/sandboxrun/oci-defaults";
-
-/** Where a static busybox is looked for, in order. */
-export const BUSYBOX_CANDIDATES = ["/bin/busybox", "/usr/bin/busybox"];
-
-/** The pause process: sleeps forever (SIGKILL stops it; as PID 1 of its namespace it ignores SIGTERM). */
-export const PAUSE_ARGS = ["/bin/busybox", "sleep", "2147483647"];
+import { errFailedPrecondition } from "#libs/errdefs";
+import type { Mount } from "#libs/core/snapshots";
+import { SANDBOX_LABELS } from "#libs/core/sandbox";
+import { BUSYBOX_CANDIDATES, findBusybox, SANDBOX_SLEEP_ARGS, sandboxProcessSpec, writeBusyboxRootfs } from "#libs/sandboxrun/oci-defaults";
 
 /**
  * Build (once) the shared pause rootfs under `dir`: /bin/busybox plus the mount points runc needs,
@@ -24,18 +18,14 @@ export function ensurePauseRootfs(dir: string, busybox?: string): string {
   const rootfs = path.join(dir, "rootfs");
   const marker = path.join(dir, "ready");
   if (fs.existsSync(marker)) return rootfs;
-  const src = busybox ?? BUSYBOX_CANDIDATES.find((p) => fs.existsSync(p));
+  const src = findBusybox(busybox);
   if (!src) throw errFailedPrecondition(`no static busybox found (looked at ${BUSYBOX_CANDIDATES.join(", ")}); install busybox-static`);
   const tmp = `${dir}.tmp-${process.pid}`;
   fs.rmSync(tmp, { recursive: true, force: true });
   const troot = path.join(tmp, "rootfs");
-  for (const d of ["bin", "proc", "sys", "dev", "etc", "tmp"]) fs.mkdirSync(path.join(troot, d), { recursive: true, mode: 0o755 });
-  fs.copyFileSync(src, path.join(troot, "bin", "busybox"));
-  fs.chmodSync(path.join(troot, "bin", "busybox"), 0o755);
+  writeBusyboxRootfs(troot, src);
   fs.symlinkSync("busybox", path.join(troot, "bin", "sh"));
   fs.symlinkSync("busybox", path.join(troot, "bin", "sleep"));
-  fs.writeFileSync(path.join(troot, "etc", "passwd"), "root:x:0:0:root:/:/bin/sh\n");
-  fs.writeFileSync(path.join(troot, "etc", "group"), "root:x:0:\n");
   fs.writeFileSync(path.join(tmp, "ready"), "");
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(path.dirname(dir), { recursive: true });
@@ -59,7 +49,8 @@ export interface PauseSpecOptions {
 
 export function pauseSpec(o: PauseSpecOptions): Record<string, unknown> {
   return sandboxProcessSpec({
-    args: PAUSE_ARGS,
+    // The pause process: SIGKILL stops it.
+    args: [...SANDBOX_SLEEP_ARGS],
     path: "/bin",
     netns: o.netns,
     hostname: o.hostname,

@@ -1,49 +1,31 @@
 /**
- * What the podsandbox controller needs from the tasks process (containers + tasks), and its
- * implementation over containerd's Containers and Tasks gRPC APIs (the same request shapes any
- * containerd client sends), addressed straight to the tasks process.
+ * What the podsandbox controller needs from the tasks process (containers + tasks) and the snapshots
+ * process, and its implementation over their clients in libs/clients (containerd's Containers, Tasks
+ * and Snapshots APIs, the same requests any containerd client sends).
  */
-import type { CallContext } from "../../../../../libs/context";
-import { errNotFound } from "../../../../../libs/errdefs";
-import { RpcClient } from "../../../../../libs/grpc/client";
-import type { Msg } from "../../../../../libs/grpc/server";
-import { fromTimestamp } from "../../../../../libs/proto";
-import type { Mount } from "../../../../../libs/core/snapshots";
-import { OCI_SPEC_TYPE_URL, type TypedValue } from "../../../../../libs/core/sandbox";
-import { anyFromProto } from "../../../../../libs/clients/sandbox";
-import { mountToProto } from "../../../../../libs/mount";
-import { now as nowDate } from "../../../../../libs/time";
+import type { CallContext } from "#libs/context";
+import { errNotFound } from "#libs/errdefs";
+import type { ChannelPool } from "#libs/grpc/client";
+import type { Mount } from "#libs/core/snapshots";
+import { OCI_SPEC_TYPE_URL, type Container } from "#libs/core/containers";
+import type { ExitInfo, ProcessState, TaskMetric } from "#libs/core/tasks";
+import { ContainerStoreProxy } from "#libs/clients/containers";
+import { TaskServiceProxy } from "#libs/clients/tasks";
+import { SnapshotterSetProxy } from "#libs/clients/snapshots";
+import { now as nowDate } from "#libs/time";
 
-export const TaskStatus = { Unknown: 0, Created: 1, Running: 2, Stopped: 3, Paused: 4, Pausing: 5 } as const;
-
-export interface ContainerSpec {
-  id: string;
-  labels: Record<string, string>;
+export interface ContainerSpec extends Pick<Container, "id" | "labels" | "sandbox"> {
+  /** The runtime name. */
   runtime: string;
   /** The OCI runtime spec, sent as JSON in an Any. */
   spec: Record<string, unknown>;
-  sandbox: string;
 }
 
-export interface ContainerRecord {
-  id: string;
-  labels: Record<string, string>;
-  sandbox: string;
-  snapshotter: string;
-  snapshotKey: string;
-}
+export type ContainerRecord = Pick<Container, "id" | "labels" | "sandbox" | "snapshotter" | "snapshotKey">;
 
-export interface TaskState {
-  pid: number;
-  status: number;
-  exitStatus: number;
-  exitedAt?: Date;
-}
+export type TaskState = Pick<ProcessState, "pid" | "status" | "exitStatus" | "exitedAt">;
 
-export interface TaskExit {
-  exitStatus: number;
-  exitedAt: Date;
-}
+export type TaskExit = Omit<ExitInfo, "pid">;
 
 export interface PodTasks {
   createContainer(ctx: CallContext, c: ContainerSpec): Promise<void>;
@@ -58,90 +40,74 @@ export interface PodTasks {
   waitTask(ctx: CallContext, id: string): Promise<TaskExit>;
   deleteTask(ctx: CallContext, id: string): Promise<TaskExit>;
   /** The task's metric (NotFound when none). */
-  metrics(ctx: CallContext, id: string): Promise<{ timestamp: Date; data?: TypedValue }>;
+  metrics(ctx: CallContext, id: string): Promise<Omit<TaskMetric, "id">>;
   removeSnapshot(ctx: CallContext, snapshotter: string, key: string): Promise<void>;
 }
 
-
+/** An exit as the controller records it: a missing time (the zero time on the wire) reads as now. */
+const exitOf = (e: ExitInfo): TaskExit => ({ exitStatus: e.exitStatus, exitedAt: e.exitedAt.getTime() > 0 ? e.exitedAt : nowDate() });
 
 export class PodTasksGrpc implements PodTasks {
-  private readonly containers: RpcClient;
-  private readonly tasks: RpcClient;
-  private readonly snapshots: RpcClient;
+  private readonly containers: ContainerStoreProxy;
+  private readonly tasks: TaskServiceProxy;
+  private readonly snapshots: SnapshotterSetProxy;
 
-  constructor(tasksAddress: string, snapshotsAddress: string) {
-    this.containers = new RpcClient(tasksAddress, "containerd.services.containers.v1.Containers");
-    this.tasks = new RpcClient(tasksAddress, "containerd.services.tasks.v1.Tasks");
-    this.snapshots = new RpcClient(snapshotsAddress, "containerd.services.snapshots.v1.Snapshots");
+  constructor(tasksAddress: string, snapshotsAddress: string, channels: ChannelPool) {
+    this.containers = new ContainerStoreProxy(channels.get(tasksAddress));
+    this.tasks = new TaskServiceProxy(channels.get(tasksAddress));
+    this.snapshots = new SnapshotterSetProxy(channels.get(snapshotsAddress));
   }
 
   async createContainer(ctx: CallContext, c: ContainerSpec): Promise<void> {
-    await this.containers.unary(ctx, "Create", {
-      container: {
-        id: c.id,
-        labels: c.labels,
-        runtime: { name: c.runtime },
-        spec: { type_url: OCI_SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(c.spec)) },
-        sandbox: c.sandbox,
-      },
+    await this.containers.create(ctx, {
+      id: c.id,
+      labels: c.labels,
+      runtime: { name: c.runtime },
+      spec: { typeUrl: OCI_SPEC_TYPE_URL, value: Buffer.from(JSON.stringify(c.spec)) },
+      sandbox: c.sandbox,
     });
   }
 
   async deleteContainer(ctx: CallContext, id: string): Promise<void> {
-    await this.containers.unary(ctx, "Delete", { id });
+    await this.containers.delete(ctx, id);
   }
 
   async listContainers(ctx: CallContext): Promise<ContainerRecord[]> {
-    const r = await this.containers.unary(ctx, "List", { filters: [] });
-    return ((r.containers as Msg[] | undefined) ?? []).map((c) => ({
-      id: String(c.id),
-      labels: (c.labels as Record<string, string>) ?? {},
-      sandbox: String(c.sandbox ?? ""),
-      snapshotter: String(c.snapshotter ?? ""),
-      snapshotKey: String(c.snapshot_key ?? ""),
-    }));
+    return (await this.containers.list(ctx)).map(({ id, labels, sandbox, snapshotter, snapshotKey }) => ({ id, labels, sandbox, snapshotter, snapshotKey }));
   }
 
-  async createTask(ctx: CallContext, id: string, rootfs: Mount[]): Promise<number> {
-    const r = await this.tasks.unary(ctx, "Create", { container_id: id, rootfs: rootfs.map(mountToProto) });
-    return Number(r.pid ?? 0);
+  createTask(ctx: CallContext, id: string, rootfs: Mount[]): Promise<number> {
+    return this.tasks.create(ctx, { containerId: id, rootfs, io: { stdin: "", stdout: "", stderr: "", terminal: false } });
   }
 
-  async startTask(ctx: CallContext, id: string): Promise<number> {
-    return Number((await this.tasks.unary(ctx, "Start", { container_id: id })).pid ?? 0);
+  startTask(ctx: CallContext, id: string): Promise<number> {
+    return this.tasks.start(ctx, id);
   }
 
   async getTask(ctx: CallContext, id: string): Promise<TaskState> {
-    const p = ((await this.tasks.unary(ctx, "Get", { container_id: id })).process ?? {}) as Msg;
-    const st: TaskState = { pid: Number(p.pid ?? 0), status: Number(p.status ?? 0), exitStatus: Number(p.exit_status ?? 0) };
-    const at = p.exited_at ? fromTimestamp(p.exited_at) : undefined;
-    if (at && at.getTime() > 0) st.exitedAt = at;
-    return st;
+    const { pid, status, exitStatus, exitedAt } = await this.tasks.get(ctx, id);
+    return { pid, status, exitStatus, ...(exitedAt ? { exitedAt } : {}) };
   }
 
   async killTask(ctx: CallContext, id: string, signal: number, all = false): Promise<void> {
-    await this.tasks.unary(ctx, "Kill", { container_id: id, signal, all });
+    await this.tasks.kill(ctx, id, signal, { all });
   }
 
   async waitTask(ctx: CallContext, id: string): Promise<TaskExit> {
-    const r = await this.tasks.unary(ctx, "Wait", { container_id: id });
-    return { exitStatus: Number(r.exit_status ?? 0), exitedAt: fromTimestamp(r.exited_at) ?? nowDate() };
+    return exitOf(await this.tasks.wait(ctx, id));
   }
 
   async deleteTask(ctx: CallContext, id: string): Promise<TaskExit> {
-    const r = await this.tasks.unary(ctx, "Delete", { container_id: id });
-    return { exitStatus: Number(r.exit_status ?? 0), exitedAt: fromTimestamp(r.exited_at) ?? nowDate() };
+    return exitOf(await this.tasks.delete(ctx, id));
   }
 
-  async metrics(ctx: CallContext, id: string): Promise<{ timestamp: Date; data?: TypedValue }> {
-    const r = await this.tasks.unary(ctx, "Metrics", { filters: [`id==${id}`] });
-    const m = ((r.metrics as Msg[] | undefined) ?? []).find((x) => x.id === id);
+  async metrics(ctx: CallContext, id: string): Promise<Omit<TaskMetric, "id">> {
+    const m = (await this.tasks.metrics(ctx, [`id==${id}`])).find((x) => x.id === id);
     if (!m) throw errNotFound(`metrics of task ${JSON.stringify(id)}`);
-    const data = anyFromProto(m.data);
-    return { timestamp: fromTimestamp(m.timestamp) ?? nowDate(), ...(data ? { data } : {}) };
+    return { timestamp: m.timestamp, ...(m.data ? { data: m.data } : {}) };
   }
 
   async removeSnapshot(ctx: CallContext, snapshotter: string, key: string): Promise<void> {
-    await this.snapshots.unary(ctx, "Remove", { snapshotter, key });
+    await this.snapshots.get(snapshotter).remove(ctx, key);
   }
 }

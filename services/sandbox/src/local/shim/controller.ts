@@ -13,45 +13,43 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import type { Logger } from "pino";
-import { background, namespaceRequired, validateIdentifier, type CallContext } from "../../../../../libs/context";
-import { causeText, errAlreadyExists, errFailedPrecondition, errInvalidArgument, errNotFound } from "../../../../../libs/errdefs";
-import { fromTimestamp } from "../../../../../libs/proto";
+import { background, type CallContext } from "#libs/context";
+import { causeText, errFailedPrecondition } from "#libs/errdefs";
+import { fromTimestamp } from "#libs/proto";
 import {
-  DEFAULT_SANDBOX_RUNTIME,
   OCI_SPEC_TYPE_URL,
+  SANDBOXERS,
   type ControllerInstance,
   type ControllerStatus,
-  type Sandbox,
   type SandboxController,
   type SandboxCreateOptions,
   type SandboxExitStatus,
   type SandboxInput,
   type SandboxMetric,
   type SandboxPlatform,
-} from "../../../../../libs/core/sandbox";
-import { anyFromProto, anyToProto, metricFromProto } from "../../../../../libs/clients/sandbox";
-import { mountToProto } from "../../../../../libs/mount";
-import { scanPrefix, type SandboxDB } from "../db";
-import { KeyedMutex } from "../../../../../libs/sync";
-import { applySandboxFields, fromStored, toStored, type StoredSandbox } from "../store";
+} from "#libs/core/sandbox";
+import { anyFromProto, anyToProto, metricFromProto } from "#libs/clients/sandbox";
+import { mountToProto } from "#libs/mount";
+import type { SandboxDB } from "../db";
+import { fromStored, toStored } from "../store";
+import { RecordedController, recordKey, type ControllerRecord } from "../controller-core";
 import { deleteShim, resolveShim, startShim, type LaunchOptions, type ShimEndpoint } from "./launcher";
-import { NAMESPACE_KEY, TtrpcClient } from "../../../../../libs/ttrpc";
-import { TypedClient } from "../../../../../libs/ttrpc/typed";
-import { dateFromStored, now as nowDate, storedTime } from "../../../../../libs/time";
+import { NAMESPACE_KEY, TtrpcClient } from "#libs/ttrpc";
+import { TypedClient } from "#libs/ttrpc/typed";
+import type { ClientRequest, ClientResponse, MethodOfKind } from "#libs/proto/types";
+import { dateFromStored, now as nowDate } from "#libs/time";
 
 export const SHIM_SANDBOX_SERVICE = "containerd.runtime.sandbox.v1.Sandbox";
 
-export interface ShimRecord {
+export interface ShimRecord extends ControllerRecord {
   phase: "creating" | "created" | "running" | "stopped";
-  sandbox: StoredSandbox;
   bundle: string;
   binary: string;
   endpoint?: ShimEndpoint;
-  /** bigint nanoseconds (milliseconds, a number, in older records): libs/time */
-  created: bigint | number;
 }
 
-export const shimKey = (ns: string, id: string): string[] => ["shim", ns, id];
+const SHIM_PREFIX = "shim";
+export const shimKey = (ns: string, id: string): string[] => recordKey(SHIM_PREFIX, ns, id);
 
 export interface ShimSandboxOptions {
   db: SandboxDB;
@@ -68,24 +66,16 @@ export interface ShimSandboxOptions {
   shimEnv?: Record<string, string>;
 }
 
-export class ShimSandboxController implements SandboxController {
-  private readonly db: SandboxDB;
-  private readonly locks = new KeyedMutex();
-  private readonly clients = new Map<string, Promise<TypedClient>>();
+export class ShimSandboxController extends RecordedController<ShimRecord> implements SandboxController {
+  private readonly clients = new Map<string, Promise<TypedClient<typeof SHIM_SANDBOX_SERVICE>>>();
   private readonly logs = new Map<string, net.Socket>();
 
   constructor(private readonly o: ShimSandboxOptions) {
-    this.db = o.db;
-  }
-
-  private get(ns: string, id: string): ShimRecord {
-    const r = this.db.get(shimKey(ns, id)) as ShimRecord | undefined;
-    if (!r) throw errNotFound(`sandbox ${JSON.stringify(id)}`);
-    return r;
+    super(o.db, SHIM_PREFIX, SANDBOXERS.shim);
   }
 
   /** The shim's Sandbox service, over one connection per shim address (redialled after it closes). */
-  private client(rec: ShimRecord): Promise<TypedClient> {
+  private client(rec: ShimRecord): Promise<TypedClient<typeof SHIM_SANDBOX_SERVICE>> {
     if (!rec.endpoint) throw errFailedPrecondition("sandbox shim has no address");
     if (rec.endpoint.protocol !== "ttrpc") throw errFailedPrecondition(`sandbox shim protocol ${rec.endpoint.protocol} is not supported`);
     const address = rec.endpoint.address;
@@ -98,7 +88,7 @@ export class ShimSandboxController implements SandboxController {
     return c;
   }
 
-  private async call(ctx: CallContext, rec: ShimRecord, method: string, req: Record<string, unknown>): Promise<Record<string, unknown>> {
+  private async call<M extends MethodOfKind<typeof SHIM_SANDBOX_SERVICE, "unary">>(ctx: CallContext, rec: ShimRecord, method: M, req: ClientRequest<typeof SHIM_SANDBOX_SERVICE, M>): Promise<ClientResponse<typeof SHIM_SANDBOX_SERVICE, M>> {
     const c = await this.client(rec);
     return c.call(method, req, {
       metadata: ctx.namespace ? { [NAMESPACE_KEY]: [ctx.namespace] } : {},
@@ -148,39 +138,19 @@ export class ShimSandboxController implements SandboxController {
   }
 
   async create(ctx: CallContext, input: SandboxInput, opts: SandboxCreateOptions = {}): Promise<void> {
-    const ns = namespaceRequired(ctx);
-    const id = input.id;
-    try {
-      validateIdentifier(id);
-    } catch (e) {
-      throw errInvalidArgument(`invalid sandbox ID: ${causeText(e)}`);
-    }
-    const key = `${ns}/${id}`;
-    await this.locks.run(key, async () => {
-      if (this.db.get(shimKey(ns, id)) !== undefined) throw errAlreadyExists(`sandbox ${JSON.stringify(id)}`);
-      const runtime = input.runtime?.name || DEFAULT_SANDBOX_RUNTIME;
-      const binary = resolveShim(runtime, this.o.shimDirs);
-      const now = nowDate();
-      const sandbox: Sandbox = {
-        id,
-        runtime: { name: runtime, ...(input.runtime?.options ? { options: input.runtime.options } : {}) },
-        ...(input.spec ? { spec: input.spec } : {}),
-        labels: { ...(input.labels ?? {}) },
-        extensions: { ...(input.extensions ?? {}) },
-        sandboxer: input.sandboxer || "shim",
-        createdAt: now,
-        updatedAt: now,
-      };
+    await this.createRecord(ctx, input, async (ns, sandbox, created) => {
+      const id = sandbox.id;
+      const binary = resolveShim(sandbox.runtime.name, this.o.shimDirs);
       const bundle = path.join(this.o.state, ns, id);
-      const rec: ShimRecord = { phase: "creating", sandbox: toStored(sandbox), bundle, binary, created: storedTime(now) };
-      await this.db.put(shimKey(ns, id), rec);
+      const rec: ShimRecord = { phase: "creating", sandbox: toStored(sandbox), bundle, binary, created };
+      await this.put(ns, id, rec);
       try {
         fs.mkdirSync(path.dirname(bundle), { recursive: true, mode: 0o711 });
         fs.mkdirSync(bundle, { recursive: false, mode: 0o700 });
         if (sandbox.spec && (sandbox.spec.typeUrl === OCI_SPEC_TYPE_URL || sandbox.spec.typeUrl.endsWith("/Spec"))) fs.writeFileSync(path.join(bundle, "config.json"), Buffer.from(sandbox.spec.value));
-        this.openLog(key, bundle, id);
+        this.openLog(`${ns}/${id}`, bundle, id);
         rec.endpoint = await startShim(this.launch(ns, id, rec, sandbox.runtime.options));
-        await this.db.put(shimKey(ns, id), rec);
+        await this.put(ns, id, rec);
         await this.call(ctx, rec, "CreateSandbox", {
           sandbox_id: id,
           bundle_path: bundle,
@@ -194,7 +164,7 @@ export class ShimSandboxController implements SandboxController {
         throw e;
       }
       rec.phase = "created";
-      await this.db.put(shimKey(ns, id), rec);
+      await this.put(ns, id, rec);
     });
   }
 
@@ -209,64 +179,55 @@ export class ShimSandboxController implements SandboxController {
     }
     this.closeLog(`${ns}/${id}`);
     fs.rmSync(rec.bundle, { recursive: true, force: true });
-    await this.db.remove(shimKey(ns, id));
+    await this.remove(ns, id);
   }
 
   async start(ctx: CallContext, id: string): Promise<ControllerInstance> {
-    const ns = namespaceRequired(ctx);
-    return this.locks.run(`${ns}/${id}`, async () => {
-      const rec = this.get(ns, id);
-      if (rec.phase !== "created") throw errFailedPrecondition(`sandbox ${JSON.stringify(id)} is ${rec.phase === "running" ? "already running" : rec.phase}, not created`);
+    return this.withRecord(ctx, id, async (ns, rec) => {
+      this.requireCreated(id, rec);
       const r = await this.call(ctx, rec, "StartSandbox", { sandbox_id: id });
       rec.phase = "running";
-      await this.db.put(shimKey(ns, id), rec);
+      await this.put(ns, id, rec);
       const spec = anyFromProto(r.spec as Record<string, unknown> | null);
       return {
         sandboxId: id,
         pid: Number(r.pid ?? 0),
         createdAt: fromTimestamp(r.created_at as never) ?? dateFromStored(rec.created),
         labels: { ...fromStored(id, rec.sandbox).labels },
-        address: `${rec.endpoint!.protocol}+${rec.endpoint!.address}`,
-        version: rec.endpoint!.version,
+        ...taskApi(rec),
         ...(spec ? { spec } : {}),
       };
     });
   }
 
   async platform(ctx: CallContext, id: string): Promise<SandboxPlatform> {
-    const ns = namespaceRequired(ctx);
-    const r = await this.call(ctx, this.get(ns, id), "Platform", { sandbox_id: id });
+    const r = await this.call(ctx, this.recordOf(ctx, id), "Platform", { sandbox_id: id });
     const p = (r.platform ?? {}) as Record<string, unknown>;
     return { os: String(p.os ?? ""), architecture: String(p.architecture ?? ""), variant: String(p.variant ?? "") };
   }
 
   async stop(ctx: CallContext, id: string, opts: { timeoutSecs?: number } = {}): Promise<void> {
-    const ns = namespaceRequired(ctx);
-    await this.locks.run(`${ns}/${id}`, async () => {
-      const rec = this.get(ns, id);
+    await this.withRecord(ctx, id, async (ns, rec) => {
       await this.call(ctx, rec, "StopSandbox", { sandbox_id: id, timeout_secs: opts.timeoutSecs ?? 0 });
       rec.phase = "stopped";
-      await this.db.put(shimKey(ns, id), rec);
+      await this.put(ns, id, rec);
     });
   }
 
   async wait(ctx: CallContext, id: string): Promise<SandboxExitStatus> {
-    const ns = namespaceRequired(ctx);
-    const r = await this.call(ctx, this.get(ns, id), "WaitSandbox", { sandbox_id: id });
+    const r = await this.call(ctx, this.recordOf(ctx, id), "WaitSandbox", { sandbox_id: id });
     return { exitStatus: Number(r.exit_status ?? 0), exitedAt: fromTimestamp(r.exited_at as never) ?? nowDate() };
   }
 
   async status(ctx: CallContext, id: string, verbose = false): Promise<ControllerStatus> {
-    const ns = namespaceRequired(ctx);
-    const rec = this.get(ns, id);
+    const rec = this.recordOf(ctx, id);
     const r = await this.call(ctx, rec, "SandboxStatus", { sandbox_id: id, verbose });
     const out: ControllerStatus = {
       sandboxId: id,
       pid: Number(r.pid ?? 0),
       state: String(r.state ?? ""),
       info: { ...((r.info as Record<string, string> | undefined) ?? {}), phase: rec.phase },
-      address: `${rec.endpoint!.protocol}+${rec.endpoint!.address}`,
-      version: rec.endpoint!.version,
+      ...taskApi(rec),
     };
     const c = r.created_at ? fromTimestamp(r.created_at as never) : undefined;
     if (c && c.getTime() > 0) out.createdAt = c;
@@ -278,9 +239,7 @@ export class ShimSandboxController implements SandboxController {
   }
 
   async shutdown(ctx: CallContext, id: string): Promise<void> {
-    const ns = namespaceRequired(ctx);
-    await this.locks.run(`${ns}/${id}`, async () => {
-      const rec = this.get(ns, id);
+    await this.withRecord(ctx, id, async (ns, rec) => {
       await this.call(ctx, rec, "ShutdownSandbox", { sandbox_id: id }).catch((e: unknown) => {
         // A shim that is already gone has nothing left to shut down; `delete` below cleans up after it.
         if ((e as { code?: string }).code !== "unavailable") throw e;
@@ -290,33 +249,20 @@ export class ShimSandboxController implements SandboxController {
   }
 
   async metrics(ctx: CallContext, id: string): Promise<SandboxMetric> {
-    const ns = namespaceRequired(ctx);
-    const r = await this.call(ctx, this.get(ns, id), "SandboxMetrics", { sandbox_id: id });
+    const r = await this.call(ctx, this.recordOf(ctx, id), "SandboxMetrics", { sandbox_id: id });
     return metricFromProto(r.metrics as Record<string, unknown> | null);
   }
 
-  /** No shim RPC exists for this (UpdateSandboxRequest is unused upstream): the record is updated. */
-  async update(ctx: CallContext, id: string, sandbox: SandboxInput, fields: readonly string[] = []): Promise<void> {
-    const ns = namespaceRequired(ctx);
-    await this.locks.run(`${ns}/${id}`, async () => {
-      const rec = this.get(ns, id);
-      const next = applySandboxFields(fromStored(id, rec.sandbox), { ...sandbox, id }, fields);
-      next.updatedAt = nowDate();
-      rec.sandbox = toStored(next);
-      await this.db.put(shimKey(ns, id), rec);
-    });
-  }
+  // update: no shim RPC exists for it (UpdateSandboxRequest is unused upstream); the record is updated (RecordedController).
 
   /** After a restart: reopen the shims' logs, clean up creates that were interrupted. */
   async recover(): Promise<void> {
-    for (const { key, value } of [...scanPrefix<ShimRecord>(this.db, ["shim"])]) {
-      const ns = String(key[1]);
-      const id = String(key[2]);
-      if (value.phase === "creating") {
+    for (const { ns, id, rec } of this.records()) {
+      if (rec.phase === "creating") {
         this.o.log.info({ sandbox: id, namespace: ns }, "cleaning up an interrupted shim sandbox create");
-        await this.cleanup(ns, id, value).catch((err: unknown) => this.o.log.warn({ err: causeText(err), sandbox: id }, "cleaning up an interrupted shim sandbox create"));
-      } else if (fs.existsSync(value.bundle)) {
-        this.openLog(`${ns}/${id}`, value.bundle, id);
+        await this.cleanup(ns, id, rec).catch((err: unknown) => this.o.log.warn({ err: causeText(err), sandbox: id }, "cleaning up an interrupted shim sandbox create"));
+      } else if (fs.existsSync(rec.bundle)) {
+        this.openLog(`${ns}/${id}`, rec.bundle, id);
       }
     }
   }
@@ -326,4 +272,11 @@ export class ShimSandboxController implements SandboxController {
     for (const s of this.logs.values()) s.destroy();
     this.logs.clear();
   }
+}
+
+/** The shim's task API, for the containers of the sandbox: `<protocol>+<address>` and its version. */
+function taskApi(rec: ShimRecord): { address: string; version: number } {
+  const ep = rec.endpoint;
+  if (!ep) throw errFailedPrecondition("sandbox shim has no address");
+  return { address: `${ep.protocol}+${ep.address}`, version: ep.version };
 }

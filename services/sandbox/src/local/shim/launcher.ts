@@ -6,8 +6,8 @@
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { errFailedPrecondition, errInvalidArgument, errNotFound, errNotImplemented } from "../../../../../libs/errdefs";
-import { decode, encode, type AnyMsg } from "../../../../../libs/proto";
+import { errFailedPrecondition, errInvalidArgument, errNotFound, errNotImplemented } from "#libs/errdefs";
+import { decode, encode, type AnyMsg } from "#libs/proto";
 
 export interface ShimEndpoint {
   address: string;

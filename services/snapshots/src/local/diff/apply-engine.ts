@@ -21,8 +21,8 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { TarTypes, type TarHandler, type TarHeader } from "./tar";
-import * as sys from "../../../../../libs/sys/linux";
-import { writeAllSync } from "../../../../../libs/sys/pagecache";
+import * as sys from "#libs/sys/linux";
+import { writeAllSync } from "#libs/sys/pagecache";
 
 export class ApplyRefused extends Error {
   constructor(message: string) {

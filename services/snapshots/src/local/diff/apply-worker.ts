@@ -15,7 +15,7 @@ import * as zlib from "node:zlib";
 import { Decompress as ZstdDecompress } from "fzstd";
 import { ApplyPlan, ApplyRefused, executePlan, type ApplyTarget } from "./apply-engine";
 import { TarError, TarReader } from "./tar";
-import { gunzipWhole, gzipTrailerSize } from "../../../../../libs/sys/deflate";
+import { gunzipWhole, gzipTrailerSize } from "#libs/sys/deflate";
 
 export interface ApplyJob {
   target: ApplyTarget;

@@ -8,7 +8,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { TarTypes, tarEnd, tarHeader, tarPadding, type TarWriteHeader } from "./tar";
-import * as sys from "../../../../../libs/sys/linux";
+import * as sys from "#libs/sys/linux";
 
 export type Sink = (chunk: Buffer) => Promise<void>;
 

@@ -13,9 +13,10 @@
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { CallContext } from "../../../../../libs/context";
-import { isAlreadyExists } from "../../../../../libs/errdefs";
-import { ContentStoreProxy } from "../../../../../libs/clients/content";
+import type { CallContext } from "#libs/context";
+import { isAlreadyExists } from "#libs/errdefs";
+import { ContentStoreProxy } from "#libs/clients/content";
+import type { Channel } from "#libs/grpc/client";
 /** Largest data chunk in one Write request. */
 const WRITE_CHUNK = 1 << 20;
 
@@ -54,8 +55,8 @@ export class RemoteContent implements LayerContent {
   private readonly store: ContentStoreProxy;
 
   /** `localRoot`: the content service's root directory, when its blob files may be readable here. */
-  constructor(address: string, private readonly localRoot?: string) {
-    this.store = new ContentStoreProxy(address);
+  constructor(channel: Channel, private readonly localRoot?: string) {
+    this.store = new ContentStoreProxy(channel);
   }
 
   async localFile(ctx: CallContext, digest: string): Promise<string | undefined> {

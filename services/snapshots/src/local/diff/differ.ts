@@ -16,11 +16,13 @@ import * as path from "node:path";
 import { Worker } from "node:worker_threads";
 import * as zlib from "node:zlib";
 import type { Logger } from "pino";
-import type { CallContext } from "../../../../../libs/context";
-import { errCanceled, errInternal, errInvalidArgument, errNotImplemented, FlotillaError, ErrorCodes } from "../../../../../libs/errdefs";
-import { LABEL_UNCOMPRESSED, LayerMediaTypes, layerCompression, type Applier, type ApplyOptions, type Comparer, type Descriptor, type DiffOptions } from "../../../../../libs/core/diff";
-import type { Mount } from "../../../../../libs/core/snapshots";
-import { isReadOnly, withTempMount } from "../../../../../libs/mount";
+import type { CallContext } from "#libs/context";
+import { errCanceled, errInternal, errInvalidArgument, errNotImplemented, FlotillaError, ErrorCodes } from "#libs/errdefs";
+import { LABEL_UNCOMPRESSED, LayerMediaTypes, layerCompression, type Applier, type ApplyOptions, type Comparer, type Descriptor, type DiffOptions } from "#libs/core/diff";
+import type { Mount } from "#libs/core/snapshots";
+import type { ConfigOf } from "#libs/service/components";
+import type { WALKING_DIFFER } from "#services/snapshots/components";
+import { isReadOnly, withTempMount } from "#libs/mount";
 import type { ApplyTarget } from "./apply-engine";
 import type { ApplyJob, FromWorker, ToWorker } from "./apply-worker";
 import { writeDiff } from "./compare";
@@ -37,13 +39,13 @@ export interface DifferConfig {
   tmpDir: string;
 }
 
-export function differConfig(raw: Record<string, unknown>, tmpDir = path.join(os.tmpdir(), "flotilla-differ")): DifferConfig {
-  const num = (k: string, d: number): number => (typeof raw[k] === "number" ? (raw[k] as number) : typeof raw[k] === "bigint" ? Number(raw[k]) : d);
+/** The differ's settings from its checked `[plugins."io.containerd.differ.v1.walking"]` table. */
+export function differConfig(raw: ConfigOf<typeof WALKING_DIFFER>, tmpDir = path.join(os.tmpdir(), "flotilla-differ")): DifferConfig {
   return {
-    maxUncompressedBytes: num("max_uncompressed_bytes", 64 * 1024 ** 3),
-    allowDevices: typeof raw.allow_devices === "boolean" ? raw.allow_devices : true,
-    workers: Math.max(1, num("workers", Math.min(4, Math.max(2, os.cpus().length)))),
-    tmpDir: typeof raw.tmp_dir === "string" && raw.tmp_dir ? raw.tmp_dir : tmpDir,
+    maxUncompressedBytes: raw.max_uncompressed_bytes ?? 64 * 1024 ** 3,
+    allowDevices: raw.allow_devices ?? true,
+    workers: Math.max(1, raw.workers ?? Math.min(4, Math.max(2, os.cpus().length))),
+    tmpDir: raw.tmp_dir || tmpDir,
   };
 }
 
