@@ -237,6 +237,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       // Shims outlive the tasks process by design (own process group): end this stack's by PID.
       for (const pid of pidsReferring(dir)) process.kill(pid, "SIGKILL");
       channels.close();
+      testChannels.close();
       unmountBelow(dir);
       fs.rmSync(dir, { recursive: true, force: true });
     },
