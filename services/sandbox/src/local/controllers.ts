@@ -7,18 +7,8 @@ import { namespaceRequired, type CallContext } from "#libs/context";
 import { errInvalidArgument, errNotFound } from "#libs/errdefs";
 import type { EventPublisher } from "#libs/events";
 import { toTimestamp } from "#libs/proto";
-import {
-  SANDBOX_EVENTS,
-  type ControllerInstance,
-  type ControllerStatus,
-  type SandboxController,
-  type SandboxControllers,
-  type SandboxCreateOptions,
-  type SandboxExitStatus,
-  type SandboxInput,
-  type SandboxMetric,
-  type SandboxPlatform,
-} from "#libs/core/sandbox";
+import { SANDBOX_EVENTS } from "#libs/core/sandbox";
+import type { ControllerInstance, ControllerStatus, SandboxController, SandboxControllers, SandboxCreateOptions, SandboxExitStatus, SandboxInput, SandboxMetric, SandboxPlatform } from "#libs/core/sandbox";
 
 /** A controller that publishes containerd's sandbox events after its successful calls. */
 class EventingController implements SandboxController {

@@ -15,19 +15,8 @@ import { background, namespaceRequired, type CallContext } from "#libs/context";
 import { causeText, errCanceled, errFailedPrecondition, isNotFound } from "#libs/errdefs";
 import { hostPlatform } from "#libs/service/plugins";
 import { listNetns, removeNetns } from "#libs/cni";
-import {
-  SANDBOX_LABELS,
-  SANDBOXERS,
-  SandboxState,
-  type ControllerInstance,
-  type ControllerStatus,
-  type SandboxController,
-  type SandboxCreateOptions,
-  type SandboxExitStatus,
-  type SandboxInput,
-  type SandboxMetric,
-  type SandboxPlatform,
-} from "#libs/core/sandbox";
+import { SANDBOX_LABELS, SANDBOXERS, SandboxState } from "#libs/core/sandbox";
+import type { ControllerInstance, ControllerStatus, SandboxController, SandboxCreateOptions, SandboxExitStatus, SandboxInput, SandboxMetric, SandboxPlatform } from "#libs/core/sandbox";
 import type { SandboxDB } from "../db";
 import { fromStored, toStored } from "../store";
 import { RecordedController, recordKey, type ControllerRecord } from "../controller-core";

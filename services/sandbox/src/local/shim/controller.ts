@@ -16,18 +16,8 @@ import type { Logger } from "pino";
 import { background, type CallContext } from "#libs/context";
 import { causeText, errFailedPrecondition } from "#libs/errdefs";
 import { fromTimestamp } from "#libs/proto";
-import {
-  OCI_SPEC_TYPE_URL,
-  SANDBOXERS,
-  type ControllerInstance,
-  type ControllerStatus,
-  type SandboxController,
-  type SandboxCreateOptions,
-  type SandboxExitStatus,
-  type SandboxInput,
-  type SandboxMetric,
-  type SandboxPlatform,
-} from "#libs/core/sandbox";
+import { OCI_SPEC_TYPE_URL, SANDBOXERS } from "#libs/core/sandbox";
+import type { ControllerInstance, ControllerStatus, SandboxController, SandboxCreateOptions, SandboxExitStatus, SandboxInput, SandboxMetric, SandboxPlatform } from "#libs/core/sandbox";
 import { anyFromProto, anyToProto, metricFromProto } from "#libs/clients/sandbox";
 import { mountToProto } from "#libs/mount";
 import type { SandboxDB } from "../db";
