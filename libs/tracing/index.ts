@@ -123,6 +123,15 @@ export interface HeaderCarrier {
   keys(): string[];
 }
 
+/** ttrpc metadata (each key a list of values) as a header carrier: the trace context between the tasks process and its shims. */
+export function metadataCarrier(md: Record<string, string[]>): HeaderCarrier {
+  return {
+    get: (k) => md[k]?.[0] ?? "",
+    set: (k, v) => void (md[k] = [v]),
+    keys: () => Object.keys(md),
+  };
+}
+
 export function injectIntoHeaders(ctx: Context, h: HeaderCarrier): void {
   propagation.inject(ctx, h, { set: (c, k, v) => c.set(k, v) });
 }

@@ -20,7 +20,7 @@ import { ForwardedDeletes } from "./src/runtime/forwarded";
 import { TASK_EVENTS } from "#libs/core/tasks";
 import { WarmPool } from "./src/runtime/warm";
 import { registerContainerMetrics } from "./src/metrics";
-import { tracingEnv } from "#libs/tracing";
+import { extractFromHeaders, metadataCarrier, tracingEnv } from "#libs/tracing";
 import { RuntimeResolver, runtimesConfig } from "./src/runtime/runtimes";
 import { RUNTIME_SHIM, RUNTIME_TASK, TASKS_COMPONENTS, CONTAINERS_METADATA, TTRPC_EVENTS } from "./components";
 import { CONTAINERS_SERVICE, containersHandlers } from "./src/server/containers";
@@ -51,7 +51,8 @@ export const tasksService: ServiceDefinition = {
     ttrpc.register(TTRPC_EVENTS_SERVICE, typedService(TTRPC_EVENTS_SERVICE, {
       Forward: async (ctx, req) => {
         const env = req.envelope as Envelope;
-        await sc.events.forward(background(ctx.namespace), env);
+        // The event carries the trace of the call that caused it, which the shim sends as `traceparent`.
+        await sc.events.forward({ ...background(ctx.namespace), trace: extractFromHeaders(metadataCarrier(ctx.metadata)) }, env);
         if (env?.topic === TASK_EVENTS.delete.topic) {
           try {
             forwardedDeletes.seen(env.namespace, String(unpackAny<{ container_id?: string }>(env.event).container_id ?? ""));

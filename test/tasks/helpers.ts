@@ -5,6 +5,7 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { after, before } from "node:test";
 import { errorCode } from "#libs/errdefs";
 import { sleep, waitFor, type Stack } from "../harness";
 
@@ -159,6 +160,32 @@ export class EventsWatcher {
   stop(): void {
     this.child.kill("SIGKILL");
   }
+}
+
+/** What `withStackAndEvents` sets up for a suite (filled in by its `before`). */
+export interface SuiteStack {
+  stack: Stack;
+  rootfs: string;
+  events: EventsWatcher;
+}
+
+/**
+ * For the enclosing describe: a stack (`start` makes it; `startStack()` by default) with a busybox
+ * rootfs and a `ctr events` watcher, started before its tests and cleaned up after them.
+ */
+export function withStackAndEvents(start: () => Promise<Stack>): SuiteStack {
+  const s = {} as SuiteStack;
+  before(async () => {
+    s.stack = await start();
+    s.rootfs = busyboxRootfs(path.join(s.stack.dir, "rootfs"));
+    s.events = new EventsWatcher(s.stack);
+    await s.events.ready();
+  });
+  after(async () => {
+    s.events?.stop();
+    await stopStackAndCleanup(s.stack);
+  });
+  return s;
 }
 
 /** Wait until a task is in `status` per `ctr task ls`. */

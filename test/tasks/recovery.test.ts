@@ -4,12 +4,12 @@
  * events work. A shim that died while the tasks process was down is cleaned up with /tasks/exit and
  * /tasks/delete, as containerd does.
  */
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { startStack, type Stack } from "../harness";
-import { alive, busyboxRootfs, EventsWatcher, rootfsArgs, runcContainers, stopStackAndCleanup, taskShimPid, waitTaskStatus } from "./helpers";
+import { startStack } from "../harness";
+import { alive, rootfsArgs, runcContainers, taskShimPid, waitTaskStatus, withStackAndEvents } from "./helpers";
 
 function pidOfTask(ls: string, id: string): number {
   const row = ls.split("\n").find((l) => l.split(/\s+/)[0] === id);
@@ -17,23 +17,10 @@ function pidOfTask(ls: string, id: string): number {
 }
 
 describe("tasks - restart recovery", () => {
-  let stack: Stack;
-  let rootfs: string;
-  let events: EventsWatcher;
-
-  before(async () => {
-    stack = await startStack();
-    rootfs = busyboxRootfs(path.join(stack.dir, "rootfs"));
-    events = new EventsWatcher(stack);
-    await events.ready();
-  });
-
-  after(async () => {
-    events?.stop();
-    await stopStackAndCleanup(stack);
-  });
+  const s = withStackAndEvents(() => startStack());
 
   test("kill -9 the tasks process: tasks listed again; kill, wait, exec and exit events still work", async () => {
+    const { stack, rootfs, events } = s;
     assert.equal((await stack.ctr(["run", "-d", ...rootfsArgs(rootfs), "r1", "sh", "-c", "trap 'exit 42' TERM; while true; do sleep 0.1; done"])).code, 0);
     assert.equal((await stack.ctr(["run", "-d", ...rootfsArgs(rootfs), "r2", "sleep", "1000"])).code, 0);
     await waitTaskStatus(stack, "r1", "RUNNING");
@@ -73,6 +60,7 @@ describe("tasks - restart recovery", () => {
   });
 
   test("a shim that died while the tasks process was down: /tasks/exit and /tasks/delete, bundle removed", async () => {
+    const { stack, rootfs, events } = s;
     assert.equal((await stack.ctr(["run", "-d", ...rootfsArgs(rootfs), "gone1", "sleep", "1000"])).code, 0);
     await waitTaskStatus(stack, "gone1", "RUNNING");
     const taskPid = pidOfTask((await stack.ctr(["t", "ls"])).stdout, "gone1");

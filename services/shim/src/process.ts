@@ -32,6 +32,11 @@ export abstract class Process {
   console?: ConsoleCopy;
   /** The logging binary of a terminal's `binary://` stdout (the console copy writes to it). */
   private consoleLogger?: LoggingBinary;
+  /**
+   * The W3C trace context (`traceparent`) of the last call that acted on the process (its Create,
+   * Start, Kill or Delete): its /tasks/exit carries it.
+   */
+  trace?: string;
   /** A create or start in flight: an exit seen meanwhile is handled after it (events keep their order). */
   busy: Promise<unknown> = Promise.resolve();
   private readonly exited: Promise<Exit>;

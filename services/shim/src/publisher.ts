@@ -2,7 +2,9 @@
  * Task events from the shim to the daemon: `containerd.services.events.ttrpc.v1.Events/Forward` on
  * `$TTRPC_ADDRESS`, one at a time in publish order (containerd's order rules depend on it). The
  * connection is dialled lazily and redialled after failures; each event is retried up to 5 times with
- * a growing pause (1 s x attempt), then dropped; at most 2048 events wait.
+ * a growing pause (1 s x attempt), then dropped; at most 2048 events wait. An event caused by a call
+ * carries that call's trace context (`traceparent`) in the Forward request's metadata, as containerd's
+ * ttrpc interceptor sends it, and the daemon puts it on the event it publishes.
  */
 import { TtrpcClient, NAMESPACE_KEY } from "#libs/ttrpc/client";
 import { encode, type Obj, type Schema } from "./pb";
@@ -11,6 +13,8 @@ import type { ShimLogger } from "./log";
 import { toTimestamp, type Timestamp } from "#libs/time";
 
 const SERVICE = "containerd.services.events.ttrpc.v1.Events";
+/** W3C trace context's metadata key (lower case, as OpenTelemetry's propagator writes it). */
+export const TRACEPARENT_KEY = "traceparent";
 const MAX_QUEUE = 2048;
 const MAX_ATTEMPTS = 5;
 const CALL_TIMEOUT_MS = 5000;
@@ -21,15 +25,16 @@ export function nowTimestamp(d?: Date): Timestamp {
 }
 
 export class Publisher {
-  /** Encoded ForwardRequests with the namespace they were published in (a recycled shim changes it). */
-  private readonly queue: { payload: Buffer; ns: string }[] = [];
+  /** Encoded ForwardRequests with the namespace they were published in (a recycled shim changes it) and their trace. */
+  private readonly queue: { payload: Buffer; ns: string; trace?: string }[] = [];
   private client?: TtrpcClient;
   private running = false;
   private idle: (() => void)[] = [];
 
   constructor(private readonly address: string, public namespace: string, private readonly log: ShimLogger) {}
 
-  publish(topic: string, schema: Schema, event: Obj): void {
+  /** Queue an event; `trace`: the `traceparent` of the call that caused it. */
+  publish(topic: string, schema: Schema, event: Obj, trace?: string): void {
     const env = {
       timestamp: nowTimestamp(),
       namespace: this.namespace,
@@ -40,7 +45,7 @@ export class Publisher {
       this.log.warn("event queue full, dropping the oldest event");
       this.queue.shift();
     }
-    this.queue.push({ payload: encode(ForwardRequest, { envelope: env }), ns: this.namespace });
+    this.queue.push({ payload: encode(ForwardRequest, { envelope: env }), ns: this.namespace, trace });
     this.log.debug("event", { topic });
     if (!this.running) void this.run();
   }
@@ -71,11 +76,13 @@ export class Publisher {
     this.running = true;
     try {
       while (this.queue.length) {
-        const { payload, ns } = this.queue[0]!;
+        const { payload, ns, trace } = this.queue[0]!;
+        const metadata: Record<string, string[]> = { [NAMESPACE_KEY]: [ns] };
+        if (trace) metadata[TRACEPARENT_KEY] = [trace];
         for (let attempt = 1; ; attempt++) {
           try {
             const c = await this.connect();
-            await c.call(SERVICE, "Forward", payload, { timeoutMs: CALL_TIMEOUT_MS, metadata: { [NAMESPACE_KEY]: [ns] } });
+            await c.call(SERVICE, "Forward", payload, { timeoutMs: CALL_TIMEOUT_MS, metadata });
             break;
           } catch (e) {
             this.client?.close();

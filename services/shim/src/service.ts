@@ -12,7 +12,7 @@ import { Container } from "./container";
 import { isLegacy, joinCgroup, statsV1, statsV2 } from "./cgroups";
 import { decode, encode, type Obj, type Schema } from "./pb";
 import * as M from "./messages";
-import { nowTimestamp, type Publisher } from "./publisher";
+import { nowTimestamp, TRACEPARENT_KEY, type Publisher } from "./publisher";
 import { STATUS_CODE, type Process } from "./process";
 import type { Reaper } from "./reaper";
 import { Runc } from "./runc";
@@ -33,7 +33,10 @@ export interface ServiceOptions {
   onShutdown: () => void;
   /** A warm shim's first Create: take the namespace (from the call). */
   onAdopt?: (namespace: string) => void;
-  /** Every Create: the newest bundle (the shim logs to its FIFO from now on). */
+  /**
+   * Every Create: the newest bundle (the shim logs to its FIFO from now on); and when the container
+   * whose bundle that is goes while others remain, the newest remaining one's.
+   */
   onBundle?: (bundle: string, id: string) => void;
 }
 
@@ -47,6 +50,8 @@ const ts = (d: Date | undefined): Obj | null => (d ? nowTimestamp(d) : null);
 export class TaskService {
   readonly containers = new Map<string, Container>();
   namespace: string;
+  /** The container whose bundle the shim logs to and works in (see onBundle). */
+  private bundleOwner = "";
 
   constructor(private readonly o: ServiceOptions) {
     this.namespace = o.namespace;
@@ -58,19 +63,30 @@ export class TaskService {
     return c;
   }
 
-  private publish(topic: string, schema: Schema, ev: Obj): void {
-    this.o.publisher.publish(topic, schema, ev);
+  /** Forget a container; a shim serving other members moves its log and cwd to the newest of them. */
+  private forget(id: string): void {
+    this.containers.delete(id);
+    if (id !== this.bundleOwner) return;
+    const next = [...this.containers.values()].pop();
+    this.bundleOwner = next?.id ?? "";
+    if (next) this.o.onBundle?.(next.bundle, next.id);
   }
 
+  /** `trace`: the `traceparent` of the call that caused the event. */
+  private publish(topic: string, schema: Schema, ev: Obj, trace: string | undefined): void {
+    this.o.publisher.publish(topic, schema, ev, trace);
+  }
+
+  // An exit carries the trace of the last call that acted on the process (Start, or a Kill); an OOM that of the container's.
   private onExit = (c: Container, p: Process): void => {
-    this.publish("/tasks/exit", M.TaskExit, { container_id: c.id, id: p.id, pid: p.pid, exit_status: p.exitStatus, exited_at: ts(p.exitedAt) });
+    this.publish("/tasks/exit", M.TaskExit, { container_id: c.id, id: p.id, pid: p.pid, exit_status: p.exitStatus, exited_at: ts(p.exitedAt) }, p.trace);
   };
 
   private onOOM = (c: Container): void => {
-    this.publish("/tasks/oom", M.TaskOOM, { container_id: c.id });
+    this.publish("/tasks/oom", M.TaskOOM, { container_id: c.id }, c.init.trace);
   };
 
-  async create(r: Req<"Create">, callNamespace?: string): Promise<Res<"Create">> {
+  async create(r: Req<"Create">, callNamespace?: string, trace?: string): Promise<Res<"Create">> {
     const t0 = performance.now();
     const id = String(r.id);
     if (this.containers.has(id)) throw classError("already exists", `container ${id}`);
@@ -81,7 +97,6 @@ export class TaskService {
     } else if (callNamespace && callNamespace !== this.namespace) {
       throw classError("failed precondition", `shim serves namespace ${this.namespace}, not ${callNamespace}`);
     }
-    this.o.onBundle?.(String(r.bundle), id);
     const opts = r.options?.type_url ? decode(M.RuncOptions, r.options.value) : decode(M.RuncOptions, Buffer.alloc(0));
     if (r.options?.type_url && !String(r.options.type_url).endsWith("containerd.runc.v1.Options")) {
       throw classError("invalid argument", `unsupported runtime options type ${r.options.type_url}`);
@@ -107,7 +122,10 @@ export class TaskService {
       this.o.reaper,
       { onExit: this.onExit, onOOM: this.onOOM },
     );
+    c.init.trace = trace;
     this.containers.set(id, c);
+    this.bundleOwner = id;
+    this.o.onBundle?.(bundle, id);
     // The exit handler waits on `busy`: /tasks/create goes out before any /tasks/exit.
     const creating = (async () => {
       const pid = await c.create();
@@ -118,7 +136,7 @@ export class TaskService {
         io: { stdin: stdio.stdin, stdout: stdio.stdout, stderr: stdio.stderr, terminal: stdio.terminal },
         checkpoint: r.checkpoint,
         pid,
-      });
+      }, trace);
       return pid;
     })();
     c.init.busy = creating;
@@ -126,20 +144,21 @@ export class TaskService {
     try {
       pid = await creating;
     } catch (e) {
-      this.containers.delete(id);
+      this.forget(id);
       throw e;
     }
     this.o.log.info("created", { id, pid, ms: c.timings, total: Math.round(performance.now() - t0) });
     return { pid };
   }
 
-  async start(r: Req<"Start">): Promise<Res<"Start">> {
+  async start(r: Req<"Start">, trace?: string): Promise<Res<"Start">> {
     const c = this.get(r.id);
     if (!r.exec_id) {
+      if (c.init.status === "created") c.init.trace = trace;
       const t0 = performance.now();
       const starting = (async () => {
         const pid = await c.start();
-        this.publish("/tasks/start", M.TaskStart, { container_id: c.id, pid });
+        this.publish("/tasks/start", M.TaskStart, { container_id: c.id, pid }, trace);
         return pid;
       })();
       c.init.busy = starting;
@@ -148,30 +167,33 @@ export class TaskService {
       return { pid };
     }
     const e = c.process(r.exec_id);
+    if (e.status === "created") e.trace = trace;
     const starting = (async () => {
       const pid = await c.startExec(e as never);
-      this.publish("/tasks/exec-started", M.TaskExecStarted, { container_id: c.id, exec_id: r.exec_id, pid });
+      this.publish("/tasks/exec-started", M.TaskExecStarted, { container_id: c.id, exec_id: r.exec_id, pid }, trace);
       return pid;
     })();
     e.busy = starting;
     return { pid: await starting };
   }
 
-  async delete(r: Req<"Delete">): Promise<Res<"Delete">> {
+  async delete(r: Req<"Delete">, trace?: string): Promise<Res<"Delete">> {
     const c = this.get(r.id);
     if (r.exec_id) {
       const p = await c.deleteExec(r.exec_id);
       return { pid: p.pid, exit_status: p.exitStatus, exited_at: ts(p.exitedAt) };
     }
     const t0 = performance.now();
+    // Deleting a created task kills it: that exit is the Delete's.
+    if (!c.init.hasExited) c.init.trace = trace;
     const p = await c.deleteInit();
-    this.containers.delete(c.id);
-    this.publish("/tasks/delete", M.TaskDelete, { container_id: c.id, pid: p.pid, exit_status: p.exitStatus, exited_at: ts(p.exitedAt), id: "" });
+    this.forget(c.id);
+    this.publish("/tasks/delete", M.TaskDelete, { container_id: c.id, pid: p.pid, exit_status: p.exitStatus, exited_at: ts(p.exitedAt), id: "" }, trace);
     this.o.log.info("deleted", { id: c.id, exitStatus: p.exitStatus, ms: Math.round(performance.now() - t0) });
     return { pid: p.pid, exit_status: p.exitStatus, exited_at: ts(p.exitedAt) };
   }
 
-  async exec(r: Req<"Exec">): Promise<Res<"Exec">> {
+  async exec(r: Req<"Exec">, trace?: string): Promise<Res<"Exec">> {
     const c = this.get(r.id);
     const execId = String(r.exec_id);
     c.reserveExec(execId);
@@ -183,7 +205,7 @@ export class TaskService {
       c.releaseExec(execId);
       throw e instanceof SyntaxError ? classError("invalid argument", `exec spec: ${e.message}`) : e;
     }
-    this.publish("/tasks/exec-added", M.TaskExecAdded, { container_id: c.id, exec_id: execId });
+    this.publish("/tasks/exec-added", M.TaskExecAdded, { container_id: c.id, exec_id: execId }, trace);
     return {};
   }
 
@@ -205,22 +227,32 @@ export class TaskService {
     };
   }
 
-  async kill(r: Req<"Kill">): Promise<Res<"Kill">> {
-    await this.get(r.id).kill(r.exec_id, r.signal, r.all);
+  async kill(r: Req<"Kill">, trace?: string): Promise<Res<"Kill">> {
+    const c = this.get(r.id);
+    // The exit a kill causes carries its trace (a process already gone keeps the one it has).
+    const p = r.exec_id ? c.execs.get(r.exec_id) : c.init;
+    const before = p?.trace;
+    if (p && !p.hasExited) p.trace = trace;
+    try {
+      await c.kill(r.exec_id, r.signal, r.all);
+    } catch (e) {
+      if (p && !p.hasExited) p.trace = before;
+      throw e;
+    }
     return {};
   }
 
-  async pause(r: Req<"Pause">): Promise<Res<"Pause">> {
+  async pause(r: Req<"Pause">, trace?: string): Promise<Res<"Pause">> {
     const c = this.get(r.id);
     await c.pause();
-    this.publish("/tasks/paused", M.TaskPaused, { container_id: c.id });
+    this.publish("/tasks/paused", M.TaskPaused, { container_id: c.id }, trace);
     return {};
   }
 
-  async resume(r: Req<"Resume">): Promise<Res<"Resume">> {
+  async resume(r: Req<"Resume">, trace?: string): Promise<Res<"Resume">> {
     const c = this.get(r.id);
     await c.resume();
-    this.publish("/tasks/resumed", M.TaskResumed, { container_id: c.id });
+    this.publish("/tasks/resumed", M.TaskResumed, { container_id: c.id }, trace);
     return {};
   }
 
@@ -267,7 +299,7 @@ export class TaskService {
     return {};
   }
 
-  async checkpoint(r: Req<"Checkpoint">): Promise<Res<"Checkpoint">> {
+  async checkpoint(r: Req<"Checkpoint">, trace?: string): Promise<Res<"Checkpoint">> {
     const c = this.get(r.id);
     const o = r.options?.type_url ? decode(M.CheckpointOptions, r.options.value) : decode(M.CheckpointOptions, Buffer.alloc(0));
     if (c.init.status !== "running" && c.init.status !== "paused") throw classError("failed precondition", `cannot checkpoint a ${c.init.status} process`);
@@ -286,7 +318,7 @@ export class TaskService {
     } catch (e) {
       throw classError("unknown", (e as Error).message);
     }
-    this.publish("/tasks/checkpointed", M.TaskCheckpointed, { container_id: c.id, checkpoint: o.image_path || r.path });
+    this.publish("/tasks/checkpointed", M.TaskCheckpointed, { container_id: c.id, checkpoint: o.image_path || r.path }, trace);
     return {};
   }
 
@@ -317,19 +349,21 @@ export class TaskService {
 
   /** ttrpc handlers for the service (the same for v2 and v3). */
   descriptor(): ServiceDesc {
-    const h = <K extends MethodName<TaskApi>>(req: Schema, res: Schema, fn: (r: Req<K>) => Promise<Res<K>>): UnaryHandler => async (_ctx, payload) => encode(res, await fn(decode(req, payload) as Req<K>));
+    // `fn` gets the caller's trace context too (the events a call causes carry it).
+    const h = <K extends MethodName<TaskApi>>(req: Schema, res: Schema, fn: (r: Req<K>, trace: string | undefined) => Promise<Res<K>>): UnaryHandler => async (ctx, payload) =>
+      encode(res, await fn(decode(req, payload) as Req<K>, ctx.metadata[TRACEPARENT_KEY]?.[0]));
     return {
       methods: {
         State: h<"State">(M.StateRequest, M.StateResponse, (r) => this.state(r)),
-        Create: async (ctx, payload) => encode(M.CreateTaskResponse, await this.create(decode(M.CreateTaskRequest, payload) as Req<"Create">, ctx.namespace)),
-        Start: h<"Start">(M.StartRequest, M.StartResponse, (r) => this.start(r)),
-        Delete: h<"Delete">(M.DeleteRequest, M.DeleteResponse, (r) => this.delete(r)),
+        Create: async (ctx, payload) => encode(M.CreateTaskResponse, await this.create(decode(M.CreateTaskRequest, payload) as Req<"Create">, ctx.namespace, ctx.metadata[TRACEPARENT_KEY]?.[0])),
+        Start: h<"Start">(M.StartRequest, M.StartResponse, (r, t) => this.start(r, t)),
+        Delete: h<"Delete">(M.DeleteRequest, M.DeleteResponse, (r, t) => this.delete(r, t)),
         Pids: h<"Pids">(M.PidsRequest, M.PidsResponse, (r) => this.pids(r)),
-        Pause: h<"Pause">(M.PauseRequest, M.Empty, (r) => this.pause(r)),
-        Resume: h<"Resume">(M.ResumeRequest, M.Empty, (r) => this.resume(r)),
-        Checkpoint: h<"Checkpoint">(M.CheckpointTaskRequest, M.Empty, (r) => this.checkpoint(r)),
-        Kill: h<"Kill">(M.KillRequest, M.Empty, (r) => this.kill(r)),
-        Exec: h<"Exec">(M.ExecProcessRequest, M.Empty, (r) => this.exec(r)),
+        Pause: h<"Pause">(M.PauseRequest, M.Empty, (r, t) => this.pause(r, t)),
+        Resume: h<"Resume">(M.ResumeRequest, M.Empty, (r, t) => this.resume(r, t)),
+        Checkpoint: h<"Checkpoint">(M.CheckpointTaskRequest, M.Empty, (r, t) => this.checkpoint(r, t)),
+        Kill: h<"Kill">(M.KillRequest, M.Empty, (r, t) => this.kill(r, t)),
+        Exec: h<"Exec">(M.ExecProcessRequest, M.Empty, (r, t) => this.exec(r, t)),
         ResizePty: h<"ResizePty">(M.ResizePtyRequest, M.Empty, (r) => this.resizePty(r)),
         CloseIO: h<"CloseIO">(M.CloseIORequest, M.Empty, (r) => this.closeIO(r)),
         Update: h<"Update">(M.UpdateTaskRequest, M.Empty, (r) => this.update(r)),

@@ -70,7 +70,7 @@ export class LocalTaskService implements TaskService {
   private async task(ctx: CallContext, id: string): Promise<ShimTask> {
     const ns = namespaceRequired(ctx);
     await this.containers.get(ctx, id);
-    return this.manager.get(ns, id);
+    return this.manager.get(ns, id).withTrace(ctx.trace);
   }
 
   /** Calls on a process must name an existing one (NotFound otherwise), as containerd's t.Process does. */
@@ -95,7 +95,7 @@ export class LocalTaskService implements TaskService {
   async delete(ctx: CallContext, id: string): Promise<ExitInfo> {
     const ns = namespaceRequired(ctx);
     await this.containers.get(ctx, id);
-    return this.manager.delete(ns, id);
+    return this.manager.delete(ns, id, ctx.trace);
   }
 
   async deleteProcess(ctx: CallContext, id: string, execId: string): Promise<ExitInfo> {

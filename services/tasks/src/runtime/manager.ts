@@ -9,12 +9,14 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Logger } from "pino";
 import { namespaceRequired, background, type CallContext } from "#libs/context";
+import type { Context } from "#libs/tracing";
 import { errAlreadyExists, errorCode, ErrorCodes, FlotillaError, isNotFound } from "#libs/errdefs";
 import { isClosedError } from "#libs/ttrpc";
 import type { EventPublisher } from "#libs/events";
 import type { ForwardedDeletes } from "./forwarded";
 import { toTimestamp } from "#libs/proto";
 import type { Container } from "#libs/core/containers";
+import { SANDBOX_LABELS } from "#libs/core/sandbox";
 import { TASK_EVENTS, type CreateTaskInput, type ExitInfo } from "#libs/core/tasks";
 import { Bundle, listBundles, type BundleDirs } from "./bundle";
 import { shimDelete, shimStart, type BootstrapResult, type ShimEnv } from "./binary";
@@ -48,15 +50,24 @@ export interface ManagerOptions {
   shimGroupSize?: number;
 }
 
-/** containerd's shim grouping annotations. */
-export function groupOf(spec: Uint8Array): string {
+/**
+ * The shim group of a container: containerd's grouping annotations in its spec (what containerd's runc
+ * shim reads; `ctr run --label` puts its labels there too), else the container's labels of the same
+ * names, else the sandbox its record names. "" = a shim of its own.
+ */
+export function groupOf(spec: Uint8Array, container?: Pick<Container, "labels" | "sandbox">): string {
+  const pick = (m: Record<string, string> | undefined): string => m?.[SANDBOX_LABELS.runcGroup] || m?.[SANDBOX_LABELS.criSandboxId] || "";
+  let annotations: Record<string, string> | undefined;
   try {
-    const a = (JSON.parse(Buffer.from(spec).toString()) as { annotations?: Record<string, string> }).annotations ?? {};
-    return a["io.containerd.runc.v2.group"] || a["io.kubernetes.cri.sandbox-id"] || "";
+    annotations = (JSON.parse(Buffer.from(spec).toString()) as { annotations?: Record<string, string> }).annotations;
   } catch {
-    return "";
+    annotations = undefined;
   }
+  return pick(annotations) || pick(container?.labels) || container?.sandbox || "";
 }
+
+/** The bundle file holding the task's shim group (read back when the tasks process restarts). */
+const GROUP_FILE = "group";
 
 /** A task API endpoint given as `<protocol>+<address>` (a bare address means ttrpc); version 3 when unset. */
 export function taskApiEndpoint(address: string, version?: number): BootstrapResult {
@@ -128,7 +139,8 @@ export class ShimManager {
           tl = n;
         };
         let boot: BootstrapResult;
-        const group = groupOf(container.spec.value);
+        const group = groupOf(container.spec.value, container);
+        if (group) bundle.write(GROUP_FILE, group);
         const endpoint = input.taskApiAddress ? taskApiEndpoint(input.taskApiAddress, input.taskApiVersion) : undefined;
         const host = endpoint || !cmd.builtin ? undefined : this.hostFor(ns, cmd, group);
         const warm = endpoint || host ? undefined : await this.o.warm?.take(cmd);
@@ -153,11 +165,14 @@ export class ShimManager {
         bundle.write("shim-binary-path", cmd.binaryPath);
         if (!bundle.read("address")) bundle.write("address", boot.address);
         lap("write");
-        const task = await ShimTask.connect(ns, id, bundle, cmd, boot, this.o.log, (t) => this.onClosed(t), 10_000, warm).catch(async (e: unknown) => {
+        const shim = await ShimTask.connect(ns, id, bundle, cmd, boot, this.o.log, (t) => this.onClosed(t), 10_000, warm).catch(async (e: unknown) => {
           await shimDelete(cmd, bundle.path, this.env(ns, id)).catch(() => undefined);
           throw wrap(e, "failed to start shim");
         });
-        task.group = group;
+        shim.group = group;
+        // A member joining a pool shim lets the pod's last member hand the shim back to the pool.
+        if (host?.pooled) shim.pooled = true;
+        const task = shim.withTrace(ctx.trace);
         lap("connect");
         const t1 = performance.now();
         try {
@@ -171,14 +186,14 @@ export class ShimManager {
             checkpoint: "",
             options: options ? { type_url: options.typeUrl, value: Buffer.from(options.value) } : null,
           });
-          this.tasks.set(k, task);
+          this.tasks.set(k, shim);
           this.o.log.debug({ id, namespace: ns, shimMs: Math.round(t1 - t0), createMs: Math.round(performance.now() - t1), laps }, "task created");
           return Number(r.pid ?? 0);
         } catch (e) {
-          task.closing = true;
+          shim.closing = true;
           await task.call("Delete", {}, 5000).catch(() => undefined);
           await task.call("Shutdown", {}, 3000).catch(() => undefined);
-          task.close();
+          shim.close();
           throw wrap(e, "failed to create shim task");
         } finally {
           if (warm) this.o.warm?.settled(cmd);
@@ -237,15 +252,15 @@ export class ShimManager {
     return this.dead.get(key(ns, id));
   }
 
-  /** Delete the task in its shim, shut the shim down, remove the bundle. */
-  async delete(ns: string, id: string): Promise<ExitInfo> {
+  /** Delete the task in its shim, shut the shim down, remove the bundle. `trace`: the calling request's (its events carry it). */
+  async delete(ns: string, id: string, trace?: Context): Promise<ExitInfo> {
     const k = key(ns, id);
     const t = this.get(ns, id);
     let resp: Record<string, unknown> | undefined;
     const d0 = performance.now();
     const published = this.o.forwardedDeletes?.expect(ns, id);
     try {
-      resp = await t.call("Delete", {}, 30_000);
+      resp = await (trace ? t.withTrace(trace) : t).call("Delete", {}, 30_000);
       await published?.wait(DELETE_EVENT_WAIT_MS);
     } catch (e) {
       published?.cancel();
@@ -270,10 +285,16 @@ export class ShimManager {
     };
   }
 
-  /** After its task was deleted: a pool shim serving nothing else goes back to the pool, others shut down. */
+  /**
+   * After its task was deleted: a shim still serving other members of its group only loses this
+   * connection; one serving nothing else goes back to the pool (a pool shim) or shuts down.
+   */
   private async release(t: ShimTask): Promise<void> {
-    const shared = [...this.tasks.values()].some((x) => x.boot?.address === t.boot?.address);
-    if (t.pooled && !shared && t.boot && this.o.warm?.enabled) {
+    if (t.boot && [...this.tasks.values()].some((x) => x.boot?.address === t.boot?.address)) {
+      t.close();
+      return;
+    }
+    if (t.pooled && t.boot && this.o.warm?.enabled) {
       try {
         await t.client.call(POOL_SERVICE, "Release", Buffer.alloc(0), { timeoutMs: 3000 });
         t.shimLog.close();
@@ -354,7 +375,7 @@ export class ShimManager {
         try {
           const t = await ShimTask.connect(ns, id, bundle, cmd, boot, this.o.log, (x) => this.onClosed(x), 1000);
           try {
-            t.group = groupOf(fs.readFileSync(bundle.file("config.json")));
+            t.group = bundle.read(GROUP_FILE) ?? groupOf(fs.readFileSync(bundle.file("config.json")));
           } catch {
             t.group = "";
           }

@@ -8,6 +8,8 @@ import * as net from "node:net";
 import type { Logger } from "pino";
 import { isNotImplemented } from "#libs/errdefs";
 import { TtrpcClient, NAMESPACE_KEY } from "#libs/ttrpc";
+import type { Metadata } from "#libs/ttrpc/wire";
+import { injectIntoHeaders, metadataCarrier, type Context } from "#libs/tracing";
 import { TypedClient } from "#libs/ttrpc/typed";
 import type { ClientRequest, ClientResponse, MethodOfKind } from "#libs/proto/types";
 import type { Bundle } from "./bundle";
@@ -69,6 +71,8 @@ export class ShimTask {
   group = "";
   /** Taken from the warm pool (it may go back there once its task is deleted). */
   pooled = false;
+  /** The trace context its calls carry (see withTrace). */
+  private trace?: Context;
 
   private constructor(
     readonly namespace: string,
@@ -139,9 +143,22 @@ export class ShimTask {
     }
   }
 
+  /**
+   * This task as seen by one call: its requests carry the call's trace context (`traceparent` in the
+   * ttrpc metadata, as containerd's otelttrpc interceptor sends it), so the events they cause in the
+   * shim carry it too.
+   */
+  withTrace(trace: Context): ShimTask {
+    const view = Object.create(this) as ShimTask;
+    view.trace = trace;
+    return view;
+  }
+
   /** Call the shim's task API for this task (its id is filled in). */
   call<M extends MethodOfKind<TaskApi, "unary">>(method: M, req: Omit<ClientRequest<TaskApi, M>, "id">, timeoutMs?: number, signal?: AbortSignal): Promise<ClientResponse<TaskApi, M>> {
-    return this.task.call(method, { id: this.id, ...req } as ClientRequest<TaskApi, M>, { timeoutMs, signal, metadata: { [NAMESPACE_KEY]: [this.namespace] } });
+    const metadata: Metadata = { [NAMESPACE_KEY]: [this.namespace] };
+    if (this.trace) injectIntoHeaders(this.trace, metadataCarrier(metadata));
+    return this.task.call(method, { id: this.id, ...req } as ClientRequest<TaskApi, M>, { timeoutMs, signal, metadata });
   }
 
   /** Close the connection on purpose. */
