@@ -108,10 +108,14 @@ describe("tasks - pod members share one shim", () => {
     await waitTaskStatus(stack, "m4", "RUNNING");
     assert.equal(parentOf((await taskPids(stack)).get("m4")!), shim, "a member created after the restart joins the group's shim");
 
-    await remove("m1", 42);
-    await remove("m3", 43);
-    assert.ok(alive(shim), "the shim serves its last member");
+    // The shim logs into its newest member's bundle; once that member is gone, into the newest remaining one's.
+    assert.match(fs.readlinkSync(`/proc/${shim}/cwd`), /\/m4$/);
     await remove("m4", 137, "KILL");
+    assert.match(fs.readlinkSync(`/proc/${shim}/cwd`), /\/m3$/);
+    await remove("m1", 42);
+    await waitFor("the shim's log of m1's delete, through m3's log FIFO", () => (stack.logs().split("\n").some((l) => l.includes('"msg":"deleted"') && l.includes('"id":"m1"')) ? true : undefined), 10000, 100);
+    assert.ok(alive(shim), "the shim serves its last member");
+    await remove("m3", 43);
     await waitFor("the group's shim to exit after its last member", () => (alive(shim) ? undefined : true), 10000, 100);
     await remove("solo", 137, "KILL");
     // Every member's events came out of the shared shim, in order.

@@ -1,6 +1,7 @@
 /**
  * `shim start`: pick the shim's socket (sha256 of daemon address, namespace and group id; the group is
- * the `io.containerd.runc.v2.group` or `io.kubernetes.cri.sandbox-id` annotation, else the task id),
+ * the bundle's `group` file the tasks process writes, else the `io.containerd.runc.v2.group` or
+ * `io.kubernetes.cri.sandbox-id` annotation, else the task id),
  * reuse a live shim on it, or listen on it and start the serving shim in its own session with the
  * listener as fd 3. Prints the bootstrap result (JSON: version 3, address, ttrpc) and writes the
  * address to the bundle's `address` file.
@@ -16,6 +17,13 @@ import type { ShimFlags } from "./flags";
 export const DEFAULT_SOCKET_DIR = "/run/flotilla/s";
 
 function groupOf(bundle: string, id: string): string {
+  try {
+    // The group the tasks process chose (annotations, labels or the container's sandbox), when it wrote one.
+    const chosen = fs.readFileSync(path.join(bundle, "group"), "utf8");
+    if (chosen) return chosen;
+  } catch {
+    /* none: the spec's annotations decide, as in containerd */
+  }
   try {
     const spec = JSON.parse(fs.readFileSync(path.join(bundle, "config.json"), "utf8")) as { annotations?: Record<string, string> };
     const a = spec.annotations ?? {};
