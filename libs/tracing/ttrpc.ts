@@ -13,9 +13,13 @@ import { SpanKind, SpanStatusCode, tracer, type Span } from "./index";
 const setter = { set: (md: Metadata, k: string, v: string) => void (md[k] = [v]) };
 const getter = { keys: (md: Metadata) => Object.keys(md), get: (md: Metadata, k: string) => md[k]?.[0] };
 
-/** `md` plus the active context's trace (a copy; `md` itself is left alone). */
+/**
+ * `md` plus the active context's trace (a copy; `md` itself is left alone). A call that names its
+ * trace itself keeps it: the active context may belong to another call (a shim's event queue, drained
+ * under whichever call started it, sends each event with the trace of the call that caused it).
+ */
 function withTrace(md: Metadata): Metadata {
-  if (!trace.getSpan(context.active())) return md;
+  if (md.traceparent || !trace.getSpan(context.active())) return md;
   const out = { ...md };
   propagation.inject(context.active(), out, setter);
   return out;
