@@ -55,8 +55,8 @@ function pssKiB(pid: number): number {
 
 describe("tasks - pod members share one shim", () => {
   const s = withStackAndEvents(() => startStack());
-  const run = async (id: string, group: string | undefined, ...cmd: string[]): Promise<void> => {
-    const r = await s.stack.ctr(["run", "-d", ...(group ? ["--label", `${GROUP}=${group}`] : []), ...rootfsArgs(s.rootfs), id, ...cmd]);
+  const run = async (id: string, group: string | undefined, cmd: string[], flags: string[] = []): Promise<void> => {
+    const r = await s.stack.ctr(["run", "-d", ...flags, ...(group ? ["--label", `${GROUP}=${group}`] : []), ...rootfsArgs(s.rootfs), id, ...cmd]);
     assert.equal(r.code, 0, r.stderr);
   };
   const exec = async (id: string, execId: string): Promise<void> => {
@@ -64,25 +64,29 @@ describe("tasks - pod members share one shim", () => {
     assert.equal(r.code, 7, r.stderr);
     assert.equal(r.stdout, `in-${id}\n`);
   };
-  const remove = async (id: string, exitStatus: number, signal?: string): Promise<void> => {
-    assert.equal((await s.stack.ctr(["t", "kill", ...(signal ? ["-s", signal] : []), id])).code, 0);
+  /** Wait for the task's exit with `exitStatus`, then delete task and container. */
+  const reap = async (id: string, exitStatus: number): Promise<void> => {
     await s.events.waitFor(`${id} exit`, (l) => l.some((e) => e.topic === "/tasks/exit" && e.json.container_id === id && e.json.id === id && e.json.exit_status === exitStatus));
     const rm = await s.stack.ctr(["t", "rm", id]);
     assert.equal(rm.code, 0, rm.stderr);
     assert.equal((await s.stack.ctr(["c", "rm", id])).code, 0);
   };
+  const remove = async (id: string, exitStatus: number, signal?: string): Promise<void> => {
+    assert.equal((await s.stack.ctr(["t", "kill", ...(signal ? ["-s", signal] : []), id])).code, 0);
+    await reap(id, exitStatus);
+  };
 
   test("ctr run --label io.containerd.runc.v2.group: one shim for the group's members, exec/kill/delete each, recovered after a tasks restart", async () => {
     const { stack, rootfs, events } = s;
-    await run("m1", "pod-a", "sh", "-c", "trap 'exit 42' TERM; while true; do sleep 0.1; done");
-    await run("solo", undefined, "sleep", "1000");
+    await run("m1", "pod-a", ["sh", "-c", "trap 'exit 42' TERM; while true; do sleep 0.1; done"]);
+    await run("solo", undefined, ["sleep", "1000"]);
     await waitTaskStatus(stack, "m1", "RUNNING");
     let pids = await taskPids(stack);
     const shim = parentOf(pids.get("m1")!);
     assert.ok(shim > 0 && alive(shim));
     const one = pssKiB(shim);
-    await run("m2", "pod-a", "sleep", "1000");
-    await run("m3", "pod-a", "sh", "-c", "trap 'exit 43' TERM; while true; do sleep 0.1; done");
+    await run("m2", "pod-a", ["sleep", "1000"]);
+    await run("m3", "pod-a", ["sh", "-c", "trap 'exit 43' TERM; while true; do sleep 0.1; done"]);
     await waitTaskStatus(stack, "m3", "RUNNING");
     pids = await taskPids(stack);
     assert.deepEqual(["m1", "m2", "m3"].map((id) => parentOf(pids.get(id)!)), [shim, shim, shim], "the group's members share one shim");
@@ -95,6 +99,13 @@ describe("tasks - pod members share one shim", () => {
     await remove("m2", 137, "KILL");
     assert.ok(alive(shim), "the shim outlives a deleted member");
     await exec("m1", "after-m2");
+    // A member's OOM kill is its own (its cgroup, its /tasks/oom); the others run on.
+    await run("oomm", "pod-a", ["sh", "-c", "sleep 1; x=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; while true; do x=$x$x; done"], ["--memory-limit", String(16 << 20)]);
+    assert.equal(parentOf((await taskPids(stack)).get("oomm")!), shim, "the OOM member runs in the group's shim");
+    await reap("oomm", 137);
+    assert.ok(events.forContainer("oomm").some((e) => e.topic === "/tasks/oom"), "the member's OOM is reported");
+    assert.deepEqual(events.lines.filter((e) => e.topic === "/tasks/oom" && e.json.container_id !== "oomm"), [], "no other member's");
+    await waitTaskStatus(stack, "m1", "RUNNING");
 
     const old = stack.kill("tasks", "SIGKILL");
     await stack.waitRestarted("tasks", old);
@@ -104,7 +115,7 @@ describe("tasks - pod members share one shim", () => {
     await waitTaskStatus(stack, "m3", "RUNNING");
     await exec("m3", "after-restart");
     // A new member joins the recovered shim.
-    await run("m4", "pod-a", "sleep", "1000");
+    await run("m4", "pod-a", ["sleep", "1000"]);
     await waitTaskStatus(stack, "m4", "RUNNING");
     assert.equal(parentOf((await taskPids(stack)).get("m4")!), shim, "a member created after the restart joins the group's shim");
 
