@@ -36,6 +36,8 @@ export interface StackOptions {
   readViews?: boolean;
   /** More lines for the `[grpc]` table (e.g. `tcp_address = ...`). */
   grpcToml?: string[];
+  /** More lines for the `[flotilla.nats]` table (credentials, TLS, embedded_*). */
+  natsToml?: string[];
 }
 
 export interface CtrResult {
@@ -163,6 +165,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     `gateway_read_views = ${opts.readViews ?? true}`,
     "[flotilla.nats]",
     `url = ${JSON.stringify(opts.natsUrl ?? "")}`,
+    ...(opts.natsToml ?? []),
   ];
   if (opts.metrics) {
     const { freePort } = await import("../cli/supervisor");
