@@ -274,6 +274,15 @@ describe("the stack split over two hosts (network + mount namespaces), mutual TL
     assert.doesNotMatch(logs(), /TLS handshake refused/);
   });
 
+  test("a client on host A without a certificate is refused by tasks on host B: a warn line there naming the peer", async () => {
+    const r = await runCommand("nsenter", [`--net=/run/netns/${ns.a}`, "openssl", "s_client", "-connect", `${ip.b}:${PORTS.tasks}`, "-CAfile", path.join(certs, "ca.pem"), "-alpn", "h2"], { input: "", timeoutMs: 20000 });
+    assert.match(r.stdout + r.stderr, /Verify return code: 0/, "the client verified the server");
+    const line = await waitFor("the refusal on host B", () => fs.readFileSync(hosts[1]!.logFile, "utf8").split("\n").find((l) => l.includes("TLS handshake refused")));
+    const entry = JSON.parse(line.slice(line.indexOf("{"))) as { reason: string; peer: string };
+    assert.equal(entry.reason, "no client certificate");
+    assert.match(entry.peer, new RegExp(`^${ip.a.replace(/\./g, "\\.")}:\\d+$`));
+  });
+
   test("ctr through the gateway: pull from a registry, run, exec, events, content ingest, GC", async (t) => {
     const ref = `${reg.host}/test/busybox:latest`;
     await ctrFlows(t, ctr, node, ctrSpawn, ref, "split");
