@@ -1,70 +1,23 @@
 /**
- * Issue 15, across hosts for real: the stack split over two "hosts", each a network namespace and a
- * mount namespace of this test's own (a veth pair with private addresses between them; each mounts a
- * private tmpfs over the same root directory, so neither sees the other's files). Host A runs
- * content, images, transfer and the gateway (`bin/flotilla up --only ...`), host B the node group
- * (snapshots, tasks, sandbox); nats-server runs on A with TLS and a password; every process talks TCP
- * with mutual TLS (certificates from `bin/flotilla certs init --host A --host B`), one config file
- * for both, as the README tells an operator. ctr, on host A's files, pulls from a registry, runs,
- * execs, follows events, ingests content and collects garbage through the gateway (run and exec
- * through a gateway on host B: ctr mounts a container's rootfs itself, so it runs on the node). Then the same flow
- * on one host with every shortcut off (the gateway's read views and content reads, the snapshots
- * process's local blob reads), and the time `ctr images pull` and `ctr run --rm` take on each (a
- * diagnostic line: split/one-host ratios).
+ * Issue 15, across hosts for real: the stack split over two "hosts" (network + mount namespaces, a
+ * veth pair, a private root each; see ./stack.ts), every process on TCP with mutual TLS, NATS with TLS
+ * and a password, each host's part started with `bin/flotilla up --only`. ctr pulls from a registry,
+ * runs, execs, follows events, ingests content and collects garbage through the gateways (run and
+ * exec on host B's gateway: ctr mounts a container's rootfs itself, so it runs on the node). Refusals
+ * across the veth and the placement check at start. Then the same flow on one host with every
+ * shortcut off (the gateway's read views and content reads, the snapshots process's local blob
+ * reads), and the time `ctr images pull` and `ctr run --rm` take on each (a diagnostic line with the
+ * ratios; bench/tools/split.ts measures them interleaved).
  */
 import { after, before, describe, test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
-import { SERVICE_NAMES, type ServiceName } from "#libs/config";
-import { runCommand, pidsReferring, startStack, waitFor, type CtrResult, type Stack } from "../harness";
-import { FLOTILLA, flotilla, flotillaOk } from "../helpers/flotilla";
+import { runCommand, startStack, waitFor, type CtrResult, type Stack } from "../harness";
+import { FLOTILLA, flotilla } from "../helpers/flotilla";
 import { buildBusyboxImage, pushImage } from "../helpers/image";
-import { startNatsServer, type NatsServer } from "../helpers/nats";
 import { sha256, startRegistry, type Registry } from "../helpers/registry";
-
-const HOST_A: readonly ServiceName[] = ["content", "images", "transfer", "gateway"];
-/** The node group, and a gateway of the node's own for clients on it (ctr mounts a container's rootfs to read its image config). */
-const HOST_B: readonly ServiceName[] = ["snapshots", "tasks", "sandbox", "gateway"];
-/** Ports inside the test's own network namespaces (nothing else listens there). */
-const PORTS: Record<ServiceName, number> = { content: 7001, snapshots: 7002, images: 7003, tasks: 7004, transfer: 7005, sandbox: 7006, gateway: 0 };
-const NATS_PORT = 4222;
-
-/** Run a command, failing with its output when it exits non-zero. */
-async function sh(cmd: string, args: string[]): Promise<string> {
-  const r = await runCommand(cmd, args, { timeoutMs: 30000 });
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(" ")}: exit ${r.code}: ${r.stderr}`);
-  return r.stdout;
-}
-
-/** The mount namespace of a process (its inode link), or undefined once it is gone. */
-function mountNs(pid: number): string | undefined {
-  try {
-    return fs.readlinkSync(`/proc/${pid}/ns/mnt`);
-  } catch {
-    return undefined;
-  }
-}
-
-/** PIDs of every process in one of these mount namespaces. */
-function pidsInMountNs(nss: ReadonlySet<string>): number[] {
-  return fs.readdirSync("/proc").filter((e) => /^\d+$/.test(e)).map(Number).filter((p) => p !== process.pid && nss.has(mountNs(p) ?? ""));
-}
-
-interface SplitHost {
-  ns: string;
-  ip: string;
-  sup: ChildProcess;
-  logFile: string;
-  /** The supervisor's mount namespace (recorded to end everything in it). */
-  mnt?: string;
-}
-
-/** A ctr on the gateway's unix socket; `ctr` itself ran in host A's mount namespace (network: this one's, for the registry). */
-type Ctr = (args: string[], opts?: { input?: string | Buffer; timeoutMs?: number }) => Promise<CtrResult>;
-type CtrSpawn = (args: string[]) => ChildProcess;
+import { PORTS, startSplitStack, timings, type Ctr, type CtrSpawn, type SplitHost, type SplitStack } from "./stack";
 
 /**
  * The ctr flows of the stack tests, through the gateway: pull, run, exec, events, content ingest, GC.
@@ -132,174 +85,60 @@ async function ctrFlows(t: TestContext, ctr: Ctr, node: Ctr, ctrSpawn: CtrSpawn,
   }
 }
 
-const median = (ms: number[]): number => [...ms].sort((a, b) => a - b)[Math.floor(ms.length / 2)]!;
-
-/** `ctr images pull` (of an image just removed) and `ctr run --rm` timed `n` times each: the medians in ms. */
-async function timings(ctr: Ctr, node: Ctr, ref: string, tag: string, n = 5): Promise<{ pull: number; run: number }> {
-  const pull: number[] = [];
-  const run: number[] = [];
-  for (let i = 0; i < n; i++) {
-    await ctr(["images", "rm", "--sync", ref]);
-    const s = performance.now();
-    const r = await ctr(["images", "pull", "--plain-http", ref], { timeoutMs: 120000 });
-    pull.push(performance.now() - s);
-    assert.equal(r.code, 0, r.stderr);
-  }
-  for (let i = 0; i < n; i++) {
-    const s = performance.now();
-    const r = await node(["run", "--rm", ref, `${tag}-bench-${i}`, "true"], { timeoutMs: 60000 });
-    run.push(performance.now() - s);
-    assert.equal(r.code, 0, r.stderr);
-  }
-  return { pull: median(pull), run: median(run) };
-}
-
 const measured: Record<string, { pull: number; run: number }> = {};
 
 describe("the stack split over two hosts (network + mount namespaces), mutual TLS, NATS with TLS and a password (issue 15)", () => {
-  const tag = `${process.pid % 100000}`;
-  const subnet = `10.${200 + (process.pid % 50)}.${process.pid % 250}`;
-  let dir: string;
-  let certs: string;
-  let hostDir: string;
-  let cfgFile: string;
-  let socket: string;
+  let split: SplitStack;
   let reg: Registry;
-  let nats: NatsServer | undefined;
-  const hosts: SplitHost[] = [];
-  const ns = { a: `flt-split-a-${tag}`, b: `flt-split-b-${tag}` };
-  const ip = { a: `${subnet}.1`, b: `${subnet}.2` };
-
-  const ctrOn = (h: number): Ctr => (args, opts = {}) => runCommand("nsenter", ["-t", String(hosts[h]!.sup.pid), "-m", "ctr", "-a", socket, "-n", "default", ...args], opts);
-  const ctr = ctrOn(0);
-  const node = ctrOn(1);
-  const ctrSpawn: CtrSpawn = (args) => spawn("nsenter", ["-t", String(hosts[0]!.sup.pid), "-m", "ctr", "-a", socket, "-n", "default", ...args], { stdio: ["ignore", "pipe", "pipe"] });
-  const logs = (): string => hosts.map((h) => `--- ${h.ns}\n${fs.readFileSync(h.logFile, "utf8")}`).join("\n");
-
-  /** `bin/flotilla up --only SERVICES -c CONFIG` in `netns`, in a mount namespace of its own with a private tmpfs on the stack's directory. */
-  function upInHost(netns: string, only: readonly ServiceName[], logFile: string): ChildProcess {
-    const fd = fs.openSync(logFile, "a");
-    const script = `mount -t tmpfs -o mode=0711 flt-split "${hostDir}" && exec "$0" "$@"`;
-    // nsenter --net, not `ip netns exec`: that one mounts a new /sys, without the cgroup mount runc needs.
-    const child = spawn("nsenter", [`--net=/run/netns/${netns}`, "unshare", "--mount", "--propagation", "private", "sh", "-c", script,
-      process.execPath, FLOTILLA, "up", "--only", only.join(","), "-c", cfgFile], { stdio: ["ignore", fd, fd] });
-    fs.closeSync(fd);
-    return child;
-  }
 
   before(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), "flt-split-"));
-    certs = path.join(dir, "certs");
-    hostDir = path.join(dir, "host");
-    fs.mkdirSync(hostDir);
-    socket = path.join(hostDir, "state", "flotilla.sock");
-    await flotillaOk(["certs", "init", certs, "--host", ip.a, "--host", ip.b]);
-    // Two hosts: a network namespace each, joined by a veth pair with private addresses.
-    for (const n of [ns.a, ns.b]) await sh("ip", ["netns", "add", n]);
-    const va = `fsa${tag}`;
-    const vb = `fsb${tag}`;
-    await sh("ip", ["link", "add", va, "netns", ns.a, "type", "veth", "peer", "name", vb, "netns", ns.b]);
-    for (const [n, v, a] of [[ns.a, va, ip.a], [ns.b, vb, ip.b]] as const) {
-      await sh("ip", ["-n", n, "addr", "add", `${a}/30`, "dev", v]);
-      await sh("ip", ["-n", n, "link", "set", v, "up"]);
-      await sh("ip", ["-n", n, "link", "set", "lo", "up"]);
-    }
-    nats = await startNatsServer({ dir: path.join(dir, "nats"), host: ip.a, port: NATS_PORT, certs, user: "flotilla", password: "split pass", wrap: ["ip", "netns", "exec", ns.a] });
-    const f = (n: string): string => JSON.stringify(path.join(certs, n));
-    const toml = [
-      "version = 2",
-      `root = ${JSON.stringify(path.join(hostDir, "root"))}`,
-      `state = ${JSON.stringify(path.join(hostDir, "state"))}`,
-      "[grpc]", `address = ${JSON.stringify(socket)}`,
-      "[flotilla.tls]", `ca = ${f("ca.pem")}`, `cert = ${f("client.pem")}`, `key = ${f("client-key.pem")}`,
-      "[flotilla.nats]", `url = "nats://${ip.a}:${NATS_PORT}"`, 'user = "flotilla"', 'password = "split pass"',
-      `tls_ca = ${f("ca.pem")}`, `tls_cert = ${f("client.pem")}`, `tls_key = ${f("client-key.pem")}`,
-    ];
-    for (const s of SERVICE_NAMES) {
-      toml.push(`[flotilla.services.${s}]`, `tls_cert = ${f(`${s}.pem`)}`, `tls_key = ${f(`${s}-key.pem`)}`);
-      if (s !== "gateway") toml.push(`address = "tcp://0.0.0.0:${PORTS[s]}"`, `advertise_address = "${HOST_A.includes(s) ? ip.a : ip.b}:${PORTS[s]}"`);
-    }
-    cfgFile = path.join(dir, "config.toml");
-    fs.writeFileSync(cfgFile, toml.join("\n") + "\n");
     reg = await startRegistry();
     await pushImage(reg, "test/busybox", "latest", buildBusyboxImage());
-    for (const [n, addr, only] of [[ns.a, ip.a, HOST_A], [ns.b, ip.b, HOST_B]] as const) {
-      const logFile = path.join(dir, `${n}.log`);
-      hosts.push({ ns: n, ip: addr, sup: upInHost(n, only, logFile), logFile });
-    }
-    try {
-      for (const h of hosts) {
-        await waitFor(`${h.ns} to be up`, () => {
-          if (h.sup.exitCode !== null) throw new Error(`up exited ${h.sup.exitCode}`);
-          h.mnt ??= mountNs(h.sup.pid!);
-          return fs.readFileSync(h.logFile, "utf8").includes('"msg":"flotilla is up"') ? true : undefined;
-        }, 120000, 200);
-      }
-    } catch (e) {
-      throw new Error(`${(e as Error).message}\n${logs().slice(-6000)}`);
-    }
+    split = await startSplitStack();
   });
 
   after(async () => {
-    for (const h of hosts) {
-      if (h.sup.exitCode === null && h.sup.signalCode === null) {
-        const exited = new Promise<void>((r) => h.sup.once("exit", () => r()));
-        h.sup.kill("SIGTERM");
-        await Promise.race([exited, new Promise((r) => setTimeout(r, 20000))]);
-      }
-    }
-    // Whatever is left in the two hosts' mount namespaces (shims, containers) is this test's.
-    const mnts = new Set(hosts.map((h) => h.mnt).filter((m): m is string => !!m));
-    for (const pid of [...pidsInMountNs(mnts), ...(dir ? pidsReferring(dir) : [])]) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {
-        /* gone */
-      }
-    }
-    await nats?.stop();
+    await split?.stop();
     await reg?.stop();
-    for (const n of [ns.a, ns.b]) await runCommand("ip", ["netns", "del", n]);
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
   test("each host sees only its own root; the gateway has no shortcut to owners on the other host", async () => {
     const inHost = (h: SplitHost, cmd: string[]): Promise<CtrResult> => runCommand("nsenter", ["-t", String(h.sup.pid), "-m", ...cmd]);
-    const [a, b] = hosts as [SplitHost, SplitHost];
-    assert.deepEqual((await inHost(a, ["ls", path.join(hostDir, "root")])).stdout.split("\n").filter(Boolean).sort(), ["content", "gateway", "images", "transfer"]);
-    assert.deepEqual((await inHost(b, ["ls", path.join(hostDir, "root")])).stdout.split("\n").filter(Boolean).sort(), ["gateway", "sandbox", "snapshots", "tasks"]);
-    assert.deepEqual(fs.readdirSync(hostDir), [], "the test's own view of the directory stays empty");
-    assert.match(logs(), /"msg":"running a part of the stack"/);
+    const [a, b] = split.hosts;
+    assert.deepEqual((await inHost(a, ["ls", path.join(split.hostDir, "root")])).stdout.split("\n").filter(Boolean).sort(), ["content", "gateway", "images", "transfer"]);
+    assert.deepEqual((await inHost(b, ["ls", path.join(split.hostDir, "root")])).stdout.split("\n").filter(Boolean).sort(), ["gateway", "sandbox", "snapshots", "tasks"]);
+    assert.deepEqual(fs.readdirSync(split.hostDir), [], "the test's own view of the directory stays empty");
+    assert.match(split.logs(), /"msg":"running a part of the stack"/);
     // Everything across the veth is mutual TLS: no refusal was logged for the stack's own connections.
-    assert.doesNotMatch(logs(), /TLS handshake refused/);
+    assert.doesNotMatch(split.logs(), /TLS handshake refused/);
   });
 
   test("a client on host A without a certificate is refused by tasks on host B: a warn line there naming the peer", async () => {
-    const r = await runCommand("nsenter", [`--net=/run/netns/${ns.a}`, "openssl", "s_client", "-connect", `${ip.b}:${PORTS.tasks}`, "-CAfile", path.join(certs, "ca.pem"), "-alpn", "h2"], { input: "", timeoutMs: 20000 });
+    const r = await runCommand("nsenter", [`--net=/run/netns/${split.ns.a}`, "openssl", "s_client", "-connect", `${split.ip.b}:${PORTS.tasks}`, "-CAfile", path.join(split.certs, "ca.pem"), "-alpn", "h2"], { input: "", timeoutMs: 20000 });
     assert.match(r.stdout + r.stderr, /Verify return code: 0/, "the client verified the server");
-    const line = await waitFor("the refusal on host B", () => fs.readFileSync(hosts[1]!.logFile, "utf8").split("\n").find((l) => l.includes("TLS handshake refused")));
+    const line = await waitFor("the refusal on host B", () => fs.readFileSync(split.hosts[1].logFile, "utf8").split("\n").find((l) => l.includes("TLS handshake refused")));
     const entry = JSON.parse(line.slice(line.indexOf("{"))) as { reason: string; peer: string };
     assert.equal(entry.reason, "no client certificate");
-    assert.match(entry.peer, new RegExp(`^${ip.a.replace(/\./g, "\\.")}:\\d+$`));
+    assert.match(entry.peer, new RegExp(`^${split.ip.a.replace(/\./g, "\\.")}:\\d+$`));
   });
 
   test("ctr through the gateway: pull from a registry, run, exec, events, content ingest, GC", async (t) => {
     const ref = `${reg.host}/test/busybox:latest`;
-    await ctrFlows(t, ctr, node, ctrSpawn, ref, "split");
-    measured.split = await timings(ctr, node, ref, "split");
+    await ctrFlows(t, split.ctr, split.node, split.ctrSpawn, ref, "split");
+    measured.split = await timings(split.ctr, split.node, ref, "split");
   });
 
   test("a node-group member split from its group is refused at start, naming the placement", async () => {
     // tasks on host A while snapshots and sandbox are dialled on host B.
-    const r = await runCommand("ip", ["netns", "exec", ns.a, process.execPath, FLOTILLA, "up", "--only", "tasks", "-c", cfgFile], { timeoutMs: 30000 });
+    const r = await runCommand("ip", ["netns", "exec", split.ns.a, process.execPath, FLOTILLA, "up", "--only", "tasks", "-c", split.cfgFile], { timeoutMs: 30000 });
     assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stderr, new RegExp(`placement: tasks runs here but snapshots, of the same node group \\(snapshots, tasks, sandbox\\), is dialled at ${ip.b.replace(/\./g, "\\.")}, which is not this host`));
+    assert.match(r.stderr, new RegExp(`placement: tasks runs here but snapshots, of the same node group \\(snapshots, tasks, sandbox\\), is dialled at ${split.ip.b.replace(/\./g, "\\.")}, which is not this host`));
     // And the config alone, when it puts the node group on two hosts.
-    const bad = path.join(dir, "bad.toml");
-    fs.writeFileSync(bad, fs.readFileSync(cfgFile, "utf8").replace(`advertise_address = "${ip.b}:${PORTS.snapshots}"`, `advertise_address = "${ip.a}:${PORTS.snapshots}"`));
+    const bad = path.join(split.dir, "bad.toml");
+    fs.writeFileSync(bad, fs.readFileSync(split.cfgFile, "utf8").replace(`advertise_address = "${split.ip.b}:${PORTS.snapshots}"`, `advertise_address = "${split.ip.a}:${PORTS.snapshots}"`));
     const c = await flotilla(["config", "check", "-c", bad]);
     assert.equal(c.code, 1);
-    assert.match(c.stderr, new RegExp(`placement: snapshots, tasks, sandbox form the node group and run on one host, but snapshots is dialled at ${ip.a.replace(/\./g, "\\.")} and tasks at ${ip.b.replace(/\./g, "\\.")}`));
+    assert.match(c.stderr, new RegExp(`placement: snapshots, tasks, sandbox form the node group and run on one host, but snapshots is dialled at ${split.ip.a.replace(/\./g, "\\.")} and tasks at ${split.ip.b.replace(/\./g, "\\.")}`));
   });
 });
 
