@@ -259,9 +259,13 @@ export class Supervisor {
       fs.mkdirSync(n.embedded_store_dir, { recursive: true });
       const host = n.embedded_address.includes(":") ? `[${n.embedded_address}]` : n.embedded_address;
       this.natsUrl = `nats://${host === "0.0.0.0" || host === "[::]" ? "127.0.0.1" : host}:${port}`;
-      // The config's credentials are the embedded server's too (TLS is for a server run outside).
-      const auth = n.token ? ["--auth", n.token] : n.user || n.password ? ["--user", n.user, "--pass", n.password] : [];
-      this.add("nats", ["nats-server", "-a", n.embedded_address, "-p", String(port), "-js", "-sd", n.embedded_store_dir, ...auth], childEnv, this.natsUrl);
+      // The config's credentials are the embedded server's too (TLS is for a server run outside), in
+      // a file of its own (0600) rather than on its command line.
+      const auth = n.token ? `authorization { token: ${JSON.stringify(n.token)} }` : n.user || n.password ? `authorization { user: ${JSON.stringify(n.user)}, password: ${JSON.stringify(n.password)} }` : "";
+      const conf = path.join(this.cfg.state, "nats.conf");
+      fs.writeFileSync(conf, `${auth}\n`, { mode: 0o600 });
+      fs.chmodSync(conf, 0o600);
+      this.add("nats", ["nats-server", "-c", conf, "-a", n.embedded_address, "-p", String(port), "-js", "-sd", n.embedded_store_dir], childEnv, this.natsUrl);
       this.log.info({ address: n.embedded_address, port, store: n.embedded_store_dir, url: this.natsUrl }, "embedded nats-server");
       natsListening = waitForPort(port, 10_000, n.embedded_address === "0.0.0.0" || n.embedded_address === "::" ? "127.0.0.1" : n.embedded_address);
     }

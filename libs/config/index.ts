@@ -51,7 +51,7 @@ export interface TlsConfig {
 }
 
 export interface NatsConfig {
-  /** nats:// (or tls://) URL of an existing server, several comma-separated for a cluster; "" lets `flotilla up` start one. */
+  /** nats:// URL of an existing server, several comma-separated for a cluster; "" lets `flotilla up` start one. */
   url: string;
   // Credentials (at most one kind) and TLS for the server at `url`; "" = unset.
   user: string;
