@@ -21,6 +21,8 @@ export interface NatsServerOptions {
   nkeys?: string[];
   /** A command the server runs under (e.g. `ip netns exec NS`). */
   wrap?: string[];
+  /** A member of a cluster: its route port on `host` and the other members' route URLs. */
+  cluster?: { name: string; port: number; routes: string[] };
 }
 
 export interface NatsServer {
@@ -38,6 +40,7 @@ export function natsServerConfig(o: NatsServerOptions): string {
     const f = (n: string): string => q(path.join(o.certs!, n));
     lines.push(`tls { cert_file: ${f("nats.pem")}, key_file: ${f("nats-key.pem")}, ca_file: ${f("ca.pem")}, verify: true, timeout: 5 }`);
   }
+  if (o.cluster) lines.push(`server_name: ${q(`${o.cluster.name}-${o.port}`)}`, `cluster { name: ${q(o.cluster.name)}, listen: ${q(`${o.host}:${o.cluster.port}`)}, routes: [${o.cluster.routes.map((r) => q(r)).join(", ")}] }`);
   if (o.user) lines.push(`authorization { user: ${q(o.user)}, password: ${q(o.password ?? "")} }`);
   else if (o.token) lines.push(`authorization { token: ${q(o.token)} }`);
   else if (o.nkeys?.length) lines.push(`authorization { users: [ ${o.nkeys.map((k) => `{ nkey: ${q(k)} }`).join(", ")} ] }`);

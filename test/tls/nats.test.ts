@@ -3,7 +3,8 @@
  * (certificates from `bin/flotilla certs init`, the client's presented) and credentials, several URLs
  * for a cluster; events of ctr's calls reach a subscriber of that server and `ctr events`. The embedded
  * server's address, port and store come from the config and are printed at start; it takes the
- * config's token. An nkey seed file authenticates the event bus.
+ * config's token. An nkey seed file authenticates the event bus. With a cluster of two servers, the
+ * stack follows the one left when the other is killed.
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -14,10 +15,14 @@ import { connect, nkeys, type NatsConnection } from "nats";
 import { freePort } from "#cli/supervisor";
 import { background, withNamespace } from "#libs/context";
 import { decodeEnvelope, NatsEventBus, natsConnectOptions, type Envelope } from "#libs/events";
+import { unpackAny } from "#libs/proto";
 import { createLogger } from "#libs/log";
 import { startStack, waitFor, type Stack } from "../harness";
 import { flotilla, flotillaOk } from "../helpers/flotilla";
 import { startNatsServer, type NatsServer } from "../helpers/nats";
+
+/** The namespace a /namespaces/create envelope names. */
+const unpackName = (env: Envelope): string => (env.topic === "/namespaces/create" ? unpackAny<{ name: string }>(env.event).name : "");
 
 describe("NATS outside the stack: TLS, credentials, a cluster's URLs (issue 14)", () => {
   let dir: string;
@@ -110,6 +115,51 @@ describe("NATS outside the stack: TLS, credentials, a cluster's URLs (issue 14)"
     } finally {
       for (const b of buses) await b.close();
       await nk.stop();
+    }
+  });
+});
+
+describe("a NATS cluster of two servers: the stack follows the one left when the other dies", () => {
+  test("events keep flowing to ctr events and to a subscriber after one member is killed", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "flt-nats-cluster-"));
+    const [c1, c2, r1, r2] = [await freePort(), await freePort(), await freePort(), await freePort()];
+    const route = (p: number): string => `nats-route://127.0.0.1:${p}`;
+    const servers: NatsServer[] = [];
+    let stack: Stack | undefined;
+    try {
+      servers.push(await startNatsServer({ dir: path.join(dir, "n1"), host: "127.0.0.1", port: c1, token: "cluster-tok", cluster: { name: "flt", port: r1, routes: [route(r2)] } }));
+      servers.push(await startNatsServer({ dir: path.join(dir, "n2"), host: "127.0.0.1", port: c2, token: "cluster-tok", cluster: { name: "flt", port: r2, routes: [route(r1)] } }));
+      const url = `nats://127.0.0.1:${c1},nats://127.0.0.1:${c2}`;
+      stack = await startStack({ natsUrl: url, natsToml: ['token = "cluster-tok"'] });
+      const s = stack;
+      // A subscriber on the member that stays.
+      const sub = await connect({ ...natsConnectOptions(`nats://127.0.0.1:${c2}`, { token: "cluster-tok" }) });
+      const seen: string[] = [];
+      sub.subscribe("flotilla.events.>", { callback: (_e, m) => seen.push(unpackName(decodeEnvelope(m.data))) });
+      await sub.flush();
+      const events = s.ctrSpawn(["events"]);
+      let out = "";
+      events.stdout!.on("data", (b: Buffer) => (out += b.toString()));
+      try {
+        const created = async (name: string): Promise<void> => {
+          let i = 0;
+          await waitFor(`ctr events and the subscriber to see ${name}`, async () => {
+            const r = await s.ctr(["namespaces", "create", `${name}-${i++}`]);
+            assert.equal(r.code, 0, r.stderr);
+            return out.includes(name) && seen.some((n) => n.startsWith(name)) ? true : undefined;
+          }, 30000, 300);
+        };
+        await created("before-kill");
+        await servers[0]!.stop();
+        await created("after-kill");
+      } finally {
+        events.kill("SIGKILL");
+        await sub.close();
+      }
+    } finally {
+      await stack?.stop();
+      for (const n of servers) await n.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });
