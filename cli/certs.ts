@@ -10,8 +10,11 @@ import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { SERVICE_NAMES } from "../libs/config";
 
-/** Whom `certs init` makes a certificate for: each process, and `client` for ctr-like clients and tests. */
-export const CERT_SUBJECTS = [...SERVICE_NAMES, "client"] as const;
+/**
+ * Whom `certs init` makes a certificate for: each process, `client` for ctr-like clients and tests,
+ * and `nats` for a nats-server run with TLS (its clients, the processes, present `client`'s).
+ */
+export const CERT_SUBJECTS = [...SERVICE_NAMES, "client", "nats"] as const;
 
 const USAGE = "usage: flotilla certs init DIR [--host NAME|IP]... [--days N]\n";
 
@@ -65,6 +68,7 @@ export function tlsConfigLines(dir: string): string {
   const f = (n: string): string => JSON.stringify(path.join(dir, n));
   const lines = ["[flotilla.tls]", `  ca = ${f("ca.pem")}`, `  cert = ${f("client.pem")}   # what \`flotilla\` commands and the supervisor dial with`, `  key = ${f("client-key.pem")}`];
   for (const s of SERVICE_NAMES) lines.push(`[flotilla.services.${s}]`, `  tls_cert = ${f(`${s}.pem`)}`, `  tls_key = ${f(`${s}-key.pem`)}`);
+  lines.push(`[flotilla.nats]   # with url = "nats://HOST:4222" of a nats-server serving nats.pem with TLS (see README)`, `  tls_ca = ${f("ca.pem")}`, `  tls_cert = ${f("client.pem")}`, `  tls_key = ${f("client-key.pem")}`);
   lines.push(`[grpc]   # merge into your [grpc] table: the gateway's extra TCP listener (tcp_address = "HOST:PORT"), as in containerd`, `  tcp_tls_ca = ${f("ca.pem")}`, `  tcp_tls_cert = ${f("gateway.pem")}`, `  tcp_tls_key = ${f("gateway-key.pem")}`);
   return lines.join("\n") + "\n";
 }

@@ -2,7 +2,9 @@
  * Every process's components, for checking a whole config before any process starts (`flotilla up`):
  * each process checks its own tables again when it starts alone (systemd, compose).
  */
+import { errInvalidArgument } from "../libs/errdefs";
 import { validatePlugins, type Config } from "../libs/config";
+import { placementError } from "../libs/topology";
 import type { Component } from "../libs/service/components";
 import { CONTENT_COMPONENTS } from "../services/content/components";
 import { GATEWAY_COMPONENTS } from "../services/gateway/components";
@@ -23,12 +25,16 @@ export const ALL_COMPONENTS: readonly Component<unknown>[] = [
 ];
 
 /**
- * Check every plugin table of `cfg` Flotilla implements (throws naming the first wrong key); returns
+ * Check every plugin table of `cfg` Flotilla implements (throws naming the first wrong key) and the
+ * placement its addresses describe (the node group on one host); returns
  * the tables it does not implement (containerd's CRI tables, ...), which are ignored as containerd
  * ignores tables of plugins it does not have.
  */
 export function checkConfig(cfg: Config): string[] {
-  return validatePlugins(cfg, ALL_COMPONENTS);
+  const ignored = validatePlugins(cfg, ALL_COMPONENTS);
+  const placement = placementError(cfg);
+  if (placement) throw errInvalidArgument(`config${cfg.source ? ` ${cfg.source}` : ""}: ${placement}`);
+  return ignored;
 }
 
 /**

@@ -1,6 +1,6 @@
 /** The `flotilla` command. */
 import { parseArgs } from "node:util";
-import { loadConfig } from "../libs/config";
+import { loadConfig, SERVICE_NAMES, type ServiceName } from "../libs/config";
 import { createLogger } from "../libs/log";
 // Each command's module is loaded when that command runs: `up` starts the stack before anything else
 // happens, and loading every client command first (some 60 modules) delayed it.
@@ -8,7 +8,9 @@ import { createLogger } from "../libs/log";
 const USAGE = `usage: flotilla [global options] <command> [options]
 
 commands:
-  up [--config FILE]   run the whole stack in the foreground (Ctrl-C stops it)
+  up [--config FILE] [--only SERVICE,...]
+                       run the whole stack in the foreground (Ctrl-C stops it), or only these
+                       services (the others run elsewhere; needs [flotilla.nats] url)
   ps                   the processes of a running \`up\`: pid, address, health, restarts, uptime
   stop|start|restart SERVICE...
                        stop one service of a running \`up\` for good, start it again, or both
@@ -58,11 +60,18 @@ export function splitGlobals(argv: readonly string[]): { globals: string[]; cmd:
 }
 
 async function up(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { config: { type: "string", short: "c" } }, strict: true });
+  const { values } = parseArgs({ args, options: { config: { type: "string", short: "c" }, only: { type: "string" } }, strict: true });
   const cfg = loadConfig(values.config);
   const log = createLogger("supervisor", cfg.debug.level);
+  let only: ServiceName[] | undefined;
+  if (values.only !== undefined) {
+    const names = values.only.split(",").map((s) => s.trim()).filter(Boolean);
+    const unknown = names.filter((n) => !(SERVICE_NAMES as readonly string[]).includes(n));
+    if (!names.length || unknown.length) throw new Error(`up --only: ${unknown.length ? `unknown service ${unknown.join(", ")}` : "no service named"} (services: ${SERVICE_NAMES.join(", ")})`);
+    only = names as ServiceName[];
+  }
   const { Supervisor } = await import("./supervisor");
-  const sup = new Supervisor(cfg, values.config ? cfg.source : undefined, log);
+  const sup = new Supervisor(cfg, values.config ? cfg.source : undefined, log, only);
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;

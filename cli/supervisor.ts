@@ -10,14 +10,16 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
+import * as dns from "node:dns/promises";
 import * as net from "node:net";
+import * as os from "node:os";
 import * as path from "node:path";
 import type { Logger } from "pino";
 import type { HealthClient } from "../libs/clients/health";
 import type { ChannelPool } from "../libs/grpc/client";
 import { dialAddress, SERVICE_NAMES, type Config, type ServiceName } from "../libs/config";
 import { tlsFor, type TlsMaterial } from "../libs/grpc/tls";
-import { GATEWAY_SERVICES } from "../libs/topology";
+import { dialHost, GATEWAY_SERVICES, NODE_GROUP, splitGroupError } from "../libs/topology";
 import { notifyReady } from "../libs/service/notify";
 import { checkConfig } from "./components";
 
@@ -146,16 +148,16 @@ export async function freePort(): Promise<number> {
   throw new Error(`no free port found in ${lo}-${hi - 1} on 127.0.0.1`);
 }
 
-export async function waitForPort(port: number, timeoutMs: number): Promise<void> {
+export async function waitForPort(port: number, timeoutMs: number, host = "127.0.0.1"): Promise<void> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     const ok = await new Promise<boolean>((resolve) => {
-      const c = net.connect(port, "127.0.0.1");
+      const c = net.connect(port, host);
       c.once("connect", () => { c.destroy(); resolve(true); });
       c.once("error", () => resolve(false));
     });
     if (ok) return;
-    if (Date.now() > until) throw new Error(`nothing listens on 127.0.0.1:${port} after ${timeoutMs} ms`);
+    if (Date.now() > until) throw new Error(`nothing listens on ${host}:${port} after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -168,9 +170,26 @@ export class Supervisor {
   private control?: net.Server;
   private readonly health: HealthChecks;
 
-  constructor(private readonly cfg: Config, private readonly configFile: string | undefined, private readonly log: Logger) {
+  /**
+   * `only`: the services this `up` runs (`up --only content,images`), the others running elsewhere
+   * (another host, another `up`); all of them when absent.
+   */
+  constructor(private readonly cfg: Config, private readonly configFile: string | undefined, private readonly log: Logger, private readonly only?: readonly ServiceName[]) {
     this.stateFile = path.join(cfg.state, "supervisor.json");
     this.health = new HealthChecks(tlsFor(cfg)); // its health checks dial the services
+  }
+
+  /** This host's addresses, its name, and the node group's host names that resolve to one of them. */
+  private async localHosts(): Promise<Set<string>> {
+    const local = new Set<string>([os.hostname(), "localhost"]);
+    for (const list of Object.values(os.networkInterfaces())) for (const a of list ?? []) local.add(a.address);
+    for (const s of NODE_GROUP) {
+      const host = dialHost(dialAddress(this.cfg, s));
+      if (!host || local.has(host) || net.isIP(host)) continue;
+      const found = await dns.lookup(host, { all: true }).catch(() => []);
+      if (found.some((a) => local.has(a.address))) local.add(host);
+    }
+    return local;
   }
 
   private writeState(): void {
@@ -220,6 +239,9 @@ export class Supervisor {
     // A wrong key fails here, before any process starts, with the message each process would give.
     const ignored = checkConfig(this.cfg);
     if (ignored.length) this.log.warn({ tables: ignored.map((t) => `plugins.${JSON.stringify(t)}`) }, "ignoring the config of plugins Flotilla does not implement");
+    if (this.only && !this.cfg.flotilla.nats.url) throw new Error("up --only: set [flotilla.nats] url, the NATS server every part of the stack reaches (an embedded one would be this part's alone)");
+    const split = splitGroupError(this.cfg, this.only ?? SERVICE_NAMES, await this.localHosts());
+    if (split) throw new Error(split);
     fs.mkdirSync(this.cfg.state, { recursive: true, mode: 0o711 });
     fs.mkdirSync(this.cfg.root, { recursive: true, mode: 0o711 });
     await this.listenControl();
@@ -232,16 +254,25 @@ export class Supervisor {
     // far longer than NATS takes to listen). "Up" still waits for NATS below.
     let natsListening: Promise<void> = Promise.resolve();
     if (!this.natsUrl) {
-      const port = this.cfg.flotilla.nats.embedded_port || (await freePort());
-      const storeDir = path.join(this.cfg.root, "nats");
-      fs.mkdirSync(storeDir, { recursive: true });
-      this.natsUrl = `nats://127.0.0.1:${port}`;
-      this.add("nats", ["nats-server", "-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir], childEnv, this.natsUrl);
-      natsListening = waitForPort(port, 10_000);
+      const n = this.cfg.flotilla.nats;
+      const port = n.embedded_port || (await freePort());
+      fs.mkdirSync(n.embedded_store_dir, { recursive: true });
+      const host = n.embedded_address.includes(":") ? `[${n.embedded_address}]` : n.embedded_address;
+      this.natsUrl = `nats://${host === "0.0.0.0" || host === "[::]" ? "127.0.0.1" : host}:${port}`;
+      // The config's credentials are the embedded server's too (TLS is for a server run outside), in
+      // a file of its own (0600) rather than on its command line.
+      const auth = n.token ? `authorization { token: ${JSON.stringify(n.token)} }` : n.user || n.password ? `authorization { user: ${JSON.stringify(n.user)}, password: ${JSON.stringify(n.password)} }` : "";
+      const conf = path.join(this.cfg.state, "nats.conf");
+      fs.writeFileSync(conf, `${auth}\n`, { mode: 0o600 });
+      fs.chmodSync(conf, 0o600);
+      this.add("nats", ["nats-server", "-c", conf, "-a", n.embedded_address, "-p", String(port), "-js", "-sd", n.embedded_store_dir], childEnv, this.natsUrl);
+      this.log.info({ address: n.embedded_address, port, store: n.embedded_store_dir, url: this.natsUrl }, "embedded nats-server");
+      natsListening = waitForPort(port, 10_000, n.embedded_address === "0.0.0.0" || n.embedded_address === "::" ? "127.0.0.1" : n.embedded_address);
     }
     const env = { ...childEnv, FLOTILLA_NATS_URL: this.natsUrl };
     const cfgArgs = this.configFile ? ["--config", this.configFile] : [];
-    const order: ServiceName[] = [...SERVICE_NAMES.filter((s) => s !== "gateway"), "gateway"];
+    const order = ([...SERVICE_NAMES.filter((s) => s !== "gateway"), "gateway"] as ServiceName[]).filter((s) => !this.only || this.only.includes(s));
+    if (this.only) this.log.info({ services: order, elsewhere: SERVICE_NAMES.filter((s) => !order.includes(s)).map((s) => `${s} at ${dialAddress(this.cfg, s)}`) }, "running a part of the stack");
     // FLOTILLA_NODE_ARGS: extra Node flags for every service process (profiling, heap limits), after ours.
     const nodeArgs = [...SERVICE_NODE_FLAGS, ...(process.env.FLOTILLA_NODE_ARGS ?? "").split(/\s+/).filter(Boolean)];
     for (const s of order) {

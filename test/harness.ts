@@ -36,6 +36,10 @@ export interface StackOptions {
   readViews?: boolean;
   /** More lines for the `[grpc]` table (e.g. `tcp_address = ...`). */
   grpcToml?: string[];
+  /** More lines for the `[flotilla]` table (e.g. `gateway_content_reads = false`). */
+  flotillaToml?: string[];
+  /** More lines for the `[flotilla.nats]` table (credentials, TLS, embedded_*). */
+  natsToml?: string[];
 }
 
 export interface CtrResult {
@@ -161,8 +165,10 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     `otlp_endpoint = ${JSON.stringify(opts.otlpEndpoint ?? "")}`,
     ...(opts.otlpProtocol ? [`otlp_protocol = ${JSON.stringify(opts.otlpProtocol)}`] : []),
     `gateway_read_views = ${opts.readViews ?? true}`,
+    ...(opts.flotillaToml ?? []),
     "[flotilla.nats]",
     `url = ${JSON.stringify(opts.natsUrl ?? "")}`,
+    ...(opts.natsToml ?? []),
   ];
   if (opts.metrics) {
     const { freePort } = await import("../cli/supervisor");

@@ -9,7 +9,7 @@
  *   [debug]    level = "info"
  *   [plugins."io.containerd.snapshotter.v1.overlayfs"] ...
  *   [flotilla]
- *     nats_url = ""                       # "" = `flotilla up` starts its own nats-server
+ *     nats_url = ""                       # older spelling of [flotilla.nats] url
  *     events_subject_prefix = "flotilla.events"
  *     otlp_endpoint = ""                  # e.g. http://127.0.0.1:4318/v1/traces
  *     otlp_protocol = "http/protobuf"     # or "http/json"
@@ -51,10 +51,26 @@ export interface TlsConfig {
 }
 
 export interface NatsConfig {
-  /** nats:// URL of an existing server; "" lets `flotilla up` start one. */
+  /** nats:// URL of an existing server, several comma-separated for a cluster; "" lets `flotilla up` start one. */
   url: string;
+  // Credentials (at most one kind) and TLS for the server at `url`; "" = unset.
+  user: string;
+  password: string;
+  token: string;
+  /** A file holding an nkey seed (`SU...`). */
+  nkey_seed_file: string;
+  /** A `.creds` file (user JWT and nkey seed), as `nsc` writes it. */
+  creds_file: string;
+  /** The CA that signed the server's certificate; with tls_cert and tls_key, the client certificate too. */
+  tls_ca: string;
+  tls_cert: string;
+  tls_key: string;
   /** Port for the embedded server `flotilla up` starts (0 picks a free one). */
   embedded_port: number;
+  /** Where the embedded server listens (default 127.0.0.1). */
+  embedded_address: string;
+  /** The embedded server's JetStream store ("" = <root>/nats). */
+  embedded_store_dir: string;
 }
 
 export interface Config {
@@ -99,6 +115,13 @@ const strings = schema.strings;
 /** One process's `[flotilla.services.<name>]`. */
 const SERVICE_TABLE = schema.table({ address: str(), metrics_address: str(), tls_cert: str(), tls_key: str(), advertise_address: str() });
 
+/** `[flotilla.nats]`: the server (or cluster) every process publishes to, or the embedded one's settings. */
+const NATS_TABLE = schema.table({
+  url: schema.stringOrList(), user: str(), password: str(), token: str(), nkey_seed_file: str(), creds_file: str(),
+  tls_ca: str(), tls_cert: str(), tls_key: str(),
+  embedded_port: int({ min: 0, max: 65535 }), embedded_address: str(), embedded_store_dir: str(),
+});
+
 /**
  * The top level: containerd's keys (every one of them, so that a containerd config works as it is;
  * those Flotilla does not use are accepted and ignored, as containerd ignores what it does not know
@@ -130,7 +153,7 @@ export const CONFIG_SCHEMA = schema.table({
   flotilla: schema.table({
     /** Older spelling of [flotilla.nats] url. */
     nats_url: str(),
-    nats: schema.table({ url: str(), embedded_port: int({ min: 0, max: 65535 }) }),
+    nats: NATS_TABLE,
     events_subject_prefix: str(),
     otlp_endpoint: str(),
     otlp_protocol: schema.oneOf(OTLP_PROTOCOLS),
@@ -144,6 +167,21 @@ export const CONFIG_SCHEMA = schema.table({
 /** A config file's error: `config <file>: <what>`, with what the schema said. */
 function inFile(source: string | undefined, err: unknown): FlotillaError {
   return errInvalidArgument(`config${source ? ` ${source}` : ""}: ${causeText(err)}`, { cause: err });
+}
+
+/** `[flotilla.nats]` with its defaults; more than one kind of credentials is an error. */
+function natsConfig(t: Infer<typeof NATS_TABLE> | undefined, oldUrl: string | undefined, root: string, source?: string): NatsConfig {
+  const n = t ?? {};
+  const kinds = [n.user || n.password ? "user/password" : "", n.token ? "token" : "", n.nkey_seed_file ? "nkey_seed_file" : "", n.creds_file ? "creds_file" : ""].filter(Boolean);
+  if (kinds.length > 1) throw inFile(source, configError(["flotilla", "nats"], `one kind of credentials at most (got ${kinds.join(", ")})`));
+  if ((n.tls_cert ? 1 : 0) + (n.tls_key ? 1 : 0) === 1) throw inFile(source, configError(["flotilla", "nats"], "tls_cert and tls_key go together"));
+  return {
+    url: (n.url ?? [oldUrl ?? ""]).map((u) => u.trim()).filter(Boolean).join(","),
+    user: n.user ?? "", password: n.password ?? "", token: n.token ?? "", nkey_seed_file: n.nkey_seed_file ?? "", creds_file: n.creds_file ?? "",
+    tls_ca: n.tls_ca ?? "", tls_cert: n.tls_cert ?? "", tls_key: n.tls_key ?? "",
+    embedded_port: n.embedded_port ?? 0, embedded_address: n.embedded_address || "127.0.0.1",
+    embedded_store_dir: n.embedded_store_dir || path.join(root, "nats"),
+  };
 }
 
 /** Build a full config from a parsed TOML document, filling defaults (a key of a wrong type or unknown is an error). */
@@ -196,7 +234,7 @@ export function fromToml(raw: Record<string, unknown>, source?: string): Config 
     plugins: (doc.plugins ?? {}) as Record<string, Record<string, unknown>>,
     disabled_plugins: doc.disabled_plugins ?? [],
     flotilla: {
-      nats: { url: fl.nats?.url ?? fl.nats_url ?? "", embedded_port: fl.nats?.embedded_port ?? 0 },
+      nats: natsConfig(fl.nats, fl.nats_url, root, source),
       events_subject_prefix: fl.events_subject_prefix ?? "flotilla.events",
       otlp_endpoint: fl.otlp_endpoint ?? env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? "",
       otlp_protocol: otlpProtocol as OtlpProtocol,

@@ -8,7 +8,8 @@
  * wildcards filter by namespace (`flotilla.events.default.>`) or topic (`flotilla.events.*.tasks.exit`).
  * Headers: `traceparent` (W3C trace context), `containerd-namespace`, `containerd-topic`.
  */
-import { connect, headers as natsHeaders, type NatsConnection, type Subscription, type MsgHdrs } from "nats";
+import * as fs from "node:fs";
+import { connect, credsAuthenticator, headers as natsHeaders, nkeyAuthenticator, type ConnectionOptions, type NatsConnection, type Subscription, type MsgHdrs } from "nats";
 import { context as otelContext } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import { namespaceRequired, validateIdentifier, type CallContext } from "../context";
@@ -92,8 +93,48 @@ interface Sub {
   subs: Subscription[];
 }
 
+/** How to reach NATS besides its URL: `[flotilla.nats]`'s credentials and TLS files ("" or absent = unset). */
+export interface NatsClientConfig {
+  user?: string;
+  password?: string;
+  token?: string;
+  nkey_seed_file?: string;
+  creds_file?: string;
+  tls_ca?: string;
+  tls_cert?: string;
+  tls_key?: string;
+}
+
+/**
+ * nats.js connection options for `url` (one URL, or several comma-separated: a cluster, tried in
+ * turn) and `c`. Key files are read at each (re)connection, so a rotated file is picked up.
+ */
+export function natsConnectOptions(url: string, c: NatsClientConfig = {}): ConnectionOptions {
+  const opts: ConnectionOptions = { servers: url.split(",").map((u) => u.trim()).filter(Boolean) };
+  if (c.user || c.password) Object.assign(opts, { user: c.user ?? "", pass: c.password ?? "" });
+  if (c.token) opts.token = c.token;
+  if (c.nkey_seed_file) {
+    const file = c.nkey_seed_file;
+    opts.authenticator = nkeyAuthenticator(() => new TextEncoder().encode(fs.readFileSync(file, "utf8").trim()));
+  }
+  if (c.creds_file) {
+    const file = c.creds_file;
+    opts.authenticator = credsAuthenticator(() => fs.readFileSync(file));
+  }
+  if (c.tls_ca || c.tls_cert) {
+    opts.tls = {
+      ...(c.tls_ca ? { caFile: c.tls_ca } : {}),
+      ...(c.tls_cert ? { certFile: c.tls_cert, keyFile: c.tls_key } : {}),
+    };
+  }
+  return opts;
+}
+
 export interface NatsEventBusOptions {
+  /** One NATS URL, or several comma-separated (a cluster). */
   url: string;
+  /** Credentials and TLS for it. */
+  client?: NatsClientConfig;
   prefix: string;
   log: Logger;
   name: string;
@@ -122,7 +163,7 @@ export class NatsEventBus implements EventPublisher, EventSubscriber {
     while (!this.closed) {
       try {
         const nc = await connect({
-          servers: this.opts.url,
+          ...natsConnectOptions(this.opts.url, this.opts.client),
           name: this.opts.name,
           reconnect: true,
           maxReconnectAttempts: -1,

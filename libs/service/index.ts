@@ -118,7 +118,7 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
   const state = serviceState(config, def.name);
   fs.mkdirSync(root, { recursive: true, mode: 0o711 });
   fs.mkdirSync(state, { recursive: true, mode: 0o711 });
-  const events = new NatsEventBus({ url: natsUrl(config), prefix: config.flotilla.events_subject_prefix, log, name: `flotilla-${def.name}` });
+  const events = new NatsEventBus({ url: natsUrl(config), client: config.flotilla.nats, prefix: config.flotilla.events_subject_prefix, log, name: `flotilla-${def.name}` });
   const buffers = new MessageBuffers();
   // With TLS configured, this process serves its TCP address with mutual TLS and its channels dial TCP peers with it.
   const tls = tlsFor(config, def.name);

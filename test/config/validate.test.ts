@@ -53,7 +53,7 @@ test("config: a value of the wrong type names the key with its full table path",
   );
   assert.equal(failure("oom_score = \"high\""), "config FILE: oom_score: expected an integer, got string: invalid argument");
   assert.equal(failure("[grpc]\nmax_recv_message_size = 1.5"), "config FILE: [grpc] max_recv_message_size: expected an integer, got float: invalid argument");
-  assert.equal(failure("[flotilla.nats]\nurl = 4222"), "config FILE: [flotilla.nats] url: expected a string, got integer: invalid argument");
+  assert.equal(failure("[flotilla.nats]\nurl = 4222"), "config FILE: [flotilla.nats] url: expected a string or a list of strings, got integer: invalid argument");
   assert.equal(failure('[plugins."io.containerd.gc.v1.scheduler"]\nschedule_delay = "soon"'), 'config FILE: [plugins."io.containerd.gc.v1.scheduler"] schedule_delay: expected a duration (e.g. "100ms", "1s"), got "soon": invalid argument');
   assert.equal(failure('[plugins."io.containerd.gc.v1.scheduler"]\nstartup_delay = 100'), 'config FILE: [plugins."io.containerd.gc.v1.scheduler"] startup_delay: expected a duration (e.g. "100ms", "1s"), got integer: invalid argument');
   assert.equal(

@@ -1,8 +1,9 @@
-/** The across-hosts config keys (issue 15): TLS files, advertised addresses, the gateway's TCP listener. */
+/** The across-hosts config keys (issue 15): TLS files, advertised addresses, the gateway's TCP listener, placement. */
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { dialAddress, fromToml } from "#libs/config";
 import { tlsFor } from "#libs/grpc/tls";
+import { dialHost, placementError, splitGroupError } from "#libs/topology";
 
 test("config: [flotilla.tls], per-service tls_cert/tls_key/advertise_address and [grpc] tcp_* are read; unset means plain, as before", () => {
   const plain = fromToml({});
@@ -42,4 +43,24 @@ test("dialAddress: the advertised address, else the listen address with an unspe
   assert.equal(dialAddress(c, "tasks"), "10.1.2.3:7004");
   assert.equal(dialAddress(c, "transfer"), "127.0.0.1:7005");
   assert.equal(dialAddress(c, "sandbox"), "unix:///s/sandbox.sock");
+});
+
+test("placement: the node group dialled at two hosts is a config error; an up running a member away from the others is refused", () => {
+  const at = (hosts: Partial<Record<"snapshots" | "tasks" | "sandbox", string>>): ReturnType<typeof fromToml> => fromToml({
+    state: "/s",
+    flotilla: { services: Object.fromEntries(Object.entries(hosts).map(([s, h]) => [s, { address: "tcp://0.0.0.0:7000", advertise_address: `${h}:7000` }])) },
+  });
+  // One host (by address or name), or unix sockets and loopback next to one host: fine.
+  assert.equal(placementError(at({ snapshots: "10.0.0.2", tasks: "10.0.0.2", sandbox: "10.0.0.2" })), undefined);
+  assert.equal(placementError(at({ snapshots: "node2", tasks: "node2" })), undefined);
+  assert.equal(placementError(fromToml({})), undefined);
+  assert.equal(placementError(at({ snapshots: "node1", tasks: "node2" })), "placement: snapshots, tasks, sandbox form the node group and run on one host, but snapshots is dialled at node1 and tasks at node2");
+  assert.equal(dialHost("[fd00::2]:7000"), "fd00::2");
+  assert.equal(dialHost("unix:///s/tasks.sock"), undefined);
+  const group = at({ snapshots: "10.0.0.2", tasks: "10.0.0.2", sandbox: "10.0.0.2" });
+  // On the node: every member's address is this host's.
+  assert.equal(splitGroupError(group, ["snapshots", "tasks", "sandbox"], new Set(["10.0.0.2"])), undefined);
+  // Elsewhere, running no member (content, images ...): nothing to say.
+  assert.equal(splitGroupError(group, ["content", "images", "gateway"], new Set(["10.0.0.1"])), undefined);
+  assert.match(splitGroupError(group, ["tasks"], new Set(["10.0.0.1"])) ?? "", /^placement: tasks runs here but snapshots, of the same node group \(snapshots, tasks, sandbox\), is dialled at 10\.0\.0\.2, which is not this host/);
 });

@@ -2,9 +2,9 @@
  * Issue 15, mutual TLS: every process on TCP (listening on 0.0.0.0, dialled at its advertised
  * address) with certificates from `bin/flotilla certs init`. ctr over the gateway's unix socket pulls
  * from a local registry and runs busybox, every hop between processes over TLS; clients without a
- * certificate, with one from another CA or with an expired one are refused by content (a warn line in
- * its log, nothing written); the gateway's extra TCP listener (`[grpc] tcp_address`, tcp_tls_*)
- * serves a client with the client certificate.
+ * certificate, with one from another CA or with an expired one are refused by content and by the
+ * gateway's TCP listener (a warn line in its log, nothing written); the gateway's extra TCP listener
+ * (`[grpc] tcp_address`, tcp_tls_*) serves a client with the client certificate.
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -141,7 +141,7 @@ describe("mutual TLS between processes (issue 15)", () => {
     assert.equal(r.code, 3);
   });
 
-  test("content refuses a client with no certificate, another CA's or an expired one; nothing is written; one warn line each", async () => {
+  test("content and the gateway's TCP listener refuse a client with no certificate, another CA's or an expired one; nothing is written; one warn line each", async () => {
     const ca = fs.readFileSync(path.join(certs, "ca.pem"));
     const expired = await expiredCert(certs);
     const cases: [string, grpc.ChannelCredentials, RegExp][] = [
@@ -149,9 +149,8 @@ describe("mutual TLS between processes (issue 15)", () => {
       ["another CA", grpc.credentials.createSsl(ca, fs.readFileSync(path.join(other, "client-key.pem")), fs.readFileSync(path.join(other, "client.pem"))), /not signed by the configured CA/],
       ["expired", grpc.credentials.createSsl(ca, expired.key, expired.cert), /expired/],
     ];
-    const target = `127.0.0.1:${ports.content}`;
-    for (const [what, creds, reason] of cases) {
-      const data = Buffer.from(`refused blob: ${what} ${Date.now()}`);
+    for (const [target, what, creds, reason] of [`127.0.0.1:${ports.content}`, `127.0.0.1:${ports.gatewayTcp}`].flatMap((t) => cases.map(([w, c, r]) => [t, w, c, r] as const))) {
+      const data = Buffer.from(`refused blob: ${what} at ${target} ${Date.now()}`);
       const before = stack.logs().split("\n").filter((l) => l.includes("TLS handshake refused")).length;
       const err = await writeBlob(target, creds, data);
       assert.ok(err, `${what}: the write was refused`);
@@ -171,7 +170,7 @@ describe("mutual TLS between processes (issue 15)", () => {
     // The same write with the client certificate goes through (the refusals were the certificates).
     const good = Buffer.from(`accepted blob ${Date.now()}`);
     const ok = grpc.credentials.createSsl(ca, fs.readFileSync(path.join(certs, "client-key.pem")), fs.readFileSync(path.join(certs, "client.pem")));
-    assert.equal((await writeBlob(target, ok, good))?.message, undefined);
+    assert.equal((await writeBlob(`127.0.0.1:${ports.content}`, ok, good))?.message, undefined);
     assert.ok((await stack.ctr(["content", "ls"])).stdout.includes(sha256(good)));
   });
 

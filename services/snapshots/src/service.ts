@@ -15,7 +15,7 @@
  */
 import { Status } from "#libs/grpc/status";
 import * as path from "node:path";
-import { dialAddress, serviceRoot } from "#libs/config";
+import { dialAddress, onThisHost, serviceRoot } from "#libs/config";
 import { hostPlatform, uriOf, type ComponentStatus, type RunningService, type ServiceContext } from "#libs/service";
 import { NATIVE, OVERLAYFS, WALKING_DIFFER } from "../components";
 import { NamespaceEnsurer, NamespaceStoreProxy } from "#libs/clients/namespaces";
@@ -69,8 +69,10 @@ export async function startSnapshots(sc: ServiceContext): Promise<RunningService
   }
   const set = new LocalSnapshotterSet(loaded);
   const walking = sc.configOf(WALKING_DIFFER);
-  const localContent = walking.local_content_reads === false ? undefined : walking.content_root || serviceRoot(sc.config, "content");
-  const content = new RemoteContent(sc.channels.get(dialAddress(sc.config, "content")), localContent);
+  // Blob files are read here only when the content process is on this host (or content_root says where they are visible).
+  const contentAddress = dialAddress(sc.config, "content");
+  const localContent = walking.local_content_reads === false ? undefined : walking.content_root || (onThisHost(contentAddress) ? serviceRoot(sc.config, "content") : undefined);
+  const content = new RemoteContent(sc.channels.get(contentAddress), localContent);
   const differ = new LocalDiffer(content, differConfig(walking), sc.log);
 
   sc.server.addService(SNAPSHOTS_SERVICE, snapshotsHandlers(set));
