@@ -34,6 +34,18 @@ import { checkConfig } from "./components";
  */
 export const SERVICE_NODE_FLAGS = ["--initial-old-space-size=64", "--max-semi-space-size=1"];
 
+/**
+ * glibc malloc settings every service process runs with (and passes on to its children; the systemd
+ * units and the compose file set the same; a value in the supervisor's own environment wins).
+ * `MALLOC_ARENA_MAX=2`: each thread that mallocs (libuv's pool, V8's, the snapshots process's apply
+ * workers) would otherwise get an arena of its own that keeps its free memory after the thread is idle
+ * or gone. `MALLOC_MMAP_THRESHOLD_=131072`: a fixed threshold (glibc raises its own after each large
+ * free), so data-path Buffers of 128 KiB and more are mapped and unmapped, never left fragmenting the
+ * heap. After each of three pull/run workloads the services held 184 -> 170 MiB PSS on average (one run
+ * each on a loaded host; the snapshots process 37 -> 31 MiB), for the same CPU per workload.
+ */
+export const SERVICE_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: "2", MALLOC_MMAP_THRESHOLD_: "131072" };
+
 /** The compiled services (`dist/services`, beside this file's `dist/cli`). */
 const SERVICES_DIR = path.join(__dirname, "..", "services");
 
@@ -243,7 +255,7 @@ export class Supervisor {
       this.add("nats", ["nats-server", "-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir], childEnv, this.natsUrl);
       natsListening = waitForPort(port, 10_000);
     }
-    const env = { ...childEnv, FLOTILLA_NATS_URL: this.natsUrl };
+    const env = { ...SERVICE_ENV, ...childEnv, FLOTILLA_NATS_URL: this.natsUrl };
     const cfgArgs = this.configFile ? ["--config", this.configFile] : [];
     const order: ServiceName[] = [...SERVICE_NAMES.filter((s) => s !== "gateway"), "gateway"];
     // FLOTILLA_NODE_ARGS: extra Node flags for every service process (profiling, heap limits), after ours.
