@@ -1,12 +1,14 @@
 /**
  * Memory footprint (issue 17), Flotilla side by side with a reference containerd in the same run:
  * - the stack's start-up: from spawning `bin/flotilla up` (containerd: spawning the daemon) to the first
- *   successful `ctr version`;
+ *   successful `ctr version`, and the CPU time all its processes used until then (less noisy than the
+ *   wall time on a shared host);
  * - the same workload on both through `ctr`, repeated (default 3 times): pull a ~100 MB 5-layer image and a
  *   6,000-file image from a loopback registry, 20 `ctr run --rm`, remove both images (`--sync`); after each
  *   repeat and a few idle seconds, RSS and PSS (/proc/PID/smaps_rollup) of every process: each Flotilla
  *   service, the supervisor, nats-server and idle warm shims, against containerd's daemon; totals per repeat
- *   show whether memory comes back;
+ *   show whether memory comes back; each repeat's wall time and the CPU time its long-lived processes
+ *   used (shims and runc excluded on both sides) show what a memory setting costs in time;
  * - the shim per container: N detached containers on each side, RSS/PSS per shim (Flotilla's shim against
  *   containerd-shim-runc-v2).
  * PSS counts a page shared by k processes as 1/k to each: Node processes from other programs on this host
@@ -18,7 +20,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { report, startContainerd, type Row, type Target } from "./lib";
+import { cpuMs, report, startContainerd, type Row, type Target } from "./lib";
 import { memKiB, shimPidsOf } from "./tasks";
 import { runCtr, sleep, startStack, type Stack } from "../test/harness";
 import { buildBusyboxImage, startRegistry } from "../test/images/registry";
@@ -156,6 +158,11 @@ async function startTimedFlotilla(): Promise<{ target: Target & { stack: Stack }
 
 interface SideResult {
   startupMs: number;
+  /** CPU time (ms) of every process of the side until its first answer. */
+  startupCpuMs: number;
+  idle: Sample[];
+  /** Per repeat: wall time and CPU time of the long-lived processes (ms). */
+  work: { ms: number; cpuMs: number }[];
   /** One sample set per repeat, after the workload and the idle wait. */
   repeats: Sample[][];
   shims: { rss: number; pss: number }[];
@@ -212,14 +219,23 @@ async function side(which: "flotilla" | "containerd", a: Args, refs: { big: stri
     startupMs = Number(process.hrtime.bigint() - t0) / 1e6;
     procs = () => [{ name: "containerd", pids: [t.pid()!] }];
   }
-  console.error(`${which}: start-up to first ctr version ${startupMs.toFixed(0)} ms`);
+  // Read once the side answers (Flotilla: once every service also answered its health check).
+  const startupCpuMs = procs().flatMap((p) => p.pids).reduce((sum, p) => sum + cpuMs(p), 0);
+  console.error(`${which}: start-up to first ctr version ${startupMs.toFixed(0)} ms, ${startupCpuMs.toFixed(0)} ms CPU`);
   try {
     await sleep(a.idleMs);
     const base = sample(procs());
     printTable(`${which}: idle after start-up`, base);
     const repeats: Sample[][] = [];
+    const work: { ms: number; cpuMs: number }[] = [];
+    const longLived = (): number[] => procs().filter((p) => !p.name.startsWith("warm shims")).flatMap((p) => p.pids);
     for (let r = 1; r <= a.repeats; r++) {
+      const pids = longLived();
+      const c0 = pids.reduce((sum, p) => sum + cpuMs(p), 0);
+      const t0 = performance.now();
       await workload(t, a, refs, r);
+      work.push({ ms: performance.now() - t0, cpuMs: pids.reduce((sum, p) => sum + cpuMs(p), 0) - c0 });
+      console.error(`${which}: workload ${r}/${a.repeats} took ${work[r - 1]!.ms.toFixed(0)} ms, ${work[r - 1]!.cpuMs.toFixed(0)} ms CPU`);
       await sleep(a.idleMs);
       const s = sample(procs());
       repeats.push(s);
@@ -227,7 +243,7 @@ async function side(which: "flotilla" | "containerd", a: Args, refs: { big: stri
     }
     const shims = await shimsPerContainer(t, a, refs.small);
     for (const s of shims) console.error(`${which}: shim of a running container RSS ${mib(s.rss)} MiB PSS ${mib(s.pss)} MiB`);
-    return { startupMs, repeats, shims };
+    return { startupMs, startupCpuMs, idle: base, work, repeats, shims };
   } finally {
     await t.stop();
   }
@@ -252,6 +268,9 @@ export async function run(argv: string[] = process.argv.slice(2)): Promise<Row[]
       rows.push(mem(`RSS after workload 1, ${s.name} vs containerd`, s.rss, cd(0).rss));
       rows.push(mem(`PSS after workload 1, ${s.name} vs containerd`, s.pss, cd(0).pss));
     }
+    const it = total(f.idle);
+    rows.push(mem("RSS total idle after start-up", it.rss, c.idle[0]!.rss));
+    rows.push(mem("PSS total idle after start-up", it.pss, c.idle[0]!.pss));
     f.repeats.forEach((s, r) => {
       const tt = total(s);
       rows.push(mem(`RSS total after workload ${r + 1}/${a.repeats}`, tt.rss, cd(r).rss));
@@ -261,6 +280,11 @@ export async function run(argv: string[] = process.argv.slice(2)): Promise<Row[]
     rows.push(mem(`RSS per container shim (mean of ${f.shims.length} / ${c.shims.length})`, avg(f.shims, "rss"), avg(c.shims, "rss")));
     rows.push(mem(`PSS per container shim (mean of ${f.shims.length} / ${c.shims.length})`, avg(f.shims, "pss"), avg(c.shims, "pss")));
     rows.push({ benchmark: "start-up to first ctr version (noisy: shared host)", unit: "ms", flotilla: f.startupMs, containerd: c.startupMs, lowerIsBetter: true });
+    rows.push({ benchmark: "start-up CPU time, all processes", unit: "ms", flotilla: f.startupCpuMs, containerd: c.startupCpuMs, lowerIsBetter: true });
+    f.work.forEach((w, r) => {
+      rows.push({ benchmark: `workload ${r + 1}/${a.repeats} wall time`, unit: "ms", flotilla: w.ms, containerd: c.work[r]!.ms, lowerIsBetter: true });
+      rows.push({ benchmark: `workload ${r + 1}/${a.repeats} CPU time (without shims and runc)`, unit: "ms", flotilla: w.cpuMs, containerd: c.work[r]!.cpuMs, lowerIsBetter: true });
+    });
     return rows;
   } finally {
     await reg.stop();

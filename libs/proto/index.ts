@@ -1,7 +1,10 @@
 /**
  * The one loading path for Flotilla's protobuf definitions.
  *
- * Every `.proto` file under `<repo>/proto` is parsed once with protobufjs into a single Root.
+ * The `.proto` files under `<repo>/proto` are parsed with protobufjs into a single Root, a package at a
+ * time: a lookup parses the files that declare the name's package (and what they import) on first use,
+ * so a process pays at start-up only for the packages it serves and calls (parsing the whole set took
+ * ~130 ms of CPU and ~1.7 MiB of heap in every process). `protoRoot()` completes the Root with every file.
  * Imports are resolved against `<repo>/proto` first; `google/protobuf/*` comes from the
  * definitions protobufjs ships.
  */
@@ -37,33 +40,84 @@ function listProtos(dir: string, rel = ""): string[] {
   return out.sort();
 }
 
-/** Parse a set of proto files (paths relative to `dir`) into a fresh Root. */
-export function loadRoot(dir: string = PROTO_DIR, files?: string[]): protobuf.Root {
+/** An empty Root whose imports resolve against `dir`. */
+function emptyRoot(dir: string): protobuf.Root {
   const root = new protobuf.Root();
   root.resolvePath = (_origin: string, target: string) => {
     const local = path.join(dir, target);
     if (fs.existsSync(local)) return local;
     return target; // protobufjs resolves google/protobuf/* from its bundled common files
   };
-  root.loadSync(files ?? listProtos(dir), { keepCase: true });
+  return root;
+}
+
+/** Parse `files` (paths relative to `dir`) into `root`; a file already in it is not parsed again. */
+function parseInto(root: protobuf.Root, files: string[]): void {
+  root.loadSync(files, { keepCase: true });
   root.resolveAll();
+}
+
+/** Parse a set of proto files (paths relative to `dir`) into a fresh Root. */
+export function loadRoot(dir: string = PROTO_DIR, files?: string[]): protobuf.Root {
+  const root = emptyRoot(dir);
+  parseInto(root, files ?? listProtos(dir));
   return root;
 }
 
 let cached: protobuf.Root | undefined;
+let complete = false;
+/** The files declaring each package, from their `package` lines (read, not parsed). */
+let packages: Map<string, string[]> | undefined;
+const loadedPackages = new Set<string>();
+
+function packageFiles(): Map<string, string[]> {
+  if (packages) return packages;
+  packages = new Map();
+  for (const f of listProtos(PROTO_DIR)) {
+    const pkg = /^\s*package\s+([\w.]+)\s*;/m.exec(fs.readFileSync(path.join(PROTO_DIR, f), "utf8"))?.[1];
+    if (pkg) packages.set(pkg, [...(packages.get(pkg) ?? []), f]);
+  }
+  return packages;
+}
 
 /** The Root with all of Flotilla's protos, loaded on first use. */
 export function protoRoot(): protobuf.Root {
-  if (!cached) cached = loadRoot();
+  cached ??= emptyRoot(PROTO_DIR);
+  if (!complete) {
+    parseInto(cached, listProtos(PROTO_DIR));
+    complete = true;
+  }
   return cached;
 }
 
+/**
+ * The Root, holding `fullName` if any proto declares it: already parsed, or parsed now with the rest of
+ * its package (the longest declared package the name starts with); a name in no package of ours (the
+ * google.protobuf types come in as imports) completes the Root.
+ */
+function rootFor(fullName: string): protobuf.Root {
+  if (complete) return cached!;
+  cached ??= emptyRoot(PROTO_DIR);
+  if (cached.lookup(fullName)) return cached;
+  const pkgs = packageFiles();
+  for (let i = fullName.lastIndexOf("."); i > 0; i = fullName.lastIndexOf(".", i - 1)) {
+    const pkg = fullName.slice(0, i);
+    const files = pkgs.get(pkg);
+    if (!files) continue;
+    if (loadedPackages.has(pkg)) break;
+    loadedPackages.add(pkg);
+    parseInto(cached, files);
+    return cached;
+  }
+  return protoRoot();
+}
+
 export function lookupType(fullName: string): protobuf.Type {
-  return protoRoot().lookupType(fullName);
+  return rootFor(fullName).lookupType(fullName);
 }
 
 export function lookupService(fullName: string): protobuf.Service {
-  return protoRoot().lookupService(fullName);
+  return rootFor(fullName).lookupService(fullName);
 }
 
 /** Encode a plain object as `fullName`, validating field types first. */

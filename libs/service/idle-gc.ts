@@ -6,9 +6,13 @@
  * once glibc's malloc was also asked to return its free memory (malloc_trim: the gateway 77 -> 29 MiB,
  * content 63 -> 32 MiB).
  *
- * Every `checkMs` this looks at the V8 heap in use plus external memory (cheap: no GC, no /proc read).
- * When it has grown by more than `growthBytes` since the last collection made here, and barely moved since
- * the previous look (the burst is over), it runs one full GC, then malloc_trim. A busy process is left to V8's own scheduling.
+ * Every `checkMs` this looks at the V8 heap in use plus external memory, and at the resident set size
+ * (cheap: no GC; the RSS is one read of /proc/self/statm). When either has grown by more than `growthBytes`
+ * since the last collection made here, and neither barely moved since the previous look (the burst is
+ * over), it runs one full GC, then malloc_trim. The RSS matters on its own: native memory (HTTP/2 session
+ * buffers, the stream machinery's) grows glibc's heap without showing in V8's numbers; after a second
+ * pull the gateway and the content process each held ~9 MiB of free malloc heap that only a trim returns.
+ * A busy process is left to V8's own scheduling.
  */
 import * as v8 from "node:v8";
 import * as vm from "node:vm";
@@ -36,19 +40,27 @@ export function startIdleGc(opts: IdleGcOptions = {}): () => void {
   // `gc` without --expose-gc on the command line: the flag set now is seen by a context made after it.
   v8.setFlagsFromString("--expose-gc");
   const gc = vm.runInNewContext("gc") as () => void;
+  const rss = (): number => process.memoryUsage.rss();
   let base = inUse();
   let last = base;
+  let rssBase = rss();
+  let rssLast = rssBase;
   const t = setInterval(() => {
     const now = inUse();
-    if (now - base > growth && Math.abs(now - last) < quiet) {
+    const r = rss();
+    const still = Math.abs(now - last) < quiet && Math.abs(r - rssLast) < quiet;
+    if (still && (now - base > growth || r - rssBase > growth)) {
       gc();
       // The Buffers it freed went back to malloc, which keeps most of them unless asked to trim.
       mallocTrim();
       base = last = inUse();
+      rssBase = rssLast = rss();
       return;
     }
     if (now < base) base = now;
+    if (r < rssBase) rssBase = r;
     last = now;
+    rssLast = r;
   }, checkMs);
   t.unref();
   return () => clearInterval(t);
