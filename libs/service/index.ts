@@ -100,7 +100,11 @@ export function addHealth(server: RpcServer, servedNames: () => string[]): void 
   });
 }
 
-/** Run a service process until SIGTERM/SIGINT. */
+/**
+ * Run a service process until SIGTERM/SIGINT. A main.ts calls it when it is the process's entry:
+ * `require.main?.filename === __filename`, which holds in its build bundle too (there every module
+ * shares the bundle's __filename, and `module` is the bundler's wrapper, not `require.main`).
+ */
 export async function runService(def: ServiceDefinition, argv: readonly string[] = process.argv.slice(2)): Promise<void> {
   let config: Config;
   try {

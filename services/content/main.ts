@@ -40,4 +40,4 @@ export const contentService: ServiceDefinition = {
   },
 };
 
-if (require.main === module) void runService(contentService);
+if (require.main?.filename === __filename) void runService(contentService);

@@ -69,4 +69,4 @@ export const gatewayService: ServiceDefinition = {
   },
 };
 
-if (require.main === module) void runService(gatewayService);
+if (require.main?.filename === __filename) void runService(gatewayService);

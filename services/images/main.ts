@@ -4,4 +4,4 @@ import { imagesService } from "./src/service";
 
 export { imagesService };
 
-if (require.main === module) void runService(imagesService);
+if (require.main?.filename === __filename) void runService(imagesService);

@@ -89,4 +89,4 @@ export const sandboxService: ServiceDefinition = {
   },
 };
 
-if (require.main === module) void runService(sandboxService);
+if (require.main?.filename === __filename) void runService(sandboxService);

@@ -5,4 +5,4 @@ import { SNAPSHOTS_COMPONENTS } from "./components";
 
 export const snapshotsService: ServiceDefinition = { name: "snapshots", components: SNAPSHOTS_COMPONENTS, start: startSnapshots };
 
-if (require.main === module) void runService(snapshotsService);
+if (require.main?.filename === __filename) void runService(snapshotsService);

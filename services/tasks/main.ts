@@ -136,4 +136,4 @@ export const tasksService: ServiceDefinition = {
   },
 };
 
-if (require.main === module) void runService(tasksService);
+if (require.main?.filename === __filename) void runService(tasksService);

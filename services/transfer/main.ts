@@ -60,4 +60,4 @@ export const transferService: ServiceDefinition = {
   },
 };
 
-if (require.main === module) void runService(transferService);
+if (require.main?.filename === __filename) void runService(transferService);

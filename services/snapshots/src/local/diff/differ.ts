@@ -23,6 +23,7 @@ import type { Mount } from "#libs/core/snapshots";
 import type { ConfigOf } from "#libs/service/components";
 import type { WALKING_DIFFER } from "#services/snapshots/components";
 import { isReadOnly, withTempMount } from "#libs/mount";
+import { repoRoot } from "#libs/proto";
 import type { ApplyTarget } from "./apply-engine";
 import type { ApplyJob, FromWorker, ToWorker } from "./apply-worker";
 import { writeDiff } from "./compare";
@@ -69,6 +70,12 @@ interface PoolWorker {
   idle?: NodeJS.Timeout;
 }
 
+/**
+ * The worker's compiled file, from the package root (not this file's directory: in the snapshots
+ * process's bundle this code runs from dist/services/snapshots/main.js); the build bundles it too.
+ */
+const APPLY_WORKER = path.join(repoRoot(), "dist", "services", "snapshots", "src", "local", "diff", "apply-worker.js");
+
 class ApplyPool {
   private readonly workers: PoolWorker[] = [];
   private readonly waiting: ((w: PoolWorker) => void)[] = [];
@@ -78,7 +85,7 @@ class ApplyPool {
   constructor(private readonly size: number, private readonly log?: Logger) {}
 
   private spawn(): PoolWorker {
-    const w: PoolWorker = { worker: new Worker(path.join(__dirname, "apply-worker.js")), busy: false };
+    const w: PoolWorker = { worker: new Worker(APPLY_WORKER), busy: false };
     w.worker.unref();
     w.worker.on("error", (err) => this.log?.error({ err }, "apply worker failed"));
     w.worker.on("exit", () => {
