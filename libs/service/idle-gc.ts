@@ -38,8 +38,11 @@ export function startIdleGc(opts: IdleGcOptions = {}): () => void {
   const growth = opts.growthBytes ?? 4 * MiB;
   const quiet = opts.quietBytes ?? 1 * MiB;
   // `gc` without --expose-gc on the command line: the flag set now is seen by a context made after it.
+  // The flag is turned off again at once: `gc` stays usable, and V8's flag hash goes back to what it
+  // was, so the code cache the process writes for its bundle (scripts/bundle.js) matches the next start.
   v8.setFlagsFromString("--expose-gc");
   const gc = vm.runInNewContext("gc") as () => void;
+  v8.setFlagsFromString("--no-expose-gc");
   const rss = (): number => process.memoryUsage.rss();
   let base = inUse();
   let last = base;
