@@ -75,7 +75,7 @@ if (script.cachedDataRejected !== false) {
   const save = () => {
     if (written) return;
     written = true;
-    const tmp = cacheFile + "." + process.pid + ".tmp";
+    const tmp = cacheFile + "." + process.pid + "." + require("node:worker_threads").threadId + ".tmp";
     try { fs.writeFileSync(tmp, script.createCachedData()); fs.renameSync(tmp, cacheFile); } catch { try { fs.unlinkSync(tmp); } catch {} }
   };
   setTimeout(save, 5000).unref();
