@@ -66,6 +66,12 @@ const path = require("node:path");
 const vm = require("node:vm");
 const file = path.join(__dirname, ${JSON.stringify(bundleName)});
 const cacheFile = path.join(__dirname, ${JSON.stringify(cacheName)});
+if (process.sourceMapsEnabled || process.execArgv.includes("--enable-source-maps")) {
+  // Node maps stack traces only for what its loader compiles (not a vm.Script): compile it as this
+  // file (the bundle's source map sits beside both), without the cache.
+  module._compile(fs.readFileSync(file, "utf8"), __filename);
+  return;
+}
 let cachedData;
 try { cachedData = fs.readFileSync(cacheFile); } catch {}
 const script = new vm.Script(require("node:module").wrap(fs.readFileSync(file, "utf8")), { filename: file, cachedData });
