@@ -139,7 +139,11 @@ async function main() {
   for (const rel of ENTRIES) await bundle(rel);
 }
 
-main().catch((e) => {
-  process.stderr.write(`bundle: ${e && e.message ? e.message : e}\n`);
-  process.exit(1);
-});
+module.exports = { ENTRIES, EXTERNAL };
+
+if (require.main === module) {
+  main().catch((e) => {
+    process.stderr.write(`bundle: ${e && e.message ? e.message : e}\n`);
+    process.exit(1);
+  });
+}
