@@ -129,7 +129,7 @@ async function bundle(rel) {
     if (out.path === bundleFile) hash = out.hash;
   }
   const dir = path.dirname(file);
-  for (const old of fs.readdirSync(dir)) if (old.startsWith(`.${base}.`) && old.endsWith(".v8cache")) fs.rmSync(path.join(dir, old), { force: true });
+  for (const old of fs.readdirSync(dir)) if (old.startsWith(`.${base}.`) && /\.v8cache(\.\d+\.\d+\.tmp)?$/.test(old)) fs.rmSync(path.join(dir, old), { force: true });
   // Written only once built: the entry is the bundle's input.
   write(file, stub(`${base}.bundle.js`, `.${base}.${hash}.v8cache`));
   fs.rmSync(`${file}.map`, { force: true }); // tsc's, for the entry alone; the bundle has its own
