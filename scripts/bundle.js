@@ -15,6 +15,7 @@
  * lines with `NODE_OPTIONS=--enable-source-maps`.
  */
 "use strict";
+const crypto = require("node:crypto");
 const fs = require("node:fs");
 const path = require("node:path");
 const esbuild = require("esbuild");
@@ -126,7 +127,7 @@ async function bundle(rel) {
   let hash = "";
   for (const out of res.outputFiles) {
     write(out.path, out.contents);
-    if (out.path === bundleFile) hash = out.hash;
+    if (out.path === bundleFile) hash = crypto.createHash("sha256").update(out.contents).digest("hex").slice(0, 16);
   }
   const dir = path.dirname(file);
   for (const old of fs.readdirSync(dir)) if (old.startsWith(`.${base}.`) && /\.v8cache(\.\d+\.\d+\.tmp)?$/.test(old)) fs.rmSync(path.join(dir, old), { force: true });

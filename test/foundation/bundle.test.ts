@@ -3,7 +3,7 @@
  * tasks process (shims), the systemd units and the compose file run is each entry's stub and the one
  * bundle beside it. Checked on the built tree: a bundle requires nothing but Node's builtins and the
  * packages left to node_modules on purpose (so no process loads our modules file by file), and a
- * service started twice with the flags `flotilla up` gives it reuses the code cache the first start wrote.
+ * service or the shim started twice with the flags it runs with reuses the code cache its first start wrote.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -13,6 +13,7 @@ import { isBuiltin } from "node:module";
 import * as path from "node:path";
 import { repoRoot } from "#libs/proto";
 import { SERVICE_NODE_FLAGS } from "#cli/supervisor";
+import { DEFAULT_NODE_OPTIONS } from "#services/tasks/src/runtime/runtimes";
 
 const ROOT = repoRoot();
 const DIST = path.join(ROOT, "dist");
@@ -40,22 +41,29 @@ test("every process's entry runs one bundle that requires only builtins and the 
   }
 });
 
-test("a service's second start runs its bundle from the code cache its first start wrote", () => {
-  const dir = path.join(DIST, "services", "images");
-  const caches = (): string[] => fs.readdirSync(dir).filter((f) => f.startsWith(".main.") && f.endsWith(".v8cache"));
-  const bad = path.join(ROOT, "no-such-dir", "config.toml");
-  const start = (): string => {
-    // A config that cannot be read: the process loads its bundle, runs main and exits 1 at once.
-    const r = spawnSync(process.execPath, [...SERVICE_NODE_FLAGS, path.join(dir, "main.js"), "--config", bad], { encoding: "utf8", timeout: 60000 });
-    assert.equal(r.status, 1, r.stderr);
-    return r.stderr;
-  };
-  assert.match(start(), /^flotilla-images: config .*no-such-dir/m);
-  assert.equal(caches().length, 1, "one code cache beside the bundle");
-  const before = fs.statSync(path.join(dir, caches()[0]!));
-  start();
-  const after = fs.statSync(path.join(dir, caches()[0]!));
-  // A cache V8 rejects is replaced (a new file renamed over it); one it takes is left as it was.
-  assert.equal(after.ino, before.ino, "the second start took the cache");
-  assert.equal(after.mtimeMs, before.mtimeMs);
-});
+/** Each entry started twice as deployed: a service with `flotilla up`'s flags, the shim with the tasks process's. */
+const STARTS = [
+  // A config that cannot be read: the process loads its bundle, runs main and exits 1 at once.
+  { dir: "services/images", flags: SERVICE_NODE_FLAGS, args: ["--config", path.join(ROOT, "no-such-dir", "config.toml")], status: 1, says: /^flotilla-images: config .*no-such-dir/m },
+  { dir: "services/shim", flags: DEFAULT_NODE_OPTIONS, args: ["-v"], status: 0, says: /^containerd-shim-flotilla-v2 /m },
+];
+
+for (const s of STARTS) {
+  test(`${s.dir}: the second start runs its bundle from the code cache the first start wrote`, () => {
+    const dir = path.join(DIST, s.dir);
+    const caches = (): string[] => fs.readdirSync(dir).filter((f) => f.startsWith(".main.") && f.endsWith(".v8cache"));
+    const start = (): string => {
+      const r = spawnSync(process.execPath, [...s.flags, path.join(dir, "main.js"), ...s.args], { encoding: "utf8", timeout: 60000 });
+      assert.equal(r.status, s.status, r.stderr);
+      return r.stdout + r.stderr;
+    };
+    assert.match(start(), s.says);
+    assert.equal(caches().length, 1, "one code cache beside the bundle");
+    const before = fs.statSync(path.join(dir, caches()[0]!));
+    start();
+    const after = fs.statSync(path.join(dir, caches()[0]!));
+    // A cache V8 rejects is replaced (a new file renamed over it); one it takes is left as it was.
+    assert.equal(after.ino, before.ino, "the second start took the cache");
+    assert.equal(after.mtimeMs, before.mtimeMs);
+  });
+}
