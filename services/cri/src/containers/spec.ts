@@ -322,9 +322,9 @@ function applyCapabilities(spec: OciSpec, host: SpecHost, sc: Opt<CriContainerSe
   }
 }
 
-function applyResources(spec: OciSpec, host: SpecHost, r: Opt<CriLinuxResources>, input: SpecInput): void {
+/** Write the CRI resources into `res` (containerd's WithResources). */
+export function applyResources(res: OciResources, host: Pick<SpecHost, "swapAvailable" | "hugetlbAvailable">, r: Opt<CriLinuxResources>, options: SpecInput["options"]): void {
   if (!r) return;
-  const res = spec.linux.resources;
   const cpu = (res.cpu ??= {});
   const mem = (res.memory ??= {});
   const period = num(r.cpu_period), quota = num(r.cpu_quota), shares = num(r.cpu_shares);
@@ -340,11 +340,17 @@ function applyResources(spec: OciSpec, host: SpecHost, r: Opt<CriLinuxResources>
   }
   if (swap) mem.swap = swap;
   const huge = r.hugepage_limits ?? [];
-  if (!input.options?.disableHugetlbController && huge.length) {
+  if (!options?.disableHugetlbController && huge.length) {
     if (host.hugetlbAvailable) res.hugepageLimits = huge.map((h) => ({ pageSize: h.page_size ?? "", limit: num(h.limit) }));
-    else if (!input.options?.tolerateMissingHugetlbController) throw errFailedPrecondition("huge pages limits are specified but hugetlb cgroup controller is missing. Please set tolerate_missing_hugetlb_controller to `true` to ignore this error");
+    else if (!options?.tolerateMissingHugetlbController) throw errFailedPrecondition("huge pages limits are specified but hugetlb cgroup controller is missing. Please set tolerate_missing_hugetlb_controller to `true` to ignore this error");
   }
   if (r.unified && Object.keys(r.unified).length) res.unified = { ...(res.unified ?? {}), ...r.unified };
+}
+
+/** The OOM score adjustment asked for, never below the CRI process's own with restrict_oom_score_adj. */
+export function oomScoreAdj(r: CriLinuxResources, host: Pick<SpecHost, "currentOomScoreAdj">, restrict: boolean): number {
+  const adj = num(r.oom_score_adj);
+  return restrict ? Math.max(adj, host.currentOomScoreAdj()) : adj;
 }
 
 /** containerd's getCgroupsPath: a systemd slice parent gives `slice:cri-containerd:id`, else a path. */
@@ -496,7 +502,7 @@ export function buildContainerSpec(input: SpecInput, host: SpecHost): OciSpec {
 
   if (opts.disableCgroup) delete spec.linux.cgroupsPath;
   else {
-    applyResources(spec, host, config.linux?.resources, input);
+    applyResources(spec.linux.resources, host, config.linux?.resources, opts);
     const parent = sandboxConfig.linux?.cgroup_parent;
     if (parent) spec.linux.cgroupsPath = cgroupsPath(parent, input.id);
   }
@@ -505,11 +511,7 @@ export function buildContainerSpec(input: SpecInput, host: SpecHost): OciSpec {
   Object.assign(spec.annotations, passthroughAnnotations(config.annotations, opts.containerAnnotations));
 
   const res = config.linux?.resources;
-  if (res) {
-    let adj = num(res.oom_score_adj);
-    if (opts.restrictOomScoreAdj) adj = Math.max(adj, host.currentOomScoreAdj());
-    spec.process.oomScoreAdj = adj;
-  }
+  if (res) spec.process.oomScoreAdj = oomScoreAdj(res, host, !!opts.restrictOomScoreAdj);
   spec.linux.namespaces = podNamespaces(sc, input.sandboxPid, input.targetPid ?? input.sandboxPid);
   if (host.cgroupUnified && !sc?.privileged) spec.linux.namespaces.push({ type: "cgroup" });
   Object.assign(spec.annotations, {
