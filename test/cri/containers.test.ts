@@ -12,6 +12,10 @@ import { hostSpecFacts } from "#services/cri/src/containers/host";
 import { rootfsFromMounts } from "#services/cri/src/containers/users";
 import { CriLineSplitter, rfc3339Nano } from "#services/cri/src/containers/logfile";
 import { ContainerIO, fifoPaths, makeFifos } from "#services/cri/src/containers/io";
+import { execFileSync } from "node:child_process";
+import { runCommand, startStack, waitFor } from "#test/harness";
+import { startRegistry } from "#test/helpers/registry";
+import { buildBusyboxImage, pushImage } from "#test/helpers/image";
 
 const tmp = fs.mkdtempSync(path.join(process.env.TMPDIR ?? "/var/tmp", "cri-b-"));
 test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -219,4 +223,153 @@ test("the IO hub copies a container's output to its log file and an attach sessi
   assert.deepEqual(lines.sort(), ["stderr F oops", "stdout F one", "stdout F two"]);
   assert.equal(seen.join(""), "one\ntw");
   for (const l of fs.readFileSync(logPath, "utf8").trim().split("\n")) assert.match(l, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z (stdout|stderr) [FP] /);
+});
+
+// ---- end to end: real crictl against `bin/flotilla up` (its CRI service behind the gateway) ----
+
+/** crictl from the conformance kit, unpacked once into the test's scratch directory. */
+function crictlBinary(): string {
+  const bin = path.join(tmp, "crictl");
+  if (!fs.existsSync(bin)) {
+    fs.writeFileSync(bin, execFileSync("xz", ["-dc", "/work/shared/cri-conformance/bin/crictl.xz"], { maxBuffer: 256 << 20 }), { mode: 0o755 });
+  }
+  return bin;
+}
+
+test("crictl: pull, runp, create, start, ps, inspect, logs, stats, exec-free lifecycle, stop (timeout then SIGKILL), rm", { timeout: 170_000 }, async (t) => {
+  const reg = await startRegistry();
+  t.after(() => reg.stop());
+  const passwd = "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www-data:/var/www:/bin/false\n";
+  const group = "root:x:0:\nwheel:x:10:root\nwww-data:x:33:\n";
+  const img = buildBusyboxImage({
+    applets: ["sh", "ls", "cat", "echo", "true", "sleep", "id", "touch"],
+    extraFiles: [{ path: "etc/passwd", type: "file", data: Buffer.from(passwd) }, { path: "etc/group", type: "file", data: Buffer.from(group) }],
+  });
+  await pushImage(reg, "library/busybox", "1.28", img);
+  await pushImage(reg, "pause", "3.6", img);
+  const hostsDir = path.join(tmp, "certs.d");
+  for (const h of ["docker.io", "registry.k8s.io"]) {
+    fs.mkdirSync(path.join(hostsDir, h), { recursive: true });
+    fs.writeFileSync(path.join(hostsDir, h, "hosts.toml"), `server = "${reg.url}"\n[host."${reg.url}"]\n  capabilities = ["pull", "resolve"]\n`);
+  }
+  const cniDir = path.join(tmp, "net.d");
+  fs.mkdirSync(cniDir, { recursive: true });
+  const stack = await startStack({
+    extraToml: [
+      `[plugins."io.containerd.grpc.v1.cri"]`,
+      `  sandbox_image = "registry.k8s.io/pause:3.6"`,
+      `  stream_server_address = "127.0.0.1"`,
+      `  stream_server_port = "0"`,
+      `  restrict_oom_score_adj = true`,
+      `  max_container_log_line_size = 64`,
+      `  [plugins."io.containerd.grpc.v1.cri".cni]`,
+      `    bin_dir = "/usr/lib/cni"`,
+      `    conf_dir = ${JSON.stringify(cniDir)}`,
+      `  [plugins."io.containerd.grpc.v1.cri".registry]`,
+      `    config_path = ${JSON.stringify(hostsDir)}`,
+    ].join("\n"),
+  });
+  t.after(() => stack.stop());
+  await stack.waitHealthy("cri");
+  const ep = `unix://${stack.socket}`;
+  const crictl = async (...args: string[]): Promise<string> => {
+    const r = await runCommand(crictlBinary(), ["-r", ep, "-i", ep, "-t", "60s", ...args], { timeoutMs: 90_000 });
+    if (r.code !== 0) throw new Error(`crictl ${args.join(" ")} exited ${r.code}: ${r.stderr}\n${stack.logs().slice(-3000)}`);
+    return r.stdout.trim();
+  };
+  await crictl("pull", "busybox:1.28");
+  const logDir = path.join(tmp, "pod-logs");
+  const podJson = path.join(tmp, "pod.json");
+  fs.writeFileSync(podJson, JSON.stringify({
+    metadata: { name: "cri-b-pod", namespace: "default", uid: "cri-b-uid", attempt: 1 },
+    log_directory: logDir,
+    linux: { security_context: { namespace_options: { network: 2 } } },
+  }));
+  const ctrJson = (name: string, extra: Record<string, unknown>): string => {
+    const p = path.join(tmp, `${name}.json`);
+    fs.writeFileSync(p, JSON.stringify({ metadata: { name }, image: { image: "busybox:1.28" }, log_path: `${name}.log`, ...extra }));
+    return p;
+  };
+  const podId = await crictl("runp", podJson);
+  t.after(async () => {
+    await crictl("stopp", podId).catch(() => undefined);
+    await crictl("rmp", podId).catch(() => undefined);
+  });
+  // A long line is cut at max_container_log_line_size (64) into P pieces.
+  const long = "x".repeat(100);
+  const c1 = await crictl("create", podId, ctrJson("talker", {
+    command: ["sh", "-c", `echo hello; echo oops >&2; echo ${long}; id; sleep 1000`],
+    envs: [{ key: "GREETING", value: "hi" }],
+    linux: { security_context: { run_as_username: "www-data", supplemental_groups: [1234] } },
+  }), podJson);
+  assert.match(c1, /^[0-9a-f]{64}$/);
+  let ps = await crictl("ps", "-a", "-q");
+  assert.ok(ps.includes(c1), "a created container is listed");
+  const created = JSON.parse(await crictl("inspect", c1)) as { status: { state: string; metadata: { name: string } }; info: { runtimeSpec: { process: { user: { uid: number; gid: number; additionalGids: number[] }; env: string[] }; annotations: Record<string, string> } } };
+  assert.equal(created.status.state, "CONTAINER_CREATED");
+  assert.equal(created.status.metadata.name, "talker");
+  assert.deepEqual(created.info.runtimeSpec.process.user, { uid: 33, gid: 33, additionalGids: [33, 1234] });
+  assert.ok(created.info.runtimeSpec.process.env.includes("GREETING=hi"));
+  assert.equal(created.info.runtimeSpec.annotations["io.kubernetes.cri.sandbox-id"], podId);
+  // The container record in k8s.io, as ctr sees it, with containerd's CRI labels and the pod as sandbox.
+  const info = JSON.parse((await stack.ctr(["c", "info", c1], { namespace: "k8s.io" })).stdout) as { Labels: Record<string, string>; Sandbox?: string; SandboxID?: string };
+  assert.equal(info.Labels["io.cri-containerd.kind"], "container");
+
+  await crictl("start", c1);
+  const running = JSON.parse(await crictl("inspect", c1)) as { status: { state: string; startedAt: string }; info: { pid: number } };
+  assert.equal(running.status.state, "CONTAINER_RUNNING");
+  assert.ok(running.info.pid > 0);
+  ps = await crictl("ps", "--state", "Running", "-q");
+  assert.ok(ps.split("\n").includes(c1));
+  await waitFor("the container's output in its log", async () => ((await crictl("logs", c1)).includes("uid=33") ? true : undefined), 20_000);
+  const logs = await runCommand(crictlBinary(), ["-r", ep, "logs", c1]);
+  assert.match(logs.stdout, /^hello$/m);
+  assert.match(logs.stderr, /^oops$/m);
+  assert.ok(logs.stdout.includes(long), "crictl joins P pieces back into the line");
+  const raw = fs.readFileSync(path.join(logDir, "talker.log"), "utf8").split("\n").filter(Boolean);
+  assert.ok(raw.some((l) => / stdout P x{64}$/.test(l)), "the long line is cut into a P piece");
+  assert.ok(raw.some((l) => / stderr F oops$/.test(l)));
+  assert.match(logs.stdout, /groups=.*1234/);
+
+  const stats = JSON.parse(await crictl("stats", "-o", "json", c1)) as { stats: { attributes: { id: string }; cpu?: { usageCoreNanoSeconds?: { value: string } }; memory?: { workingSetBytes?: { value: string } } }[] };
+  assert.equal(stats.stats[0]!.attributes.id, c1);
+  assert.ok(Number(stats.stats[0]!.memory?.workingSetBytes?.value ?? 0) > 0, "memory stats come from the task's cgroup");
+
+  // UpdateContainerResources on a running container.
+  await crictl("update", "--memory", String(128 << 20), "--cpu-share", "512", c1);
+  const updated = JSON.parse(await crictl("inspect", c1)) as { info: { runtimeSpec: { linux: { resources: { memory: { limit: number }; cpu: { shares: number } } } } } };
+  assert.equal(updated.info.runtimeSpec.linux.resources.memory.limit, 128 << 20);
+  assert.equal(updated.info.runtimeSpec.linux.resources.cpu.shares, 512);
+
+  // sh as PID 1 ignores SIGTERM: stop waits the timeout, then SIGKILLs.
+  const t0 = Date.now();
+  await crictl("stop", "-t", "2", c1);
+  assert.ok(Date.now() - t0 >= 1900, "the timeout was waited");
+  const exited = JSON.parse(await crictl("inspect", c1)) as { status: { state: string; exitCode: number; reason: string; finishedAt: string } };
+  assert.equal(exited.status.state, "CONTAINER_EXITED");
+  assert.equal(exited.status.exitCode, 137);
+  assert.equal(exited.status.reason, "Error");
+
+  // A container that exits by itself: Completed with its code.
+  const c2 = await crictl("create", podId, ctrJson("quick", { command: ["sh", "-c", "echo done; touch /x 2>/dev/null || echo read-only"], linux: { security_context: { readonly_rootfs: true } } }), podJson);
+  await crictl("start", c2);
+  const done = await waitFor("the quick container to exit", async () => {
+    const s = JSON.parse(await crictl("inspect", c2)) as { status: { state: string; exitCode: number; reason: string } };
+    return s.status.state === "CONTAINER_EXITED" ? s.status : undefined;
+  }, 30_000);
+  assert.deepEqual([done.exitCode, done.reason], [0, "Completed"]);
+  assert.equal(await crictl("logs", c2), "done\nread-only");
+
+  await crictl("rm", c1);
+  await crictl("rm", c2);
+  assert.equal(await crictl("ps", "-a", "-q"), "");
+  const left = await stack.ctr(["c", "ls", "-q"], { namespace: "k8s.io" });
+  assert.ok(!left.stdout.includes(c1) && !left.stdout.includes(c2), "the containerd records are gone");
+  const snaps = await stack.ctr(["snapshot", "ls"], { namespace: "k8s.io" });
+  assert.ok(!snaps.stdout.includes(c1), "the snapshot is gone");
+  // Errors: an unknown container, a container in a pod that is gone.
+  await assert.rejects(crictl("inspect", "0123456789abcdef"), /not found/i);
+  await crictl("stopp", podId);
+  await crictl("rmp", podId);
+  await assert.rejects(crictl("create", podId, ctrJson("late", { command: ["true"] }), podJson), /not found/i);
 });

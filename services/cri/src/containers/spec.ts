@@ -41,7 +41,7 @@ export interface CriContainerConfig {
   metadata?: Opt<{ name?: Opt<string>; attempt?: Opt<number> }>;
   image?: Opt<{ image?: Opt<string> }>;
   command?: Opt<readonly string[]>; args?: Opt<readonly string[]>; working_dir?: Opt<string>;
-  envs?: Opt<readonly { key?: Opt<string>; value?: Opt<string> }[]>;
+  envs?: Opt<readonly { key?: Opt<string>; value?: Opt<string | Uint8Array> }[]>;
   mounts?: Opt<readonly CriMount[]>; devices?: Opt<readonly CriDevice[]>;
   labels?: Opt<Record<string, string>>; annotations?: Opt<Record<string, string>>;
   log_path?: Opt<string>; stdin?: Opt<boolean>; stdin_once?: Opt<boolean>; tty?: Opt<boolean>;
@@ -472,7 +472,7 @@ export function buildContainerSpec(input: SpecInput, host: SpecHost): OciSpec {
   if (config.tty) spec.process.terminal = true;
   spec.process.env = mergeEnv(spec.process.env, [`HOSTNAME=${sandboxConfig.hostname || host.hostname()}`]);
   const env = [...(image.Env ?? [])];
-  for (const e of config.envs ?? []) env.push(`${e.key ?? ""}=${e.value ?? ""}`);
+  for (const e of config.envs ?? []) env.push(`${e.key ?? ""}=${typeof e.value === "string" ? e.value : Buffer.from(e.value ?? []).toString("utf8")}`);
   spec.process.env = mergeEnv(spec.process.env, env);
 
   applyMounts(spec, host, config.mounts ?? [], [...podFileMounts(config, input.podFiles), ...(input.extraMounts ?? [])]);
