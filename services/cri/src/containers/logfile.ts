@@ -90,7 +90,9 @@ export class CriLogFile {
   private open(): fs.WriteStream | undefined {
     if (!this.file) return undefined;
     fs.mkdirSync(path.dirname(this.file), { recursive: true });
-    const s = fs.createWriteStream(this.file, { flags: "a", mode: 0o640 });
+    // Opened here, so the file exists (or the error is thrown) when the constructor or reopen() returns.
+    const fd = fs.openSync(this.file, "a", 0o640);
+    const s = fs.createWriteStream("", { fd });
     s.on("error", () => {
       /* a failed write loses the entry, as containerd's logger does */
     });
