@@ -108,14 +108,19 @@ export class ContainerIO {
     return this.done;
   }
 
-  /** Attach a session until its signal aborts, its stdin ends or the container's output ends. */
+  /**
+   * Attach a session until its signal aborts or the container's output ends. When its stdin ends, a
+   * stdin_once container (without a terminal) gets its stdin closed and the session stays for the
+   * output; otherwise the session ends there.
+   */
   async attach(s: AttachStreams): Promise<void> {
     if (s.signal.aborted) return;
     const added: [LogStream, Sink][] = [];
     if (s.stdout) added.push(["stdout", s.stdout]);
     if (s.stderr && !this.fifos.terminal) added.push(["stderr", s.stderr]);
     for (const [n, w] of added) this.sinks[n].add(w);
-    const ends: Promise<void>[] = [this.done, new Promise((resolve) => s.signal.addEventListener("abort", () => resolve(), { once: true }))];
+    const aborted = new Promise<void>((resolve) => s.signal.addEventListener("abort", () => resolve(), { once: true }));
+    const ends: Promise<void>[] = [this.done, aborted];
     let stdinDone: Promise<void> | undefined;
     const stdin = this.stdinSock;
     if (stdin && s.stdin) {
@@ -134,18 +139,20 @@ export class ContainerIO {
         src.once("error", end);
         s.signal.addEventListener("abort", end, { once: true });
       });
-      ends.push(stdinDone);
+      if (this.stdinOnce.once && !s.tty) {
+        const closing = stdinDone.then(async () => {
+          if (s.signal.aborted || stdin.destroyed || this.stdinSock !== stdin) return;
+          this.stdinSock = undefined;
+          await new Promise<void>((resolve) => stdin.end(resolve));
+          await this.stdinOnce.closeStdin().catch(() => undefined);
+        });
+        if (!added.length) ends.push(closing);
+      } else ends.push(stdinDone);
     }
-    // Nothing to wait for without any stream of the container: the session ends at once.
+    // Nothing of the container's to follow: the session ends at once.
     if (!added.length && !stdinDone) return;
-    if (!added.length && stdinDone) await Promise.race([stdinDone, ...ends]);
-    else await Promise.race(ends);
+    await Promise.race(ends);
     for (const [n, w] of added) this.sinks[n].delete(w);
-    if (stdinDone && this.stdinOnce.once && !s.tty && !s.signal.aborted && stdin && !stdin.destroyed) {
-      await new Promise<void>((resolve) => stdin.end(resolve));
-      this.stdinSock = undefined;
-      await this.stdinOnce.closeStdin().catch(() => undefined);
-    }
   }
 
   /** Stop reading, close every end and the log file. */
