@@ -13,7 +13,9 @@ import { rootfsFromMounts } from "#services/cri/src/containers/users";
 import { CriLineSplitter, rfc3339Nano } from "#services/cri/src/containers/logfile";
 import { ContainerIO, fifoPaths, makeFifos } from "#services/cri/src/containers/io";
 import { execFileSync } from "node:child_process";
-import { runCommand, startStack, waitFor } from "#test/harness";
+import { runCommand, startStack, testChannels, waitFor } from "#test/harness";
+import { CriClient } from "#libs/clients/cri";
+import { background } from "#libs/context";
 import { startRegistry } from "#test/helpers/registry";
 import { buildBusyboxImage, pushImage } from "#test/helpers/image";
 
@@ -299,7 +301,7 @@ test("crictl: pull, runp, create, start, ps, inspect, logs, stats, exec-free lif
   // A long line is cut at max_container_log_line_size (64) into P pieces.
   const long = "x".repeat(100);
   const c1 = await crictl("create", podId, ctrJson("talker", {
-    command: ["sh", "-c", `trap '' TERM; echo hello; echo oops >&2; echo ${long}; id; sleep 1000`],
+    command: ["sh", "-c", `trap '' TERM; echo hello; echo oops >&2; echo ${long}; id; while true; do sleep 0.5; echo tick; done`],
     envs: [{ key: "GREETING", value: "hi" }],
     linux: { security_context: { run_as_username: "www-data", supplemental_groups: [1234] } },
   }), podJson);
@@ -335,6 +337,12 @@ test("crictl: pull, runp, create, start, ps, inspect, logs, stats, exec-free lif
   const stats = JSON.parse(await crictl("stats", "-o", "json", c1)) as { stats: { attributes: { id: string }; cpu?: { usageCoreNanoSeconds?: { value: string } }; memory?: { workingSetBytes?: { value: string } } }[] };
   assert.equal(stats.stats[0]!.attributes.id, c1);
   assert.ok(Number(stats.stats[0]!.memory?.workingSetBytes?.value ?? 0) > 0, "memory stats come from the task's cgroup");
+
+  // ReopenContainerLog (no crictl command for it: the CRI client): the kubelet rotated the file.
+  fs.renameSync(path.join(logDir, "talker.log"), path.join(logDir, "talker.log.1"));
+  const cri = new CriClient(testChannels.get(`unix://${stack.socket}`));
+  await cri.runtime.unary(background(), "ReopenContainerLog", { container_id: c1 });
+  await waitFor("output in the new log file", () => (fs.existsSync(path.join(logDir, "talker.log")) && / stdout F tick$/m.test(fs.readFileSync(path.join(logDir, "talker.log"), "utf8")) ? true : undefined), 20_000);
 
   // UpdateContainerResources on a running container.
   await crictl("update", "--memory", String(128 << 20), "--cpu-share", "512", c1);
