@@ -19,12 +19,12 @@ import { SnapshotterSetProxy } from "#libs/clients/snapshots";
 import { OCI_SPEC_TYPE_URL } from "#libs/core/containers";
 import { TaskStatus, type TaskMetric } from "#libs/core/tasks";
 import type { Mount } from "#libs/core/snapshots";
-import { decode } from "#libs/proto";
 import type { Decoded, Input } from "#libs/proto/types";
 import { nowNanos } from "#libs/time";
 import { CRI_LABELS, CRI_NAMESPACE, NamespaceMode, type ContainerIOHub, type ContainerRecord, type ContainersPart, type CriDeps, type ImagesPart, type PodsPart, type PodRecord } from "../parts";
 import { applyResources, buildContainerSpec, oomScoreAdj, type ImageRunConfig, type OciResources, type OciSpec } from "./spec";
 import { hostSpecFacts } from "./host";
+import { cgroupUsage } from "../stats";
 import { rootfsFromMounts } from "./users";
 import { ContainerIO, fifoPaths, makeFifos } from "./io";
 
@@ -456,54 +456,21 @@ export function createContainers(deps: CriDeps, others: { pods: PodsPart; images
     return {};
   }
 
-  function usageOf(m: TaskMetric | undefined): { cpu?: number; mem?: { usage: number; workingSet: number; rss: number; faults: number; majFaults: number; available?: number } } {
-    if (!m?.data) return {};
-    if (m.data.typeUrl.endsWith("io.containerd.cgroups.v1.Metrics")) {
-      const d = decode<Decoded["io.containerd.cgroups.v1.Metrics"]>("io.containerd.cgroups.v1.Metrics", m.data.value);
-      const mem = d.memory;
-      const usage = Number(mem?.usage?.usage ?? 0);
-      const inactive = Number(mem?.total_inactive_file ?? 0);
-      const limit = Number(mem?.usage?.limit ?? 0);
-      const ws = usage > inactive ? usage - inactive : 0;
-      return {
-        cpu: Number(d.cpu?.usage?.total ?? 0),
-        mem: { usage, workingSet: ws, rss: Number(mem?.total_rss ?? 0), faults: Number(mem?.total_pg_fault ?? 0), majFaults: Number(mem?.total_pg_maj_fault ?? 0), ...(limit && limit < 2 ** 62 ? { available: Math.max(0, limit - ws) } : {}) },
-      };
-    }
-    if (m.data.typeUrl.endsWith("io.containerd.cgroups.v2.Metrics")) {
-      const d = decode<Decoded["io.containerd.cgroups.v2.Metrics"]>("io.containerd.cgroups.v2.Metrics", m.data.value);
-      const mem = d.memory;
-      const usage = Number(mem?.usage ?? 0);
-      const inactive = Number(mem?.inactive_file ?? 0);
-      const ws = usage > inactive ? usage - inactive : 0;
-      const limit = Number(mem?.usage_limit ?? 0);
-      return {
-        cpu: Number(d.cpu?.usage_usec ?? 0) * 1000,
-        mem: { usage, workingSet: ws, rss: Number(mem?.anon ?? 0), faults: Number(mem?.pgfault ?? 0), majFaults: Number(mem?.pgmajfault ?? 0), ...(limit && limit < 2 ** 62 ? { available: Math.max(0, limit - ws) } : {}) },
-      };
-    }
-    return {};
-  }
-
   async function statsOf(r: Rec, metric: TaskMetric | undefined): Promise<Input["runtime.v1.ContainerStats"]> {
     const now = nowNanos();
     const out: Input["runtime.v1.ContainerStats"] = {
       attributes: { id: r.id, metadata: r.config.metadata, labels: r.config.labels ?? {}, annotations: r.config.annotations ?? {} },
     };
-    const u = usageOf(metric);
     const ts = metric ? BigInt(metric.timestamp.getTime()) * 1_000_000n : now;
-    if (u.cpu !== undefined) {
+    const u = cgroupUsage(metric?.data, ts);
+    if (u) {
+      // usage_nano_cores: the CPU time used since the previous sample, per second.
+      const total = Number(u.cpu.usage_core_nano_seconds?.value ?? 0);
       const prev = prevCpu.get(r.id);
-      let nanoCores: number | undefined;
-      if (prev && ts > prev.ts) nanoCores = Math.round(((u.cpu - prev.usage) * 1e9) / Number(ts - prev.ts));
-      prevCpu.set(r.id, { ts, usage: u.cpu });
-      out.cpu = { timestamp: ns(ts), usage_core_nano_seconds: { value: u.cpu }, ...(nanoCores !== undefined && nanoCores >= 0 ? { usage_nano_cores: { value: nanoCores } } : {}) };
-    }
-    if (u.mem) {
-      out.memory = {
-        timestamp: ns(ts), working_set_bytes: { value: u.mem.workingSet }, usage_bytes: { value: u.mem.usage }, rss_bytes: { value: u.mem.rss },
-        page_faults: { value: u.mem.faults }, major_page_faults: { value: u.mem.majFaults }, ...(u.mem.available !== undefined ? { available_bytes: { value: u.mem.available } } : {}),
-      };
+      prevCpu.set(r.id, { ts, usage: total });
+      const nanoCores = prev && ts > prev.ts ? Math.round(((total - prev.usage) * 1e9) / Number(ts - prev.ts)) : undefined;
+      out.cpu = { ...u.cpu, ...(nanoCores !== undefined && nanoCores >= 0 ? { usage_nano_cores: { value: nanoCores } } : {}) };
+      out.memory = u.memory;
     }
     try {
       const usage = await snapshots.get(r.snapshotter).usage(ctxK8s(), r.id);
