@@ -75,12 +75,11 @@ export function hostSpecFacts(): SpecHost {
   })();
   const swap = unified ? ownCgroupHas("memory.swap.max") : fs.existsSync("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes");
   const hugetlb = unified ? (fs.existsSync("/sys/fs/cgroup/cgroup.controllers") && fs.readFileSync("/sys/fs/cgroup/cgroup.controllers", "utf8").includes("hugetlb")) : fs.existsSync("/sys/fs/cgroup/hugetlb");
-  const lastCap = (() => {
-    try {
-      return Number(fs.readFileSync("/proc/sys/kernel/cap_last_cap", "utf8").trim());
-    } catch {
-      return CAP_NAMES.length - 1;
-    }
+  // containerd's "all capabilities" are those this process holds (its effective set), not the kernel's list.
+  const held = (() => {
+    const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(fs.readFileSync("/proc/self/status", "utf8"));
+    const mask = m ? BigInt("0x" + m[1]) : 0n;
+    return CAP_NAMES.filter((_n, i) => (mask >> BigInt(i)) & 1n).map((c) => `CAP_${c}`);
   })();
   return {
     hostname: () => os.hostname(),
@@ -105,7 +104,7 @@ export function hostSpecFacts(): SpecHost {
     },
     devicesAt: (p) => devicesUnder(fs.realpathSync(p), true),
     hostDevices: () => devicesUnder("/dev", false),
-    allCapabilities: () => CAP_NAMES.slice(0, Math.min(lastCap + 1, CAP_NAMES.length)).map((c) => `CAP_${c}`),
+    allCapabilities: () => [...held],
     readProfile: (p) => fs.readFileSync(p, "utf8"),
   };
 }
