@@ -245,7 +245,7 @@ test("crictl: pull, runp, create, start, ps, inspect, logs, stats, exec-free lif
   const passwd = "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www-data:/var/www:/bin/false\n";
   const group = "root:x:0:\nwheel:x:10:root\nwww-data:x:33:\n";
   const img = buildBusyboxImage({
-    applets: ["sh", "ls", "cat", "echo", "true", "sleep", "id", "touch"],
+    applets: ["sh", "ls", "cat", "echo", "true", "sleep", "id", "touch", "head", "tr"],
     extraFiles: [{ path: "etc/passwd", type: "file", data: Buffer.from(passwd) }, { path: "etc/group", type: "file", data: Buffer.from(group) }],
   });
   await pushImage(reg, "library/busybox", "1.28", img);
@@ -369,8 +369,18 @@ test("crictl: pull, runp, create, start, ps, inspect, logs, stats, exec-free lif
   assert.deepEqual([done.exitCode, done.reason], [0, "Completed"]);
   assert.equal(await crictl("logs", c2), "done\nread-only");
 
+  // A container the kernel's OOM killer ends: reason OOMKilled.
+  const c3 = await crictl("create", podId, ctrJson("hog", { command: ["sh", "-c", "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived"], linux: { resources: { memory_limit_in_bytes: 16 << 20 } } }), podJson);
+  await crictl("start", c3);
+  const oom = await waitFor("the hog to be OOM-killed", async () => {
+    const s = JSON.parse(await crictl("inspect", c3)) as { status: { state: string; exitCode: number; reason: string } };
+    return s.status.state === "CONTAINER_EXITED" ? s.status : undefined;
+  }, 30_000);
+  assert.deepEqual([oom.exitCode, oom.reason], [137, "OOMKilled"]);
+
   await crictl("rm", c1);
   await crictl("rm", c2);
+  await crictl("rm", c3);
   assert.equal(await crictl("ps", "-a", "-q"), "");
   const left = await stack.ctr(["c", "ls", "-q"], { namespace: "k8s.io" });
   assert.ok(!left.stdout.includes(c1) && !left.stdout.includes(c2), "the containerd records are gone");

@@ -21,6 +21,7 @@ import { TaskStatus, type TaskMetric } from "#libs/core/tasks";
 import type { Mount } from "#libs/core/snapshots";
 import type { Decoded, Input } from "#libs/proto/types";
 import { nowNanos } from "#libs/time";
+import { unpackAny } from "#libs/proto";
 import { CRI_LABELS, CRI_NAMESPACE, NamespaceMode, type ContainerIOHub, type ContainerRecord, type ContainersPart, type CriDeps, type ImagesPart, type PodsPart, type PodRecord } from "../parts";
 import { applyResources, buildContainerSpec, oomScoreAdj, type ImageRunConfig, type OciResources, type OciSpec } from "./spec";
 import { hostSpecFacts } from "./host";
@@ -119,6 +120,10 @@ export function createContainers(deps: CriDeps, others: { pods: PodsPart; images
       const ctx = ctxK8s();
       try {
         const exit = await tasks.wait(ctx, id);
+        // The task's cgroup is there until the task is deleted: did the kernel's OOM killer end it?
+        if (exit.exitStatus !== 0 && oomKilled((await metricsFor([id])).get(id))) {
+          await store.containers.update(id, (r) => void ((r as Rec).reason = "OOMKilled")).catch(() => undefined);
+        }
         const io = ios.get(id);
         if (io) await Promise.race([io.wait(), new Promise((r) => setTimeout(r, 2000).unref())]);
         await recordExit(id, exit.exitStatus, exit.exitedAt);
@@ -571,6 +576,16 @@ export function createContainers(deps: CriDeps, others: { pods: PodsPart; images
       }
     },
   };
+}
+
+/** Whether a task's cgroup metrics count an OOM kill. */
+function oomKilled(m: TaskMetric | undefined): boolean {
+  if (!m?.data) return false;
+  const type = m.data.typeUrl.replace(/^.*\//, "");
+  const any = { type_url: type, value: Buffer.from(m.data.value) };
+  if (type === "io.containerd.cgroups.v1.Metrics") return Number(unpackAny<{ memory_oom_control?: { oom_kill?: number | string } }>(any).memory_oom_control?.oom_kill ?? 0) > 0;
+  if (type === "io.containerd.cgroups.v2.Metrics") return Number(unpackAny<{ memory_events?: { oom_kill?: number | string } }>(any).memory_events?.oom_kill ?? 0) > 0;
+  return false;
 }
 
 /** A string list from a runtime's options table (`pod_annotations`, `container_annotations`). */
