@@ -5,15 +5,14 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { buildContainerSpec, DEFAULT_CAPS, processArgs, type SpecInput, type CriContainerConfig } from "#services/cri/src/containers/spec";
 import { hostSpecFacts } from "#services/cri/src/containers/host";
 import { rootfsFromMounts } from "#services/cri/src/containers/users";
 import { CriLineSplitter, rfc3339Nano } from "#services/cri/src/containers/logfile";
 import { ContainerIO, fifoPaths, makeFifos } from "#services/cri/src/containers/io";
-import { execFileSync } from "node:child_process";
-import { runCommand, startStack, testChannels, waitFor } from "#test/harness";
+import { testChannels, waitFor } from "#test/harness";
+import { podConfig, startCriStack } from "#test/cri/helpers";
 import { CriClient } from "#libs/clients/cri";
 import { background } from "#libs/context";
 import { startRegistry } from "#test/helpers/registry";
@@ -230,15 +229,6 @@ test("the IO hub copies a container's output to its log file and an attach sessi
 
 // ---- end to end: real crictl against `bin/flotilla up` (its CRI service behind the gateway) ----
 
-/** crictl from the conformance kit, unpacked once into the test's scratch directory. */
-function crictlBinary(): string {
-  const bin = path.join(tmp, "crictl");
-  if (!fs.existsSync(bin)) {
-    fs.writeFileSync(bin, execFileSync("xz", ["-dc", "/work/shared/cri-conformance/bin/crictl.xz"], { maxBuffer: 256 << 20 }), { mode: 0o755 });
-  }
-  return bin;
-}
-
 test("crictl: pull, runp, create, start, ps, inspect, logs, stats, exec-free lifecycle, stop (timeout then SIGKILL), rm", { timeout: 170_000 }, async (t) => {
   const reg = await startRegistry();
   t.after(() => reg.stop());
@@ -255,44 +245,14 @@ test("crictl: pull, runp, create, start, ps, inspect, logs, stats, exec-free lif
     fs.mkdirSync(path.join(hostsDir, h), { recursive: true });
     fs.writeFileSync(path.join(hostsDir, h, "hosts.toml"), `server = "${reg.url}"\n[host."${reg.url}"]\n  capabilities = ["pull", "resolve"]\n`);
   }
-  const cniDir = path.join(tmp, "net.d");
-  fs.mkdirSync(cniDir, { recursive: true });
-  const stack = await startStack({
-    extraToml: [
-      `[plugins."io.containerd.grpc.v1.cri"]`,
-      `  sandbox_image = "registry.k8s.io/pause:3.6"`,
-      `  stream_server_address = "127.0.0.1"`,
-      `  stream_server_port = "0"`,
-      `  restrict_oom_score_adj = true`,
-      `  max_container_log_line_size = 64`,
-      `  [plugins."io.containerd.grpc.v1.cri".cni]`,
-      `    bin_dir = "/usr/lib/cni"`,
-      `    conf_dir = ${JSON.stringify(cniDir)}`,
-      `  [plugins."io.containerd.grpc.v1.cri".registry]`,
-      `    config_path = ${JSON.stringify(hostsDir)}`,
-    ].join("\n"),
-  });
+  const stack = await startCriStack({ registryConfigPath: hostsDir, criExtra: ["max_container_log_line_size = 64"] });
   t.after(() => stack.stop());
   await stack.waitHealthy("cri");
-  const ep = `unix://${stack.socket}`;
-  const crictl = async (...args: string[]): Promise<string> => {
-    const r = await runCommand(crictlBinary(), ["-r", ep, "-i", ep, "-t", "60s", ...args], { timeoutMs: 90_000 });
-    if (r.code !== 0) throw new Error(`crictl ${args.join(" ")} exited ${r.code}: ${r.stderr}\n${stack.logs().slice(-3000)}`);
-    return r.stdout.trim();
-  };
+  const crictl = async (...args: string[]): Promise<string> => (await stack.crictlOk(args)).trim();
   await crictl("pull", "busybox:1.28");
   const logDir = path.join(tmp, "pod-logs");
-  const podJson = path.join(tmp, "pod.json");
-  fs.writeFileSync(podJson, JSON.stringify({
-    metadata: { name: "cri-b-pod", namespace: "default", uid: "cri-b-uid", attempt: 1 },
-    log_directory: logDir,
-    linux: { security_context: { namespace_options: { network: 2 } } },
-  }));
-  const ctrJson = (name: string, extra: Record<string, unknown>): string => {
-    const p = path.join(tmp, `${name}.json`);
-    fs.writeFileSync(p, JSON.stringify({ metadata: { name }, image: { image: "busybox:1.28" }, log_path: `${name}.log`, ...extra }));
-    return p;
-  };
+  const podJson = stack.writeConfig("pod", podConfig("cri-b-pod", { log_directory: logDir, linux: { security_context: { namespace_options: { network: 2 } } } }));
+  const ctrJson = (name: string, extra: Record<string, unknown>): string => stack.writeConfig(name, { metadata: { name }, image: { image: "busybox:1.28" }, log_path: `${name}.log`, ...extra });
   const podId = await crictl("runp", podJson);
   t.after(async () => {
     await crictl("stopp", podId).catch(() => undefined);
@@ -325,7 +285,7 @@ test("crictl: pull, runp, create, start, ps, inspect, logs, stats, exec-free lif
   ps = await crictl("ps", "--state", "Running", "-q");
   assert.ok(ps.split("\n").includes(c1));
   await waitFor("the container's output in its log", async () => ((await crictl("logs", c1)).includes("uid=33") ? true : undefined), 20_000);
-  const logs = await runCommand(crictlBinary(), ["-r", ep, "logs", c1]);
+  const logs = await stack.crictl(["logs", c1]);
   assert.match(logs.stdout, /^hello$/m);
   assert.match(logs.stderr, /^oops$/m);
   assert.ok(logs.stdout.includes(long), "crictl joins P pieces back into the line");
