@@ -80,7 +80,15 @@ function matchLabels(labels: Record<string, string>, selector: Record<string, st
 
 const ns = (v: bigint | number | undefined): string => String(v ?? 0);
 
-export function createContainers(deps: CriDeps, others: { pods: PodsPart; images: ImagesPart }): ContainersPart {
+/**
+ * Where the part reports its containers' lifecycle for GetContainerEvents (containerd 1.7's CRI events:
+ * created, started, stopped, deleted, with the container's status); optional until it is wired.
+ */
+export interface ContainerEventSink {
+  emit(e: { containerId: string; kind: "created" | "started" | "stopped" | "deleted"; containersStatuses?: Input["runtime.v1.ContainerStatus"][] }): void;
+}
+
+export function createContainers(deps: CriDeps, others: { pods: PodsPart; images: ImagesPart; events?: ContainerEventSink }): ContainersPart {
   const { store, config, log } = deps;
   const containers = new ContainerStoreProxy(deps.channel("tasks"));
   const tasks = new TaskServiceProxy(deps.channel("tasks"));
@@ -91,6 +99,8 @@ export function createContainers(deps: CriDeps, others: { pods: PodsPart; images
   /** Settles when the task's exit is recorded. */
   const exits = new Map<string, Promise<void>>();
   const prevCpu = new Map<string, { ts: bigint; usage: number }>();
+  /** Aborted by close(): the exit watchers of this part stop (a new part recovers them). */
+  const closed = new AbortController();
   const containerDir = (id: string): string => path.join(deps.state, "containers", id);
 
   const rec = (id: string): Rec => store.containers.get(id) as Rec;
@@ -119,7 +129,8 @@ export function createContainers(deps: CriDeps, others: { pods: PodsPart; images
     p = (async () => {
       const ctx = ctxK8s();
       try {
-        const exit = await tasks.wait(ctx, id);
+        const exit = await tasks.wait({ ...ctx, signal: closed.signal }, id);
+        if (closed.signal.aborted) return;
         // The task's cgroup is there until the task is deleted: did the kernel's OOM killer end it?
         if (exit.exitStatus !== 0 && oomKilled((await metricsFor([id])).get(id))) {
           await store.containers.update(id, (r) => void ((r as Rec).reason = "OOMKilled")).catch(() => undefined);
@@ -127,7 +138,9 @@ export function createContainers(deps: CriDeps, others: { pods: PodsPart; images
         const io = ios.get(id);
         if (io) await Promise.race([io.wait(), new Promise((r) => setTimeout(r, 2000).unref())]);
         await recordExit(id, exit.exitStatus, exit.exitedAt);
+        await emit(id, "stopped");
       } catch (e) {
+        if (closed.signal.aborted) return;
         if (errorCode(e) !== ErrorCodes.NotFound) {
           if (deps.stopping.aborted) return;
           log.warn({ err: e, id }, "cri: waiting for a container's task failed");
@@ -227,6 +240,7 @@ export function createContainers(deps: CriDeps, others: { pods: PodsPart; images
       });
       record = true;
       makeFifos(r.fifoDir, fifoPaths(r.fifoDir, id, !!cfg.stdin, !!cfg.tty));
+      await emit(id, "created");
       return { container_id: id };
     } catch (e) {
       if (record) await containers.delete(k8s, id).catch(() => undefined);
@@ -275,6 +289,7 @@ export function createContainers(deps: CriDeps, others: { pods: PodsPart; images
     } catch (e) {
       return fail(e);
     }
+    await emit(r.id, "started");
     void watch(r.id);
     return {};
   }
@@ -329,7 +344,16 @@ export function createContainers(deps: CriDeps, others: { pods: PodsPart; images
     exits.delete(id);
     prevCpu.delete(id);
     fs.rmSync(containerDir(id), { recursive: true, force: true });
+    const last = others.events ? await criStatus((store.containers.find(id) as Rec | undefined) ?? r) : undefined;
     await store.containers.delete(id);
+    if (last) others.events?.emit({ containerId: id, kind: "deleted", containersStatuses: [last] });
+  }
+
+  /** Tell the event sink, with the container's status now. */
+  async function emit(id: string, kind: "created" | "started" | "stopped"): Promise<void> {
+    if (!others.events) return;
+    const r = store.containers.find(id) as Rec | undefined;
+    if (r) others.events.emit({ containerId: id, kind, containersStatuses: [await criStatus(r)] });
   }
 
   async function remove(_ctx: CallContext, req: Decoded["runtime.v1.RemoveContainerRequest"]): Promise<Input["runtime.v1.RemoveContainerResponse"]> {
@@ -349,8 +373,8 @@ export function createContainers(deps: CriDeps, others: { pods: PodsPart; images
     return { image: r.config.image?.image ?? "", annotations: r.config.image?.annotations ?? {} };
   }
 
-  async function status(_ctx: CallContext, req: Decoded["runtime.v1.ContainerStatusRequest"]): Promise<Input["runtime.v1.ContainerStatusResponse"]> {
-    const r = rec(req.container_id);
+  /** The CRI status of a container record (the image named by its first tag and digest when it is still there). */
+  async function criStatus(r: Rec): Promise<Input["runtime.v1.ContainerStatus"]> {
     let imageName = r.config.image?.image ?? "";
     let imageRef = r.imageRef;
     try {
@@ -378,6 +402,12 @@ export function createContainers(deps: CriDeps, others: { pods: PodsPart; images
       log_path: r.logPath,
       resources: r.resources ? { linux: r.resources } : null,
     };
+    return st;
+  }
+
+  async function status(_ctx: CallContext, req: Decoded["runtime.v1.ContainerStatusRequest"]): Promise<Input["runtime.v1.ContainerStatusResponse"]> {
+    const r = rec(req.container_id);
+    const st = await criStatus(r);
     const info: Record<string, string> = {};
     if (req.verbose) {
       let spec: unknown;
@@ -570,6 +600,7 @@ export function createContainers(deps: CriDeps, others: { pods: PodsPart; images
       for (const c of mine) await removeOne(c.id);
     },
     async close() {
+      closed.abort();
       for (const [id, cio] of ios) {
         ios.delete(id);
         await cio.close();
