@@ -16,6 +16,8 @@ import { errFailedPrecondition, errInvalidArgument, errorCode, ErrorCodes } from
 import { ContainerStoreProxy } from "#libs/clients/containers";
 import { TaskServiceProxy } from "#libs/clients/tasks";
 import { SnapshotterSetProxy } from "#libs/clients/snapshots";
+import { LeaseManagerProxy } from "#libs/clients/leases";
+import { Labels } from "#libs/oci";
 import { OCI_SPEC_TYPE_URL } from "#libs/core/containers";
 import { TaskStatus, type TaskMetric } from "#libs/core/tasks";
 import type { Mount } from "#libs/core/snapshots";
@@ -93,6 +95,7 @@ export function createContainers(deps: CriDeps, others: { pods: PodsPart; images
   const containers = new ContainerStoreProxy(deps.channel("tasks"));
   const tasks = new TaskServiceProxy(deps.channel("tasks"));
   const snapshots = new SnapshotterSetProxy(deps.channel("snapshots"));
+  const leases = new LeaseManagerProxy(deps.channel("images"));
   const host = hostSpecFacts();
   const ctxK8s = (): CallContext => background(CRI_NAMESPACE);
   const ios = new Map<string, ContainerIO>();
@@ -203,8 +206,11 @@ export function createContainers(deps: CriDeps, others: { pods: PodsPart; images
     const sn = snapshots.get(r.snapshotter);
     let snapshot = false;
     let record = false;
+    // A lease holds the new snapshot against garbage collection until the container record refers to it.
+    let lease = "";
     try {
-      const mounts = await sn.prepare(k8s, id, image.chainId, { labels: {} });
+      lease = (await leases.create(k8s, { labels: { [Labels.gcExpire]: new Date(Date.now() + 3600_000).toISOString() } })).id;
+      const mounts = await sn.prepare({ ...k8s, lease }, id, image.chainId, { labels: {} });
       snapshot = true;
       let targetPid: number | undefined;
       const nsOpts = cfg.linux?.security_context?.namespace_options;
@@ -248,6 +254,8 @@ export function createContainers(deps: CriDeps, others: { pods: PodsPart; images
       fs.rmSync(containerDir(id), { recursive: true, force: true });
       await store.containers.delete(id);
       throw e;
+    } finally {
+      if (lease) await leases.delete(k8s, lease).catch((e) => log.warn({ err: e, lease }, "cri: deleting a container's creation lease"));
     }
   }
 
