@@ -56,6 +56,8 @@ interface CtrState {
   fifoDir: string;
   runtimeName: string;
   removing?: boolean;
+  /** Set until CreateContainer finished: a record left so by a crash is undone at recovery. */
+  creating?: boolean;
 }
 type Rec = ContainerRecord & CtrState;
 
@@ -198,7 +200,7 @@ export function createContainers(deps: CriDeps, others: { pods: PodsPart; images
       logPath: pod.config.log_directory && cfg.log_path ? path.join(pod.config.log_directory, cfg.log_path) : "",
       stopSignal: imgCfg.StopSignal ?? "", snapshotter: image.snapshotter || config.containerd.snapshotter,
       pid: 0, startedAt: 0n, finishedAt: 0n, exitCode: 0, reason: "", message: "",
-      resources: cfg.linux?.resources ?? null, fifoDir: path.join(containerDir(id), "io"), runtimeName: pod.runtimeName,
+      resources: cfg.linux?.resources ?? null, fifoDir: path.join(containerDir(id), "io"), runtimeName: pod.runtimeName, creating: true,
     };
     // The name first: a second container of the same name fails before anything is made.
     await store.containers.add(r);
@@ -245,6 +247,7 @@ export function createContainers(deps: CriDeps, others: { pods: PodsPart; images
         sandbox: pod.id,
       });
       record = true;
+      await store.containers.update(id, (x) => void delete (x as Rec).creating);
       makeFifos(r.fifoDir, fifoPaths(r.fifoDir, id, !!cfg.stdin, !!cfg.tty));
       await emit(id, "created");
       return { container_id: id };
@@ -444,7 +447,7 @@ export function createContainers(deps: CriDeps, others: { pods: PodsPart; images
 
   async function list(_ctx: CallContext, req: Decoded["runtime.v1.ListContainersRequest"]): Promise<Input["runtime.v1.ListContainersResponse"]> {
     const f = req.filter;
-    let all = store.containers.list() as Rec[];
+    let all = (store.containers.list() as Rec[]).filter((c) => !c.creating);
     if (f) {
       if (f.id) {
         const id = resolveId(f.id);
@@ -543,7 +546,7 @@ export function createContainers(deps: CriDeps, others: { pods: PodsPart; images
 
   async function listStats(_ctx: CallContext, req: Decoded["runtime.v1.ListContainerStatsRequest"]): Promise<Input["runtime.v1.ListContainerStatsResponse"]> {
     const f = req.filter;
-    let all = store.containers.list() as Rec[];
+    let all = (store.containers.list() as Rec[]).filter((c) => !c.creating);
     if (f?.id) {
       const id = resolveId(f.id);
       all = all.filter((c) => c.id === id);
@@ -574,7 +577,7 @@ export function createContainers(deps: CriDeps, others: { pods: PodsPart; images
   async function recover(): Promise<void> {
     const ctx = ctxK8s();
     for (const c of store.containers.list() as Rec[]) {
-      if (c.removing) {
+      if (c.removing || c.creating) {
         await removeOne(c.id).catch((e) => log.warn({ err: e, id: c.id }, "cri: finishing a container's removal"));
         continue;
       }
