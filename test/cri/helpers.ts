@@ -62,7 +62,8 @@ export function criToml(net: TestNet, opts: { registryConfigPath?: string; extra
 
 /** A stack with the CRI configured as the conformance kit configures containerd, on a test network with portmap. */
 export async function startCriStack(opts: { registryConfigPath?: string; extraToml?: string; criExtra?: string[] } = {}): Promise<CriStack> {
-  const net = makeTestNet({ portmap: true });
+  // As the kit's conflist: portmap with its default SNAT, so hostPorts answer on 127.0.0.1 (critest asks there).
+  const net = makeTestNet({ portmap: true, portmapSnat: true });
   let stack: Stack;
   try {
     const crictlOpts = { ...(opts.registryConfigPath ? { registryConfigPath: opts.registryConfigPath } : {}), ...(opts.criExtra ? { extra: opts.criExtra } : {}) };

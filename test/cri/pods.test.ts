@@ -6,12 +6,14 @@
  */
 import { after, before, describe, it } from "node:test";
 import * as assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { listNetns } from "#libs/cni";
 import { background } from "#libs/context";
 import { SandboxStoreProxy } from "#libs/clients/sandbox";
-import { testChannels } from "#test/harness";
+import { freePort } from "#cli/supervisor";
+import { runCommand, testChannels, waitFor } from "#test/harness";
 import { podConfig, startCriStack, type CriStack } from "./helpers";
 
 interface Inspect {
@@ -142,6 +144,28 @@ describe("cri pods (crictl)", { timeout: 170_000 }, () => {
     const again = (await stack.crictlOk(["runp", cfg])).trim();
     await stack.crictlOk(["rmp", "-f", again]);
     await assertNothingLeft([again]);
+  });
+
+  it("a pod's hostPort answers on the host's 127.0.0.1 (CNI portmap), and is gone with the pod", async () => {
+    const hostPort = await freePort();
+    const cfg = stack.writeConfig("pod-port", podConfig("pod-port", { port_mappings: [{ protocol: 0, container_port: 8080, host_port: hostPort }] }));
+    const id = (await stack.crictlOk(["runp", cfg])).trim();
+    const { info } = await inspect(id);
+    // A one-shot server inside the pod's network namespace (the pause process holds it).
+    const server = spawn("nsenter", ["-t", String(info.pid), "-n", "busybox", "nc", "-l", "-p", "8080", "-e", "echo", "hello-from-the-pod"], { stdio: "ignore" });
+    try {
+      const reply = await waitFor("the hostPort to answer", async () => {
+        const r = await runCommand("busybox", ["nc", "127.0.0.1", String(hostPort)], { timeoutMs: 5000 });
+        return r.stdout.includes("hello-from-the-pod") ? r.stdout : undefined;
+      }, 20000, 250);
+      assert.match(reply, /hello-from-the-pod/);
+    } finally {
+      server.kill("SIGKILL");
+    }
+    await stack.crictlOk(["rmp", "-f", id]);
+    await assertNothingLeft([id]);
+    const after = await runCommand("busybox", ["nc", "-w", "1", "127.0.0.1", String(hostPort)], { timeoutMs: 5000 });
+    assert.doesNotMatch(after.stdout, /hello-from-the-pod/);
   });
 
   it("a host-network pod shares the host's network namespace", async () => {
