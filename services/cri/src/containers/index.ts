@@ -355,7 +355,7 @@ export function createContainers(deps: CriDeps, others: { pods: PodsPart; images
     exits.delete(id);
     prevCpu.delete(id);
     fs.rmSync(containerDir(id), { recursive: true, force: true });
-    const last = others.events ? await criStatus((store.containers.find(id) as Rec | undefined) ?? r) : undefined;
+    const last = others.events && !r.creating ? await criStatus((store.containers.find(id) as Rec | undefined) ?? r) : undefined;
     await store.containers.delete(id);
     if (last) others.events?.emit({ containerId: id, kind: "deleted", containersStatuses: [last] });
   }
