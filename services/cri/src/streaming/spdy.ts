@@ -7,7 +7,7 @@
  *
  * Header blocks are one zlib stream per direction over the SPDY/3 dictionary. Incoming blocks are
  * inflated from the whole compressed history each time (a handful of small blocks per connection);
- * outgoing ones are stored (uncompressed) deflate blocks, a valid continuation the peer inflates.
+ * outgoing ones are stored (uncompressed) deflate blocks, each list closed by a sync-flush mark.
  */
 import { Duplex } from "node:stream";
 import * as zlib from "node:zlib";
@@ -116,7 +116,11 @@ class HeaderInflater {
   }
 }
 
-/** Deflates our header blocks as stored blocks of one zlib stream (header once, then a block each). */
+/**
+ * Deflates our header blocks as stored blocks of one zlib stream (its header once), each block list
+ * ending with an empty stored block: the sync-flush mark after which Go's inflater hands the bytes
+ * over without reading on into the next frame.
+ */
 class HeaderDeflater {
   private started = false;
 
@@ -126,17 +130,18 @@ class HeaderDeflater {
       parts.push(Buffer.from([0x78, 0x01]));
       this.started = true;
     }
-    for (let off = 0; off < raw.length || off === 0; off += 0xffff) {
-      const chunk = raw.subarray(off, off + 0xffff);
-      const h = Buffer.alloc(5);
-      h[0] = 0; // not final, stored
-      h.writeUInt16LE(chunk.length, 1);
-      h.writeUInt16LE(~chunk.length & 0xffff, 3);
-      parts.push(h, chunk);
-      if (raw.length === 0) break;
-    }
+    for (let off = 0; off < raw.length; off += 0xffff) parts.push(storedBlock(raw.subarray(off, off + 0xffff)));
+    parts.push(storedBlock(Buffer.alloc(0)));
     return Buffer.concat(parts);
   }
+}
+
+/** A non-final stored deflate block (byte aligned: we only ever write these). */
+function storedBlock(chunk: Buffer): Buffer {
+  const h = Buffer.alloc(5);
+  h.writeUInt16LE(chunk.length, 1);
+  h.writeUInt16LE(~chunk.length & 0xffff, 3);
+  return Buffer.concat([h, chunk]);
 }
 
 /** One SPDY stream as a Duplex: what the peer sends is readable, what we write goes out as DATA. */
