@@ -85,10 +85,14 @@ describe("cri - streaming (crictl exec, exec --sync, websocket exec)", () => {
   });
 
   test("crictl exec --sync: output, exit code, and a timeout that kills the command", async () => {
-    const r = await crictl(["exec", "--sync", ID, "sh", "-c", "echo synced; echo oops >&2; exit 4"]);
-    assert.equal(r.code, 4);
+    const r = await crictl(["exec", "--sync", ID, "sh", "-c", "echo synced; echo oops >&2"]);
+    assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^synced$/m);
     assert.match(r.stderr, /^oops$/m);
+    // crictl 1.26 reports a non-zero exit with the command's stderr.
+    const bad = await crictl(["exec", "--sync", ID, "sh", "-c", "echo synced; echo oops >&2; exit 4"]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /command 'sh -c echo synced; echo oops >&2; exit 4' exited with 4: oops/);
     const started = Date.now();
     const t = await crictl(["exec", "--sync", "--timeout", "1", ID, "sleep", "4321"]);
     assert.notEqual(t.code, 0);
