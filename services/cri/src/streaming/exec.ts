@@ -65,6 +65,7 @@ function openOutput(p: string, sink: Writable | undefined): { release(): void; d
   const rfd = fs.openSync(p, O_RDONLY | O_NONBLOCK);
   let holder = fs.openSync(p, O_WRONLY | O_NONBLOCK);
   const sock = new net.Socket({ fd: rfd, readable: true, writable: false });
+  sock.on("error", () => undefined);
   let last = Date.now();
   sock.on("data", (b: Buffer) => {
     last = Date.now();

@@ -13,7 +13,7 @@ export function dialPod(netnsPath: string, port: number): Promise<Duplex> {
   if (!netnsPath) {
     return new Promise((resolve, reject) => {
       const s = net.connect({ host: "127.0.0.1", port, family: 4 });
-      s.once("connect", () => resolve(s));
+      s.once("connect", () => resolve(s.on("error", () => undefined)));
       s.once("error", (e: NodeJS.ErrnoException) => reject(new Error(`failed to dial ${port}: dial tcp4 127.0.0.1:${port}: ${e.code === "ECONNREFUSED" ? "connect: connection refused" : e.message}`)));
     });
   }
@@ -32,6 +32,7 @@ export function dialPod(netnsPath: string, port: number): Promise<Duplex> {
       if (!settled && err.includes("connected\n")) {
         settled = true;
         const d = Duplex.from({ readable: child.stdout, writable: child.stdin });
+        d.on("error", () => undefined); // a destroy before both ends finished; the relay goes with it
         d.on("close", () => {
           if (child.exitCode === null) child.kill();
         });

@@ -108,7 +108,8 @@ function serveOverWebSocket(req: IncomingMessage, socket: Duplex, head: Buffer, 
     conn.sendOn(2 * i + 1, portBytes);
     const out = new PassThrough();
     out.on("data", (b: Buffer) => conn.sendOn(2 * i, b));
-    void forward(port, Duplex.from({ readable: inbound[i]!, writable: out }))
+    const data = Duplex.from({ readable: inbound[i]!, writable: out }).on("error", () => undefined);
+    void forward(port, data)
       .catch((e: unknown) => conn.sendOn(2 * i + 1, Buffer.from(forwardError(podId, port, e))))
       .finally(() => {
         if (--open === 0) conn.close();
