@@ -3,11 +3,12 @@
  * against `bin/flotilla up` with the CRI table appended. A busybox container runs in k8s.io with the
  * CRI's kind label; crictl exec (output, stderr, exit code, stdin, a terminal under `script`), exec
  * --sync (with a timeout that kills), the errors for a missing or stopped container, a websocket exec
- * on a URL the Exec RPC handed out, and that no exec process, FIFO or relay is left behind.
+ * on a URL the Exec RPC handed out, crictl port-forward into a pod's network namespace, and that no
+ * exec process or FIFO is left behind.
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as net from "node:net";
@@ -15,16 +16,26 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { background } from "#libs/context";
 import { CriClient } from "#libs/clients/cri";
-import { runCommand, startStack, testChannels, type CtrResult, type Stack } from "../harness";
+import { freePort } from "#cli/supervisor";
+import { runCommand, startStack, testChannels, waitFor, type CtrResult, type Stack } from "../harness";
 import { startRegistry, type Registry } from "../helpers/registry";
 import { buildBusyboxImage, pushImage } from "../helpers/image";
 import { stopStackAndCleanup, waitTaskStatus } from "../tasks/helpers";
 
 const KIT = "/work/shared/cri-conformance";
-const CRI_TOML = ['[plugins."io.containerd.grpc.v1.cri"]', 'stream_server_address = "127.0.0.1"', 'stream_server_port = "0"', 'stream_idle_timeout = "4h0m0s"'].join("\n");
+/** The CRI table; `@CNI@` is the test's CNI conf dir (a loopback-only network: port-forward needs no more). */
+const CRI_TOML = [
+  '[plugins."io.containerd.grpc.v1.cri"]',
+  'stream_server_address = "127.0.0.1"',
+  'stream_server_port = "0"',
+  'stream_idle_timeout = "4h0m0s"',
+  '[plugins."io.containerd.grpc.v1.cri".cni]',
+  'bin_dir = "/usr/lib/cni"',
+  'conf_dir = "@CNI@"',
+].join("\n");
 const ID = "cri-stream-1";
 
-describe("cri - streaming (crictl exec, exec --sync, websocket exec)", () => {
+describe("cri - streaming (crictl exec, exec --sync, port-forward, websocket exec)", () => {
   let stack: Stack;
   let reg: Registry;
   let bin: string;
@@ -36,7 +47,10 @@ describe("cri - streaming (crictl exec, exec --sync, websocket exec)", () => {
     assert.equal(unpack.status, 0, unpack.stderr.toString());
     reg = await startRegistry();
     await pushImage(reg, "test/busybox", "latest", buildBusyboxImage({ applets: ["sh", "cat", "echo", "sleep", "ls", "tty", "stty", "env", "pgrep", "ps", "true"] }));
-    stack = await startStack({ extraToml: CRI_TOML });
+    const cni = path.join(bin, "net.d");
+    fs.mkdirSync(cni);
+    fs.writeFileSync(path.join(cni, "10-lo.conflist"), JSON.stringify({ cniVersion: "1.0.0", name: "cri-stream-lo", plugins: [{ type: "loopback" }] }));
+    stack = await startStack({ extraToml: CRI_TOML.replace("@CNI@", cni) });
     await stack.waitHealthy("cri");
     const ref = `${reg.host}/test/busybox:latest`;
     const pull = await stack.ctr(["images", "pull", "--plain-http", ref], { namespace: "k8s.io", timeoutMs: 120000 });
@@ -88,7 +102,8 @@ describe("cri - streaming (crictl exec, exec --sync, websocket exec)", () => {
     const r = await crictl(["exec", "--sync", ID, "sh", "-c", "echo synced; echo oops >&2"]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^synced$/m);
-    assert.match(r.stderr, /^oops$/m);
+    const direct = await new CriClient(testChannels.get(stack.socket)).runtime.unary(background(), "ExecSync", { container_id: ID, cmd: ["sh", "-c", "echo synced; echo oops >&2; exit 4"], timeout: 0 });
+    assert.deepEqual([direct.stdout.toString(), direct.stderr.toString(), direct.exit_code], ["synced\n", "oops\n", 4]);
     // crictl 1.26 reports a non-zero exit with the command's stderr.
     const bad = await crictl(["exec", "--sync", ID, "sh", "-c", "echo synced; echo oops >&2; exit 4"]);
     assert.equal(bad.code, 1);
@@ -141,6 +156,41 @@ describe("cri - streaming (crictl exec, exec --sync, websocket exec)", () => {
     assert.equal(again.status, 404, "a token is used once");
   });
 
+  test("crictl port-forward: into the pod's network namespace, and the error for a closed port", async () => {
+    const podJson = path.join(bin, "pod.json");
+    fs.writeFileSync(podJson, JSON.stringify({ metadata: { name: "pf", namespace: "streaming", uid: "pf-uid", attempt: 0 }, log_directory: "", linux: {} }));
+    const runp = await crictl(["runp", podJson], { timeoutMs: 120000 });
+    assert.equal(runp.code, 0, runp.stderr);
+    const pod = runp.stdout.trim();
+    const children: ChildProcess[] = [];
+    try {
+      const info = JSON.parse((await crictl(["inspectp", pod])).stdout) as { info: { netNamespacePath: string } };
+      const netns = info.info.netNamespacePath;
+      assert.match(netns, /^\//);
+      // A web server inside the pod's network namespace only (nothing on the host's loopback port).
+      const www = path.join(bin, "www");
+      fs.mkdirSync(www);
+      fs.writeFileSync(path.join(www, "index.html"), "inside the pod\n");
+      const httpd = spawn("nsenter", [`--net=${netns}`, "busybox", "httpd", "-f", "-p", "127.0.0.1:8080", "-h", www], { stdio: "ignore" });
+      children.push(httpd);
+      const local = await freePort();
+      const closed = await freePort();
+      const pf = spawn(path.join(bin, "crictl"), ["-r", `unix://${stack.socket}`, "port-forward", pod, `${local}:8080`, `${closed}:8081`], { stdio: ["ignore", "pipe", "pipe"] });
+      children.push(pf);
+      let pfErr = "";
+      pf.stderr.on("data", (b: Buffer) => (pfErr += b.toString()));
+      const body = await waitFor("the forwarded port to answer", () => httpGet(local).catch(() => undefined), 30000, 300);
+      assert.equal(body, "inside the pod\n");
+      assert.equal(await httpGet(local), "inside the pod\n", "a second connection on the same session");
+      await httpGet(closed).catch(() => undefined);
+      await waitFor("crictl to report the closed port", () => (/error forwarding port 8081 to pod [0-9a-f]{64}, uid : .*connection refused/.test(pfErr) ? true : undefined), 15000, 200);
+    } finally {
+      for (const c of children) c.kill();
+      assert.equal((await crictl(["stopp", pod])).code, 0);
+      assert.equal((await crictl(["rmp", pod])).code, 0);
+    }
+  });
+
   test("nothing is left behind: no exec process in the container, no FIFO directory", async () => {
     const ps = await crictl(["exec", "--sync", ID, "ps", "-o", "args"]);
     assert.deepEqual(ps.stdout.trim().split("\n").filter((l) => !/^(PID|COMMAND|ps -o args)/.test(l.trim()) && l.trim()), ["sleep 1000"]);
@@ -148,6 +198,11 @@ describe("cri - streaming (crictl exec, exec --sync, websocket exec)", () => {
     assert.deepEqual(fs.existsSync(fifos) ? fs.readdirSync(fifos) : [], [], "no exec FIFO directory left");
   });
 });
+
+/** GET / on 127.0.0.1:`port` with a fresh connection; the body. */
+function httpGet(port: number): Promise<string> {
+  return fetch(`http://127.0.0.1:${port}/`, { headers: { connection: "close" }, signal: AbortSignal.timeout(5000) }).then((r) => r.text());
+}
 
 /** A websocket client for one exec: sends `send` (channel-prefixed) and collects each channel's bytes. */
 function websocketExec(url: string, send: Buffer): Promise<Map<number, Buffer>> {
