@@ -5,9 +5,9 @@
  * RST_STREAM, PING and GOAWAY are honoured. spdystream applies no flow control, so WINDOW_UPDATE and
  * SETTINGS are read and ignored.
  *
- * Header blocks are one zlib stream per direction over the SPDY/3 dictionary. Incoming blocks are
- * inflated from the whole compressed history each time (a handful of small blocks per connection);
- * outgoing ones are stored (uncompressed) deflate blocks, each list closed by a sync-flush mark.
+ * Header blocks are one zlib stream per direction over the SPDY/3 dictionary. Incoming blocks go
+ * through one inflater (frames are handled strictly in order while a block inflates); outgoing ones
+ * are stored (uncompressed) deflate blocks, each list closed by a sync-flush mark.
  */
 import { Duplex } from "node:stream";
 import * as zlib from "node:zlib";
@@ -102,17 +102,35 @@ function dataFrame(streamId: number, flags: number, data: Buffer): Buffer {
   return Buffer.concat([h, data]);
 }
 
-/** Inflates the peer's header blocks: one zlib stream for the whole connection. */
+/**
+ * Inflates the peer's header blocks: one zlib stream for the whole connection, each block ending in
+ * a sync flush, so a flush after writing it yields exactly that block's headers.
+ */
 class HeaderInflater {
-  private history: Buffer = Buffer.alloc(0);
-  private produced = 0;
+  private readonly z = zlib.createInflate({ dictionary: SPDY_DICTIONARY });
+  private out: Buffer[] = [];
+  private failed?: Error;
 
-  inflate(block: Buffer): Buffer {
-    this.history = Buffer.concat([this.history, block]);
-    const all = zlib.inflateSync(this.history, { dictionary: SPDY_DICTIONARY, finishFlush: zlib.constants.Z_SYNC_FLUSH });
-    const out = all.subarray(this.produced);
-    this.produced = all.length;
-    return out;
+  constructor() {
+    this.z.on("data", (b: Buffer) => this.out.push(b));
+    this.z.on("error", (e: Error) => (this.failed = e));
+  }
+
+  inflate(block: Buffer): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      if (this.failed) return reject(this.failed);
+      this.z.write(block);
+      this.z.flush(zlib.constants.Z_SYNC_FLUSH, () => {
+        const b = Buffer.concat(this.out);
+        this.out = [];
+        if (this.failed) reject(this.failed);
+        else resolve(b);
+      });
+    });
+  }
+
+  close(): void {
+    this.z.destroy();
   }
 }
 
@@ -216,6 +234,7 @@ export class SpdySession extends UpgradedConn {
   private readonly inflater = new HeaderInflater();
   private readonly deflater = new HeaderDeflater();
   private lastStreamId = 0;
+  private frames: Promise<void> = Promise.resolve();
 
   constructor(socket: Duplex, head: Buffer, idleTimeoutMs = 0) {
     super(socket, head, idleTimeoutMs);
@@ -234,18 +253,19 @@ export class SpdySession extends UpgradedConn {
       if (this.buf.length < 8 + len) break;
       const frame = this.buf.subarray(0, 8 + len);
       this.buf = this.buf.subarray(8 + len);
-      try {
-        this.onFrame(frame);
-      } catch (e) {
-        this.goAway(1);
-        this.emit("error", e);
-        this.close();
-        return;
-      }
+      // In order: a header block is inflated asynchronously, and the frames after it wait.
+      this.frames = this.frames
+        .then(() => (this.closed ? undefined : this.onFrame(frame)))
+        .catch((e: unknown) => {
+          if (this.closed) return;
+          this.goAway(1);
+          this.emit("error", e);
+          this.close();
+        });
     }
   }
 
-  private onFrame(f: Buffer): void {
+  private async onFrame(f: Buffer): Promise<void> {
     const flags = f[4]!;
     const body = f.subarray(8);
     if (!(f[0]! & 0x80)) {
@@ -257,7 +277,7 @@ export class SpdySession extends UpgradedConn {
     switch (type) {
       case FrameType.SynStream: {
         const id = body.readUInt32BE(0) & 0x7fffffff;
-        const headers = decodeHeaderBlock(this.inflater.inflate(body.subarray(10)));
+        const headers = decodeHeaderBlock(await this.inflater.inflate(body.subarray(10)));
         if (id <= this.lastStreamId || id % 2 === 0) {
           this.sendReset(id, RstStatus.ProtocolError);
           return;
@@ -281,7 +301,7 @@ export class SpdySession extends UpgradedConn {
         this.close();
         return;
       case FrameType.Headers:
-        this.inflater.inflate(body.subarray(4));
+        await this.inflater.inflate(body.subarray(4));
         if (flags & FLAG_FIN) this.streams.get(body.readUInt32BE(0) & 0x7fffffff)?.onData(Buffer.alloc(0), true);
         return;
       default:
@@ -327,5 +347,6 @@ export class SpdySession extends UpgradedConn {
   protected onClosed(): void {
     for (const s of [...this.streams.values()]) s.onReset();
     this.streams.clear();
+    this.inflater.close();
   }
 }
