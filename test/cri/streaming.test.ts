@@ -8,57 +8,38 @@
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as net from "node:net";
-import * as os from "node:os";
 import * as path from "node:path";
 import { background } from "#libs/context";
 import { CriClient } from "#libs/clients/cri";
 import { freePort } from "#cli/supervisor";
-import { runCommand, startStack, testChannels, waitFor, type CtrResult, type Stack } from "../harness";
+import { runCommand, testChannels, waitFor } from "../harness";
 import { startRegistry, type Registry } from "../helpers/registry";
 import { buildBusyboxImage, pushImage } from "../helpers/image";
 import { stopStackAndCleanup, waitTaskStatus } from "../tasks/helpers";
+import { crictlPath, podConfig, startCriStack, type CriStack } from "./helpers";
 
-const KIT = "/work/shared/cri-conformance";
-/** The CRI table; `@CNI@` is the test's CNI conf dir (a loopback-only network: port-forward needs no more). */
-const CRI_TOML = [
-  '[plugins."io.containerd.grpc.v1.cri"]',
-  'stream_server_address = "127.0.0.1"',
-  'stream_server_port = "0"',
-  'stream_idle_timeout = "4h0m0s"',
-  '[plugins."io.containerd.grpc.v1.cri".cni]',
-  'bin_dir = "/usr/lib/cni"',
-  'conf_dir = "@CNI@"',
-].join("\n");
 const ID = "cri-stream-1";
 
 describe("cri - streaming (crictl exec, exec --sync, port-forward, websocket exec)", () => {
-  let stack: Stack;
+  let stack: CriStack;
   let reg: Registry;
-  let bin: string;
-  let crictl: (args: string[], opts?: { input?: string; timeoutMs?: number }) => Promise<CtrResult>;
+  let crictl: CriStack["crictl"];
 
   before(async () => {
-    bin = fs.mkdtempSync(path.join(os.tmpdir(), "cri-stream-bin-"));
-    const unpack = spawnSync("sh", ["-c", `xz -dc ${KIT}/bin/crictl.xz > ${bin}/crictl && chmod +x ${bin}/crictl`]);
-    assert.equal(unpack.status, 0, unpack.stderr.toString());
     reg = await startRegistry();
     await pushImage(reg, "test/busybox", "latest", buildBusyboxImage({ applets: ["sh", "cat", "echo", "sleep", "ls", "tty", "stty", "env", "pgrep", "ps", "true"] }));
-    const cni = path.join(bin, "net.d");
-    fs.mkdirSync(cni);
-    fs.writeFileSync(path.join(cni, "10-lo.conflist"), JSON.stringify({ cniVersion: "1.0.0", name: "cri-stream-lo", plugins: [{ type: "loopback" }] }));
-    stack = await startStack({ extraToml: CRI_TOML.replace("@CNI@", cni) });
-    await stack.waitHealthy("cri");
+    stack = await startCriStack();
+    crictl = stack.crictl;
     const ref = `${reg.host}/test/busybox:latest`;
     const pull = await stack.ctr(["images", "pull", "--plain-http", ref], { namespace: "k8s.io", timeoutMs: 120000 });
     assert.equal(pull.code, 0, pull.stderr);
     const run = await stack.ctr(["run", "-d", "--label", "io.cri-containerd.kind=container", ref, ID, "sleep", "1000"], { namespace: "k8s.io" });
     assert.equal(run.code, 0, run.stderr);
     await waitTaskStatus(stack, ID, "RUNNING", "k8s.io");
-    crictl = (args, opts = {}) => runCommand(path.join(bin, "crictl"), ["-r", `unix://${stack.socket}`, "-i", `unix://${stack.socket}`, "--timeout", "30s", ...args], opts);
   });
 
   after(async () => {
@@ -69,7 +50,6 @@ describe("cri - streaming (crictl exec, exec --sync, port-forward, websocket exe
     }
     await stopStackAndCleanup(stack);
     await reg?.stop();
-    if (bin) fs.rmSync(bin, { recursive: true, force: true });
   });
 
   test("crictl exec: stdout, stderr and the exit code of the command", async () => {
@@ -90,7 +70,7 @@ describe("cri - streaming (crictl exec, exec --sync, port-forward, websocket exe
   });
 
   test("crictl exec -it under a pseudo-terminal: a tty, TERM=xterm, the terminal's size", async () => {
-    const cmd = `${path.join(bin, "crictl")} -r unix://${stack.socket} exec -it ${ID} sh -c 'tty; echo TERM=$TERM; sleep 1; stty size; exit 5'`;
+    const cmd = `${crictlPath()} -r unix://${stack.socket} exec -it ${ID} sh -c 'tty; echo TERM=$TERM; sleep 1; stty size; exit 5'`;
     const r = await runCommand("script", ["-qec", `stty cols 91 rows 33; ${cmd}`, "/dev/null"], { input: "" });
     assert.match(r.stdout, /\/dev\/pts\/\d+/);
     assert.match(r.stdout, /TERM=xterm/);
@@ -157,9 +137,7 @@ describe("cri - streaming (crictl exec, exec --sync, port-forward, websocket exe
   });
 
   test("crictl port-forward: into the pod's network namespace, and the error for a closed port", async () => {
-    const podJson = path.join(bin, "pod.json");
-    fs.writeFileSync(podJson, JSON.stringify({ metadata: { name: "pf", namespace: "streaming", uid: "pf-uid", attempt: 0 }, log_directory: "", linux: {} }));
-    const runp = await crictl(["runp", podJson], { timeoutMs: 120000 });
+    const runp = await crictl(["runp", stack.writeConfig("pf-pod", podConfig("pf"))], { timeoutMs: 120000 });
     assert.equal(runp.code, 0, runp.stderr);
     const pod = runp.stdout.trim();
     const children: ChildProcess[] = [];
@@ -168,14 +146,14 @@ describe("cri - streaming (crictl exec, exec --sync, port-forward, websocket exe
       const netns = info.info.netNamespacePath;
       assert.match(netns, /^\//);
       // A web server inside the pod's network namespace only (nothing on the host's loopback port).
-      const www = path.join(bin, "www");
+      const www = path.join(stack.dir, "www");
       fs.mkdirSync(www);
       fs.writeFileSync(path.join(www, "index.html"), "inside the pod\n");
       const httpd = spawn("nsenter", [`--net=${netns}`, "busybox", "httpd", "-f", "-p", "127.0.0.1:8080", "-h", www], { stdio: "ignore" });
       children.push(httpd);
       const local = await freePort();
       const closed = await freePort();
-      const pf = spawn(path.join(bin, "crictl"), ["-r", `unix://${stack.socket}`, "port-forward", pod, `${local}:8080`, `${closed}:8081`], { stdio: ["ignore", "pipe", "pipe"] });
+      const pf = spawn(crictlPath(), ["-r", `unix://${stack.socket}`, "port-forward", pod, `${local}:8080`, `${closed}:8081`], { stdio: ["ignore", "pipe", "pipe"] });
       children.push(pf);
       let pfErr = "";
       pf.stderr.on("data", (b: Buffer) => (pfErr += b.toString()));
@@ -195,7 +173,8 @@ describe("cri - streaming (crictl exec, exec --sync, port-forward, websocket exe
     const ps = await crictl(["exec", "--sync", ID, "ps", "-o", "args"]);
     assert.deepEqual(ps.stdout.trim().split("\n").filter((l) => !/^(PID|COMMAND|ps -o args)/.test(l.trim()) && l.trim()), ["sleep 1000"]);
     const fifos = path.join(stack.state, "cri", "exec");
-    assert.deepEqual(fs.existsSync(fifos) ? fs.readdirSync(fifos) : [], [], "no exec FIFO directory left");
+    assert.ok(fs.existsSync(fifos), `${fifos} holds the exec FIFOs`);
+    assert.deepEqual(fs.readdirSync(fifos), [], "no exec FIFO directory left");
   });
 });
 
