@@ -244,7 +244,7 @@ export interface CriConfig {
   cni: {
     /** The configured plugin directory; by default the first of /opt/cni/bin and Debian's /usr/lib/cni that exists. */
     bin_dir: string;
-    /** Where plugins are looked up, in order: `bin_dirs`, else `bin_dir` when set, else /opt/cni/bin then /usr/lib/cni. */
+    /** Where plugins are looked up, in order: `bin_dirs`, else `bin_dir` when set (/opt/cni/bin falling back to /usr/lib/cni). */
     bin_dirs: string[];
     conf_dir: string;
     max_conf_num: number;
@@ -345,6 +345,17 @@ function defaultCniBinDir(): string {
   return DEFAULT_CNI_BIN_DIRS.find((d) => fs.existsSync(d)) ?? DEFAULT_CNI_BIN_DIRS[0]!;
 }
 
+/**
+ * Where CNI plugins are looked up: `bin_dirs` (containerd 2.x) as given; `bin_dir` alone, except that
+ * containerd's default `/opt/cni/bin` (which `containerd config default` writes out) falls back to
+ * Debian's `/usr/lib/cni`; neither: both, in that order.
+ */
+function binDirs(dirs: string[] | undefined, dir: string | undefined): string[] {
+  if (dirs?.length) return dirs;
+  if (dir && dir !== DEFAULT_CNI_BIN_DIRS[0]) return [dir];
+  return [...DEFAULT_CNI_BIN_DIRS];
+}
+
 /** The CRI config with containerd's defaults filled; `raw` is the table as written (undefined: none in the file). */
 export function criConfig(raw: CriTable | Record<string, unknown> | undefined): CriConfig {
   const t = CRI_CONFIG_SCHEMA.check(raw ?? {}, ["plugins", `${CRI_PLUGIN_TYPE}.${CRI_PLUGIN_ID}`]);
@@ -383,7 +394,7 @@ export function criConfig(raw: CriTable | Record<string, unknown> | undefined): 
     },
     cni: {
       bin_dir: cni.bin_dir ?? defaultCniBinDir(),
-      bin_dirs: cni.bin_dirs?.length ? cni.bin_dirs : cni.bin_dir ? [cni.bin_dir] : [...DEFAULT_CNI_BIN_DIRS],
+      bin_dirs: binDirs(cni.bin_dirs, cni.bin_dir),
       conf_dir: cni.conf_dir ?? SYSTEM_CNI_CONF_DIR,
       max_conf_num: cni.max_conf_num ?? 1,
       conf_template: cni.conf_template ?? "",

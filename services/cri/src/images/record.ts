@@ -38,7 +38,7 @@ export interface ImageSpec {
   [k: string]: unknown;
 }
 
-export interface ImageRecord {
+export interface CriImage {
   /** `sha256:<config digest>`. */
   id: string;
   /** Every record name resolving to this image, tags first (containerd's order). */
@@ -100,7 +100,7 @@ export function userOf(user: string | undefined): { uid?: number; username: stri
 }
 
 /** The CRI `Image` message of a record (runtime.v1.Image). */
-export function toCriImage(rec: ImageRecord): {
+export function toCriImage(rec: CriImage): {
   id: string; repo_tags: string[]; repo_digests: string[]; size: number; uid?: { value: number }; username: string; spec: { image: string; annotations: Record<string, string> }; pinned: boolean;
 } {
   const { repoTags, repoDigests } = repoTagsAndDigests(rec.references);
@@ -118,7 +118,7 @@ export function toCriImage(rec: ImageRecord): {
 }
 
 /** ImageStatus's verbose `info`: `{"chainID": ..., "imageSpec": <config>}` under the key "info". */
-export function verboseInfo(rec: ImageRecord): Record<string, string> {
+export function verboseInfo(rec: CriImage): Record<string, string> {
   return { info: JSON.stringify({ chainID: rec.chainId, imageSpec: rec.spec }) };
 }
 

@@ -16,7 +16,7 @@ import { errFailedPrecondition, errInvalidArgument, errNotFound, isFailedPrecond
 import { chainIds, hostPlatform, isIndexType, isManifestType, platformMatcher, platformRank, type OciDescriptor, type OciIndex, type OciManifest, type Platform } from "#libs/oci";
 import { formatReference, normalizeReference } from "#libs/registry/reference";
 import { readJson } from "#libs/sandboxrun/image";
-import { PINNED_LABEL_KEY, PINNED_LABEL_VALUE, sortReferences, type ImageRecord, type ImageSpec } from "./record";
+import { PINNED_LABEL_KEY, PINNED_LABEL_VALUE, sortReferences, type CriImage, type ImageSpec } from "./record";
 
 /** What a target digest resolves to for this platform. */
 interface Resolved {
@@ -50,12 +50,12 @@ export class CriImageStore {
   ) {}
 
   /** Every image of the namespace of `ctx`, one per id; records whose content is missing are left out. */
-  async list(ctx: CallContext): Promise<ImageRecord[]> {
+  async list(ctx: CallContext): Promise<CriImage[]> {
     return this.group(ctx, await this.images.list(ctx));
   }
 
   /** The image `refOrId` names (localResolve); NotFound when none. */
-  async get(ctx: CallContext, refOrId: string): Promise<ImageRecord> {
+  async get(ctx: CallContext, refOrId: string): Promise<CriImage> {
     if (!refOrId) throw errInvalidArgument("image name must not be empty");
     const all = await this.list(ctx);
     if (FULL_DIGEST.test(refOrId)) {
@@ -82,7 +82,7 @@ export class CriImageStore {
   }
 
   /** go-digest's digestset lookup: `sha256:<hex prefix>` or a hex prefix, which must name one id. */
-  private byPrefix(all: ImageRecord[], s: string): ImageRecord {
+  private byPrefix(all: CriImage[], s: string): CriImage {
     const m = /^(?:sha256:)?([a-f0-9]+)$/.exec(s);
     const hits = m ? all.filter((i) => i.id.slice("sha256:".length).startsWith(m[1]!)) : [];
     if (hits.length === 1) return hits[0]!;
@@ -90,8 +90,8 @@ export class CriImageStore {
     throw errNotFound(`image ${JSON.stringify(s)}: not found`);
   }
 
-  private async group(ctx: CallContext, records: Image[]): Promise<ImageRecord[]> {
-    const byId = new Map<string, { rec: ImageRecord; refs: string[] }>();
+  private async group(ctx: CallContext, records: Image[]): Promise<CriImage[]> {
+    const byId = new Map<string, { rec: CriImage; refs: string[] }>();
     const described = await Promise.all(records.map(async (img) => {
       try {
         return { img, r: await this.describe(ctx, img.target) };
