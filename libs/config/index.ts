@@ -27,7 +27,7 @@ import { configError, schema, type Infer, type Schema } from "./schema";
 
 export { schema, configError, parseDuration, type Infer, type Schema } from "./schema";
 
-export const SERVICE_NAMES = ["content", "snapshots", "images", "tasks", "transfer", "sandbox", "gateway"] as const;
+export const SERVICE_NAMES = ["content", "snapshots", "images", "tasks", "transfer", "sandbox", "cri", "gateway"] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];
 
 export interface ServiceConfig {

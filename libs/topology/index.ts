@@ -8,6 +8,7 @@ export const OWNED_SERVICES: Record<Exclude<ServiceName, "gateway">, readonly st
   tasks: ["containerd.services.containers.v1.Containers", "containerd.services.tasks.v1.Tasks"],
   transfer: ["containerd.services.transfer.v1.Transfer", "containerd.services.streaming.v1.Streaming"],
   sandbox: ["containerd.services.sandbox.v1.Store", "containerd.services.sandbox.v1.Controller"],
+  cri: ["runtime.v1.RuntimeService", "runtime.v1.ImageService"],
 };
 
 /** Served by the gateway itself. */
