@@ -16,6 +16,8 @@ import { flotilla } from "#test/helpers/flotilla";
 
 const KIT = "/work/shared/cri-conformance";
 const CRI = '[plugins."io.containerd.grpc.v1.cri"]';
+/** The header of a sub-table of the CRI's table. */
+const sub = (t: string): string => `[plugins."io.containerd.grpc.v1.cri".${t}]`;
 
 /** A config file with `toml` after a private root and state; `fn` gets its path. */
 async function withConfig<T>(toml: string, fn: (file: string, dir: string) => Promise<T>): Promise<T> {
@@ -167,13 +169,13 @@ test("cri config: a wrong type, an unknown key or a combination containerd refus
     [`${CRI}\nrestrict_oom_score_adj = "true"`, `${CRI} restrict_oom_score_adj: expected a boolean, got string`],
     [`${CRI}\nsandbox_imag = "registry.k8s.io/pause:3.6"`, `${CRI} sandbox_imag: unknown key`],
     [`${CRI}\nstream_idle_timeout = "forever"`, `${CRI} stream_idle_timeout: invalid duration "forever" (e.g. "4h0m0s", "30s")`],
-    [`${CRI}.cni\nmax_conf_num = "1"`, `[plugins."io.containerd.grpc.v1.cri".cni] max_conf_num: expected an integer, got string`],
-    [`${CRI}.cni\nbin_dir = ["/usr/lib/cni"]`, `[plugins."io.containerd.grpc.v1.cri".cni] bin_dir: expected a string, got array`],
-    [`${CRI}.containerd.runtimes.runc\nruntime_type = 2`, `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc] runtime_type: expected a string, got integer`],
-    [`${CRI}.containerd.runtimes.runc.options\nSystemdCgroup = "true"`, `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options] SystemdCgroup: expected a boolean, got string`],
-    [`${CRI}.containerd\ndefault_runtime_name = "kata"`, `[plugins."io.containerd.grpc.v1.cri".containerd] default_runtime_name: no corresponding runtime configured in \`containerd.runtimes\` for \`containerd\` \`default_runtime_name = "kata"\``],
-    [`${CRI}.registry\nconfig_path = "/etc/containerd/certs.d"\n[plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]\nendpoint = ["https://m"]`, `[plugins."io.containerd.grpc.v1.cri".registry] mirrors: \`mirrors\` cannot be set when \`config_path\` is provided`],
-    [`${CRI}.registry.configs."r.example.com".auth\nusername = 7`, `[plugins."io.containerd.grpc.v1.cri".registry.configs."r.example.com".auth] username: expected a string, got integer`],
+    [`${sub("cni")}\nmax_conf_num = "1"`, `[plugins."io.containerd.grpc.v1.cri".cni] max_conf_num: expected an integer, got string`],
+    [`${sub("cni")}\nbin_dir = ["/usr/lib/cni"]`, `[plugins."io.containerd.grpc.v1.cri".cni] bin_dir: expected a string, got array`],
+    [`${sub("containerd.runtimes.runc")}\nruntime_type = 2`, `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc] runtime_type: expected a string, got integer`],
+    [`${sub("containerd.runtimes.runc.options")}\nSystemdCgroup = "true"`, `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options] SystemdCgroup: expected a boolean, got string`],
+    [`${sub("containerd")}\ndefault_runtime_name = "kata"`, `[plugins."io.containerd.grpc.v1.cri".containerd] default_runtime_name: no corresponding runtime configured in \`containerd.runtimes\` for \`containerd\` \`default_runtime_name = "kata"\``],
+    [`${sub("registry")}\nconfig_path = "/etc/containerd/certs.d"\n[plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]\nendpoint = ["https://m"]`, `[plugins."io.containerd.grpc.v1.cri".registry] mirrors: \`mirrors\` cannot be set when \`config_path\` is provided`],
+    [`${sub("registry.configs.\"r.example.com\".auth")}\nusername = 7`, `[plugins."io.containerd.grpc.v1.cri".registry.configs."r.example.com".auth] username: expected a string, got integer`],
   ];
   for (const [toml, want] of cases) assert.equal(await rejected(toml), `flotilla config: config FILE: ${want}: invalid argument`, toml);
 });
