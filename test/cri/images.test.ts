@@ -99,6 +99,7 @@ describe("cri images (crictl against Flotilla's gateway)", { timeout: 300_000 },
     for (const [suffix, user] of users) await pushImage(reg, `k8s-staging-cri-tools/test-image-user-${suffix}`, "latest", buildBusyboxImage({ index: false, config: { Cmd: ["sh"], User: user } }));
     const tags = buildBusyboxImage({ index: false, config: { Cmd: ["sh"], Labels: { fixture: "test-image-tags" } } });
     for (const t of ["1", "2", "3"]) await pushImage(reg, "k8s-staging-cri-tools/test-image-tags", t, tags);
+    await pushImage(reg, "pause", "3.6", buildBusyboxImage({ index: false, config: { Cmd: ["/pause"], User: "65535" } }));
     // An index, as multi-platform images come.
     await pushImage(reg, "k8s-staging-cri-tools/test-image-digest", "latest", buildBusyboxImage({ config: { Cmd: ["sh"], Labels: { fixture: "test-image-digest" } } }));
     proxy = await startFrontProxy(reg.host, { bearer: { user: "bob", password: "hunter2" } });
@@ -256,6 +257,16 @@ describe("cri images (crictl against Flotilla's gateway)", { timeout: 300_000 },
     await crictlOk(["pull", "configured.example.com/library/busybox:1.28"]);
     assert.ok((await listImages()).some((i) => i.repoTags.includes("configured.example.com/library/busybox:1.28")));
     assert.ok(proxy2.tokensIssued >= 1);
+  });
+
+  it("the configured sandbox image is pinned (containerd 1.7), other images are not", async () => {
+    await crictlOk(["pull", "registry.k8s.io/pause:3.6"]);
+    const all = await listImages();
+    const pause = all.find((i) => i.repoTags.includes("registry.k8s.io/pause:3.6"));
+    assert.equal(pause?.pinned, true, JSON.stringify(pause));
+    assert.equal(pause?.uid?.value, "65535");
+    assert.ok(all.filter((i) => i !== pause).every((i) => !i.pinned), JSON.stringify(all));
+    assert.match((await stack.ctr(["images", "ls"], { namespace: "k8s.io" })).stdout, /registry\.k8s\.io\/pause:3\.6 .*io\.cri-containerd\.pinned=pinned/);
   });
 
   it("imagefsinfo: the snapshotter's root and what its snapshots use", async () => {
