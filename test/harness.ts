@@ -8,7 +8,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { background } from "../libs/context";
 import { ChannelPool, RpcClient } from "../libs/grpc/client";
-import { dialAddress, loadConfig, type ServiceName } from "../libs/config";
+import { dialAddress, loadConfig, SERVICE_NAMES, type ServiceName } from "../libs/config";
 import { tlsFor } from "../libs/grpc/tls";
 import { repoRoot } from "../libs/proto";
 import { waitAtMost } from "../libs/sync";
@@ -166,7 +166,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   ];
   if (opts.metrics) {
     const { freePort } = await import("../cli/supervisor");
-    for (const s of ["content", "snapshots", "images", "tasks", "transfer", "sandbox", "gateway"]) {
+    for (const s of SERVICE_NAMES) {
       lines.push(`[flotilla.services.${s}]`, `metrics_address = "127.0.0.1:${await freePort()}"`);
     }
   }
@@ -245,7 +245,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   try {
     await waitFor("the supervisor state file", () => readState()?.nats_url || undefined, 15000);
     stack.natsUrl = readState()!.nats_url;
-    for (const s of ["content", "snapshots", "images", "tasks", "transfer", "sandbox", "gateway"] as ServiceName[]) await waitHealthy(s);
+    for (const s of SERVICE_NAMES) await waitHealthy(s);
   } catch (e) {
     const logs = fs.existsSync(logFile) ? fs.readFileSync(logFile, "utf8").slice(-4000) : "";
     await stack.stop();
