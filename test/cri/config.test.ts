@@ -12,9 +12,9 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { parse as parseToml, stringify as stringifyToml } from "smol-toml";
 import { criConfig, runtimeFor } from "#services/cri/src/config";
+import { CRI_KIT } from "#test/cri/helpers";
 import { flotilla } from "#test/helpers/flotilla";
 
-const KIT = "/work/shared/cri-conformance";
 const CRI = '[plugins."io.containerd.grpc.v1.cri"]';
 /** The header of a sub-table of the CRI's table. */
 const sub = (t: string): string => `[plugins."io.containerd.grpc.v1.cri".${t}]`;
@@ -47,7 +47,7 @@ async function rejected(toml: string): Promise<string> {
 
 /** The kit's containerd config, its top-level keys (paths and sockets) dropped: the CRI tables as the suite runs them. */
 function kitCriTables(dir: string): string {
-  const doc = parseToml(fs.readFileSync(path.join(KIT, "examples", "containerd-config.toml"), "utf8").split("@DIR@").join(dir)) as Record<string, unknown>;
+  const doc = parseToml(fs.readFileSync(path.join(CRI_KIT, "examples", "containerd-config.toml"), "utf8").split("@DIR@").join(dir)) as Record<string, unknown>;
   return stringifyToml({ plugins: doc.plugins as Record<string, unknown> });
 }
 

@@ -8,17 +8,15 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { startStack, waitFor, type Stack } from "#test/harness";
+import { CRI_KIT, startCriStack, type CriStack } from "#test/cri/helpers";
 import { buildBusyboxImage, pushImage } from "#test/helpers/image";
 import { request, startRegistry, type Registry } from "#test/helpers/registry";
 import { EventsWatcher } from "#test/tasks/helpers";
 import { startFrontProxy, type FrontProxy } from "#test/transfer/registry";
 
-const KIT = "/work/shared/cri-conformance";
 const ACCEPT = [
   "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json",
   "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json",
@@ -39,31 +37,10 @@ describe("cri images (crictl against Flotilla's gateway)", { timeout: 300_000 },
   let reg: Registry;
   let proxy: FrontProxy;
   let proxy2: FrontProxy;
-  let stack: Stack;
-  let crictlBin: string;
-  let certs: string;
+  let stack: CriStack;
 
-  /** `crictl ARGS` against the stack's socket. */
-  const crictl = (args: string[], timeoutMs = 120_000): Promise<{ code: number; stdout: string; stderr: string }> =>
-    new Promise((resolve, reject) => {
-      const ep = `unix://${stack.socket}`;
-      const c = spawn(crictlBin, ["-r", ep, "-i", ep, "--timeout", "60s", ...args], { stdio: ["ignore", "pipe", "pipe"] });
-      let stdout = "";
-      let stderr = "";
-      c.stdout.on("data", (b: Buffer) => (stdout += b));
-      c.stderr.on("data", (b: Buffer) => (stderr += b));
-      const t = setTimeout(() => c.kill("SIGKILL"), timeoutMs);
-      c.on("error", reject);
-      c.on("close", (code) => {
-        clearTimeout(t);
-        resolve({ code: code ?? -1, stdout, stderr });
-      });
-    });
-  const crictlOk = async (args: string[]): Promise<string> => {
-    const r = await crictl(args);
-    assert.equal(r.code, 0, `crictl ${args.join(" ")}: ${r.stderr}`);
-    return r.stdout;
-  };
+  const crictl = (args: string[]): ReturnType<CriStack["crictl"]> => stack.crictl(args);
+  const crictlOk = (args: string[]): Promise<string> => stack.crictlOk(args);
   const listImages = async (): Promise<CriImage[]> => (JSON.parse(await crictlOk(["images", "-o", "json"])) as { images: CriImage[] }).images;
   const inspect = async (ref: string): Promise<{ status: CriImage; info?: { chainID: string; imageSpec: Record<string, unknown> } }> =>
     JSON.parse(await crictlOk(["inspecti", "-o", "json", ref]));
@@ -104,32 +81,23 @@ describe("cri images (crictl against Flotilla's gateway)", { timeout: 300_000 },
     await pushImage(reg, "k8s-staging-cri-tools/test-image-digest", "latest", buildBusyboxImage({ config: { Cmd: ["sh"], Labels: { fixture: "test-image-digest" } } }));
     proxy = await startFrontProxy(reg.host, { bearer: { user: "bob", password: "hunter2" } });
     proxy2 = await startFrontProxy(reg.host, { bearer: { user: "carol", password: "s3cret" } });
-    stack = await startStack({
-      extraToml: [
-        '[plugins."io.containerd.grpc.v1.cri"]',
-        '  sandbox_image = "registry.k8s.io/pause:3.6"',
-        '[plugins."io.containerd.grpc.v1.cri".registry]',
-        `  config_path = ${JSON.stringify(path.join(reg.dir, "certs.d"))}`,
-        // Credentials of the host asked: behind a mirror, the mirror's (as containerd).
-        `[plugins."io.containerd.grpc.v1.cri".registry.configs."${proxy2.host}".auth]`,
-        '  username = "carol"',
-        '  password = "s3cret"',
-      ].join("\n"),
-    });
-    certs = path.join(reg.dir, "certs.d");
-    fs.cpSync(path.join(KIT, "hosts"), certs, { recursive: true });
+    // The kit's mirrors, rewritten to this registry; two private registries behind token auth as
+    // upstream names of their own: one used with the request's credentials, one with the config's.
+    const certs = path.join(reg.dir, "certs.d");
+    fs.cpSync(path.join(CRI_KIT, "hosts"), certs, { recursive: true });
     for (const h of fs.readdirSync(certs)) {
       const f = path.join(certs, h, "hosts.toml");
       if (fs.existsSync(f)) fs.writeFileSync(f, fs.readFileSync(f, "utf8").split("127.0.0.1:5001").join(reg.host));
     }
-    // A private registry behind token auth, as an upstream name of its own.
     for (const [name, p] of [["private.example.com", proxy], ["configured.example.com", proxy2]] as const) {
       fs.mkdirSync(path.join(certs, name));
       fs.writeFileSync(path.join(certs, name, "hosts.toml"), `server = "http://${p.host}"\n[host."http://${p.host}"]\n  capabilities = ["pull", "resolve"]\n`);
     }
-    crictlBin = path.join(stack.dir, "crictl");
-    fs.writeFileSync(crictlBin, execFileSync("xz", ["-dc", path.join(KIT, "bin", "crictl.xz")], { maxBuffer: 256 << 20 }), { mode: 0o755 });
-    await waitFor("the CRI to answer", async () => ((await crictl(["images"], 10_000)).code === 0 ? true : undefined), 60_000, 500);
+    stack = await startCriStack({
+      registryConfigPath: certs,
+      // Credentials of the host asked: behind a mirror, the mirror's (as containerd).
+      extraToml: [`[plugins."io.containerd.grpc.v1.cri".registry.configs."${proxy2.host}".auth]`, 'username = "carol"', 'password = "s3cret"'].join("\n"),
+    });
   });
 
   after(async () => {
