@@ -201,7 +201,7 @@ describe("cri images (crictl against Flotilla's gateway)", { timeout: 300_000 },
     const missing = await crictl(["pull", "docker.io/library/not-in-the-registry:1"]);
     assert.notEqual(missing.code, 0);
     // (crictl quotes the status message: its own quotes come escaped)
-    assert.match(missing.stderr, /code = NotFound desc = failed to pull and unpack image \\?"docker\.io\/library\/not-in-the-registry:1\\?": .*not found/);
+    assert.match(missing.stderr, /code = NotFound desc = failed to pull and unpack image \\?"docker\.io\/library\/not-in-the-registry:1\\?": failed to resolve reference \\?"docker\.io\/library\/not-in-the-registry:1\\?": docker\.io\/library\/not-in-the-registry:1: not found"/);
     const bad = await crictl(["pull", "Not A Reference"]);
     assert.notEqual(bad.code, 0);
     assert.match(bad.stderr, /code = InvalidArgument desc = failed to parse image reference \\?"Not A Reference\\?"/);
