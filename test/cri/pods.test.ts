@@ -63,6 +63,8 @@ describe("cri pods (crictl)", { timeout: 170_000 }, () => {
     assert.match(v, /RuntimeApiVersion:\s+v1/);
     const info = JSON.parse(await stack.crictlOk(["info", "-o", "json"])) as { status: { conditions: { type: string; status: boolean }[] } };
     assert.deepEqual(info.status.conditions.map((c) => [c.type, c.status]), [["RuntimeReady", true], ["NetworkReady", true]]);
+    const plugins = await stack.ctr(["plugins", "ls"]);
+    assert.match(plugins.stdout, /io\.containerd\.grpc\.v1\s+cri\s+-\s+ok/);
   });
 
   it("runp, pods, inspectp, statsp, stopp, rmp: a pod on the CNI network, then nothing left", async () => {

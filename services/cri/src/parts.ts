@@ -95,6 +95,12 @@ export interface PodsPart {
   close(): Promise<void>;
 }
 
+/**
+ * The containers of a pod run as containerd containers in `k8s.io` with `sandbox` = the pod's id and the
+ * annotation `io.kubernetes.cri.sandbox-id` = the pod's id: the podsandbox controller then stops them
+ * with the pod (Stop) and removes them (Shutdown), and they share the pod's shim. They join the pod's
+ * namespaces through `/proc/<PodRecord.pid>/ns/*` (net only when the pod has its own: `netns`).
+ */
 export interface ContainersPart {
   create: RuntimeRpc<"CreateContainer">;
   start: RuntimeRpc<"StartContainer">;
