@@ -237,6 +237,14 @@ describe("cri images (crictl against Flotilla's gateway)", { timeout: 300_000 },
     assert.match((await stack.ctr(["images", "ls"], { namespace: "k8s.io" })).stdout, /registry\.k8s\.io\/pause:3\.6 .*io\.cri-containerd\.pinned=pinned/);
   });
 
+  it("a restarted cri process lists the same images (nothing of them lives in the cri process)", async () => {
+    const before = (await listImages()).map((i) => `${i.id} ${i.repoTags.join(",")}`).sort();
+    assert.ok(before.length >= 3, before.join("\n"));
+    const old = stack.kill("cri", "SIGKILL");
+    await stack.waitRestarted("cri", old, 60_000);
+    assert.deepEqual((await listImages()).map((i) => `${i.id} ${i.repoTags.join(",")}`).sort(), before);
+  });
+
   it("imagefsinfo: the snapshotter's root and what its snapshots use", async () => {
     const fsinfo = JSON.parse(await crictlOk(["imagefsinfo", "-o", "json"])) as { status: { timestamp: string; fsId: { mountpoint: string }; usedBytes: { value: string }; inodesUsed: { value: string } } };
     assert.equal(fsinfo.status.fsId.mountpoint, path.join(stack.root, "snapshots", "overlayfs"));
