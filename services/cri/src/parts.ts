@@ -130,6 +130,8 @@ export interface ImagesPart {
   fsInfo: ImageRpc<"ImageFsInfo">;
   /** An image by reference, id or digest (NotFound when not pulled); for container creation. */
   resolve(ref: string): Promise<ImageRecord>;
+  /** The image, pulled first when absent (containerd's ensureImageExists: the sandbox image of RunPodSandbox). */
+  ensure(ctx: CallContext, ref: string): Promise<ImageRecord>;
   close(): Promise<void>;
 }
 
