@@ -37,7 +37,7 @@ export function addressOf(cfg: Config, svc: ServiceName): string {
  * host whose containers they run, and call each other with paths on it. They run on one host;
  * content, images, transfer and the gateway can run anywhere.
  */
-export const NODE_GROUP: readonly ServiceName[] = ["snapshots", "tasks", "sandbox"];
+export const NODE_GROUP: readonly ServiceName[] = ["snapshots", "tasks", "sandbox", "cri"];
 
 /** The host part of a dial address; undefined for a unix socket. */
 export function dialHost(address: string): string | undefined {

@@ -138,7 +138,7 @@ describe("the stack split over two hosts (network + mount namespaces), mutual TL
     fs.writeFileSync(bad, fs.readFileSync(split.cfgFile, "utf8").replace(`advertise_address = "${split.ip.b}:${PORTS.snapshots}"`, `advertise_address = "${split.ip.a}:${PORTS.snapshots}"`));
     const c = await flotilla(["config", "check", "-c", bad]);
     assert.equal(c.code, 1);
-    assert.match(c.stderr, new RegExp(`placement: snapshots, tasks, sandbox form the node group and run on one host, but snapshots is dialled at ${split.ip.a.replace(/\./g, "\\.")} and tasks at ${split.ip.b.replace(/\./g, "\\.")}`));
+    assert.match(c.stderr, new RegExp(`placement: snapshots, tasks, sandbox, cri form the node group and run on one host, but snapshots is dialled at ${split.ip.a.replace(/\./g, "\\.")} and tasks at ${split.ip.b.replace(/\./g, "\\.")}`));
   });
 });
 
