@@ -11,6 +11,7 @@
 import { connect, headers as natsHeaders, type NatsConnection, type Subscription, type MsgHdrs } from "nats";
 import { context as otelContext } from "@opentelemetry/api";
 import type { Logger } from "pino";
+import type { RootDatabase } from "lmdb";
 import { namespaceRequired, validateIdentifier, type CallContext } from "../context";
 import { errInvalidArgument } from "../errdefs";
 import { decode, encode, packAny, toTimestamp, type AnyMsg, type Timestamp } from "../proto";
@@ -32,6 +33,16 @@ export interface EventPublisher {
   publishAny(ctx: CallContext, topic: string, event: AnyMsg): Promise<void>;
   /** Publish a complete envelope as-is (Events.Forward). */
   forward(ctx: CallContext, env: Envelope): Promise<void>;
+}
+
+/**
+ * A publisher that records an event in the database of the change it describes, in the same write
+ * transaction (libs/outbox): the event goes out if and only if the change is committed.
+ */
+export interface EventRecorder extends EventPublisher {
+  /** Record `event` (of proto type `typeName`, in the call's namespace); only inside a write transaction on `db`. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  record(db: RootDatabase<any, any>, ctx: CallContext, topic: string, typeName: string, event: Record<string, unknown>): void;
 }
 
 export interface SubscribeOptions {
@@ -169,6 +180,11 @@ export class NatsEventBus implements EventPublisher, EventSubscriber {
       this.queue.shift();
       if (this.dropped++ % 1000 === 0) this.opts.log.warn({ dropped: this.dropped }, "NATS unreachable: dropping oldest queued events");
     }
+  }
+
+  /** The connection, once made (the outbox relay publishes to JetStream on it). */
+  connection(): NatsConnection | undefined {
+    return this.nc;
   }
 
   async publish(ctx: CallContext, topic: string, typeName: string, event: Record<string, unknown>): Promise<void> {

@@ -1,12 +1,12 @@
 /**
- * containerd.services.events.v1.Events bridged to NATS: Publish and Forward go out on the bus,
+ * containerd.services.events.v1.Events bridged to NATS: Publish and Forward go into the outbox (and on to JetStream),
  * Subscribe streams every envelope on the bus (all namespaces, as containerd does) through the
  * client's filters (`namespace`, `topic`, `event.<field>`).
  */
 import type { Adaptor } from "#libs/filters";
 import { NOT_PRESENT, parseAll, present } from "#libs/filters";
 import { errInvalidArgument, errResourceExhausted, errUnavailable } from "#libs/errdefs";
-import type { Envelope, NatsEventBus } from "#libs/events";
+import type { Envelope, EventPublisher, EventSubscriber } from "#libs/events";
 import { serviceHandlers, type ServiceHandlers } from "#libs/grpc/server";
 import { anyType, DECODE_OPTIONS } from "#libs/proto";
 
@@ -45,16 +45,16 @@ export const EVENTS_SERVICE = "containerd.services.events.v1.Events";
  * `stopping` ends every open Subscribe with Unavailable when the gateway stops (as containerd's clients
  * see when it goes away), so they cannot hold its stop up; they subscribe again once it is back.
  */
-export function eventsHandlers(bus: NatsEventBus, stopping?: AbortSignal): ServiceHandlers<typeof EVENTS_SERVICE> {
+export function eventsHandlers(bus: EventSubscriber, publisher: EventPublisher, stopping?: AbortSignal): ServiceHandlers<typeof EVENTS_SERVICE> {
   return serviceHandlers(EVENTS_SERVICE, {
     Publish: async (ctx, req) => {
       if (!req.event) throw errInvalidArgument("event must be set");
-      await bus.publishAny(ctx, req.topic ?? "", req.event);
+      await publisher.publishAny(ctx, req.topic ?? "", req.event);
       return {};
     },
     Forward: async (ctx, req) => {
       if (!req.envelope) throw errInvalidArgument("envelope must be set");
-      await bus.forward(ctx, req.envelope as Envelope);
+      await publisher.forward(ctx, req.envelope as Envelope);
       return {};
     },
     Subscribe: async (ctx, req, send) => {
