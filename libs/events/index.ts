@@ -14,7 +14,8 @@ import type { Logger } from "pino";
 import type { RootDatabase } from "lmdb";
 import { namespaceRequired, validateIdentifier, type CallContext } from "../context";
 import { errInvalidArgument } from "../errdefs";
-import { decode, encode, packAny, toTimestamp, type AnyMsg, type Timestamp } from "../proto";
+import { NOT_PRESENT, present, type Adaptor } from "../filters";
+import { anyType, decode, DECODE_OPTIONS, encode, packAny, toTimestamp, type AnyMsg, type Timestamp } from "../proto";
 import { extractFromHeaders, injectIntoHeaders, type Context, type HeaderCarrier } from "../tracing";
 
 export const ENVELOPE_TYPE = "containerd.types.Envelope";
@@ -87,6 +88,33 @@ export function encodeEnvelope(env: Envelope): Buffer {
 
 export function decodeEnvelope(buf: Uint8Array): Envelope {
   return decode<Envelope>(ENVELOPE_TYPE, buf);
+}
+
+/** containerd's Envelope.Field: namespace, topic, and the event's string and bool fields. */
+export function envelopeAdaptor(env: Envelope): Adaptor {
+  let decoded: Record<string, unknown> | null | undefined;
+  return (fp) => {
+    switch (fp[0]) {
+      case "namespace": return env.namespace ? present(env.namespace) : NOT_PRESENT;
+      case "topic": return env.topic ? present(env.topic) : NOT_PRESENT;
+      case "event": {
+        if (decoded === undefined) {
+          const t = env.event ? anyType(env.event) : undefined;
+          try {
+            decoded = t ? (t.toObject(t.decode(env.event.value), { ...DECODE_OPTIONS, defaults: false }) as Record<string, unknown>) : null;
+          } catch {
+            decoded = null;
+          }
+        }
+        let v: unknown = decoded;
+        for (const f of fp.slice(1)) v = v && typeof v === "object" ? (v as Record<string, unknown>)[f] : undefined;
+        if (typeof v === "string") return present(v);
+        if (typeof v === "boolean") return present(String(v));
+        return NOT_PRESENT;
+      }
+      default: return NOT_PRESENT;
+    }
+  };
 }
 
 function carrier(h: MsgHdrs): HeaderCarrier {

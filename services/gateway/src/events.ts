@@ -3,39 +3,10 @@
  * Subscribe streams every envelope on the bus (all namespaces, as containerd does) through the
  * client's filters (`namespace`, `topic`, `event.<field>`).
  */
-import type { Adaptor } from "#libs/filters";
-import { NOT_PRESENT, parseAll, present } from "#libs/filters";
+import { parseAll } from "#libs/filters";
 import { errInvalidArgument, errResourceExhausted, errUnavailable } from "#libs/errdefs";
-import type { Envelope, EventPublisher, EventSubscriber } from "#libs/events";
+import { envelopeAdaptor, type Envelope, type EventPublisher, type EventSubscriber } from "#libs/events";
 import { serviceHandlers, type ServiceHandlers } from "#libs/grpc/server";
-import { anyType, DECODE_OPTIONS } from "#libs/proto";
-
-/** containerd's Envelope.Field: namespace, topic, and the event's string and bool fields. */
-export function envelopeAdaptor(env: Envelope): Adaptor {
-  let decoded: Record<string, unknown> | null | undefined;
-  return (fp) => {
-    switch (fp[0]) {
-      case "namespace": return env.namespace ? present(env.namespace) : NOT_PRESENT;
-      case "topic": return env.topic ? present(env.topic) : NOT_PRESENT;
-      case "event": {
-        if (decoded === undefined) {
-          const t = env.event ? anyType(env.event) : undefined;
-          try {
-            decoded = t ? (t.toObject(t.decode(env.event.value), { ...DECODE_OPTIONS, defaults: false }) as Record<string, unknown>) : null;
-          } catch {
-            decoded = null;
-          }
-        }
-        let v: unknown = decoded;
-        for (const f of fp.slice(1)) v = v && typeof v === "object" ? (v as Record<string, unknown>)[f] : undefined;
-        if (typeof v === "string") return present(v);
-        if (typeof v === "boolean") return present(String(v));
-        return NOT_PRESENT;
-      }
-      default: return NOT_PRESENT;
-    }
-  };
-}
 
 const MAX_BACKLOG = 10000;
 
