@@ -278,12 +278,24 @@ export class Outbox implements EventRecorder {
     return out.slice(0, max);
   }
 
+  /** Make sure the stream exists on the current connection (once per connection). */
+  private async ensure(nc: NatsConnection): Promise<void> {
+    if (this.streamReady === nc) return;
+    await ensureStream(nc, streamConfig(this.opts.prefix, this.opts.stream ?? DEFAULT_STREAM));
+    this.streamReady = nc;
+  }
+
   private async relay(): Promise<void> {
     while (!this.closed) {
       this.kicked = false;
       const batch = this.pending(256);
       if (!batch.length) {
-        await this.idle(1000);
+        // At start-up (and on a new connection) the stream is made even before there is an event.
+        const nc = this.opts.connection();
+        if (nc && !nc.isClosed() && this.streamReady !== nc) {
+          await this.ensure(nc).catch((err: unknown) => this.opts.log.debug({ err: (err as Error).message }, "making the events stream failed, retrying"));
+        }
+        await this.idle(this.streamReady ? 1000 : 250);
         continue;
       }
       for (const p of batch) {
@@ -304,10 +316,7 @@ export class Outbox implements EventRecorder {
       const nc = this.opts.connection();
       try {
         if (!nc || nc.isClosed()) throw new Error("not connected to NATS");
-        if (this.streamReady !== nc) {
-          await ensureStream(nc, streamConfig(this.opts.prefix, this.opts.stream ?? DEFAULT_STREAM));
-          this.streamReady = nc;
-        }
+        await this.ensure(nc);
         const h = natsHeaders();
         for (const [k, v] of Object.entries(p.entry.headers)) h.set(k, v);
         await nc.jetstream().publish(p.entry.subject, p.entry.data, { msgID, headers: h, timeout: 2000 });
