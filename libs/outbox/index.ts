@@ -21,7 +21,7 @@ import type { Logger } from "pino";
 import type { RootDatabase } from "lmdb";
 import { namespaceRequired, validateIdentifier, type CallContext } from "../context";
 import { errInvalidArgument } from "../errdefs";
-import { encodeEnvelope, subjectFor, validateTopic, type Envelope, type EventRecorder } from "../events";
+import { encodeEnvelope, subjectFor, validateTopic, type Envelope, type EventPublisher, type EventRecorder } from "../events";
 import { openServiceDB, scanPrefix, writeTxn } from "../lmdb";
 import type { Metrics } from "../metrics";
 import { packAny, toTimestamp, type AnyMsg } from "../proto";
@@ -109,6 +109,11 @@ export interface OutboxOptions {
   /** The NATS connection to publish on, once there is one. */
   connection: () => NatsConnection | undefined;
   stream?: StreamSettings;
+  /**
+   * The benchmarks' baseline only (`FLOTILLA_EVENTS_DIRECT=1`): no outbox, every event handed to this
+   * publisher as before the outbox (core NATS, fire-and-forget, lost while NATS is down).
+   */
+  direct?: EventPublisher;
 }
 
 interface Pending {
@@ -204,6 +209,11 @@ export class Outbox implements EventRecorder {
 
   /** Record a complete envelope in `db`'s outbox; only inside a write transaction on `db`. */
   recordEnvelope(db: AnyDB, ctx: CallContext, env: Envelope): void {
+    const direct = this.opts.direct;
+    if (direct) {
+      setImmediate(() => void direct.forward(ctx, env).catch(() => undefined));
+      return;
+    }
     if (!this.ids.has(db)) this.attach(db);
     const headers: Record<string, string> = {
       "containerd-namespace": env.namespace,
@@ -235,6 +245,7 @@ export class Outbox implements EventRecorder {
   }
 
   private async forwardChecked(ctx: CallContext, env: Envelope): Promise<void> {
+    if (this.opts.direct) return this.opts.direct.forward(ctx, env);
     const db = this.ownDB();
     await writeTxn(db, () => this.recordEnvelope(db, ctx, env));
   }
@@ -310,7 +321,7 @@ export class Outbox implements EventRecorder {
 
   /** Publish one entry until JetStream acknowledges it (true), or the outbox closes (false). */
   private async send(p: Pending): Promise<boolean> {
-    let backoff = 100;
+    let backoff = 200;
     const msgID = `${this.opts.service}:${p.id}:${p.seq}`;
     for (let failures = 0; !this.closed; failures++) {
       const nc = this.opts.connection();

@@ -130,6 +130,8 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
   const outbox = new Outbox({
     service: def.name, prefix: config.flotilla.events_subject_prefix, log, root, connection: () => events.connection(),
     stream: { maxAgeMs: ev.max_age, maxBytes: ev.max_bytes, replicas: ev.replicas },
+    // The benchmarks' baseline: events as before the outbox (see bench/events.ts).
+    direct: process.env.FLOTILLA_EVENTS_DIRECT === "1" ? events : undefined,
   });
   const buffers = new MessageBuffers();
   // With TLS configured, this process serves its TCP address with mutual TLS and its channels dial TCP peers with it.
