@@ -110,8 +110,9 @@ export interface OutboxOptions {
   connection: () => NatsConnection | undefined;
   stream?: StreamSettings;
   /**
-   * The benchmarks' baseline only (`FLOTILLA_EVENTS_DIRECT=1`): no outbox, every event handed to this
-   * publisher as before the outbox (core NATS, fire-and-forget, lost while NATS is down).
+   * No outbox: every event handed to this publisher as before the outbox (core NATS, fire-and-forget,
+   * lost while NATS is down). For a process without NATS, and the benchmarks' baseline
+   * (`FLOTILLA_EVENTS_DIRECT=1`).
    */
   direct?: EventPublisher;
 }
@@ -252,7 +253,7 @@ export class Outbox implements EventRecorder {
 
   /** Start relaying (once NATS is reachable) until close. */
   start(): void {
-    if (this.started) return;
+    if (this.started || this.opts.direct) return;
     this.started = true;
     this.running = this.relay().catch((err: unknown) => this.opts.log.error({ err }, "events relay stopped"));
   }

@@ -130,8 +130,9 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
   const outbox = new Outbox({
     service: def.name, prefix: config.flotilla.events_subject_prefix, log, root, connection: () => events.connection(),
     stream: { maxAgeMs: ev.max_age, maxBytes: ev.max_bytes, replicas: ev.replicas },
-    // The benchmarks' baseline: events as before the outbox (see bench/events.ts).
-    direct: process.env.FLOTILLA_EVENTS_DIRECT === "1" ? events : undefined,
+    // Without NATS nothing would ever drain an outbox: events are dropped then, as before. (And the
+    // benchmarks' baseline, events as before the outbox: see bench/events.ts.)
+    direct: !natsUrl(config) || process.env.FLOTILLA_EVENTS_DIRECT === "1" ? events : undefined,
   });
   const buffers = new MessageBuffers();
   // With TLS configured, this process serves its TCP address with mutual TLS and its channels dial TCP peers with it.
@@ -171,7 +172,7 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
   }
   const metricsPort = await metrics.listen(svcCfg.metrics_address);
   if (metricsPort !== undefined) outbox.registerMetrics(metrics);
-  if (natsUrl(config)) outbox.start();
+  outbox.start();
   // How long this process took to serve, from its own start (what `flotilla up` start-up is made of).
   const cpu = process.cpuUsage();
   log.info({ address: svcCfg.address, metrics: metricsPort, pid: process.pid, startupMs: Math.round(performance.now()), startupCpuMs: Math.round((cpu.user + cpu.system) / 1000) }, "serving");
