@@ -72,6 +72,9 @@ export function streamConfig(prefix: string, s: StreamSettings): Partial<StreamC
   };
 }
 
+/** JetStream's API has no responder: a server without JetStream. */
+const noJetStream = (e: unknown): boolean => (e as { code?: string })?.code === "503" || /jetstream not enabled|no responders/i.test((e as Error)?.message ?? "");
+
 const notFound = (e: unknown): boolean => /not found/i.test((e as Error)?.message ?? "");
 
 /** Create the stream, or bring an existing one to `cfg` (idempotent; several processes may race here). */
@@ -135,6 +138,8 @@ export class Outbox implements EventRecorder {
   private wake?: () => void;
   private kicked = false;
   private streamReady?: NatsConnection;
+  /** Until when this server is known to have no JetStream: events go out on core NATS meanwhile. */
+  private coreOnlyUntil = 0;
   private running?: Promise<void>;
   private published = 0;
 
@@ -292,9 +297,17 @@ export class Outbox implements EventRecorder {
 
   /** Make sure the stream exists on the current connection (once per connection). */
   private async ensure(nc: NatsConnection): Promise<void> {
-    if (this.streamReady === nc) return;
-    await ensureStream(nc, streamConfig(this.opts.prefix, this.opts.stream ?? DEFAULT_STREAM));
-    this.streamReady = nc;
+    if (this.streamReady === nc || Date.now() < this.coreOnlyUntil) return;
+    try {
+      await ensureStream(nc, streamConfig(this.opts.prefix, this.opts.stream ?? DEFAULT_STREAM));
+      this.streamReady = nc;
+    } catch (e) {
+      if (!noJetStream(e)) throw e;
+      // A NATS server without JetStream: the events still go out (live subscribers see them) on
+      // core NATS, each once the server has it (flush), but nothing keeps them for a replay.
+      if (!this.coreOnlyUntil) this.opts.log.warn("NATS has no JetStream: events are published on core NATS, without a stream to replay them from");
+      this.coreOnlyUntil = Date.now() + 10_000;
+    }
   }
 
   private async relay(): Promise<void> {
@@ -331,6 +344,12 @@ export class Outbox implements EventRecorder {
         await this.ensure(nc);
         const h = natsHeaders();
         for (const [k, v] of Object.entries(p.entry.headers)) h.set(k, v);
+        if (this.streamReady !== nc && Date.now() < this.coreOnlyUntil) {
+          h.set("Nats-Msg-Id", msgID);
+          nc.publish(p.entry.subject, p.entry.data, { headers: h });
+          await Promise.race([nc.flush(), sleep(2000).then(() => Promise.reject(new Error("NATS did not answer a flush")))]);
+          return true;
+        }
         await nc.jetstream().publish(p.entry.subject, p.entry.data, { msgID, headers: h, timeout: 2000 });
         return true;
       } catch (err) {
