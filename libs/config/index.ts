@@ -15,6 +15,8 @@
  *     otlp_protocol = "http/protobuf"     # or "http/json"
  *     gateway_content_reads = true        # the gateway reads blobs the content process let it (same host)
  *     gateway_read_views = true           # the gateway answers lookups from the owners' databases (same host)
+ *   [flotilla.events]                     # the JetStream stream of every event (libs/outbox)
+ *     max_age = "168h"  max_bytes = 1073741824  replicas = 1
  *   [flotilla.services.content]
  *     address = "unix:///run/flotilla/content.sock"   # or tcp://0.0.0.0:7001
  *     metrics_address = "127.0.0.1:9601"
