@@ -1,6 +1,6 @@
 /**
  * The local ImageStore, kept in the images process's LMDB database, with containerd's semantics
- * (metadata/images.go): validation, field masks, timestamps stamped by the store, events after commit,
+ * (metadata/images.go): validation, field masks, timestamps stamped by the store, events recorded in the change's transaction,
  * and a garbage collection pass after deletions (awaited with `sync`).
  */
 import { isDigestedName, writeTxn } from "#libs/lmdb";

@@ -1,7 +1,7 @@
 /**
  * The local ContainerStore: container records in the tasks process's LMDB database, with containerd's
  * semantics (metadata/containers.go): validation, field masks, server-stamped times, Any values kept
- * byte for byte, and /containers/* events after each commit.
+ * byte for byte, and /containers/* events recorded in the transaction of each change (libs/outbox).
  *
  * Keys: ["c", namespace, id] -> StoredContainer, and ["schema_version"] -> the SCHEMA_VERSION of
  * ../../public, where container records (published to readers in other processes) are defined.
