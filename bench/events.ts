@@ -49,7 +49,9 @@ async function side(name: string, direct: boolean): Promise<Side> {
   }
   const natsUrl = (JSON.parse(fs.readFileSync(`${stack.state}/supervisor.json`, "utf8")) as { nats_url: string }).nats_url;
   const nc = await connect({ servers: natsUrl });
+  let closeConsumer = (): void => undefined;
   const s: Side = { name, stack, nc, received: [], started: new Map(), stop: async () => {
+    closeConsumer();
     await nc.close();
     await stack.stop();
   } };
@@ -69,6 +71,7 @@ async function side(name: string, direct: boolean): Promise<Side> {
     }
     const c = await nc.jetstream().consumers.get(streamName(PREFIX), { deliver_policy: DeliverPolicy.New });
     const msgs = await c.consume();
+    closeConsumer = () => void msgs.close();
     void (async () => {
       for await (const m of msgs) onEvent(m.data);
     })();
