@@ -260,11 +260,14 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   return stack;
 }
 
-/** Start a standalone nats-server on a free loopback port (for tests that stop and restart NATS). */
-export async function startNats(port?: number): Promise<{ url: string; port: number; pid: number; stop(): Promise<void> }> {
+/**
+ * Start a standalone nats-server on a free loopback port (for tests that stop and restart NATS); with
+ * `jetstreamDir`, with JetStream storing there (the same directory again finds the streams again).
+ */
+export async function startNats(port?: number, jetstreamDir?: string): Promise<{ url: string; port: number; pid: number; stop(): Promise<void> }> {
   const { freePort, waitForPort } = await import("../cli/supervisor");
   const p = port ?? (await freePort());
-  const child = spawn("nats-server", ["-a", "127.0.0.1", "-p", String(p)], { stdio: "ignore" });
+  const child = spawn("nats-server", ["-a", "127.0.0.1", "-p", String(p), ...(jetstreamDir ? ["-js", "-sd", jetstreamDir] : [])], { stdio: "ignore" });
   await waitForPort(p, 10000);
   return {
     url: `nats://127.0.0.1:${p}`,
