@@ -319,6 +319,16 @@ test("crictl: pull, runp, create, start, ps, inspect, logs, stats, exec-free lif
   assert.equal(exited.status.exitCode, 137);
   assert.equal(exited.status.reason, "Error");
 
+  // GetContainerEvents (containerd 1.7's evented PLEG feed) follows the next container's whole life.
+  const watch = new AbortController();
+  const seen: { id: string; type: number; state?: string }[] = [];
+  const watching = (async () => {
+    for await (const e of cri.runtime.serverStream({ ...background(), signal: watch.signal }, "GetContainerEvents", {})) {
+      seen.push({ id: e.container_id, type: Number(e.container_event_type), state: e.containers_statuses[0]?.state?.toString() });
+    }
+  })().catch(() => undefined);
+  await new Promise((r) => setTimeout(r, 300));
+
   // A container that exits by itself: Completed with its code.
   const c2 = await crictl("create", podId, ctrJson("quick", { command: ["sh", "-c", "echo done; touch /x 2>/dev/null || echo read-only"], linux: { security_context: { readonly_rootfs: true } } }), podJson);
   await crictl("start", c2);
@@ -340,6 +350,11 @@ test("crictl: pull, runp, create, start, ps, inspect, logs, stats, exec-free lif
 
   await crictl("rm", c1);
   await crictl("rm", c2);
+  await waitFor("the quick container's four events", () => (seen.filter((e) => e.id === c2).length >= 4 ? true : undefined), 20_000);
+  watch.abort();
+  await watching;
+  // CONTAINER_CREATED_EVENT, _STARTED_, _STOPPED_, _DELETED_, in order.
+  assert.deepEqual(seen.filter((e) => e.id === c2).map((e) => e.type), [0, 1, 2, 3]);
   await crictl("rm", c3);
   assert.equal(await crictl("ps", "-a", "-q"), "");
   const left = await stack.ctr(["c", "ls", "-q"], { namespace: "k8s.io" });

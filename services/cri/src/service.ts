@@ -10,10 +10,12 @@ import { createPods } from "./pods";
 import { createImages } from "./images";
 import { createContainers } from "./containers";
 import { createStreaming } from "./streaming";
+import { createCriEvents, type CriEvents } from "./events";
 import type { CriParts } from "./server/handlers";
 
 export interface CriService extends CriParts {
   deps: CriDeps;
+  events: CriEvents;
   close(): Promise<void>;
 }
 
@@ -32,7 +34,8 @@ export async function createCriService(sc: ServiceContext): Promise<CriService> 
   let containers: ContainersPart | undefined;
   const pods = createPods(deps, { containers: () => containers! });
   const images = createImages(deps);
-  containers = createContainers(deps, { pods, images });
+  const events = createCriEvents(sc.log);
+  containers = createContainers(deps, { pods, images, events });
   const streaming = createStreaming(deps, { pods, containers, io: containers.io });
   const runtime = createRuntimeInfo(deps);
   await pods.recover();
@@ -45,6 +48,7 @@ export async function createCriService(sc: ServiceContext): Promise<CriService> 
     containers,
     images,
     streaming,
+    events,
     async close() {
       await streaming.stop();
       await containers!.close();

@@ -2,6 +2,7 @@
 import { serviceHandlers, type ServiceHandlers } from "#libs/grpc/server";
 import { IMAGE_SERVICE, RUNTIME_SERVICE, type ContainersPart, type ImagesPart, type PodsPart, type StreamingPart } from "../parts";
 import type { RuntimeInfo } from "../runtime";
+import type { CriEvents } from "../events";
 
 export interface CriParts {
   runtime: RuntimeInfo;
@@ -9,6 +10,7 @@ export interface CriParts {
   containers: ContainersPart;
   images: ImagesPart;
   streaming: StreamingPart;
+  events: CriEvents;
 }
 
 export function runtimeHandlers(p: CriParts): ServiceHandlers<typeof RUNTIME_SERVICE> {
@@ -37,6 +39,10 @@ export function runtimeHandlers(p: CriParts): ServiceHandlers<typeof RUNTIME_SER
     Exec: (ctx, req) => p.streaming.exec(ctx, req),
     Attach: (ctx, req) => p.streaming.attach(ctx, req),
     PortForward: (ctx, req) => p.streaming.portForward(ctx, req),
+    // containerd 1.7's evented PLEG feed: each container's lifecycle from the moment the call is made.
+    GetContainerEvents: async (ctx, _req, send) => {
+      for await (const e of p.events.watch(ctx.signal)) await send(e);
+    },
   });
 }
 
