@@ -62,5 +62,5 @@ test("placement: the node group dialled at two hosts is a config error; an up ru
   assert.equal(splitGroupError(group, ["snapshots", "tasks", "sandbox"], new Set(["10.0.0.2"])), undefined);
   // Elsewhere, running no member (content, images ...): nothing to say.
   assert.equal(splitGroupError(group, ["content", "images", "gateway"], new Set(["10.0.0.1"])), undefined);
-  assert.match(splitGroupError(group, ["tasks"], new Set(["10.0.0.1"])) ?? "", /^placement: tasks runs here but snapshots, of the same node group \(snapshots, tasks, sandbox\), is dialled at 10\.0\.0\.2, which is not this host/);
+  assert.match(splitGroupError(group, ["tasks"], new Set(["10.0.0.1"])) ?? "", /^placement: tasks runs here but snapshots, of the same node group \(snapshots, tasks, sandbox, cri\), is dialled at 10\.0\.0\.2, which is not this host/);
 });
