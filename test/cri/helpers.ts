@@ -12,7 +12,8 @@ import { runCommand, startStack, type CtrOptions, type CtrResult, type Stack } f
 import { makeTestNet, type TestNet } from "#test/sandbox/net-helpers";
 
 /** The conformance kit (critest, crictl, fixture images, mirrors). */
-export const CRI_KIT = process.env.CRI_CONFORMANCE_KIT ?? path.join(repoRoot(), "..", "shared", "cri-conformance");
+/** The CRI conformance kit (critest, crictl, fixture builder), kept in the repository so a clean clone runs it offline. */
+export const CRI_KIT = process.env.CRI_CONFORMANCE_KIT ?? path.join(repoRoot(), "third_party", "cri-conformance");
 
 let crictlBin: string | undefined;
 /** The kit's crictl, unpacked under the temp dir (once per process). */
