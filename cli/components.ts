@@ -7,6 +7,7 @@ import { validatePlugins, type Config } from "../libs/config";
 import { placementError } from "../libs/topology";
 import type { Component } from "../libs/service/components";
 import { CONTENT_COMPONENTS } from "../services/content/components";
+import { CRI_COMPONENTS } from "../services/cri/components";
 import { GATEWAY_COMPONENTS } from "../services/gateway/components";
 import { IMAGES_COMPONENTS } from "../services/images/components";
 import { SANDBOX_COMPONENTS } from "../services/sandbox/components";
@@ -21,6 +22,7 @@ export const ALL_COMPONENTS: readonly Component<unknown>[] = [
   ...TASKS_COMPONENTS,
   ...TRANSFER_COMPONENTS,
   ...SANDBOX_COMPONENTS,
+  ...CRI_COMPONENTS,
   ...GATEWAY_COMPONENTS,
 ];
 

@@ -23,6 +23,8 @@ commands:
                        run a container inside a sandbox
   network ls|create|rm|inspect ...
                        the CNI networks sandboxes attach to
+  events [--since TIME|--from SEQ] [--filter F]... [--follow]
+                       the stack's events from its JetStream stream, printed as \`ctr events\` does
   config check         check the config as \`up\` does before it starts anything
   certs init DIR [--host NAME|IP]...
                        a CA and a certificate per process for mutual TLS (openssl)
@@ -119,6 +121,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import("./sandbox")).runCommand([...globals, ...rest]);
     case "health":
       return (await import("./control")).healthCommand([...globals, ...rest]);
+    case "events":
+      return (await import("./events")).eventsCommand([...globals, ...rest]);
     case "config":
       return (await import("./components")).configCommand([...globals, ...rest]);
     case "ps":

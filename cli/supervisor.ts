@@ -256,8 +256,16 @@ export class Supervisor {
     const ignored = checkConfig(this.cfg);
     if (ignored.length) this.log.warn({ tables: ignored.map((t) => `plugins.${JSON.stringify(t)}`) }, "ignoring the config of plugins Flotilla does not implement");
     if (this.only && !this.cfg.flotilla.nats.url) throw new Error("up --only: set [flotilla.nats] url, the NATS server every part of the stack reaches (an embedded one would be this part's alone)");
-    const split = splitGroupError(this.cfg, this.only ?? SERVICE_NAMES, await this.localHosts());
-    if (split) throw new Error(split);
+    // An address lists only once its interface is up and running (a link that just came up, a boot
+    // where the network is still starting): give this host's addresses a few seconds to appear.
+    let local = await this.localHosts();
+    let split = splitGroupError(this.cfg, this.only ?? SERVICE_NAMES, local);
+    for (let i = 0; split && i < 20; i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      local = await this.localHosts();
+      split = splitGroupError(this.cfg, this.only ?? SERVICE_NAMES, local);
+    }
+    if (split) throw new Error(`${split} (this host: ${[...local].join(", ")})`);
     fs.mkdirSync(this.cfg.state, { recursive: true, mode: 0o711 });
     fs.mkdirSync(this.cfg.root, { recursive: true, mode: 0o711 });
     await this.listenControl();

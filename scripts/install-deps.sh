@@ -3,7 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PKGS=(runc crun nats-server containerd docker-registry busybox-static containernetworking-plugins skopeo
-      iproute2 zstd libdeflate0 golang-github-containerd-containerd-dev systemd docker-compose docker.io)
+      iproute2 zstd libdeflate0 golang-github-containerd-containerd-dev systemd docker-compose docker.io
+      # the CRI's tests: crictl/critest come xz-packed; the conformance kit builds its fixture images
+      # (python3, gcc, libc6-dev, curl) and critest runs ipcmk/ipcs on the host (util-linux)
+      xz-utils python3 gcc libc6-dev curl util-linux)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -8,7 +8,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { background } from "../libs/context";
 import { ChannelPool, RpcClient } from "../libs/grpc/client";
-import { dialAddress, loadConfig, type ServiceName } from "../libs/config";
+import { dialAddress, loadConfig, SERVICE_NAMES, type ServiceName } from "../libs/config";
 import { tlsFor } from "../libs/grpc/tls";
 import { repoRoot } from "../libs/proto";
 import { waitAtMost } from "../libs/sync";
@@ -172,7 +172,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   ];
   if (opts.metrics) {
     const { freePort } = await import("../cli/supervisor");
-    for (const s of ["content", "snapshots", "images", "tasks", "transfer", "sandbox", "gateway"]) {
+    for (const s of SERVICE_NAMES) {
       lines.push(`[flotilla.services.${s}]`, `metrics_address = "127.0.0.1:${await freePort()}"`);
     }
   }
@@ -251,7 +251,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   try {
     await waitFor("the supervisor state file", () => readState()?.nats_url || undefined, 15000);
     stack.natsUrl = readState()!.nats_url;
-    for (const s of ["content", "snapshots", "images", "tasks", "transfer", "sandbox", "gateway"] as ServiceName[]) await waitHealthy(s);
+    for (const s of SERVICE_NAMES) await waitHealthy(s);
   } catch (e) {
     const logs = fs.existsSync(logFile) ? fs.readFileSync(logFile, "utf8").slice(-4000) : "";
     await stack.stop();
@@ -260,11 +260,14 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   return stack;
 }
 
-/** Start a standalone nats-server on a free loopback port (for tests that stop and restart NATS). */
-export async function startNats(port?: number): Promise<{ url: string; port: number; pid: number; stop(): Promise<void> }> {
+/**
+ * Start a standalone nats-server on a free loopback port (for tests that stop and restart NATS); with
+ * `jetstreamDir`, with JetStream storing there (the same directory again finds the streams again).
+ */
+export async function startNats(port?: number, jetstreamDir?: string): Promise<{ url: string; port: number; pid: number; stop(): Promise<void> }> {
   const { freePort, waitForPort } = await import("../cli/supervisor");
   const p = port ?? (await freePort());
-  const child = spawn("nats-server", ["-a", "127.0.0.1", "-p", String(p)], { stdio: "ignore" });
+  const child = spawn("nats-server", ["-a", "127.0.0.1", "-p", String(p), ...(jetstreamDir ? ["-js", "-sd", jetstreamDir] : [])], { stdio: "ignore" });
   await waitForPort(p, 10000);
   return {
     url: `nats://127.0.0.1:${p}`,

@@ -15,6 +15,8 @@
  *     otlp_protocol = "http/protobuf"     # or "http/json"
  *     gateway_content_reads = true        # the gateway reads blobs the content process let it (same host)
  *     gateway_read_views = true           # the gateway answers lookups from the owners' databases (same host)
+ *   [flotilla.events]                     # the JetStream stream of every event (libs/outbox)
+ *     max_age = "168h"  max_bytes = 1073741824  replicas = 1
  *   [flotilla.services.content]
  *     address = "unix:///run/flotilla/content.sock"   # or tcp://0.0.0.0:7001
  *     metrics_address = "127.0.0.1:9601"
@@ -27,7 +29,7 @@ import { configError, schema, type Infer, type Schema } from "./schema";
 
 export { schema, configError, parseDuration, type Infer, type Schema } from "./schema";
 
-export const SERVICE_NAMES = ["content", "snapshots", "images", "tasks", "transfer", "sandbox", "gateway"] as const;
+export const SERVICE_NAMES = ["content", "snapshots", "images", "tasks", "transfer", "sandbox", "cri", "gateway"] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];
 
 export interface ServiceConfig {
@@ -73,6 +75,16 @@ export interface NatsConfig {
   embedded_store_dir: string;
 }
 
+/** `[flotilla.events]`: the JetStream stream every event goes to (see libs/outbox). */
+export interface EventsConfig {
+  /** How long the stream keeps an event, in milliseconds (0: no limit); a Go duration in the file ("168h"). */
+  max_age: number;
+  /** Bytes the stream keeps before it drops the oldest (-1: no limit). */
+  max_bytes: number;
+  /** Copies of the stream in a NATS cluster. */
+  replicas: number;
+}
+
 export interface Config {
   version: number;
   root: string;
@@ -89,6 +101,7 @@ export interface Config {
   flotilla: {
     nats: NatsConfig;
     events_subject_prefix: string;
+    events: EventsConfig;
     otlp_endpoint: string;
     /** How spans are sent to `otlp_endpoint`: "http/protobuf" (OTEL's default) or "http/json". */
     otlp_protocol: OtlpProtocol;
@@ -155,6 +168,7 @@ export const CONFIG_SCHEMA = schema.table({
     nats_url: str(),
     nats: NATS_TABLE,
     events_subject_prefix: str(),
+    events: schema.table({ max_age: schema.duration(), max_bytes: int({ min: -1 }), replicas: int({ min: 1, max: 5 }) }),
     otlp_endpoint: str(),
     otlp_protocol: schema.oneOf(OTLP_PROTOCOLS),
     gateway_content_reads: schema.bool(),
@@ -236,6 +250,7 @@ export function fromToml(raw: Record<string, unknown>, source?: string): Config 
     flotilla: {
       nats: natsConfig(fl.nats, fl.nats_url, root, source),
       events_subject_prefix: fl.events_subject_prefix ?? "flotilla.events",
+      events: { max_age: fl.events?.max_age ?? 7 * 24 * 3_600_000, max_bytes: fl.events?.max_bytes ?? 1024 * MiB, replicas: fl.events?.replicas ?? 1 },
       otlp_endpoint: fl.otlp_endpoint ?? env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? "",
       otlp_protocol: otlpProtocol as OtlpProtocol,
       gateway_content_reads: fl.gateway_content_reads ?? true,

@@ -178,6 +178,14 @@ export const SANDBOX_LABELS = {
   network: "io.flotilla.sandbox/network",
   /** Controller.Create annotation: port mappings for CNI's portmap, JSON `[{hostPort, containerPort, protocol}]`. */
   portMappings: "io.flotilla.sandbox/port-mappings",
+  /** Controller.Create annotations (the CRI's network config): the CNI conf dir and the plugin dirs (`:`-separated) of this sandbox, instead of the controller's. */
+  cniConfDir: "io.flotilla.sandbox/cni-conf-dir",
+  cniBinDirs: "io.flotilla.sandbox/cni-bin-dirs",
+  /** Controller.Create annotations: "true" shares the host's PID / IPC namespace (the CRI's NODE mode). */
+  hostPid: "io.flotilla.sandbox/host-pid",
+  hostIpc: "io.flotilla.sandbox/host-ipc",
+  /** Controller.Create annotation: kernel parameters of the pod, JSON `{"net.ipv4.ip_forward": "1"}`. */
+  sysctls: "io.flotilla.sandbox/sysctls",
 } as const;
 
 /** The OCI runtime spec's type URL in a container's or sandbox's `spec` Any. */

@@ -12,9 +12,11 @@ import * as fs from "node:fs";
 import { connect, credsAuthenticator, headers as natsHeaders, nkeyAuthenticator, type ConnectionOptions, type NatsConnection, type Subscription, type MsgHdrs } from "nats";
 import { context as otelContext } from "@opentelemetry/api";
 import type { Logger } from "pino";
+import type { RootDatabase } from "lmdb";
 import { namespaceRequired, validateIdentifier, type CallContext } from "../context";
 import { errInvalidArgument } from "../errdefs";
-import { decode, encode, packAny, toTimestamp, type AnyMsg, type Timestamp } from "../proto";
+import { NOT_PRESENT, present, type Adaptor } from "../filters";
+import { anyType, decode, DECODE_OPTIONS, encode, packAny, toTimestamp, type AnyMsg, type Timestamp } from "../proto";
 import { extractFromHeaders, injectIntoHeaders, type Context, type HeaderCarrier } from "../tracing";
 
 export const ENVELOPE_TYPE = "containerd.types.Envelope";
@@ -33,6 +35,16 @@ export interface EventPublisher {
   publishAny(ctx: CallContext, topic: string, event: AnyMsg): Promise<void>;
   /** Publish a complete envelope as-is (Events.Forward). */
   forward(ctx: CallContext, env: Envelope): Promise<void>;
+}
+
+/**
+ * A publisher that records an event in the database of the change it describes, in the same write
+ * transaction (libs/outbox): the event goes out if and only if the change is committed.
+ */
+export interface EventRecorder extends EventPublisher {
+  /** Record `event` (of proto type `typeName`, in the call's namespace); only inside a write transaction on `db`. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  record(db: RootDatabase<any, any>, ctx: CallContext, topic: string, typeName: string, event: Record<string, unknown>): void;
 }
 
 export interface SubscribeOptions {
@@ -77,6 +89,33 @@ export function encodeEnvelope(env: Envelope): Buffer {
 
 export function decodeEnvelope(buf: Uint8Array): Envelope {
   return decode<Envelope>(ENVELOPE_TYPE, buf);
+}
+
+/** containerd's Envelope.Field: namespace, topic, and the event's string and bool fields. */
+export function envelopeAdaptor(env: Envelope): Adaptor {
+  let decoded: Record<string, unknown> | null | undefined;
+  return (fp) => {
+    switch (fp[0]) {
+      case "namespace": return env.namespace ? present(env.namespace) : NOT_PRESENT;
+      case "topic": return env.topic ? present(env.topic) : NOT_PRESENT;
+      case "event": {
+        if (decoded === undefined) {
+          const t = env.event ? anyType(env.event) : undefined;
+          try {
+            decoded = t ? (t.toObject(t.decode(env.event.value), { ...DECODE_OPTIONS, defaults: false }) as Record<string, unknown>) : null;
+          } catch {
+            decoded = null;
+          }
+        }
+        let v: unknown = decoded;
+        for (const f of fp.slice(1)) v = v && typeof v === "object" ? (v as Record<string, unknown>)[f] : undefined;
+        if (typeof v === "string") return present(v);
+        if (typeof v === "boolean") return present(String(v));
+        return NOT_PRESENT;
+      }
+      default: return NOT_PRESENT;
+    }
+  };
 }
 
 function carrier(h: MsgHdrs): HeaderCarrier {
@@ -210,6 +249,11 @@ export class NatsEventBus implements EventPublisher, EventSubscriber {
       this.queue.shift();
       if (this.dropped++ % 1000 === 0) this.opts.log.warn({ dropped: this.dropped }, "NATS unreachable: dropping oldest queued events");
     }
+  }
+
+  /** The connection, once made (the outbox relay publishes to JetStream on it). */
+  connection(): NatsConnection | undefined {
+    return this.nc;
   }
 
   async publish(ctx: CallContext, topic: string, typeName: string, event: Record<string, unknown>): Promise<void> {

@@ -9,6 +9,7 @@ import * as net from "node:net";
 import * as path from "node:path";
 import { grpcTarget, unixPath } from "../config";
 import { tcpConnectOptions, type TlsMaterial } from "./tls";
+import { acceptUnixConnections, destroyPeeking } from "./authority";
 
 export const GRPC_CONTENT_TYPE = "application/grpc";
 
@@ -218,6 +219,8 @@ export async function listenHttp2(server: H2Server, address: string): Promise<{ 
   if (sock) {
     fs.mkdirSync(path.dirname(sock), { recursive: true });
     fs.rmSync(sock, { force: true });
+    // grpc-go clients dialled with a bare socket path (the kubelet, crictl) send it as :authority.
+    acceptUnixConnections(server);
     await listen(sock);
     fs.chmodSync(sock, 0o660);
     return { port: 0, socketPath: sock };
@@ -233,6 +236,7 @@ export async function listenHttp2(server: H2Server, address: string): Promise<{ 
 /** Close an HTTP/2 server gracefully: no new sessions, GOAWAY to each, destroy what is left after `graceMs`. */
 export async function closeHttp2(server: H2Server, sessions: Set<http2.Http2Session>, graceMs: number): Promise<void> {
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  destroyPeeking(server);
   for (const s of sessions) {
     try {
       s.close();

@@ -86,6 +86,11 @@ export interface SandboxProcessSpecInput {
   annotations: Record<string, string>;
   sandboxId: string;
   cgroupsPath: string;
+  /** Share the host's PID or IPC namespace instead of holding the pod's own (the CRI's NODE mode). */
+  hostPid?: boolean;
+  hostIpc?: boolean;
+  /** Kernel parameters set in the pod's namespaces (`linux.sysctl`). */
+  sysctl?: Record<string, string>;
 }
 
 /**
@@ -93,10 +98,10 @@ export interface SandboxProcessSpecInput {
  * network with a pod network), on a read-only rootfs, with no capabilities.
  */
 export function sandboxProcessSpec(o: SandboxProcessSpecInput): Record<string, unknown> {
-  const namespaces: Record<string, unknown>[] = [{ type: "pid" }, { type: "ipc" }, { type: "mount" }];
+  const namespaces: Record<string, unknown>[] = [...(o.hostPid ? [] : [{ type: "pid" }]), ...(o.hostIpc ? [] : [{ type: "ipc" }]), { type: "mount" }];
   // Without a network of its own the pod shares the host's network and hostname (as hostNetwork pods do).
   if (o.netns) namespaces.push({ type: "uts" }, { type: "network", path: o.netns });
-  return containerSpec({
+  const spec = containerSpec({
     args: o.args,
     env: [`PATH=${o.path}`],
     readonlyRootfs: true,
@@ -105,6 +110,8 @@ export function sandboxProcessSpec(o: SandboxProcessSpecInput): Record<string, u
     cgroupsPath: o.cgroupsPath,
     namespaces,
   });
+  if (o.sysctl && Object.keys(o.sysctl).length) (spec.linux as Record<string, unknown>).sysctl = { ...o.sysctl };
+  return spec;
 }
 
 /** Where a static busybox is looked for, in order. */

@@ -8,6 +8,7 @@ import * as fs from "node:fs";
 import type { Logger } from "pino";
 import { configPathFromArgv, loadConfig, serviceRoot, serviceState, unixPath, validatePlugins, type Config, type ServiceName } from "../config";
 import { NatsEventBus } from "../events";
+import { Outbox } from "../outbox";
 import { createLogger } from "../log";
 import { Metrics } from "../metrics";
 import { parseAll } from "../filters";
@@ -32,6 +33,12 @@ export interface ServiceContext {
   metrics: Metrics;
   server: RpcServer;
   events: NatsEventBus;
+  /**
+   * Where this process records the events of its changes (libs/outbox): `record` in the write
+   * transaction of the change, `attach` each database it records into at open; `publish` for a change
+   * with no database of its own. Its relay publishes them to JetStream.
+   */
+  outbox: Outbox;
   /** Persistent directory of this service (`<root>/<service>`), created. */
   root: string;
   /** Runtime directory of this service (`<state>/<service>`), created. */
@@ -123,6 +130,14 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
   fs.mkdirSync(root, { recursive: true, mode: 0o711 });
   fs.mkdirSync(state, { recursive: true, mode: 0o711 });
   const events = new NatsEventBus({ url: natsUrl(config), client: config.flotilla.nats, prefix: config.flotilla.events_subject_prefix, log, name: `flotilla-${def.name}` });
+  const ev = config.flotilla.events;
+  const outbox = new Outbox({
+    service: def.name, prefix: config.flotilla.events_subject_prefix, log, root, connection: () => events.connection(),
+    stream: { maxAgeMs: ev.max_age, maxBytes: ev.max_bytes, replicas: ev.replicas },
+    // Without NATS nothing would ever drain an outbox: events are dropped then, as before. (And the
+    // benchmarks' baseline, events as before the outbox: see bench/events.ts.)
+    direct: !natsUrl(config) || process.env.FLOTILLA_EVENTS_DIRECT === "1" ? events : undefined,
+  });
   const buffers = new MessageBuffers();
   // With TLS configured, this process serves its TCP address with mutual TLS and its channels dial TCP peers with it.
   const tls = tlsFor(config, def.name);
@@ -134,7 +149,7 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
   let running: RunningService | undefined;
   const stopping = new AbortController();
   const configOf = <C>(c: Component<C>): C => (c.config ? c.config.check(config.plugins[uriOf(c)] ?? {}, ["plugins", uriOf(c)]) : ({} as C));
-  const sc: ServiceContext = { name: def.name, config, log, metrics, server, events, root, state, stopping: stopping.signal, channels, buffers, configOf };
+  const sc: ServiceContext = { name: def.name, config, log, metrics, server, events, outbox, root, state, stopping: stopping.signal, channels, buffers, configOf };
   try {
     running = await def.start(sc);
   } catch (e) {
@@ -160,6 +175,8 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
     await server.listen(svcCfg.address);
   }
   const metricsPort = await metrics.listen(svcCfg.metrics_address);
+  if (metricsPort !== undefined) outbox.registerMetrics(metrics);
+  outbox.start();
   // How long this process took to serve, from its own start (what `flotilla up` start-up is made of).
   const cpu = process.cpuUsage();
   log.info({ address: svcCfg.address, metrics: metricsPort, pid: process.pid, startupMs: Math.round(performance.now()), startupCpuMs: Math.round((cpu.user + cpu.system) / 1000) }, "serving");
@@ -175,6 +192,7 @@ export async function runService(def: ServiceDefinition, argv: readonly string[]
     await running?.frontend?.close(5000);
     await server.shutdown(5000);
     await running?.close?.().catch((err: unknown) => log.error({ err }, "close failed"));
+    await outbox.close();
     await events.close();
     await metrics.close();
     channels.close();

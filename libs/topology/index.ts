@@ -8,6 +8,7 @@ export const OWNED_SERVICES: Record<Exclude<ServiceName, "gateway">, readonly st
   tasks: ["containerd.services.containers.v1.Containers", "containerd.services.tasks.v1.Tasks"],
   transfer: ["containerd.services.transfer.v1.Transfer", "containerd.services.streaming.v1.Streaming"],
   sandbox: ["containerd.services.sandbox.v1.Store", "containerd.services.sandbox.v1.Controller"],
+  cri: ["runtime.v1.RuntimeService", "runtime.v1.ImageService"],
 };
 
 /** Served by the gateway itself. */
@@ -36,7 +37,7 @@ export function addressOf(cfg: Config, svc: ServiceName): string {
  * host whose containers they run, and call each other with paths on it. They run on one host;
  * content, images, transfer and the gateway can run anywhere.
  */
-export const NODE_GROUP: readonly ServiceName[] = ["snapshots", "tasks", "sandbox"];
+export const NODE_GROUP: readonly ServiceName[] = ["snapshots", "tasks", "sandbox", "cri"];
 
 /** The host part of a dial address; undefined for a unix socket. */
 export function dialHost(address: string): string | undefined {

@@ -15,13 +15,14 @@ export const contentService: ServiceDefinition = {
   components: CONTENT_COMPONENTS,
   async start(sc) {
     const db = openContentDB(sc.root);
+    sc.outbox.attach(db);
     // The events let a namespace deleted elsewhere be created again by the next write at once (not
     // only when its cache entry expires).
     const namespaces = new NamespaceEnsurer(new NamespaceStoreProxy(sc.channels.get(dialAddress(sc.config, "images"))), sc.events);
     const store = await LocalContentStore.open({
       root: sc.root,
       db,
-      events: sc.events,
+      events: sc.outbox,
       ensureNamespace: (ctx, ns) => namespaces.ensure(ctx, ns),
       log: sc.log,
       buffers: sc.buffers,

@@ -69,7 +69,7 @@ export const sandboxService: ServiceDefinition = {
     });
     await shims.recover();
 
-    const controllers = new ControllerRegistry({ podsandbox: pods, shim: shims }, sc.events);
+    const controllers = new ControllerRegistry({ podsandbox: pods, shim: shims }, sc.outbox);
     sc.server.addService(SANDBOX_STORE_SERVICE, storeHandlers(store));
     sc.server.addService(SANDBOX_CONTROLLER_SERVICE, controllerHandlers(controllers));
     const status: Record<string, ComponentStatus> = {

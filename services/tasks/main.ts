@@ -45,14 +45,14 @@ export const tasksService: ServiceDefinition = {
     const cfg = runtimesConfig(rawCfg, sc.state);
     const ttrpcAddress = ttrpcAddressFor(sc.config.grpc.address, sc.state, rawCfg.ttrpc_address);
 
-    // Events from shims: validated and forwarded to NATS as-is.
+    // Events from shims: validated and recorded in the outbox as-is; the shim hears back once recorded.
     const forwardedDeletes = new ForwardedDeletes();
     const ttrpc = new TtrpcServer({ onError: (err, where) => sc.log.error({ err, where }, "ttrpc request failed") });
     ttrpc.register(TTRPC_EVENTS_SERVICE, typedService(TTRPC_EVENTS_SERVICE, {
       Forward: async (ctx, req) => {
         const env = req.envelope as Envelope;
         // The event carries the trace of the call that caused it, which the shim sends as `traceparent`.
-        await sc.events.forward({ ...background(ctx.namespace), trace: extractFromHeaders(metadataCarrier(ctx.metadata)) }, env);
+        await sc.outbox.forward({ ...background(ctx.namespace), trace: extractFromHeaders(metadataCarrier(ctx.metadata)) }, env);
         if (env?.topic === TASK_EVENTS.delete.topic) {
           try {
             forwardedDeletes.seen(env.namespace, String(unpackAny<{ container_id?: string }>(env.event).container_id ?? ""));
@@ -66,8 +66,9 @@ export const tasksService: ServiceDefinition = {
     await ttrpc.listen(ttrpcAddress);
 
     const db = openTasksDB(sc.root);
+    sc.outbox.attach(db);
     const ensurer = new NamespaceEnsurer(new NamespaceStoreProxy(sc.channels.get(dialAddress(sc.config, "images"))), sc.events);
-    const containers = new LocalContainerStore(db, sc.events, { ensureNamespace: (ctx, ns) => ensurer.ensure(ctx, ns) });
+    const containers = new LocalContainerStore(db, sc.outbox, { ensureNamespace: (ctx, ns) => ensurer.ensure(ctx, ns) });
     const dirs = { state: path.join(sc.state, "io.containerd.runtime.v2.task"), root: path.join(sc.root, "io.containerd.runtime.v2.task") };
     const resolver = new RuntimeResolver(cfg);
     const debug = sc.config.debug.level === "debug" || sc.config.debug.level === "trace";
@@ -90,7 +91,7 @@ export const tasksService: ServiceDefinition = {
       debug,
       warm,
       shimGroupSize: cfg.shimGroupSize,
-      events: sc.events,
+      events: sc.outbox,
       forwardedDeletes,
       log: sc.log,
       runtimeOf: async (ns, id) => (await containers.get(background(ns), id).catch(() => undefined))?.runtime.name,

@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import type { CallContext } from "#libs/context";
-import type { EventPublisher, Envelope } from "#libs/events";
+import type { EventRecorder, Envelope } from "#libs/events";
 import type { AnyMsg } from "#libs/proto";
 import { createLogger } from "#libs/log";
 import { RpcServer } from "#libs/grpc/server";
@@ -23,7 +23,11 @@ export interface RecordedEvent {
   body: Record<string, unknown>;
 }
 
-export class RecordingPublisher implements EventPublisher {
+export class RecordingPublisher implements EventRecorder {
+  /** In a transaction of the store's: recorded at once (what the outbox would publish on its commit). */
+  record(_db: unknown, ctx: CallContext, topic: string, type: string, event: Record<string, unknown>): void {
+    void this.publish(ctx, topic, type, event);
+  }
   readonly events: RecordedEvent[] = [];
   async publish(ctx: CallContext, topic: string, _type: string, event: Record<string, unknown>): Promise<void> {
     this.events.push({ topic, namespace: ctx.namespace ?? "", body: event });

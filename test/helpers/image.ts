@@ -105,6 +105,8 @@ export interface BuildOptions {
   otherPlatforms?: { architecture: string; os: string; variant?: string }[];
   /** Extra files in the layer, e.g. to make distinct images. */
   extraFiles?: TarEntry[];
+  /** Keys of the image config's `config` (User, Cmd, Labels, ...) over the defaults: another image on the same layer. */
+  config?: Record<string, unknown>;
 }
 
 /** An OCI image of busybox-static for the host platform. */
@@ -129,7 +131,7 @@ export function buildBusyboxImage(opts: BuildOptions = {}): BuiltImage {
     created: "1970-01-01T00:00:00Z",
     architecture: platform.architecture,
     os: platform.os,
-    config: { Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], Cmd: ["/bin/sh"] },
+    config: { Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], Cmd: ["/bin/sh"], ...opts.config },
     rootfs: { type: "layers", diff_ids: [diffID] },
     history: [{ created: "1970-01-01T00:00:00Z", created_by: "flotilla test image builder" }],
   }));

@@ -27,7 +27,7 @@ export interface TestNet {
   cleanup(): void;
 }
 
-export function makeTestNet(opts: { portmap?: boolean } = {}): TestNet {
+export function makeTestNet(opts: { portmap?: boolean; portmapSnat?: boolean } = {}): TestNet {
   const tag = crypto.randomBytes(3).toString("hex");
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "flt-net-"));
   const confDir = path.join(dir, "net.d");
@@ -42,7 +42,8 @@ export function makeTestNet(opts: { portmap?: boolean } = {}): TestNet {
   const plugins: Record<string, unknown>[] = [
     { type: "bridge", bridge, isGateway: true, ipMasq: false, hairpinMode: true, ipam: { type: "host-local", ranges: [[{ subnet }]], dataDir: ipamDir } },
   ];
-  if (opts.portmap) plugins.push({ type: "portmap", capabilities: { portMappings: true }, snat: false });
+  // portmapSnat: the host reaches a hostPort on 127.0.0.1 too (portmap masquerades localhost, as its default does).
+  if (opts.portmap) plugins.push({ type: "portmap", capabilities: { portMappings: true }, snat: !!opts.portmapSnat });
   fs.writeFileSync(path.join(confDir, "10-flt.conflist"), JSON.stringify({ cniVersion: "1.0.0", name: network, plugins }, null, 2));
   const bridgePorts = (): string[] => {
     const r = spawnSync("ip", ["-o", "link", "show", "master", bridge], { encoding: "utf8" });

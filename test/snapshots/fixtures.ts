@@ -35,7 +35,7 @@ export async function localFixture(backend: BackendName, root = tempDir("flt-sn-
   const sn = new LocalSnapshotter({
     db,
     backend: b,
-    events: { publish: async (_ctx: CallContext, topic: string, _type: string, body: Record<string, unknown>) => void events.push({ topic, body }) },
+    events: { record: (_db: unknown, _ctx: CallContext, topic: string, _type: string, body: Record<string, unknown>) => void events.push({ topic, body }) },
   });
   await sn.reconcile();
   return {

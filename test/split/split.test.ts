@@ -106,7 +106,7 @@ describe("the stack split over two hosts (network + mount namespaces), mutual TL
     const inHost = (h: SplitHost, cmd: string[]): Promise<CtrResult> => runCommand("nsenter", ["-t", String(h.sup.pid), "-m", ...cmd]);
     const [a, b] = split.hosts;
     assert.deepEqual((await inHost(a, ["ls", path.join(split.hostDir, "root")])).stdout.split("\n").filter(Boolean).sort(), ["content", "gateway", "images", "transfer"]);
-    assert.deepEqual((await inHost(b, ["ls", path.join(split.hostDir, "root")])).stdout.split("\n").filter(Boolean).sort(), ["gateway", "sandbox", "snapshots", "tasks"]);
+    assert.deepEqual((await inHost(b, ["ls", path.join(split.hostDir, "root")])).stdout.split("\n").filter(Boolean).sort(), ["cri", "gateway", "sandbox", "snapshots", "tasks"]);
     assert.deepEqual(fs.readdirSync(split.hostDir), [], "the test's own view of the directory stays empty");
     assert.match(split.logs(), /"msg":"running a part of the stack"/);
     // Everything across the veth is mutual TLS: no refusal was logged for the stack's own connections.
@@ -132,13 +132,13 @@ describe("the stack split over two hosts (network + mount namespaces), mutual TL
     // tasks on host A while snapshots and sandbox are dialled on host B.
     const r = await runCommand("ip", ["netns", "exec", split.ns.a, process.execPath, FLOTILLA, "up", "--only", "tasks", "-c", split.cfgFile], { timeoutMs: 30000 });
     assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stderr, new RegExp(`placement: tasks runs here but snapshots, of the same node group \\(snapshots, tasks, sandbox\\), is dialled at ${split.ip.b.replace(/\./g, "\\.")}, which is not this host`));
+    assert.match(r.stderr, new RegExp(`placement: tasks runs here but snapshots, of the same node group \\(snapshots, tasks, sandbox, cri\\), is dialled at ${split.ip.b.replace(/\./g, "\\.")}, which is not this host`));
     // And the config alone, when it puts the node group on two hosts.
     const bad = path.join(split.dir, "bad.toml");
     fs.writeFileSync(bad, fs.readFileSync(split.cfgFile, "utf8").replace(`advertise_address = "${split.ip.b}:${PORTS.snapshots}"`, `advertise_address = "${split.ip.a}:${PORTS.snapshots}"`));
     const c = await flotilla(["config", "check", "-c", bad]);
     assert.equal(c.code, 1);
-    assert.match(c.stderr, new RegExp(`placement: snapshots, tasks, sandbox form the node group and run on one host, but snapshots is dialled at ${split.ip.a.replace(/\./g, "\\.")} and tasks at ${split.ip.b.replace(/\./g, "\\.")}`));
+    assert.match(c.stderr, new RegExp(`placement: snapshots, tasks, sandbox, cri form the node group and run on one host, but snapshots is dialled at ${split.ip.a.replace(/\./g, "\\.")} and tasks at ${split.ip.b.replace(/\./g, "\\.")}`));
   });
 });
 

@@ -2,7 +2,7 @@
  * The stack split over two "hosts", each a network namespace and a mount namespace of the caller's
  * own: a veth pair with private addresses between them, and a private tmpfs mounted by each over the
  * same directory, which holds its root and state, so neither sees the other's files. Host A runs
- * content, images, transfer and a gateway, host B the node group (snapshots, tasks, sandbox) and a
+ * content, images, transfer and a gateway, host B the node group (snapshots, tasks, sandbox, cri) and a
  * gateway for clients on the node (`bin/flotilla up --only ...`, one config file for both, as the
  * README tells an operator). nats-server runs on host A with TLS and a password; every process talks
  * TCP with mutual TLS (certificates from `bin/flotilla certs init --host A --host B`).
@@ -19,9 +19,9 @@ import { startNatsServer, type NatsServer } from "../helpers/nats";
 
 export const HOST_A: readonly ServiceName[] = ["content", "images", "transfer", "gateway"];
 /** The node group, and a gateway of the node's own for clients on it (ctr mounts a container's rootfs to read its image config). */
-export const HOST_B: readonly ServiceName[] = ["snapshots", "tasks", "sandbox", "gateway"];
+export const HOST_B: readonly ServiceName[] = ["snapshots", "tasks", "sandbox", "cri", "gateway"];
 /** Ports inside the stack's own network namespaces (nothing else listens there). */
-export const PORTS: Record<ServiceName, number> = { content: 7001, snapshots: 7002, images: 7003, tasks: 7004, transfer: 7005, sandbox: 7006, gateway: 0 };
+export const PORTS: Record<ServiceName, number> = { content: 7001, snapshots: 7002, images: 7003, tasks: 7004, transfer: 7005, sandbox: 7006, cri: 7007, gateway: 0 };
 const NATS_PORT = 4222;
 
 /** A ctr on a gateway's unix socket. */

@@ -7,14 +7,18 @@ import { RpcServer } from "#libs/grpc/server";
 import { createLogger } from "#libs/log";
 import { unpackAny, type AnyMsg } from "#libs/proto";
 import type { CallContext } from "#libs/context";
-import type { Envelope, EventPublisher } from "#libs/events";
+import type { Envelope, EventRecorder } from "#libs/events";
 import { ContainerStoreProxy } from "#libs/clients/containers";
 import { LocalContainerStore, openTasksDB } from "#services/tasks/src/local/containers";
 import { CONTAINERS_SERVICE, containersHandlers } from "#services/tasks/src/server/containers";
 import { containersSuite, type RecordedEvent, type SuiteFixture } from "./containers-suite";
 import { testChannels } from "../harness";
 
-class Recorder implements EventPublisher {
+class Recorder implements EventRecorder {
+  /** In a transaction of the store's: recorded at once (what the outbox would publish on its commit). */
+  record(_db: unknown, ctx: CallContext, topic: string, type: string, event: Record<string, unknown>): void {
+    void this.publish(ctx, topic, type, event);
+  }
   readonly events: RecordedEvent[] = [];
   async publish(ctx: CallContext, topic: string, _type: string, event: Record<string, unknown>): Promise<void> {
     this.events.push({ topic, namespace: ctx.namespace ?? "", event: JSON.parse(JSON.stringify(event)) as Record<string, unknown> });

@@ -54,7 +54,7 @@ test("placement: the node group dialled at two hosts is a config error; an up ru
   assert.equal(placementError(at({ snapshots: "10.0.0.2", tasks: "10.0.0.2", sandbox: "10.0.0.2" })), undefined);
   assert.equal(placementError(at({ snapshots: "node2", tasks: "node2" })), undefined);
   assert.equal(placementError(fromToml({})), undefined);
-  assert.equal(placementError(at({ snapshots: "node1", tasks: "node2" })), "placement: snapshots, tasks, sandbox form the node group and run on one host, but snapshots is dialled at node1 and tasks at node2");
+  assert.equal(placementError(at({ snapshots: "node1", tasks: "node2" })), "placement: snapshots, tasks, sandbox, cri form the node group and run on one host, but snapshots is dialled at node1 and tasks at node2");
   assert.equal(dialHost("[fd00::2]:7000"), "fd00::2");
   assert.equal(dialHost("unix:///s/tasks.sock"), undefined);
   const group = at({ snapshots: "10.0.0.2", tasks: "10.0.0.2", sandbox: "10.0.0.2" });
@@ -62,5 +62,5 @@ test("placement: the node group dialled at two hosts is a config error; an up ru
   assert.equal(splitGroupError(group, ["snapshots", "tasks", "sandbox"], new Set(["10.0.0.2"])), undefined);
   // Elsewhere, running no member (content, images ...): nothing to say.
   assert.equal(splitGroupError(group, ["content", "images", "gateway"], new Set(["10.0.0.1"])), undefined);
-  assert.match(splitGroupError(group, ["tasks"], new Set(["10.0.0.1"])) ?? "", /^placement: tasks runs here but snapshots, of the same node group \(snapshots, tasks, sandbox\), is dialled at 10\.0\.0\.2, which is not this host/);
+  assert.match(splitGroupError(group, ["tasks"], new Set(["10.0.0.1"])) ?? "", /^placement: tasks runs here but snapshots, of the same node group \(snapshots, tasks, sandbox, cri\), is dialled at 10\.0\.0\.2, which is not this host/);
 });

@@ -32,13 +32,14 @@ export const imagesService: ServiceDefinition = {
   components: IMAGES_COMPONENTS,
   async start(sc) {
     const db = openMetaDB(sc.root);
+    sc.outbox.attach(db);
     const addresses = { content: dialAddress(sc.config, "content"), snapshots: dialAddress(sc.config, "snapshots"), tasks: dialAddress(sc.config, "tasks"), sandbox: dialAddress(sc.config, "sandbox") };
     const gcCfg = schedulerConfig(sc.configOf(GC_SCHEDULER));
     const gate = new MarkGate();
     // The scheduler comes first (the stores tell it about deletions); it runs the collector, which reads
     // those stores, once started below.
     const scheduler = new Scheduler(gcCfg, loggedPasses(gcMetrics(sc.metrics.registry), sc.log));
-    const images = new LocalImageStore(db, sc.events, scheduler);
+    const images = new LocalImageStore(db, sc.outbox, scheduler);
     const leases = new LocalLeaseManager({
       db,
       holders: { content: new LeaseResourceHolderProxy(sc.channels.get(addresses.content)), snapshots: new LeaseResourceHolderProxy(sc.channels.get(addresses.snapshots)) },
@@ -64,7 +65,7 @@ export const imagesService: ServiceDefinition = {
       },
     });
 
-    const namespaces = new LocalNamespaceStore(db, sc.events, remoteUsage(addresses, (ctx) => snapshotters.names(ctx), sc.channels), (ns) => [
+    const namespaces = new LocalNamespaceStore(db, sc.outbox, remoteUsage(addresses, (ctx) => snapshotters.names(ctx), sc.channels), (ns) => [
       ...(images.hasImages(ns) ? ["images"] : []),
       ...(leases.hasLeases(ns) ? ["leases"] : []),
     ]);

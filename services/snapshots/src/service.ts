@@ -35,6 +35,7 @@ import { SNAPSHOTS_SERVICE, snapshotsHandlers } from "./server/snapshots";
 export async function startSnapshots(sc: ServiceContext): Promise<RunningService> {
   const platform = hostPlatform();
   const db = openSnapshotsDB(sc.root);
+  sc.outbox.attach(db);
   const images = dialAddress(sc.config, "images");
   const ensurer = new NamespaceEnsurer(new NamespaceStoreProxy(sc.channels.get(images)), sc.events);
   const status: Record<string, ComponentStatus> = {};
@@ -56,7 +57,7 @@ export async function startSnapshots(sc: ServiceContext): Promise<RunningService
     const info: ComponentStatus = { platforms: [platform], exports: cand.exportRoot ? { root } : {} };
     try {
       cand.check?.(root);
-      const sn = new LocalSnapshotter({ db, backend: cand.make(root), events: sc.events, ensureNamespace: (ctx, ns) => ensurer.ensure(ctx, ns), log: sc.log });
+      const sn = new LocalSnapshotter({ db, backend: cand.make(root), events: sc.outbox, ensureNamespace: (ctx, ns) => ensurer.ensure(ctx, ns), log: sc.log });
       await sn.reconcile();
       await sn.publishLayout();
       loaded.set(c.id, sn);

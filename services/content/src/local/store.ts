@@ -17,7 +17,7 @@ import { namespaceRequired, type CallContext } from "#libs/context";
 import { errAlreadyExists, errInvalidArgument, errNotFound, errFailedPrecondition } from "#libs/errdefs";
 import { applyMapMask, compactLabels, validateLabels } from "#libs/fieldmask";
 import { parseAll } from "#libs/filters";
-import type { EventPublisher } from "#libs/events";
+import type { EventRecorder } from "#libs/events";
 import type { MessageBuffers } from "#libs/grpc/wire";
 import {
   CONTENT_EVENTS,
@@ -50,7 +50,7 @@ export interface LocalContentStoreOptions {
   root: string;
   db: ContentDB;
   /** Publishes /content/create and /content/delete. */
-  events?: EventPublisher;
+  events?: EventRecorder;
   /** Called before the first write in a namespace (containerd creates namespaces on first write). */
   ensureNamespace?: (ctx: CallContext, ns: string) => Promise<void>;
   log?: Logger;
@@ -173,8 +173,9 @@ export class LocalContentStore implements ContentStore, WriterHost {
     return false;
   }
 
-  private publish(ctx: CallContext, ev: { topic: string; type: string }, body: Record<string, unknown>): void {
-    this.opts.events?.publish(ctx, ev.topic, ev.type, body).catch((err: unknown) => this.opts.log?.warn({ err, topic: ev.topic }, "publishing event failed"));
+  /** Record the event in the outbox, in the write transaction of the change it describes. */
+  private recordEvent(ctx: CallContext, ev: { topic: string; type: string }, body: Record<string, unknown>): void {
+    this.opts.events?.record(this.db, ctx, ev.topic, ev.type, body);
   }
 
   // ---- Provider / Manager ----
@@ -236,6 +237,7 @@ export class LocalContentStore implements ContentStore, WriterHost {
         void this.db.remove(blobKey(ns, digest));
         void this.db.remove(ownerKey(digest, ns));
         if (lease) void this.db.remove(leaseKey(ns, lease, LEASE_RESOURCE_CONTENT, digest));
+        this.recordEvent(ctx, CONTENT_EVENTS.delete, { digest });
         return !this.referenced(digest);
       }).finally(() => this.hot.forget(ns, digest));
       if (last === undefined) return false;
@@ -247,7 +249,6 @@ export class LocalContentStore implements ContentStore, WriterHost {
       return true;
     });
     if (!found) throw errNotFound(`content digest ${digest}`);
-    this.publish(ctx, CONTENT_EVENTS.delete, { digest });
   }
 
   async readerAt(ctx: CallContext, digest: string): Promise<ContentReaderAt> {
@@ -455,6 +456,7 @@ export class LocalContentStore implements ContentStore, WriterHost {
       if (!had) {
         void this.db.put(blobKey(w.ns, digest), { size, created: now, updated: now, labels } satisfies BlobRecord);
         void this.db.put(ownerKey(digest, w.ns), 1);
+        this.recordEvent(w.ctx, CONTENT_EVENTS.create, { digest, size });
       }
       if (lease) void this.db.put(leaseKey(w.ns, lease, LEASE_RESOURCE_CONTENT, digest), 1);
       return had ? ("exists" as const) : ("created" as const);
@@ -489,7 +491,6 @@ export class LocalContentStore implements ContentStore, WriterHost {
     });
     await fs.promises.rm(this.ingestDir(w.rec), { recursive: true, force: true });
     if (existed) throw errAlreadyExists(`content ${digest}`);
-    this.publish(w.ctx, CONTENT_EVENTS.create, { digest, size });
   }
 
   async commitShared(w: LocalWriter, labels: Record<string, string> | undefined): Promise<void> {
@@ -504,7 +505,6 @@ export class LocalContentStore implements ContentStore, WriterHost {
     });
     await fs.promises.rm(this.ingestDir(w.rec), { recursive: true, force: true });
     if (existed) throw errAlreadyExists(`content ${digest}`);
-    this.publish(w.ctx, CONTENT_EVENTS.create, { digest, size: st.total });
   }
 }
 

@@ -1,6 +1,6 @@
 /**
  * The local ImageStore, kept in the images process's LMDB database, with containerd's semantics
- * (metadata/images.go): validation, field masks, timestamps stamped by the store, events after commit,
+ * (metadata/images.go): validation, field masks, timestamps stamped by the store, events recorded in the change's transaction,
  * and a garbage collection pass after deletions (awaited with `sync`).
  */
 import { isDigestedName, writeTxn } from "#libs/lmdb";
@@ -8,7 +8,7 @@ import { namespaceRequired, type CallContext } from "#libs/context";
 import { errAlreadyExists, errInvalidArgument, errNotFound } from "#libs/errdefs";
 import { compactLabels, validateLabels } from "#libs/fieldmask";
 import { parseAll } from "#libs/filters";
-import type { EventPublisher } from "#libs/events";
+import type { EventRecorder } from "#libs/events";
 import { digestProblem, IMAGE_EVENTS, type Descriptor, type Image, type ImageDeleteOptions, type ImageInput, type ImageStore } from "#libs/core/images";
 import type { GCScheduler } from "#libs/core/gc";
 import { imageAdaptor } from "./adaptors";
@@ -40,7 +40,7 @@ function validate(name: string, labels: Record<string, string>, target: StoredIm
 export class LocalImageStore implements ImageStore {
   constructor(
     private readonly db: MetaDB,
-    private readonly events: EventPublisher,
+    private readonly events: EventRecorder,
     private readonly gc?: Pick<GCScheduler, "markDirty" | "markMutation" | "scheduleAndWait">,
   ) {}
 
@@ -73,11 +73,11 @@ export class LocalImageStore implements ImageStore {
       if (this.db.get(imageKey(ns, image.name)) !== undefined) return false;
       ensureNamespaceInTxn(this.db, ns);
       void this.db.put(imageKey(ns, image.name), withName(image.name, stored));
+      this.events.record(this.db, ctx, IMAGE_EVENTS.create.topic, IMAGE_EVENTS.create.type, { name: image.name, labels });
       return true;
     });
     if (!created) throw errAlreadyExists(`image ${JSON.stringify(image.name)}`);
     this.gc?.markMutation(ns);
-    await this.events.publish(ctx, IMAGE_EVENTS.create.topic, IMAGE_EVENTS.create.type, { name: image.name, labels });
     return toImage(image.name, stored);
   }
 
@@ -121,13 +121,13 @@ export class LocalImageStore implements ImageStore {
       }
       const next: StoredImage = { labels, target, created: cur.created, updated: laterThan(cur.updated) };
       void this.db.put(imageKey(ns, image.name), withName(image.name, next));
+      this.events.record(this.db, ctx, IMAGE_EVENTS.update.topic, IMAGE_EVENTS.update.type, { name: image.name, labels });
       return { next };
     });
     if ("missing" in res) throw errNotFound(`image ${JSON.stringify(image.name)}`);
     if ("bad" in res) throw errInvalidArgument(res.bad);
     if ("invalid" in res) throw res.invalid;
     this.gc?.markMutation(ns);
-    await this.events.publish(ctx, IMAGE_EVENTS.update.topic, IMAGE_EVENTS.update.type, { name: image.name, labels: res.next.labels });
     return toImage(image.name, res.next);
   }
 
@@ -138,12 +138,12 @@ export class LocalImageStore implements ImageStore {
       if (!cur) return "missing" as const;
       if (opts.target?.digest && cur.target.digest !== opts.target.digest) return { other: cur.target.digest };
       void this.db.remove(imageKey(ns, name));
+      this.events.record(this.db, ctx, IMAGE_EVENTS.delete.topic, IMAGE_EVENTS.delete.type, { name });
       return "deleted" as const;
     });
     if (res === "missing") throw errNotFound(`image ${JSON.stringify(name)}`);
     if (typeof res === "object") throw errNotFound(`image ${JSON.stringify(name)} has target ${res.other}, not ${opts.target!.digest}`);
     this.gc?.markDirty(ns);
-    await this.events.publish(ctx, IMAGE_EVENTS.delete.topic, IMAGE_EVENTS.delete.type, { name });
     if (opts.sync && this.gc) await this.gc.scheduleAndWait(ctx, "images");
   }
 

@@ -3,7 +3,7 @@ import { writeTxn } from "#libs/lmdb";
 import { validateIdentifier, type CallContext } from "#libs/context";
 import { causeText, errAlreadyExists, errFailedPrecondition, errInvalidArgument, errNotFound, errUnavailable, isNotImplemented } from "#libs/errdefs";
 import { applyMapMask, compactLabels, validateLabels } from "#libs/fieldmask";
-import type { EventPublisher } from "#libs/events";
+import type { EventRecorder } from "#libs/events";
 import { NAMESPACE_EVENTS, type Namespace, type NamespaceStore } from "#libs/core/namespaces";
 import type { MetaDB } from "./db";
 import { namespaceKey, readNamespace, type StoredNamespace } from "../../public";
@@ -45,7 +45,7 @@ export type LocalNamespaceUsage = (ns: string) => string[];
 export class LocalNamespaceStore implements NamespaceStore {
   constructor(
     private readonly db: MetaDB,
-    private readonly events: EventPublisher,
+    private readonly events: EventRecorder,
     private readonly usage: NamespaceUsage[],
     private readonly localUsage: LocalNamespaceUsage = () => [],
   ) {}
@@ -84,10 +84,10 @@ export class LocalNamespaceStore implements NamespaceStore {
     const created = await writeTxn(this.db, () => {
       if (this.db.get(namespaceKey(ns.name)) !== undefined) return false;
       void this.db.put(namespaceKey(ns.name), { labels, created_at: storedTime() } satisfies StoredNamespace);
+      this.events.record(this.db, this.eventCtx(ctx, ns.name), NAMESPACE_EVENTS.create.topic, NAMESPACE_EVENTS.create.type, { name: ns.name, labels });
       return true;
     });
     if (!created) throw errAlreadyExists(`namespace ${JSON.stringify(ns.name)}`);
-    await this.events.publish(this.eventCtx(ctx, ns.name), NAMESPACE_EVENTS.create.topic, NAMESPACE_EVENTS.create.type, { name: ns.name, labels });
     return { name: ns.name, labels };
   }
 
@@ -104,12 +104,12 @@ export class LocalNamespaceStore implements NamespaceStore {
     if (readNamespace(this.db, ns.name) === undefined) this.validate(ns); // about to create it
     const result = await writeTxn(this.db, () => {
       const cur = this.db.get(namespaceKey(ns.name)) as StoredNamespace | undefined;
-      if (!cur && !paths.length && !Object.keys(ns.labels).length) return {};
-      const labels = paths.length ? applyMapMask("labels", cur?.labels ?? {}, ns.labels, paths) : compactLabels(ns.labels);
-      void this.db.put(namespaceKey(ns.name), { labels, created_at: cur?.created_at ?? Date.now() } satisfies StoredNamespace);
+      const create = cur || paths.length || Object.keys(ns.labels).length;
+      const labels = !create ? {} : paths.length ? applyMapMask("labels", cur?.labels ?? {}, ns.labels, paths) : compactLabels(ns.labels);
+      if (create) void this.db.put(namespaceKey(ns.name), { labels, created_at: cur?.created_at ?? Date.now() } satisfies StoredNamespace);
+      this.events.record(this.db, this.eventCtx(ctx, ns.name), NAMESPACE_EVENTS.update.topic, NAMESPACE_EVENTS.update.type, { name: ns.name, labels });
       return labels;
     });
-    await this.events.publish(this.eventCtx(ctx, ns.name), NAMESPACE_EVENTS.update.topic, NAMESPACE_EVENTS.update.type, { name: ns.name, labels: result });
     return { name: ns.name, labels: result };
   }
 
@@ -130,10 +130,10 @@ export class LocalNamespaceStore implements NamespaceStore {
       const local = this.localUsage(name);
       if (local.length) return local;
       void this.db.remove(namespaceKey(name));
+      this.events.record(this.db, this.eventCtx(ctx, name), NAMESPACE_EVENTS.delete.topic, NAMESPACE_EVENTS.delete.type, { name });
       return true;
     });
     if (!removed) throw errNotFound(`namespace ${JSON.stringify(name)}`);
     if (Array.isArray(removed)) throw errFailedPrecondition(`namespace ${JSON.stringify(name)} must be empty, but it still has ${orderKinds(removed).join(", ")}`);
-    await this.events.publish(this.eventCtx(ctx, name), NAMESPACE_EVENTS.delete.topic, NAMESPACE_EVENTS.delete.type, { name });
   }
 }

@@ -13,7 +13,7 @@ import { namespaceRequired, type CallContext } from "#libs/context";
 import { errAlreadyExists, errFailedPrecondition, errInvalidArgument, errNotFound } from "#libs/errdefs";
 import { applyMapMask, compactLabels, validateLabels } from "#libs/fieldmask";
 import { mapField, NOT_PRESENT, parseAll, present, type Adaptor } from "#libs/filters";
-import type { EventPublisher } from "#libs/events";
+import type { EventRecorder } from "#libs/events";
 import {
   kindFromWire, kindToWire, SNAPSHOT_EVENTS, SnapshotKinds, snapshotLeaseResourceType,
   type Mount, type SnapshotInfo, type SnapshotKind, type SnapshotOptions, type Snapshotter, type SnapshotUsage, type WalkFn,
@@ -34,7 +34,7 @@ import { laterThan, storedTime } from "#libs/time";
 export interface LocalSnapshotterOptions {
   db: SnapshotsDB;
   backend: SnapshotBackend;
-  events?: Pick<EventPublisher, "publish">;
+  events?: Pick<EventRecorder, "record">;
   /** Called before the first write in a namespace (creates it in the namespaces service). */
   ensureNamespace?: (ctx: CallContext, ns: string) => Promise<void>;
   log?: Logger;
@@ -90,16 +90,9 @@ export class LocalSnapshotter implements Snapshotter {
     return compactLabels(labels);
   }
 
-  /**
-   * Publish once the change is committed, before the reply: a client's next call (possibly to another
-   * process, whose events then follow) happens after this event is on its way.
-   */
-  private publish(ctx: CallContext, ev: { topic: string; type: string }, body: Record<string, unknown>): void {
-    const events = this.opts.events;
-    if (!events) return;
-    events.publish(ctx, ev.topic, ev.type, { ...body, snapshotter: this.name }).catch((err: unknown) => {
-      this.opts.log?.warn({ err, topic: ev.topic }, "publishing snapshot event failed");
-    });
+  /** Record the event in the outbox, in the write transaction of the change it describes. */
+  private recordEvent(ctx: CallContext, ev: { topic: string; type: string }, body: Record<string, unknown>): void {
+    this.opts.events?.record(this.db, ctx, ev.topic, ev.type, { ...body, snapshotter: this.name });
   }
 
   async stat(ctx: CallContext, key: string): Promise<SnapshotInfo> {
@@ -199,6 +192,7 @@ export class LocalSnapshotter implements Snapshotter {
         // Last, once every write above was taken (one that throws, say a key too long for the lease
         // record, undoes them all and leaves the staged directory where it was); a failed rename
         // throws too, undoing the writes.
+        if (kind === SnapshotKinds.Active) this.recordEvent(ctx, SNAPSHOT_EVENTS.prepare, { key, parent });
         fs.renameSync(td, this.backend.dir(id));
         return { ok: rec };
       });
@@ -210,7 +204,6 @@ export class LocalSnapshotter implements Snapshotter {
       await removeTree(td);
       throw res.err;
     }
-    if (kind === SnapshotKinds.Active) this.publish(ctx, SNAPSHOT_EVENTS.prepare, { key, parent });
     return this.backend.mounts(res.ok.id, kind, res.ok.chain);
   }
 
@@ -238,10 +231,10 @@ export class LocalSnapshotter implements Snapshotter {
       const type = snapshotLeaseResourceType(this.name);
       leases.forgetResource(ns, type, key);
       if (ctx.lease) leases.add(ns, ctx.lease, type, name);
+      this.recordEvent(ctx, SNAPSHOT_EVENTS.commit, { key, name });
       return { ok: true };
     });
     if ("err" in res) throw res.err;
-    this.publish(ctx, SNAPSHOT_EVENTS.commit, { key, name });
   }
 
   async remove(ctx: CallContext, key: string): Promise<void> {
@@ -261,13 +254,13 @@ export class LocalSnapshotter implements Snapshotter {
       void this.db.remove(idKey(this.name, r.id));
       if (r.parent) void this.db.remove(childKey(this.name, ns, r.parent, key));
       leaseRecordOps(this.db).forgetResource(ns, snapshotLeaseResourceType(this.name), key);
+      this.recordEvent(ctx, SNAPSHOT_EVENTS.remove, { key });
       return { ok: r };
     });
     if ("err" in res) throw res.err;
     const p = discard(this.backend, res.ok.id, (err) => this.opts.log?.warn({ err, id: res.ok.id }, "removing snapshot directory failed"));
     this.pendingRemovals.add(p);
     void p.finally(() => this.pendingRemovals.delete(p));
-    this.publish(ctx, SNAPSHOT_EVENTS.remove, { key });
   }
 
   async walk(ctx: CallContext, fn: WalkFn, filters: readonly string[] = []): Promise<void> {

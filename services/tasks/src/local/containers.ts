@@ -1,7 +1,7 @@
 /**
  * The local ContainerStore: container records in the tasks process's LMDB database, with containerd's
  * semantics (metadata/containers.go): validation, field masks, server-stamped times, Any values kept
- * byte for byte, and /containers/* events after each commit.
+ * byte for byte, and /containers/* events recorded in the transaction of each change (libs/outbox).
  *
  * Keys: ["c", namespace, id] -> StoredContainer, and ["schema_version"] -> the SCHEMA_VERSION of
  * ../../public, where container records (published to readers in other processes) are defined.
@@ -11,7 +11,7 @@ import { namespaceRequired, validateIdentifier, type CallContext } from "#libs/c
 import { causeText, errAlreadyExists, errInvalidArgument, errNotFound } from "#libs/errdefs";
 import { compactLabels, validateLabels } from "#libs/fieldmask";
 import { mapField, NOT_PRESENT, parseAll, present, type Adaptor } from "#libs/filters";
-import type { EventPublisher } from "#libs/events";
+import type { EventRecorder } from "#libs/events";
 import { CONTAINER_EVENTS, type Container, type ContainerInput, type ContainerStore, type TypedValue } from "#libs/core/containers";
 import { laterThan, storedTime } from "#libs/time";
 import { containerKey as key, DB_FILE, readContainer, SCHEMA_VERSION, toContainer, type Key, type StoredAny, type StoredContainer, type TasksDB } from "../../public";
@@ -65,7 +65,7 @@ export interface LocalContainerStoreOptions {
 export class LocalContainerStore implements ContainerStore {
   constructor(
     private readonly db: TasksDB,
-    private readonly events: EventPublisher,
+    private readonly events: EventRecorder,
     private readonly opts: LocalContainerStoreOptions = {},
   ) {}
 
@@ -91,18 +91,18 @@ export class LocalContainerStore implements ContainerStore {
     }
     await this.opts.ensureNamespace?.(ctx, ns);
     const k = key(ns, c.id);
+    const out = toContainer(c.id, s);
     const ok = await writeTxn(this.db, () => {
       if (this.db.get(k) !== undefined) return false;
       void this.db.put(k, s);
+      this.events.record(this.db, ctx, CONTAINER_EVENTS.create.topic, CONTAINER_EVENTS.create.type, {
+        id: out.id,
+        image: out.image,
+        runtime: { name: out.runtime.name, options: out.runtime.options ? { type_url: out.runtime.options.typeUrl, value: Buffer.from(out.runtime.options.value) } : null },
+      });
       return true;
     });
     if (!ok) throw errAlreadyExists(`container ${JSON.stringify(c.id)}`);
-    const out = toContainer(c.id, s);
-    await this.events.publish(ctx, CONTAINER_EVENTS.create.topic, CONTAINER_EVENTS.create.type, {
-      id: out.id,
-      image: out.image,
-      runtime: { name: out.runtime.name, options: out.runtime.options ? { type_url: out.runtime.options.typeUrl, value: Buffer.from(out.runtime.options.value) } : null },
-    });
     return out;
   }
 
@@ -151,16 +151,16 @@ export class LocalContainerStore implements ContainerStore {
       }
       next.updated = laterThan(cur.updated, 1n);
       void this.db.put(k, next);
-      return next;
+      const out = toContainer(c.id, next);
+      this.events.record(this.db, ctx, CONTAINER_EVENTS.update.topic, CONTAINER_EVENTS.update.type, {
+        id: out.id,
+        image: out.image,
+        labels: out.labels,
+        snapshot_key: out.snapshotKey,
+      });
+      return out;
     });
-    const out = toContainer(c.id, updated);
-    await this.events.publish(ctx, CONTAINER_EVENTS.update.topic, CONTAINER_EVENTS.update.type, {
-      id: out.id,
-      image: out.image,
-      labels: out.labels,
-      snapshot_key: out.snapshotKey,
-    });
-    return out;
+    return updated;
   }
 
   async get(ctx: CallContext, id: string): Promise<Container> {
@@ -190,10 +190,10 @@ export class LocalContainerStore implements ContainerStore {
     const ok = await writeTxn(this.db, () => {
       if (this.db.get(k) === undefined) return false;
       void this.db.remove(k);
+      this.events.record(this.db, ctx, CONTAINER_EVENTS.delete.topic, CONTAINER_EVENTS.delete.type, { id });
       return true;
     });
     if (!ok) throw errNotFound(`cannot delete container ${JSON.stringify(id)} in namespace ${JSON.stringify(ns)}`);
-    await this.events.publish(ctx, CONTAINER_EVENTS.delete.topic, CONTAINER_EVENTS.delete.type, { id });
   }
 
   /** Every namespace holding containers (for restart recovery). */

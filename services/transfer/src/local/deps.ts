@@ -52,7 +52,8 @@ export function toNative(e: unknown, context?: string): unknown {
   const pre = context ? `${context}: ` : "";
   if (e instanceof RegistryError) {
     switch (e.kind) {
-      case "not-found": return errNotFound(pre + e.message, { cause: e });
+      // The registry's "<name>: not found" already ends with the class text: not twice.
+      case "not-found": return errNotFound(pre + e.message.replace(/: not found$/, ""), { cause: e });
       case "unauthorized": return errUnauthenticated(pre + e.message, { cause: e });
       case "invalid": return errInvalidArgument(pre + e.message, { cause: e });
       case "unavailable": return errUnavailable(pre + e.message, { cause: e });

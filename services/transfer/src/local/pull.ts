@@ -198,7 +198,7 @@ export async function pull(deps: TransferDeps, ctx: CallContext, src: OCIRegistr
             for (const t of unpackFor) {
               if (config.os && config.architecture && !platformMatcher([t.platform])({ os: config.os, architecture: config.architecture, variant: config.variant })) continue;
               t.matched = true;
-              await unpackLayers(deps, ctx, t.snapshotter, m.config, config, m.layers.map((l, i) => ({ desc: l, fetched: layerRs[i]! })), tracker);
+              await unpackLayers(deps, ctx, t.snapshotter, m.config, config, m.layers.map((l, i) => ({ desc: l, fetched: layerRs[i]! })), tracker, configR);
             }
           }));
         }

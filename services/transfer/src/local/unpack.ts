@@ -47,9 +47,13 @@ export async function resolveSnapshotter(deps: UnpackDeps, ctx: CallContext, nam
   }
 }
 
-/** Unpack `layers` of the image whose config is `config` (`configDesc`); resolves with the top chain ID. */
+/**
+ * Unpack `layers` of the image whose config is `config` (`configDesc`); resolves with the top chain ID.
+ * `configFetched` resolves once the config blob is committed (the config is labelled after that).
+ */
 export async function unpackLayers(
   deps: UnpackDeps, ctx: CallContext, snapshotter: string, configDesc: OciDescriptor, config: ImageConfig, layers: LayerUnpack[], progress?: ProgressTracker,
+  configFetched?: Promise<unknown>,
 ): Promise<string> {
   const diffIds = config.rootfs?.diff_ids ?? [];
   if (diffIds.length !== layers.length) throw errInvalidArgument(`mismatched image rootfs and manifest layers: ${diffIds.length} diff IDs, ${layers.length} layers`);
@@ -119,7 +123,8 @@ export async function unpackLayers(
     const top = chain[chain.length - 1];
     if (top) {
       const key = `${Labels.gcRefSnapshotPrefix}${snapshotter}`;
-      labelling.push(deps.content.update(ctx, { digest: configDesc.digest, labels: { [key]: top } }, [`labels.${key}`]));
+      // With every layer unpacked already, this comes before the config's own commit: wait for it.
+      labelling.push(Promise.resolve(configFetched).then(() => deps.content.update(ctx, { digest: configDesc.digest, labels: { [key]: top } }, [`labels.${key}`])));
     }
   } finally {
     await Promise.allSettled(labelling);

@@ -123,7 +123,7 @@ export class PodSandboxController extends RecordedController<PodRecord> implemen
         const spec = pauseSpec({ namespace: ns, sandboxId: id, hostname: sandboxHostname(id, sandbox.spec), netns: rec.network.netns, annotations: rec.annotations });
         const container = {
           id,
-          labels: { [SANDBOX_LABELS.criContainerType]: "sandbox", [SANDBOX_LABELS.criSandboxId]: id },
+          labels: { ...sandbox.labels, [SANDBOX_LABELS.criContainerType]: "sandbox", [SANDBOX_LABELS.criSandboxId]: id },
           runtime: sandbox.runtime.name,
           spec,
           sandbox: id,

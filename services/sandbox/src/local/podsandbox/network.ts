@@ -45,6 +45,8 @@ export interface PodNetworkState {
   /** The network attached (cni mode). */
   net?: NetworkConfList;
   capabilityArgs?: Record<string, unknown>;
+  /** The plugin dirs this sandbox's network was planned with, when not the controller's (Controller.Create annotation). */
+  binDirs?: string[];
   /** The ADD result, once attached. */
   result?: CniResult;
   addresses: string[];
@@ -105,12 +107,18 @@ export class PodNetworks {
     if (mode === "host") return { ...base, mode, netns: "", owned: false };
     const netns = path.join(this.opts.netnsDir, `cni-${cniId}`);
     if (mode === "none") return { ...base, mode, netns, owned: true };
-    const confDir = this.opts.defaultRoot ? networkConfDir(this.opts.confDir, this.opts.defaultRoot) : this.opts.confDir;
-    const net = loadNetwork(confDir, this.opts.networkName);
-    checkPlugins(net, this.opts.binDirs);
-    checkPlugins(loopbackNetwork(), this.opts.binDirs);
+    const ownConf = annotations[SANDBOX_LABELS.cniConfDir];
+    const confDir = ownConf || (this.opts.defaultRoot ? networkConfDir(this.opts.confDir, this.opts.defaultRoot) : this.opts.confDir);
+    const binDirs = annotations[SANDBOX_LABELS.cniBinDirs]?.split(":").filter(Boolean) ?? [];
+    const net = loadNetwork(confDir, ownConf ? undefined : this.opts.networkName);
+    checkPlugins(net, this.binDirs(binDirs));
+    checkPlugins(loopbackNetwork(), this.binDirs(binDirs));
     const ports = parsePortMappings(annotations[SANDBOX_LABELS.portMappings]);
-    return { ...base, mode, netns, owned: true, net, ...(ports.length ? { capabilityArgs: { portMappings: ports } } : {}) };
+    return { ...base, mode, netns, owned: true, net, ...(binDirs.length ? { binDirs } : {}), ...(ports.length ? { capabilityArgs: { portMappings: ports } } : {}) };
+  }
+
+  private binDirs(own: string[] | undefined): string[] {
+    return own?.length ? own : this.opts.binDirs;
   }
 
   private attachment(st: PodNetworkState, sandboxId: string): Attachment {
@@ -120,7 +128,7 @@ export class PodNetworks {
   /** Make the namespace and attach the network. On failure everything done so far is undone before the error is thrown. */
   async setup(st: PodNetworkState, sandboxId: string): Promise<PodNetworkState> {
     if (!st.owned) return st;
-    const exec = { binDirs: this.opts.binDirs };
+    const exec = { binDirs: this.binDirs(st.binDirs) };
     await createNetns(st.netns);
     try {
       await addNetwork(loopbackNetwork(), { containerId: st.cniId, netns: st.netns, ifname: "lo" }, exec);
@@ -139,7 +147,7 @@ export class PodNetworks {
     let first: unknown;
     if (st.mode === "cni" && st.net) {
       try {
-        await delNetwork(st.net, this.attachment(st, sandboxId), st.result, { binDirs: this.opts.binDirs });
+        await delNetwork(st.net, this.attachment(st, sandboxId), st.result, { binDirs: this.binDirs(st.binDirs) });
       } catch (e) {
         first = e;
       }

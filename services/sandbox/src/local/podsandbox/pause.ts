@@ -5,7 +5,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { errFailedPrecondition } from "#libs/errdefs";
+import { errFailedPrecondition, errInvalidArgument } from "#libs/errdefs";
 import type { Mount } from "#libs/core/snapshots";
 import { SANDBOX_LABELS } from "#libs/core/sandbox";
 import { BUSYBOX_CANDIDATES, findBusybox, SANDBOX_SLEEP_ARGS, sandboxProcessSpec, writeBusyboxRootfs } from "#libs/sandboxrun/oci-defaults";
@@ -58,7 +58,25 @@ export function pauseSpec(o: PauseSpecOptions): Record<string, unknown> {
     annotations: { ...(o.annotations ?? {}), [SANDBOX_LABELS.runcGroup]: o.sandboxId },
     sandboxId: o.sandboxId,
     cgroupsPath: `/${o.namespace}/${o.sandboxId}`,
+    ...podNamespaceOptions(o.annotations ?? {}),
   });
+}
+
+/** Host PID/IPC and sysctls, from the Controller.Create annotations. */
+function podNamespaceOptions(a: Record<string, string>): { hostPid: boolean; hostIpc: boolean; sysctl?: Record<string, string> } {
+  const out: { hostPid: boolean; hostIpc: boolean; sysctl?: Record<string, string> } = { hostPid: a[SANDBOX_LABELS.hostPid] === "true", hostIpc: a[SANDBOX_LABELS.hostIpc] === "true" };
+  const raw = a[SANDBOX_LABELS.sysctls];
+  if (raw) {
+    let v: unknown;
+    try {
+      v = JSON.parse(raw);
+    } catch (e) {
+      throw errInvalidArgument(`annotation ${SANDBOX_LABELS.sysctls}: ${(e as Error).message}`);
+    }
+    if (!v || typeof v !== "object" || Array.isArray(v)) throw errInvalidArgument(`annotation ${SANDBOX_LABELS.sysctls}: must be a JSON object`);
+    out.sysctl = Object.fromEntries(Object.entries(v).map(([k, x]) => [k, String(x)]));
+  }
+  return out;
 }
 
 /** A valid hostname for a sandbox: the spec's, else the id cut to 63 characters. */
