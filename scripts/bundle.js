@@ -26,7 +26,7 @@ const DIST = path.join(ROOT, "dist");
 /** Every process's entry (paths under dist/), and the snapshots process's worker thread. */
 const ENTRIES = [
   "cli/main.js",
-  ...["content", "snapshots", "images", "tasks", "transfer", "sandbox", "gateway", "shim"].map((s) => `services/${s}/main.js`),
+  ...["content", "snapshots", "images", "tasks", "transfer", "sandbox", "cri", "gateway", "shim"].map((s) => `services/${s}/main.js`),
   "services/snapshots/src/local/diff/apply-worker.js",
 ];
 

@@ -28,4 +28,4 @@ export const criService: ServiceDefinition = {
   },
 };
 
-if (require.main === module) void runService(criService);
+if (require.main?.filename === __filename) void runService(criService);

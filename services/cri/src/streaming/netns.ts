@@ -7,6 +7,10 @@ import { spawn } from "node:child_process";
 import * as net from "node:net";
 import * as path from "node:path";
 import { Duplex } from "node:stream";
+import { repoRoot } from "#libs/proto";
+
+/** The relay script, found from the package root (this module may run from a bundle elsewhere). */
+const RELAY = path.join(repoRoot(), "dist", "services", "cri", "src", "streaming", "relay.js");
 
 /** Connect to 127.0.0.1:`port` in the namespace at `netnsPath` ("" = the host's). */
 export function dialPod(netnsPath: string, port: number): Promise<Duplex> {
@@ -18,7 +22,7 @@ export function dialPod(netnsPath: string, port: number): Promise<Duplex> {
     });
   }
   return new Promise((resolve, reject) => {
-    const child = spawn("nsenter", [`--net=${netnsPath}`, "--", process.execPath, path.join(__dirname, "relay.js"), String(port)], { stdio: ["pipe", "pipe", "pipe"] });
+    const child = spawn("nsenter", [`--net=${netnsPath}`, "--", process.execPath, RELAY, String(port)], { stdio: ["pipe", "pipe", "pipe"] });
     let err = "";
     let settled = false;
     const fail = (why: string): void => {
