@@ -8,7 +8,7 @@
  * - 20 pods of 3 containers each: PSS (/proc/PID/smaps_rollup) of the stack's processes and shims (Flotilla:
  *   every service, supervisor, nats-server, shims; containerd: the daemon and its shims), per container;
  * - critest's own `--benchmark` specs (`run-critest.sh SOCKET --benchmark`) on each side: the median of
- *   every measurement they report.
+ *   every measurement they report (N samples each, one at a time).
  *
  *   npm run bench cri
  *   node dist/bench/cri.js [--quick] [--n N] [--pods N] [--no-critest]
@@ -172,15 +172,33 @@ async function footprint(s: Side, pods: number): Promise<number> {
 }
 
 /** critest --benchmark through the kit's runner; the median (ms) of each measurement its report holds. */
-async function critestBench(s: Side, registry: string): Promise<Map<string, number>> {
+async function critestBench(s: Side, registry: string, n: number): Promise<Map<string, number>> {
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), "flt-bench-critest-"));
   try {
-    const r = await runCommand(path.join(CRI_KIT, "run-critest.sh"), [s.socket, "--benchmark"], {
+    // Without these counts critest skips its pod, container and image benchmarks (only the start-container one runs).
+    const params = path.join(scratch, "params.yaml");
+    const outDir = path.join(scratch, "out");
+    fs.mkdirSync(outDir);
+    const fixture = (k: string): string => `gcr.io/k8s-staging-cri-tools/test-image-${k}`;
+    fs.writeFileSync(params, [
+      `containersNumber: ${n}`, "containersNumberParallel: 1", `podsNumber: ${n}`, "podsNumberParallel: 1",
+      `imagesNumber: ${n}`, "imagesNumberParallel: 1", `imagePullingBenchmarkImage: ${IMAGE}`,
+      `imageListingBenchmarkImages: [${["1", "2", "3"].map(fixture).join(", ")}]`,
+    ].join("\n") + "\n");
+    const r = await runCommand(path.join(CRI_KIT, "run-critest.sh"), [s.socket, "--benchmark", `--benchmarking-params-file=${params}`, `--benchmarking-output-dir=${outDir}`], {
       env: { REGISTRY: registry, SCRATCH: scratch, KEEP_SCRATCH: "1", CRITEST_TIMEOUT: "15m" },
       timeoutMs: 16 * 60_000,
     });
     console.error(`${s.name}: critest --benchmark: ${(r.stdout + r.stderr).trim().split("\n").pop()}`);
     const out = new Map<string, number>();
+    // The lifecycle benchmarks (pods, containers, images) write their samples to the output dir, one file each.
+    for (const f of fs.readdirSync(outDir).filter((x) => x.endsWith(".json")).sort()) {
+      const set = JSON.parse(fs.readFileSync(path.join(outDir, f), "utf8")) as { operationsNames?: string[]; datapoints?: { operationsDurationsNs?: number[] }[] };
+      (set.operationsNames ?? []).forEach((op, k) => {
+        const ds = (set.datapoints ?? []).map((d) => d.operationsDurationsNs?.[k]).filter((x): x is number => typeof x === "number");
+        if (ds.length) out.set(`${f.replace(/\.json$/, "")}: ${op}`, med(ds) / 1e6);
+      });
+    }
     const reportFile = path.join(scratch, "report.json");
     if (!fs.existsSync(reportFile)) return out;
     type Entry = { Name: string; Value?: { AsJSON?: string } };
@@ -228,8 +246,8 @@ export async function run(argv = process.argv.slice(2)): Promise<Row[]> {
     for (const s of sides) mem.push(await footprint(s, a.pods));
     rows.push(row(`PSS per container, ${a.pods} pods x 3 (stack + shims)`, "MiB", mem[0]! / 1024, mem[1]! / 1024));
     if (a.critest) {
-      const f = await critestBench(sides[0]!, reg.host);
-      const c = await critestBench(sides[1]!, reg.host);
+      const f = await critestBench(sides[0]!, reg.host, a.n);
+      const c = await critestBench(sides[1]!, reg.host, a.n);
       for (const [k, v] of f) if (c.has(k)) rows.push(row(`critest ${k} (median)`, "ms", v, c.get(k)!));
       if (f.size === 0 || c.size === 0) console.error(`cri: critest --benchmark reported ${f.size} / ${c.size} measurements`);
     }
