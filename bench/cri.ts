@@ -6,12 +6,12 @@
  * - pod start to a running container (`runp` + `create` + `start`, image already pulled) and its teardown
  *   (`stop` + `rm` + `stopp` + `rmp`), the two sides interleaved, median of N;
  * - 20 pods of 3 containers each: PSS (/proc/PID/smaps_rollup) of the stack's processes and shims (Flotilla:
- *   every service, supervisor, nats-server, shims; containerd: the daemon and its shims), per container;
+ *   every service, supervisor, nats-server, warm and serving shims; containerd: the daemon and its shims), per container;
  * - critest's own `--benchmark` specs (`run-critest.sh SOCKET --benchmark`) on each side: the median of
  *   every measurement they report (N samples each, one at a time).
  *
  *   npm run bench cri
- *   node dist/bench/cri.js [--quick] [--n N] [--pods N] [--no-critest]
+ *   node dist/bench/cri.js [--quick (N = 4)] [--n N (10)] [--pods N (20)] [--no-critest]
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
