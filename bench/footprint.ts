@@ -88,7 +88,7 @@ function warmShimPids(stack: Stack, serving: number[]): number[] {
   return out;
 }
 
-interface Proc {
+export interface Proc {
   name: string;
   pids: number[];
 }
@@ -107,7 +107,7 @@ function sample(procs: Proc[]): Sample[] {
 const mib = (kib: number): string => (kib / 1024).toFixed(1);
 const total = (s: Sample[]): { rss: number; pss: number } => s.reduce((a, x) => ({ rss: a.rss + x.rss, pss: a.pss + x.pss }), { rss: 0, pss: 0 });
 
-function flotillaProcs(stack: Stack): Proc[] {
+export function flotillaProcs(stack: Stack): Proc[] {
   const procs: Proc[] = SERVICE_NAMES.map((s) => ({ name: s, pids: [stack.pidOf(s)].filter((p): p is number => !!p) }));
   const sup = supervisorPid(stack);
   procs.push({ name: "supervisor", pids: sup ? [sup] : [] }, { name: "nats-server", pids: [stack.pidOf("nats")].filter((p): p is number => !!p) });

@@ -31,17 +31,19 @@ export async function startFlotilla(): Promise<Target & { stack: Stack }> {
   };
 }
 
-export async function startContainerd(): Promise<Target> {
+/** A reference containerd on private roots; `cri`: its CRI plugin enabled with these config tables (else disabled). */
+export async function startContainerd(opts: { cri?: string } = {}): Promise<Target> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ctd-"));
   const socket = path.join(dir, "containerd.sock");
   fs.writeFileSync(path.join(dir, "config.toml"), [
     "version = 2",
     `root = "${dir}/root"`,
     `state = "${dir}/state"`,
-    'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+    ...(opts.cri === undefined ? ['disabled_plugins = ["io.containerd.grpc.v1.cri"]'] : []),
     "[grpc]", `  address = "${socket}"`,
     "[ttrpc]", `  address = "${socket}.ttrpc"`,
     "[debug]", `  address = "${dir}/debug.sock"`, '  level = "warn"',
+    opts.cri ?? "",
   ].join("\n"));
   const log = fs.openSync(path.join(dir, "containerd.log"), "a");
   const child: ChildProcess = spawn("containerd", ["--config", path.join(dir, "config.toml")], { stdio: ["ignore", log, log] });

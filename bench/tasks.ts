@@ -27,7 +27,7 @@ function cwdOf(pid: number): string {
 }
 
 /** The shims serving containers of `t` (Flotilla's idle warm shims excluded: they serve none). */
-export function shimPidsOf(t: Target): number[] {
+export function shimPidsOf(t: Pick<Target, "socket">): number[] {
   const out: number[] = [];
   for (const e of fs.readdirSync("/proc")) {
     const pid = Number(e);

@@ -13,23 +13,11 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { freePort } from "#cli/supervisor";
 import { runCommand } from "#test/harness";
-import { CRI_KIT, startCriStack, type CriStack } from "./helpers";
+import { CRI_KIT, mirrorHosts, startCriStack, type CriStack } from "./helpers";
 
 /** The passed count Flotilla reaches today; raise it as specs start passing, never lower it. */
 const MIN_PASSED = Number(process.env.CRITEST_MIN_PASSED ?? 79);
 const TIMEOUT_MS = 20 * 60_000;
-
-/** The kit's mirror hosts.toml files, pointing at `registry` instead of the kit's 127.0.0.1:5001. */
-function mirrorHosts(dir: string, registry: string): string {
-  const out = path.join(dir, "certs.d");
-  for (const host of fs.readdirSync(path.join(CRI_KIT, "hosts"))) {
-    const src = path.join(CRI_KIT, "hosts", host, "hosts.toml");
-    if (!fs.existsSync(src)) continue;
-    fs.mkdirSync(path.join(out, host), { recursive: true });
-    fs.writeFileSync(path.join(out, host, "hosts.toml"), fs.readFileSync(src, "utf8").replaceAll("127.0.0.1:5001", registry));
-  }
-  return out;
-}
 
 describe("critest (CRI conformance)", { timeout: TIMEOUT_MS + 120_000 }, () => {
   let stack: CriStack;

@@ -26,6 +26,24 @@ export function crictlPath(): string {
   return (crictlBin = bin);
 }
 
+/** The kit's mirror hosts.toml files under `dir`/certs.d, pointing at `registry` instead of the kit's 127.0.0.1:5001; the certs.d path. */
+export function mirrorHosts(dir: string, registry: string): string {
+  const out = path.join(dir, "certs.d");
+  for (const host of fs.readdirSync(path.join(CRI_KIT, "hosts"))) {
+    const src = path.join(CRI_KIT, "hosts", host, "hosts.toml");
+    if (!fs.existsSync(src)) continue;
+    fs.mkdirSync(path.join(out, host), { recursive: true });
+    fs.writeFileSync(path.join(out, host, "hosts.toml"), fs.readFileSync(src, "utf8").replaceAll("127.0.0.1:5001", registry));
+  }
+  return out;
+}
+
+/** The kit's crictl against a CRI socket (runtime and image endpoint). */
+export function crictlOn(socket: string): (args: string[], opts?: Omit<CtrOptions, "namespace">) => Promise<CtrResult> {
+  const bin = crictlPath();
+  return (args, o = {}) => runCommand(bin, ["--timeout", "60s", "-r", `unix://${socket}`, "-i", `unix://${socket}`, ...args], { timeoutMs: 90_000, ...o });
+}
+
 export interface CriStack extends Stack {
   net: TestNet;
   /** Run crictl against the gateway's socket (runtime and image endpoint). */
@@ -73,9 +91,7 @@ export async function startCriStack(opts: { registryConfigPath?: string; extraTo
     net.cleanup();
     throw e;
   }
-  const bin = crictlPath();
-  const crictl = (args: string[], o: Omit<CtrOptions, "namespace"> = {}): Promise<CtrResult> =>
-    runCommand(bin, ["--timeout", "60s", "-r", `unix://${stack.socket}`, "-i", `unix://${stack.socket}`, ...args], { timeoutMs: 90_000, ...o });
+  const crictl = crictlOn(stack.socket);
   const stopStack = stack.stop;
   return Object.assign(stack, {
     net,
