@@ -9,7 +9,7 @@
  * Headers: `traceparent` (W3C trace context), `containerd-namespace`, `containerd-topic`.
  */
 import * as fs from "node:fs";
-import { connect, credsAuthenticator, headers as natsHeaders, nkeyAuthenticator, type ConnectionOptions, type NatsConnection, type Subscription, type MsgHdrs } from "nats";
+import { connect, credsAuthenticator, DeliverPolicy, headers as natsHeaders, nkeyAuthenticator, type Consumer, type ConsumerMessages, type ConnectionOptions, type NatsConnection, type Subscription, type MsgHdrs, type OrderedConsumerOptions } from "nats";
 import { context as otelContext } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import type { RootDatabase } from "lmdb";
@@ -57,6 +57,11 @@ export interface SubscribeOptions {
 
 export interface EventSubscriber {
   subscribe(handler: (env: Envelope, raw: Buffer, trace: Context) => void, opts?: SubscribeOptions): () => void;
+}
+
+/** A subscriber that can read the events stream (NatsEventBus.follow). */
+export interface EventFollower {
+  follow(stream: string, handler: (env: Envelope, raw: Buffer, trace: Context) => void, subjects?: string[]): Promise<() => void>;
 }
 
 const TOPIC_COMPONENT = /^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
@@ -116,6 +121,48 @@ export function envelopeAdaptor(env: Envelope): Adaptor {
       default: return NOT_PRESENT;
     }
   };
+}
+
+/**
+ * The subjects of the events `filters` (containerd filters, as Events.Subscribe takes them) can match:
+ * one namespace's when every filter requires `namespace==<that one>` as a plain clause (nothing quoted),
+ * else every subject. A narrowing only: the filters are still applied to what comes.
+ */
+export function subjectsForFilters(prefix: string, filters: readonly string[] | undefined): string[] {
+  const all = [`${prefix}.>`];
+  if (!filters?.length) return all;
+  const names = new Set<string>();
+  for (const f of filters) {
+    if (/["'`]/.test(f)) return all;
+    const m = /(?:^|,)\s*namespace\s*==\s*([A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*)\s*(?:,|$)/.exec(f);
+    if (!m) return all;
+    names.add(m[1]!);
+  }
+  return names.size === 1 ? [`${prefix}.${escapeToken([...names][0]!)}.>`] : all;
+}
+
+/** JetStream's API has no responder: a server without JetStream (or with it disabled for this account). */
+export const noJetStream = (e: unknown): boolean => (e as { code?: string })?.code === "503" || /jetstream not enabled|no responders/i.test((e as Error)?.message ?? "");
+
+/** Where to start reading the events stream: its end ("now", the default), a stream sequence, or a time (ISO). */
+export interface StreamStart {
+  fromSeq?: number;
+  since?: string;
+  /** Only these subjects (every subject of the stream when absent). */
+  subjects?: string[];
+}
+
+/**
+ * An ordered consumer of the events stream `stream`: ephemeral (nothing durable left on the server),
+ * delivering in stream order, and after a reconnect (or a NATS restart) resuming after the last
+ * sequence it delivered. `flotilla events` and the gateway's Events.Subscribe read the stream through it.
+ */
+export async function streamConsumer(nc: NatsConnection, stream: string, start: StreamStart = {}): Promise<Consumer> {
+  const opts: Partial<OrderedConsumerOptions> = start.fromSeq !== undefined
+    ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: start.fromSeq }
+    : start.since !== undefined ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: start.since } : { deliver_policy: DeliverPolicy.New };
+  if (start.subjects) opts.filterSubjects = start.subjects;
+  return nc.jetstream().consumers.get(stream, opts);
 }
 
 function carrier(h: MsgHdrs): HeaderCarrier {
@@ -185,7 +232,7 @@ export interface NatsEventBusOptions {
  * Publisher and subscriber over NATS. It never blocks an RPC on NATS: before the first connection,
  * events queue in memory; after it, the client library buffers across reconnects.
  */
-export class NatsEventBus implements EventPublisher, EventSubscriber {
+export class NatsEventBus implements EventPublisher, EventSubscriber, EventFollower {
   private nc?: NatsConnection;
   private closed = false;
   private queue: { subject: string; data: Buffer; hdrs: MsgHdrs }[] = [];
@@ -274,30 +321,67 @@ export class NatsEventBus implements EventPublisher, EventSubscriber {
     this.send(subjectFor(this.opts.prefix, env.namespace, env.topic), encodeEnvelope(env), env.namespace, env.topic, ctx);
   }
 
+  /** Hand one message (core NATS or JetStream) to `handler`, decoded. */
+  private deliver(handler: Sub["handler"], msg: { data: Uint8Array; headers?: MsgHdrs; subject: string }): void {
+    try {
+      const raw = Buffer.from(msg.data);
+      const trace = msg.headers ? extractFromHeaders(carrier(msg.headers)) : otelContext.active();
+      handler(decodeEnvelope(raw), raw, trace);
+    } catch (e) {
+      this.opts.log.warn({ err: (e as Error).message, subject: msg.subject }, "undecodable event on NATS");
+    }
+  }
+
   private attach(s: Sub): void {
     if (!this.nc) return;
     s.subs = s.subjects.map((subject) => this.nc!.subscribe(subject, {
       callback: (err, msg) => {
-        if (err) return;
-        try {
-          const raw = Buffer.from(msg.data);
-          const trace = msg.headers ? extractFromHeaders(carrier(msg.headers)) : otelContext.active();
-          s.handler(decodeEnvelope(raw), raw, trace);
-        } catch (e) {
-          this.opts.log.warn({ err: (e as Error).message, subject: msg.subject }, "undecodable event on NATS");
-        }
+        if (!err) this.deliver(s.handler, msg);
       },
     }));
+  }
+
+  /**
+   * Every event on `subjects` (all when absent) from now on, read from the JetStream stream `stream`
+   * through an ordered consumer, so that none is missed while this connection is reconnecting. When
+   * the server has no JetStream or no such stream (as the outbox relay then publishes on core NATS),
+   * a plain subscription instead. Resolves once the reading has started; the result stops it.
+   */
+  async follow(stream: string, handler: Sub["handler"], subjects?: string[]): Promise<() => void> {
+    await Promise.race([this.connecting, new Promise((r) => setTimeout(r, 2000))]);
+    const nc = this.nc;
+    let messages: ConsumerMessages | undefined;
+    if (nc && !nc.isClosed()) {
+      try {
+        messages = await (await streamConsumer(nc, stream, { subjects })).consume();
+      } catch (e) {
+        if (!noJetStream(e) && !/stream not found/i.test((e as Error).message)) throw e;
+        this.opts.log.debug({ err: (e as Error).message, stream }, "no events stream: following core NATS");
+      }
+    }
+    if (!messages) {
+      const s: Sub = { handler, subjects: subjects ?? subjectsFor(this.opts.prefix), subs: [] };
+      this.subs.add(s);
+      this.attach(s);
+      return () => this.unsubscribe(s);
+    }
+    const msgs = messages;
+    void (async () => {
+      for await (const m of msgs) this.deliver(handler, m);
+    })().catch((e: unknown) => this.opts.log.warn({ err: (e as Error).message, stream }, "following the events stream stopped"));
+    return () => void msgs.close().catch(() => undefined);
+  }
+
+  private unsubscribe(s: Sub): void {
+    this.subs.delete(s);
+    for (const sub of s.subs) sub.unsubscribe();
   }
 
   subscribe(handler: (env: Envelope, raw: Buffer, trace: Context) => void, opts: SubscribeOptions = {}): () => void {
     const s: Sub = { handler, subjects: subjectsFor(this.opts.prefix, opts.topics), subs: [] };
     this.subs.add(s);
     this.attach(s);
-    return () => {
-      this.subs.delete(s);
-      for (const sub of s.subs) sub.unsubscribe();
-    };
+    return () => this.unsubscribe(s);
   }
 
   async close(): Promise<void> {
