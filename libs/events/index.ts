@@ -61,7 +61,7 @@ export interface EventSubscriber {
 
 /** A subscriber that can read the events stream (NatsEventBus.follow). */
 export interface EventFollower {
-  follow(stream: string, handler: (env: Envelope, raw: Buffer, trace: Context) => void, subjects?: string[]): Promise<() => void>;
+  follow(stream: string, handler: (env: Envelope, raw: Buffer, trace: Context) => void, subject?: string): Promise<() => void>;
 }
 
 const TOPIC_COMPONENT = /^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
@@ -124,12 +124,12 @@ export function envelopeAdaptor(env: Envelope): Adaptor {
 }
 
 /**
- * The subjects of the events `filters` (containerd filters, as Events.Subscribe takes them) can match:
+ * The subject of the events `filters` (containerd filters, as Events.Subscribe takes them) can match:
  * one namespace's when every filter requires `namespace==<that one>` as a plain clause (nothing quoted),
- * else every subject. A narrowing only: the filters are still applied to what comes.
+ * else every event's. A narrowing only: the filters are still applied to what comes.
  */
-export function subjectsForFilters(prefix: string, filters: readonly string[] | undefined): string[] {
-  const all = [`${prefix}.>`];
+export function subjectForFilters(prefix: string, filters: readonly string[] | undefined): string {
+  const all = `${prefix}.>`;
   if (!filters?.length) return all;
   const names = new Set<string>();
   for (const f of filters) {
@@ -138,7 +138,7 @@ export function subjectsForFilters(prefix: string, filters: readonly string[] | 
     if (!m) return all;
     names.add(m[1]!);
   }
-  return names.size === 1 ? [`${prefix}.${escapeToken([...names][0]!)}.>`] : all;
+  return names.size === 1 ? `${prefix}.${escapeToken([...names][0]!)}.>` : all;
 }
 
 /** JetStream's API has no responder: a server without JetStream (or with it disabled for this account). */
@@ -148,8 +148,8 @@ export const noJetStream = (e: unknown): boolean => (e as { code?: string })?.co
 export interface StreamStart {
   fromSeq?: number;
   since?: string;
-  /** Only these subjects (every subject of the stream when absent). */
-  subjects?: string[];
+  /** Only this subject (wildcards allowed; every subject of the stream when absent). */
+  subject?: string;
 }
 
 /**
@@ -161,7 +161,8 @@ export async function streamConsumer(nc: NatsConnection, stream: string, start: 
   const opts: Partial<OrderedConsumerOptions> = start.fromSeq !== undefined
     ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: start.fromSeq }
     : start.since !== undefined ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: start.since } : { deliver_policy: DeliverPolicy.New };
-  if (start.subjects) opts.filterSubjects = start.subjects;
+  // One subject, not a list: servers before 2.10 know `filter_subject` only.
+  if (start.subject) opts.filterSubjects = start.subject;
   return nc.jetstream().consumers.get(stream, opts);
 }
 
@@ -342,25 +343,25 @@ export class NatsEventBus implements EventPublisher, EventSubscriber, EventFollo
   }
 
   /**
-   * Every event on `subjects` (all when absent) from now on, read from the JetStream stream `stream`
+   * Every event on `subject` (all when absent) from now on, read from the JetStream stream `stream`
    * through an ordered consumer, so that none is missed while this connection is reconnecting. When
    * the server has no JetStream or no such stream (as the outbox relay then publishes on core NATS),
    * a plain subscription instead. Resolves once the reading has started; the result stops it.
    */
-  async follow(stream: string, handler: Sub["handler"], subjects?: string[]): Promise<() => void> {
+  async follow(stream: string, handler: Sub["handler"], subject?: string): Promise<() => void> {
     await Promise.race([this.connecting, new Promise((r) => setTimeout(r, 2000))]);
     const nc = this.nc;
     let messages: ConsumerMessages | undefined;
     if (nc && !nc.isClosed()) {
       try {
-        messages = await (await streamConsumer(nc, stream, { subjects })).consume();
+        messages = await (await streamConsumer(nc, stream, { subject: subject === `${this.opts.prefix}.>` ? undefined : subject })).consume();
       } catch (e) {
         if (!noJetStream(e) && !/stream not found/i.test((e as Error).message)) throw e;
         this.opts.log.debug({ err: (e as Error).message, stream }, "no events stream: following core NATS");
       }
     }
     if (!messages) {
-      const s: Sub = { handler, subjects: subjects ?? subjectsFor(this.opts.prefix), subs: [] };
+      const s: Sub = { handler, subjects: subject ? [subject] : subjectsFor(this.opts.prefix), subs: [] };
       this.subs.add(s);
       this.attach(s);
       return () => this.unsubscribe(s);

@@ -6,7 +6,7 @@
  */
 import { parseAll } from "#libs/filters";
 import { errInvalidArgument, errResourceExhausted, errUnavailable } from "#libs/errdefs";
-import { envelopeAdaptor, subjectsForFilters, type Envelope, type EventFollower, type EventPublisher } from "#libs/events";
+import { envelopeAdaptor, subjectForFilters, type Envelope, type EventFollower, type EventPublisher } from "#libs/events";
 import { streamName } from "#libs/outbox";
 import { serviceHandlers, type ServiceHandlers } from "#libs/grpc/server";
 
@@ -40,7 +40,7 @@ export function eventsHandlers(bus: EventFollower, prefix: string, publisher: Ev
         if (backlog.length >= MAX_BACKLOG) overflow = true;
         else backlog.push(env);
         wake?.();
-      }, subjectsForFilters(prefix, req.filters));
+      }, subjectForFilters(prefix, req.filters));
       let onStop: (() => void) | undefined;
       const aborted = new Promise<void>((resolve) => {
         ctx.signal.addEventListener("abort", () => resolve(), { once: true });
