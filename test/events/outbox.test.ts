@@ -206,7 +206,7 @@ describe("events outbox: nothing lost across NATS and service restarts", { timeo
       await load;
       await waitFor("the outboxes to drain", async () => ((await totalDepth()) === 0 ? true : undefined), 30000, 200);
 
-      // `ctr events` (the gateway's core subscription) sees events again now that NATS is back.
+      // `ctr events` (the gateway following the stream) sees new events now that NATS is back.
       const seenBefore = watcher.lines.length;
       await waitFor("ctr events to see events again", async () => {
         const r = await stack.ctr(["namespaces", "label", "ec", `n=${Date.now()}`]);
