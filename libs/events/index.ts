@@ -178,6 +178,8 @@ interface Sub {
   handler: (env: Envelope, raw: Buffer, trace: Context) => void;
   subjects: string[];
   subs: Subscription[];
+  /** Whether to hand this message on (all when absent). */
+  accept?: (h: MsgHdrs | undefined) => boolean;
 }
 
 /** How to reach NATS besides its URL: `[flotilla.nats]`'s credentials and TLS files ("" or absent = unset). */
@@ -337,40 +339,58 @@ export class NatsEventBus implements EventPublisher, EventSubscriber, EventFollo
     if (!this.nc) return;
     s.subs = s.subjects.map((subject) => this.nc!.subscribe(subject, {
       callback: (err, msg) => {
-        if (!err) this.deliver(s.handler, msg);
+        if (!err && (!s.accept || s.accept(msg.headers))) this.deliver(s.handler, msg);
       },
     }));
   }
 
   /**
-   * Every event on `subject` (all when absent) from now on, read from the JetStream stream `stream`
-   * through an ordered consumer, so that none is missed while this connection is reconnecting. When
-   * the server has no JetStream or no such stream (as the outbox relay then publishes on core NATS),
-   * a plain subscription instead. Resolves once the reading has started; the result stops it.
+   * Every event on `subject` (all when absent) from now on, once each: live from a core subscription,
+   * and from the JetStream stream `stream` through an ordered consumer, which fills what the core
+   * subscription missed while this connection was reconnecting (a stream message is the same event as
+   * a core one with its `Nats-Msg-Id`, which every outbox event carries). When the server has no
+   * JetStream or no such stream (as the outbox relay then publishes on core NATS), the core
+   * subscription alone; it also carries on when JetStream is unavailable for a while (a NATS cluster
+   * without a quorum). Resolves once the reading has started; the result stops it.
    */
   async follow(stream: string, handler: Sub["handler"], subject?: string): Promise<() => void> {
     await Promise.race([this.connecting, new Promise((r) => setTimeout(r, 2000))]);
+    // Ids of the events delivered (the latest 50000): any other copy (the stream's, a relay's retry) is dropped.
+    const ids = new Set<string>();
+    const first = (h: MsgHdrs | undefined, fromStream: boolean): boolean => {
+      const id = h?.get("Nats-Msg-Id");
+      if (!id) return !fromStream;
+      if (ids.has(id)) return false;
+      ids.add(id);
+      if (ids.size > 50_000) ids.delete(ids.values().next().value!);
+      return true;
+    };
+    const s: Sub = { handler, subjects: subject ? [subject] : subjectsFor(this.opts.prefix), subs: [], accept: (h) => first(h, false) };
+    this.subs.add(s);
+    this.attach(s);
     const nc = this.nc;
     let messages: ConsumerMessages | undefined;
     if (nc && !nc.isClosed()) {
       try {
         messages = await (await streamConsumer(nc, stream, { subject: subject === `${this.opts.prefix}.>` ? undefined : subject })).consume();
       } catch (e) {
-        if (!noJetStream(e) && !/stream not found/i.test((e as Error).message)) throw e;
+        if (!noJetStream(e) && !/stream not found/i.test((e as Error).message)) {
+          this.unsubscribe(s);
+          throw e;
+        }
         this.opts.log.debug({ err: (e as Error).message, stream }, "no events stream: following core NATS");
       }
     }
-    if (!messages) {
-      const s: Sub = { handler, subjects: subject ? [subject] : subjectsFor(this.opts.prefix), subs: [] };
-      this.subs.add(s);
-      this.attach(s);
-      return () => this.unsubscribe(s);
-    }
     const msgs = messages;
-    void (async () => {
-      for await (const m of msgs) this.deliver(handler, m);
-    })().catch((e: unknown) => this.opts.log.warn({ err: (e as Error).message, stream }, "following the events stream stopped"));
-    return () => void msgs.close().catch(() => undefined);
+    if (msgs) {
+      void (async () => {
+        for await (const m of msgs) if (first(m.headers, true)) this.deliver(handler, m);
+      })().catch((e: unknown) => this.opts.log.warn({ err: (e as Error).message, stream }, "following the events stream stopped"));
+    }
+    return () => {
+      this.unsubscribe(s);
+      void msgs?.close().catch(() => undefined);
+    };
   }
 
   private unsubscribe(s: Sub): void {

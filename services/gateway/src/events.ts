@@ -1,8 +1,8 @@
 /**
  * containerd.services.events.v1.Events bridged to NATS: Publish and Forward go into the outbox (and on to JetStream),
  * Subscribe streams every envelope from now on (all namespaces, as containerd does) through the
- * client's filters (`namespace`, `topic`, `event.<field>`), read from the JetStream stream so that
- * none is missed while the gateway's NATS connection is reconnecting (core NATS without a stream).
+ * client's filters (`namespace`, `topic`, `event.<field>`), live and from the JetStream stream so that
+ * none is missed while the gateway's NATS connection is reconnecting (NatsEventBus.follow).
  */
 import { parseAll } from "#libs/filters";
 import { errInvalidArgument, errResourceExhausted, errUnavailable } from "#libs/errdefs";
