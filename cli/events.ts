@@ -7,9 +7,9 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
-import { connect, DeliverPolicy, type JsMsg } from "nats";
+import { connect, type JsMsg } from "nats";
 import { loadConfig, type Config } from "#libs/config";
-import { decodeEnvelope, envelopeAdaptor, type Envelope } from "#libs/events";
+import { decodeEnvelope, envelopeAdaptor, streamConsumer, type Envelope } from "#libs/events";
 import { streamName } from "#libs/outbox";
 import { parseAll } from "#libs/filters";
 import { anyType, DECODE_OPTIONS } from "#libs/proto";
@@ -94,9 +94,7 @@ export async function eventsCommand(args: string[]): Promise<number> {
   const filter = parseAll(values.filter ?? []);
   const replay = values.since !== undefined || values.from !== undefined;
   const follow = values.follow || !replay;
-  const opts = values.from !== undefined
-    ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: Number(values.from) }
-    : values.since !== undefined ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: startTime(values.since) } : { deliver_policy: DeliverPolicy.New };
+  const start = values.from !== undefined ? { fromSeq: Number(values.from) } : values.since !== undefined ? { since: startTime(values.since) } : {};
   if (values.from !== undefined && !(Number(values.from) >= 1)) {
     process.stderr.write(`flotilla events: --from ${JSON.stringify(values.from)}: not a stream sequence (1 or more)\n`);
     return 1;
@@ -104,9 +102,8 @@ export async function eventsCommand(args: string[]): Promise<number> {
   const nc = await connect({ servers: url.split(","), name: "flotilla-events", maxReconnectAttempts: -1, reconnectTimeWait: 250 });
   try {
     const stream = streamName(cfg.flotilla.events_subject_prefix);
-    const js = nc.jetstream();
     const last = (await (await nc.jetstreamManager()).streams.info(stream)).state.last_seq;
-    const consumer = await js.consumers.get(stream, opts);
+    const consumer = await streamConsumer(nc, stream, start);
     const print = (m: JsMsg): void => {
       try {
         const env = decodeEnvelope(m.data);

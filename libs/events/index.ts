@@ -9,7 +9,7 @@
  * Headers: `traceparent` (W3C trace context), `containerd-namespace`, `containerd-topic`.
  */
 import * as fs from "node:fs";
-import { connect, credsAuthenticator, headers as natsHeaders, nkeyAuthenticator, type ConnectionOptions, type NatsConnection, type Subscription, type MsgHdrs } from "nats";
+import { connect, credsAuthenticator, DeliverPolicy, headers as natsHeaders, nkeyAuthenticator, type Consumer, type ConsumerMessages, type ConnectionOptions, type NatsConnection, type Subscription, type MsgHdrs, type OrderedConsumerOptions } from "nats";
 import { context as otelContext } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import type { RootDatabase } from "lmdb";
@@ -57,6 +57,11 @@ export interface SubscribeOptions {
 
 export interface EventSubscriber {
   subscribe(handler: (env: Envelope, raw: Buffer, trace: Context) => void, opts?: SubscribeOptions): () => void;
+}
+
+/** A subscriber that can read the events stream (NatsEventBus.follow). */
+export interface EventFollower {
+  follow(stream: string, handler: (env: Envelope, raw: Buffer, trace: Context) => void, subject?: string): Promise<() => void>;
 }
 
 const TOPIC_COMPONENT = /^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
@@ -118,6 +123,49 @@ export function envelopeAdaptor(env: Envelope): Adaptor {
   };
 }
 
+/**
+ * The subject of the events `filters` (containerd filters, as Events.Subscribe takes them) can match:
+ * one namespace's when every filter requires `namespace==<that one>` as a plain clause (nothing quoted),
+ * else every event's. A narrowing only: the filters are still applied to what comes.
+ */
+export function subjectForFilters(prefix: string, filters: readonly string[] | undefined): string {
+  const all = `${prefix}.>`;
+  if (!filters?.length) return all;
+  const names = new Set<string>();
+  for (const f of filters) {
+    if (/["'`]/.test(f)) return all;
+    const m = /(?:^|,)\s*namespace\s*==\s*([A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*)\s*(?:,|$)/.exec(f);
+    if (!m) return all;
+    names.add(m[1]!);
+  }
+  return names.size === 1 ? `${prefix}.${escapeToken([...names][0]!)}.>` : all;
+}
+
+/** JetStream's API has no responder: a server without JetStream (or with it disabled for this account). */
+export const noJetStream = (e: unknown): boolean => (e as { code?: string })?.code === "503" || /jetstream not enabled|no responders/i.test((e as Error)?.message ?? "");
+
+/** Where to start reading the events stream: its end ("now", the default), a stream sequence, or a time (ISO). */
+export interface StreamStart {
+  fromSeq?: number;
+  since?: string;
+  /** Only this subject (wildcards allowed; every subject of the stream when absent). */
+  subject?: string;
+}
+
+/**
+ * An ordered consumer of the events stream `stream`: ephemeral (nothing durable left on the server),
+ * delivering in stream order, and after a reconnect (or a NATS restart) resuming after the last
+ * sequence it delivered. `flotilla events` and the gateway's Events.Subscribe read the stream through it.
+ */
+export async function streamConsumer(nc: NatsConnection, stream: string, start: StreamStart = {}): Promise<Consumer> {
+  const opts: Partial<OrderedConsumerOptions> = start.fromSeq !== undefined
+    ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: start.fromSeq }
+    : start.since !== undefined ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: start.since } : { deliver_policy: DeliverPolicy.New };
+  // One subject, not a list: servers before 2.10 know `filter_subject` only.
+  if (start.subject) opts.filterSubjects = start.subject;
+  return nc.jetstream().consumers.get(stream, opts);
+}
+
 function carrier(h: MsgHdrs): HeaderCarrier {
   return {
     get: (k) => h.get(k),
@@ -130,6 +178,8 @@ interface Sub {
   handler: (env: Envelope, raw: Buffer, trace: Context) => void;
   subjects: string[];
   subs: Subscription[];
+  /** Whether to hand this message on (all when absent). */
+  accept?: (h: MsgHdrs | undefined) => boolean;
 }
 
 /** How to reach NATS besides its URL: `[flotilla.nats]`'s credentials and TLS files ("" or absent = unset). */
@@ -185,7 +235,7 @@ export interface NatsEventBusOptions {
  * Publisher and subscriber over NATS. It never blocks an RPC on NATS: before the first connection,
  * events queue in memory; after it, the client library buffers across reconnects.
  */
-export class NatsEventBus implements EventPublisher, EventSubscriber {
+export class NatsEventBus implements EventPublisher, EventSubscriber, EventFollower {
   private nc?: NatsConnection;
   private closed = false;
   private queue: { subject: string; data: Buffer; hdrs: MsgHdrs }[] = [];
@@ -274,30 +324,85 @@ export class NatsEventBus implements EventPublisher, EventSubscriber {
     this.send(subjectFor(this.opts.prefix, env.namespace, env.topic), encodeEnvelope(env), env.namespace, env.topic, ctx);
   }
 
+  /** Hand one message (core NATS or JetStream) to `handler`, decoded. */
+  private deliver(handler: Sub["handler"], msg: { data: Uint8Array; headers?: MsgHdrs; subject: string }): void {
+    try {
+      const raw = Buffer.from(msg.data);
+      const trace = msg.headers ? extractFromHeaders(carrier(msg.headers)) : otelContext.active();
+      handler(decodeEnvelope(raw), raw, trace);
+    } catch (e) {
+      this.opts.log.warn({ err: (e as Error).message, subject: msg.subject }, "undecodable event on NATS");
+    }
+  }
+
   private attach(s: Sub): void {
     if (!this.nc) return;
     s.subs = s.subjects.map((subject) => this.nc!.subscribe(subject, {
       callback: (err, msg) => {
-        if (err) return;
-        try {
-          const raw = Buffer.from(msg.data);
-          const trace = msg.headers ? extractFromHeaders(carrier(msg.headers)) : otelContext.active();
-          s.handler(decodeEnvelope(raw), raw, trace);
-        } catch (e) {
-          this.opts.log.warn({ err: (e as Error).message, subject: msg.subject }, "undecodable event on NATS");
-        }
+        if (!err && (!s.accept || s.accept(msg.headers))) this.deliver(s.handler, msg);
       },
     }));
+  }
+
+  /**
+   * Every event on `subject` (all when absent) from now on, once each: live from a core subscription,
+   * and from the JetStream stream `stream` through an ordered consumer, which fills what the core
+   * subscription missed while this connection was reconnecting (a stream message is the same event as
+   * a core one with its `Nats-Msg-Id`, which every outbox event carries). When the server has no
+   * JetStream or no such stream (as the outbox relay then publishes on core NATS), the core
+   * subscription alone; it also carries on when JetStream is unavailable for a while (a NATS cluster
+   * without a quorum). Resolves once the reading has started; the result stops it.
+   */
+  async follow(stream: string, handler: Sub["handler"], subject?: string): Promise<() => void> {
+    await Promise.race([this.connecting, new Promise((r) => setTimeout(r, 2000))]);
+    // Ids of the events delivered (the latest 50000): any other copy (the stream's, a relay's retry) is dropped.
+    const ids = new Set<string>();
+    const first = (h: MsgHdrs | undefined, fromStream: boolean): boolean => {
+      const id = h?.get("Nats-Msg-Id");
+      if (!id) return !fromStream;
+      if (ids.has(id)) return false;
+      ids.add(id);
+      if (ids.size > 50_000) ids.delete(ids.values().next().value!);
+      return true;
+    };
+    const s: Sub = { handler, subjects: subject ? [subject] : subjectsFor(this.opts.prefix), subs: [], accept: (h) => first(h, false) };
+    this.subs.add(s);
+    this.attach(s);
+    const nc = this.nc;
+    let messages: ConsumerMessages | undefined;
+    if (nc && !nc.isClosed()) {
+      try {
+        messages = await (await streamConsumer(nc, stream, { subject: subject === `${this.opts.prefix}.>` ? undefined : subject })).consume();
+      } catch (e) {
+        if (!noJetStream(e) && !/stream not found/i.test((e as Error).message)) {
+          this.unsubscribe(s);
+          throw e;
+        }
+        this.opts.log.debug({ err: (e as Error).message, stream }, "no events stream: following core NATS");
+      }
+    }
+    const msgs = messages;
+    if (msgs) {
+      void (async () => {
+        for await (const m of msgs) if (first(m.headers, true)) this.deliver(handler, m);
+      })().catch((e: unknown) => this.opts.log.warn({ err: (e as Error).message, stream }, "following the events stream stopped"));
+    }
+    return () => {
+      this.unsubscribe(s);
+      void msgs?.close().catch(() => undefined);
+    };
+  }
+
+  private unsubscribe(s: Sub): void {
+    this.subs.delete(s);
+    for (const sub of s.subs) sub.unsubscribe();
   }
 
   subscribe(handler: (env: Envelope, raw: Buffer, trace: Context) => void, opts: SubscribeOptions = {}): () => void {
     const s: Sub = { handler, subjects: subjectsFor(this.opts.prefix, opts.topics), subs: [] };
     this.subs.add(s);
     this.attach(s);
-    return () => {
-      this.subs.delete(s);
-      for (const sub of s.subs) sub.unsubscribe();
-    };
+    return () => this.unsubscribe(s);
   }
 
   async close(): Promise<void> {

@@ -21,7 +21,7 @@ import type { Logger } from "pino";
 import type { RootDatabase } from "lmdb";
 import { namespaceRequired, validateIdentifier, type CallContext } from "../context";
 import { errInvalidArgument } from "../errdefs";
-import { encodeEnvelope, subjectFor, validateTopic, type Envelope, type EventPublisher, type EventRecorder } from "../events";
+import { encodeEnvelope, noJetStream, subjectFor, validateTopic, type Envelope, type EventPublisher, type EventRecorder } from "../events";
 import { openServiceDB, scanPrefix, writeTxn } from "../lmdb";
 import type { Metrics } from "../metrics";
 import { packAny, toTimestamp, type AnyMsg } from "../proto";
@@ -71,9 +71,6 @@ export function streamConfig(prefix: string, s: StreamSettings): Partial<StreamC
     duplicate_window: nanos(s.maxAgeMs > 0 ? Math.min(DUPLICATE_WINDOW_MS, s.maxAgeMs) : DUPLICATE_WINDOW_MS),
   };
 }
-
-/** JetStream's API has no responder: a server without JetStream. */
-const noJetStream = (e: unknown): boolean => (e as { code?: string })?.code === "503" || /jetstream not enabled|no responders/i.test((e as Error)?.message ?? "");
 
 const notFound = (e: unknown): boolean => /not found/i.test((e as Error)?.message ?? "");
 

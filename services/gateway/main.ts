@@ -62,7 +62,7 @@ export const gatewayService: ServiceDefinition = {
     const ownPlugins = componentPlugins(GATEWAY_COMPONENTS, status);
     sc.server.addService("containerd.services.version.v1.Version", { Version: async () => ({ version: VERSION, revision: REVISION }) });
     sc.server.addService("containerd.services.introspection.v1.Introspection", introspectionHandlers({ uuidFile: path.join(sc.root, "uuid"), addresses, ownPlugins, channels: sc.channels }));
-    sc.server.addService("containerd.services.events.v1.Events", eventsHandlers(sc.events, sc.outbox, sc.stopping));
+    sc.server.addService("containerd.services.events.v1.Events", eventsHandlers(sc.events, sc.config.flotilla.events_subject_prefix, sc.outbox, sc.stopping));
     // Health per service from its owner's own answer (see src/health.ts).
     sc.server.addService(HEALTH_SERVICE, new OwnerHealth({ routes, own: GATEWAY_SERVICES, stopping: sc.stopping, channels: sc.channels }).handlers());
     return { grpcServices: [...GATEWAY_GRPC, ...BACKENDS.flatMap((b) => OWNED_SERVICES[b])], status, frontend, close };

@@ -4,8 +4,10 @@
  * (kill -9) and restarted three times on the same port and JetStream store, and one service (images)
  * is killed once with events still in its outbox. Every event of every acknowledged change arrives
  * exactly once, in order per namespace (for one process's events); `ctr events` sees events again
- * once NATS is back; `bin/flotilla events --from 1` replays all of it; the outbox depth metric grows
- * while NATS is down and drains to 0.
+ * once NATS is back, and (the gateway's Events.Subscribe following the stream) every event of the
+ * changes made from the first crash on exactly once, on a `ctr events` with no filter and on one
+ * filtered to a namespace; `bin/flotilla events --from 1` replays all of it; the outbox depth metric
+ * grows while NATS is down and drains to 0.
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -19,7 +21,7 @@ import { unpackAny } from "#libs/proto";
 import type { ServiceName } from "#libs/config";
 import { startNats, startStack, waitFor, sleep, type Stack } from "../harness";
 import { buildBusyboxImage, startRegistry, type BuiltImage, type Registry } from "../images/registry";
-import { EventsWatcher, stopStackAndCleanup, waitTaskStatus } from "../tasks/helpers";
+import { EventsWatcher, stopStackAndCleanup, waitTaskStatus, type EventLine } from "../tasks/helpers";
 import { flotilla } from "../helpers/flotilla";
 
 const PREFIX = "flotilla.events";
@@ -156,10 +158,13 @@ describe("events outbox: nothing lost across NATS and service restarts", { timeo
 
   it("every acknowledged change's event arrives once, in order, through three NATS crashes and a service crash", async () => {
     const watcher = new EventsWatcher(stack);
+    const onlyEa = new EventsWatcher(stack, ["namespace==ea"]);
+    let fromCrash1 = 0;
     try {
       await watcher.ready();
       // With NATS up: pulls (content, images, snapshots).
       await Promise.all(["ea", "eb"].map((ns) => pull(ns)));
+      fromCrash1 = expected.length;
 
       // Crash 1: NATS killed under load; the outbox holds the events, its depth grows, then drains.
       await natsDown();
@@ -167,7 +172,17 @@ describe("events outbox: nothing lost across NATS and service restarts", { timeo
         for (let i = 0; i < 3; i++) await runRm(ns, `${ns}-r${i}`);
       }));
       assert.ok((await depth("tasks")) > 0, "the tasks process's outbox holds the events while NATS is down");
-      await natsUp();
+      // The gateway frozen while NATS comes back and the other outboxes drain: those events reach the
+      // stream before the gateway's NATS connection is back, and `ctr events` must get them all the same.
+      const gateway = stack.pidOf("gateway")!;
+      process.kill(gateway, "SIGSTOP");
+      try {
+        await natsUp();
+        const others = SERVICES.filter((s) => s !== "gateway");
+        await waitFor("the outboxes to drain", async () => ((await Promise.all(others.map(depth))).every((d) => d === 0) ? true : undefined), 30000, 200);
+      } finally {
+        process.kill(gateway, "SIGCONT");
+      }
       await waitFor("the outboxes to drain", async () => ((await totalDepth()) === 0 ? true : undefined), 30000, 200);
 
       // Crash 2: NATS killed, images records tags, then is killed itself (restarted by the supervisor)
@@ -191,7 +206,7 @@ describe("events outbox: nothing lost across NATS and service restarts", { timeo
       await load;
       await waitFor("the outboxes to drain", async () => ((await totalDepth()) === 0 ? true : undefined), 30000, 200);
 
-      // `ctr events` (the gateway's core subscription) sees events again now that NATS is back.
+      // `ctr events` (the gateway following the stream) sees new events now that NATS is back.
       const seenBefore = watcher.lines.length;
       await waitFor("ctr events to see events again", async () => {
         const r = await stack.ctr(["namespaces", "label", "ec", `n=${Date.now()}`]);
@@ -200,8 +215,21 @@ describe("events outbox: nothing lost across NATS and service restarts", { timeo
       }, 30000, 500).catch((e: Error) => {
         throw new Error(`${e.message}: ctr events printed ${seenBefore} lines before, ${watcher.lines.length} now: ${JSON.stringify(watcher.lines.slice(-3))}`);
       });
+
+      // Both `ctr events` saw every event of the changes made while NATS was down or coming back, once
+      // (the gateway's ordered consumer resumed after the last sequence it had delivered).
+      const later = expected.slice(fromCrash1);
+      const onLines = (lines: EventLine[], e: Expected): number => lines.filter((l) => l.ns === e.ns && l.topic === e.topic && Object.entries(e.match).every(([k, v]) => String(l.json[k] ?? "") === v)).length;
+      await waitFor("ctr events to print every event of the changes made across the crashes", async () => (later.every((e) => onLines(watcher.lines, e) >= 1) && later.every((e) => e.ns !== "ea" || onLines(onlyEa.lines, e) >= 1) ? true : undefined), 30000, 250).catch((e: Error) => {
+        const missing = later.filter((x) => onLines(watcher.lines, x) === 0).slice(0, 5);
+        throw new Error(`${e.message}: missing ${JSON.stringify(missing)}`);
+      });
+      for (const e of later) assert.equal(onLines(watcher.lines, e), 1, `ctr events: ${e.ns} ${e.topic} ${JSON.stringify(e.match)}`);
+      for (const e of later.filter((x) => x.ns === "ea")) assert.equal(onLines(onlyEa.lines, e), 1, `ctr events namespace==ea: ${e.ns} ${e.topic} ${JSON.stringify(e.match)}`);
+      assert.deepEqual([...new Set(onlyEa.lines.map((l) => l.ns))], ["ea"], "the namespace-filtered ctr events prints that namespace only");
     } finally {
       watcher.stop();
+      onlyEa.stop();
     }
 
     // The durable consumer has everything: wait until it has caught up with the stream.

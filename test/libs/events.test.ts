@@ -2,7 +2,7 @@
 import * as assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { background, withNamespace } from "#libs/context";
-import { NatsEventBus, subjectsFor, type Envelope } from "#libs/events";
+import { NatsEventBus, subjectForFilters, subjectsFor, type Envelope } from "#libs/events";
 import { createLogger } from "#libs/log";
 import { unpackAny } from "#libs/proto";
 import { startNats, waitFor } from "../harness";
@@ -23,6 +23,16 @@ describe("events - NATS bus with topic-filtered subscriptions", () => {
     await pub?.close();
     await sub?.close();
     await nats?.stop();
+  });
+
+  it("a Subscribe's filters narrow the stream's subject to one namespace only when every filter requires it", () => {
+    assert.equal(subjectForFilters("flt.ev", []), "flt.ev.>");
+    assert.equal(subjectForFilters("flt.ev", ["namespace==ea"]), "flt.ev.ea.>");
+    assert.equal(subjectForFilters("flt.ev", ["topic~=/tasks/,namespace==my.ns", "namespace==my.ns"]), "flt.ev.my~ns.>");
+    assert.equal(subjectForFilters("flt.ev", ["namespace==ea", "namespace==eb"]), "flt.ev.>", "two namespaces");
+    assert.equal(subjectForFilters("flt.ev", ["namespace==ea", "topic==/tasks/exit"]), "flt.ev.>", "one filter names none");
+    assert.equal(subjectForFilters("flt.ev", ["namespace!=ea"]), "flt.ev.>");
+    assert.equal(subjectForFilters("flt.ev", ['topic=="a,namespace==ea,"']), "flt.ev.>", "a quoted value is not a clause");
   });
 
   it("subjects: one per topic in every namespace, or everything", () => {
